@@ -1,0 +1,131 @@
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { pino, type Logger } from 'pino';
+import type { Config } from '../../core/config.js';
+import { formatDurationMs } from '../../core/duration.js';
+import { RateLimitError } from '../../core/errors.js';
+import { isConnectionError } from '../../db/errors.js';
+import { migrate } from '../../db/migrate.js';
+import { Daemon } from '../../daemon/server.js';
+import { loadPhoneKey, openDatabase } from '../runtime.js';
+
+export interface ServeHandle {
+  daemon: Daemon;
+  logger: Logger;
+  address: { host: string; port: number };
+  /** Graceful stop within the configured deadline; resolves true when it finished in time. Idempotent. */
+  stop(): Promise<boolean>;
+}
+
+export function createLogger(config: Config, instanceId: string, version: string): Logger {
+  return pino({ level: config.logLevel, base: { instance: instanceId, version } });
+}
+
+export function instanceIdentity(env: Readonly<Record<string, string | undefined>>) {
+  const host = hostname();
+  return {
+    // Fly gives each machine a stable id; elsewhere host + pid + a few random bytes.
+    instanceId: env.FLY_MACHINE_ID ?? `${host}-${process.pid}-${randomBytes(2).toString('hex')}`,
+    host,
+  };
+}
+
+/**
+ * Starts the daemon: key, database (embedded when no URL), migrations, listener. A database
+ * that is down at start does not stop the daemon: it starts on its in-memory fallback and
+ * migrates and catches up when the database appears.
+ */
+export async function startServe(config: Config, env: Readonly<Record<string, string | undefined>>, version: string): Promise<ServeHandle> {
+  const { instanceId, host } = instanceIdentity(env);
+  const logger = createLogger(config, instanceId, version);
+  const key = await loadPhoneKey(config, (m) => logger.warn(m));
+  const db = await openDatabase(config, {
+    poolSize: config.dbPoolSize,
+    statementTimeoutMs: config.dbStatementTimeoutMs,
+    applicationName: `ratelimit serve ${instanceId}`,
+    onIdleError: (err) => logger.warn({ err: err.message }, 'idle database connection failed'),
+    verify: false,
+    log: (m) => logger.info(m),
+  });
+  const databaseUrl = db.embedded?.url ?? config.databaseUrl!;
+  let migrated = false;
+  const ensureMigrated = async () => {
+    await db.revive();
+    if (migrated) return;
+    const report = await migrate(db.pool);
+    migrated = true;
+    if (report.applied.length > 0) logger.info({ applied: report.applied.map((m) => `${m.id}_${m.name}`) }, 'applied migrations');
+  };
+  let startError: unknown;
+  try {
+    await ensureMigrated();
+  } catch (err) {
+    if (!isConnectionError(err)) {
+      await db.close();
+      throw err;
+    }
+    startError = err;
+  }
+
+  const daemon = new Daemon({
+    config,
+    pool: db.pool,
+    databaseUrl,
+    phoneKey: key,
+    logger,
+    version,
+    engine: { beforeRecovery: ensureMigrated },
+  });
+  if (startError) daemon.engine.enterMemoryMode(startError);
+
+  let address;
+  try {
+    address = await daemon.listen();
+  } catch (err) {
+    await daemon.engine.stop();
+    await db.close();
+    throw new RateLimitError('invalid_config', `cannot listen on ${config.host}:${config.port}: ${(err as Error).message}`, { cause: err });
+  }
+  if (config.apiTokens.length === 0) {
+    logger.warn('RATELIMIT_API_TOKENS is not set: any client that can reach this port may consume (fine on 127.0.0.1, not on a network)');
+  }
+  logger.info(
+    {
+      host: address.address,
+      port: address.port,
+      database: db.target,
+      phoneLimit: `${config.phonePolicy.rules[0]!.max}/${formatDurationMs(config.phonePolicy.rules[0]!.windowMs)}`,
+      ipLimit: `${config.ipPolicy.rules[0]!.max}/${formatDurationMs(config.ipPolicy.rules[0]!.windowMs)}`,
+      host_name: host,
+    },
+    `ratelimit listening on http://${address.address.includes(':') ? `[${address.address}]` : address.address}:${address.port} (WebSocket at /ws)`,
+  );
+
+  let stopping: Promise<boolean> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      const started = Date.now();
+      logger.info('shutting down: no new connections, answering what is in flight');
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<false>((resolve) => {
+        timer = setTimeout(() => resolve(false), config.shutdownTimeoutMs);
+      });
+      const graceful = (async () => {
+        await daemon.shutdown();
+        await db.close();
+        return true as const;
+      })();
+      const inTime = await Promise.race([graceful, deadline]);
+      clearTimeout(timer);
+      if (!inTime) {
+        logger.error({ deadlineMs: config.shutdownTimeoutMs }, 'shutdown deadline passed; closing everything now');
+        daemon.terminate();
+        await Promise.race([db.close(), new Promise((r) => setTimeout(r, 1_000))]);
+      } else {
+        logger.info({ ms: Date.now() - started }, 'shut down cleanly');
+      }
+      return inTime;
+    })());
+
+  return { daemon, logger, address: { host: address.address, port: address.port }, stop };
+}

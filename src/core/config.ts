@@ -1,0 +1,150 @@
+import { ConfigError } from './errors.js';
+import { parseDurationMs } from './duration.js';
+import { makePolicy, type Policy } from './policy.js';
+import * as D from './defaults.js';
+
+/** Flags as commander hands them over: strings, all optional. */
+export interface ConfigFlags {
+  databaseUrl?: string;
+  dataDir?: string;
+  port?: string;
+  host?: string;
+  phoneLimit?: string;
+  phoneWindow?: string;
+  ipLimit?: string;
+  ipWindow?: string;
+}
+
+export type TrustProxy = 'none' | 'fly';
+
+export interface Config {
+  /** undefined: the embedded PostgreSQL in `dataDir`. */
+  databaseUrl: string | undefined;
+  dataDir: string;
+  /** undefined: a generated key kept in `dataDir` (refused in production). */
+  phoneKey: string | undefined;
+  production: boolean;
+  port: number;
+  host: string;
+  phonePolicy: Policy;
+  ipPolicy: Policy;
+  apiTokens: string[];
+  allowedOrigins: string[];
+  trustProxy: TrustProxy;
+  logLevel: string;
+  maxFrameBytes: number;
+  maxConnectionsPerIp: number;
+  /** Per connection, for clients without a token (browsers); token clients pipeline freely. */
+  messagesPerSecond: number;
+  dbStatementTimeoutMs: number;
+  dbPoolSize: number;
+  shutdownTimeoutMs: number;
+  heartbeatIntervalMs: number;
+  /** Numbers known to be at their limit are denied from memory until their reset time. */
+  denyCache: boolean;
+  /** Fly's VM region, shown by `top`. */
+  flyRegion: string | undefined;
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+
+/**
+ * The one place configuration is read: flags override environment variables, which override
+ * the defaults in PROTOCOL.md. Every problem is reported at once, naming the flag or variable.
+ */
+export function resolveConfig(flags: ConfigFlags, env: Env): Config {
+  const problems: string[] = [];
+  const pick = (flag: string | undefined, ...vars: string[]): { value: string; source: string } | undefined => {
+    if (flag !== undefined) return { value: flag, source: 'flag' };
+    for (const name of vars) {
+      const v = env[name];
+      if (v !== undefined && v.trim() !== '') return { value: v.trim(), source: name };
+    }
+    return undefined;
+  };
+  const int = (label: string, raw: { value: string; source: string } | undefined, fallback: number, min: number, max: number): number => {
+    if (!raw) return fallback;
+    const n = /^\d+$/.test(raw.value) ? Number(raw.value) : NaN;
+    if (!Number.isSafeInteger(n) || n < min || n > max) {
+      problems.push(`${label} (${raw.source}) must be an integer from ${min} to ${max}, got "${raw.value}"`);
+      return fallback;
+    }
+    return n;
+  };
+  const duration = (label: string, raw: { value: string; source: string } | undefined, fallback: number): number => {
+    if (!raw) return fallback;
+    const ms = parseDurationMs(raw.value);
+    if (ms === null) {
+      problems.push(`${label} (${raw.source}) must be a duration like 500ms, 30s, 15m, 1h, 1d or plain milliseconds, got "${raw.value}"`);
+      return fallback;
+    }
+    return ms;
+  };
+  const list = (name: string): string[] =>
+    (env[name] ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+
+  const production = env.NODE_ENV === 'production';
+
+  const url = pick(flags.databaseUrl, 'DATABASE_URL', 'FLY_DATABASE_URL');
+  if (url && !/^postgres(ql)?:\/\//.test(url.value)) {
+    problems.push(`database URL (${url.source}) must start with postgres:// or postgresql://`);
+  }
+
+  const key = env.PHONE_ENCRYPTION_KEY;
+  if (production && (key === undefined || key.length < D.MIN_KEY_LENGTH)) {
+    problems.push(
+      `PHONE_ENCRYPTION_KEY must be set to at least ${D.MIN_KEY_LENGTH} characters when NODE_ENV=production ` +
+        `(generate one with: openssl rand -base64 48)`,
+    );
+  } else if (key !== undefined && key.length === 0) {
+    problems.push('PHONE_ENCRYPTION_KEY is set but empty');
+  }
+
+  const phoneMax = int('phone limit', pick(flags.phoneLimit, 'RATE_LIMIT_PHONE_MAX'), D.DEFAULT_PHONE_MAX, 1, 1000);
+  const phoneWindowMs = duration('phone window', pick(flags.phoneWindow, 'RATE_LIMIT_PHONE_WINDOW'), D.DEFAULT_PHONE_WINDOW_MS);
+  const ipMax = int('IP limit', pick(flags.ipLimit, 'RATE_LIMIT_IP_MAX'), D.DEFAULT_IP_MAX, 1, 1_000_000);
+  const ipWindowMs = duration('IP window', pick(flags.ipWindow, 'RATE_LIMIT_IP_WINDOW'), D.DEFAULT_IP_WINDOW_MS);
+
+  const trust = (env.RATELIMIT_TRUST_PROXY ?? 'none').trim().toLowerCase() || 'none';
+  if (trust !== 'none' && trust !== 'fly') {
+    problems.push(`RATELIMIT_TRUST_PROXY must be "none" or "fly", got "${trust}"`);
+  }
+  const logLevel = (env.LOG_LEVEL ?? 'info').trim().toLowerCase();
+  if (!LOG_LEVELS.has(logLevel)) problems.push(`LOG_LEVEL must be one of ${[...LOG_LEVELS].join(', ')}, got "${logLevel}"`);
+
+  const origins = list('ALLOWED_ORIGINS');
+  for (const o of origins) {
+    if (!/^https?:\/\/[^/\s]+$/.test(o)) problems.push(`ALLOWED_ORIGINS entry "${o}" must look like https://example.com (scheme and host, no path)`);
+  }
+
+  const config: Config = {
+    databaseUrl: url?.value,
+    dataDir: pick(flags.dataDir, 'RATELIMIT_DATA_DIR')?.value ?? D.DEFAULT_DATA_DIR,
+    phoneKey: key === undefined || key.length === 0 ? undefined : key,
+    production,
+    port: int('port', pick(flags.port, 'PORT'), D.DEFAULT_PORT, 0, 65535),
+    host: pick(flags.host, 'HOST')?.value ?? D.DEFAULT_HOST,
+    phonePolicy: makePolicy([{ id: 'phone', max: phoneMax, windowMs: phoneWindowMs }]),
+    ipPolicy: makePolicy([{ id: 'ip', max: ipMax, windowMs: ipWindowMs }]),
+    apiTokens: list('RATELIMIT_API_TOKENS'),
+    allowedOrigins: origins,
+    trustProxy: trust === 'fly' ? 'fly' : 'none',
+    logLevel,
+    maxFrameBytes: int('max frame bytes', pick(undefined, 'RATELIMIT_MAX_FRAME_BYTES'), D.DEFAULT_MAX_FRAME_BYTES, 256, 1 << 20),
+    maxConnectionsPerIp: int('connections per IP', pick(undefined, 'RATELIMIT_MAX_CONNECTIONS_PER_IP'), 100, 1, 1_000_000),
+    messagesPerSecond: int('messages per second', pick(undefined, 'RATELIMIT_MESSAGES_PER_SECOND'), 20, 1, 1_000_000),
+    dbStatementTimeoutMs: duration('database timeout', pick(undefined, 'RATELIMIT_DB_TIMEOUT'), 2_000),
+    dbPoolSize: int('database pool size', pick(undefined, 'RATELIMIT_DB_POOL_SIZE'), 8, 1, 200),
+    shutdownTimeoutMs: duration('shutdown timeout', pick(undefined, 'RATELIMIT_SHUTDOWN_TIMEOUT'), 10_000),
+    heartbeatIntervalMs: duration('heartbeat interval', pick(undefined, 'RATELIMIT_HEARTBEAT_INTERVAL'), 2_000),
+    denyCache: (env.RATELIMIT_DENY_CACHE ?? 'on') !== 'off',
+    flyRegion: env.FLY_REGION || undefined,
+  };
+  if (problems.length > 0) throw new ConfigError(problems.join('; '));
+  return config;
+}

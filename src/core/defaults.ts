@@ -1,0 +1,28 @@
+// The contract's defaults (../shared/PROTOCOL.md), in one place so the daemon, the CLI,
+// the deployment files and their tests cannot drift apart.
+
+export const DEFAULT_PORT = 8081;
+export const DEFAULT_HOST = '127.0.0.1';
+export const DEFAULT_DATA_DIR = './.ratelimit';
+
+export const DEFAULT_PHONE_MAX = 2;
+export const DEFAULT_PHONE_WINDOW_MS = 60 * 60 * 1000;
+export const DEFAULT_IP_MAX = 20;
+export const DEFAULT_IP_WINDOW_MS = 60 * 60 * 1000;
+
+/** Frames larger than this close the socket with 1009 (PROTOCOL.md). */
+export const DEFAULT_MAX_FRAME_BYTES = 4 * 1024;
+
+/** A production key shorter than this refuses to start. */
+export const MIN_KEY_LENGTH = 32;
+
+export const ROUTES = {
+  ws: '/ws',
+  health: '/health',
+  metrics: '/metrics',
+  check: '/v1/check',
+  consume: '/v1/consume',
+} as const;
+
+/** What Fly's release_command and operators run to migrate. */
+export const MIGRATE_COMMAND = 'ratelimit db init';

@@ -1,0 +1,38 @@
+// Errors that cross layers carry a stable `code` so the CLI and the daemon can map them to
+// exit codes and protocol error codes in one place each, instead of matching on messages.
+
+export type ErrorCode =
+  | 'invalid_phone_number'
+  | 'invalid_config'
+  | 'database_unreachable'
+  | 'database_auth'
+  | 'database_error'
+  | 'migration_failed'
+  | 'embedded_unavailable';
+
+export class RateLimitError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'RateLimitError';
+    this.code = code;
+  }
+}
+
+export class InvalidPhoneNumberError extends RateLimitError {
+  constructor(message: string) {
+    super('invalid_phone_number', message);
+    this.name = 'InvalidPhoneNumberError';
+  }
+}
+
+export class ConfigError extends RateLimitError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('invalid_config', message, options);
+    this.name = 'ConfigError';
+  }
+}
+
+export function isRateLimitError(err: unknown, code?: ErrorCode): err is RateLimitError {
+  return err instanceof RateLimitError && (code === undefined || err.code === code);
+}

@@ -1,0 +1,80 @@
+import { parsePhoneNumber, ParseError } from 'libphonenumber-js/max';
+import { createHmac } from 'node:crypto';
+import { InvalidPhoneNumberError } from './errors.js';
+
+export interface NormalizedPhone {
+  /** E.164, e.g. +14155552671. Never stored, never logged. */
+  e164: string;
+  /** ISO 3166-1 alpha-2 country when libphonenumber can tell (fictional +1555… numbers: undefined). */
+  region: string | undefined;
+}
+
+// Longer input is never a phone number; refusing it early bounds the parser's work on hostile input.
+const MAX_INPUT_LENGTH = 64;
+// Formatting people actually type. Letters (vanity numbers, "ext") and anything else are refused
+// rather than guessed at, so two spellings can never hash to different keys by accident.
+const ALLOWED_CHARS = /^\+[0-9 ().\-\u00a0]+$/;
+
+const PARSE_ERRORS: Record<string, string> = {
+  INVALID_COUNTRY: 'unknown country calling code',
+  NOT_A_NUMBER: 'not a phone number',
+  TOO_SHORT: 'too short',
+  TOO_LONG: 'too long',
+  INVALID_LENGTH: 'wrong number of digits',
+};
+
+/**
+ * Normalises a number typed by a stranger to E.164. Accepts every *possible* number (right length
+ * for its country), not only *valid* ones: support staff test with fictional +1555… numbers.
+ */
+export function normalizePhone(input: unknown): NormalizedPhone {
+  if (typeof input !== 'string') {
+    throw new InvalidPhoneNumberError('phone number must be a string');
+  }
+  const text = input.trim();
+  if (text.length === 0) throw new InvalidPhoneNumberError('phone number is empty');
+  if (text.length > MAX_INPUT_LENGTH) {
+    throw new InvalidPhoneNumberError(`phone number is longer than ${MAX_INPUT_LENGTH} characters`);
+  }
+  if (!ALLOWED_CHARS.test(text)) {
+    throw new InvalidPhoneNumberError(
+      'phone number must be in international format: "+" then country code and digits, e.g. +14155552671',
+    );
+  }
+  let parsed;
+  try {
+    parsed = parsePhoneNumber(text, { extract: false });
+  } catch (err) {
+    const reason = err instanceof ParseError ? (PARSE_ERRORS[err.message] ?? err.message) : 'unparseable';
+    throw new InvalidPhoneNumberError(`invalid phone number: ${reason}`);
+  }
+  if (!parsed.isPossible()) {
+    throw new InvalidPhoneNumberError('invalid phone number: wrong number of digits for its country');
+  }
+  return { e164: parsed.number, region: parsed.country };
+}
+
+/** HMAC-SHA256 of the E.164 form, hex. The only form in which a number reaches storage. */
+export function hashPhone(e164: string, key: string): string {
+  return createHmac('sha256', key).update(e164, 'utf8').digest('hex');
+}
+
+const MASK = '\u2022';
+
+/**
+ * For humans: `+14155552671` → `+1415•••••71`. Never more than four leading and two trailing
+ * digits show, and short numbers show less: about half of the digits at most.
+ */
+export function maskPhone(e164: string): string {
+  const digits = e164.startsWith('+') ? e164.slice(1) : e164;
+  const n = digits.length;
+  const hidden = Math.min(n, Math.max(n - 6, Math.ceil(n / 2) - 1, 1));
+  const tail = Math.min(2, Math.floor((n - hidden) / 2));
+  const head = n - hidden - tail;
+  return `+${digits.slice(0, head)}${MASK.repeat(hidden)}${digits.slice(n - tail)}`;
+}
+
+/** A short, log-safe handle on a hash (enough to correlate with `ratelimit hash`). */
+export function hashPrefix(hash: string): string {
+  return hash.slice(0, 12);
+}

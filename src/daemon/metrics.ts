@@ -1,0 +1,62 @@
+import client from 'prom-client';
+
+export type DecisionKind = 'check' | 'consume';
+export type DecisionResult = 'allowed' | 'denied';
+/** `cache`: denied from this instance's memory of a number known to be at its limit. */
+export type MetricSource = 'database' | 'memory' | 'cache';
+
+/** One registry per daemon, so two daemons in one process (tests) do not collide. */
+export function createMetrics() {
+  const registry = new client.Registry();
+  client.collectDefaultMetrics({ register: registry });
+  const decisions = new client.Counter({
+    name: 'ratelimit_decisions_total',
+    help: 'Rate-limit decisions, by kind (check|consume), result, reason and source',
+    labelNames: ['kind', 'result', 'reason', 'source'] as const,
+    registers: [registry],
+  });
+  const errors = new client.Counter({
+    name: 'ratelimit_request_errors_total',
+    help: 'Requests answered with an error, by code',
+    labelNames: ['code'] as const,
+    registers: [registry],
+  });
+  const fallbackActive = new client.Gauge({
+    name: 'ratelimit_fallback_active',
+    help: '1 while the daemon answers from memory because the database is unreachable',
+    registers: [registry],
+  });
+  const fallbackTransitions = new client.Counter({
+    name: 'ratelimit_fallback_transitions_total',
+    help: 'Switches between database and memory mode, by the state entered',
+    labelNames: ['state'] as const,
+    registers: [registry],
+  });
+  const pendingWrites = new client.Gauge({
+    name: 'ratelimit_pending_writes',
+    help: 'Decisions made from memory that are waiting to be written to the database',
+    registers: [registry],
+  });
+  const connections = new client.Gauge({
+    name: 'ratelimit_websocket_connections',
+    help: 'Open WebSocket connections',
+    registers: [registry],
+  });
+  const dbLatency = new client.Histogram({
+    name: 'ratelimit_db_query_duration_seconds',
+    help: 'Database round trips made by the decision path, by operation',
+    labelNames: ['op'] as const,
+    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [registry],
+  });
+  const batchSize = new client.Histogram({
+    name: 'ratelimit_db_batch_size',
+    help: 'Decisions per database statement (group commit)',
+    labelNames: ['op'] as const,
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
+    registers: [registry],
+  });
+  return { registry, decisions, errors, fallbackActive, fallbackTransitions, pendingWrites, connections, dbLatency, batchSize };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,0 +1,125 @@
+import { z } from 'zod';
+import { isIP } from 'node:net';
+
+// The wire format of PROTOCOL.md. Everything a client sends is validated here; nothing past
+// this module sees unchecked input.
+
+export type ErrorCode =
+  | 'invalid_json'
+  | 'invalid_message'
+  | 'unknown_type'
+  | 'invalid_phone_number'
+  | 'forbidden'
+  | 'too_many_requests'
+  | 'internal_error';
+
+export type RequestId = string | number;
+
+const id = z.union([z.string().max(128), z.number().finite()]);
+
+const check = z.strictObject({
+  type: z.literal('rate_limit_check'),
+  id: id.optional(),
+  phoneNumber: z.string(),
+});
+
+const consume = z.strictObject({
+  type: z.literal('rate_limit_consume'),
+  id: id.optional(),
+  phoneNumber: z.string(),
+  ip: z
+    .string()
+    .max(64)
+    .refine((s) => isIP(s) !== 0, 'ip must be an IPv4 or IPv6 address')
+    .optional(),
+});
+
+export type CheckRequest = z.infer<typeof check>;
+export type ConsumeRequest = z.infer<typeof consume>;
+export type Request = CheckRequest | ConsumeRequest;
+export const REQUEST_TYPES = ['rate_limit_check', 'rate_limit_consume'] as const;
+
+export interface ErrorReply {
+  type: 'error';
+  id?: RequestId;
+  code: ErrorCode;
+  message: string;
+}
+
+export interface StatusReply {
+  type: 'rate_limit_status';
+  id?: RequestId;
+  phoneNumber: string;
+  allowed: boolean;
+  limit: number;
+  used: number;
+  remaining: number;
+  resetTime: number;
+  retryAfterMs: number;
+  region: string | null;
+  source: 'database' | 'memory';
+}
+
+export interface ExceededReply {
+  type: 'rate_limit_exceeded';
+  id?: RequestId;
+  phoneNumber: string;
+  reason: 'phone_rate_limit_exceeded' | 'ip_rate_limit_exceeded';
+  limit: number;
+  used: number;
+  remaining: number;
+  resetTime: number;
+  retryAfterMs: number;
+  region: string | null;
+  source: 'database' | 'memory';
+}
+
+export type Reply = ErrorReply | StatusReply | ExceededReply;
+
+export type Parsed = { ok: true; request: Request } | { ok: false; error: ErrorReply };
+
+function fail(code: ErrorCode, message: string, reqId?: RequestId): Parsed {
+  return { ok: false, error: { type: 'error', ...(reqId !== undefined ? { id: reqId } : {}), code, message } };
+}
+
+/** Echo an id only if it is one we would accept, so error replies never reflect junk. */
+function salvageId(value: unknown): RequestId | undefined {
+  const r = id.safeParse(value);
+  return r.success ? r.data : undefined;
+}
+
+/** From an already-decoded JSON value (HTTP bodies, WebSocket frames). */
+export function parseRequest(value: unknown, forceType?: Request['type']): Parsed {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    return fail('invalid_message', 'a message must be a JSON object');
+  }
+  const obj = forceType ? { ...(value as Record<string, unknown>), type: forceType } : (value as Record<string, unknown>);
+  const reqId = salvageId(obj.id);
+  if (typeof obj.type !== 'string') return fail('invalid_message', 'missing "type"', reqId);
+  if (!(REQUEST_TYPES as readonly string[]).includes(obj.type)) {
+    return fail('unknown_type', `unknown type "${obj.type.slice(0, 40)}"; expected ${REQUEST_TYPES.join(' or ')}`, reqId);
+  }
+  const schema = obj.type === 'rate_limit_check' ? check : consume;
+  const r = schema.safeParse(obj);
+  if (!r.success) {
+    const issue = r.error.issues[0]!;
+    const where = issue.path.length > 0 ? `"${issue.path.join('.')}": ` : '';
+    return fail('invalid_message', `${where}${issue.message}`, reqId);
+  }
+  return { ok: true, request: r.data };
+}
+
+/** From a text frame. */
+export function parseFrame(text: string): Parsed {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return fail('invalid_json', 'the frame is not valid JSON');
+  }
+  return parseRequest(value);
+}
+
+export function errorReply(code: ErrorCode, message: string, reqId?: RequestId): ErrorReply {
+  return { type: 'error', ...(reqId !== undefined ? { id: reqId } : {}), code, message };
+}

@@ -1,0 +1,57 @@
+import pg from 'pg';
+import { explainDatabaseError } from './errors.js';
+
+// BIGINT (int8) arrives as a string by default; our BIGINTs are ms timestamps and counters far
+// below 2^53, and reading them as strings once made a public implementation report 0 used.
+pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
+// BIGINT[] (oid 1016): the call logs. Integer arrays in text form are just `{1,2,3}`.
+const INT8_ARRAY_OID = 1016;
+(pg.types.setTypeParser as (oid: number, parse: (v: string) => unknown) => void)(INT8_ARRAY_OID, (v: string) => (v === '{}' ? [] : v.slice(1, -1).split(',').map(Number)));
+
+export type Pool = pg.Pool;
+export type PoolClient = pg.PoolClient;
+
+export interface PoolOptions {
+  url: string;
+  max?: number;
+  /** Bounds every statement, so a wedged database cannot stall callers indefinitely. */
+  statementTimeoutMs?: number;
+  connectTimeoutMs?: number;
+  applicationName?: string;
+  /** Errors on idle clients (server restart, network cut) arrive here instead of crashing. */
+  onIdleError?: (err: Error) => void;
+}
+
+/** `postgres://user:***@host:5432/db`: safe for messages and logs. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return `${u.protocol}//${u.username ? `${u.username}${u.password ? ':***' : ''}@` : ''}${u.host}${u.pathname}`;
+  } catch {
+    return '(unparseable DATABASE_URL)';
+  }
+}
+
+export function createPool(opts: PoolOptions): Pool {
+  const pool = new pg.Pool({
+    connectionString: opts.url,
+    max: opts.max ?? 10,
+    connectionTimeoutMillis: opts.connectTimeoutMs ?? 5_000,
+    idleTimeoutMillis: 30_000,
+    application_name: opts.applicationName ?? 'ratelimit',
+    ...(opts.statementTimeoutMs ? { statement_timeout: opts.statementTimeoutMs, query_timeout: opts.statementTimeoutMs + 1_000 } : {}),
+  });
+  pool.on('error', (err) => opts.onIdleError?.(err));
+  return pool;
+}
+
+/** Connects once, so a bad URL or password is reported before any work starts. */
+export async function verifyConnection(pool: Pool, url: string): Promise<void> {
+  try {
+    const client = await pool.connect();
+    client.release();
+  } catch (err) {
+    throw explainDatabaseError(err, redactUrl(url));
+  }
+}

@@ -1,0 +1,330 @@
+import type { Pool } from './pool.js';
+import type { Policy } from '../core/policy.js';
+
+// Every timestamp here is the database's clock (ms since epoch), so instances with skewed
+// clocks still share one notion of "now".
+const NOW_MS = `(extract(epoch FROM clock_timestamp()) * 1000)::bigint`;
+
+export interface ConsumeRequest {
+  hash: string;
+  region: string | undefined;
+  /** e.g. +1415•••••71: what dashboards show; the clear number never reaches the database. */
+  masked: string;
+}
+
+export interface ConsumeOutcome {
+  allowed: boolean;
+  /** The decision instant (database clock). */
+  atMs: number;
+  /** The key's call log right after this request, ascending. */
+  log: number[];
+}
+
+function ruleArrays(policy: Policy): [number[], number[]] {
+  return [policy.rules.map((r) => r.max), policy.rules.map((r) => r.windowMs)];
+}
+
+/**
+ * Decides a batch of consumes in one statement (one round trip, one commit). Requests for the
+ * same number are decided in array order, each seeing the ones before it.
+ */
+export async function consumeBatch(pool: Pool, requests: readonly ConsumeRequest[], policy: Policy): Promise<ConsumeOutcome[]> {
+  if (requests.length === 0) return [];
+  const [maxes, windows] = ruleArrays(policy);
+  const { rows } = await pool.query<{ r_idx: number; r_allowed: boolean; r_at: number; r_calls: number[] }>({
+    name: 'ratelimit_consume',
+    text: 'SELECT r_idx, r_allowed, r_at, r_calls FROM ratelimit_consume($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[])',
+    values: [requests.map((r) => r.hash), requests.map((r) => r.region ?? null), requests.map((r) => r.masked), maxes, windows],
+  });
+  const out = new Array<ConsumeOutcome>(requests.length);
+  for (const row of rows) out[row.r_idx - 1] = { allowed: row.r_allowed, atMs: row.r_at, log: row.r_calls };
+  for (let i = 0; i < out.length; i++) {
+    if (!out[i]) throw new Error(`ratelimit_consume returned no decision for request ${i + 1}`);
+  }
+  return out;
+}
+
+export interface RecordedEvent {
+  hash: string;
+  region: string | undefined;
+  masked: string;
+  atMs: number;
+  allowed: boolean;
+}
+
+/** Merges decisions made elsewhere (the in-memory fallback) into the stored logs. */
+export async function recordEvents(pool: Pool, events: readonly RecordedEvent[], policy: Policy): Promise<number> {
+  if (events.length === 0) return 0;
+  const { rows } = await pool.query<{ n: number }>({
+    name: 'ratelimit_record',
+    text: 'SELECT ratelimit_record($1::text[], $2::text[], $3::text[], $4::bigint[], $5::boolean[], $6, $7, $8) AS n',
+    values: [
+      events.map((e) => e.hash),
+      events.map((e) => e.region ?? null),
+      events.map((e) => e.masked),
+      events.map((e) => e.atMs),
+      events.map((e) => e.allowed),
+      policy.capacity,
+      policy.horizonMs,
+      policy.rules[0]!.windowMs,
+    ],
+  });
+  return rows[0]?.n ?? 0;
+}
+
+export interface Peek {
+  nowMs: number;
+  logs: Map<string, number[]>;
+}
+
+/** Reads call logs without changing anything (a `check`). */
+export async function peekLogs(pool: Pool, hashes: readonly string[]): Promise<Peek> {
+  const { rows } = await pool.query<{ now_ms: number; phone_hash: string | null; calls: number[] | null }>({
+    name: 'ratelimit_peek',
+    text: `SELECT n.now_ms, p.phone_hash, p.calls
+             FROM (SELECT ${NOW_MS} AS now_ms) AS n
+             LEFT JOIN phone_rate_limits AS p ON p.phone_hash = ANY($1::text[])`,
+    values: [hashes],
+  });
+  const logs = new Map<string, number[]>();
+  for (const row of rows) if (row.phone_hash !== null) logs.set(row.phone_hash, row.calls ?? []);
+  return { nowMs: rows[0]!.now_ms, logs };
+}
+
+export interface PhoneRow {
+  hash: string;
+  region: string | null;
+  calls: number[];
+  callCount: number;
+  windowStart: number;
+  deniedTotal: number;
+  deniedInWindow: number;
+  deniedWindowStart: number;
+  lastCallAt: number | null;
+  lastDeniedAt: number | null;
+  createdAt: Date | null;
+  updatedAt: Date | null;
+}
+
+export interface ResetRecord {
+  resetBy: string;
+  reason: string | null;
+  previousCount: number;
+  resetAt: Date;
+}
+
+export interface PhoneLookup {
+  nowMs: number;
+  row: PhoneRow | null;
+  lastReset: ResetRecord | null;
+}
+
+interface PhoneRowSql {
+  phone_hash: string;
+  region: string | null;
+  calls: number[];
+  call_count: number;
+  window_start: number;
+  denied_total: number;
+  denied_in_window: number;
+  denied_window_start: number;
+  last_call_at: number | null;
+  last_denied_at: number | null;
+  created_at: Date | null;
+  updated_at: Date | null;
+}
+
+function toPhoneRow(r: PhoneRowSql): PhoneRow {
+  return {
+    hash: r.phone_hash,
+    region: r.region,
+    calls: r.calls,
+    callCount: r.call_count,
+    windowStart: r.window_start,
+    deniedTotal: r.denied_total,
+    deniedInWindow: r.denied_in_window,
+    deniedWindowStart: r.denied_window_start,
+    lastCallAt: r.last_call_at,
+    lastDeniedAt: r.last_denied_at,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+  };
+}
+
+export async function lookupPhone(pool: Pool, hash: string): Promise<PhoneLookup> {
+  const { rows } = await pool.query<PhoneRowSql & { now_ms: number; reset_by: string | null; reason: string | null; previous_count: number | null; reset_at: Date | null }>(
+    `SELECT n.now_ms, p.*, r.reset_by, r.reason, r.previous_count, r.reset_at
+       FROM (SELECT ${NOW_MS} AS now_ms) AS n
+       LEFT JOIN phone_rate_limits AS p ON p.phone_hash = $1
+       LEFT JOIN LATERAL (SELECT reset_by, reason, previous_count, reset_at FROM rate_limit_resets
+                           WHERE phone_hash = $1 ORDER BY reset_at DESC, id DESC LIMIT 1) AS r ON true`,
+    [hash],
+  );
+  const r = rows[0]!;
+  return {
+    nowMs: r.now_ms,
+    row: r.phone_hash ? toPhoneRow(r) : null,
+    lastReset: r.reset_at ? { resetBy: r.reset_by!, reason: r.reason, previousCount: r.previous_count!, resetAt: r.reset_at } : null,
+  };
+}
+
+export interface ResetOutcome {
+  existed: boolean;
+  /** Calls that counted in the primary window when they were cleared. */
+  previousCount: number;
+  resetAt: Date;
+}
+
+/** Channel on which resets are announced, so every daemon drops what it cached for the number. */
+export const RESET_CHANNEL = 'ratelimit_reset';
+
+/** Clears a number's usage and writes the audit row, atomically; announces it to the daemons. */
+export async function resetPhone(pool: Pool, hash: string, by: string, reason: string | null, policy: Policy): Promise<ResetOutcome> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const locked = await client.query<{ calls: number[] }>('SELECT calls FROM phone_rate_limits WHERE phone_hash = $1 FOR UPDATE', [hash]);
+    const clock = await client.query<{ now_ms: number }>(`SELECT ${NOW_MS} AS now_ms`);
+    const nowMs = clock.rows[0]!.now_ms;
+    const calls = locked.rows[0]?.calls ?? null;
+    const windowMs = policy.rules[0]!.windowMs;
+    const previousCount = (calls ?? []).filter((t) => t > nowMs - windowMs).length;
+    if (calls) {
+      await client.query(
+        `UPDATE phone_rate_limits
+            SET calls = '{}', call_count = 0, window_start = GREATEST(window_start, $2),
+                denied_in_window = 0, updated_at = NOW()
+          WHERE phone_hash = $1`,
+        [hash, nowMs],
+      );
+    }
+    const audit = await client.query<{ reset_at: Date }>(
+      `INSERT INTO rate_limit_resets (phone_hash, reset_by, reason, previous_count)
+       VALUES ($1, $2, $3, $4) RETURNING reset_at`,
+      [hash, by, reason, previousCount],
+    );
+    await client.query('SELECT pg_notify($1, $2)', [RESET_CHANNEL, hash]);
+    await client.query('COMMIT');
+    return { existed: calls !== null, previousCount, resetAt: audit.rows[0]!.reset_at };
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+export interface RegionStats {
+  region: string;
+  tracked: number;
+  atLimit: number;
+  calls: number;
+  denials: number;
+}
+
+export interface Stats {
+  nowMs: number;
+  windowMs: number;
+  tracked: number;
+  atLimit: number;
+  calls: number;
+  denials: number;
+  resets: number;
+  regions: RegionStats[];
+}
+
+/**
+ * Totals over the primary rule's window. "At limit" means some rule would deny a call now.
+ * Denials are counted per number over its current denial window (which starts at its first
+ * denial once the previous one expired), so they approximate "the last window".
+ */
+export async function readStats(pool: Pool, policy: Policy): Promise<Stats> {
+  const [maxes, windows] = ruleArrays(policy);
+  const windowMs = windows[0]!;
+  const { rows } = await pool.query<{ now_ms: number; region: string; tracked: number; at_limit: number; calls: number; denials: number; resets: number }>(
+    `WITH n AS (SELECT ${NOW_MS} AS now_ms),
+     per_row AS (
+       SELECT COALESCE(p.region, 'unknown') AS region,
+              (SELECT count(*) FROM unnest(p.calls) AS t WHERE t > n.now_ms - $3) AS calls,
+              CASE WHEN p.denied_window_start > n.now_ms - $3 THEN p.denied_in_window ELSE 0 END AS denials,
+              EXISTS (SELECT 1 FROM unnest($1::int[], $2::bigint[]) AS r(m, w)
+                       WHERE cardinality(p.calls) >= r.m
+                         AND p.calls[cardinality(p.calls) - r.m + 1] > n.now_ms - r.w) AS at_limit
+         FROM phone_rate_limits AS p, n
+     )
+     SELECT n.now_ms, g.region, g.tracked, g.at_limit, g.calls, g.denials,
+            (SELECT count(*) FROM rate_limit_resets, n AS n2 WHERE reset_at > to_timestamp((n2.now_ms - $3) / 1000.0))::int AS resets
+       FROM n LEFT JOIN (
+         SELECT region, count(*)::int AS tracked, count(*) FILTER (WHERE at_limit)::int AS at_limit,
+                COALESCE(sum(calls), 0)::int AS calls, COALESCE(sum(denials), 0)::int AS denials
+           FROM per_row GROUP BY region
+       ) AS g ON true
+      ORDER BY g.calls DESC NULLS LAST, g.region`,
+    [maxes, windows, windowMs],
+  );
+  const regions: RegionStats[] = rows
+    .filter((r) => r.region !== null)
+    .map((r) => ({ region: r.region, tracked: r.tracked, atLimit: r.at_limit, calls: r.calls, denials: r.denials }));
+  const sum = (k: keyof Omit<RegionStats, 'region'>) => regions.reduce((acc, r) => acc + r[k], 0);
+  return {
+    nowMs: rows[0]!.now_ms,
+    windowMs,
+    tracked: sum('tracked'),
+    atLimit: sum('atLimit'),
+    calls: sum('calls'),
+    denials: sum('denials'),
+    resets: rows[0]!.resets,
+    regions,
+  };
+}
+
+export type HotSort = 'denials' | 'calls' | 'recent';
+
+export interface HotNumber {
+  hash: string;
+  masked: string | null;
+  region: string | null;
+  calls: number[];
+  deniedInWindow: number;
+  lastCallAt: number | null;
+  lastDeniedAt: number | null;
+}
+
+const HOT_ORDER: Record<HotSort, string> = {
+  denials: 'denials DESC, used DESC, last_activity DESC',
+  calls: 'used DESC, denials DESC, last_activity DESC',
+  recent: 'last_activity DESC',
+};
+
+/** The numbers most active in the primary window. */
+export async function hottestNumbers(pool: Pool, policy: Policy, limit: number, sort: HotSort = 'denials'): Promise<{ nowMs: number; rows: HotNumber[] }> {
+  const windowMs = policy.rules[0]!.windowMs;
+  const { rows } = await pool.query<{ now_ms: number; phone_hash: string | null; phone_masked: string | null; region: string | null; calls: number[]; denials: number; last_call_at: number | null; last_denied_at: number | null }>(
+    `WITH n AS (SELECT ${NOW_MS} AS now_ms)
+     SELECT n.now_ms, h.* FROM n LEFT JOIN LATERAL (
+       SELECT p.phone_hash, p.phone_masked, p.region, p.calls, p.last_call_at, p.last_denied_at,
+              CASE WHEN p.denied_window_start > n.now_ms - $1 THEN p.denied_in_window ELSE 0 END AS denials,
+              (SELECT count(*) FROM unnest(p.calls) AS t WHERE t > n.now_ms - $1) AS used,
+              GREATEST(COALESCE(p.last_call_at, 0), COALESCE(p.last_denied_at, 0)) AS last_activity
+         FROM phone_rate_limits AS p
+        WHERE p.last_call_at > n.now_ms - $1 OR p.last_denied_at > n.now_ms - $1
+        ORDER BY ${HOT_ORDER[sort]}
+        LIMIT $2
+     ) AS h ON true`,
+    [windowMs, limit],
+  );
+  return {
+    nowMs: rows[0]!.now_ms,
+    rows: rows
+      .filter((r) => r.phone_hash !== null)
+      .map((r) => ({
+        hash: r.phone_hash!,
+        masked: r.phone_masked,
+        region: r.region,
+        calls: r.calls,
+        deniedInWindow: r.denials,
+        lastCallAt: r.last_call_at,
+        lastDeniedAt: r.last_denied_at,
+      })),
+  };
+}

@@ -1,0 +1,134 @@
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { hashPhone, maskPhone, normalizePhone } from '../../src/core/phone.js';
+import { InvalidPhoneNumberError } from '../../src/core/errors.js';
+
+const KEY = 'k'.repeat(40);
+
+describe('normalizePhone', () => {
+  it('treats common spellings of one number as one E.164 number', () => {
+    for (const s of ['+1 (415) 555-2671', '+14155552671', '+1.415.555.2671', ' +1 415 555 2671 ', '+1-415-555-2671']) {
+      expect(normalizePhone(s)).toEqual({ e164: '+14155552671', region: 'US' });
+    }
+  });
+
+  it('accepts possible-but-not-valid fictional numbers, with no region', () => {
+    expect(normalizePhone('+1 555 555 0100')).toEqual({ e164: '+15555550100', region: undefined });
+  });
+
+  it('knows other countries', () => {
+    expect(normalizePhone('+44 20 7946 0958')).toEqual({ e164: '+442079460958', region: 'GB' });
+    expect(normalizePhone('+33 1 23 45 67 89').region).toBe('FR');
+  });
+
+  it.each([
+    ['', /empty/],
+    ['4155552671', /international format/],
+    ['+1555', /wrong number of digits/],
+    ['+999123456789', /unknown country/],
+    ['call +14155552671', /international format/],
+    ['+14155552671 ext 12', /international format/],
+    ['+1'.padEnd(80, '5'), /longer than/],
+    ['+1 415 555 2671 <script>', /international format/],
+  ])('rejects %j', (input, message) => {
+    expect(() => normalizePhone(input)).toThrow(InvalidPhoneNumberError);
+    expect(() => normalizePhone(input)).toThrow(message);
+  });
+
+  it('rejects non-strings', () => {
+    for (const v of [undefined, null, 14155552671, {}, ['+14155552671']]) {
+      expect(() => normalizePhone(v)).toThrow(InvalidPhoneNumberError);
+    }
+  });
+
+  it('never throws anything but InvalidPhoneNumberError, whatever the input', () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.string(), fc.string({ unit: fc.constantFrom(...'+0123456789 ().-') })), (s) => {
+        try {
+          const r = normalizePhone(s);
+          expect(r.e164).toMatch(/^\+[1-9]\d{1,14}$/);
+        } catch (err) {
+          expect(err).toBeInstanceOf(InvalidPhoneNumberError);
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('is idempotent: normalising an E.164 result gives it back', () => {
+    fc.assert(
+      fc.property(fc.stringMatching(/^\+[1-9][0-9 ().-]{6,20}$/), (s) => {
+        let r;
+        try {
+          r = normalizePhone(s);
+        } catch {
+          return;
+        }
+        expect(normalizePhone(r.e164)).toEqual(r);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('formatting characters never change the number', () => {
+    const sep = fc.constantFrom('', ' ', '-', '.', '(', ')');
+    fc.assert(
+      fc.property(fc.array(sep, { minLength: 10, maxLength: 10 }), (seps) => {
+        const digits = '4155552671';
+        const spelled = '+1' + [...digits].map((d, i) => seps[i] + d).join('');
+        let r;
+        try {
+          r = normalizePhone(spelled);
+        } catch {
+          return; // e.g. unbalanced parentheses may be refused; what is accepted must be the same number
+        }
+        expect(r.e164).toBe('+14155552671');
+      }),
+    );
+  });
+});
+
+describe('hashPhone', () => {
+  it('is HMAC-SHA256 hex of the E.164 form', () => {
+    // Independent reference: RFC 4231 test case 2 ("Jefe").
+    expect(hashPhone('what do ya want for nothing?', 'Jefe')).toBe('5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843');
+  });
+
+  it('depends on the key and on every digit, and never contains the number', () => {
+    fc.assert(
+      fc.property(fc.stringMatching(/^\+1[2-9]\d{9}$/), fc.string({ minLength: 32 }), (e164, key) => {
+        const h = hashPhone(e164, key);
+        expect(h).toMatch(/^[0-9a-f]{64}$/);
+        expect(h).not.toContain(e164.slice(1));
+        expect(hashPhone(e164, key + 'x')).not.toBe(h);
+        const flipped = e164.slice(0, -1) + ((Number(e164.at(-1)) + 1) % 10);
+        expect(hashPhone(flipped, key)).not.toBe(h);
+      }),
+    );
+  });
+
+  it('spellings of one number share one hash', () => {
+    const a = normalizePhone('+1 (415) 555-2671').e164;
+    const b = normalizePhone('+14155552671').e164;
+    expect(hashPhone(a, KEY)).toBe(hashPhone(b, KEY));
+  });
+});
+
+describe('maskPhone', () => {
+  it('matches the contract example', () => {
+    expect(maskPhone('+14155552671')).toBe('+1415•••••71');
+  });
+
+  it('hides all but 4 leading and 2 trailing digits, at least half of them less one, and keeps the length', () => {
+    fc.assert(
+      fc.property(fc.stringMatching(/^\+[1-9]\d{3,14}$/), (e164) => {
+        const m = maskPhone(e164);
+        const digits = e164.length - 1;
+        const hidden = [...m].filter((c) => c === '•').length;
+        expect(m.length).toBe(e164.length);
+        expect(hidden).toBeGreaterThanOrEqual(Math.max(digits - 6, Math.ceil(digits / 2) - 1));
+        expect(m.startsWith(e164.slice(0, m.indexOf('•')))).toBe(true);
+      }),
+    );
+  });
+});
