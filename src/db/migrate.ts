@@ -98,9 +98,9 @@ export async function migrate(pool: Pool, migrations?: Migration[]): Promise<Mig
 
 /** The newest applied migration, or 0 on an uninitialised database. */
 export async function schemaVersion(pool: Pool): Promise<number> {
-  const { rows } = await pool.query<{ v: number | null }>(
-    `SELECT CASE WHEN to_regclass('ratelimit_migrations') IS NULL THEN 0
-            ELSE (SELECT COALESCE(max(id), 0) FROM ratelimit_migrations) END AS v`,
-  );
+  // Two statements: a reference to a missing table fails at parse time, even in an untaken branch.
+  const exists = await pool.query<{ t: string | null }>(`SELECT to_regclass('ratelimit_migrations')::text AS t`);
+  if (exists.rows[0]?.t == null) return 0;
+  const { rows } = await pool.query<{ v: number }>('SELECT COALESCE(max(id), 0) AS v FROM ratelimit_migrations');
   return rows[0]?.v ?? 0;
 }

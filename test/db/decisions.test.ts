@@ -1,0 +1,258 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { createPool, type Pool } from '../../src/db/pool.js';
+import { migrate } from '../../src/db/migrate.js';
+import { consumeBatch, hottestNumbers, lookupPhone, peekLogs, readStats, recordEvents, resetPhone, type ConsumeRequest } from '../../src/db/queries.js';
+import { consume as consumeLog, evaluate, makePolicy, type Policy } from '../../src/core/policy.js';
+import { hashPhone, maskPhone, normalizePhone } from '../../src/core/phone.js';
+import { createTestDatabase } from '../helpers/db.js';
+
+const KEY = 'test-key-'.repeat(5);
+let db: { url: string; drop(): Promise<void> };
+let pool: Pool;
+const extraPools: Pool[] = [];
+
+let counter = 0;
+/** A fresh number per test, so tests sharing the database never share a row. */
+function freshNumber(): { e164: string; req: ConsumeRequest } {
+  const e164 = `+1415555${String(1000 + counter++).padStart(4, '0')}`;
+  const { region } = normalizePhone(e164);
+  return { e164, req: { hash: hashPhone(e164, KEY), region, masked: maskPhone(e164) } };
+}
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  pool = createPool({ url: db.url, max: 8 });
+  await migrate(pool);
+});
+afterAll(async () => {
+  await Promise.all([pool, ...extraPools].map((p) => p.end()));
+  await db.drop();
+});
+
+const HOUR = 3_600_000;
+const twoPerHour = makePolicy([{ id: 'phone', max: 2, windowMs: HOUR }]);
+
+describe('consumeBatch', () => {
+  it('allows max, then denies without spending quota, counting the denials', async () => {
+    const { req } = freshNumber();
+    const out = await consumeBatch(pool, [req, req, req, req], twoPerHour);
+    expect(out.map((o) => o.allowed)).toEqual([true, true, false, false]);
+    expect(out[1]!.log).toHaveLength(2);
+    expect(out[3]!.log).toEqual(out[1]!.log);
+    const { row } = await lookupPhone(pool, req.hash);
+    expect(row).toMatchObject({ callCount: 2, deniedTotal: 2, deniedInWindow: 2, region: 'US', calls: out[1]!.log });
+    expect(row!.windowStart).toBe(out[0]!.atMs);
+    // BIGINTs arrive as numbers, not strings.
+    expect(typeof row!.windowStart).toBe('number');
+    expect(typeof row!.calls[0]).toBe('number');
+  });
+
+  it('decides each request of a batch in order and reports per request', async () => {
+    const a = freshNumber().req;
+    const b = freshNumber().req;
+    const out = await consumeBatch(pool, [a, b, a, b, a, b], twoPerHour);
+    expect(out.map((o) => o.allowed)).toEqual([true, true, true, true, false, false]);
+  });
+
+  it('agrees with the pure policy, request by request (property)', async () => {
+    const policy = makePolicy([
+      { id: 'short', max: 3, windowMs: 200 },
+      { id: 'long', max: 5, windowMs: 10_000 },
+    ]);
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.array(fc.integer({ min: 0, max: 2 }), { minLength: 1, maxLength: 12 }), { minLength: 1, maxLength: 6 }), fc.integer({ min: 0, max: 60 }), async (batches, pauseMs) => {
+        const keys = [freshNumber().req, freshNumber().req, freshNumber().req];
+        const logs = new Map<string, number[]>();
+        for (const batch of batches) {
+          const reqs = batch.map((k) => keys[k]!);
+          const out = await consumeBatch(pool, reqs, policy);
+          reqs.forEach((r, i) => {
+            const o = out[i]!;
+            const expected = consumeLog(logs.get(r.hash) ?? [], o.atMs, policy);
+            expect(o.allowed).toBe(expected.decision.allowed);
+            expect(o.log).toEqual(expected.log);
+            logs.set(r.hash, o.log);
+          });
+          if (pauseMs) await new Promise((res) => setTimeout(res, pauseMs));
+        }
+      }),
+      { numRuns: 25 },
+    );
+  });
+
+  it('hundreds of concurrent consumes for one number from several pools: never more than max allowed', async () => {
+    const { req } = freshNumber();
+    const policy = makePolicy([{ id: 'phone', max: 7, windowMs: HOUR }]);
+    const pools = Array.from({ length: 4 }, () => createPool({ url: db.url, max: 6 }));
+    extraPools.push(...pools);
+    const results = await Promise.all(
+      Array.from({ length: 400 }, (_, i) => {
+        // Mixed shapes: lone requests and batches carrying the same number several times.
+        const n = (i % 5) + 1;
+        return consumeBatch(pools[i % pools.length]!, Array.from({ length: n }, () => req), policy);
+      }),
+    );
+    const allowed = results.flat().filter((o) => o.allowed).length;
+    expect(allowed).toBe(7);
+    const { row } = await lookupPhone(pool, req.hash);
+    expect(row!.calls).toHaveLength(7);
+    expect(row!.deniedTotal).toBe(results.flat().length - 7);
+  });
+
+  it('a long random run with a 300 ms window never admits more than max in any rolling window', async () => {
+    const { req } = freshNumber();
+    const windowMs = 300;
+    const max = 3;
+    const policy = makePolicy([{ id: 'phone', max, windowMs }]);
+    const pools = Array.from({ length: 3 }, () => createPool({ url: db.url, max: 4 }));
+    extraPools.push(...pools);
+    const allowedAt: number[] = [];
+    const deadline = Date.now() + 2_500;
+    let seed = 42;
+    const rand = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+    const worker = async (p: Pool) => {
+      while (Date.now() < deadline) {
+        const out = await consumeBatch(p, Array.from({ length: 1 + Math.floor(rand() * 3) }, () => req), policy);
+        for (const o of out) if (o.allowed) allowedAt.push(o.atMs);
+        await new Promise((r) => setTimeout(r, rand() * 40));
+      }
+    };
+    await Promise.all(pools.flatMap((p) => [worker(p), worker(p)]));
+    allowedAt.sort((a, b) => a - b);
+    // Enough traffic to have hit the limit many times over.
+    expect(allowedAt.length).toBeGreaterThan(max * 3);
+    for (let i = 0; i + max < allowedAt.length; i++) {
+      expect(allowedAt[i + max]! - allowedAt[i]!, `calls ${i}..${i + max}`).toBeGreaterThanOrEqual(windowMs);
+    }
+  });
+
+  it('lets the next call through once the oldest leaves the window', async () => {
+    const { req } = freshNumber();
+    const policy = makePolicy([{ id: 'phone', max: 1, windowMs: 250 }]);
+    const [first] = await consumeBatch(pool, [req], policy);
+    const [second] = await consumeBatch(pool, [req], policy);
+    expect([first!.allowed, second!.allowed]).toEqual([true, false]);
+    const d = evaluate(second!.log, second!.atMs, policy);
+    expect(d.resetTime).toBe(first!.atMs + 250);
+    await new Promise((r) => setTimeout(r, Math.max(0, d.resetTime - second!.atMs) + 30));
+    const [third] = await consumeBatch(pool, [req], policy);
+    expect(third!.allowed).toBe(true);
+  });
+
+  it('refuses mismatched argument arrays rather than guessing', async () => {
+    await expect(
+      pool.query('SELECT * FROM ratelimit_consume($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[])', [['a', 'b'], ['US'], ['x', 'y'], [2], [1000]]),
+    ).rejects.toThrow(/mismatched/);
+  });
+});
+
+describe('recordEvents (catching up after an outage)', () => {
+  it('merges calls decided elsewhere, keeps logs ascending and counts denials', async () => {
+    const { req } = freshNumber();
+    const policy = makePolicy([{ id: 'phone', max: 5, windowMs: HOUR }]);
+    const [a] = await consumeBatch(pool, [req], policy);
+    const t = a!.atMs;
+    await recordEvents(
+      pool,
+      [
+        { ...req, atMs: t - 10, allowed: true },
+        { ...req, atMs: t + 10, allowed: true },
+        { ...req, atMs: t + 20, allowed: false },
+      ],
+      policy,
+    );
+    const { row } = await lookupPhone(pool, req.hash);
+    expect(row!.calls).toEqual([t - 10, t, t + 10]);
+    expect(row).toMatchObject({ callCount: 3, deniedTotal: 1, deniedInWindow: 1, lastDeniedAt: t + 20 });
+  });
+});
+
+describe('peek, reset, stats, hottest', () => {
+  let policy: Policy;
+  beforeAll(() => {
+    policy = twoPerHour;
+  });
+
+  it('peek reads without changing anything', async () => {
+    const { req } = freshNumber();
+    const before = await peekLogs(pool, [req.hash]);
+    expect(before.logs.get(req.hash)).toBeUndefined();
+    await consumeBatch(pool, [req], policy);
+    const after = await peekLogs(pool, [req.hash]);
+    expect(after.logs.get(req.hash)).toHaveLength(1);
+    const again = await peekLogs(pool, [req.hash]);
+    expect(again.logs.get(req.hash)).toEqual(after.logs.get(req.hash));
+  });
+
+  it('reset clears usage, writes an audit row and notifies listeners', async () => {
+    const { req } = freshNumber();
+    await consumeBatch(pool, [req, req, req], policy);
+    const listener = await pool.connect();
+    const notes: string[] = [];
+    listener.on('notification', (n) => notes.push(n.payload ?? ''));
+    await listener.query('LISTEN ratelimit_reset');
+    try {
+      const out = await resetPhone(pool, req.hash, 'alice@support', 'customer called', policy);
+      expect(out).toMatchObject({ existed: true, previousCount: 2 });
+      const { row, lastReset } = await lookupPhone(pool, req.hash);
+      expect(row).toMatchObject({ calls: [], callCount: 0, deniedInWindow: 0 });
+      expect(lastReset).toMatchObject({ resetBy: 'alice@support', reason: 'customer called', previousCount: 2 });
+      const [next] = await consumeBatch(pool, [req], policy);
+      expect(next!.allowed).toBe(true);
+      for (let i = 0; i < 50 && notes.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(notes).toContain(req.hash);
+    } finally {
+      await listener.query('UNLISTEN *');
+      listener.release();
+    }
+  });
+
+  it('reset of an unknown number records the audit row and reports nothing cleared', async () => {
+    const { req } = freshNumber();
+    const out = await resetPhone(pool, req.hash, 'bob', null, policy);
+    expect(out).toMatchObject({ existed: false, previousCount: 0 });
+    const { lastReset, row } = await lookupPhone(pool, req.hash);
+    expect(row).toBeNull();
+    expect(lastReset).toMatchObject({ resetBy: 'bob', reason: null });
+  });
+
+  it('stats and hottest count what happened, by region', async () => {
+    const isolated = await createTestDatabase();
+    const p = createPool({ url: isolated.url, max: 2 });
+    try {
+      await migrate(p);
+      const us = freshNumber().req;
+      const gbE164 = '+442079460958';
+      const gb = { hash: hashPhone(gbE164, KEY), region: 'GB', masked: maskPhone(gbE164) };
+      const fictional = { hash: hashPhone('+15555550100', KEY), region: undefined, masked: maskPhone('+15555550100') };
+      await consumeBatch(p, [us, us, us, us, gb, fictional], policy);
+      const s = await readStats(p, policy);
+      expect(s).toMatchObject({ tracked: 3, atLimit: 1, calls: 4, denials: 2 });
+      expect(s.regions).toEqual([
+        { region: 'US', tracked: 1, atLimit: 1, calls: 2, denials: 2 },
+        { region: 'GB', tracked: 1, atLimit: 0, calls: 1, denials: 0 },
+        { region: 'unknown', tracked: 1, atLimit: 0, calls: 1, denials: 0 },
+      ]);
+      const hot = await hottestNumbers(p, policy, 10);
+      expect(hot.rows[0]).toMatchObject({ hash: us.hash, masked: '+1415•••••' + us.masked.slice(-2), deniedInWindow: 2 });
+      expect(hot.rows).toHaveLength(3);
+    } finally {
+      await p.end();
+      await isolated.drop();
+    }
+  });
+
+  it('an empty database has zero stats', async () => {
+    const empty = await createTestDatabase();
+    const p = createPool({ url: empty.url, max: 1 });
+    try {
+      await migrate(p);
+      expect(await readStats(p, policy)).toMatchObject({ tracked: 0, atLimit: 0, calls: 0, denials: 0, resets: 0, regions: [] });
+      expect((await hottestNumbers(p, policy, 5)).rows).toEqual([]);
+    } finally {
+      await p.end();
+      await empty.drop();
+    }
+  });
+});
