@@ -7,6 +7,7 @@ import { RateLimitError } from '../../core/errors.js';
 import { isConnectionError } from '../../db/errors.js';
 import { migrate } from '../../db/migrate.js';
 import { Daemon } from '../../daemon/server.js';
+import { startHeartbeat } from '../../daemon/heartbeat.js';
 import { loadPhoneKey, openDatabase } from '../runtime.js';
 
 export interface ServeHandle {
@@ -86,6 +87,19 @@ export async function startServe(config: Config, env: Readonly<Record<string, st
     await db.close();
     throw new RateLimitError('invalid_config', `cannot listen on ${config.host}:${config.port}: ${(err as Error).message}`, { cause: err });
   }
+  const heartbeat = startHeartbeat({
+    pool: db.pool,
+    intervalMs: config.heartbeatIntervalMs,
+    identity: { instanceId, host, flyRegion: config.flyRegion, version, pid: process.pid, startedAt: new Date() },
+    snapshot: () => ({
+      connections: daemon.connectionCount,
+      allowedTotal: daemon.engine.allowedTotal,
+      deniedTotal: daemon.engine.deniedTotal,
+      fallback: daemon.engine.mode === 'memory',
+      dbLatencyMs: daemon.engine.dbLatencyMs,
+    }),
+    onError: (err) => logger.debug({ err: err.message }, 'heartbeat not written'),
+  });
   if (config.apiTokens.length === 0) {
     logger.warn('RATELIMIT_API_TOKENS is not set: any client that can reach this port may consume (fine on 127.0.0.1, not on a network)');
   }
@@ -112,6 +126,7 @@ export async function startServe(config: Config, env: Readonly<Record<string, st
       });
       const graceful = (async () => {
         await daemon.shutdown();
+        await heartbeat.stop();
         await db.close();
         return true as const;
       })();
