@@ -9,6 +9,7 @@ import { createPool, type Pool } from '../src/db/pool.js';
 import { consumeBatch } from '../src/db/queries.js';
 import { hashPhone, maskPhone } from '../src/core/phone.js';
 import { makePolicy } from '../src/core/policy.js';
+import { loadMigrations } from '../src/db/migrate.js';
 import { createTestDatabase } from './helpers/db.js';
 
 const BIN = join(import.meta.dirname, '..', 'bin', 'ratelimit.js');
@@ -111,12 +112,13 @@ describe('ratelimit (admin CLI)', () => {
   it('db init applies migrations, then is a no-op; both print a stats summary', async () => {
     const first = await run(['db', 'init'], { DATABASE_URL: db.url });
     expect(first.code).toBe(0);
-    expect(first.stdout).toMatch(/Applied 3 migrations/);
+    const count = (await loadMigrations()).length;
+    expect(first.stdout).toMatch(new RegExp(`Applied ${count} migrations`));
     expect(first.stdout).toMatch(/numbers tracked/);
     const second = await run(['db', 'init', '--json'], { DATABASE_URL: db.url });
     expect(second.code).toBe(0);
     const report = JSON.parse(second.stdout);
-    expect(report).toMatchObject({ applied: [], alreadyApplied: 3, schemaVersion: 3, stats: { numbersTracked: 0 } });
+    expect(report).toMatchObject({ applied: [], alreadyApplied: count, schemaVersion: count, stats: { numbersTracked: 0 } });
   });
 
   it('status, reset and stats report what the database holds', async () => {

@@ -100,6 +100,27 @@ describe('consumeBatch', () => {
     expect(row!.deniedTotal).toBe(results.flat().length - 7);
   });
 
+  it('concurrent batches over overlapping numbers in any order neither deadlock nor overshoot', async () => {
+    const numbers = Array.from({ length: 12 }, () => freshNumber().req);
+    const policy = makePolicy([{ id: 'phone', max: 3, windowMs: HOUR }]);
+    const pools = Array.from({ length: 3 }, () => createPool({ url: db.url, max: 4 }));
+    extraPools.push(...pools);
+    let seed = 7;
+    const rand = (n: number) => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n;
+    const results = await Promise.all(
+      Array.from({ length: 120 }, (_, i) => {
+        const batch = Array.from({ length: 1 + rand(20) }, () => numbers[rand(numbers.length)]!);
+        return consumeBatch(pools[i % pools.length]!, batch, policy).then((out) => out.map((o, j) => ({ hash: batch[j]!.hash, allowed: o.allowed })));
+      }),
+    );
+    const allowedPerNumber = new Map<string, number>();
+    for (const r of results.flat()) if (r.allowed) allowedPerNumber.set(r.hash, (allowedPerNumber.get(r.hash) ?? 0) + 1);
+    for (const n of numbers) {
+      const requested = results.flat().filter((r) => r.hash === n.hash).length;
+      expect(allowedPerNumber.get(n.hash) ?? 0).toBe(Math.min(3, requested));
+    }
+  });
+
   it('a long random run with a 300 ms window never admits more than max in any rolling window', async () => {
     const { req } = freshNumber();
     const windowMs = 300;
