@@ -146,7 +146,7 @@ describe('loadTopFrame', () => {
     await age('c', 60);
 
     const frame = await loadTopFrame(pool, policy, 'denials');
-    expect(frame.instances.map((i) => [i.instanceId, i.state])).toEqual([['a', 'up'], ['b', 'up'], ['c', 'down']]);
+    expect(frame.instances.map((i) => [i.instanceId, i.state])).toEqual([['c', 'down'], ['a', 'up'], ['b', 'up']]);
     expect(frame.totals).toMatchObject({ up: 2, down: 1, stopped: 0, connections: 7, allowedPerS: 5, deniedPerS: 1 });
     // Aligned on the newest sample: [1, 1+2, 5+2].
     expect(frame.series).toEqual({ allowed: [1, 3, 7], denied: [0, 0, 2] });

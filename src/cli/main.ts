@@ -161,6 +161,30 @@ export function buildProgram(io: Io): Command {
       emit(io, cmd, result, () => printHash(result));
     });
 
+  program
+    .command('top')
+    .description('live dashboard of the fleet: instances, totals, hottest numbers, database (q quits)')
+    .option('--once', 'print one plain frame and exit (the default when stdout is not a terminal)')
+    .option('--interval <duration>', 'refresh interval, e.g. 2s or 500ms (default 2s)')
+    .action(async (opts: { once?: boolean; interval?: string }, cmd: Command) => {
+      // Loaded on demand: ink and react would slow every other command's start-up.
+      const top = await import('./commands/top.js');
+      const intervalMs = top.parseInterval(opts.interval);
+      await withDatabase(cmd, io, async ({ config, db }) => {
+        await ensureSchema(db);
+        const columns = Number(io.env.COLUMNS);
+        await top.runTop({
+          pool: db.pool,
+          policy: config.phonePolicy,
+          intervalMs,
+          once: opts.once === true || !io.isTTY,
+          operator: operatorName(io.env),
+          out: io.out,
+          columns: io.isTTY && process.stdout.columns ? process.stdout.columns : Number.isInteger(columns) && columns >= 40 ? columns : 80,
+        });
+      });
+    });
+
   return program;
 }
 
