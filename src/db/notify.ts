@@ -17,6 +17,8 @@ export function listenForResets(opts: {
   retryDelayMs?: number;
 }): ResetListener {
   let closed = false;
+  // Report a lost connection once, not at every retry of an outage.
+  let failing = false;
   let client: pg.Client | undefined;
   let timer: NodeJS.Timeout | undefined;
   const retryMs = opts.retryDelayMs ?? 2_000;
@@ -30,7 +32,8 @@ export function listenForResets(opts: {
       client = undefined;
       c.end().catch(() => undefined);
       if (closed) return;
-      opts.onError(err);
+      if (!failing) opts.onError(err);
+      failing = true;
       timer = setTimeout(() => void connect(), retryMs);
       timer.unref();
     };
@@ -42,6 +45,7 @@ export function listenForResets(opts: {
     try {
       await c.connect();
       await c.query(`LISTEN ${RESET_CHANNEL}`);
+      failing = false;
       opts.onReconnect();
     } catch (err) {
       retry(err as Error);

@@ -44,7 +44,9 @@ export async function startServe(config: Config, env: Readonly<Record<string, st
     poolSize: config.dbPoolSize,
     statementTimeoutMs: config.dbStatementTimeoutMs,
     applicationName: `ratelimit serve ${instanceId}`,
-    onIdleError: (err) => logger.warn({ err: err.message }, 'idle database connection failed'),
+    // An outage reports itself once through the engine's state change; one line per pooled
+    // connection would only bury it.
+    onIdleError: (err) => logger.debug({ err: err.message }, 'idle database connection failed'),
     verify: false,
     log: (m) => logger.info(m),
   });
@@ -98,7 +100,7 @@ export async function startServe(config: Config, env: Readonly<Record<string, st
       fallback: daemon.engine.mode === 'memory',
       dbLatencyMs: daemon.engine.dbLatencyMs,
     }),
-    onError: (err) => logger.debug({ err: err.message }, 'heartbeat not written'),
+    onError: (err) => logger.warn({ err: err.message }, 'heartbeat not written'),
   });
   if (config.apiTokens.length === 0) {
     logger.warn('RATELIMIT_API_TOKENS is not set: any client that can reach this port may consume (fine on 127.0.0.1, not on a network)');
