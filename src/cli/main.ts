@@ -96,7 +96,7 @@ export function buildProgram(io: Io): Command {
         process.on('SIGTERM', onSignal);
         process.on('SIGINT', onSignal);
       });
-      if (!clean) throw new RateLimitError('database_error', 'shutdown did not finish within RATELIMIT_SHUTDOWN_TIMEOUT');
+      if (!clean) throw new RateLimitError('database_error', 'shutdown was not clean: past RATELIMIT_SHUTDOWN_TIMEOUT, or decisions made from memory left unwritten (see the log)');
     });
 
   const db = program.command('db').description('database administration');

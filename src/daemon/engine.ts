@@ -49,6 +49,7 @@ export interface EngineOptions {
 const DEFAULT_MEMORY_KEYS = 200_000;
 const DEFAULT_MAX_PENDING_WRITES = 1_000_000;
 const REPLAY_CHUNK = 1_000;
+const DRAIN_RETRY_MS = 250;
 
 interface PeekResult {
   nowMs: number;
@@ -158,17 +159,24 @@ export class DecisionEngine {
   }
 
   /**
-   * For shutdown: waits for statements in flight, then tries once to write what was decided
-   * from memory. Returns how many decisions could not be written.
+   * For shutdown: waits for statements in flight, then writes what was decided from memory,
+   * retrying until `untilMs` if the database is down. Returns how many decisions could not
+   * be written.
    */
-  async drain(): Promise<number> {
+  async drain(untilMs = Date.now()): Promise<number> {
     await Promise.all([this.consumer.idle(), this.peeker.idle()]);
-    try {
-      await this.flush();
-    } catch (err) {
-      this.opts.logger.error({ err: (err as Error).message, pending: this.pending.length }, 'could not write decisions made from memory before exit');
+    for (;;) {
+      try {
+        await this.flush();
+        return 0;
+      } catch (err) {
+        if (Date.now() + DRAIN_RETRY_MS >= untilMs) {
+          this.opts.logger.error({ err: (err as Error).message, unwritten: this.pending.length }, 'could not write decisions made from memory before exit');
+          return this.pending.length;
+        }
+        await new Promise((r) => setTimeout(r, DRAIN_RETRY_MS));
+      }
     }
-    return this.pending.length;
   }
 
   async stop(): Promise<void> {

@@ -17,21 +17,28 @@ export type RequestId = string | number;
 
 const id = z.union([z.string().max(128), z.number().finite()]);
 
-const check = z.strictObject({
+const ip = z
+  .string()
+  .max(64)
+  .refine((s) => isIP(s) !== 0, 'ip must be an IPv4 or IPv6 address')
+  .optional();
+
+// PROTOCOL.md gives /v1/check and /v1/consume one body, `ip` included, so a client may send the
+// same payload to both; a check has no use for it.
+// Unknown fields are ignored (z.object strips them): a newer client adding a field must keep
+// working against an older daemon. Known fields are checked strictly.
+const check = z.object({
   type: z.literal('rate_limit_check'),
   id: id.optional(),
   phoneNumber: z.string(),
+  ip,
 });
 
-const consume = z.strictObject({
+const consume = z.object({
   type: z.literal('rate_limit_consume'),
   id: id.optional(),
   phoneNumber: z.string(),
-  ip: z
-    .string()
-    .max(64)
-    .refine((s) => isIP(s) !== 0, 'ip must be an IPv4 or IPv6 address')
-    .optional(),
+  ip,
 });
 
 export type CheckRequest = z.infer<typeof check>;

@@ -60,7 +60,7 @@ export class Daemon {
   private readonly phoneCache = new LruMap<string, PhoneSubject>(PHONE_CACHE_SIZE);
   private readonly startedAt = Date.now();
   private pingTimer: NodeJS.Timeout | undefined;
-  private shutdownPromise: Promise<void> | undefined;
+  private shutdownPromise: Promise<number> | undefined;
   private httpInFlight = 0;
 
   constructor(private readonly opts: DaemonOptions) {
@@ -350,9 +350,10 @@ export class Daemon {
 
   /**
    * Stop accepting, answer what is in flight, close sockets with 1001, write what memory
-   * decided, stop background work. Idempotent. Does not end the pool: its owner does.
+   * decided (retrying until `drainUntilMs` if the database is down), stop background work.
+   * Resolves with the number of decisions left unwritten. Idempotent. Does not end the pool.
    */
-  shutdown(): Promise<void> {
+  shutdown(drainUntilMs = Date.now()): Promise<number> {
     this.shutdownPromise ??= (async () => {
       if (this.pingTimer) clearInterval(this.pingTimer);
       const closed = new Promise<void>((resolve) => this.http.close(() => resolve()));
@@ -366,13 +367,13 @@ export class Daemon {
       );
       while (this.httpInFlight > 0) await new Promise((r) => setTimeout(r, 10));
       this.http.closeIdleConnections();
-      const unwritten = await this.engine.drain();
-      if (unwritten > 0) this.opts.logger.error({ unwritten }, 'exiting with decisions made from memory that could not be written');
+      const unwritten = await this.engine.drain(drainUntilMs);
       await this.engine.stop();
       // Sockets that never finished their close handshake.
       for (const ws of this.clients.keys()) ws.terminate();
       for (const s of this.sockets) s.destroy();
       await closed;
+      return unwritten;
     })();
     return this.shutdownPromise;
   }

@@ -14,7 +14,7 @@ export interface ServeHandle {
   daemon: Daemon;
   logger: Logger;
   address: { host: string; port: number };
-  /** Graceful stop within the configured deadline; resolves true when it finished in time. Idempotent. */
+  /** Graceful stop within the configured deadline; resolves true when it finished in time with every decision written. Idempotent. */
   stop(): Promise<boolean>;
 }
 
@@ -127,13 +127,19 @@ export async function startServe(config: Config, env: Readonly<Record<string, st
         timer = setTimeout(() => resolve(false), config.shutdownTimeoutMs);
       });
       const graceful = (async () => {
-        await daemon.shutdown();
+        // Leave the last second of the deadline for closing the pool.
+        const unwritten = await daemon.shutdown(started + config.shutdownTimeoutMs - 1_000);
         await heartbeat.stop();
         await db.close();
-        return true as const;
+        return unwritten === 0;
       })();
-      const inTime = await Promise.race([graceful, deadline]);
+      const outcome = await Promise.race([graceful.then((clean) => (clean ? 'clean' : 'unwritten')), deadline.then(() => 'late' as const)]);
       clearTimeout(timer);
+      if (outcome === 'unwritten') {
+        logger.error('shut down with decisions made from memory unwritten (the database stayed unreachable)');
+        return false;
+      }
+      const inTime = outcome === 'clean';
       if (!inTime) {
         logger.error({ deadlineMs: config.shutdownTimeoutMs }, 'shutdown deadline passed; closing everything now');
         daemon.terminate();
