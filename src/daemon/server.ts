@@ -4,6 +4,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import type { Logger } from 'pino';
 import type { Config } from '../core/config.js';
+import type { Decision } from '../core/policy.js';
 import { ROUTES } from '../core/defaults.js';
 import { InvalidPhoneNumberError } from '../core/errors.js';
 import { hashPhone, maskPhone, normalizePhone } from '../core/phone.js';
@@ -132,7 +133,7 @@ export class Daemon {
       if (req.type === 'rate_limit_check') {
         const d = await this.engine.check(s);
         this.metrics.decisions.inc({ kind: 'check', result: d.allowed ? 'allowed' : 'denied', reason: d.allowed ? '' : 'phone', source: d.metricSource });
-        return statusReply(id, s.e164, s.region, d);
+        return decisionReply(id, s.e164, s.region, d);
       }
       if (role === 'browser') return errorReply('forbidden', 'browser clients may only check; consume needs a token', id);
       // Only a token-holding service may speak for the end user's address.
@@ -140,19 +141,7 @@ export class Daemon {
       const slot = this.ipLimiter.reserve(ip);
       if (!slot.decision.allowed) {
         this.metrics.decisions.inc({ kind: 'consume', result: 'denied', reason: 'ip', source: 'memory' });
-        return {
-          type: 'rate_limit_exceeded',
-          ...(id !== undefined ? { id } : {}),
-          phoneNumber: s.e164,
-          reason: 'ip_rate_limit_exceeded',
-          limit: slot.decision.limit,
-          used: slot.decision.used,
-          remaining: slot.decision.remaining,
-          resetTime: slot.decision.resetTime,
-          retryAfterMs: slot.decision.retryAfterMs,
-          region: s.region ?? null,
-          source: this.engine.mode,
-        };
+        return decisionReply(id, s.e164, s.region, { ...slot.decision, source: this.engine.mode }, 'ip_rate_limit_exceeded');
       }
       let d: PhoneDecision;
       try {
@@ -163,7 +152,7 @@ export class Daemon {
       }
       if (!d.allowed) this.ipLimiter.refund(ip, slot.atMs);
       this.metrics.decisions.inc({ kind: 'consume', result: d.allowed ? 'allowed' : 'denied', reason: d.allowed ? '' : 'phone', source: d.metricSource });
-      return d.allowed ? statusReply(id, s.e164, s.region, d) : exceededReply(id, s.e164, s.region, d);
+      return decisionReply(id, s.e164, s.region, d, d.allowed ? undefined : 'phone_rate_limit_exceeded');
     } catch (err) {
       this.opts.logger.error({ err: (err as Error).message }, 'request failed');
       return errorReply('internal_error', 'the request could not be decided; retry', id);
@@ -387,12 +376,20 @@ export class Daemon {
   }
 }
 
-function statusReply(id: Request['id'], e164: string, region: string | undefined, d: PhoneDecision): StatusReply {
-  return {
-    type: 'rate_limit_status',
+/**
+ * The reply for a decision: `rate_limit_status` for a check or an allowed consume,
+ * `rate_limit_exceeded` (with the limit that denied) for a denied consume.
+ */
+function decisionReply(
+  id: Request['id'],
+  e164: string,
+  region: string | undefined,
+  d: Decision & { source: 'database' | 'memory' },
+  denied?: ExceededReply['reason'],
+): StatusReply | ExceededReply {
+  const common = {
     ...(id !== undefined ? { id } : {}),
     phoneNumber: e164,
-    allowed: d.allowed,
     limit: d.limit,
     used: d.used,
     remaining: d.remaining,
@@ -401,22 +398,9 @@ function statusReply(id: Request['id'], e164: string, region: string | undefined
     region: region ?? null,
     source: d.source,
   };
-}
-
-function exceededReply(id: Request['id'], e164: string, region: string | undefined, d: PhoneDecision): ExceededReply {
-  return {
-    type: 'rate_limit_exceeded',
-    ...(id !== undefined ? { id } : {}),
-    phoneNumber: e164,
-    reason: 'phone_rate_limit_exceeded',
-    limit: d.limit,
-    used: d.used,
-    remaining: d.remaining,
-    resetTime: d.resetTime,
-    retryAfterMs: d.retryAfterMs,
-    region: region ?? null,
-    source: d.source,
-  };
+  return denied
+    ? { type: 'rate_limit_exceeded', ...common, reason: denied }
+    : { type: 'rate_limit_status', ...common, allowed: d.allowed };
 }
 
 function httpStatus(reply: Reply): number {
