@@ -58,6 +58,7 @@ export class Daemon {
   private readonly httpBuckets = new LruMap<string, TokenBucket>(100_000);
   private readonly clients = new Map<WebSocket, Client>();
   private readonly sockets = new Set<Socket>();
+  private readonly corked = new Set<Socket>();
   private readonly phoneCache = new LruMap<string, PhoneSubject>(PHONE_CACHE_SIZE);
   private readonly startedAt = Date.now();
   private pingTimer: NodeJS.Timeout | undefined;
@@ -227,8 +228,25 @@ export class Daemon {
       .then((r) => {
         client.inFlight--;
         if (r.type === 'error' && pending instanceof Promise) this.metrics.errors.inc({ code: r.code });
-        if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(r));
+        if (ws.readyState === ws.OPEN) this.sendCorked(ws, JSON.stringify(r));
       });
+  }
+
+  /**
+   * Replies of one batch resolve together; corking the socket until the next tick turns their
+   * writes into one writev instead of a syscall per reply (it was 13% of the daemon's CPU).
+   */
+  private sendCorked(ws: WebSocket, text: string): void {
+    const socket = (ws as unknown as { _socket?: Socket })._socket;
+    if (socket && !this.corked.has(socket)) {
+      this.corked.add(socket);
+      socket.cork();
+      process.nextTick(() => {
+        this.corked.delete(socket);
+        socket.uncork();
+      });
+    }
+    ws.send(text);
   }
 
   private ping(): void {
@@ -387,20 +405,37 @@ function decisionReply(
   d: Decision & { source: 'database' | 'memory' },
   denied?: ExceededReply['reason'],
 ): StatusReply | ExceededReply {
-  const common = {
-    ...(id !== undefined ? { id } : {}),
-    phoneNumber: e164,
-    limit: d.limit,
-    used: d.used,
-    remaining: d.remaining,
-    resetTime: d.resetTime,
-    retryAfterMs: d.retryAfterMs,
-    region: region ?? null,
-    source: d.source,
-  };
-  return denied
-    ? { type: 'rate_limit_exceeded', ...common, reason: denied }
-    : { type: 'rate_limit_status', ...common, allowed: d.allowed };
+  // Literal objects of one fixed shape each: this runs for every decision, and spreading
+  // optional parts into it showed up in profiles.
+  const reply: StatusReply | ExceededReply = denied
+    ? {
+        type: 'rate_limit_exceeded',
+        id,
+        phoneNumber: e164,
+        reason: denied,
+        limit: d.limit,
+        used: d.used,
+        remaining: d.remaining,
+        resetTime: d.resetTime,
+        retryAfterMs: d.retryAfterMs,
+        region: region ?? null,
+        source: d.source,
+      }
+    : {
+        type: 'rate_limit_status',
+        id,
+        phoneNumber: e164,
+        allowed: d.allowed,
+        limit: d.limit,
+        used: d.used,
+        remaining: d.remaining,
+        resetTime: d.resetTime,
+        retryAfterMs: d.retryAfterMs,
+        region: region ?? null,
+        source: d.source,
+      };
+  // JSON.stringify leaves out an undefined id, as the contract wants for requests without one.
+  return reply;
 }
 
 function httpStatus(reply: Reply): number {
