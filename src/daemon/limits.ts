@@ -1,36 +1,100 @@
-import { consume, evaluate, type Decision, type Policy } from '../core/policy.js';
+import type { Decision, Policy } from '../core/policy.js';
 import { LruMap } from './memory.js';
+
+/** Buckets per window: memory per address is fixed, whatever the limit. */
+const IP_BUCKETS = 60;
+// A window of IP_BUCKETS buckets, unaligned, touches up to one more.
+const RING = IP_BUCKETS + 1;
+
+interface Buckets {
+  /** counts[j % RING] holds the calls of bucket j while stamps[j % RING] === j. */
+  counts: Uint32Array;
+  stamps: Float64Array;
+}
 
 /**
  * Per-client-IP limit on consumes, in memory and per instance (as in the original design): a
  * stolen web form is throttled by address even when it cycles through victims' numbers.
+ *
+ * Calls are counted in IP_BUCKETS buckets per window rather than logged one by one, so an
+ * address costs the same memory and time at a limit of 10 000 as at 20. A bucket that overlaps
+ * the window at all counts whole: the promise (at most `max` in any rolling window) holds
+ * exactly, and a call may be refused up to one bucket (window / 60) early.
+ *
  * A slot is reserved before the phone decision and refunded if the phone limit denies, so
  * concurrent requests from one address cannot overshoot while a database answer is pending.
  */
 export class IpLimiter {
-  private readonly logs: LruMap<string, number[]>;
-  constructor(
-    private readonly policy: Policy,
-    capacity = 100_000,
-  ) {
-    this.logs = new LruMap(capacity);
+  private readonly byIp: LruMap<string, Buckets>;
+  private readonly max: number;
+  private readonly windowMs: number;
+  private readonly bucketMs: number;
+
+  constructor(policy: Policy, capacity = 100_000) {
+    const rule = policy.rules[0]!;
+    this.max = rule.max;
+    this.windowMs = rule.windowMs;
+    this.bucketMs = Math.max(1, Math.ceil(rule.windowMs / IP_BUCKETS));
+    this.byIp = new LruMap(capacity);
+  }
+
+  /** Buckets that overlap (now - window, now], oldest first, with their calls. */
+  private live(b: Buckets | undefined, nowMs: number): Array<[bucket: number, calls: number]> {
+    if (!b) return [];
+    const newest = Math.floor(nowMs / this.bucketMs);
+    const oldest = Math.floor((nowMs - this.windowMs) / this.bucketMs);
+    const out: Array<[number, number]> = [];
+    for (let j = Math.max(oldest, newest - RING + 1); j <= newest; j++) {
+      const slot = j % RING;
+      if (b.stamps[slot] === j && b.counts[slot]! > 0) out.push([j, b.counts[slot]!]);
+    }
+    return out;
+  }
+
+  private decide(b: Buckets | undefined, nowMs: number): Decision {
+    const live = this.live(b, nowMs);
+    const used = live.reduce((n, [, c]) => n + c, 0);
+    const leaves = (bucket: number) => (bucket + 1) * this.bucketMs + this.windowMs;
+    if (used < this.max) {
+      return { allowed: true, ruleId: 'ip', limit: this.max, used, remaining: this.max - used, resetTime: live.length ? leaves(live[0]![0]) : nowMs, retryAfterMs: 0 };
+    }
+    // One more call fits once enough of the oldest buckets have left the window.
+    let left = used;
+    let resetTime = nowMs;
+    for (const [bucket, calls] of live) {
+      left -= calls;
+      resetTime = leaves(bucket);
+      if (left < this.max) break;
+    }
+    return { allowed: false, ruleId: 'ip', limit: this.max, used, remaining: 0, resetTime, retryAfterMs: Math.max(0, resetTime - nowMs) };
   }
 
   reserve(ip: string, nowMs = Date.now()): { decision: Decision; atMs: number } {
-    const r = consume(this.logs.get(ip) ?? [], nowMs, this.policy);
-    if (r.decision.allowed) this.logs.set(ip, r.log);
-    return { decision: r.decision, atMs: r.atMs };
+    const b = this.byIp.get(ip);
+    const before = this.decide(b, nowMs);
+    if (!before.allowed) return { decision: before, atMs: nowMs };
+    const buckets = b ?? { counts: new Uint32Array(RING), stamps: new Float64Array(RING).fill(-1) };
+    const j = Math.floor(nowMs / this.bucketMs);
+    const slot = j % RING;
+    if (buckets.stamps[slot] !== j) {
+      buckets.stamps[slot] = j;
+      buckets.counts[slot] = 0;
+    }
+    buckets.counts[slot]!++;
+    if (!b) this.byIp.set(ip, buckets);
+    return { decision: { ...this.decide(buckets, nowMs), allowed: true, retryAfterMs: 0 }, atMs: nowMs };
   }
 
   refund(ip: string, atMs: number): void {
-    const log = this.logs.get(ip);
-    if (!log) return;
-    const i = log.lastIndexOf(atMs);
-    if (i >= 0) this.logs.set(ip, [...log.slice(0, i), ...log.slice(i + 1)]);
+    const b = this.byIp.get(ip);
+    if (!b) return;
+    const j = Math.floor(atMs / this.bucketMs);
+    const slot = j % RING;
+    if (b.stamps[slot] === j && b.counts[slot]! > 0) b.counts[slot]!--;
   }
 
   peek(ip: string, nowMs = Date.now()): Decision {
-    return evaluate(this.logs.get(ip) ?? [], nowMs, this.policy);
+    return this.decide(this.byIp.get(ip), nowMs);
   }
 }
 
