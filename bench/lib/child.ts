@@ -1,0 +1,117 @@
+import { LatencyHistogram } from './stats.js';
+
+// Workers talk to run.ts in JSON lines on stdout: "measure-start" and "measure-end" let the
+// parent read /proc exactly around the measured window, "result" carries the numbers.
+
+export type WorkerEvent =
+  | { event: 'ready'; opened?: number; openMs?: number; port?: number }
+  | { event: 'measure-start' }
+  | { event: 'measure-end' }
+  | { event: 'result'; result: WorkerResult };
+
+export interface WorkerResult {
+  decisions: number;
+  allowed: number;
+  denied: number;
+  errors: number;
+  measuredS: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  /** The worker's own CPU over the measured window, % of one core. */
+  cpuPercent: number;
+  peakRssMb: number;
+  extra?: Record<string, unknown>;
+}
+
+export function emit(e: WorkerEvent): void {
+  process.stdout.write(`${JSON.stringify(e)}\n`);
+}
+
+/** Reads the worker's configuration from argv[2] (JSON). */
+export function workerArgs<T>(): T {
+  const raw = process.argv[2];
+  if (!raw) throw new Error('expected the worker configuration as a JSON argument');
+  return JSON.parse(raw) as T;
+}
+
+/** process.cpuUsage over a window, as % of one core. */
+export function cpuWindow(): () => number {
+  const start = process.cpuUsage();
+  const t0 = performance.now();
+  return () => {
+    const d = process.cpuUsage(start);
+    return ((d.user + d.system) / 1000 / (performance.now() - t0)) * 100;
+  };
+}
+
+export function peakRssMb(): number {
+  return process.resourceUsage().maxRSS / 1024;
+}
+
+/**
+ * A closed-loop driver: `lanes` loops each keep one operation in flight. Runs warm-up then the
+ * measured window, then stops issuing and waits (bounded) for what is still in flight.
+ */
+export async function driveLanes(opts: {
+  lanes: number;
+  warmupMs: number;
+  measureMs: number;
+  op: () => Promise<'allowed' | 'denied'>;
+  onMeasureStart?: () => void;
+}): Promise<WorkerResult> {
+  const hist = new LatencyHistogram();
+  let measuring = false;
+  let stopped = false;
+  let allowed = 0;
+  let denied = 0;
+  let errors = 0;
+  let firstError: string | undefined;
+  const lane = async () => {
+    while (!stopped) {
+      const t0 = performance.now();
+      let outcome: 'allowed' | 'denied' | 'error';
+      try {
+        outcome = await opts.op();
+      } catch (err) {
+        outcome = 'error';
+        firstError ??= (err as Error).message;
+      }
+      if (!measuring) continue;
+      if (outcome === 'error') {
+        errors++;
+        continue;
+      }
+      hist.recordMs(performance.now() - t0);
+      if (outcome === 'allowed') allowed++;
+      else denied++;
+    }
+  };
+  const running = Array.from({ length: opts.lanes }, lane);
+  await new Promise((r) => setTimeout(r, opts.warmupMs));
+  emit({ event: 'measure-start' });
+  opts.onMeasureStart?.();
+  const cpu = cpuWindow();
+  const t0 = performance.now();
+  measuring = true;
+  await new Promise((r) => setTimeout(r, opts.measureMs));
+  measuring = false;
+  const measuredS = (performance.now() - t0) / 1000;
+  const cpuPercent = cpu();
+  emit({ event: 'measure-end' });
+  stopped = true;
+  await Promise.race([Promise.all(running), new Promise((r) => setTimeout(r, 10_000))]);
+  return {
+    decisions: allowed + denied,
+    allowed,
+    denied,
+    errors,
+    measuredS,
+    p50Ms: hist.quantileMs(0.5),
+    p99Ms: hist.quantileMs(0.99),
+    maxMs: hist.maxMs,
+    cpuPercent,
+    peakRssMb: peakRssMb(),
+    ...(firstError ? { extra: { firstError } } : {}),
+  };
+}

@@ -1,0 +1,62 @@
+// The key sets every scenario draws from, reproducibly: the same seed gives the same sequence of
+// numbers to our path, to rate-limiter-flexible and to the end-to-end clients.
+
+export const KEY_COUNT = 100_000;
+export const ZIPF_EXPONENT = 1.1;
+
+export type KeyDistribution = 'uniform' | 'zipf';
+
+/** E.164 numbers +14155500000 … +14155599999: one North American exchange block, all "possible". */
+export function phoneNumber(index: number): string {
+  return `+1415${5_500_000 + index}`;
+}
+
+/** mulberry32: tiny, fast, good enough to pick keys. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Returns a sampler of key indexes in [0, KEY_COUNT). */
+export function keySampler(dist: KeyDistribution, seed = 42): () => number {
+  const random = prng(seed);
+  if (dist === 'uniform') return () => Math.floor(random() * KEY_COUNT);
+  const cdf = new Float64Array(KEY_COUNT);
+  let sum = 0;
+  for (let rank = 0; rank < KEY_COUNT; rank++) cdf[rank] = sum += (rank + 1) ** -ZIPF_EXPONENT;
+  for (let rank = 0; rank < KEY_COUNT; rank++) cdf[rank]! /= sum;
+  // Hot ranks land on scattered keys, not on the lowest indexes, so their hashes (and row locks)
+  // fall anywhere in the key order.
+  const shuffle = prng(7);
+  const rankToKey = Uint32Array.from({ length: KEY_COUNT }, (_, i) => i);
+  for (let i = KEY_COUNT - 1; i > 0; i--) {
+    const j = Math.floor(shuffle() * (i + 1));
+    [rankToKey[i], rankToKey[j]] = [rankToKey[j]!, rankToKey[i]!];
+  }
+  return () => {
+    const u = random();
+    let lo = 0;
+    let hi = KEY_COUNT - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (cdf[mid]! < u) lo = mid + 1;
+      else hi = mid;
+    }
+    return rankToKey[lo]!;
+  };
+}
+
+/**
+ * End-user addresses for consumes: a fresh one per request (from 10.0.0.0/8, data only, never
+ * connected to), so the daemon's per-IP limit of 20/h never decides and every decision is the
+ * phone's; the daemon still pays for tracking each address, as it would in production.
+ */
+export function clientIp(counter: number): string {
+  return `10.${(counter >>> 16) & 255}.${(counter >>> 8) & 255}.${counter & 255}`;
+}
