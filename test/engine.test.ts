@@ -70,6 +70,19 @@ describe('DecisionEngine', () => {
     expect(results.filter((r) => r.allowed).map((r) => r.used).sort((a, b) => a - b)).toEqual(Array.from({ length: 25 }, (_, i) => i + 1));
   });
 
+  it('decides one number\'s consumes in the order they arrived, even across statements in flight', async () => {
+    const { e } = engine({ max: 2, denyCache: false });
+    for (let n = 0; n < 20; n++) {
+      // A filler request first, so the number's requests span several statements.
+      const filler = e.consume(subject(`+1415555${String(1000 + n).padStart(4, '0')}`));
+      const s = subject(`+1415556${String(1000 + n).padStart(4, '0')}`);
+      const out = await Promise.all([e.consume(s), e.consume(s), e.consume(s), e.consume(s)]);
+      await filler;
+      expect(out.map((d) => d.allowed)).toEqual([true, true, false, false]);
+      expect(out.map((d) => d.used)).toEqual([1, 2, 2, 2]);
+    }
+  });
+
   it('the deny cache answers at-limit numbers without the database, and the denials still reach it', async () => {
     const { e, metrics } = engine({ max: 2, denyCache: true });
     const s = subject('+14155550002');

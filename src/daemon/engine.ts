@@ -86,7 +86,11 @@ export class DecisionEngine {
     this.logs = new LruMap(opts.memoryKeys ?? DEFAULT_MEMORY_KEYS);
     this.deniedUntil = new LruMap(opts.memoryKeys ?? DEFAULT_MEMORY_KEYS);
     const batch = { maxBatch: opts.maxBatch ?? 256, maxInFlight: opts.maxInFlight ?? 2 };
-    this.consumer = new Batcher((reqs) => this.timed('consume', reqs.length, () => consumeBatch(opts.pool, reqs, opts.policy)), batch);
+    this.consumer = new Batcher((reqs) => this.timed('consume', reqs.length, () => consumeBatch(opts.pool, reqs, opts.policy)), {
+      ...batch,
+      // One number's consumes are decided in the order they arrived.
+      keyOf: (r) => r.hash,
+    });
     this.peeker = new Batcher(async (hashes) => {
       const unique = [...new Set(hashes)];
       const peek = await this.timed('check', unique.length, () => peekLogs(opts.pool, unique));
