@@ -4,7 +4,7 @@
 // parsing the reply: parsing JSON here would spend the CPU the daemon needs on a shared machine.
 import WebSocket from 'ws';
 import { LatencyHistogram, sleep } from './lib/stats.js';
-import { cpuWindow, emit, peakRssMb, workerArgs } from './lib/child.js';
+import { cpuWindow, emit, peakRssMb, workerArgs, workerResult } from './lib/child.js';
 import { clientIp, keySampler, phoneNumber, type KeyDistribution } from './lib/keys.js';
 
 export interface WsLoadConfig {
@@ -135,19 +135,7 @@ async function load(): Promise<void> {
   for (const ws of sockets) ws.terminate();
   emit({
     event: 'result',
-    result: {
-      decisions: allowed + denied,
-      allowed,
-      denied,
-      errors,
-      measuredS,
-      p50Ms: hist.quantileMs(0.5),
-      p99Ms: hist.quantileMs(0.99),
-      maxMs: hist.maxMs,
-      cpuPercent,
-      peakRssMb: peakRssMb(),
-      ...(firstError ? { extra: { firstError } } : {}),
-    },
+    result: workerResult({ allowed, denied, errors, measuredS, hist, cpuPercent, firstError }),
   });
 }
 

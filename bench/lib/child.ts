@@ -101,17 +101,30 @@ export async function driveLanes(opts: {
   emit({ event: 'measure-end' });
   stopped = true;
   await Promise.race([Promise.all(running), new Promise((r) => setTimeout(r, 10_000))]);
+  return workerResult({ allowed, denied, errors, measuredS, hist, cpuPercent, firstError });
+}
+
+/** What every load worker reports at the end of its measured window. */
+export function workerResult(m: {
+  allowed: number;
+  denied: number;
+  errors: number;
+  measuredS: number;
+  hist: LatencyHistogram;
+  cpuPercent: number;
+  firstError: string | undefined;
+}): WorkerResult {
   return {
-    decisions: allowed + denied,
-    allowed,
-    denied,
-    errors,
-    measuredS,
-    p50Ms: hist.quantileMs(0.5),
-    p99Ms: hist.quantileMs(0.99),
-    maxMs: hist.maxMs,
-    cpuPercent,
+    decisions: m.allowed + m.denied,
+    allowed: m.allowed,
+    denied: m.denied,
+    errors: m.errors,
+    measuredS: m.measuredS,
+    p50Ms: m.hist.quantileMs(0.5),
+    p99Ms: m.hist.quantileMs(0.99),
+    maxMs: m.hist.maxMs,
+    cpuPercent: m.cpuPercent,
     peakRssMb: peakRssMb(),
-    ...(firstError ? { extra: { firstError } } : {}),
+    ...(m.firstError ? { extra: { firstError: m.firstError } } : {}),
   };
 }

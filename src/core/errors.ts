@@ -32,7 +32,3 @@ export class ConfigError extends RateLimitError {
     this.name = 'ConfigError';
   }
 }
-
-export function isRateLimitError(err: unknown, code?: ErrorCode): err is RateLimitError {
-  return err instanceof RateLimitError && (code === undefined || err.code === code);
-}

@@ -92,10 +92,6 @@ export class IpLimiter {
     const slot = j % RING;
     if (b.stamps[slot] === j && b.counts[slot]! > 0) b.counts[slot]!--;
   }
-
-  peek(ip: string, nowMs = Date.now()): Decision {
-    return this.decide(this.byIp.get(ip), nowMs);
-  }
 }
 
 /** Open connections per address, so one host cannot hold every socket. */
