@@ -8,7 +8,8 @@ import { isConnectionError } from '../../db/errors.js';
 import { migrate } from '../../db/migrate.js';
 import { Daemon } from '../../daemon/server.js';
 import { startHeartbeat } from '../../daemon/heartbeat.js';
-import { loadPhoneKey, openDatabase } from '../runtime.js';
+import { openDatabase } from '../../db/open.js';
+import { loadPhoneKey } from '../../db/key-file.js';
 
 export interface ServeHandle {
   daemon: Daemon;
