@@ -1,0 +1,96 @@
+// The policy as the decision path sees it (PROTOCOL.md *Policy*), after the YAML file (or the
+// RATE_LIMIT_* defaults) has been parsed and validated. Parsing lives in file.ts, decisions in
+// decide.ts and aggregate.ts; this file is the one vocabulary they and the SQL share.
+
+/** libphonenumber-js `getType()` values, lower_snake as written in policy files. */
+export const NUMBER_TYPES = [
+  'premium_rate',
+  'shared_cost',
+  'toll_free',
+  'voip',
+  'personal_number',
+  'pager',
+  'uan',
+  'voicemail',
+  'mobile',
+  'fixed_line',
+  'fixed_line_or_mobile',
+] as const;
+export type NumberType = (typeof NUMBER_TYPES)[number];
+
+export const DEFAULT_BLOCK_TYPES: readonly NumberType[] = ['premium_rate', 'shared_cost'];
+
+/** Region used for numbers whose country libphonenumber cannot tell (fictional +1555…). */
+export const UNKNOWN_REGION = 'ZZ';
+
+/** Aggregates may deny early by at most this share of their limit (rounded up). */
+export const AGGREGATE_SLACK = 0.02;
+
+export type GroupName = 'number' | 'prefix' | 'country' | 'global' | 'ip';
+
+/** One `{limit, window}` of a group, with its id as replies, metrics and the CLI name it. */
+export interface LimitRule {
+  /** `number:1h`, `prefix:1h`, `country:1h`, `country:GB:1h`, `global:1d`, `ip:1h`. */
+  readonly id: string;
+  readonly group: GroupName;
+  readonly limit: number;
+  readonly windowMs: number;
+  /** The window as written in the file (`1h`), used in the id. */
+  readonly window: string;
+  /** Evaluated, counted and reported (`shadow` in replies), never denies. */
+  readonly shadow: boolean;
+}
+
+export interface BlockAfter {
+  /** Denials of one number within `withinMs` that block it... */
+  readonly denials: number;
+  readonly withinMs: number;
+  /** ...for this long (reason `number_blocked`, rule `number:block_after`). */
+  readonly forMs: number;
+}
+
+export interface CountryDestinations {
+  readonly mode: 'allow' | 'deny';
+  /** ISO 3166-1 alpha-2, upper case. */
+  readonly regions: readonly string[];
+}
+
+export interface Policy {
+  /** Exact rolling windows over each number's call log; every one must allow. */
+  readonly number: readonly LimitRule[];
+  readonly blockAfter: BlockAfter | undefined;
+  /** Ranges: the E.164 number without its last `digits` digits. undefined = no prefix group. */
+  readonly prefix: { readonly digits: number; readonly rules: readonly LimitRule[] } | undefined;
+  /** Per region: `default` unless the region has an override. */
+  readonly country: { readonly rules: readonly LimitRule[]; readonly overrides: ReadonlyMap<string, readonly LimitRule[]> } | undefined;
+  readonly global: readonly LimitRule[];
+  /** Per client IP (IPv6 per /64), in memory, per instance. */
+  readonly ip: readonly LimitRule[];
+  readonly destinations: {
+    readonly countries: CountryDestinations | undefined;
+    readonly blockTypes: readonly NumberType[];
+  };
+}
+
+/**
+ * One aggregate counter a consume is checked against: the rule and the key it counts over.
+ * Stored in `rate_limit_counters` under (rule id, key).
+ */
+export interface AggregateCounter {
+  readonly rule: LimitRule;
+  /** prefix: `+1415555` (E.164 minus its last digits); country: `US` or `ZZ`; global: `*`. */
+  readonly key: string;
+}
+
+/**
+ * An aggregate's state: "buckets" of calls in time order. A bucket holds at most
+ * `bucketCalls(rule)` calls and carries the time of its newest call; it counts, whole, while
+ * that time is inside the window. So the count is never below the true rolling count (the
+ * promise holds) and is above it by less than one bucket (< 2% of the limit).
+ */
+export interface Buckets {
+  /** Newest call time of each bucket, ascending (ms, database clock). */
+  readonly ts: readonly number[];
+  /** Calls in each bucket. */
+  readonly n: readonly number[];
+}
