@@ -1,0 +1,114 @@
+// Block and allow entries (`ratelimit block|allow|unlist|list`): numbers stored as their hash,
+// prefixes as given (`+4470`), each with an optional expiry, audited and announced so every
+// daemon sees the change within its poll interval.
+import type { Pool } from './pool.js';
+import { announceChange, inTransaction, writeAudit } from './policies.js';
+
+export type ListKind = 'block' | 'allow';
+export type ListTargetType = 'number' | 'prefix';
+
+export interface ListEntry {
+  targetType: ListTargetType;
+  /** The number's HMAC hash, or the prefix as given (`+4470`). */
+  target: string;
+  kind: ListKind;
+  /** For humans: `+1415•••••71` for a number, the prefix itself for a prefix. */
+  masked: string;
+  /** null: until unlisted. */
+  expiresAt: Date | null;
+  createdBy: string;
+  createdAt: Date;
+  reason: string | null;
+}
+
+interface ListRowSql {
+  target_type: ListTargetType;
+  target: string;
+  kind: ListKind;
+  masked: string;
+  expires_at: Date | null;
+  created_by: string;
+  created_at: Date;
+  reason: string | null;
+}
+
+function toEntry(r: ListRowSql): ListEntry {
+  return {
+    targetType: r.target_type,
+    target: r.target,
+    kind: r.kind,
+    masked: r.masked,
+    expiresAt: r.expires_at,
+    createdBy: r.created_by,
+    createdAt: r.created_at,
+    reason: r.reason,
+  };
+}
+
+const COLUMNS = 'target_type, target, kind, masked, expires_at, created_by, created_at, reason';
+
+/** Entries in force now (expired ones are ignored here and deleted by retention). */
+export async function readListEntries(pool: Pool): Promise<{ nowMs: number; entries: ListEntry[] }> {
+  const { rows } = await pool.query<ListRowSql & { now_ms: number }>(
+    `SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms, l.*
+       FROM (SELECT 1) AS one
+       LEFT JOIN LATERAL (SELECT ${COLUMNS} FROM rate_limit_lists
+                           WHERE expires_at IS NULL OR expires_at > clock_timestamp()
+                           ORDER BY created_at DESC, target) AS l ON true`,
+  );
+  return { nowMs: rows[0]!.now_ms, entries: rows.filter((r) => r.target !== null).map(toEntry) };
+}
+
+export interface SetEntryInput {
+  targetType: ListTargetType;
+  target: string;
+  kind: ListKind;
+  masked: string;
+  /** Duration from now (database clock); undefined = until unlisted. */
+  forMs: number | undefined;
+  by: string;
+  reason: string | null;
+}
+
+/** Adds or replaces the entry for a target (a number is either blocked or allowed, not both). */
+export async function setListEntry(pool: Pool, e: SetEntryInput): Promise<{ entry: ListEntry; replaced: ListEntry | null }> {
+  return inTransaction(pool, async (client) => {
+    const old = await client.query<ListRowSql>(`SELECT ${COLUMNS} FROM rate_limit_lists WHERE target_type = $1 AND target = $2 FOR UPDATE`, [
+      e.targetType,
+      e.target,
+    ]);
+    const { rows } = await client.query<ListRowSql>(
+      `INSERT INTO rate_limit_lists (target_type, target, kind, masked, expires_at, created_by, reason)
+       VALUES ($1, $2, $3, $4, CASE WHEN $5::bigint IS NULL THEN NULL ELSE clock_timestamp() + $5::bigint * interval '1 millisecond' END, $6, $7)
+       ON CONFLICT (target_type, target) DO UPDATE SET
+         kind = EXCLUDED.kind, masked = EXCLUDED.masked, expires_at = EXCLUDED.expires_at,
+         created_by = EXCLUDED.created_by, created_at = clock_timestamp(), reason = EXCLUDED.reason
+       RETURNING ${COLUMNS}`,
+      [e.targetType, e.target, e.kind, e.masked, e.forMs ?? null, e.by, e.reason],
+    );
+    const entry = toEntry(rows[0]!);
+    await writeAudit(client, {
+      actor: e.by,
+      action: `list_${e.kind}`,
+      target: `${e.targetType}:${e.target}`,
+      detail: { masked: e.masked, expiresAt: entry.expiresAt, reason: e.reason, replaced: old.rows[0]?.kind ?? null },
+    });
+    await announceChange(client, 'lists');
+    return { entry, replaced: old.rows[0] ? toEntry(old.rows[0]) : null };
+  });
+}
+
+/** Removes the entry for a target; null when there was none (nothing is audited then). */
+export async function removeListEntry(pool: Pool, targetType: ListTargetType, target: string, by: string, reason: string | null): Promise<ListEntry | null> {
+  return inTransaction(pool, async (client) => {
+    const { rows } = await client.query<ListRowSql>(`DELETE FROM rate_limit_lists WHERE target_type = $1 AND target = $2 RETURNING ${COLUMNS}`, [
+      targetType,
+      target,
+    ]);
+    if (!rows[0]) return null;
+    const removed = toEntry(rows[0]);
+    await writeAudit(client, { actor: by, action: 'list_remove', target: `${targetType}:${target}`, detail: { kind: removed.kind, masked: removed.masked, reason } });
+    await announceChange(client, 'lists');
+    return removed;
+  });
+}
