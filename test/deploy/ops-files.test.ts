@@ -311,13 +311,23 @@ describe('documentation links', () => {
     return [...inline, ...reference];
   }
 
-  it.each(docs)('%s: every relative link resolves to a file in the repository', (doc) => {
+  /** GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens. */
+  function anchors(markdown: string): Set<string> {
+    const headings = markdown.replace(/```[\s\S]*?```/g, '').matchAll(/^#{1,6}\s+(.+?)\s*$/gm);
+    return new Set([...headings].map((m) => m[1]!.toLowerCase().replace(/[^\p{L}\p{N}\s_-]/gu, '').replace(/\s/g, '-')));
+  }
+
+  it.each(docs)('%s: every relative link resolves to a file in the repository, and its anchor to a heading', (doc) => {
     for (const link of links(read(doc))) {
-      if (/^[a-z][a-z0-9+.-]*:/i.test(link) || link.startsWith('#')) continue; // https:, mailto:, same-page anchors
-      const target = resolve(ROOT, dirname(doc), decodeURIComponent(link.split('#')[0]!));
+      if (/^[a-z][a-z0-9+.-]*:/i.test(link)) continue; // https:, mailto:
+      const [path, anchor] = link.split('#') as [string, string | undefined];
+      const target = path === '' ? join(ROOT, doc) : resolve(ROOT, dirname(doc), decodeURIComponent(path));
       const inside = relative(ROOT, target);
       expect(inside.startsWith('..') || inside === '', `${doc} → ${link} stays inside the repository`).toBe(false);
       expect(existsSync(target) && statSync(target).isFile(), `${doc} → ${link} is a file`).toBe(true);
+      if (anchor !== undefined && target.endsWith('.md')) {
+        expect([...anchors(readFileSync(target, 'utf8'))], `${doc} → ${link} names a heading`).toContain(anchor);
+      }
     }
   });
 
