@@ -15,9 +15,3 @@ export const PROTOCOL_ERRORS = {
 } as const satisfies Record<string, { httpStatus: number; description: string }>;
 
 export type ProtocolErrorCode = keyof typeof PROTOCOL_ERRORS;
-
-export const PROTOCOL_ERROR_CODES = Object.keys(PROTOCOL_ERRORS) as ProtocolErrorCode[];
-
-export function isProtocolErrorCode(value: unknown): value is ProtocolErrorCode {
-  return typeof value === 'string' && Object.hasOwn(PROTOCOL_ERRORS, value);
-}
