@@ -5,7 +5,7 @@ import { pino } from 'pino';
 import { RateLimiterPostgres, RateLimiterRes } from 'rate-limiter-flexible';
 import { createPool } from '../src/db/pool.js';
 import { makePolicy } from '../src/core/policy.js';
-import { DecisionEngine, type PhoneSubject } from '../src/daemon/engine.js';
+import { DecisionEngine, type PhoneSubject } from '../src/daemon/engine/engine.js';
 import { createMetrics } from '../src/daemon/metrics.js';
 import { driveLanes, emit, workerArgs } from './lib/child.js';
 import { keySampler, type KeyDistribution } from './lib/keys.js';

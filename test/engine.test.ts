@@ -7,7 +7,7 @@ import { migrate } from '../src/db/migrate.js';
 import { lookupPhone, resetPhone } from '../src/db/queries.js';
 import { makePolicy } from '../src/core/policy.js';
 import { hashPhone, maskPhone } from '../src/core/phone.js';
-import { DecisionEngine } from '../src/daemon/engine.js';
+import { DecisionEngine } from '../src/daemon/engine/engine.js';
 import { createMetrics } from '../src/daemon/metrics.js';
 import { createTestDatabase } from './helpers/db.js';
 

@@ -5,12 +5,17 @@
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
 import { DEFAULT_MAX_FRAME_BYTES, ROUTES } from '../core/defaults.js';
+// Only the zod-free protocol files: this entry must not load the daemon's dependencies
+// (test/client-imports.test.ts checks).
+import type { ProtocolErrorCode } from '../protocol/errors.js';
+import { isDecisionReply } from '../protocol/replies.js';
+import type { DecisionSource as WireDecisionSource, DenyReason, ExceededReply, StatusReply } from '../protocol/wire.js';
 
 export type FailMode = 'open' | 'closed';
 export type ClientState = 'connecting' | 'open' | 'closed';
 
 /** `unavailable` never comes from the daemon: this client made the decision up, by failMode. */
-export type DecisionSource = 'database' | 'memory' | 'unavailable';
+export type DecisionSource = WireDecisionSource | 'unavailable';
 
 /** Why a synthetic (`source: 'unavailable'`) decision was made. */
 export type UnavailableReason =
@@ -21,38 +26,23 @@ export type UnavailableReason =
   | 'server_error' // HTTP only: a non-daemon failure such as a proxy's 502/503
   | 'client_closed'; // close() was called while the request was pending
 
-export interface RateLimitStatus {
-  type: 'rate_limit_status';
-  id?: string | number;
-  phoneNumber: string;
-  allowed: boolean;
-  limit: number;
-  used: number;
-  remaining: number;
-  /** ms since epoch. */
-  resetTime: number;
-  retryAfterMs: number;
+/**
+ * What this client adds to a wire decision: the `unavailable` source of its own fail-mode
+ * answers, and tolerance for fields older daemons and plain HTTP bodies leave out
+ * (`region`; `used` on denials), which isDecisionReply accepts.
+ */
+interface ClientSide {
   region?: string | null;
   source: DecisionSource;
   /** Only on synthetic decisions. */
   unavailableReason?: UnavailableReason;
 }
 
-export interface RateLimitExceeded {
-  type: 'rate_limit_exceeded';
-  id?: string | number;
-  phoneNumber: string;
-  reason: 'phone_rate_limit_exceeded' | 'ip_rate_limit_exceeded' | 'daemon_unavailable';
-  limit: number;
+export interface RateLimitStatus extends Omit<StatusReply, 'region' | 'source'>, ClientSide {}
+
+export interface RateLimitExceeded extends Omit<ExceededReply, 'region' | 'source' | 'reason' | 'used'>, ClientSide {
+  reason: DenyReason | 'daemon_unavailable';
   used?: number;
-  remaining: number;
-  /** ms since epoch. */
-  resetTime: number;
-  retryAfterMs: number;
-  region?: string | null;
-  source: DecisionSource;
-  /** Only on synthetic decisions. */
-  unavailableReason?: UnavailableReason;
 }
 
 export type Decision = RateLimitStatus | RateLimitExceeded;
@@ -64,13 +54,7 @@ export function isAllowed(decision: Decision): boolean {
 
 export type RequestErrorCode =
   // from the daemon (PROTOCOL.md)
-  | 'invalid_json'
-  | 'invalid_message'
-  | 'unknown_type'
-  | 'invalid_phone_number'
-  | 'forbidden'
-  | 'too_many_requests'
-  | 'internal_error'
+  | ProtocolErrorCode
   // from this client
   | 'unauthorized' // the daemon refused the token (HTTP 401/403 on the upgrade or request)
   | 'invalid_response' // a reply that is not one of the protocol's shapes
@@ -401,25 +385,12 @@ function interpretReply(reply: Record<string, unknown>): Decision | RateLimitReq
     const message = typeof reply.message === 'string' ? reply.message : code;
     return new RateLimitRequestError(code, message);
   }
-  if (isDecision(reply)) return reply;
+  if (isDecisionReply(reply)) return reply;
   return new RateLimitRequestError('invalid_response', `unexpected reply from the daemon: ${JSON.stringify(reply).slice(0, 200)}`);
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-function isDecision(value: Record<string, unknown>): value is Record<string, unknown> & Decision {
-  const common =
-    typeof value.phoneNumber === 'string' &&
-    typeof value.limit === 'number' &&
-    typeof value.remaining === 'number' &&
-    typeof value.resetTime === 'number' &&
-    typeof value.retryAfterMs === 'number' &&
-    typeof value.source === 'string';
-  if (!common) return false;
-  if (value.type === 'rate_limit_status') return typeof value.allowed === 'boolean' && typeof value.used === 'number';
-  return value.type === 'rate_limit_exceeded' && typeof value.reason === 'string';
 }
 
 function positive(value: number | undefined, fallback: number, name: string): number {

@@ -1,5 +1,5 @@
 import type { Decision, Policy } from '../core/policy.js';
-import { LruMap } from './memory.js';
+import { LruMap } from './lru-map.js';
 
 /** Buckets per window: memory per address is fixed, whatever the limit. */
 const IP_BUCKETS = 60;

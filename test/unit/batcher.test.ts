@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Batcher } from '../../src/daemon/batcher.js';
+import { Batcher } from '../../src/daemon/engine/batcher.js';
 
 /** A statement runner the test completes by hand, to control the order in which they finish. */
 function manual() {

@@ -1,15 +1,12 @@
-import { hostname } from 'node:os';
-import { randomBytes } from 'node:crypto';
+// `ratelimit serve`: starts the daemon (src/daemon/index.ts) and owns only its output: the
+// logger's destination and the start-up lines. Signals are handled by the caller (main.ts).
+
 import { pino, type Logger } from 'pino';
 import type { Config } from '../../core/config.js';
 import { formatDurationMs } from '../../core/duration.js';
-import { RateLimitError } from '../../core/errors.js';
-import { isConnectionError } from '../../db/errors.js';
-import { migrate } from '../../db/migrate.js';
-import { Daemon } from '../../daemon/server.js';
-import { startHeartbeat } from '../../daemon/heartbeat.js';
-import { openDatabase } from '../../db/open.js';
-import { loadPhoneKey } from '../../db/key-file.js';
+import { instanceIdentity, startDaemon, type Daemon } from '../../daemon/index.js';
+
+export { instanceIdentity };
 
 export interface ServeHandle {
   daemon: Daemon;
@@ -23,133 +20,29 @@ export function createLogger(config: Config, instanceId: string, version: string
   return pino({ level: config.logLevel, base: { instance: instanceId, version } });
 }
 
-export function instanceIdentity(env: Readonly<Record<string, string | undefined>>) {
-  const host = hostname();
-  return {
-    // Fly gives each machine a stable id; elsewhere host + pid + a few random bytes.
-    instanceId: env.FLY_MACHINE_ID ?? `${host}-${process.pid}-${randomBytes(2).toString('hex')}`,
-    host,
-  };
-}
-
 /**
  * Starts the daemon: key, database (embedded when no URL), migrations, listener. A database
  * that is down at start does not stop the daemon: it starts on its in-memory fallback and
  * migrates and catches up when the database appears.
  */
 export async function startServe(config: Config, env: Readonly<Record<string, string | undefined>>, version: string): Promise<ServeHandle> {
-  const { instanceId, host } = instanceIdentity(env);
-  const logger = createLogger(config, instanceId, version);
-  const key = await loadPhoneKey(config, (m) => logger.warn(m));
-  const db = await openDatabase(config, {
-    poolSize: config.dbPoolSize,
-    statementTimeoutMs: config.dbStatementTimeoutMs,
-    applicationName: `ratelimit serve ${instanceId}`,
-    // An outage reports itself once through the engine's state change; one line per pooled
-    // connection would only bury it.
-    onIdleError: (err) => logger.debug({ err: err.message }, 'idle database connection failed'),
-    verify: false,
-    log: (m) => logger.info(m),
-  });
-  const databaseUrl = db.embedded?.url ?? config.databaseUrl!;
-  let migrated = false;
-  const ensureMigrated = async () => {
-    await db.revive();
-    if (migrated) return;
-    const report = await migrate(db.pool);
-    migrated = true;
-    if (report.applied.length > 0) logger.info({ applied: report.applied.map((m) => `${m.id}_${m.name}`) }, 'applied migrations');
-  };
-  let startError: unknown;
-  try {
-    await ensureMigrated();
-  } catch (err) {
-    if (!isConnectionError(err)) {
-      await db.close();
-      throw err;
-    }
-    startError = err;
-  }
-
-  const daemon = new Daemon({
-    config,
-    pool: db.pool,
-    databaseUrl,
-    phoneKey: key,
-    logger,
-    version,
-    engine: { beforeRecovery: ensureMigrated },
-  });
-  if (startError) daemon.engine.enterMemoryMode(startError);
-
-  let address;
-  try {
-    address = await daemon.listen();
-  } catch (err) {
-    await daemon.engine.stop();
-    await db.close();
-    throw new RateLimitError('invalid_config', `cannot listen on ${config.host}:${config.port}: ${(err as Error).message}`, { cause: err });
-  }
-  const heartbeat = startHeartbeat({
-    pool: db.pool,
-    intervalMs: config.heartbeatIntervalMs,
-    identity: { instanceId, host, flyRegion: config.flyRegion, version, pid: process.pid, startedAt: new Date() },
-    snapshot: () => ({
-      connections: daemon.connectionCount,
-      allowedTotal: daemon.engine.allowedTotal,
-      deniedTotal: daemon.engine.deniedTotal,
-      fallback: daemon.engine.mode === 'memory',
-      dbLatencyMs: daemon.engine.dbLatencyMs,
-    }),
-    onError: (err) => logger.warn({ err: err.message }, 'heartbeat not written'),
-  });
+  const identity = instanceIdentity(env);
+  const logger = createLogger(config, identity.instanceId, version);
+  const handle = await startDaemon(config, { version, logger, identity });
+  const { address } = handle;
   if (config.apiTokens.length === 0) {
     logger.warn('RATELIMIT_API_TOKENS is not set: any client that can reach this port may consume (fine on 127.0.0.1, not on a network)');
   }
   logger.info(
     {
-      host: address.address,
+      host: address.host,
       port: address.port,
-      database: db.target,
+      database: handle.databaseTarget,
       phoneLimit: `${config.phonePolicy.rules[0]!.max}/${formatDurationMs(config.phonePolicy.rules[0]!.windowMs)}`,
       ipLimit: `${config.ipPolicy.rules[0]!.max}/${formatDurationMs(config.ipPolicy.rules[0]!.windowMs)}`,
-      host_name: host,
+      host_name: identity.host,
     },
-    `ratelimit listening on http://${address.address.includes(':') ? `[${address.address}]` : address.address}:${address.port} (WebSocket at /ws)`,
+    `ratelimit listening on http://${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port} (WebSocket at /ws)`,
   );
-
-  let stopping: Promise<boolean> | undefined;
-  const stop = () =>
-    (stopping ??= (async () => {
-      const started = Date.now();
-      logger.info('shutting down: no new connections, answering what is in flight');
-      let timer: NodeJS.Timeout | undefined;
-      const deadline = new Promise<false>((resolve) => {
-        timer = setTimeout(() => resolve(false), config.shutdownTimeoutMs);
-      });
-      const graceful = (async () => {
-        // Leave the last second of the deadline for closing the pool.
-        const unwritten = await daemon.shutdown(started + config.shutdownTimeoutMs - 1_000);
-        await heartbeat.stop();
-        await db.close();
-        return unwritten === 0;
-      })();
-      const outcome = await Promise.race([graceful.then((clean) => (clean ? 'clean' : 'unwritten')), deadline.then(() => 'late' as const)]);
-      clearTimeout(timer);
-      if (outcome === 'unwritten') {
-        logger.error('shut down with decisions made from memory unwritten (the database stayed unreachable)');
-        return false;
-      }
-      const inTime = outcome === 'clean';
-      if (!inTime) {
-        logger.error({ deadlineMs: config.shutdownTimeoutMs }, 'shutdown deadline passed; closing everything now');
-        daemon.terminate();
-        await Promise.race([db.close(), new Promise((r) => setTimeout(r, 1_000))]);
-      } else {
-        logger.info({ ms: Date.now() - started }, 'shut down cleanly');
-      }
-      return inTime;
-    })());
-
-  return { daemon, logger, address: { host: address.address, port: address.port }, stop };
+  return { daemon: handle.daemon, logger, address, stop: () => handle.stop() };
 }

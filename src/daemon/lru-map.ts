@@ -1,6 +1,7 @@
-// Bounded maps for what a daemon keeps in memory: call logs seen recently (the fallback's
-// starting point and the deny cache) and per-IP logs. Map iteration order is insertion order,
-// so re-inserting on use and evicting from the front makes an LRU without a dependency.
+// A bounded map for what the daemon keeps per key in memory: the engine's recent call logs
+// and deny cache, the IP limiter's buckets, the HTTP transport's token buckets, the phone cache.
+// Map iteration order is insertion order, so re-inserting on use and evicting from the front
+// makes an LRU without a dependency.
 
 export class LruMap<K, V> {
   private readonly map = new Map<K, V>();

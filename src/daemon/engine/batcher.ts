@@ -1,3 +1,6 @@
+// The group-commit queue in front of the engine's statements; separate because it knows nothing
+// of phones or policies, only of batching requests and keeping one key's requests in order.
+//
 // Group commit: requests that arrive while a statement is in flight wait for it and then go
 // together in the next one. A lone request never waits for company, so latency at low load is
 // one round trip; at high load one commit serves hundreds of decisions.

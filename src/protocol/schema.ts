@@ -1,19 +1,12 @@
+// Validation of what clients send (zod, node:net), for the daemon only: the client package
+// must not load zod, so this lives apart from the zod-free wire.ts/errors.ts/replies.ts.
+// Nothing past parseRequest/parseFrame sees unchecked input.
+
 import { z } from 'zod';
 import { isIP } from 'node:net';
-
-// The wire format of PROTOCOL.md. Everything a client sends is validated here; nothing past
-// this module sees unchecked input.
-
-export type ErrorCode =
-  | 'invalid_json'
-  | 'invalid_message'
-  | 'unknown_type'
-  | 'invalid_phone_number'
-  | 'forbidden'
-  | 'too_many_requests'
-  | 'internal_error';
-
-export type RequestId = string | number;
+import type { ProtocolErrorCode } from './errors.js';
+import { errorReply } from './replies.js';
+import { REQUEST_TYPES, type CheckRequest, type ConsumeRequest, type ErrorReply, type Request, type RequestId } from './wire.js';
 
 const id = z.union([z.string().max(128), z.number().finite()]);
 
@@ -27,66 +20,24 @@ const ip = z
 // same payload to both; a check has no use for it.
 // Unknown fields are ignored (z.object strips them): a newer client adding a field must keep
 // working against an older daemon. Known fields are checked strictly.
-const check = z.object({
+const check: z.ZodType<CheckRequest> = z.object({
   type: z.literal('rate_limit_check'),
   id: id.optional(),
   phoneNumber: z.string(),
   ip,
 });
 
-const consume = z.object({
+const consume: z.ZodType<ConsumeRequest> = z.object({
   type: z.literal('rate_limit_consume'),
   id: id.optional(),
   phoneNumber: z.string(),
   ip,
 });
 
-export type CheckRequest = z.infer<typeof check>;
-export type ConsumeRequest = z.infer<typeof consume>;
-export type Request = CheckRequest | ConsumeRequest;
-export const REQUEST_TYPES = ['rate_limit_check', 'rate_limit_consume'] as const;
-
-export interface ErrorReply {
-  type: 'error';
-  id?: RequestId;
-  code: ErrorCode;
-  message: string;
-}
-
-export interface StatusReply {
-  type: 'rate_limit_status';
-  id?: RequestId;
-  phoneNumber: string;
-  allowed: boolean;
-  limit: number;
-  used: number;
-  remaining: number;
-  resetTime: number;
-  retryAfterMs: number;
-  region: string | null;
-  source: 'database' | 'memory';
-}
-
-export interface ExceededReply {
-  type: 'rate_limit_exceeded';
-  id?: RequestId;
-  phoneNumber: string;
-  reason: 'phone_rate_limit_exceeded' | 'ip_rate_limit_exceeded';
-  limit: number;
-  used: number;
-  remaining: number;
-  resetTime: number;
-  retryAfterMs: number;
-  region: string | null;
-  source: 'database' | 'memory';
-}
-
-export type Reply = ErrorReply | StatusReply | ExceededReply;
-
 export type Parsed = { ok: true; request: Request } | { ok: false; error: ErrorReply };
 
-function fail(code: ErrorCode, message: string, reqId?: RequestId): Parsed {
-  return { ok: false, error: { type: 'error', ...(reqId !== undefined ? { id: reqId } : {}), code, message } };
+function fail(code: ProtocolErrorCode, message: string, reqId?: RequestId): Parsed {
+  return { ok: false, error: errorReply(code, message, reqId) };
 }
 
 /** Echo an id only if it is one we would accept, so error replies never reflect junk. */
@@ -125,8 +76,4 @@ export function parseFrame(text: string): Parsed {
     return fail('invalid_json', 'the frame is not valid JSON');
   }
   return parseRequest(value);
-}
-
-export function errorReply(code: ErrorCode, message: string, reqId?: RequestId): ErrorReply {
-  return { type: 'error', ...(reqId !== undefined ? { id: reqId } : {}), code, message };
 }

@@ -1,0 +1,160 @@
+// Starting and stopping a whole daemon: phone key, database (embedded when no URL), migrations,
+// the Daemon's listener, the fleet heartbeat, and the graceful stop with its deadline. Separate
+// from src/cli so the daemon can be started by anything (the CLI, tests, an embedding app).
+
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Config } from '../core/config.js';
+import { RateLimitError } from '../core/errors.js';
+import { isConnectionError } from '../db/errors.js';
+import { loadPhoneKey } from '../db/key-file.js';
+import { migrate } from '../db/migrate.js';
+import { openDatabase } from '../db/open.js';
+import { startHeartbeat } from './heartbeat.js';
+import { Daemon } from './server.js';
+
+export { Daemon } from './server.js';
+
+export interface InstanceIdentity {
+  /** Stable per machine on Fly; otherwise host, pid and a few random bytes. */
+  instanceId: string;
+  host: string;
+}
+
+export function instanceIdentity(env: Readonly<Record<string, string | undefined>>): InstanceIdentity {
+  const host = hostname();
+  return {
+    instanceId: env.FLY_MACHINE_ID ?? `${host}-${process.pid}-${randomBytes(2).toString('hex')}`,
+    host,
+  };
+}
+
+export interface StartDaemonOptions {
+  version: string;
+  /** Where the daemon logs; the caller decides the destination (the CLI: stdout). */
+  logger: Logger;
+  identity: InstanceIdentity;
+}
+
+export interface DaemonHandle {
+  daemon: Daemon;
+  logger: Logger;
+  address: { host: string; port: number };
+  /** What the daemon decides in, for the start-up log line (URLs redacted). */
+  databaseTarget: string;
+  /**
+   * Graceful stop within `timeoutMs` (default: config.shutdownTimeoutMs); resolves true when it
+   * finished in time with every decision written. Idempotent: later calls get the first outcome.
+   */
+  stop(opts?: { timeoutMs?: number }): Promise<boolean>;
+}
+
+// Left at the end of the stop deadline for closing the pool.
+const POOL_CLOSE_RESERVE_MS = 1_000;
+
+/**
+ * A database that is down at start does not stop the daemon: it starts on its in-memory
+ * fallback and migrates and catches up when the database appears.
+ */
+export async function startDaemon(config: Config, opts: StartDaemonOptions): Promise<DaemonHandle> {
+  const { logger, version } = opts;
+  const { instanceId, host } = opts.identity;
+  const key = await loadPhoneKey(config, (m) => logger.warn(m));
+  const db = await openDatabase(config, {
+    poolSize: config.dbPoolSize,
+    statementTimeoutMs: config.dbStatementTimeoutMs,
+    applicationName: `ratelimit serve ${instanceId}`,
+    // An outage reports itself once through the engine's state change; one line per pooled
+    // connection would only bury it.
+    onIdleError: (err) => logger.debug({ err: err.message }, 'idle database connection failed'),
+    verify: false,
+    log: (m) => logger.info(m),
+  });
+  const databaseUrl = db.embedded?.url ?? config.databaseUrl!;
+  let migrated = false;
+  const ensureMigrated = async () => {
+    await db.revive();
+    if (migrated) return;
+    const report = await migrate(db.pool);
+    migrated = true;
+    if (report.applied.length > 0) logger.info({ applied: report.applied.map((m) => `${m.id}_${m.name}`) }, 'applied migrations');
+  };
+  let startError: unknown;
+  try {
+    await ensureMigrated();
+  } catch (err) {
+    if (!isConnectionError(err)) {
+      await db.close();
+      throw err;
+    }
+    startError = err;
+  }
+
+  const daemon = new Daemon({
+    config,
+    pool: db.pool,
+    databaseUrl,
+    phoneKey: key,
+    logger,
+    version,
+    engine: { beforeRecovery: ensureMigrated },
+  });
+  if (startError) daemon.engine.startInMemory(startError);
+
+  let address;
+  try {
+    address = await daemon.listen();
+  } catch (err) {
+    await daemon.engine.stop();
+    await db.close();
+    throw new RateLimitError('invalid_config', `cannot listen on ${config.host}:${config.port}: ${(err as Error).message}`, { cause: err });
+  }
+  const heartbeat = startHeartbeat({
+    pool: db.pool,
+    intervalMs: config.heartbeatIntervalMs,
+    identity: { instanceId, host, flyRegion: config.flyRegion, version, pid: process.pid, startedAt: new Date() },
+    snapshot: () => ({
+      connections: daemon.connectionCount,
+      allowedTotal: daemon.engine.allowedTotal,
+      deniedTotal: daemon.engine.deniedTotal,
+      fallback: daemon.engine.mode === 'memory',
+      dbLatencyMs: daemon.engine.dbLatencyMs,
+    }),
+    onError: (err) => logger.warn({ err: err.message }, 'heartbeat not written'),
+  });
+
+  let stopping: Promise<boolean> | undefined;
+  const stop = ({ timeoutMs = config.shutdownTimeoutMs }: { timeoutMs?: number } = {}) =>
+    (stopping ??= (async () => {
+      const started = Date.now();
+      logger.info('shutting down: no new connections, answering what is in flight');
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<false>((resolve) => {
+        timer = setTimeout(() => resolve(false), timeoutMs);
+      });
+      const graceful = (async () => {
+        const unwritten = await daemon.shutdown(started + timeoutMs - POOL_CLOSE_RESERVE_MS);
+        await heartbeat.stop();
+        await db.close();
+        return unwritten === 0;
+      })();
+      const outcome = await Promise.race([graceful.then((clean) => (clean ? 'clean' : 'unwritten')), deadline.then(() => 'late' as const)]);
+      clearTimeout(timer);
+      if (outcome === 'unwritten') {
+        logger.error('shut down with decisions made from memory unwritten (the database stayed unreachable)');
+        return false;
+      }
+      const inTime = outcome === 'clean';
+      if (!inTime) {
+        logger.error({ deadlineMs: timeoutMs }, 'shutdown deadline passed; closing everything now');
+        daemon.terminate();
+        await Promise.race([db.close(), new Promise((r) => setTimeout(r, POOL_CLOSE_RESERVE_MS))]);
+      } else {
+        logger.info({ ms: Date.now() - started }, 'shut down cleanly');
+      }
+      return inTime;
+    })());
+
+  return { daemon, logger, address: { host: address.address, port: address.port }, databaseTarget: db.target, stop };
+}

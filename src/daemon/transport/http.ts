@@ -1,0 +1,154 @@
+// The HTTP transport: routing (/health, /metrics, /v1/check, /v1/consume), CORS, bodies, and
+// HTTP statuses and headers. Separate from the WebSocket transport because its life is one
+// request; both hand parsed requests to the same Decider.
+
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
+import type { Config } from '../../core/config.js';
+import { ROUTES } from '../../core/defaults.js';
+import { errorReply, httpStatus } from '../../protocol/replies.js';
+import { parseRequest } from '../../protocol/schema.js';
+import { clientAddress, type Authenticator } from '../auth.js';
+import type { Decider } from '../decide.js';
+import { TokenBucket } from '../limits.js';
+import { LruMap } from '../lru-map.js';
+import type { Metrics } from '../metrics.js';
+
+export interface Health {
+  status: 'ok' | 'degraded';
+  database: 'up' | 'down';
+  source: 'database' | 'memory';
+  pendingWrites: number;
+  connections: number;
+  uptimeS: number;
+  version: string;
+}
+
+export interface HttpTransportOptions {
+  config: Config;
+  auth: Authenticator;
+  decider: Decider;
+  metrics: Metrics;
+  logger: Logger;
+  health: () => Health;
+  /** True once the daemon is shutting down: decisions are refused with 503. */
+  isShuttingDown: () => boolean;
+}
+
+const HTTP_BUCKETS = 100_000;
+
+export class HttpTransport {
+  private readonly buckets = new LruMap<string, TokenBucket>(HTTP_BUCKETS);
+  private active = 0;
+
+  constructor(private readonly opts: HttpTransportOptions) {}
+
+  /** Requests being handled now; shutdown waits for these. */
+  get inFlight(): number {
+    return this.active;
+  }
+
+  async onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    this.active++;
+    try {
+      await this.route(req, res);
+    } catch (err) {
+      this.opts.logger.error({ err: (err as Error).message }, 'http handler failed');
+      if (!res.headersSent) json(res, 500, errorReply('internal_error', 'internal error'));
+      else res.destroy();
+    } finally {
+      this.active--;
+    }
+  }
+
+  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const { config, metrics } = this.opts;
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const path = url.pathname;
+    if (path === ROUTES.health) {
+      if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, errorReply('invalid_message', 'use GET'), { Allow: 'GET' });
+      if (this.opts.isShuttingDown()) return json(res, 503, { ...this.opts.health(), status: 'shutting_down' });
+      return json(res, 200, this.opts.health());
+    }
+    if (path === ROUTES.metrics) {
+      if (req.method !== 'GET') return json(res, 405, errorReply('invalid_message', 'use GET'), { Allow: 'GET' });
+      const text = await metrics.registry.metrics();
+      res.writeHead(200, { 'Content-Type': metrics.registry.contentType });
+      res.end(text);
+      return;
+    }
+    if (path !== ROUTES.check && path !== ROUTES.consume) {
+      return json(res, 404, errorReply('invalid_message', `no route ${path}; see ${ROUTES.check}, ${ROUTES.consume}, ${ROUTES.health}, ${ROUTES.metrics}, ${ROUTES.ws}`));
+    }
+    const origin = typeof req.headers.origin === 'string' ? req.headers.origin : undefined;
+    const cors: Record<string, string> = this.opts.auth.isAllowedOrigin(origin)
+      ? { 'Access-Control-Allow-Origin': origin!, Vary: 'Origin' }
+      : {};
+    if (req.method === 'OPTIONS') {
+      res.writeHead(204, { ...cors, 'Access-Control-Allow-Methods': 'POST', 'Access-Control-Allow-Headers': 'Authorization, Content-Type', 'Access-Control-Max-Age': '600' });
+      res.end();
+      return;
+    }
+    if (req.method !== 'POST') return json(res, 405, errorReply('invalid_message', 'use POST'), { Allow: 'POST', ...cors });
+    if (this.opts.isShuttingDown()) return json(res, 503, errorReply('internal_error', 'shutting down; retry on another instance'), { 'Retry-After': '1', ...cors });
+    const auth = this.opts.auth.authenticate(req, url);
+    if (!auth.ok) {
+      // 401 bodies say `forbidden` today (see PROTOCOL_ERRORS); a later issue changes that.
+      return json(res, auth.status, errorReply('forbidden', auth.message), { ...(auth.status === 401 ? { 'WWW-Authenticate': 'Bearer' } : {}), ...cors });
+    }
+    const ip = clientAddress(req, config.trustProxy);
+    if (auth.role !== 'service') {
+      let bucket = this.buckets.get(ip);
+      if (!bucket) this.buckets.set(ip, (bucket = new TokenBucket(config.messagesPerSecond)));
+      if (!bucket.take()) return json(res, 429, errorReply('too_many_requests', 'too many requests from this address'), { 'Retry-After': '1', ...cors });
+    }
+    const body = await readBody(req, config.maxFrameBytes);
+    if (body === null) return json(res, 413, errorReply('invalid_message', `body larger than ${config.maxFrameBytes} bytes`), cors);
+    let value: unknown;
+    try {
+      value = JSON.parse(body);
+    } catch {
+      return json(res, 400, errorReply('invalid_json', 'the body is not valid JSON'), cors);
+    }
+    const type = path === ROUTES.check ? 'rate_limit_check' : 'rate_limit_consume';
+    if (typeof value === 'object' && value !== null && 'type' in value && (value as { type: unknown }).type !== type) {
+      return json(res, 400, errorReply('invalid_message', `"type" must be ${type} on ${path} (or be left out)`), cors);
+    }
+    const parsed = parseRequest(value, type);
+    const reply = parsed.ok ? await this.opts.decider.decide(parsed.request, auth.role, ip) : parsed.error;
+    if (reply.type === 'error') metrics.errors.inc({ code: reply.code });
+    const status = httpStatus(reply);
+    const headers = reply.type === 'rate_limit_exceeded' ? { 'Retry-After': String(Math.max(1, Math.ceil(reply.retryAfterMs / 1000))), ...cors } : cors;
+    json(res, status, reply, headers);
+  }
+}
+
+function json(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), ...headers });
+  res.end(text);
+}
+
+/** The body as text, or null when it is larger than `maxBytes` (the rest is not read). */
+function readBody(req: IncomingMessage, maxBytes: number): Promise<string | null> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let done = false;
+    req.on('data', (chunk: Buffer) => {
+      if (done) return;
+      size += chunk.length;
+      if (size > maxBytes) {
+        done = true;
+        resolve(null);
+        req.resume();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => {
+      if (!done) resolve(Buffer.concat(chunks).toString('utf8'));
+    });
+    req.on('error', reject);
+  });
+}

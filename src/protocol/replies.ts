@@ -1,0 +1,83 @@
+// Building and recognising replies: the daemon builds them, the client recognises them, so both
+// use this one file. Zod-free on purpose (the client imports it); request validation is schema.ts.
+
+import type { Decision } from '../core/policy.js';
+import { PROTOCOL_ERRORS, type ProtocolErrorCode } from './errors.js';
+import type { DecisionSource, DenyReason, ErrorReply, ExceededReply, Reply, RequestId, StatusReply } from './wire.js';
+
+export function errorReply(code: ProtocolErrorCode, message: string, reqId?: RequestId): ErrorReply {
+  return { type: 'error', ...(reqId !== undefined ? { id: reqId } : {}), code, message };
+}
+
+/**
+ * The reply for a decision: `rate_limit_status` for a check or an allowed consume,
+ * `rate_limit_exceeded` (with the limit that denied) for a denied consume.
+ */
+export function decisionReply(
+  id: RequestId | undefined,
+  e164: string,
+  region: string | undefined,
+  d: Decision & { source: DecisionSource },
+  denied?: DenyReason,
+): StatusReply | ExceededReply {
+  // Literal objects of one fixed shape each: this runs for every decision, and spreading
+  // optional parts into it showed up in profiles.
+  const reply: StatusReply | ExceededReply = denied
+    ? {
+        type: 'rate_limit_exceeded',
+        id,
+        phoneNumber: e164,
+        reason: denied,
+        limit: d.limit,
+        used: d.used,
+        remaining: d.remaining,
+        resetTime: d.resetTime,
+        retryAfterMs: d.retryAfterMs,
+        region: region ?? null,
+        source: d.source,
+      }
+    : {
+        type: 'rate_limit_status',
+        id,
+        phoneNumber: e164,
+        allowed: d.allowed,
+        limit: d.limit,
+        used: d.used,
+        remaining: d.remaining,
+        resetTime: d.resetTime,
+        retryAfterMs: d.retryAfterMs,
+        region: region ?? null,
+        source: d.source,
+      };
+  // JSON.stringify leaves out an undefined id, as the contract wants for requests without one.
+  return reply;
+}
+
+/** The HTTP status a reply is sent with: 200 allowed or checked, 429 denied, errors by PROTOCOL_ERRORS. */
+export function httpStatus(reply: Reply): number {
+  if (reply.type === 'rate_limit_status') return 200;
+  if (reply.type === 'rate_limit_exceeded') return 429;
+  return PROTOCOL_ERRORS[reply.code].httpStatus;
+}
+
+/**
+ * Whether a decoded reply has the fields every daemon version sends with a decision. A tolerant
+ * reader: `region` and, on denials, `used` may be missing (older daemons and plain HTTP bodies
+ * leave them out), and `source`/`reason` are not checked against today's lists, so a newer
+ * daemon adding a value does not break an older client.
+ */
+export function isDecisionReply(
+  value: Record<string, unknown>,
+): value is Record<string, unknown> & (Omit<StatusReply, 'region'> | Omit<ExceededReply, 'region' | 'used'>) {
+  const common =
+    typeof value.phoneNumber === 'string' &&
+    typeof value.limit === 'number' &&
+    typeof value.remaining === 'number' &&
+    typeof value.resetTime === 'number' &&
+    typeof value.retryAfterMs === 'number' &&
+    typeof value.source === 'string';
+  if (!common) return false;
+  if (value.type === 'rate_limit_status') return typeof value.allowed === 'boolean' && typeof value.used === 'number';
+  return value.type === 'rate_limit_exceeded' && typeof value.reason === 'string';
+}
+
