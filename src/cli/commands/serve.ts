@@ -10,6 +10,9 @@ import { Daemon } from '../../daemon/server.js';
 import { startHeartbeat } from '../../daemon/heartbeat.js';
 import { openDatabase } from '../../db/open.js';
 import { loadPhoneKey } from '../../db/key-file.js';
+import type { Command } from 'commander';
+import { configFrom, VERSION, type Io } from '../context.js';
+import { onStopSignals } from '../signals.js';
 
 export interface ServeHandle {
   daemon: Daemon;
@@ -152,4 +155,28 @@ export async function startServe(config: Config, env: Readonly<Record<string, st
     })());
 
   return { daemon, logger, address: { host: address.address, port: address.port }, stop };
+}
+
+export function register(program: Command, io: Io): void {
+  program
+    .command('serve')
+    .description('run the daemon (HTTP + WebSocket) until SIGTERM/SIGINT')
+    .option('--port <port>', `port to listen on (env PORT, default 8081)`)
+    .option('--host <host>', 'address to listen on (env HOST, default 127.0.0.1)')
+    .option('--ip-limit <n>', 'consumes allowed per client IP per window (env RATE_LIMIT_IP_MAX)')
+    .option('--ip-window <duration>', 'the per-IP rolling window (env RATE_LIMIT_IP_WINDOW)')
+    .action(async (_opts, cmd: Command) => {
+      const config = configFrom(cmd, io);
+      const handle = await startServe(config, io.env, VERSION);
+      const clean = await new Promise<boolean>((resolve) => {
+        onStopSignals({
+          graceful: (signal) => {
+            handle.logger.info({ signal }, 'signal received');
+            void handle.stop().then(resolve);
+          },
+          beforeImmediateExit: (signal) => handle.logger.warn({ signal }, 'second signal: exiting now'),
+        });
+      });
+      if (!clean) throw new RateLimitError('database_error', 'shutdown was not clean: past RATELIMIT_SHUTDOWN_TIMEOUT, or decisions made from memory left unwritten (see the log)');
+    });
 }
