@@ -14,7 +14,7 @@ import * as top from './top/command.js';
 /** In `ratelimit --help` order. */
 const COMMANDS: ReadonlyArray<{ register: (program: Command, io: Io) => void }> = [serve, dbInit, status, reset, stats, hash, top];
 
-export function buildProgram(io: Io): Command {
+function buildProgram(io: Io): Command {
   const program = new Command('ratelimit')
     .description('Phone-number and client-IP rate limiting for apps that place calls or send SMS.')
     .version(VERSION)

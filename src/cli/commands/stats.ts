@@ -1,7 +1,8 @@
 import type { Pool } from '../../db/pool.js';
 import { readStats, type Stats } from '../../db/queries.js';
 import type { Policy } from '../../core/policy.js';
-import { formatDurationMs, table } from '../format.js';
+import { formatDurationMs } from '../../core/duration.js';
+import { table } from '../format.js';
 import type { Command } from 'commander';
 import { ensureSchema } from '../../db/open.js';
 import { emit, withDatabase, type Io } from '../context.js';

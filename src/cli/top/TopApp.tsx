@@ -26,7 +26,7 @@ export interface TopAppProps {
 const MIN_RETRY_MS = 1_000;
 const MIN_LOAD_TIMEOUT_MS = 10_000;
 
-export function describeError(err: unknown): string {
+function describeError(err: unknown): string {
   if (err instanceof AggregateError && err.errors.length > 0) return describeError(err.errors[0]);
   if (err instanceof Error) {
     const code = (err as { code?: unknown }).code;

@@ -8,7 +8,7 @@ import { databaseSection, fleetSection, flyRegionLine, footerSection, headerSect
 import { hotAndRegionsSection, instancesSection } from './panels.js';
 
 /** All the lines of one frame, each at most `columns` wide and, given `rows`, at most that many. */
-export function frameLines(p: TopViewProps): Line[] {
+function frameLines(p: TopViewProps): Line[] {
   const f = p.frame;
   const top: Line[] = [headerSection(p, f), databaseSection(p, f)];
   const footer = footerSection(p);
