@@ -6,7 +6,7 @@ import { deleteStaleInstances, readFleet, upsertHeartbeat, type Heartbeat } from
 import { consumeBatch } from '../src/db/queries.js';
 import { makePolicy } from '../src/core/policy.js';
 import { startHeartbeat, type InstanceSnapshot } from '../src/daemon/heartbeat.js';
-import { loadTopFrame } from '../src/cli/commands/top.js';
+import { loadTopFrame } from '../src/cli/top/model.js';
 
 let db: { url: string; drop(): Promise<void> };
 let pool: Pool;

@@ -19,13 +19,13 @@ let db: Awaited<ReturnType<typeof createTestDatabase>> | undefined;
 let daemons: DaemonProcess[] = [];
 const clients = new Set<WsClient>();
 
-/** daemon/helpers' assertBuilt leaves out the dashboard's views, which this test does run. */
+/** daemon/helpers' assertBuilt leaves out the dashboard (src/cli/top), which this test does run. */
 function assertViewsBuilt(): void {
-  const built = path.join(ROOT, 'dist/src/cli/views/TopView.js');
+  const built = path.join(ROOT, 'dist/src/cli/top/TopView.js');
   if (!existsSync(built)) throw new Error(`${built} is missing: run \`npm run build\``);
-  const dir = path.join(ROOT, 'src/cli/views');
+  const dir = path.join(ROOT, 'src/cli/top');
   for (const f of readdirSync(dir)) {
-    if (statSync(path.join(dir, f)).mtimeMs > statSync(built).mtimeMs) throw new Error(`dist/ is older than src/cli/views/${f}: run \`npm run build\``);
+    if (statSync(path.join(dir, f)).mtimeMs > statSync(built).mtimeMs) throw new Error(`dist/ is older than src/cli/top/${f}: run \`npm run build\``);
   }
 }
 

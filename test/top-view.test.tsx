@@ -1,9 +1,12 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { cleanup, render } from 'ink-testing-library';
 import { stripVTControlCharacters } from 'node:util';
-import { TopView, sparkline, type TopViewProps } from '../src/cli/views/TopView.js';
-import { TopApp, type TopAppProps } from '../src/cli/views/TopApp.js';
-import { fleetSeries, fleetTotals, flyRegionTotals, renderFrameText, type HotRow, type TopFrame } from '../src/cli/commands/top.js';
+import { TopView } from '../src/cli/top/TopView.js';
+import type { TopViewProps } from '../src/cli/top/props.js';
+import { sparkline } from '../src/cli/top/text.js';
+import { TopApp, type TopAppProps } from '../src/cli/top/TopApp.js';
+import { fleetSeries, fleetTotals, flyRegionTotals, type HotRow, type TopFrame } from '../src/cli/top/model.js';
+import { renderFrameText } from '../src/cli/top/run.js';
 import type { FleetInstance } from '../src/db/fleet.js';
 import type { HotSort, ResetOutcome } from '../src/db/queries.js';
 

@@ -1,7 +1,5 @@
 import Table from 'cli-table3';
-import { humanizeMs, formatDurationMs } from '../core/duration.js';
-
-export { humanizeMs, formatDurationMs };
+import { humanizeMs } from '../core/duration.js';
 
 /** Tables without colour codes: output is often piped into tickets and logs. */
 export function table(head?: string[]): Table.Table {

@@ -1,10 +1,12 @@
+// This file is longer than 350 lines for now: it holds the WebSocket and the HTTP clients and
+// their shared reply handling; it is split when the browser entry (native WebSocket) lands.
 // The client services use to ask the daemon before placing a call or sending an SMS
 // (PROTOCOL.md). One socket per client, pipelined requests matched by id, and an explicit
 // failMode, because "the daemon cannot be asked" is a business decision, not a library's.
 
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
-import { DEFAULT_MAX_FRAME_BYTES, ROUTES } from '../core/defaults.js';
+import { DEFAULT_MAX_FRAME_BYTES, ROUTES } from '../protocol/wire.js';
 // Only the zod-free protocol files: this entry must not load the daemon's dependencies
 // (test/client-imports.test.ts checks).
 import type { ProtocolErrorCode } from '../protocol/errors.js';

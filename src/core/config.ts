@@ -114,7 +114,7 @@ export function resolveConfig(flags: ConfigFlags, env: Env): Config {
   if (trust !== 'none' && trust !== 'fly') {
     problems.push(`RATELIMIT_TRUST_PROXY must be "none" or "fly", got "${trust}"`);
   }
-  const logLevel = (env.LOG_LEVEL ?? 'info').trim().toLowerCase();
+  const logLevel = (env.LOG_LEVEL ?? D.DEFAULT_LOG_LEVEL).trim().toLowerCase();
   if (!LOG_LEVELS.has(logLevel)) problems.push(`LOG_LEVEL must be one of ${[...LOG_LEVELS].join(', ')}, got "${logLevel}"`);
 
   const origins = list('ALLOWED_ORIGINS');
@@ -136,12 +136,12 @@ export function resolveConfig(flags: ConfigFlags, env: Env): Config {
     trustProxy: trust === 'fly' ? 'fly' : 'none',
     logLevel,
     maxFrameBytes: int('max frame bytes', pick(undefined, 'RATELIMIT_MAX_FRAME_BYTES'), D.DEFAULT_MAX_FRAME_BYTES, 256, 1 << 20),
-    maxConnectionsPerIp: int('connections per IP', pick(undefined, 'RATELIMIT_MAX_CONNECTIONS_PER_IP'), 100, 1, 1_000_000),
-    messagesPerSecond: int('messages per second', pick(undefined, 'RATELIMIT_MESSAGES_PER_SECOND'), 20, 1, 1_000_000),
-    dbStatementTimeoutMs: duration('database timeout', pick(undefined, 'RATELIMIT_DB_TIMEOUT'), 2_000),
-    dbPoolSize: int('database pool size', pick(undefined, 'RATELIMIT_DB_POOL_SIZE'), 8, 1, 200),
-    shutdownTimeoutMs: duration('shutdown timeout', pick(undefined, 'RATELIMIT_SHUTDOWN_TIMEOUT'), 10_000),
-    heartbeatIntervalMs: duration('heartbeat interval', pick(undefined, 'RATELIMIT_HEARTBEAT_INTERVAL'), 2_000),
+    maxConnectionsPerIp: int('connections per IP', pick(undefined, 'RATELIMIT_MAX_CONNECTIONS_PER_IP'), D.DEFAULT_MAX_CONNECTIONS_PER_IP, 1, 1_000_000),
+    messagesPerSecond: int('messages per second', pick(undefined, 'RATELIMIT_MESSAGES_PER_SECOND'), D.DEFAULT_MESSAGES_PER_SECOND, 1, 1_000_000),
+    dbStatementTimeoutMs: duration('database timeout', pick(undefined, 'RATELIMIT_DB_TIMEOUT'), D.DEFAULT_DB_STATEMENT_TIMEOUT_MS),
+    dbPoolSize: int('database pool size', pick(undefined, 'RATELIMIT_DB_POOL_SIZE'), D.DEFAULT_DB_POOL_SIZE, 1, 200),
+    shutdownTimeoutMs: duration('shutdown timeout', pick(undefined, 'RATELIMIT_SHUTDOWN_TIMEOUT'), D.DEFAULT_SHUTDOWN_TIMEOUT_MS),
+    heartbeatIntervalMs: duration('heartbeat interval', pick(undefined, 'RATELIMIT_HEARTBEAT_INTERVAL'), D.DEFAULT_HEARTBEAT_INTERVAL_MS),
     denyCache: (env.RATELIMIT_DENY_CACHE ?? 'on') !== 'off',
     flyRegion: env.FLY_REGION || undefined,
   };

@@ -13,16 +13,23 @@ export const DEFAULT_IP_WINDOW_MS = 60 * 60 * 1000;
 /** Frames larger than this close the socket with 1009 (PROTOCOL.md). */
 export const DEFAULT_MAX_FRAME_BYTES = 4 * 1024;
 
+/** Open WebSockets one client IP may hold (RATELIMIT_MAX_CONNECTIONS_PER_IP). */
+export const DEFAULT_MAX_CONNECTIONS_PER_IP = 100;
+/** Per connection without a token (RATELIMIT_MESSAGES_PER_SECOND). */
+export const DEFAULT_MESSAGES_PER_SECOND = 20;
+/** Statement timeout on the decision path (RATELIMIT_DB_TIMEOUT). */
+export const DEFAULT_DB_STATEMENT_TIMEOUT_MS = 2_000;
+/** The daemon's pooled connections (RATELIMIT_DB_POOL_SIZE). */
+export const DEFAULT_DB_POOL_SIZE = 8;
+/** How long a graceful stop may take (RATELIMIT_SHUTDOWN_TIMEOUT). */
+export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000;
+/** How often each daemon writes its heartbeat row (RATELIMIT_HEARTBEAT_INTERVAL). */
+export const DEFAULT_HEARTBEAT_INTERVAL_MS = 2_000;
+export const DEFAULT_LOG_LEVEL = 'info';
+
 /** A production key shorter than this refuses to start. */
 export const MIN_KEY_LENGTH = 32;
 
-export const ROUTES = {
-  ws: '/ws',
-  health: '/health',
-  metrics: '/metrics',
-  check: '/v1/check',
-  consume: '/v1/consume',
-} as const;
 
 /** What Fly's release_command and operators run to migrate. */
 export const MIGRATE_COMMAND = 'ratelimit db init';

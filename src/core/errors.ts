@@ -1,7 +1,7 @@
-// Errors that cross layers carry a stable `code` so the CLI and the daemon can map them to
+// Errors that cross layers carry a stable `code` (their FailureKind) so the CLI and the daemon can map them to
 // exit codes and protocol error codes in one place each, instead of matching on messages.
 
-export type ErrorCode =
+export type FailureKind =
   | 'invalid_phone_number'
   | 'invalid_config'
   | 'database_unreachable'
@@ -11,8 +11,8 @@ export type ErrorCode =
   | 'embedded_unavailable';
 
 export class RateLimitError extends Error {
-  readonly code: ErrorCode;
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+  readonly code: FailureKind;
+  constructor(code: FailureKind, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'RateLimitError';
     this.code = code;

@@ -5,8 +5,8 @@
 // whatever its window, so a number can carry "2 an hour" and "5 a day" at once.
 //
 // The SQL in src/db/migrations implements the same decision for the database path; the
-// in-memory fallback and the per-IP limits use these functions. test/policy-sql.test.ts holds
-// the two to each other.
+// in-memory fallback and the per-IP limits use these functions. test/db/decisions.test.ts
+// ("agrees with the pure policy, request by request") holds the two to each other.
 
 export interface Rule {
   /** Stable name, reported when this rule is the one that denies. */
@@ -105,13 +105,13 @@ export function evaluate(log: readonly number[], nowMs: number, policy: Policy):
  * The decision instant for a key: never before its latest recorded call, so a log stays
  * ascending (and the window never moves backwards) even when clocks or transactions interleave.
  */
-export function decisionTime(log: readonly number[], nowMs: number): number {
+function decisionTime(log: readonly number[], nowMs: number): number {
   const last = log.length > 0 ? log[log.length - 1]! : nowMs;
   return last > nowMs ? last : nowMs;
 }
 
 /** Appends a call at `atMs` and drops what can never count again. Returns a new array. */
-export function appendCall(log: readonly number[], atMs: number, policy: Policy): number[] {
+function appendCall(log: readonly number[], atMs: number, policy: Policy): number[] {
   const since = atMs - policy.horizonMs;
   const next = log.filter((t) => t > since);
   next.push(atMs);
@@ -132,12 +132,4 @@ export function consume(log: readonly number[], nowMs: number, policy: Policy): 
   if (!before.allowed) return { decision: before, log: [...log], atMs };
   const after = appendCall(log, atMs, policy);
   return { decision: { ...evaluate(after, atMs, policy), allowed: true, retryAfterMs: 0 }, log: after, atMs };
-}
-
-/** Merges calls admitted elsewhere (e.g. during an outage) into a log, keeping it ascending. */
-export function mergeCalls(log: readonly number[], calls: readonly number[], policy: Policy): number[] {
-  const merged = [...log, ...calls].sort((a, b) => a - b);
-  const newest = merged.length > 0 ? merged[merged.length - 1]! : 0;
-  const kept = merged.filter((t) => t > newest - policy.horizonMs);
-  return kept.length > policy.capacity ? kept.slice(kept.length - policy.capacity) : kept;
 }

@@ -74,3 +74,19 @@ export interface ErrorReply {
 
 export type DecisionReply = StatusReply | ExceededReply;
 export type Reply = ErrorReply | DecisionReply;
+
+/** The daemon's routes (PROTOCOL.md *HTTP*). */
+export const ROUTES = {
+  ws: '/ws',
+  health: '/health',
+  metrics: '/metrics',
+  check: '/v1/check',
+  consume: '/v1/consume',
+} as const;
+
+/**
+ * The contract's default frame/body limit. The daemon's is configurable
+ * (RATELIMIT_MAX_FRAME_BYTES, src/core/defaults.ts holds the config default and a test keeps the
+ * two equal); clients default to this one.
+ */
+export const DEFAULT_MAX_FRAME_BYTES = 4 * 1024;

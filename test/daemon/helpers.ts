@@ -41,7 +41,7 @@ export function assertBuilt(): void {
   const built = statSync(BUILT_ENTRY).mtimeMs;
   // Only what `serve` and the admin commands run: the dashboard's views and the client library
   // are not loaded by these tests, and others may be mid-edit there.
-  const newest = ['src/daemon', 'src/protocol', 'src/core', 'src/db', 'src/cli/commands']
+  const newest = ['src/daemon', 'src/protocol', 'src/cli/top', 'src/core', 'src/db', 'src/cli/commands']
     .map((dir) => newestMtime(path.join(ROOT, dir)))
     .concat(readdirSync(path.join(ROOT, 'src/cli')).filter((f) => f.endsWith('.ts')).map((f) => ({ file: path.join(ROOT, 'src/cli', f), mtimeMs: statSync(path.join(ROOT, 'src/cli', f)).mtimeMs })))
     .reduce((a, b) => (b.mtimeMs > a.mtimeMs ? b : a));

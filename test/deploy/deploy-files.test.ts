@@ -3,7 +3,8 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_PORT, MIGRATE_COMMAND, MIN_KEY_LENGTH, ROUTES } from '../../src/core/defaults.js';
+import { DEFAULT_PORT, MIGRATE_COMMAND, MIN_KEY_LENGTH } from '../../src/core/defaults.js';
+import { ROUTES } from '../../src/protocol/wire.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const read = (path: string) => readFileSync(`${ROOT}${path}`, 'utf8');

@@ -7,7 +7,8 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
-import { DEFAULT_PORT, ROUTES } from '../../src/core/defaults.js';
+import { DEFAULT_PORT } from '../../src/core/defaults.js';
+import { ROUTES } from '../../src/protocol/wire.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const read = (path: string) => readFileSync(join(ROOT, path), 'utf8');

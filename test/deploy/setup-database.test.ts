@@ -16,7 +16,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'smol-toml';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { MIN_KEY_LENGTH, ROUTES } from '../../src/core/defaults.js';
+import { MIN_KEY_LENGTH } from '../../src/core/defaults.js';
+import { ROUTES } from '../../src/protocol/wire.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const SCRIPT = join(ROOT, 'scripts/setup-database.sh');

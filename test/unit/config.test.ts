@@ -69,3 +69,11 @@ describe('resolveConfig', () => {
     expect(() => resolveConfig({}, { ALLOWED_ORIGINS: 'app.example.com/path' })).toThrow(/ALLOWED_ORIGINS/);
   });
 });
+
+describe('frame limit default', () => {
+  it('is the same in the config and in the protocol clients default to', async () => {
+    const core = await import('../../src/core/defaults.js');
+    const wire = await import('../../src/protocol/wire.js');
+    expect(core.DEFAULT_MAX_FRAME_BYTES).toBe(wire.DEFAULT_MAX_FRAME_BYTES);
+  });
+});

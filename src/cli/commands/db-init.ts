@@ -2,6 +2,8 @@ import type { Pool } from '../../db/pool.js';
 import { migrate } from '../../db/migrate.js';
 import type { Policy } from '../../core/policy.js';
 import { statsCommand, printStats, type StatsReport } from './stats.js';
+import type { Command } from 'commander';
+import { emit, withDatabase, type Io } from '../context.js';
 
 export interface DbInitReport {
   database: string;
@@ -28,4 +30,15 @@ export function printDbInit(r: DbInitReport): string {
       ? `Applied ${r.applied.length} migration${r.applied.length === 1 ? '' : 's'} to ${r.database}: ${r.applied.join(', ')}`
       : `${r.database} is up to date (schema version ${r.schemaVersion}); nothing to apply.`;
   return `${head}\n${printStats(r.stats)}`;
+}
+
+export function register(program: Command, io: Io): void {
+  const db = program.command('db').description('database administration');
+  db.command('init')
+    .description('apply pending migrations (idempotent, safe to run concurrently) and print a stats summary')
+    .option('--json', 'print one JSON document')
+    .action(async (_opts, cmd: Command) => {
+      const report = await withDatabase(cmd, io, ({ config, db }) => dbInitCommand(db.pool, db.target, config.phonePolicy));
+      emit(io, cmd, report, () => printDbInit(report));
+    });
 }

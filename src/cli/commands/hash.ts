@@ -1,4 +1,7 @@
 import { hashPhone, normalizePhone } from '../../core/phone.js';
+import type { Command } from 'commander';
+import { loadPhoneKey } from '../../db/key-file.js';
+import { configFrom, emit, warnTo, type Io } from '../context.js';
 
 export interface HashResult {
   e164: string;
@@ -13,4 +16,18 @@ export function hashCommand(phone: string, key: string): HashResult {
 
 export function printHash(r: HashResult): string {
   return `${r.e164}\t${r.hash}`;
+}
+
+export function register(program: Command, io: Io): void {
+  program
+    .command('hash')
+    .description("print a number's E.164 form and its hash, to correlate with stored rows")
+    .argument('<phone>', 'number in international format, e.g. +14155552671')
+    .option('--json', 'print one JSON document')
+    .action(async (phone: string, _opts, cmd: Command) => {
+      normalizePhone(phone);
+      const config = configFrom(cmd, io);
+      const result = hashCommand(phone, await loadPhoneKey(config, warnTo(io)));
+      emit(io, cmd, result, () => printHash(result));
+    });
 }

@@ -3,6 +3,10 @@ import { resetPhone } from '../../db/queries.js';
 import { hashPhone, hashPrefix, maskPhone, normalizePhone } from '../../core/phone.js';
 import type { Policy } from '../../core/policy.js';
 import { keyValueTable } from '../format.js';
+import type { Command } from 'commander';
+import { ensureSchema } from '../../db/open.js';
+import { emit, withDatabase, type Io } from '../context.js';
+import { operatorName } from '../operator.js';
 
 export interface ResetReport {
   phoneNumber: string;
@@ -42,4 +46,21 @@ export function printReset(r: ResetReport): string {
     ['reason', r.reason ?? '—'],
     ['at', r.resetAt],
   ])}`;
+}
+
+export function register(program: Command, io: Io): void {
+  program
+    .command('reset')
+    .description("clear a number's usage so its next call is allowed; records who, when and why")
+    .argument('<phone>', 'number in international format, e.g. +14155552671')
+    .option('--reason <text>', 'why (kept in the audit table)')
+    .option('--json', 'print one JSON document')
+    .action(async (phone: string, opts: { reason?: string }, cmd: Command) => {
+      normalizePhone(phone);
+      const report = await withDatabase(cmd, io, async ({ config, key, db }) => {
+        await ensureSchema(db);
+        return resetCommand(db.pool, key, config.phonePolicy, phone, operatorName(io.env), opts.reason);
+      });
+      emit(io, cmd, report, () => printReset(report));
+    });
 }

@@ -1,10 +1,14 @@
 // `ratelimit serve`: starts the daemon (src/daemon/index.ts) and owns only its output: the
-// logger's destination and the start-up lines. Signals are handled by the caller (main.ts).
+// logger's destination, the start-up lines, and waiting for a stop signal (src/cli/signals.ts).
 
 import { pino, type Logger } from 'pino';
 import type { Config } from '../../core/config.js';
 import { formatDurationMs } from '../../core/duration.js';
+import { RateLimitError } from '../../core/errors.js';
+import type { Command } from 'commander';
 import { instanceIdentity, startDaemon, type Daemon } from '../../daemon/index.js';
+import { configFrom, VERSION, type Io } from '../context.js';
+import { onStopSignals } from '../signals.js';
 
 export { instanceIdentity };
 
@@ -45,4 +49,28 @@ export async function startServe(config: Config, env: Readonly<Record<string, st
     `ratelimit listening on http://${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port} (WebSocket at /ws)`,
   );
   return { daemon: handle.daemon, logger, address, stop: () => handle.stop() };
+}
+
+export function register(program: Command, io: Io): void {
+  program
+    .command('serve')
+    .description('run the daemon (HTTP + WebSocket) until SIGTERM/SIGINT')
+    .option('--port <port>', `port to listen on (env PORT, default 8081)`)
+    .option('--host <host>', 'address to listen on (env HOST, default 127.0.0.1)')
+    .option('--ip-limit <n>', 'consumes allowed per client IP per window (env RATE_LIMIT_IP_MAX)')
+    .option('--ip-window <duration>', 'the per-IP rolling window (env RATE_LIMIT_IP_WINDOW)')
+    .action(async (_opts, cmd: Command) => {
+      const config = configFrom(cmd, io);
+      const handle = await startServe(config, io.env, VERSION);
+      const clean = await new Promise<boolean>((resolve) => {
+        onStopSignals({
+          graceful: (signal) => {
+            handle.logger.info({ signal }, 'signal received');
+            void handle.stop().then(resolve);
+          },
+          beforeImmediateExit: (signal) => handle.logger.warn({ signal }, 'second signal: exiting now'),
+        });
+      });
+      if (!clean) throw new RateLimitError('database_error', 'shutdown was not clean: past RATELIMIT_SHUTDOWN_TIMEOUT, or decisions made from memory left unwritten (see the log)');
+    });
 }

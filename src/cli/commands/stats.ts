@@ -1,7 +1,11 @@
 import type { Pool } from '../../db/pool.js';
 import { readStats, type Stats } from '../../db/queries.js';
 import type { Policy } from '../../core/policy.js';
-import { formatDurationMs, table } from '../format.js';
+import { formatDurationMs } from '../../core/duration.js';
+import { table } from '../format.js';
+import type { Command } from 'commander';
+import { ensureSchema } from '../../db/open.js';
+import { emit, withDatabase, type Io } from '../context.js';
 
 export interface StatsReport {
   limit: number;
@@ -52,4 +56,18 @@ export function printStats(r: StatsReport): string {
     lines.push(regions.toString());
   }
   return lines.join('\n');
+}
+
+export function register(program: Command, io: Io): void {
+  program
+    .command('stats')
+    .description('totals: numbers tracked, at their limit now, calls and denials in the last window, by region')
+    .option('--json', 'print one JSON document')
+    .action(async (_opts, cmd: Command) => {
+      const report = await withDatabase(cmd, io, async ({ config, db }) => {
+        await ensureSchema(db);
+        return statsCommand(db.pool, config.phonePolicy);
+      });
+      emit(io, cmd, report, () => printStats(report));
+    });
 }

@@ -2,7 +2,11 @@ import type { Pool } from '../../db/pool.js';
 import { lookupPhone } from '../../db/queries.js';
 import { hashPhone, hashPrefix, maskPhone, normalizePhone } from '../../core/phone.js';
 import { evaluate, type Policy } from '../../core/policy.js';
-import { formatDurationMs, isoTime, keyValueTable, relative } from '../format.js';
+import { formatDurationMs } from '../../core/duration.js';
+import { isoTime, keyValueTable, relative } from '../format.js';
+import type { Command } from 'commander';
+import { ensureSchema } from '../../db/open.js';
+import { emit, withDatabase, type Io } from '../context.js';
 
 export interface StatusReport {
   phoneNumber: string;
@@ -68,4 +72,20 @@ export function printStatus(r: StatusReport): string {
     rows.push(['last reset', `${r.lastReset.at.replace('T', ' ').replace(/\.\d{3}Z$/, 'Z')} by ${r.lastReset.by}${r.lastReset.reason ? `: ${r.lastReset.reason}` : ''}`]);
   }
   return keyValueTable(rows);
+}
+
+export function register(program: Command, io: Io): void {
+  program
+    .command('status')
+    .description("show a number's usage: used, limit, remaining, reset time (hashes it locally)")
+    .argument('<phone>', 'number in international format, e.g. +14155552671')
+    .option('--json', 'print one JSON document')
+    .action(async (phone: string, _opts, cmd: Command) => {
+      normalizePhone(phone); // a bad number is a usage error before any connection is tried
+      const report = await withDatabase(cmd, io, async ({ config, key, db }) => {
+        await ensureSchema(db);
+        return statusCommand(db.pool, key, config.phonePolicy, phone);
+      });
+      emit(io, cmd, report, () => printStatus(report));
+    });
 }

@@ -5,7 +5,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { Config } from '../../core/config.js';
-import { ROUTES } from '../../core/defaults.js';
+import { ROUTES } from '../../protocol/wire.js';
 import { errorReply, httpStatus } from '../../protocol/replies.js';
 import { parseRequest } from '../../protocol/schema.js';
 import { clientAddress, type Authenticator } from '../auth.js';

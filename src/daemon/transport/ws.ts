@@ -8,7 +8,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import type { Logger } from 'pino';
 import type { Config } from '../../core/config.js';
-import { ROUTES } from '../../core/defaults.js';
+import { ROUTES } from '../../protocol/wire.js';
 import { errorReply } from '../../protocol/replies.js';
 import { parseFrame } from '../../protocol/schema.js';
 import type { Reply } from '../../protocol/wire.js';

@@ -1,28 +1,65 @@
-// `ratelimit top`: everything it shows comes from the database the daemons share (their
+// `ratelimit top`'s data: everything it shows comes from the database the daemons share (their
 // heartbeat rows and the rate-limit rows), so it never has to reach a daemon over the network.
-import { createElement } from 'react';
-import { render, renderToString } from 'ink';
-import { stripVTControlCharacters } from 'node:util';
+// The frame is plain data in the view's own types: the ink views import this file, never src/db.
 import type { Pool } from '../../db/pool.js';
-import { readFleet, type DatabaseState, type FleetInstance } from '../../db/fleet.js';
-import { hottestNumbers, readStats, resetPhone, type HotSort, type RegionStats, type ResetOutcome } from '../../db/queries.js';
+import { readFleet, type FleetInstance } from '../../db/fleet.js';
+import { hottestNumbers, readStats, resetPhone, type HotSort as DbHotSort } from '../../db/queries.js';
 import { hashPrefix } from '../../core/phone.js';
 import { evaluate, type Policy } from '../../core/policy.js';
-import { parseDurationMs } from '../../core/duration.js';
-import { ConfigError } from '../../core/errors.js';
-import { TopView } from '../views/TopView.js';
-import { TopApp } from '../views/TopApp.js';
 
-export type { HotSort };
+export const SORTS = ['denials', 'calls', 'recent'] as const;
+export type HotSort = (typeof SORTS)[number];
+// The view's sorts are the queries' sorts: this fails to compile if either side gains one.
+const SAME_SORTS: [HotSort, DbHotSort] extends [DbHotSort, HotSort] ? true : never = true;
+void SAME_SORTS;
 
-export const SORTS: readonly HotSort[] = ['denials', 'calls', 'recent'];
-export const DEFAULT_INTERVAL_MS = 2_000;
-// Below this a dashboard is just load on the database; above, it is no longer live.
-export const MIN_INTERVAL_MS = 200;
-export const MAX_INTERVAL_MS = 10 * 60_000;
 // Enough to scroll through on a tall terminal; the query stays an index range scan plus a sort.
-export const HOT_LIMIT = 50;
-export const SPARKLINE_SECONDS = 60;
+const HOT_LIMIT = 50;
+const SPARKLINE_SECONDS = 60;
+
+export type InstanceState = 'up' | 'down' | 'stopped';
+
+/** One daemon as the dashboard shows it (from its heartbeat row). */
+export interface TopInstance {
+  instanceId: string;
+  host: string;
+  flyRegion: string | null;
+  version: string;
+  pid: number;
+  uptimeMs: number;
+  lastSeenAgoMs: number;
+  state: InstanceState;
+  connections: number;
+  allowedPerS: number;
+  deniedPerS: number;
+  fallback: boolean;
+  dbLatencyMs: number | null;
+  allowedSeries: number[];
+  deniedSeries: number[];
+}
+
+export interface TopDatabase {
+  serverVersion: string;
+  /** Sessions on this database, ours included. */
+  connections: number;
+  maxConnections: number;
+  sizeBytes: number;
+  /** A hot standby: readable, but `r` (reset) would fail. */
+  readOnly: boolean;
+}
+
+export interface TopRegion {
+  region: string;
+  tracked: number;
+  atLimit: number;
+  calls: number;
+  denials: number;
+}
+
+/** What the dashboard says after a reset. */
+export interface ResetResult {
+  previousCount: number;
+}
 
 export interface HotRow {
   /** The full hash: what a reset needs. */
@@ -65,22 +102,22 @@ export interface TopFrame {
   windowMs: number;
   /** Round trip of the lightest of this frame's queries, as seen from here. */
   dbLatencyMs: number;
-  database: DatabaseState;
+  database: TopDatabase;
   /** Down first, then up, then stopped; by id within each. */
-  instances: FleetInstance[];
+  instances: TopInstance[];
   totals: FleetTotals;
   flyRegions: FlyRegionTotals[];
   /** Decisions per second over the last minute summed over live instances, oldest first. */
   series: { allowed: number[]; denied: number[] };
   hottest: HotRow[];
   window: { tracked: number; atLimit: number; calls: number; denials: number; resets: number };
-  regions: RegionStats[];
+  regions: TopRegion[];
 }
 
 // Trouble first: on a short terminal, a down instance must not be the one that scrolls away.
 const STATE_ORDER = { down: 0, up: 1, stopped: 2 } as const;
 
-export function fleetTotals(instances: readonly FleetInstance[]): FleetTotals {
+export function fleetTotals(instances: readonly TopInstance[]): FleetTotals {
   const live = instances.filter((i) => i.state === 'up');
   return {
     up: live.length,
@@ -97,8 +134,8 @@ export function fleetTotals(instances: readonly FleetInstance[]): FleetTotals {
  * Each live instance's series ends at its own last beat, at most a few seconds apart, so they
  * are summed aligned on their newest sample; instances that are down or stopped no longer count.
  */
-export function fleetSeries(instances: readonly FleetInstance[], length = SPARKLINE_SECONDS): { allowed: number[]; denied: number[] } {
-  const sum = (pick: (i: FleetInstance) => readonly number[]): number[] => {
+export function fleetSeries(instances: readonly TopInstance[], length = SPARKLINE_SECONDS): { allowed: number[]; denied: number[] } {
+  const sum = (pick: (i: TopInstance) => readonly number[]): number[] => {
     const live = instances.filter((i) => i.state === 'up').map(pick);
     const n = Math.min(length, Math.max(0, ...live.map((s) => s.length)));
     const out = new Array<number>(n).fill(0);
@@ -110,7 +147,7 @@ export function fleetSeries(instances: readonly FleetInstance[], length = SPARKL
   return { allowed: sum((i) => i.allowedSeries), denied: sum((i) => i.deniedSeries) };
 }
 
-export function flyRegionTotals(instances: readonly FleetInstance[]): FlyRegionTotals[] {
+export function flyRegionTotals(instances: readonly TopInstance[]): FlyRegionTotals[] {
   const byRegion = new Map<string, FlyRegionTotals>();
   for (const i of instances) {
     if (i.flyRegion === null || i.state === 'stopped') continue;
@@ -135,7 +172,7 @@ export async function loadTopFrame(pool: Pool, policy: Policy, sort: HotSort): P
     hottestNumbers(pool, policy, HOT_LIMIT, sort),
   ]);
   const { fleet, latencyMs } = timedFleet;
-  const instances = [...fleet.instances].sort((a, b) => STATE_ORDER[a.state] - STATE_ORDER[b.state] || a.instanceId.localeCompare(b.instanceId));
+  const instances = fleet.instances.map(toTopInstance).sort((a, b) => STATE_ORDER[a.state] - STATE_ORDER[b.state] || a.instanceId.localeCompare(b.instanceId));
   const nowMs = hot.nowMs;
   return {
     nowMs: fleet.nowMs,
@@ -143,7 +180,7 @@ export async function loadTopFrame(pool: Pool, policy: Policy, sort: HotSort): P
     limit: policy.rules[0]!.max,
     windowMs: stats.windowMs,
     dbLatencyMs: latencyMs,
-    database: fleet.database,
+    database: { ...fleet.database },
     instances,
     totals: fleetTotals(instances),
     flyRegions: flyRegionTotals(instances),
@@ -163,94 +200,35 @@ export async function loadTopFrame(pool: Pool, policy: Policy, sort: HotSort): P
       };
     }),
     window: { tracked: stats.tracked, atLimit: stats.atLimit, calls: stats.calls, denials: stats.denials, resets: stats.resets },
-    regions: stats.regions,
+    regions: stats.regions.map((r) => ({ region: r.region, tracked: r.tracked, atLimit: r.atLimit, calls: r.calls, denials: r.denials })),
   };
 }
 
-/** `--interval`: a usage error (exit 2) when it is not a duration in range. */
-export function parseInterval(text: string | undefined): number {
-  if (text === undefined) return DEFAULT_INTERVAL_MS;
-  const ms = parseDurationMs(text);
-  if (ms === null || ms < MIN_INTERVAL_MS || ms > MAX_INTERVAL_MS) {
-    throw new ConfigError(`--interval must be a duration from ${MIN_INTERVAL_MS}ms to ${MAX_INTERVAL_MS / 60_000}m, e.g. 2s or 500ms; got "${text}"`);
-  }
-  return ms;
-}
-
-export interface FrameTextOptions {
-  columns: number;
-  intervalMs: number;
-}
-
-/** One frame as plain text (no colour, no trailing spaces): for `--once`, pipes and tickets. */
-export function renderFrameText(frame: TopFrame, opts: FrameTextOptions): string {
-  const text = renderToString(
-    createElement(TopView, {
-      frame,
-      columns: opts.columns,
-      intervalMs: opts.intervalMs,
-      sort: frame.sort,
-      paused: false,
-      interactive: false,
-      connection: { ok: true },
-    }),
-    { columns: opts.columns },
-  );
-  return stripVTControlCharacters(text)
-    .split('\n')
-    .map((line) => line.trimEnd())
-    .join('\n')
-    .replace(/\n+$/, '');
-}
-
-export interface TopOptions {
-  pool: Pool;
-  policy: Policy;
-  intervalMs: number;
-  once: boolean;
-  /** Who resets from the dashboard are recorded as. */
-  operator: string;
-  out: (text: string) => void;
-  /** Terminal width for `--once` (the live view follows the terminal). */
-  columns: number;
+function toTopInstance(i: FleetInstance): TopInstance {
+  return {
+    instanceId: i.instanceId,
+    host: i.host,
+    flyRegion: i.flyRegion,
+    version: i.version,
+    pid: i.pid,
+    uptimeMs: i.uptimeMs,
+    lastSeenAgoMs: i.lastSeenAgoMs,
+    state: i.state,
+    connections: i.connections,
+    allowedPerS: i.allowedPerS,
+    deniedPerS: i.deniedPerS,
+    fallback: i.fallback,
+    dbLatencyMs: i.dbLatencyMs,
+    allowedSeries: i.allowedSeries,
+    deniedSeries: i.deniedSeries,
+  };
 }
 
 // The reason recorded in the audit table for resets made from the dashboard.
-export const RESET_REASON = 'top';
+const RESET_REASON = 'top';
 
-export async function runTop(opts: TopOptions): Promise<void> {
-  const { pool, policy } = opts;
-  if (opts.once) {
-    // Unlike the live view, a failure here is the command's failure (exit 1): a script asked.
-    const frame = await loadTopFrame(pool, policy, SORTS[0]!);
-    opts.out(renderFrameText(frame, { columns: opts.columns, intervalMs: opts.intervalMs }));
-    return;
-  }
-  const stdout = process.stdout;
-  const inputActive = Boolean(process.stdin.isTTY);
-  // The alternate screen, like top(1): the shell's scrollback is left as it was on exit.
-  stdout.write('\x1b[?1049h\x1b[H');
-  let unmount: (() => void) | undefined;
-  // Without a terminal on stdin there is no `q` (nor raw-mode Ctrl-C): a signal must still
-  // unmount cleanly, so the alternate screen is left and the pool closed.
-  const onSignal = () => unmount?.();
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  try {
-    const app = render(
-      createElement(TopApp, {
-        load: (sort: HotSort) => loadTopFrame(pool, policy, sort),
-        onReset: (row: HotRow): Promise<ResetOutcome> => resetPhone(pool, row.hash, opts.operator, RESET_REASON, policy),
-        intervalMs: opts.intervalMs,
-        inputActive,
-      }),
-      { stdout, stdin: process.stdin, exitOnCtrlC: true, patchConsole: true },
-    );
-    unmount = () => app.unmount();
-    await app.waitUntilExit();
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    stdout.write('\x1b[?1049l');
-  }
+/** The dashboard's `r`: clears the number's usage, recorded as `operator` with reason "top". */
+export function resetFromTop(pool: Pool, policy: Policy, row: HotRow, operator: string): Promise<ResetResult> {
+  return resetPhone(pool, row.hash, operator, RESET_REASON, policy);
 }
+

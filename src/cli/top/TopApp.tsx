@@ -2,14 +2,14 @@
 // good frame stays on screen with the error above it, and loading is retried), and handles keys.
 import { useEffect, useRef, useState } from 'react';
 import { useApp, useInput, useStdout } from 'ink';
-import type { HotSort, ResetOutcome } from '../../db/queries.js';
-import type { HotRow, TopFrame } from '../commands/top.js';
 import { humanizeMs } from '../../core/duration.js';
-import { TopView, type Connection } from './TopView.js';
+import { SORTS, type HotRow, type HotSort, type ResetResult, type TopFrame } from './model.js';
+import type { Connection } from './props.js';
+import { TopView } from './TopView.js';
 
 export interface TopAppProps {
   load: (sort: HotSort) => Promise<TopFrame>;
-  onReset: (row: HotRow) => Promise<ResetOutcome>;
+  onReset: (row: HotRow) => Promise<ResetResult>;
   intervalMs: number;
   /** False without a terminal on stdin: Ink's raw mode would throw. */
   inputActive: boolean;
@@ -22,12 +22,11 @@ export interface TopAppProps {
   loadTimeoutMs?: number;
 }
 
-const SORT_CYCLE: readonly HotSort[] = ['denials', 'calls', 'recent'];
 // Retrying faster than this only adds connection attempts to a database that is struggling.
 const MIN_RETRY_MS = 1_000;
 const MIN_LOAD_TIMEOUT_MS = 10_000;
 
-export function describeError(err: unknown): string {
+function describeError(err: unknown): string {
   if (err instanceof AggregateError && err.errors.length > 0) return describeError(err.errors[0]);
   if (err instanceof Error) {
     const code = (err as { code?: unknown }).code;
@@ -211,7 +210,7 @@ export function TopApp(props: TopAppProps) {
         setPaused(next);
         if (!next) refreshNow();
       } else if (input === 's') {
-        const next = SORT_CYCLE[(SORT_CYCLE.indexOf(live.current.sort) + 1) % SORT_CYCLE.length]!;
+        const next = SORTS[(SORTS.indexOf(live.current.sort) + 1) % SORTS.length]!;
         live.current.sort = next;
         setSort(next);
         refreshNow();

@@ -1,0 +1,34 @@
+// SIGTERM/SIGINT for the long-running commands (serve, top), in one place. The first signal
+// asks for a graceful stop; a second, while that is under way, exits at once.
+//
+// Not close-with-grace: it calls process.exit(0) itself once the close resolves (the CLI must
+// choose the exit code: serve exits 1 when its stop was not clean, top 0), also takes over
+// uncaughtException, unhandledRejection and beforeExit, and its own deadline would duplicate
+// serve's (startServe already bounds its stop by RATELIMIT_SHUTDOWN_TIMEOUT).
+import { EXIT } from './context.js';
+
+const SIGNALS: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT'];
+
+export interface SignalHandlers {
+  /** The first signal: begin a graceful stop (the caller bounds how long it takes). */
+  graceful: (signal: NodeJS.Signals) => void;
+  /** A second signal, just before the process exits at once: leave the terminal or log as needed. */
+  beforeImmediateExit?: (signal: NodeJS.Signals) => void;
+}
+
+/** Installs the handlers; returns a function that removes them (call it once the stop is done). */
+export function onStopSignals(handlers: SignalHandlers): () => void {
+  let received = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    received++;
+    if (received > 1) {
+      handlers.beforeImmediateExit?.(signal);
+      process.exit(EXIT.FAILURE);
+    }
+    handlers.graceful(signal);
+  };
+  for (const s of SIGNALS) process.on(s, onSignal);
+  return () => {
+    for (const s of SIGNALS) process.off(s, onSignal);
+  };
+}

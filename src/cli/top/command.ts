@@ -1,0 +1,51 @@
+// `ratelimit top`: its flags and how it is started. The ink app is loaded only when the command
+// runs: ink and react would slow every other command's start-up.
+import type { Command } from 'commander';
+import { parseDurationMs } from '../../core/duration.js';
+import { ConfigError } from '../../core/errors.js';
+import { ensureSchema } from '../../db/open.js';
+import { withDatabase, type Io } from '../context.js';
+import { operatorName } from '../operator.js';
+
+const DEFAULT_INTERVAL_MS = 2_000;
+// Below this a dashboard is just load on the database; above, it is no longer live.
+const MIN_INTERVAL_MS = 200;
+const MAX_INTERVAL_MS = 10 * 60_000;
+// `--once` on a pipe: COLUMNS when it is a usable width, else this.
+const DEFAULT_COLUMNS = 80;
+const MIN_COLUMNS = 40;
+
+/** `--interval`: a usage error (exit 2) when it is not a duration in range. */
+export function parseInterval(text: string | undefined): number {
+  if (text === undefined) return DEFAULT_INTERVAL_MS;
+  const ms = parseDurationMs(text);
+  if (ms === null || ms < MIN_INTERVAL_MS || ms > MAX_INTERVAL_MS) {
+    throw new ConfigError(`--interval must be a duration from ${MIN_INTERVAL_MS}ms to ${MAX_INTERVAL_MS / 60_000}m, e.g. 2s or 500ms; got "${text}"`);
+  }
+  return ms;
+}
+
+export function register(program: Command, io: Io): void {
+  program
+    .command('top')
+    .description('live dashboard of the fleet: instances, totals, hottest numbers, database (q quits)')
+    .option('--once', 'print one plain frame and exit (the default when stdout is not a terminal)')
+    .option('--interval <duration>', 'refresh interval, e.g. 2s or 500ms (default 2s)')
+    .action(async (opts: { once?: boolean; interval?: string }, cmd: Command) => {
+      const intervalMs = parseInterval(opts.interval);
+      const { runTop } = await import('./run.js');
+      await withDatabase(cmd, io, async ({ config, db }) => {
+        await ensureSchema(db);
+        const columns = Number(io.env.COLUMNS);
+        await runTop({
+          pool: db.pool,
+          policy: config.phonePolicy,
+          intervalMs,
+          once: opts.once === true || !io.isTTY,
+          operator: operatorName(io.env),
+          out: io.out,
+          columns: io.isTTY && process.stdout.columns ? process.stdout.columns : Number.isInteger(columns) && columns >= MIN_COLUMNS ? columns : DEFAULT_COLUMNS,
+        });
+      });
+    });
+}

@@ -1,0 +1,104 @@
+// The dashboard's summary lines: header, database, fleet totals, Fly regions, sparklines and
+// the key help.
+import { formatDurationMs, humanizeMs } from '../../core/duration.js';
+import type { TopFrame } from './model.js';
+import type { TopViewProps } from './props.js';
+import { clock, count, fit, len, lineWidth, ms, bytes, oneLine, rate, sparkline, spread, type Color, type Line, type Seg } from './text.js';
+
+function plural(n: number, word: string): string {
+  return `${count(n)} ${word}${n === 1 ? '' : 's'}`;
+}
+
+export function headerSection(p: TopViewProps, f: TopFrame | null): Line {
+  const left: Line = [{ text: 'ratelimit top', bold: true }];
+  if (f) {
+    const total = f.instances.length - f.totals.stopped;
+    left.push({ text: ` · ${f.totals.up}/${total} up`, ...(f.totals.down > 0 ? { color: 'red' as const, bold: true } : {}) });
+  }
+  left.push({ text: ` · sort ${p.sort} · every ${formatDurationMs(p.intervalMs)}` });
+  const right: Line = [];
+  if (p.paused) right.push({ text: ' PAUSED ', inverse: true, color: 'yellow' }, { text: ' ' });
+  // Under a lost database the frame below is the last good one; its time says how old.
+  if (f) right.push(p.connection.ok ? { text: clock(f.nowMs), dim: true } : { text: `last good ${clock(f.nowMs)}`, color: 'yellow' });
+  return spread(left, right, p.columns);
+}
+
+export function databaseSection(p: TopViewProps, f: TopFrame | null): Line {
+  const label: Seg = { text: 'database ', bold: true };
+  if (!p.connection.ok) {
+    const c = p.connection;
+    // What and how long first: the error text can be long and is what gets cut.
+    return [
+      label,
+      { text: 'DOWN', color: 'red', bold: true, inverse: true },
+      { text: `${c.downForMs >= 1000 ? ` for ${humanizeMs(c.downForMs)}` : ''} · ${c.failures} ${c.failures === 1 ? 'try' : 'tries'}, retry every ${formatDurationMs(c.retryEveryMs)} · ` },
+      { text: oneLine(c.error), color: 'red' },
+    ];
+  }
+  if (!f) return [label, { text: 'connecting…', dim: true }];
+  const d = f.database;
+  return [
+    label,
+    { text: 'up', color: 'green', bold: true },
+    { text: ` · ${ms(f.dbLatencyMs)} ms · PostgreSQL ${d.serverVersion.split(' ')[0]} · ${d.connections}/${d.maxConnections} sessions · ${bytes(d.sizeBytes)}` },
+    ...(d.readOnly ? [{ text: ' · READ-ONLY standby', color: 'yellow' as const, bold: true }] : []),
+  ];
+}
+
+export function fleetSection(f: TopFrame): Line[] {
+  const t = f.totals;
+  const fleet: Line = [
+    { text: 'fleet    ', bold: true },
+    { text: `${count(t.connections)} conns · ` },
+    { text: `${rate(t.allowedPerS)} allowed/s`, color: 'green' },
+    { text: ' · ' },
+    { text: `${rate(t.deniedPerS)} denied/s`, ...(t.deniedPerS > 0 ? { color: 'yellow' as const } : {}) },
+  ];
+  if (t.onFallback > 0) fleet.push({ text: ' · ' }, { text: `${t.onFallback} on FALLBACK`, color: 'yellow', bold: true });
+  if (t.down > 0) fleet.push({ text: ' · ' }, { text: `${t.down} down`, color: 'red', bold: true });
+  if (t.stopped > 0) fleet.push({ text: ` · ${t.stopped} left`, dim: true });
+  const w = f.window;
+  const window: Line = [
+    { text: 'window   ', bold: true },
+    { text: `${f.limit} per ${formatDurationMs(f.windowMs)} · ${plural(w.tracked, 'number')} · ` },
+    { text: `${count(w.atLimit)} at limit`, ...(w.atLimit > 0 ? { color: 'red' as const } : {}) },
+    { text: ` · ${plural(w.calls, 'call')} · ` },
+    { text: `${count(w.denials)} denied`, ...(w.denials > 0 ? { color: 'yellow' as const } : {}) },
+    { text: ` · ${plural(w.resets, 'reset')}` },
+  ];
+  return [fleet, window];
+}
+
+export function flyRegionLine(f: TopFrame): Line | undefined {
+  if (f.flyRegions.length === 0) return undefined;
+  const line: Line = [{ text: 'fly      ', bold: true }];
+  f.flyRegions.forEach((r, i) => {
+    if (i > 0) line.push({ text: ' · ' });
+    line.push({ text: r.region, bold: true }, { text: ` ${r.up}/${r.total} up ${rate(r.allowedPerS + r.deniedPerS)}/s`, ...(r.up < r.total ? { color: 'red' as const } : {}) });
+  });
+  return line;
+}
+
+export function sparkSection(f: TopFrame, columns: number): Line[] {
+  const peakOf = (s: readonly number[]) => Math.max(0, ...s);
+  const suffix = (s: readonly number[]) => ` peak ${rate(peakOf(s))}/s`;
+  const label = 9;
+  const room = columns - label - Math.max(len(suffix(f.series.allowed)), len(suffix(f.series.denied)));
+  const width = Math.max(0, Math.min(60, room));
+  const line = (name: string, s: readonly number[], color: Color): Line => [
+    { text: fit(name, label), bold: true },
+    { text: sparkline(s, width), color },
+    { text: suffix(s), dim: true },
+  ];
+  return [line('allowed', f.series.allowed, 'green'), line('denied', f.series.denied, 'yellow')];
+}
+
+export function footerSection(p: TopViewProps): Line | undefined {
+  if (p.prompt) return [{ text: p.prompt, color: 'yellow', bold: true }];
+  if (!p.interactive) return p.message ? [{ text: p.message }] : undefined;
+  const keys: Line = [{ text: 'q quit · p pause · s sort · ↑↓ select · r reset', dim: true }];
+  if (!p.message) return keys;
+  const message: Line = [{ text: p.message, color: 'cyan' }];
+  // What just happened matters more than the key help, which never changes.
+  return lineWidth(keys) + 1 + lineWidth(message) <= p.columns ? spread(keys, message, p.columns) : message;
+}
