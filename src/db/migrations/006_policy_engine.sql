@@ -337,7 +337,13 @@ BEGIN
       IF p_block_denials > 0 AND NOT v_block THEN
         -- block_after: the denials-th denial within the window blocks and starts a fresh count;
         -- denials while blocked are not remembered, so a block lasts exactly p_block_for.
-        v_dl := ARRAY(SELECT t FROM unnest(v_denlogs[v_k]::BIGINT[]) AS t WHERE t > v_at - p_block_within ORDER BY t) || v_at;
+        -- The log is ascending and short: drop its expired head without an SQL statement.
+        v_dl := v_denlogs[v_k]::BIGINT[];
+        v_first := 1;
+        WHILE v_first <= coalesce(cardinality(v_dl), 0) AND v_dl[v_first] <= v_at - p_block_within LOOP
+          v_first := v_first + 1;
+        END LOOP;
+        v_dl := coalesce(v_dl[v_first:cardinality(v_dl)], '{}') || v_at;
         IF cardinality(v_dl) >= p_block_denials THEN
           v_blocked[v_k] := v_at + p_block_for;
           v_dl := '{}';
