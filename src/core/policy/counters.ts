@@ -1,0 +1,35 @@
+// Which aggregate counters a number is checked against, in the order the design evaluates them
+// (prefix, country, global; within a group, the policy's order). That order decides which rule
+// is reported when several would deny, so the daemon, the fallback and the SQL must share it.
+
+import { UNKNOWN_REGION, type AggregateCounter, type Policy } from './types.js';
+
+/** `+14155552671` with 3 digits -> `+14155552`: the range of 1,000 numbers it belongs to. */
+export function prefixKey(e164: string, digits: number): string {
+  return e164.slice(0, Math.max(1, e164.length - digits));
+}
+
+export function applicableCounters(
+  policy: Pick<Policy, 'prefix' | 'country' | 'global'>,
+  e164: string,
+  region: string | undefined,
+): AggregateCounter[] {
+  const out: AggregateCounter[] = [];
+  if (policy.prefix) {
+    const key = prefixKey(e164, policy.prefix.digits);
+    for (const rule of policy.prefix.rules) out.push({ rule, key });
+  }
+  if (policy.country) {
+    const key = region ?? UNKNOWN_REGION;
+    // A region with an override uses only its override list, never the default one as well.
+    const rules = policy.country.overrides.get(key) ?? policy.country.rules;
+    for (const rule of rules) out.push({ rule, key });
+  }
+  for (const rule of policy.global) out.push({ rule, key: '*' });
+  return out;
+}
+
+/** One string per (rule id, key), for maps of counters (rule ids never contain a NUL). */
+export function counterMapKey(ruleId: string, key: string): string {
+  return `${ruleId}\u0000${key}`;
+}

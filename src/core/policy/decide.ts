@@ -1,0 +1,195 @@
+// One consume (or check) against every rule of the policy at once: the number's exact windows,
+// its block_after state, and each aggregate counter that applies (policy-design.md, "One
+// consume, all rules at once"). A consume is allowed only if every enforcing rule allows it,
+// and then it counts everywhere; a denial spends nothing anywhere.
+//
+// This is what the daemon's in-memory fallback runs, and what the SQL function ratelimit_decide
+// (src/db/migrations/006_policy_engine.sql) computes decision by decision;
+// test/db/policy-decisions.test.ts holds the two to each other.
+
+import { appendCall, decisionTime, evaluate, makePolicy, type Decision, type Policy as LogPolicy } from '../policy.js';
+import { addCall, evaluateAggregate, type AggregateView } from './aggregate.js';
+import type { AggregateCounter, BlockAfter, Buckets, LimitRule, Policy } from './types.js';
+
+export const BLOCK_AFTER_RULE = 'number:block_after';
+
+export type DenyReason =
+  | 'phone_rate_limit_exceeded'
+  | 'prefix_rate_limit_exceeded'
+  | 'country_rate_limit_exceeded'
+  | 'global_rate_limit_exceeded'
+  | 'number_blocked';
+
+const AGGREGATE_REASON: Record<string, DenyReason> = {
+  prefix: 'prefix_rate_limit_exceeded',
+  country: 'country_rate_limit_exceeded',
+  global: 'global_rate_limit_exceeded',
+};
+
+/** The number group, prepared once per policy. */
+export interface NumberRules {
+  /** Enforcing and shadow, in the policy's order. */
+  readonly rules: readonly LimitRule[];
+  /** Timestamps kept per number and how far back (see appendCall). */
+  readonly log: LogPolicy;
+  /** The enforcing rules, for evaluate(); undefined when every number rule is shadow (or none). */
+  readonly enforcing: LogPolicy | undefined;
+  /** What the number view reports: the enforcing rules, else the shadow ones, else nothing. */
+  readonly view: LogPolicy | undefined;
+  /** Each shadow rule alone, to tell whether it would deny. */
+  readonly shadow: readonly LogPolicy[];
+}
+
+export function numberRules(rules: readonly LimitRule[]): NumberRules {
+  const toLog = (rs: readonly LimitRule[]) => (rs.length > 0 ? makePolicy(rs.map((r) => ({ id: r.id, max: r.limit, windowMs: r.windowMs }))) : undefined);
+  const all = toLog(rules);
+  const enforcing = toLog(rules.filter((r) => !r.shadow));
+  return {
+    rules,
+    // Without a number group the log is still kept so stats and status see calls: capacity 1
+    // (the latest call) and a 1 ms horizon, which keeps exactly that latest call. The SQL
+    // derives the same from an empty rule array (GREATEST(1, …)).
+    log: all ?? { rules: [], capacity: 1, horizonMs: 1 },
+    enforcing,
+    view: enforcing ?? all,
+    shadow: rules.filter((r) => r.shadow).map((r) => toLog([r])!),
+  };
+}
+
+/** The part of the policy decided against stored state (lists, destinations and ip are not). */
+export interface DecisionPolicy {
+  readonly number: NumberRules;
+  readonly blockAfter: BlockAfter | undefined;
+}
+
+export function decisionPolicy(policy: Pick<Policy, 'number' | 'blockAfter'>): DecisionPolicy {
+  return { number: numberRules(policy.number), blockAfter: policy.blockAfter };
+}
+
+export interface NumberState {
+  /** Allowed calls, ascending (phone_rate_limits.calls). */
+  readonly log: readonly number[];
+  /** block_after: denied until then (ms), or null. */
+  readonly blockedUntil: number | null;
+  /** block_after: recent denial times, ascending, at most blockAfter.denials. */
+  readonly denials: readonly number[];
+}
+
+export const EMPTY_NUMBER: NumberState = { log: [], blockedUntil: null, denials: [] };
+
+export interface DecideInput {
+  /** From applicableCounters(): the order decides which aggregate is reported. */
+  readonly counters: readonly AggregateCounter[];
+  /** On the allow list: nothing denies, nothing is reported as shadow, everything counts. */
+  readonly allowlisted: boolean;
+}
+
+export interface DecideState {
+  readonly number: NumberState;
+  /** One per input.counters, same order. */
+  readonly buckets: readonly Buckets[];
+}
+
+export interface DecideResult {
+  allowed: boolean;
+  /** The decision instant: never before the number's latest call. */
+  atMs: number;
+  /** The denying rule's id, or null when allowed. */
+  rule: string | null;
+  reason: DenyReason | null;
+  /** Shadow rules that would have denied, in evaluation order. */
+  shadow: string[];
+  /** The number's binding number rule (after this call when allowed); null without number rules. */
+  number: Decision | null;
+  /** The denying aggregate's view, when an aggregate denied. */
+  aggregate: AggregateView | null;
+  /** Set when the number is blocked (block_after), whether by this denial or before. */
+  blockedUntil: number | null;
+}
+
+interface Judgement {
+  at: number;
+  blocked: boolean;
+  numberDenial: Decision | undefined;
+  aggregateDenial: { view: AggregateView; rule: LimitRule } | undefined;
+  shadow: string[];
+}
+
+function judge(state: DecideState, input: DecideInput, policy: DecisionPolicy, nowMs: number): Judgement {
+  const { log, blockedUntil } = state.number;
+  const at = decisionTime(log, nowMs);
+  const j: Judgement = { at, blocked: false, numberDenial: undefined, aggregateDenial: undefined, shadow: [] };
+  if (input.allowlisted) return j;
+  if (blockedUntil !== null && blockedUntil > at) {
+    j.blocked = true;
+    return j;
+  }
+  if (policy.number.enforcing) {
+    const d = evaluate(log, at, policy.number.enforcing);
+    // evaluate() picks, among denying rules, the one that frees up last: that is the rule named.
+    if (!d.allowed) j.numberDenial = d;
+  }
+  for (const single of policy.number.shadow) {
+    if (!evaluate(log, at, single).allowed) j.shadow.push(single.rules[0]!.id);
+  }
+  input.counters.forEach((c, i) => {
+    const view = evaluateAggregate(state.buckets[i]!, at, c.rule);
+    if (view.allowed) return;
+    if (c.rule.shadow) j.shadow.push(c.rule.id);
+    else j.aggregateDenial ??= { view, rule: c.rule };
+  });
+  return j;
+}
+
+function result(j: Judgement, state: NumberState, logAfter: readonly number[], policy: DecisionPolicy, allowed: boolean): DecideResult {
+  const view = policy.number.view ? evaluate(logAfter, j.at, policy.number.view) : null;
+  const number = view && allowed ? { ...view, allowed: true, retryAfterMs: 0 } : view;
+  const base = { atMs: j.at, shadow: j.shadow, number, blockedUntil: state.blockedUntil !== null && state.blockedUntil > j.at ? state.blockedUntil : null };
+  if (allowed) return { ...base, allowed, rule: null, reason: null, aggregate: null };
+  if (j.blocked) return { ...base, allowed, rule: BLOCK_AFTER_RULE, reason: 'number_blocked', aggregate: null };
+  if (j.numberDenial) return { ...base, allowed, rule: j.numberDenial.ruleId, reason: 'phone_rate_limit_exceeded', aggregate: null };
+  const { view: agg, rule } = j.aggregateDenial!;
+  return { ...base, allowed, rule: rule.id, reason: AGGREGATE_REASON[rule.group] ?? 'global_rate_limit_exceeded', aggregate: agg };
+}
+
+function denies(j: Judgement): boolean {
+  return j.blocked || j.numberDenial !== undefined || j.aggregateDenial !== undefined;
+}
+
+/** What a consume now would do, changing nothing (a `check`). */
+export function decideCheck(state: DecideState, input: DecideInput, policy: DecisionPolicy, nowMs: number): DecideResult {
+  const j = judge(state, input, policy, nowMs);
+  return result(j, state.number, state.number.log, policy, !denies(j));
+}
+
+/** One consume: the decision, and the state after it. */
+export function decideConsume(
+  state: DecideState,
+  input: DecideInput,
+  policy: DecisionPolicy,
+  nowMs: number,
+): { result: DecideResult; state: DecideState } {
+  const j = judge(state, input, policy, nowMs);
+  if (!denies(j)) {
+    const log = appendCall(state.number.log, j.at, policy.number.log);
+    const buckets = input.counters.map((c, i) => addCall(state.buckets[i]!, j.at, c.rule));
+    const after: DecideState = { number: { ...state.number, log }, buckets };
+    return { result: result(j, state.number, log, policy, true), state: after };
+  }
+  const number = j.blocked ? state.number : recordDenial(state.number, j.at, policy.blockAfter);
+  const r = result(j, number, state.number.log, policy, false);
+  return { result: r, state: { number, buckets: state.buckets } };
+}
+
+/**
+ * block_after: remembers the denial; the `denials`-th within `withinMs` blocks the number for
+ * `forMs` and starts a fresh count. Denials while blocked are not remembered, so a block lasts
+ * exactly `forMs` however often the number retries.
+ */
+function recordDenial(state: NumberState, at: number, blockAfter: BlockAfter | undefined): NumberState {
+  if (!blockAfter) return state;
+  const denials = state.denials.filter((t) => t > at - blockAfter.withinMs);
+  denials.push(at);
+  if (denials.length >= blockAfter.denials) return { ...state, denials: [], blockedUntil: at + blockAfter.forMs };
+  return { ...state, denials: denials.slice(-blockAfter.denials) };
+}

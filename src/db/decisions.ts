@@ -1,0 +1,212 @@
+// Typed access to the policy engine's SQL (src/db/migrations/006_policy_engine.sql): the only
+// code that knows the argument arrays of ratelimit_decide and ratelimit_record_v2. Their
+// decisions equal decideConsume in src/core/policy/decide.ts request by request.
+
+import type { Pool } from './pool.js';
+import { bucketCalls } from '../core/policy/aggregate.js';
+import { counterMapKey } from '../core/policy/counters.js';
+import type { DecisionPolicy, NumberState } from '../core/policy/decide.js';
+import type { AggregateCounter, Buckets } from '../core/policy/types.js';
+
+const NOW_MS = `(extract(epoch FROM clock_timestamp()) * 1000)::bigint`;
+
+export interface DecideRequest {
+  hash: string;
+  region: string | undefined;
+  /** e.g. +1415•••••71: what dashboards show; the clear number never reaches the database. */
+  masked: string;
+  allowlisted: boolean;
+  /** applicableCounters() for this number, in evaluation order. */
+  counters: readonly AggregateCounter[];
+}
+
+export interface DecideOutcome {
+  allowed: boolean;
+  /** The decision instant (database clock). */
+  atMs: number;
+  /** The number's call log right after this request, ascending. */
+  log: number[];
+  /** The denying rule's id, null when allowed. */
+  rule: string | null;
+  /** Shadow rules that would have denied. */
+  shadow: string[];
+  /** When an aggregate denied: its count and when one more call fits. */
+  aggregateUsed: number | null;
+  aggregateResetTime: number | null;
+  /** The number is blocked (block_after) until then, or null. */
+  blockedUntil: number | null;
+}
+
+interface DecideRow {
+  r_idx: number;
+  r_allowed: boolean;
+  r_at: number;
+  r_calls: number[];
+  r_rule: string | null;
+  r_shadow: string[];
+  r_agg_used: number | null;
+  r_agg_reset: number | null;
+  r_blocked_until: number | null;
+}
+
+function numberArrays(policy: DecisionPolicy) {
+  const rules = policy.number.rules;
+  return [rules.map((r) => r.id), rules.map((r) => r.limit), rules.map((r) => r.windowMs), rules.map((r) => r.shadow)] as const;
+}
+
+function blockAfterArgs(policy: DecisionPolicy): [number, number, number] {
+  const b = policy.blockAfter;
+  return b ? [b.denials, b.withinMs, b.forMs] : [0, 0, 0];
+}
+
+/**
+ * Decides a batch of consumes in one statement (one round trip, one commit), in array order:
+ * each request sees every one before it, for its number and for the counters it shares.
+ * `nowMs` replaces the database clock; tests only (production leaves it undefined).
+ */
+export async function decideBatch(pool: Pool, requests: readonly DecideRequest[], policy: DecisionPolicy, nowMs?: number): Promise<DecideOutcome[]> {
+  if (requests.length === 0) return [];
+  const c = { req: [] as number[], rule: [] as string[], key: [] as string[], limit: [] as number[], window: [] as number[], bucket: [] as number[], shadow: [] as boolean[] };
+  requests.forEach((r, i) => {
+    for (const counter of r.counters) {
+      c.req.push(i + 1);
+      c.rule.push(counter.rule.id);
+      c.key.push(counter.key);
+      c.limit.push(counter.rule.limit);
+      c.window.push(counter.rule.windowMs);
+      c.bucket.push(bucketCalls(counter.rule));
+      c.shadow.push(counter.rule.shadow);
+    }
+  });
+  const [ids, maxes, windows, shadows] = numberArrays(policy);
+  const { rows } = await pool.query<DecideRow>({
+    name: 'ratelimit_decide',
+    text: `SELECT * FROM ratelimit_decide($1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[], $6::int[], $7::bigint[],
+             $8::boolean[], $9::int, $10::bigint, $11::bigint, $12::int[], $13::text[], $14::text[], $15::int[], $16::bigint[],
+             $17::int[], $18::boolean[], $19::bigint)`,
+    values: [
+      requests.map((r) => r.hash),
+      requests.map((r) => r.region ?? null),
+      requests.map((r) => r.masked),
+      requests.map((r) => r.allowlisted),
+      ids,
+      maxes,
+      windows,
+      shadows,
+      ...blockAfterArgs(policy),
+      c.req,
+      c.rule,
+      c.key,
+      c.limit,
+      c.window,
+      c.bucket,
+      c.shadow,
+      nowMs ?? null,
+    ],
+  });
+  const out = new Array<DecideOutcome>(requests.length);
+  for (const row of rows) {
+    out[row.r_idx - 1] = {
+      allowed: row.r_allowed,
+      atMs: row.r_at,
+      log: row.r_calls,
+      rule: row.r_rule,
+      shadow: row.r_shadow,
+      aggregateUsed: row.r_agg_used,
+      aggregateResetTime: row.r_agg_reset,
+      blockedUntil: row.r_blocked_until,
+    };
+  }
+  for (let i = 0; i < out.length; i++) {
+    if (!out[i]) throw new Error(`ratelimit_decide returned no decision for request ${i + 1}`);
+  }
+  return out;
+}
+
+export interface DecisionEvent {
+  hash: string;
+  region: string | undefined;
+  masked: string;
+  atMs: number;
+  allowed: boolean;
+  /** The counters the call counted against (ignored for denials). */
+  counters: readonly AggregateCounter[];
+}
+
+/** Merges decisions made elsewhere (the in-memory fallback) into numbers and counters. */
+export async function recordDecisions(pool: Pool, events: readonly DecisionEvent[], policy: DecisionPolicy): Promise<number> {
+  if (events.length === 0) return 0;
+  const c = { ev: [] as number[], rule: [] as string[], key: [] as string[], window: [] as number[], bucket: [] as number[] };
+  events.forEach((e, i) => {
+    if (!e.allowed) return;
+    for (const counter of e.counters) {
+      c.ev.push(i + 1);
+      c.rule.push(counter.rule.id);
+      c.key.push(counter.key);
+      c.window.push(counter.rule.windowMs);
+      c.bucket.push(bucketCalls(counter.rule));
+    }
+  });
+  const [, maxes, windows] = numberArrays(policy);
+  const { rows } = await pool.query<{ n: number }>({
+    name: 'ratelimit_record_v2',
+    text: `SELECT ratelimit_record_v2($1::text[], $2::text[], $3::text[], $4::bigint[], $5::boolean[], $6::int[], $7::bigint[],
+             $8::int[], $9::text[], $10::text[], $11::bigint[], $12::int[]) AS n`,
+    values: [
+      events.map((e) => e.hash),
+      events.map((e) => e.region ?? null),
+      events.map((e) => e.masked),
+      events.map((e) => e.atMs),
+      events.map((e) => e.allowed),
+      maxes,
+      windows,
+      c.ev,
+      c.rule,
+      c.key,
+      c.window,
+      c.bucket,
+    ],
+  });
+  return rows[0]?.n ?? 0;
+}
+
+export interface PolicyPeek {
+  /** The database clock. */
+  nowMs: number;
+  /** Numbers that have a row; the others are EMPTY_NUMBER. */
+  numbers: Map<string, NumberState>;
+  /** By counterMapKey(); counters without a row have no calls. */
+  counters: Map<string, Buckets>;
+}
+
+/** Reads the state a `check` is decided on, changing nothing and locking nothing. */
+export async function peekState(pool: Pool, hashes: readonly string[], counters: readonly AggregateCounter[]): Promise<PolicyPeek> {
+  // One round trip: number rows and counter rows in one result, told apart by `kind`.
+  const { rows } = await pool.query<{
+    now_ms: number;
+    kind: 'n' | 'c' | null;
+    a: string;
+    b: string | null;
+    ts: number[];
+    denials: number[] | null;
+    n: number[] | null;
+    blocked_until: number | null;
+  }>({
+    name: 'ratelimit_peek_state',
+    text: `SELECT ${NOW_MS} AS now_ms, s.* FROM (SELECT 1) AS one LEFT JOIN (
+             SELECT 'n' AS kind, phone_hash AS a, NULL AS b, calls AS ts, denials, NULL::int[] AS n, blocked_until
+               FROM phone_rate_limits WHERE phone_hash = ANY($1::text[])
+             UNION ALL
+             SELECT 'c', c.rule_id, c.key, c.bucket_ts, NULL, c.bucket_n, NULL
+               FROM rate_limit_counters AS c JOIN unnest($2::text[], $3::text[]) AS w(r, k) ON c.rule_id = w.r AND c.key = w.k
+           ) AS s ON true`,
+    values: [hashes, counters.map((c) => c.rule.id), counters.map((c) => c.key)],
+  });
+  const numbers = new Map<string, NumberState>();
+  const buckets = new Map<string, Buckets>();
+  for (const r of rows) {
+    if (r.kind === 'n') numbers.set(r.a, { log: r.ts, blockedUntil: r.blocked_until, denials: r.denials ?? [] });
+    else if (r.kind === 'c') buckets.set(counterMapKey(r.a, r.b!), { ts: r.ts, n: r.n ?? [] });
+  }
+  return { nowMs: rows[0]!.now_ms, numbers, counters: buckets };
+}
