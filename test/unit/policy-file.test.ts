@@ -99,6 +99,10 @@ describe('parsePolicyFile: valid files', () => {
     expect(result).toMatchObject({ ok: true, warnings: [expect.stringMatching(/no rate limit/)] });
   });
 
+  it('reads NO (Norway) as a region, not as false (YAML 1.2, not 1.1)', () => {
+    expect(parsed('destinations: {countries: {deny: [NO]}}').destinations.countries).toEqual({ mode: 'deny', regions: ['NO'] });
+  });
+
   it('uses the window as written in ids, plain milliseconds included', () => {
     const policy = parsed('number: {limits: [{limit: 2, window: 90m}, {limit: 3, window: 10800000}, {limit: 9, window: "500ms"}]}');
     expect(policy.number.map((r) => [r.id, r.windowMs])).toEqual([
@@ -375,6 +379,7 @@ describe('describePolicyChanges', () => {
   it('names destination changes', () => {
     const after = edit('countries: {deny: [CU, KP]}', 'countries: {allow: [US]}');
     expect(describePolicyChanges(base, after)).toEqual(['destination:country deny CU, KP -> allow US']);
+    expect(describePolicyChanges(base, edit('[CU, KP]', '[KP, CU]'))).toEqual([]);
     expect(describePolicyChanges(base, edit('block_types: [premium_rate, shared_cost]', 'block_types: [premium_rate, voip]'))).toEqual([
       'removed destination:shared_cost (shared_cost numbers can be called)',
       'added destination:voip (voip numbers are denied)',

@@ -54,7 +54,8 @@ function destinationChanges(before: Policy, after: Policy): string[] {
   const describe = (c: Policy['destinations']['countries']): string => (c ? `${c.mode} ${c.regions.join(', ')}` : 'every country');
   const was = before.destinations.countries;
   const is = after.destinations.countries;
-  const same = was?.mode === is?.mode && was?.regions.join() === is?.regions.join();
+  // The order of a list is not a change: it decides nothing.
+  const same = was?.mode === is?.mode && [...(was?.regions ?? [])].sort().join() === [...(is?.regions ?? [])].sort().join();
   if (!same) lines.push(`destination:country ${describe(was)} -> ${describe(is)}`);
   const oldTypes = new Set(before.destinations.blockTypes);
   const newTypes = new Set(after.destinations.blockTypes);

@@ -1,7 +1,8 @@
 // A policy file (PROTOCOL.md *Policy*) to a validated `Policy`, or every problem with its line.
 // The `yaml` parser keeps node positions, so a zod issue's path is mapped back to the line of
 // the key or value it is about: an operator fixing a file must not have to guess, and a typo
-// (an unknown key) must never silently drop a rule.
+// (an unknown key) must never silently drop a rule. Printing a policy back (print.ts) and the
+// changes between two (changes.ts) are re-exported here: one module for the CLI's policy commands.
 
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
 import * as z from 'zod';

@@ -84,7 +84,8 @@ export function formatPolicy(policy: Policy): string {
   ]
     .filter((r) => r.shadow)
     .map((r) => r.id);
-  const header = [`# rules: ${ruleIds(policy).join(', ')}`];
+  const ids = ruleIds(policy);
+  const header = [`# rules: ${ids.length > 0 ? ids.join(', ') : '(none)'}`];
   if (shadowIds.length > 0) header.push(`# shadow (reported, never deny): ${shadowIds.join(', ')}`);
   return `${header.join('\n')}\n${policyToYaml(policy)}`;
 }
