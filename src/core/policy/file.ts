@@ -1,0 +1,313 @@
+// A policy file (PROTOCOL.md *Policy*) to a validated `Policy`, or every problem with its line.
+// The `yaml` parser keeps node positions, so a zod issue's path is mapped back to the line of
+// the key or value it is about: an operator fixing a file must not have to guess, and a typo
+// (an unknown key) must never silently drop a rule. Printing a policy back (print.ts) and the
+// changes between two (changes.ts) are re-exported here: one module for the CLI's policy commands.
+
+import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
+import * as z from 'zod';
+import { getCountries } from 'libphonenumber-js/max';
+import { parseDurationMs } from '../duration.js';
+import { DEFAULT_BLOCK_TYPES, NUMBER_TYPES, UNKNOWN_REGION, type GroupName, type LimitRule, type NumberType, type Policy } from './types.js';
+import { policyWarnings } from './warnings.js';
+
+export { formatPolicy, policyToYaml } from './print.js';
+export { describePolicyChanges } from './changes.js';
+
+export interface PolicyProblem {
+  /** 1-based, like an editor's. */
+  readonly line: number;
+  readonly column: number;
+  readonly message: string;
+}
+
+export type ParsedPolicyFile =
+  | { readonly ok: true; readonly policy: Policy; readonly warnings: string[] }
+  | { readonly ok: false; readonly problems: PolicyProblem[] };
+
+// Bounds that keep a valid file enforceable: a number keeps its latest `max(limit)` call times
+// (the same bound as RATE_LIMIT_PHONE_MAX) and its latest `denials` denial times; IP limits match
+// RATE_LIMIT_IP_MAX; aggregate counters are Postgres INTEGERs.
+const MAX_NUMBER_LIMIT = 1000;
+const MAX_IP_LIMIT = 1_000_000;
+const MAX_AGGREGATE_LIMIT = 1_000_000_000;
+const MAX_PREFIX_DIGITS = 6;
+// A policy is a few dozen lines; anything this large is the wrong file, and refusing it bounds
+// the parser's work.
+const MAX_FILE_CHARS = 1 << 20;
+
+const REGIONS: ReadonlySet<string> = new Set(getCountries());
+const DURATION_HINT = 'use 500ms, 30s, 15m, 1h, 1d or plain milliseconds, at most 366d';
+
+function regionProblem(code: string): string | undefined {
+  if (REGIONS.has(code)) return undefined;
+  if (REGIONS.has(code.toUpperCase())) return `"${code}": write region codes in upper case (${code.toUpperCase()})`;
+  return `"${code}" is not an ISO 3166-1 alpha-2 region libphonenumber knows (e.g. US, GB, NG)`;
+}
+
+const positiveInt = (max: number) =>
+  z
+    .number()
+    .int({ error: `must be an integer from 1 to ${max}` })
+    .min(1, { error: `must be an integer from 1 to ${max}` })
+    .max(max, { error: `must be an integer from 1 to ${max}` });
+
+const duration = z.custom<string | number>(
+  (v) => (typeof v === 'string' || typeof v === 'number') && parseDurationMs(String(v)) !== null,
+  { error: (issue) => `${JSON.stringify(issue.input)} is not a duration (${DURATION_HINT})` },
+);
+
+/** The window as written (YAML may hand it over as a number: `window: 60000`). */
+const windowText = (w: string | number): string => String(w).trim();
+
+const limitRule = (max: number) => z.strictObject({ limit: positiveInt(max), window: duration });
+
+// Two rules over one window would share an id (and one of them could never decide).
+const limitList = (max: number) =>
+  z
+    .array(limitRule(max))
+    .min(1, { error: 'needs at least one {limit, window}; remove the group to have no rule' })
+    .superRefine((rules, ctx) => {
+      const seen = new Map<number, string>();
+      rules.forEach((rule, i) => {
+        const text = windowText(rule.window);
+        const ms = parseDurationMs(text) as number;
+        const first = seen.get(ms);
+        if (first === undefined) seen.set(ms, text);
+        else ctx.addIssue({ code: 'custom', path: [i, 'window'], message: `window ${text} repeats window ${first} of this list; each window may appear once` });
+      });
+    });
+
+const shadow = z.boolean().optional();
+
+const regionList = z
+  .array(z.string().superRefine((code, ctx) => {
+    const problem = regionProblem(code);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  }))
+  .min(1, { error: 'list at least one region; remove `countries` to allow every country' });
+
+const fileSchema = z.strictObject({
+  number: z
+    .strictObject({
+      limits: limitList(MAX_NUMBER_LIMIT).optional(),
+      block_after: z
+        .strictObject({ denials: positiveInt(MAX_NUMBER_LIMIT), within: duration, for: duration })
+        .optional(),
+      shadow,
+    })
+    .refine((g) => g.limits !== undefined || g.block_after !== undefined, {
+      error: 'needs `limits` or `block_after`; remove the group to have no rule',
+    })
+    .optional(),
+  prefix: z
+    .strictObject({ digits: positiveInt(MAX_PREFIX_DIGITS), limits: limitList(MAX_AGGREGATE_LIMIT), shadow })
+    .optional(),
+  country: z
+    .strictObject({
+      limits: limitList(MAX_AGGREGATE_LIMIT).optional(),
+      overrides: z
+        .record(z.string(), limitList(MAX_AGGREGATE_LIMIT))
+        .superRefine((overrides, ctx) => {
+          for (const code of Object.keys(overrides)) {
+            const problem = code === UNKNOWN_REGION ? undefined : regionProblem(code);
+            if (problem) ctx.addIssue({ code: 'custom', path: [code], message: `${problem}, or ZZ for numbers of unknown region`, params: { at: 'key' } });
+          }
+        })
+        .optional(),
+      shadow,
+    })
+    .refine((g) => g.limits !== undefined || g.overrides !== undefined, {
+      error: 'needs `limits` or `overrides`; remove the group to have no rule',
+    })
+    .optional(),
+  global: z.strictObject({ limits: limitList(MAX_AGGREGATE_LIMIT), shadow }).optional(),
+  ip: z.strictObject({ limits: limitList(MAX_IP_LIMIT), shadow }).optional(),
+  destinations: z
+    .strictObject({
+      countries: z
+        .strictObject({ allow: regionList.optional(), deny: regionList.optional() })
+        .refine((c) => (c.allow === undefined) !== (c.deny === undefined), {
+          error: 'give either `allow` or `deny`, not both (and not neither)',
+        })
+        .optional(),
+      block_types: z
+        .array(z.enum(NUMBER_TYPES, { error: (issue) => `${JSON.stringify(issue.input)} is not a number type; use one of ${NUMBER_TYPES.join(', ')}` }))
+        .optional(),
+    })
+    .optional(),
+});
+
+type PolicyFile = z.infer<typeof fileSchema>;
+type RawRules = readonly { limit: number; window: string | number }[];
+
+function rules(group: GroupName, raw: RawRules | undefined, isShadow: boolean | undefined, region?: string): LimitRule[] {
+  return (raw ?? []).map((r) => {
+    const window = windowText(r.window);
+    const id = region === undefined ? `${group}:${window}` : `${group}:${region}:${window}`;
+    return { id, group, limit: r.limit, windowMs: parseDurationMs(window) as number, window, shadow: isShadow ?? false };
+  });
+}
+
+const dedupe = <T>(items: readonly T[]): T[] => [...new Set(items)];
+
+function toPolicy(file: PolicyFile): Policy {
+  const { number, prefix, country, global, ip, destinations } = file;
+  const countries = destinations?.countries;
+  return {
+    number: rules('number', number?.limits, number?.shadow),
+    blockAfter: number?.block_after && {
+      denials: number.block_after.denials,
+      withinMs: parseDurationMs(String(number.block_after.within)) as number,
+      forMs: parseDurationMs(String(number.block_after.for)) as number,
+    },
+    prefix: prefix && { digits: prefix.digits, rules: rules('prefix', prefix.limits, prefix.shadow) },
+    country: country && {
+      rules: rules('country', country.limits, country.shadow),
+      // The shadow flag of the group covers its overrides: one switch to trial the whole group.
+      overrides: new Map(Object.entries(country.overrides ?? {}).map(([code, list]) => [code, rules('country', list, country.shadow, code)])),
+    },
+    global: rules('global', global?.limits, global?.shadow),
+    ip: rules('ip', ip?.limits, ip?.shadow),
+    destinations: {
+      countries: countries && (countries.allow ? { mode: 'allow', regions: dedupe(countries.allow) } : { mode: 'deny', regions: dedupe(countries.deny ?? []) }),
+      blockTypes: destinations?.block_types ? dedupe(destinations.block_types as NumberType[]) : [...DEFAULT_BLOCK_TYPES],
+    },
+  };
+}
+
+type Path = readonly PropertyKey[];
+
+/** The offset of the key (`wantKey`) or the value at `path`, or of the nearest node that exists. */
+function locate(doc: Document, path: Path, wantKey: boolean): number {
+  let node: unknown = doc.contents;
+  let keyOffset: number | undefined;
+  let lastOffset = 0;
+  for (const segment of path) {
+    if (isAlias(node)) node = node.resolve(doc);
+    const here = rangeStart(node);
+    if (here !== undefined) lastOffset = here;
+    if (isMap(node)) {
+      const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === String(segment));
+      if (!pair) return lastOffset;
+      keyOffset = rangeStart(pair.key);
+      node = pair.value;
+      if (node === null || rangeStart(node) === undefined) return keyOffset ?? lastOffset;
+    } else if (isSeq(node) && typeof segment === 'number' && node.items[segment] !== undefined) {
+      keyOffset = undefined;
+      node = node.items[segment];
+    } else {
+      return lastOffset;
+    }
+  }
+  // A problem with a whole mapping or list, or with an empty value, is shown at its key.
+  const atKey = wantKey || isMap(node) || isSeq(node) || (isScalar(node) && node.value === null);
+  if (atKey && keyOffset !== undefined) return keyOffset;
+  return rangeStart(node) ?? keyOffset ?? lastOffset;
+}
+
+function rangeStart(node: unknown): number | undefined {
+  const range = (node as { range?: readonly number[] | null } | null)?.range;
+  return range?.[0];
+}
+
+function pathText(path: Path): string {
+  let text = '';
+  for (const segment of path) text += typeof segment === 'number' ? `[${segment}]` : `${text ? '.' : ''}${String(segment)}`;
+  return text || '(document)';
+}
+
+const TYPE_NAMES: Record<string, string> = {
+  object: 'a mapping (key: value)',
+  array: 'a list',
+  number: 'a number',
+  int: 'an integer',
+  boolean: 'true or false',
+  string: 'text',
+  record: 'a mapping (key: value)',
+};
+
+function describeValue(value: unknown): string {
+  if (value === null) return 'nothing';
+  if (Array.isArray(value)) return 'a list';
+  if (typeof value === 'object') return 'a mapping';
+  return JSON.stringify(value);
+}
+
+/** Every key the schema accepts at `path`, for the unknown-key hint. */
+function knownKeys(path: Path): string[] {
+  let schema: z.ZodType = fileSchema;
+  for (const segment of [...path, '']) {
+    while (schema instanceof z.ZodOptional || schema instanceof z.ZodPipe) {
+      schema = schema instanceof z.ZodOptional ? (schema.unwrap() as z.ZodType) : (schema.in as z.ZodType);
+    }
+    if (segment === '') break;
+    if (schema instanceof z.ZodObject) schema = schema.shape[String(segment)] as z.ZodType;
+    else if (schema instanceof z.ZodArray) schema = schema.element as z.ZodType;
+    else if (schema instanceof z.ZodRecord) schema = schema.valueType as z.ZodType;
+    else return [];
+    if (schema === undefined) return [];
+  }
+  return schema instanceof z.ZodObject ? Object.keys(schema.shape) : [];
+}
+
+function problemsFromIssues(doc: Document, lines: LineCounter, issues: readonly z.core.$ZodIssue[]): PolicyProblem[] {
+  const problems: PolicyProblem[] = [];
+  const at = (offset: number, message: string) => {
+    const { line, col } = lines.linePos(offset);
+    problems.push({ line, column: col, message });
+  };
+  for (const issue of issues) {
+    const where = pathText(issue.path);
+    if (issue.code === 'unrecognized_keys') {
+      const expected = knownKeys(issue.path);
+      for (const key of issue.keys) {
+        at(locate(doc, [...issue.path, key], true), `${pathText([...issue.path, key])}: unknown key "${key}"` + (expected.length ? ` (expected ${expected.join(', ')})` : ''));
+      }
+    } else if (!('input' in issue) || issue.input === undefined) {
+      at(locate(doc, issue.path, true), `${where}: missing`);
+    } else if (issue.code === 'invalid_type') {
+      at(locate(doc, issue.path, false), `${where}: must be ${TYPE_NAMES[issue.expected] ?? issue.expected}, not ${describeValue(issue.input)}`);
+    } else {
+      const wantKey = issue.code === 'custom' && (issue.params as { at?: string } | undefined)?.at === 'key';
+      at(locate(doc, issue.path, wantKey), `${where}: ${issue.message}`);
+    }
+  }
+  return problems;
+}
+
+/**
+ * Parses and validates a policy file. Every problem is reported at once, each at its line.
+ * A file with YAML syntax errors reports those only: validating what the parser salvaged from a
+ * broken document would add problems that are not in the file.
+ */
+export function parsePolicyFile(text: string): ParsedPolicyFile {
+  if (text.length > MAX_FILE_CHARS) {
+    return { ok: false, problems: [{ line: 1, column: 1, message: `the file is larger than ${MAX_FILE_CHARS} characters; a policy is a few dozen lines` }] };
+  }
+  const lines = new LineCounter();
+  // prettyErrors off: one-line messages; the position comes from the line counter.
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    const problems = doc.errors.map((err) => {
+      const { line, col } = lines.linePos(err.pos[0]);
+      return { line, column: col, message: `YAML: ${err.message.split('\n')[0]}` };
+    });
+    return { ok: false, problems: sortProblems(problems) };
+  }
+  let data: unknown;
+  try {
+    data = doc.toJS({ maxAliasCount: 100 }) ?? {};
+  } catch (err) {
+    // toJS throws on alias bombs (too many alias expansions).
+    return { ok: false, problems: [{ line: 1, column: 1, message: `YAML: ${(err as Error).message}` }] };
+  }
+  const parsed = fileSchema.safeParse(data, { reportInput: true });
+  if (!parsed.success) return { ok: false, problems: sortProblems(problemsFromIssues(doc, lines, parsed.error.issues)) };
+  const policy = toPolicy(parsed.data);
+  return { ok: true, policy, warnings: policyWarnings(policy) };
+}
+
+function sortProblems(problems: PolicyProblem[]): PolicyProblem[] {
+  return problems.sort((a, b) => a.line - b.line || a.column - b.column);
+}

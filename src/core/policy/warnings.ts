@@ -1,0 +1,45 @@
+// What a valid policy may still get wrong: said at `policy check` and `policy apply`, never an
+// error, because each of these can be meant.
+
+import { DEFAULT_BLOCK_TYPES, type LimitRule, type Policy } from './types.js';
+
+const TYPE_RISK: Record<string, string> = {
+  premium_rate: 'premium-rate numbers (the IRSF fraud target) can be called',
+  shared_cost: 'shared-cost numbers (revenue-share fraud) can be called',
+};
+
+/**
+ * A rule that another rule of its list always outlasts never decides anything: the other one
+ * allows no more calls over a window at least as long, so it denies first (or together).
+ */
+function shadowedBy(list: readonly LimitRule[]): string[] {
+  const out: string[] = [];
+  list.forEach((rule, i) => {
+    const stricter = list.find((other, j) => j !== i && other.windowMs >= rule.windowMs && other.limit <= rule.limit && other.shadow === rule.shadow);
+    if (stricter) {
+      out.push(`${rule.id} (${rule.limit} per ${rule.window}) never decides: ${stricter.id} allows at most ${stricter.limit} over a window as long or longer`);
+    }
+  });
+  return out;
+}
+
+export function policyWarnings(policy: Policy): string[] {
+  const warnings: string[] = [];
+  const hasLimit =
+    policy.number.length > 0 ||
+    policy.blockAfter !== undefined ||
+    policy.prefix !== undefined ||
+    policy.country !== undefined ||
+    policy.global.length > 0 ||
+    policy.ip.length > 0;
+  if (!hasLimit) warnings.push('the policy has no rate limit: every consume is allowed unless a destination control denies it');
+  for (const list of [policy.number, policy.prefix?.rules ?? [], policy.country?.rules ?? [], ...(policy.country?.overrides.values() ?? []), policy.global, policy.ip]) {
+    warnings.push(...shadowedBy(list));
+  }
+  for (const type of DEFAULT_BLOCK_TYPES) {
+    if (!policy.destinations.blockTypes.includes(type)) {
+      warnings.push(`destinations.block_types leaves out ${type}: ${TYPE_RISK[type] ?? `${type} numbers can be called`}`);
+    }
+  }
+  return warnings;
+}
