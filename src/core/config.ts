@@ -2,6 +2,7 @@ import { ConfigError } from './errors.js';
 import { parseDurationMs } from './duration.js';
 import { makePolicy, type Policy } from './policy.js';
 import * as D from './defaults.js';
+import { GENERATE_KEY_HINT } from './key.js';
 
 /** Flags as commander hands them over: strings, all optional. */
 export interface ConfigFlags {
@@ -23,6 +24,8 @@ export interface Config {
   dataDir: string;
   /** undefined: a generated key kept in `dataDir` (refused in production). */
   phoneKey: string | undefined;
+  /** PHONE_ENCRYPTION_KEY_PREVIOUS: during a key rotation, the key being retired (PROTOCOL.md *Keys*). */
+  previousPhoneKey: string | undefined;
   production: boolean;
   port: number;
   host: string;
@@ -99,7 +102,7 @@ export function resolveConfig(flags: ConfigFlags, env: Env): Config {
   if (production && (key === undefined || key.length < D.MIN_KEY_LENGTH)) {
     problems.push(
       `PHONE_ENCRYPTION_KEY must be set to at least ${D.MIN_KEY_LENGTH} characters when NODE_ENV=production ` +
-        `(generate one with: openssl rand -base64 48)`,
+        `(${GENERATE_KEY_HINT})`,
     );
   } else if (key !== undefined && key.length === 0) {
     problems.push('PHONE_ENCRYPTION_KEY is set but empty');
@@ -126,6 +129,7 @@ export function resolveConfig(flags: ConfigFlags, env: Env): Config {
     databaseUrl: url?.value,
     dataDir: pick(flags.dataDir, 'RATELIMIT_DATA_DIR')?.value ?? D.DEFAULT_DATA_DIR,
     phoneKey: key === undefined || key.length === 0 ? undefined : key,
+    previousPhoneKey: env.PHONE_ENCRYPTION_KEY_PREVIOUS || undefined,
     production,
     port: int('port', pick(flags.port, 'PORT'), D.DEFAULT_PORT, 0, 65535),
     host: pick(flags.host, 'HOST')?.value ?? D.DEFAULT_HOST,

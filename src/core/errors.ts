@@ -8,6 +8,7 @@ export type FailureKind =
   | 'database_auth'
   | 'database_error'
   | 'migration_failed'
+  | 'key_mismatch'
   | 'embedded_unavailable';
 
 export class RateLimitError extends Error {

@@ -1,6 +1,7 @@
 import { parsePhoneNumber, ParseError } from 'libphonenumber-js/max';
 import { createHmac } from 'node:crypto';
 import { InvalidPhoneNumberError } from './errors.js';
+import { explainRefusedSpelling } from './phone-spelling.js';
 
 export interface NormalizedPhone {
   /** E.164, e.g. +14155552671. Never stored, never logged. */
@@ -36,11 +37,7 @@ export function normalizePhone(input: unknown): NormalizedPhone {
   if (text.length > MAX_INPUT_LENGTH) {
     throw new InvalidPhoneNumberError(`phone number is longer than ${MAX_INPUT_LENGTH} characters`);
   }
-  if (!ALLOWED_CHARS.test(text)) {
-    throw new InvalidPhoneNumberError(
-      'phone number must be in international format: "+" then country code and digits, e.g. +14155552671',
-    );
-  }
+  if (!ALLOWED_CHARS.test(text)) throw new InvalidPhoneNumberError(explainRefusedSpelling(text));
   let parsed;
   try {
     parsed = parsePhoneNumber(text, { extract: false });

@@ -1,27 +1,39 @@
-// The hashing key: PHONE_ENCRYPTION_KEY, or outside production one generated once and kept in
-// the data dir, so every process on this machine (daemon and admin commands) hashes alike.
+// The hashing key: PHONE_ENCRYPTION_KEY, or for the embedded default one generated once and kept
+// in the data dir, so every process on this machine (daemon and admin commands) hashes alike.
+// Never generated for a DATABASE_URL: processes on other machines share that database, and a key
+// made up here would give every number a fresh quota there (PROTOCOL.md *Configuration*).
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Config } from '../core/config.js';
 import { MIN_KEY_LENGTH } from '../core/defaults.js';
 import { RateLimitError } from '../core/errors.js';
+import { GENERATE_KEY_HINT } from '../core/key.js';
 
 export type Warn = (message: string) => void;
 
 export const KEY_FILE = 'phone-encryption.key';
 
+export interface LoadKeyOptions {
+  /**
+   * Admin commands: use the daemon's key file but never create one; a new key there would not
+   * be the daemon's, and every number would look untracked.
+   */
+  existingOnly?: boolean;
+}
+
 /**
- * PHONE_ENCRYPTION_KEY, or outside production a key generated once and kept in the data dir:
- * every process on this machine (daemon and admin commands) must hash with the same key.
+ * PHONE_ENCRYPTION_KEY; or, for the embedded database only, the key file in the data dir,
+ * created on first use unless `existingOnly`.
  */
-export async function loadPhoneKey(config: Config, warn: Warn): Promise<string> {
+export async function loadPhoneKey(config: Config, warn: Warn, options: LoadKeyOptions = {}): Promise<string> {
   if (config.phoneKey !== undefined) {
     if (config.phoneKey.length < MIN_KEY_LENGTH) {
       warn(`PHONE_ENCRYPTION_KEY is shorter than ${MIN_KEY_LENGTH} characters; production (NODE_ENV=production) refuses such a key`);
     }
     return config.phoneKey;
   }
+  if (config.databaseUrl !== undefined) throw await noKeyForDatabaseUrl(config);
   const dir = resolve(config.dataDir);
   const file = join(dir, KEY_FILE);
   try {
@@ -34,6 +46,13 @@ export async function loadPhoneKey(config: Config, warn: Warn): Promise<string> 
     throw new RateLimitError('invalid_config', `${file} holds a key shorter than ${MIN_KEY_LENGTH} characters; fix or delete it (deleting it forgets every stored count)`);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  if (options.existingOnly) {
+    throw new RateLimitError(
+      'invalid_config',
+      `no hashing key: PHONE_ENCRYPTION_KEY is not set and there is no key file at ${file}. ` +
+        `Point this command at the daemon's data dir (--data-dir or RATELIMIT_DATA_DIR), or set PHONE_ENCRYPTION_KEY to the daemon's key`,
+    );
   }
   await mkdir(dir, { recursive: true, mode: 0o755 });
   const key = randomBytes(48).toString('base64url');
@@ -48,3 +67,16 @@ export async function loadPhoneKey(config: Config, warn: Warn): Promise<string> 
   }
 }
 
+async function noKeyForDatabaseUrl(config: Config): Promise<RateLimitError> {
+  const file = join(resolve(config.dataDir), KEY_FILE);
+  // A key file left by an earlier version, which generated keys for any database.
+  const leftover = await stat(file).then(
+    () => ` A key file exists at ${file}: if this database was used with it, set PHONE_ENCRYPTION_KEY to its contents.`,
+    () => '',
+  );
+  return new RateLimitError(
+    'invalid_config',
+    `PHONE_ENCRYPTION_KEY is not set, and with DATABASE_URL set no key is generated (every daemon and admin command sharing the database must hash with the same key): ` +
+      `${GENERATE_KEY_HINT}, keep it, and set PHONE_ENCRYPTION_KEY to it everywhere.${leftover}`,
+  );
+}

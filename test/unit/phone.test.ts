@@ -26,10 +26,10 @@ describe('normalizePhone', () => {
     ['4155552671', /international format/],
     ['+1555', /wrong number of digits/],
     ['+999123456789', /unknown country/],
-    ['call +14155552671', /international format/],
-    ['+14155552671 ext 12', /international format/],
+    ['call +14155552671', /letters are not accepted/],
+    ['+14155552671 ext 12', /extensions are not accepted/],
     ['+1'.padEnd(80, '5'), /longer than/],
-    ['+1 415 555 2671 <script>', /international format/],
+    ['+1 415 555 2671 <script>', /contains "<", which is not allowed/],
   ])('rejects %j', (input, message) => {
     expect(() => normalizePhone(input)).toThrow(InvalidPhoneNumberError);
     expect(() => normalizePhone(input)).toThrow(message);
@@ -129,6 +129,82 @@ describe('maskPhone', () => {
         expect(hidden).toBeGreaterThanOrEqual(Math.max(digits - 6, Math.ceil(digits / 2) - 1));
         expect(m.startsWith(e164.slice(0, m.indexOf('•')))).toBe(true);
       }),
+    );
+  });
+});
+
+describe('normalizePhone says what is wrong with a refused spelling (issue #13)', () => {
+  const refusal = (input: string): string => {
+    try {
+      normalizePhone(input);
+    } catch (err) {
+      expect(err).toBeInstanceOf(InvalidPhoneNumberError);
+      return (err as Error).message;
+    }
+    throw new Error(`${JSON.stringify(input)} was accepted`);
+  };
+
+  it.each(['+1415555CALL', '+1 800 FLOWERS', '+44 20 7946 OK58', '+7 495 ДОМ-1234'])('letters: %j', (input) => {
+    const m = refusal(input);
+    expect(m).toMatch(/letters are not accepted; type the digits instead/);
+    expect(m).toMatch(/ABC=2/);
+  });
+
+  it.each(['+14155552671 ext. 12', '+14155552671 ext 12', '+1 415 555 2671 extension 12', '+14155552671x12', '+14155552671 #12', '+14155552671;ext=12'])(
+    'an extension: %j',
+    (input) => {
+      expect(refusal(input)).toMatch(/extensions are not accepted; send the number without it/);
+    },
+  );
+
+  it.each(['++14155552671', '+ +14155552671', '++1 415 555 2671'])('a doubled "+": %j', (input) => {
+    expect(refusal(input)).toMatch(/more than one "\+"/);
+  });
+
+  it('a "+" after the start', () => {
+    expect(refusal('+1 415 555 2671 +1')).toMatch(/"\+" at position 17: "\+" may only come first/);
+  });
+
+  it.each([
+    ['4155552671', /international format: add "\+" and the country code/],
+    ['(415) 555-2671', /international format: add "\+" and the country code/],
+    ['0044 20 7946 0958', /replace the leading "00" with "\+"/],
+    ['+', /no digits after "\+"/],
+  ])('a national number or no number: %j', (input, message) => {
+    expect(refusal(input)).toMatch(message);
+  });
+
+  it.each([
+    ['+1 415 555 2671 <script>', '"<"'],
+    ['+1/415/555/2671', '"/"'],
+    ['+1_415_555_2671', '"_"'],
+    ['+1\t415 555 2671', '"\\t" (U+0009)'],
+    ['+1\u2013415\u20135552671', '"\u2013" (U+2013)'],
+    ['\uff0b14155552671', '"\uff0b" (U+FF0B)'],
+  ])('a stray character, named: %j', (input, named) => {
+    const m = refusal(input);
+    expect(m).toContain(`contains ${named}, which is not allowed`);
+  });
+
+  it('never echoes the number', () => {
+    for (const input of ['+1650253CALL', '+16502530000 ext. 12', '++16502530000', '+16502530000 <b>', '6502530000', '+1 650 253 0000 +1']) {
+      expect(refusal(input)).not.toMatch(/650253|2530000/);
+    }
+  });
+
+  it('explains only: what was accepted before is accepted alike, and nothing else', () => {
+    const allowed = /^\+[0-9 ().\-\u00a0]+$/;
+    fc.assert(
+      fc.property(fc.string({ unit: fc.constantFrom(...'+0123456789 ().-xXeE#;=/\u00a0ABC') }), (s) => {
+        let accepted = true;
+        try {
+          normalizePhone(s);
+        } catch {
+          accepted = false;
+        }
+        if (accepted) expect(s.trim()).toMatch(allowed);
+      }),
+      { numRuns: 2000 },
     );
   });
 });
