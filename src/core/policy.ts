@@ -105,13 +105,13 @@ export function evaluate(log: readonly number[], nowMs: number, policy: Policy):
  * The decision instant for a key: never before its latest recorded call, so a log stays
  * ascending (and the window never moves backwards) even when clocks or transactions interleave.
  */
-function decisionTime(log: readonly number[], nowMs: number): number {
+export function decisionTime(log: readonly number[], nowMs: number): number {
   const last = log.length > 0 ? log[log.length - 1]! : nowMs;
   return last > nowMs ? last : nowMs;
 }
 
 /** Appends a call at `atMs` and drops what can never count again. Returns a new array. */
-function appendCall(log: readonly number[], atMs: number, policy: Policy): number[] {
+export function appendCall(log: readonly number[], atMs: number, policy: Policy): number[] {
   const since = atMs - policy.horizonMs;
   const next = log.filter((t) => t > since);
   next.push(atMs);
