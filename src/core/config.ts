@@ -1,6 +1,8 @@
 import { ConfigError } from './errors.js';
 import { parseDurationMs } from './duration.js';
 import { makePolicy, type Policy } from './policy.js';
+import { defaultPolicy } from './policy/default.js';
+import type { Policy as RulePolicy } from './policy/types.js';
 import * as D from './defaults.js';
 import { GENERATE_KEY_HINT } from './key.js';
 
@@ -31,6 +33,13 @@ export interface Config {
   host: string;
   phonePolicy: Policy;
   ipPolicy: Policy;
+  /**
+   * The policy in force while none has been applied to the database, from RATE_LIMIT_* (and the
+   * flags). Once one has, the database's active policy wins (src/db/policies.ts).
+   */
+  defaultPolicy: RulePolicy;
+  /** Which RATE_LIMIT_* settings were given, so a daemon can say they are ignored under an applied policy. */
+  defaultPolicySources: string[];
   apiTokens: string[];
   allowedOrigins: string[];
   trustProxy: TrustProxy;
@@ -112,6 +121,12 @@ export function resolveConfig(flags: ConfigFlags, env: Env): Config {
   const phoneWindowMs = duration('phone window', pick(flags.phoneWindow, 'RATE_LIMIT_PHONE_WINDOW'), D.DEFAULT_PHONE_WINDOW_MS);
   const ipMax = int('IP limit', pick(flags.ipLimit, 'RATE_LIMIT_IP_MAX'), D.DEFAULT_IP_MAX, 1, 1_000_000);
   const ipWindowMs = duration('IP window', pick(flags.ipWindow, 'RATE_LIMIT_IP_WINDOW'), D.DEFAULT_IP_WINDOW_MS);
+  const policySources = [
+    ['--phone-limit', flags.phoneLimit, 'RATE_LIMIT_PHONE_MAX'],
+    ['--phone-window', flags.phoneWindow, 'RATE_LIMIT_PHONE_WINDOW'],
+    ['--ip-limit', flags.ipLimit, 'RATE_LIMIT_IP_MAX'],
+    ['--ip-window', flags.ipWindow, 'RATE_LIMIT_IP_WINDOW'],
+  ].flatMap(([flag, value, name]) => (value !== undefined ? [flag!] : env[name!]?.trim() ? [name!] : []));
 
   const trust = (env.RATELIMIT_TRUST_PROXY ?? 'none').trim().toLowerCase() || 'none';
   if (trust !== 'none' && trust !== 'fly') {
@@ -134,6 +149,8 @@ export function resolveConfig(flags: ConfigFlags, env: Env): Config {
     port: int('port', pick(flags.port, 'PORT'), D.DEFAULT_PORT, 0, 65535),
     host: pick(flags.host, 'HOST')?.value ?? D.DEFAULT_HOST,
     phonePolicy: makePolicy([{ id: 'phone', max: phoneMax, windowMs: phoneWindowMs }]),
+    defaultPolicy: defaultPolicy({ phoneMax, phoneWindowMs, ipMax, ipWindowMs }),
+    defaultPolicySources: policySources,
     ipPolicy: makePolicy([{ id: 'ip', max: ipMax, windowMs: ipWindowMs }]),
     apiTokens: list('RATELIMIT_API_TOKENS'),
     allowedOrigins: origins,

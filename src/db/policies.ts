@@ -2,6 +2,9 @@
 // as given, who, when, why), audited and announced; the highest version is the active one.
 // Daemons notice a new version through `rate_limit_changes` (polled) and NOTIFY (faster).
 import type { Pool, PoolClient } from './pool.js';
+import { RateLimitError } from '../core/errors.js';
+import { parsePolicyFile } from '../core/policy/file.js';
+import type { Policy } from '../core/policy/types.js';
 
 /** Channel on which policy and list changes are announced; the payload names what changed. */
 export const CHANGES_CHANNEL = 'ratelimit_changes';
@@ -117,4 +120,36 @@ export async function applyPolicy(pool: Pool, p: { yaml: string; by: string; rea
     await announceChange(client, 'policy');
     return { applied, previous };
   });
+}
+
+export interface EffectivePolicy {
+  policy: Policy;
+  /** 0 while no policy has been applied (the RATE_LIMIT_* default). */
+  version: number;
+  source: 'database' | 'default';
+  stored: StoredPolicy | null;
+}
+
+/**
+ * The policy every daemon and admin command must use: the database's active one, else the
+ * default built from RATE_LIMIT_*. A stored policy that no longer parses (written by a newer
+ * release, say) is an error, never a silent fall back to the default.
+ */
+export async function readEffectivePolicy(pool: Pool, fallback: Policy): Promise<EffectivePolicy> {
+  const stored = await readActivePolicy(pool);
+  if (!stored) return { policy: fallback, version: 0, source: 'default', stored: null };
+  return { policy: parseStoredPolicy(stored), version: stored.version, source: 'database', stored };
+}
+
+export function parseStoredPolicy(stored: StoredPolicy): Policy {
+  const parsed = parsePolicyFile(stored.yaml);
+  if (!parsed.ok) {
+    const first = parsed.problems[0]!;
+    throw new RateLimitError(
+      'database_error',
+      `the active policy (version ${stored.version}, applied by ${stored.appliedBy}) does not parse with this release ` +
+        `(line ${first.line}: ${first.message}); upgrade ratelimit, or apply a policy this release understands`,
+    );
+  }
+  return parsed.policy;
 }
