@@ -4,9 +4,16 @@
 
 import { UNKNOWN_REGION, type AggregateCounter, type Policy } from './types.js';
 
-/** `+14155552671` with 3 digits -> `+14155552`: the range of 1,000 numbers it belongs to. */
+/** The global group's one key. */
+export const GLOBAL_KEY = '*';
+
+/**
+ * `+14155552671` with 3 digits -> `+14155552`: the range of 1,000 numbers it belongs to. Keeps at
+ * least "+" and one digit, so a (hypothetical) number shorter than the range width still lands
+ * in a range rather than in one key shared with every other short number.
+ */
 export function prefixKey(e164: string, digits: number): string {
-  return e164.slice(0, Math.max(1, e164.length - digits));
+  return e164.slice(0, Math.max(2, e164.length - digits));
 }
 
 export function applicableCounters(
@@ -25,7 +32,7 @@ export function applicableCounters(
     const rules = policy.country.overrides.get(key) ?? policy.country.rules;
     for (const rule of rules) out.push({ rule, key });
   }
-  for (const rule of policy.global) out.push({ rule, key: '*' });
+  for (const rule of policy.global) out.push({ rule, key: GLOBAL_KEY });
   return out;
 }
 

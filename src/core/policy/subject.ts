@@ -2,34 +2,11 @@
 // checked against, and whether its destination (country, number type) is denied outright.
 
 import { parsePhoneNumber } from 'libphonenumber-js/max';
-import { NUMBER_TYPES, UNKNOWN_REGION, type AggregateCounter, type NumberType, type Policy } from './types.js';
+import { NUMBER_TYPES, UNKNOWN_REGION, type NumberType, type Policy } from './types.js';
 
-const GLOBAL_KEY = '*';
 const KNOWN_TYPES: ReadonlySet<string> = new Set(NUMBER_TYPES);
 
-/**
- * The aggregate counters a consume of `e164` is checked against and counted in, in decision
- * order: prefix, country, global (each group in the policy's order). `region` as
- * normalizePhone gives it (undefined when libphonenumber cannot tell).
- */
-export function countersFor(policy: Policy, e164: string, region: string | undefined): AggregateCounter[] {
-  const counters: AggregateCounter[] = [];
-  if (policy.prefix) {
-    // Keep at least "+" and one digit, so a (hypothetical) number shorter than the range width
-    // still lands in a range rather than in one key shared with every other short number.
-    const keyLength = Math.max(2, e164.length - policy.prefix.digits);
-    const key = e164.slice(0, keyLength);
-    for (const rule of policy.prefix.rules) counters.push({ rule, key });
-  }
-  if (policy.country) {
-    const key = region ?? UNKNOWN_REGION;
-    // A region with an override is held to its override list only, not to the default list too.
-    const list = policy.country.overrides.get(key) ?? policy.country.rules;
-    for (const rule of list) counters.push({ rule, key });
-  }
-  for (const rule of policy.global) counters.push({ rule, key: GLOBAL_KEY });
-  return counters;
-}
+export { applicableCounters as countersFor } from './counters.js';
 
 /**
  * The destination rule that denies a number outright, if any: its country (allow or deny list)
