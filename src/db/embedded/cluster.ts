@@ -72,9 +72,9 @@ export async function checkClusterVersion(dataDir: string, binaries: PostgresBin
   const where = binaries.fromPackage ? 'the npm package' : binaries.bindir;
   throw new Error(
     `the cluster in ${dataDir} was created by PostgreSQL ${made}, but the server found is PostgreSQL ` +
-      `${binaries.version} (${where}), which cannot read it. To keep the data, install PostgreSQL ${made} ` +
-      `and set RATELIMIT_PG_BINDIR to its bin directory, then migrate with pg_dump/pg_upgrade when you choose; ` +
-      `to start with an empty database instead, delete ${dataDir} and ${path.basename(dataDir)}.password next to it`,
+      `${binaries.version} (${where}), which cannot read it. To keep the data, run it with PostgreSQL ${made}: ` +
+      `install that and set RATELIMIT_PG_BINDIR to its bin directory (pg_upgrade can move the data to a newer ` +
+      `major later); to start with an empty database instead, delete ${dataDir} and ${path.basename(dataDir)}.password next to it`,
   );
 }
 
