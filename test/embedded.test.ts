@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findPostgresBinaries, startEmbeddedPostgres, type EmbeddedServer } from '../src/db/embedded.js';
+import { findPostgresBinaries, startEmbeddedPostgres, type EmbeddedServer } from '../src/db/embedded/index.js';
 
 let root: string;
 const started: EmbeddedServer[] = [];
@@ -142,6 +142,20 @@ describe('startEmbeddedPostgres', () => {
     expect(server.owned).toBe(true);
     expect(await canConnect(server.url)).toBe(true);
     await expect(fs.access(lock)).rejects.toThrow(); // released after start
+    await server.stop();
+  });
+
+  it('is not wedged by a lock directory (the proper-lockfile form) whose holder was killed', async () => {
+    const dir = path.join(root, 'stale-lock-dir', 'pg');
+    await fs.mkdir(path.dirname(dir), { recursive: true });
+    // A killed holder stops refreshing the lock's mtime; the next starter takes it over once it is stale.
+    const lock = path.join(path.dirname(dir), 'pg.lock');
+    await fs.mkdir(lock);
+
+    const server = await start(dir);
+    expect(server.owned).toBe(true);
+    expect(await canConnect(server.url)).toBe(true);
+    await expect(fs.access(lock)).rejects.toThrow();
     await server.stop();
   });
 

@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import type { Config } from '../core/config.js';
 import { RateLimitError } from '../core/errors.js';
 import { createPool, redactUrl, verifyConnection, type Pool } from './pool.js';
-import { startEmbeddedPostgres, type EmbeddedServer } from './embedded.js';
+import { startEmbeddedPostgres, type EmbeddedServer } from './embedded/index.js';
 import { explainDatabaseError } from './errors.js';
 import { migrate, schemaVersion, loadMigrations, type MigrationReport } from './migrate.js';
 
@@ -42,7 +42,9 @@ export async function openDatabase(config: Config, opts: OpenOptions = {}): Prom
     } catch (err) {
       throw new RateLimitError(
         'embedded_unavailable',
-        `cannot start the embedded PostgreSQL in ${dataDir}: ${(err as Error).message}; or set DATABASE_URL to use your own server`,
+        // The embedded module's messages end with their own fix; DATABASE_URL, the way out of every one of
+        // them, is said here once.
+        `cannot start the embedded PostgreSQL in ${dataDir}: ${(err as Error).message.replace(/[.\s]+$/, '')}; or set DATABASE_URL to use a PostgreSQL server you already run`,
         { cause: err },
       );
     }

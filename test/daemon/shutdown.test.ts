@@ -235,7 +235,7 @@ describe('shutdown while the database is down', () => {
     const { mkdtemp, rm, chmod } = await import('node:fs/promises');
     const { tmpdir } = await import('node:os');
     const path = await import('node:path');
-    const { startEmbeddedPostgres } = await import('../../src/db/embedded.js');
+    const { startEmbeddedPostgres } = await import('../../src/db/embedded/index.js');
     const dir = await mkdtemp(path.join(tmpdir(), 'ratelimit-shutdown-down-'));
     await chmod(dir, 0o711);
     const server = await startEmbeddedPostgres({ dataDir: path.join(dir, 'pg'), fsync: false });
