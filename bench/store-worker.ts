@@ -4,7 +4,8 @@ import { readFileSync } from 'node:fs';
 import { pino } from 'pino';
 import { RateLimiterPostgres, RateLimiterRes } from 'rate-limiter-flexible';
 import { createPool } from '../src/db/pool.js';
-import { makePolicy } from '../src/core/policy.js';
+import { defaultPolicy } from '../src/core/policy/default.js';
+import { fixedPolicy } from '../src/daemon/policy-source.js';
 import { DecisionEngine, type PhoneSubject } from '../src/daemon/engine/engine.js';
 import { createMetrics } from '../src/daemon/metrics.js';
 import { driveLanes, emit, workerArgs } from './lib/child.js';
@@ -43,7 +44,7 @@ if (cfg.system === 'ours') {
   // No LISTEN url, so no deny cache: every decision here is made by PostgreSQL.
   const engine = new DecisionEngine({
     pool,
-    policy: makePolicy([{ id: 'phone', max: cfg.limit, windowMs: cfg.windowMs }]),
+    policies: fixedPolicy(defaultPolicy({ phoneMax: cfg.limit, phoneWindowMs: cfg.windowMs, ipMax: 1, ipWindowMs: 1_000 })),
     logger: pino({ level: 'silent' }),
     metrics: createMetrics(),
     denyCache: false,

@@ -9,6 +9,8 @@ import { makePolicy } from '../src/core/policy.js';
 import { hashPhone, maskPhone } from '../src/core/phone.js';
 import { DecisionEngine } from '../src/daemon/engine/engine.js';
 import { createMetrics } from '../src/daemon/metrics.js';
+import { defaultPolicy } from '../src/core/policy/default.js';
+import { fixedPolicy } from '../src/daemon/policy-source.js';
 import { createTestDatabase } from './helpers/db.js';
 
 const KEY = 'engine-test-key-0123456789abcdefghijkl';
@@ -17,7 +19,9 @@ let db: { url: string; drop(): Promise<void> };
 let pool: Pool;
 const engines: DecisionEngine[] = [];
 
-const subject = (e164: string) => ({ hash: hashPhone(e164, KEY), region: 'US', masked: maskPhone(e164) });
+const subject = (e164: string) => ({ hash: hashPhone(e164, KEY), region: 'US', masked: maskPhone(e164), e164, type: undefined });
+// The policy the daemon runs without a policy file: one number rule (and ip, unused here).
+const numberPolicy = (max: number) => fixedPolicy(defaultPolicy({ phoneMax: max, phoneWindowMs: 3_600_000, ipMax: 1, ipWindowMs: 1_000 }));
 
 beforeAll(async () => {
   db = await createTestDatabase();
@@ -35,7 +39,7 @@ function engine(opts: { max: number; denyCache: boolean; maxBatch?: number }) {
   const e = new DecisionEngine({
     pool,
     url: db.url,
-    policy: makePolicy([{ id: 'phone', max: opts.max, windowMs: 3_600_000 }]),
+    policies: numberPolicy(opts.max),
     logger,
     metrics,
     denyCache: opts.denyCache,
@@ -119,7 +123,7 @@ describe('DecisionEngine', () => {
     const dead = createPool({ url: 'postgres://nobody:x@127.0.0.1:1/none', max: 1, connectTimeoutMs: 500 });
     const e = new DecisionEngine({
       pool: dead,
-      policy: makePolicy([{ id: 'phone', max: 2, windowMs: 3_600_000 }]),
+      policies: numberPolicy(2),
       logger,
       metrics,
       denyCache: false,

@@ -42,8 +42,10 @@ interface ClientSide {
 
 export interface RateLimitStatus extends Omit<StatusReply, 'region' | 'source'>, ClientSide {}
 
-export interface RateLimitExceeded extends Omit<ExceededReply, 'region' | 'source' | 'reason' | 'used'>, ClientSide {
+export interface RateLimitExceeded extends Omit<ExceededReply, 'region' | 'source' | 'reason' | 'used' | 'rule'>, ClientSide {
   reason: DenyReason | 'daemon_unavailable';
+  /** The rule that denied (absent from daemons before policies, and for daemon_unavailable). */
+  rule?: string;
   used?: number;
 }
 

@@ -1,45 +1,55 @@
-// The decision path shared by both transports: who may do what (roles), the per-IP reserve and
-// refund around the phone decision, phone parsing with its cache, and the reply. Separate from
-// the transports so WebSocket and HTTP cannot decide differently.
+// The decision path shared by both transports: who may do what (roles), phone parsing with its
+// cache, the checks made before the database (block/allow lists, destinations, ip rules with
+// their reserve and refund), the engine for everything else, counting, and the reply. Separate
+// from the transports so WebSocket and HTTP cannot decide differently.
 
 import type { Logger } from 'pino';
+import type { ListIndex } from '../core/lists.js';
 import { InvalidPhoneNumberError } from '../core/errors.js';
 import { hashPhone, maskPhone, normalizePhone } from '../core/phone.js';
+import { destinationDenial, numberType } from '../core/policy/subject.js';
 import { decisionReply, errorReply } from '../protocol/replies.js';
 import type { Reply, Request } from '../protocol/wire.js';
 import type { Role } from './auth.js';
-import type { DecisionEngine, PhoneDecision, PhoneSubject } from './engine/engine.js';
-import type { IpLimiter } from './limits.js';
+import type { DecisionTally } from './counters.js';
+import type { DecisionEngine } from './engine/engine.js';
+import { blockView, earlyDenial, type PhoneSubject, type Verdict } from './engine/verdict.js';
+import type { IpRules } from './ip-rules.js';
 import { LruMap } from './lru-map.js';
 import type { Metrics } from './metrics.js';
+import type { ActivePolicy } from './policy-source.js';
 
 const PHONE_CACHE_SIZE = 50_000;
+export const LIST_BLOCK_RULE = 'list:block';
+const AGGREGATE_REASONS: ReadonlySet<string> = new Set(['prefix_rate_limit_exceeded', 'country_rate_limit_exceeded', 'global_rate_limit_exceeded']);
 
 export interface DeciderOptions {
   engine: DecisionEngine;
-  ipLimiter: IpLimiter;
+  /** The policy and lists in force (PolicySource). */
+  policies: { readonly current: ActivePolicy; readonly lists: ListIndex };
+  ipRules: IpRules;
   metrics: Metrics;
+  tally: DecisionTally;
   logger: Logger;
   phoneKey: string;
 }
 
 export class Decider {
-  private readonly phoneCache = new LruMap<string, PhoneSubject & { e164: string }>(PHONE_CACHE_SIZE);
+  private readonly phoneCache = new LruMap<string, PhoneSubject>(PHONE_CACHE_SIZE);
 
   constructor(private readonly opts: DeciderOptions) {}
 
-  private subject(phoneNumber: string): PhoneSubject & { e164: string } {
+  private subject(phoneNumber: string): PhoneSubject {
     const cached = this.phoneCache.get(phoneNumber);
     if (cached) return cached;
     const { e164, region } = normalizePhone(phoneNumber);
-    const s = { e164, hash: hashPhone(e164, this.opts.phoneKey), region, masked: maskPhone(e164) };
+    const s = { e164, hash: hashPhone(e164, this.opts.phoneKey), region, masked: maskPhone(e164), type: numberType(e164) };
     this.phoneCache.set(phoneNumber, s);
     return s;
   }
 
   /** Never rejects: every request gets exactly one reply. */
   async decide(req: Request, role: Role, socketIp: string): Promise<Reply> {
-    const { engine, ipLimiter, metrics } = this.opts;
     const id = req.id;
     try {
       let s;
@@ -49,32 +59,74 @@ export class Decider {
         if (err instanceof InvalidPhoneNumberError) return errorReply('invalid_phone_number', err.message, id);
         throw err;
       }
-      if (req.type === 'rate_limit_check') {
-        const d = await engine.check(s);
-        metrics.decisions.inc({ kind: 'check', result: d.allowed ? 'allowed' : 'denied', reason: d.allowed ? '' : 'phone', source: d.metricSource });
-        return decisionReply(id, s.e164, s.region, d);
-      }
-      if (role === 'browser') return errorReply('forbidden', 'browser clients may only check; consume needs a token', id);
+      const consume = req.type === 'rate_limit_consume';
+      if (consume && role === 'browser') return errorReply('forbidden', 'browser clients may only check; consume needs a token', id);
       // Only a token-holding service may speak for the end user's address.
-      const ip = role === 'service' && req.ip ? req.ip : socketIp;
-      const slot = ipLimiter.reserve(ip);
-      if (!slot.decision.allowed) {
-        metrics.decisions.inc({ kind: 'consume', result: 'denied', reason: 'ip', source: 'memory' });
-        return decisionReply(id, s.e164, s.region, { ...slot.decision, source: engine.mode }, 'ip_rate_limit_exceeded');
-      }
-      let d: PhoneDecision;
-      try {
-        d = await engine.consume(s);
-      } catch (err) {
-        ipLimiter.refund(ip, slot.atMs);
-        throw err;
-      }
-      if (!d.allowed) ipLimiter.refund(ip, slot.atMs);
-      metrics.decisions.inc({ kind: 'consume', result: d.allowed ? 'allowed' : 'denied', reason: d.allowed ? '' : 'phone', source: d.metricSource });
-      return decisionReply(id, s.e164, s.region, d, d.allowed ? undefined : 'phone_rate_limit_exceeded');
+      const v = consume ? await this.consume(s, role === 'service' && req.ip ? req.ip : socketIp) : await this.check(s);
+      this.count(consume, v);
+      // Aggregate counts (prefix, country, global) are not for browsers: they see the number's own.
+      const shown = role === 'browser' && v.reason !== null && AGGREGATE_REASONS.has(v.reason) ? { ...v, limit: v.own.limit, used: v.own.used, remaining: v.own.remaining } : v;
+      return decisionReply(id, s.e164, s.region, shown, consume);
     } catch (err) {
       this.opts.logger.error({ err: (err as Error).message }, 'request failed');
       return errorReply('internal_error', 'the request could not be decided; retry', id);
     }
+  }
+
+  /**
+   * The lists, then the destination: a denial decided here, or whether the number is on the
+   * allow list (exempt from every rule and destination control, still counted).
+   */
+  private listsAndDestination(s: PhoneSubject): Verdict | boolean {
+    const { engine, policies } = this.opts;
+    const now = engine.dbNow();
+    const local = { source: engine.mode, metricSource: 'local' } as const;
+    const match = policies.lists.lookup(s.hash, s.e164, now);
+    if (match?.kind === 'block') return earlyDenial('number_blocked', LIST_BLOCK_RULE, blockView(match.entry.expiresAtMs, now), local);
+    if (match?.kind === 'allow') return true;
+    const dest = destinationDenial(policies.current.policy, s.region, s.type);
+    if (dest) return earlyDenial('destination_blocked', dest.rule, blockView(null, now), local);
+    return false;
+  }
+
+  private async check(s: PhoneSubject): Promise<Verdict> {
+    const early = this.listsAndDestination(s);
+    if (typeof early !== 'boolean') return early;
+    return this.opts.engine.check(s, early);
+  }
+
+  private async consume(s: PhoneSubject, ip: string): Promise<Verdict> {
+    const { engine, ipRules } = this.opts;
+    const early = this.listsAndDestination(s);
+    if (typeof early !== 'boolean') {
+      engine.recordDenial(s);
+      return early;
+    }
+    const slot = ipRules.reserve(ip, early);
+    if (slot.denied) {
+      engine.recordDenial(s);
+      const d = slot.denied.decision;
+      const view = { limit: d.limit, used: d.used, remaining: d.remaining, resetTime: d.resetTime, retryAfterMs: d.retryAfterMs };
+      return { ...earlyDenial('ip_rate_limit_exceeded', slot.denied.rule, view, { source: engine.mode, metricSource: 'local' }), shadow: slot.shadow };
+    }
+    let v: Verdict;
+    try {
+      v = await engine.consume(s, early);
+    } catch (err) {
+      slot.refund();
+      throw err;
+    }
+    // A denied consume spends nothing anywhere, the ip rules included.
+    if (!v.allowed) slot.refund();
+    return slot.shadow.length > 0 ? { ...v, shadow: [...slot.shadow, ...v.shadow] } : v;
+  }
+
+  private count(consume: boolean, v: Verdict): void {
+    const { metrics, tally } = this.opts;
+    const kind = consume ? 'consume' : 'check';
+    metrics.decisions.inc({ kind, result: v.allowed ? 'allowed' : 'denied', reason: v.reason ?? '', rule: v.rule ?? '', source: v.metricSource });
+    if (!consume) return;
+    tally.consume(v.reason, v.shadow);
+    for (const rule of v.shadow) metrics.shadowDenials.inc({ rule });
   }
 }

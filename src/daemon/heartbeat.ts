@@ -1,6 +1,7 @@
 // Publishes this instance's heartbeat row for `ratelimit top`. Nothing here may hurt serving:
 // a failed write is reported and retried on the next tick, and timers never keep the process up.
 import type { Pool } from '../db/pool.js';
+import type { DecisionCounters } from './counters.js';
 import { deleteStaleInstances, upsertHeartbeat } from '../db/fleet.js';
 
 export interface InstanceSnapshot {
@@ -10,6 +11,10 @@ export interface InstanceSnapshot {
   deniedTotal: number;
   fallback: boolean;
   dbLatencyMs: number | null;
+  /** Cumulative consumes by outcome, every denial reason included (p3 writes them). */
+  counters?: DecisionCounters;
+  /** The policy version in force (0 = the default policy). */
+  policyVersion?: number;
 }
 
 export interface InstanceIdentity {

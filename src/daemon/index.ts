@@ -101,12 +101,16 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
     engine: { beforeRecovery: ensureMigrated },
   });
   if (startError) daemon.engine.startInMemory(startError);
+  // Decide with the applied policy from the first request on, unless the database is down: then
+  // the default one, said in the log, until the policy can be read.
+  await daemon.policies.start(!startError);
 
   let address;
   try {
     address = await daemon.listen();
   } catch (err) {
     await daemon.engine.stop();
+    daemon.policies.stop();
     await db.close();
     throw new RateLimitError('invalid_config', `cannot listen on ${config.host}:${config.port}: ${(err as Error).message}`, { cause: err });
   }
@@ -114,13 +118,18 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
     pool: db.pool,
     intervalMs: config.heartbeatIntervalMs,
     identity: { instanceId, host, flyRegion: config.flyRegion, version, pid: process.pid, startedAt: new Date() },
-    snapshot: () => ({
-      connections: daemon.connectionCount,
-      allowedTotal: daemon.engine.allowedTotal,
-      deniedTotal: daemon.engine.deniedTotal,
-      fallback: daemon.engine.mode === 'memory',
-      dbLatencyMs: daemon.engine.dbLatencyMs,
-    }),
+    snapshot: () => {
+      const counters = daemon.decisionCounters();
+      return {
+        connections: daemon.connectionCount,
+        allowedTotal: counters.allowed,
+        deniedTotal: counters.denied,
+        fallback: daemon.engine.mode === 'memory',
+        dbLatencyMs: daemon.engine.dbLatencyMs,
+        counters,
+        policyVersion: daemon.policyVersion,
+      };
+    },
     onError: (err) => logger.warn({ err: err.message }, 'heartbeat not written'),
   });
 

@@ -2,8 +2,11 @@ import client from 'prom-client';
 
 export type DecisionKind = 'check' | 'consume';
 export type DecisionResult = 'allowed' | 'denied';
-/** `cache`: denied from this instance's memory of a number known to be at its limit. */
-export type MetricSource = 'database' | 'memory' | 'cache';
+/**
+ * `cache`: denied from this instance's memory of a number known to be denied by its own rules.
+ * `local`: decided by this instance before the database (block list, destinations, ip rules).
+ */
+export type MetricSource = 'database' | 'memory' | 'cache' | 'local';
 
 /** One registry per daemon, so two daemons in one process (tests) do not collide. */
 export function createMetrics() {
@@ -11,8 +14,19 @@ export function createMetrics() {
   client.collectDefaultMetrics({ register: registry });
   const decisions = new client.Counter({
     name: 'ratelimit_decisions_total',
-    help: 'Rate-limit decisions, by kind (check|consume), result, reason and source',
-    labelNames: ['kind', 'result', 'reason', 'source'] as const,
+    help: 'Rate-limit decisions, by kind (check|consume), result, reason, rule and source (reason and rule empty when allowed)',
+    labelNames: ['kind', 'result', 'reason', 'rule', 'source'] as const,
+    registers: [registry],
+  });
+  const shadowDenials = new client.Counter({
+    name: 'ratelimit_shadow_denials_total',
+    help: 'Consumes a shadow rule would have denied, by rule id',
+    labelNames: ['rule'] as const,
+    registers: [registry],
+  });
+  const policyVersion = new client.Gauge({
+    name: 'ratelimit_policy_version',
+    help: 'Version of the policy in force (0: the default policy built from RATE_LIMIT_*)',
     registers: [registry],
   });
   const errors = new client.Counter({
@@ -56,7 +70,7 @@ export function createMetrics() {
     buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
     registers: [registry],
   });
-  return { registry, decisions, errors, fallbackActive, fallbackTransitions, pendingWrites, connections, dbLatency, batchSize };
+  return { registry, decisions, shadowDenials, policyVersion, errors, fallbackActive, fallbackTransitions, pendingWrites, connections, dbLatency, batchSize };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

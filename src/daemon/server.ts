@@ -8,17 +8,19 @@ import type { Logger } from 'pino';
 import type { Config } from '../core/config.js';
 import type { Pool } from '../db/pool.js';
 import { Authenticator } from './auth.js';
+import { DecisionTally, type DecisionCounters } from './counters.js';
 import { Decider } from './decide.js';
 import { DecisionEngine, type EngineOptions } from './engine/engine.js';
-import { IpLimiter } from './limits.js';
+import { IpRules } from './ip-rules.js';
 import { createMetrics, type Metrics } from './metrics.js';
+import { PolicySource } from './policy-source.js';
 import { HttpTransport, type Health } from './transport/http.js';
 import { WsTransport } from './transport/ws.js';
 
 export interface DaemonOptions {
   config: Config;
   pool: Pool;
-  /** For the reset listener (LISTEN/NOTIFY). */
+  /** For the notification listener (resets, policy and list changes: LISTEN/NOTIFY). */
   databaseUrl: string;
   phoneKey: string;
   logger: Logger;
@@ -26,11 +28,16 @@ export interface DaemonOptions {
   /** Overrides for tests and benchmarks. */
   engine?: Partial<Pick<EngineOptions, 'maxBatch' | 'maxInFlight' | 'probeInitialDelayMs' | 'probeMaxDelayMs' | 'beforeRecovery'>>;
   pingIntervalMs?: number;
+  /** How often the policy and lists are polled for changes (NOTIFY usually comes first). */
+  policyPollIntervalMs?: number;
 }
 
 export class Daemon {
   readonly metrics: Metrics;
   readonly engine: DecisionEngine;
+  /** The policy and the block/allow lists in force; index.ts starts it. */
+  readonly policies: PolicySource;
+  private readonly tally = new DecisionTally();
   private readonly http: Server;
   private readonly httpTransport: HttpTransport;
   private readonly ws: WsTransport;
@@ -41,17 +48,35 @@ export class Daemon {
   constructor(private readonly opts: DaemonOptions) {
     const { config, logger } = opts;
     this.metrics = createMetrics();
+    const ipRules = new IpRules();
+    ipRules.update(config.defaultPolicy.ip);
+    this.policies = new PolicySource({
+      pool: opts.pool,
+      logger,
+      defaultPolicy: config.defaultPolicy,
+      defaultPolicySources: config.defaultPolicySources,
+      pollIntervalMs: opts.policyPollIntervalMs,
+      onChange: (what, active) => {
+        // Cached denials were decided under the old policy or lists.
+        this.engine.policyChanged();
+        if (what !== 'policy') return;
+        ipRules.update(active.policy.ip);
+        this.metrics.policyVersion.set(active.version);
+      },
+    });
+    this.metrics.policyVersion.set(0);
     this.engine = new DecisionEngine({
       pool: opts.pool,
       url: opts.databaseUrl,
-      policy: config.phonePolicy,
+      policies: this.policies,
       logger,
       metrics: this.metrics,
       denyCache: config.denyCache,
+      onAnnouncedChange: () => this.policies.poke(),
       ...opts.engine,
     });
     const auth = new Authenticator(config.apiTokens, config.allowedOrigins);
-    const decider = new Decider({ engine: this.engine, ipLimiter: new IpLimiter(config.ipPolicy), metrics: this.metrics, logger, phoneKey: opts.phoneKey });
+    const decider = new Decider({ engine: this.engine, policies: this.policies, ipRules, metrics: this.metrics, tally: this.tally, logger, phoneKey: opts.phoneKey });
     const isShuttingDown = () => this.shutdownPromise !== undefined;
     this.httpTransport = new HttpTransport({ config, auth, decider, metrics: this.metrics, logger, health: () => this.health(), isShuttingDown });
     this.ws = new WsTransport({ config, auth, decider, metrics: this.metrics, logger, pingIntervalMs: opts.pingIntervalMs, isShuttingDown });
@@ -61,6 +86,16 @@ export class Daemon {
       s.on('close', () => this.sockets.delete(s));
     });
     this.http.on('upgrade', (req, socket, head) => this.ws.onUpgrade(req, socket, head));
+  }
+
+  /** Every consume decided since start, by outcome (for the heartbeat). */
+  decisionCounters(): DecisionCounters {
+    return this.tally.snapshot();
+  }
+
+  /** The version of the policy in force (0: the RATE_LIMIT_* default). */
+  get policyVersion(): number {
+    return this.policies.current.version;
   }
 
   get connectionCount(): number {
@@ -108,6 +143,7 @@ export class Daemon {
       this.http.closeIdleConnections();
       const unwritten = await this.engine.drain(drainUntilMs);
       await this.engine.stop();
+      this.policies.stop();
       // Sockets that never finished their close handshake.
       this.ws.terminate();
       for (const s of this.sockets) s.destroy();
@@ -122,6 +158,7 @@ export class Daemon {
     this.ws.terminate();
     for (const s of this.sockets) s.destroy();
     this.http.close();
+    this.policies.stop();
     void this.engine.stop();
   }
 }

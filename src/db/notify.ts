@@ -1,27 +1,30 @@
 import pg from 'pg';
-import { RESET_CHANNEL } from './queries.js';
 
-export interface ResetListener {
+export interface Listener {
   close(): Promise<void>;
 }
 
 /**
- * Keeps one connection LISTENing for resets made anywhere (CLI, `top`, another daemon). Every
- * (re)connection calls `onReconnect`, because resets announced while it was down were missed.
+ * Keeps one connection LISTENing on several channels (resets, policy and list changes, made
+ * anywhere: CLI, `top`, another daemon): one connection per daemon whatever the number of
+ * channels. Every (re)connection calls `onReconnect`, because what was announced while it was
+ * down was missed.
  */
-export function listenForResets(opts: {
+export function listen(opts: {
   url: string;
-  onReset: (hash: string) => void;
+  /** Channel name -> handler of its payloads. Names are fixed identifiers of this code base. */
+  channels: Readonly<Record<string, (payload: string) => void>>;
   onReconnect: () => void;
   onError: (err: Error) => void;
   retryDelayMs?: number;
-}): ResetListener {
+}): Listener {
   let closed = false;
   // Report a lost connection once, not at every retry of an outage.
   let failing = false;
   let client: pg.Client | undefined;
   let timer: NodeJS.Timeout | undefined;
   const retryMs = opts.retryDelayMs ?? 2_000;
+  const names = Object.keys(opts.channels);
 
   const connect = async () => {
     if (closed) return;
@@ -38,13 +41,14 @@ export function listenForResets(opts: {
       timer.unref();
     };
     c.on('error', retry);
-    c.on('end', () => retry(new Error('reset listener connection ended')));
+    c.on('end', () => retry(new Error('listener connection ended')));
     c.on('notification', (msg) => {
-      if (msg.channel === RESET_CHANNEL && msg.payload) opts.onReset(msg.payload);
+      const handler = opts.channels[msg.channel];
+      if (handler) handler(msg.payload ?? '');
     });
     try {
       await c.connect();
-      await c.query(`LISTEN ${RESET_CHANNEL}`);
+      for (const name of names) await c.query(`LISTEN ${pg.escapeIdentifier(name)}`);
       failing = false;
       opts.onReconnect();
     } catch (err) {

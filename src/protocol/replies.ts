@@ -1,7 +1,6 @@
 // Building and recognising replies: the daemon builds them, the client recognises them, so both
 // use this one file. Zod-free on purpose (the client imports it); request validation is schema.ts.
 
-import type { Decision } from '../core/policy.js';
 import { PROTOCOL_ERRORS, type ProtocolErrorCode } from './errors.js';
 import type { DecisionSource, DenyReason, ErrorReply, ExceededReply, Reply, RequestId, StatusReply } from './wire.js';
 
@@ -9,46 +8,71 @@ export function errorReply(code: ProtocolErrorCode, message: string, reqId?: Req
   return { type: 'error', ...(reqId !== undefined ? { id: reqId } : {}), code, message };
 }
 
+/** A decision as the reply reports it (the daemon's verdict, already chosen for the client's role). */
+export interface DecisionView {
+  allowed: boolean;
+  limit: number;
+  used: number;
+  remaining: number;
+  resetTime: number | null;
+  retryAfterMs: number | null;
+  reason: DenyReason | null;
+  rule: string | null;
+  shadow: readonly string[];
+  source: DecisionSource;
+}
+
 /**
  * The reply for a decision: `rate_limit_status` for a check or an allowed consume,
- * `rate_limit_exceeded` (with the limit that denied) for a denied consume.
+ * `rate_limit_exceeded` (with the reason and rule that denied) for a denied consume (`consume`
+ * true). A check that would be denied carries `reason` and `rule` too; `shadow` only when a
+ * shadow rule would have denied.
  */
 export function decisionReply(
   id: RequestId | undefined,
   e164: string,
   region: string | undefined,
-  d: Decision & { source: DecisionSource },
-  denied?: DenyReason,
+  d: DecisionView,
+  consume: boolean,
 ): StatusReply | ExceededReply {
   // Literal objects of one fixed shape each: this runs for every decision, and spreading
   // optional parts into it showed up in profiles.
-  const reply: StatusReply | ExceededReply = denied
-    ? {
-        type: 'rate_limit_exceeded',
-        id,
-        phoneNumber: e164,
-        reason: denied,
-        limit: d.limit,
-        used: d.used,
-        remaining: d.remaining,
-        resetTime: d.resetTime,
-        retryAfterMs: d.retryAfterMs,
-        region: region ?? null,
-        source: d.source,
-      }
-    : {
-        type: 'rate_limit_status',
-        id,
-        phoneNumber: e164,
-        allowed: d.allowed,
-        limit: d.limit,
-        used: d.used,
-        remaining: d.remaining,
-        resetTime: d.resetTime,
-        retryAfterMs: d.retryAfterMs,
-        region: region ?? null,
-        source: d.source,
-      };
+  let reply: StatusReply | ExceededReply;
+  if (consume && !d.allowed) {
+    reply = {
+      type: 'rate_limit_exceeded',
+      id,
+      phoneNumber: e164,
+      reason: d.reason ?? 'phone_rate_limit_exceeded',
+      rule: d.rule ?? '',
+      limit: d.limit,
+      used: d.used,
+      remaining: d.remaining,
+      resetTime: d.resetTime,
+      retryAfterMs: d.retryAfterMs,
+      region: region ?? null,
+      source: d.source,
+    };
+  } else {
+    reply = {
+      type: 'rate_limit_status',
+      id,
+      phoneNumber: e164,
+      allowed: d.allowed,
+      limit: d.limit,
+      used: d.used,
+      remaining: d.remaining,
+      resetTime: d.resetTime,
+      retryAfterMs: d.retryAfterMs,
+      region: region ?? null,
+      source: d.source,
+    };
+    if (!d.allowed) {
+      reply.reason = d.reason ?? 'phone_rate_limit_exceeded';
+      reply.rule = d.rule ?? '';
+    }
+  }
+  if (d.shadow.length > 0) reply.shadow = [...d.shadow];
   // JSON.stringify leaves out an undefined id, as the contract wants for requests without one.
   return reply;
 }
@@ -62,19 +86,19 @@ export function httpStatus(reply: Reply): number {
 
 /**
  * Whether a decoded reply has the fields every daemon version sends with a decision. A tolerant
- * reader: `region` and, on denials, `used` may be missing (older daemons and plain HTTP bodies
+ * reader: `region` and, on denials, `used` and `rule` may be missing (older daemons and plain HTTP bodies
  * leave them out), and `source`/`reason` are not checked against today's lists, so a newer
  * daemon adding a value does not break an older client.
  */
 export function isDecisionReply(
   value: Record<string, unknown>,
-): value is Record<string, unknown> & (Omit<StatusReply, 'region'> | Omit<ExceededReply, 'region' | 'used'>) {
+): value is Record<string, unknown> & (Omit<StatusReply, 'region'> | Omit<ExceededReply, 'region' | 'used' | 'rule'>) {
   const common =
     typeof value.phoneNumber === 'string' &&
     typeof value.limit === 'number' &&
     typeof value.remaining === 'number' &&
-    typeof value.resetTime === 'number' &&
-    typeof value.retryAfterMs === 'number' &&
+    (typeof value.resetTime === 'number' || value.resetTime === null) &&
+    (typeof value.retryAfterMs === 'number' || value.retryAfterMs === null) &&
     typeof value.source === 'string';
   if (!common) return false;
   if (value.type === 'rate_limit_status') return typeof value.allowed === 'boolean' && typeof value.used === 'number';

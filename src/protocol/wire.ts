@@ -9,8 +9,16 @@ export type RequestId = string | number;
 export const REQUEST_TYPES = ['rate_limit_check', 'rate_limit_consume'] as const;
 export type RequestType = (typeof REQUEST_TYPES)[number];
 
-/** Why a consume was denied. */
-export const DENY_REASONS = ['phone_rate_limit_exceeded', 'ip_rate_limit_exceeded'] as const;
+/** Why a consume was (or, for a check, would be) denied (PROTOCOL.md *WebSocket*). */
+export const DENY_REASONS = [
+  'phone_rate_limit_exceeded',
+  'prefix_rate_limit_exceeded',
+  'country_rate_limit_exceeded',
+  'global_rate_limit_exceeded',
+  'ip_rate_limit_exceeded',
+  'number_blocked',
+  'destination_blocked',
+] as const;
 export type DenyReason = (typeof DENY_REASONS)[number];
 
 /** Who decided: PostgreSQL, or this instance's memory while the database is unreachable. */
@@ -43,11 +51,17 @@ export interface StatusReply {
   limit: number;
   used: number;
   remaining: number;
-  /** ms since epoch. */
-  resetTime: number;
-  retryAfterMs: number;
+  /** ms since epoch; null for a block or destination denial without an end. */
+  resetTime: number | null;
+  /** 0 when allowed; null for a block or destination denial without an end. */
+  retryAfterMs: number | null;
   region: string | null;
   source: DecisionSource;
+  /** Only when `allowed` is false: why a consume now would be denied, and by which rule. */
+  reason?: DenyReason;
+  rule?: string;
+  /** Only when non-empty: shadow rules that would have denied. */
+  shadow?: string[];
 }
 
 export interface ExceededReply {
@@ -55,14 +69,18 @@ export interface ExceededReply {
   id?: RequestId | undefined;
   phoneNumber: string;
   reason: DenyReason;
+  /** The id of the rule that denied (`number:1h`, `global:1d`, `list:block`, ...). */
+  rule: string;
   limit: number;
   used: number;
   remaining: number;
-  /** ms since epoch. */
-  resetTime: number;
-  retryAfterMs: number;
+  /** ms since epoch; null for a block or destination denial without an end. */
+  resetTime: number | null;
+  retryAfterMs: number | null;
   region: string | null;
   source: DecisionSource;
+  /** Only when non-empty: shadow rules that would have denied. */
+  shadow?: string[];
 }
 
 export interface ErrorReply {

@@ -1,51 +1,79 @@
-// Numbers known to be at their limit, denied without asking the database until their reset
-// time. Separate from the engine because its correctness rests on one rule of its own: it is
-// trusted only while reset notifications are being heard (the engine clears it otherwise).
+// Numbers known to be denied by their own rules (a number rule, or block_after), denied without
+// asking the database until their reset time. Separate from the engine because its correctness
+// rests on rules of its own: it is trusted only while reset and change notifications are being
+// heard, and it is cleared on every policy or list change and on resets (the engine does that);
+// the list lookup runs before it, so an allowlisted or newly unlisted number never reaches it.
+//
+// With block_after in the policy, number-rule denials are NOT cached: block_after counts the
+// denials the database decides, and a cached denial never reaches ratelimit_decide.
 
-import { evaluate, type Decision, type Policy } from '../../core/policy.js';
+import { evaluate, type Decision } from '../../core/policy.js';
+import { BLOCK_AFTER_RULE, type DecisionPolicy } from '../../core/policy/decide.js';
 import { LruMap } from '../lru-map.js';
+import type { Verdict } from './verdict.js';
+
+interface Entry {
+  untilMs: number;
+  /** block_after, rather than a number rule. */
+  blocked: boolean;
+}
 
 export class DenyCache {
-  private readonly deniedUntil: LruMap<string, number>;
+  private readonly entries: LruMap<string, Entry>;
 
-  constructor(
-    capacity: number,
-    private readonly policy: Policy,
-  ) {
-    this.deniedUntil = new LruMap(capacity);
+  constructor(capacity: number) {
+    this.entries = new LruMap(capacity);
   }
 
-  /** After the database decided: remembers until when this number's next call would be denied. */
-  note(hash: string, log: number[], atMs: number): void {
-    const next = evaluate(log, atMs, this.policy);
-    if (!next.allowed) this.deniedUntil.set(hash, next.resetTime);
+  /** After the database decided (not for allowlisted numbers): remembers whether its next call would be denied. */
+  note(hash: string, log: readonly number[], atMs: number, blockedUntil: number | null, policy: DecisionPolicy): void {
+    if (blockedUntil !== null && blockedUntil > atMs) {
+      this.entries.set(hash, { untilMs: blockedUntil, blocked: true });
+      return;
+    }
+    if (policy.blockAfter || !policy.number.enforcing) return;
+    const next = evaluate(log, atMs, policy.number.enforcing);
+    if (!next.allowed) this.entries.set(hash, { untilMs: next.resetTime, blocked: false });
   }
 
   /**
    * The denial the database would give now, or undefined when it must be asked. `logOf` is
-   * read only for cached numbers, so a miss does not touch the engine's log LRU order.
+   * read only for cached numbers, so a miss does not touch the engine's LRU order.
    */
-  lookup(hash: string, nowMs: number, logOf: (hash: string) => number[] | undefined): Decision | undefined {
-    const until = this.deniedUntil.get(hash);
-    if (until === undefined) return undefined;
-    if (nowMs >= until) {
-      this.deniedUntil.delete(hash);
+  lookup(hash: string, nowMs: number, policy: DecisionPolicy, logOf: (hash: string) => readonly number[] | undefined): Omit<Verdict, 'source' | 'metricSource'> | undefined {
+    const e = this.entries.get(hash);
+    if (e === undefined) return undefined;
+    if (nowMs >= e.untilMs) {
+      this.entries.delete(hash);
       return undefined;
     }
-    const d = evaluate(logOf(hash) ?? [], nowMs, this.policy);
-    if (d.allowed) {
+    const log = logOf(hash) ?? [];
+    const view = policy.number.view ? evaluate(log, nowMs, policy.number.view) : undefined;
+    if (e.blocked) {
+      const own = ownView(view, nowMs);
+      return { allowed: false, reason: 'number_blocked', rule: BLOCK_AFTER_RULE, shadow: [], own, ...own, remaining: 0, resetTime: e.untilMs, retryAfterMs: e.untilMs - nowMs };
+    }
+    const d = policy.number.enforcing ? evaluate(log, nowMs, policy.number.enforcing) : undefined;
+    if (!d || d.allowed) {
       // The log fell out of memory: do not guess, ask the database.
-      this.deniedUntil.delete(hash);
+      this.entries.delete(hash);
       return undefined;
     }
-    return d;
+    const own = ownView(d, nowMs);
+    return { allowed: false, reason: 'phone_rate_limit_exceeded', rule: d.ruleId, shadow: [], own, ...own };
   }
 
   forget(hash: string): void {
-    this.deniedUntil.delete(hash);
+    this.entries.delete(hash);
   }
 
   clear(): void {
-    this.deniedUntil.clear();
+    this.entries.clear();
   }
+}
+
+function ownView(d: Decision | undefined, nowMs: number) {
+  return d
+    ? { limit: d.limit, used: d.used, remaining: d.remaining, resetTime: d.resetTime, retryAfterMs: d.retryAfterMs }
+    : { limit: 0, used: 0, remaining: 0, resetTime: nowMs, retryAfterMs: 0 };
 }

@@ -1,49 +1,50 @@
 // Decides for phone numbers by composing the parts in this folder: the batchers in front of
-// PostgreSQL, the deny cache, the write-behind queue and the database/memory fallback. Its
-// state is private; the daemon reads it through getters and changes it only through methods.
+// PostgreSQL, the deny cache, the memory of numbers and counters, the write-behind queue and the
+// database/memory fallback. Every decision runs the whole policy in force (number rules,
+// block_after, prefix, country, global) at once; lists, destinations and ip are the Decider's.
+// Its state is private; the daemon reads it through getters and changes it only through methods.
 
 import type { Logger } from 'pino';
 import { performance } from 'node:perf_hooks';
 import type { Pool } from '../../db/pool.js';
-import { consumeBatch, peekLogs, type ConsumeOutcome, type ConsumeRequest } from '../../db/queries.js';
+import { decideBatch, peekState, type DecideOutcome, type DecideRequest } from '../../db/decisions.js';
 import { isConnectionError } from '../../db/errors.js';
-import { listenForResets, type ResetListener } from '../../db/notify.js';
-import { consume as consumeLog, evaluate, type Decision, type Policy } from '../../core/policy.js';
+import { listen, type Listener } from '../../db/notify.js';
+import { CHANGES_CHANNEL } from '../../db/policies.js';
+import { RESET_CHANNEL } from '../../db/queries.js';
+import { EMPTY_BUCKETS } from '../../core/policy/aggregate.js';
+import { counterMapKey, applicableCounters } from '../../core/policy/counters.js';
+import { decideCheck, EMPTY_NUMBER, type DecideInput, type NumberState } from '../../core/policy/decide.js';
+import type { AggregateCounter, Buckets } from '../../core/policy/types.js';
 import { hashPrefix } from '../../core/phone.js';
-import { LruMap } from '../lru-map.js';
-import type { Metrics, MetricSource } from '../metrics.js';
+import type { Metrics } from '../metrics.js';
+import type { ActivePolicy } from '../policy-source.js';
 import { Batcher } from './batcher.js';
 import { DenyCache } from './deny-cache.js';
 import { Fallback, type EngineMode } from './fallback.js';
+import { MemoryState } from './memory.js';
+import { fromOutcome, verdictOf, type PhoneSubject, type Verdict } from './verdict.js';
 import { WriteBehind } from './write-behind.js';
 
-export type { EngineMode };
-
-export interface PhoneSubject {
-  hash: string;
-  region: string | undefined;
-  masked: string;
-}
-
-export interface PhoneDecision extends Decision {
-  /** What the reply says: `database`, or `memory` while the database is unreachable. */
-  source: 'database' | 'memory';
-  /** Finer, for metrics: `cache` when a number known to be at its limit was denied locally. */
-  metricSource: MetricSource;
-}
+export type { EngineMode, PhoneSubject, Verdict };
 
 export interface EngineOptions {
   pool: Pool;
-  /** For the LISTEN connection; omit to disable reset notifications (and the deny cache). */
+  /** For the LISTEN connection; omit to disable reset and change notifications (and the deny cache). */
   url?: string;
-  policy: Policy;
+  /** The policy in force, read at each decision (PolicySource, or a fixed one in tests). */
+  policies: { readonly current: ActivePolicy };
   logger: Logger;
   metrics: Metrics;
   denyCache: boolean;
+  /** A policy or list change was announced (NOTIFY), or the listener reconnected and may have missed one. */
+  onAnnouncedChange?: () => void;
   maxBatch?: number;
   maxInFlight?: number;
-  /** Numbers whose last-known logs are kept for the fallback and the deny cache. */
+  /** Numbers whose last-known state is kept for the fallback and the deny cache. */
   memoryKeys?: number;
+  /** Aggregate counters (rule, key) kept in memory for the fallback. */
+  memoryCounters?: number;
   /** Decisions made from memory awaiting their write; beyond this the oldest are dropped (and logged). */
   maxPendingWrites?: number;
   probeInitialDelayMs?: number;
@@ -54,43 +55,42 @@ export interface EngineOptions {
 }
 
 const DEFAULT_MEMORY_KEYS = 200_000;
+const DEFAULT_MEMORY_COUNTERS = 50_000;
 const DEFAULT_MAX_PENDING_WRITES = 1_000_000;
 
-interface PeekResult {
-  nowMs: number;
-  log: number[];
+interface CheckRequest {
+  hash: string;
+  counters: readonly AggregateCounter[];
 }
 
 /**
  * In `database` mode every decision is made by PostgreSQL (group committed); when the database
- * stops answering it switches to `memory` mode, deciding from the logs it last saw and queueing
+ * stops answering it switches to `memory` mode, deciding from the state it last saw and queueing
  * what it decided, probes with backoff, replays the queue once the database is back, and only
  * then returns to `database` mode.
  */
 export class DecisionEngine {
-  private allowed = 0;
-  private denied = 0;
   private latencyMs: number | null = null;
   private clockOffsetMs = 0;
   private stopped = false;
 
-  private readonly logs: LruMap<string, number[]>;
-  /** Only while reset notifications can be heard: without them a cached denial could outlive a reset. */
+  private readonly memory: MemoryState;
+  /** Only while notifications can be heard: without them a cached denial could outlive a reset. */
   private readonly denyCache: DenyCache | undefined;
   private readonly writes: WriteBehind;
   private readonly fallback: Fallback;
-  private readonly consumer: Batcher<ConsumeRequest, ConsumeOutcome>;
-  private readonly peeker: Batcher<string, PeekResult>;
+  private readonly consumer: Batcher<DecideRequest, { out: DecideOutcome; policy: ActivePolicy }>;
+  private readonly peeker: Batcher<CheckRequest, { nowMs: number; state: { number: NumberState; buckets: Buckets[] } }>;
   private readonly flushTimer: NodeJS.Timeout;
-  private readonly listener: ResetListener | undefined;
+  private readonly listener: Listener | undefined;
 
   constructor(private readonly opts: EngineOptions) {
     const memoryKeys = opts.memoryKeys ?? DEFAULT_MEMORY_KEYS;
-    this.logs = new LruMap(memoryKeys);
+    this.memory = new MemoryState(memoryKeys, opts.memoryCounters ?? DEFAULT_MEMORY_COUNTERS);
     const timed = <T>(op: string, size: number, fn: () => Promise<T>) => this.timed(op, size, fn);
     this.writes = new WriteBehind({
       pool: opts.pool,
-      policy: opts.policy,
+      policy: () => opts.policies.current.decision,
       logger: opts.logger,
       metrics: opts.metrics,
       maxPendingWrites: opts.maxPendingWrites ?? DEFAULT_MAX_PENDING_WRITES,
@@ -111,25 +111,41 @@ export class DecisionEngine {
       },
     });
     const batch = { maxBatch: opts.maxBatch ?? 256, maxInFlight: opts.maxInFlight ?? 2 };
-    this.consumer = new Batcher((reqs) => this.timed('consume', reqs.length, () => consumeBatch(opts.pool, reqs, opts.policy)), {
-      ...batch,
+    this.consumer = new Batcher(
+      async (reqs) => {
+        // One policy for the whole statement, the one its replies are then read with.
+        const policy = opts.policies.current;
+        const outs = await this.timed('consume', reqs.length, () => decideBatch(opts.pool, reqs, policy.decision));
+        return outs.map((out) => ({ out, policy }));
+      },
       // One number's consumes are decided in the order they arrived.
-      keyOf: (r) => r.hash,
-    });
-    this.peeker = new Batcher(async (hashes) => {
-      const unique = [...new Set(hashes)];
-      const peek = await this.timed('check', unique.length, () => peekLogs(opts.pool, unique));
-      return hashes.map((h) => ({ nowMs: peek.nowMs, log: peek.logs.get(h) ?? [] }));
+      { ...batch, keyOf: (r) => r.hash },
+    );
+    this.peeker = new Batcher(async (reqs) => {
+      const hashes = [...new Set(reqs.map((r) => r.hash))];
+      const counters = new Map<string, AggregateCounter>();
+      for (const r of reqs) for (const c of r.counters) counters.set(counterMapKey(c.rule.id, c.key), c);
+      const peek = await this.timed('check', hashes.length, () => peekState(opts.pool, hashes, [...counters.values()]));
+      return reqs.map((r) => ({
+        nowMs: peek.nowMs,
+        state: {
+          number: peek.numbers.get(r.hash) ?? EMPTY_NUMBER,
+          buckets: r.counters.map((c) => peek.counters.get(counterMapKey(c.rule.id, c.key)) ?? EMPTY_BUCKETS),
+        },
+      }));
     }, batch);
-    if (opts.url && opts.denyCache) {
-      const denyCache = new DenyCache(memoryKeys, opts.policy);
-      this.denyCache = denyCache;
-      this.listener = listenForResets({
+    if (opts.url) {
+      if (opts.denyCache) this.denyCache = new DenyCache(memoryKeys);
+      const changed = () => {
+        this.denyCache?.clear();
+        opts.onAnnouncedChange?.();
+      };
+      this.listener = listen({
         url: opts.url,
-        onReset: (hash) => this.forget(hash),
-        // Resets announced while the listener was down were missed: trust nothing cached.
-        onReconnect: () => denyCache.clear(),
-        onError: (err) => opts.logger.warn({ err: err.message }, 'reset listener lost its connection; retrying'),
+        channels: { [RESET_CHANNEL]: (hash) => this.forget(hash), [CHANGES_CHANNEL]: changed },
+        // What was announced while the listener was down was missed: trust nothing cached.
+        onReconnect: changed,
+        onError: (err) => opts.logger.warn({ err: err.message }, 'notification listener lost its connection; retrying'),
       });
     }
     this.flushTimer = setInterval(() => void this.flushInBackground(), opts.flushIntervalMs ?? 1_000);
@@ -138,14 +154,6 @@ export class DecisionEngine {
 
   get mode(): EngineMode {
     return this.fallback.mode;
-  }
-
-  get allowedTotal(): number {
-    return this.allowed;
-  }
-
-  get deniedTotal(): number {
-    return this.denied;
   }
 
   /** Smoothed round-trip time of decision statements, for the heartbeat. */
@@ -167,48 +175,66 @@ export class DecisionEngine {
     return Date.now() + this.clockOffsetMs;
   }
 
-  async check(s: PhoneSubject): Promise<PhoneDecision> {
-    if (this.mode === 'memory') return this.fromMemory(s, false);
-    const cached = this.cachedDenial(s);
+  /** The policy or the lists changed: cached denials may no longer hold. */
+  policyChanged(): void {
+    this.denyCache?.clear();
+  }
+
+  /** What a consume now would do; changes nothing. */
+  async check(s: PhoneSubject, allowlisted = false): Promise<Verdict> {
+    const p = this.opts.policies.current;
+    const input = this.input(s, p, allowlisted);
+    if (this.mode === 'memory') return this.fromMemory(s, input, p, false);
+    const cached = allowlisted ? undefined : this.cachedDenial(s, p);
     if (cached) return cached;
     try {
-      const { nowMs, log } = await this.peeker.submit(s.hash);
-      this.learn(s.hash, log, nowMs);
-      return { ...evaluate(log, nowMs, this.opts.policy), source: 'database', metricSource: 'database' };
+      const { nowMs, state } = await this.peeker.submit({ hash: s.hash, counters: input.counters });
+      this.clockOffsetMs = nowMs - Date.now();
+      this.memory.learnNumber(s.hash, state.number);
+      input.counters.forEach((c, i) => this.memory.learnCounter(c, state.buckets[i]!));
+      return verdictOf(decideCheck(state, input, p.decision, nowMs), { source: 'database', metricSource: 'database' });
     } catch (err) {
       if (!isConnectionError(err)) throw err;
       this.fallback.enter(err);
-      return this.fromMemory(s, false);
+      return this.fromMemory(s, input, p, false);
     }
   }
 
-  async consume(s: PhoneSubject): Promise<PhoneDecision> {
-    if (this.mode === 'memory') return this.count(this.fromMemory(s, true));
-    const cached = this.cachedDenial(s);
+  /** One consume against every rule of the policy: allowed counts everywhere, a denial nowhere. */
+  async consume(s: PhoneSubject, allowlisted = false): Promise<Verdict> {
+    const p = this.opts.policies.current;
+    const input = this.input(s, p, allowlisted);
+    if (this.mode === 'memory') return this.fromMemory(s, input, p, true);
+    const cached = allowlisted ? undefined : this.cachedDenial(s, p);
     if (cached) {
       // The denial still belongs in the database's counts; it rides with the next flush.
-      this.writes.queue({ hash: s.hash, region: s.region, masked: s.masked, atMs: this.dbNow(), allowed: false });
-      return this.count(cached);
+      this.recordDenial(s);
+      return cached;
     }
     try {
-      const out = await this.consumer.submit({ hash: s.hash, region: s.region, masked: s.masked });
-      this.learn(s.hash, out.log, out.atMs);
-      const after = evaluate(out.log, out.atMs, this.opts.policy);
-      const decision: Decision = out.allowed ? { ...after, allowed: true, retryAfterMs: 0 } : after;
-      return this.count({ ...decision, source: 'database', metricSource: 'database' });
+      const { out, policy } = await this.consumer.submit({ hash: s.hash, region: s.region, masked: s.masked, allowlisted, counters: input.counters });
+      this.clockOffsetMs = out.atMs - Date.now();
+      this.memory.learnNumber(s.hash, { log: out.log, blockedUntil: out.blockedUntil, denials: [] });
+      if (!allowlisted) this.denyCache?.note(s.hash, out.log, out.atMs, out.blockedUntil, policy.decision);
+      return verdictOf(fromOutcome(out, input.counters, policy.decision), { source: 'database', metricSource: 'database' });
     } catch (err) {
       if (!isConnectionError(err)) throw err;
       // A statement that timed out may still have committed: answering from memory can then
       // count this call twice, never zero times.
       this.fallback.enter(err);
-      return this.count(this.fromMemory(s, true));
+      return this.fromMemory(s, input, p, true);
     }
+  }
+
+  /** A consume denied before the engine (list, destination, ip): counted as a denial of the number. */
+  recordDenial(s: PhoneSubject): void {
+    this.writes.queue({ hash: s.hash, region: s.region, masked: s.masked, atMs: this.dbNow(), allowed: false, counters: [] });
   }
 
   /** Drops what this process remembers of a number (after a reset anywhere). */
   forget(hash: string): void {
     this.denyCache?.forget(hash);
-    this.logs.delete(hash);
+    this.memory.forget(hash);
   }
 
   /**
@@ -229,10 +255,8 @@ export class DecisionEngine {
     await this.listener?.close();
   }
 
-  private count(d: PhoneDecision): PhoneDecision {
-    if (d.allowed) this.allowed++;
-    else this.denied++;
-    return d;
+  private input(s: PhoneSubject, p: ActivePolicy, allowlisted: boolean): DecideInput {
+    return { counters: applicableCounters(p.policy, s.e164, s.region), allowlisted };
   }
 
   private async timed<T>(op: string, size: number, fn: () => Promise<T>): Promise<T> {
@@ -247,31 +271,22 @@ export class DecisionEngine {
     }
   }
 
-  /** Remembers the newest log seen for a number, and whether its next call would be denied. */
-  private learn(hash: string, log: number[], atMs: number): void {
-    this.clockOffsetMs = atMs - Date.now();
-    const known = this.logs.get(hash);
-    if (!known || (log.at(-1) ?? 0) >= (known.at(-1) ?? 0)) this.logs.set(hash, log);
-    this.denyCache?.note(hash, log, atMs);
-  }
-
-  private cachedDenial(s: PhoneSubject): PhoneDecision | undefined {
-    const d = this.denyCache?.lookup(s.hash, this.dbNow(), (h) => this.logs.get(h));
+  private cachedDenial(s: PhoneSubject, p: ActivePolicy): Verdict | undefined {
+    const d = this.denyCache?.lookup(s.hash, this.dbNow(), p.decision, (h) => this.memory.log(h));
     return d ? { ...d, source: 'database', metricSource: 'cache' } : undefined;
   }
 
-  private fromMemory(s: PhoneSubject, spend: boolean): PhoneDecision {
+  private fromMemory(s: PhoneSubject, input: DecideInput, p: ActivePolicy, spend: boolean): Verdict {
     const now = this.dbNow();
-    const log = this.logs.get(s.hash) ?? [];
-    if (!spend) return { ...evaluate(log, now, this.opts.policy), source: 'memory', metricSource: 'memory' };
-    const r = consumeLog(log, now, this.opts.policy);
-    this.logs.set(s.hash, r.log);
-    this.writes.queue({ hash: s.hash, region: s.region, masked: s.masked, atMs: r.atMs, allowed: r.decision.allowed });
-    return { ...r.decision, source: 'memory', metricSource: 'memory' };
+    const source = { source: 'memory', metricSource: 'memory' } as const;
+    if (!spend) return verdictOf(this.memory.check(s.hash, input, p.decision, now), source);
+    const r = this.memory.consume(s.hash, input, p.decision, now);
+    this.writes.queue({ hash: s.hash, region: s.region, masked: s.masked, atMs: r.atMs, allowed: r.allowed, counters: input.counters });
+    return verdictOf(r, source);
   }
 
   private async flushInBackground(): Promise<void> {
-    // In memory mode the probe owns replay; here only cached denials ride along.
+    // In memory mode the probe owns replay; here only cached (and early) denials ride along.
     if (this.mode !== 'database' || this.writes.size === 0) return;
     try {
       await this.writes.flush();

@@ -3,14 +3,15 @@
 // machine: the queue has its own bound, ordering and drain-at-exit rules.
 
 import type { Logger } from 'pino';
-import type { Policy } from '../../core/policy.js';
+import type { DecisionPolicy } from '../../core/policy/decide.js';
+import { recordDecisions, type DecisionEvent } from '../../db/decisions.js';
 import type { Pool } from '../../db/pool.js';
-import { recordEvents, type RecordedEvent } from '../../db/queries.js';
 import type { Metrics } from '../metrics.js';
 
 export interface WriteBehindOptions {
   pool: Pool;
-  policy: Policy;
+  /** The policy in force when a chunk is written (its number rules size the stored logs). */
+  policy: () => DecisionPolicy;
   logger: Logger;
   metrics: Metrics;
   /** Beyond this the oldest are dropped (and logged). */
@@ -23,7 +24,7 @@ const REPLAY_CHUNK = 1_000;
 const DRAIN_RETRY_MS = 250;
 
 export class WriteBehind {
-  private pending: RecordedEvent[] = [];
+  private pending: DecisionEvent[] = [];
   private dropped = 0;
   private flushing: Promise<void> | undefined;
 
@@ -45,7 +46,7 @@ export class WriteBehind {
     return n;
   }
 
-  queue(e: RecordedEvent): void {
+  queue(e: DecisionEvent): void {
     this.pending.push(e);
     const max = this.opts.maxPendingWrites;
     if (this.pending.length > max) {
@@ -66,7 +67,7 @@ export class WriteBehind {
       try {
         while (this.pending.length > 0) {
           const chunk = this.pending.slice(0, REPLAY_CHUNK);
-          await this.opts.timed('record', chunk.length, () => recordEvents(this.opts.pool, chunk, this.opts.policy));
+          await this.opts.timed('record', chunk.length, () => recordDecisions(this.opts.pool, chunk, this.opts.policy()));
           this.pending.splice(0, chunk.length);
           this.opts.metrics.pendingWrites.set(this.pending.length);
         }

@@ -118,7 +118,9 @@ export class HttpTransport {
     const reply = parsed.ok ? await this.opts.decider.decide(parsed.request, auth.role, ip) : parsed.error;
     if (reply.type === 'error') metrics.errors.inc({ code: reply.code });
     const status = httpStatus(reply);
-    const headers = reply.type === 'rate_limit_exceeded' ? { 'Retry-After': String(Math.max(1, Math.ceil(reply.retryAfterMs / 1000))), ...cors } : cors;
+    // A block or destination denial without an end has no Retry-After to give.
+    const retryMs = reply.type === 'rate_limit_exceeded' ? reply.retryAfterMs : null;
+    const headers = retryMs !== null ? { 'Retry-After': String(Math.max(1, Math.ceil(retryMs / 1000))), ...cors } : cors;
     json(res, status, reply, headers);
   }
 }

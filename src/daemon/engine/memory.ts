@@ -1,0 +1,59 @@
+// What this instance remembers of numbers and aggregate counters, bounded: the numbers' state
+// as the database last showed it (for the deny cache and the fallback), and the counters'
+// buckets. While the database is unreachable the fallback decides from here with the same pure
+// model the SQL implements (decideConsume), so the same policy applies; the aggregates are then
+// per instance (what this instance saw plus what it allowed since).
+
+import { EMPTY_BUCKETS } from '../../core/policy/aggregate.js';
+import { counterMapKey } from '../../core/policy/counters.js';
+import { decideCheck, decideConsume, EMPTY_NUMBER, type DecideInput, type DecideResult, type DecisionPolicy, type NumberState } from '../../core/policy/decide.js';
+import type { AggregateCounter, Buckets } from '../../core/policy/types.js';
+import { LruMap } from '../lru-map.js';
+
+export class MemoryState {
+  private readonly numbers: LruMap<string, NumberState>;
+  private readonly counters: LruMap<string, Buckets>;
+
+  constructor(numberCapacity: number, counterCapacity: number) {
+    this.numbers = new LruMap(numberCapacity);
+    this.counters = new LruMap(counterCapacity);
+  }
+
+  log(hash: string): readonly number[] | undefined {
+    return this.numbers.get(hash)?.log;
+  }
+
+  /** Keeps the newest state seen for a number (a later log never gives way to an older one). */
+  learnNumber(hash: string, state: NumberState): void {
+    const known = this.numbers.get(hash);
+    if (!known || (state.log.at(-1) ?? 0) >= (known.log.at(-1) ?? 0)) this.numbers.set(hash, state);
+  }
+
+  learnCounter(c: AggregateCounter, buckets: Buckets): void {
+    const key = counterMapKey(c.rule.id, c.key);
+    const known = this.counters.get(key);
+    if (!known || (buckets.ts.at(-1) ?? 0) >= (known.ts.at(-1) ?? 0)) this.counters.set(key, buckets);
+  }
+
+  forget(hash: string): void {
+    this.numbers.delete(hash);
+  }
+
+  check(hash: string, input: DecideInput, policy: DecisionPolicy, nowMs: number): DecideResult {
+    return decideCheck(this.state(hash, input.counters), input, policy, nowMs);
+  }
+
+  consume(hash: string, input: DecideInput, policy: DecisionPolicy, nowMs: number): DecideResult {
+    const { result, state } = decideConsume(this.state(hash, input.counters), input, policy, nowMs);
+    this.numbers.set(hash, state.number);
+    input.counters.forEach((c, i) => this.counters.set(counterMapKey(c.rule.id, c.key), state.buckets[i]!));
+    return result;
+  }
+
+  private state(hash: string, counters: readonly AggregateCounter[]) {
+    return {
+      number: this.numbers.get(hash) ?? EMPTY_NUMBER,
+      buckets: counters.map((c) => this.counters.get(counterMapKey(c.rule.id, c.key)) ?? EMPTY_BUCKETS),
+    };
+  }
+}

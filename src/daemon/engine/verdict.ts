@@ -1,0 +1,117 @@
+// What a decision says to the client, whoever made it (PostgreSQL, memory, the deny cache, or
+// the daemon's own checks before them: lists, destinations, ip). One shape so the reply, the
+// metrics and the heartbeat read every decision the same way.
+
+import { evaluate, type Decision } from '../../core/policy.js';
+import type { AggregateView } from '../../core/policy/aggregate.js';
+import { BLOCK_AFTER_RULE, type DecideResult, type DecisionPolicy } from '../../core/policy/decide.js';
+import type { AggregateCounter, NumberType } from '../../core/policy/types.js';
+import type { DecideOutcome } from '../../db/decisions.js';
+import type { DenyReason } from '../../protocol/wire.js';
+import type { MetricSource } from '../metrics.js';
+
+export interface PhoneSubject {
+  hash: string;
+  region: string | undefined;
+  /** e.g. +1415•••••71, for dashboards. */
+  masked: string;
+  e164: string;
+  /** libphonenumber's type, for destination controls; undefined when it cannot tell. */
+  type: NumberType | undefined;
+}
+
+/** limit/used/remaining/resetTime of one rule; times null for a block without an end. */
+export interface View {
+  limit: number;
+  used: number;
+  remaining: number;
+  resetTime: number | null;
+  retryAfterMs: number | null;
+}
+
+export interface Verdict extends View {
+  allowed: boolean;
+  reason: DenyReason | null;
+  /** The denying rule's id; null when allowed. */
+  rule: string | null;
+  /** Shadow rules that would have denied. */
+  shadow: string[];
+  /** The number's own view (its binding number rule): what browser origins see instead of aggregate counts. */
+  own: View;
+  source: 'database' | 'memory';
+  /** Finer, for metrics: `cache` when a number known to be denied was denied from memory. */
+  metricSource: MetricSource;
+}
+
+/** For a policy without number rules: there is no count of the number's own to show. */
+function noView(atMs: number): View {
+  return { limit: 0, used: 0, remaining: 0, resetTime: atMs, retryAfterMs: 0 };
+}
+
+function viewOf(d: Decision | AggregateView): View {
+  return { limit: d.limit, used: d.used, remaining: d.remaining, resetTime: d.resetTime, retryAfterMs: d.retryAfterMs };
+}
+
+export function reasonOf(rule: string): DenyReason {
+  if (rule === BLOCK_AFTER_RULE) return 'number_blocked';
+  if (rule.startsWith('prefix:')) return 'prefix_rate_limit_exceeded';
+  if (rule.startsWith('country:')) return 'country_rate_limit_exceeded';
+  if (rule.startsWith('global:')) return 'global_rate_limit_exceeded';
+  return 'phone_rate_limit_exceeded';
+}
+
+type Source = Pick<Verdict, 'source' | 'metricSource'>;
+
+/** From the pure model's result (memory mode, checks) or fromOutcome's. */
+export function verdictOf(r: DecideResult, source: Source): Verdict {
+  const own = r.number ? viewOf(r.number) : noView(r.atMs);
+  const base = { allowed: r.allowed, reason: r.reason, rule: r.rule, shadow: r.shadow, own, ...source };
+  if (r.allowed) return { ...base, ...own, retryAfterMs: 0 };
+  if (r.reason === 'number_blocked' && r.blockedUntil !== null) {
+    return { ...base, ...own, remaining: 0, resetTime: r.blockedUntil, retryAfterMs: Math.max(0, r.blockedUntil - r.atMs) };
+  }
+  if (r.aggregate) return { ...base, ...viewOf(r.aggregate) };
+  return { ...base, ...own };
+}
+
+/** ratelimit_decide's row as the pure model's result, so both paths reply alike. */
+export function fromOutcome(o: DecideOutcome, counters: readonly AggregateCounter[], policy: DecisionPolicy): DecideResult {
+  const view = policy.number.view ? evaluate(o.log, o.atMs, policy.number.view) : null;
+  const number = view && o.allowed ? { ...view, allowed: true, retryAfterMs: 0 } : view;
+  let aggregate: AggregateView | null = null;
+  if (!o.allowed && o.aggregateUsed !== null && o.rule !== null) {
+    const limit = counters.find((c) => c.rule.id === o.rule)?.rule.limit ?? o.aggregateUsed;
+    const resetTime = o.aggregateResetTime ?? o.atMs;
+    aggregate = {
+      ruleId: o.rule,
+      allowed: false,
+      limit,
+      used: o.aggregateUsed,
+      remaining: Math.max(0, limit - o.aggregateUsed),
+      resetTime,
+      retryAfterMs: Math.max(0, resetTime - o.atMs),
+    };
+  }
+  return {
+    allowed: o.allowed,
+    atMs: o.atMs,
+    rule: o.rule,
+    reason: o.allowed || o.rule === null ? null : (reasonOf(o.rule) as DecideResult['reason']),
+    shadow: o.shadow,
+    number,
+    aggregate,
+    blockedUntil: o.blockedUntil,
+  };
+}
+
+/**
+ * A denial decided before the database (list block, destination, ip): `view` is that rule's,
+ * or, for a block, its end (null: until unlisted).
+ */
+export function earlyDenial(reason: DenyReason, rule: string, view: View, source: Source): Verdict {
+  return { allowed: false, reason, rule, shadow: [], own: view, ...view, ...source };
+}
+
+export function blockView(untilMs: number | null, nowMs: number): View {
+  return { limit: 0, used: 0, remaining: 0, resetTime: untilMs, retryAfterMs: untilMs === null ? null : Math.max(0, untilMs - nowMs) };
+}
