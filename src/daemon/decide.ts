@@ -12,6 +12,7 @@ import type { DecisionEngine, PhoneDecision, PhoneSubject } from './engine/engin
 import type { IpLimiter } from './limits.js';
 import { LruMap } from './lru-map.js';
 import type { Metrics } from './metrics.js';
+import type { DecisionTally } from './counters.js';
 
 const PHONE_CACHE_SIZE = 50_000;
 
@@ -21,6 +22,8 @@ export interface DeciderOptions {
   metrics: Metrics;
   logger: Logger;
   phoneKey: string;
+  /** Every consume's outcome by reason, for the heartbeat. */
+  tally?: DecisionTally;
 }
 
 export class Decider {
@@ -60,6 +63,7 @@ export class Decider {
       const slot = ipLimiter.reserve(ip);
       if (!slot.decision.allowed) {
         metrics.decisions.inc({ kind: 'consume', result: 'denied', reason: 'ip', source: 'memory' });
+        this.opts.tally?.record('ip_rate_limit_exceeded');
         return decisionReply(id, s.e164, s.region, { ...slot.decision, source: engine.mode }, 'ip_rate_limit_exceeded');
       }
       let d: PhoneDecision;
@@ -71,6 +75,7 @@ export class Decider {
       }
       if (!d.allowed) ipLimiter.refund(ip, slot.atMs);
       metrics.decisions.inc({ kind: 'consume', result: d.allowed ? 'allowed' : 'denied', reason: d.allowed ? '' : 'phone', source: d.metricSource });
+      this.opts.tally?.record(d.allowed ? undefined : 'phone_rate_limit_exceeded');
       return decisionReply(id, s.e164, s.region, d, d.allowed ? undefined : 'phone_rate_limit_exceeded');
     } catch (err) {
       this.opts.logger.error({ err: (err as Error).message }, 'request failed');

@@ -114,13 +114,20 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
     pool: db.pool,
     intervalMs: config.heartbeatIntervalMs,
     identity: { instanceId, host, flyRegion: config.flyRegion, version, pid: process.pid, startedAt: new Date() },
-    snapshot: () => ({
-      connections: daemon.connectionCount,
-      allowedTotal: daemon.engine.allowedTotal,
-      deniedTotal: daemon.engine.deniedTotal,
-      fallback: daemon.engine.mode === 'memory',
-      dbLatencyMs: daemon.engine.dbLatencyMs,
-    }),
+    snapshot: () => {
+      const counters = daemon.decisionCounters();
+      return {
+        connections: daemon.connectionCount,
+        // Every consume, IP denials included (the engine only sees the ones that reach it).
+        allowedTotal: counters.allowed,
+        deniedTotal: counters.denied,
+        fallback: daemon.engine.mode === 'memory',
+        dbLatencyMs: daemon.engine.dbLatencyMs,
+        // 0 until the daemon enforces a stored policy (p1's policy source sets the real version).
+        policyVersion: 0,
+        counters,
+      };
+    },
     onError: (err) => logger.warn({ err: err.message }, 'heartbeat not written'),
   });
 

@@ -9,6 +9,7 @@ import type { Config } from '../core/config.js';
 import type { Pool } from '../db/pool.js';
 import { Authenticator } from './auth.js';
 import { Decider } from './decide.js';
+import { DecisionTally, type DecisionCounters } from './counters.js';
 import { DecisionEngine, type EngineOptions } from './engine/engine.js';
 import { IpLimiter } from './limits.js';
 import { createMetrics, type Metrics } from './metrics.js';
@@ -31,6 +32,7 @@ export interface DaemonOptions {
 export class Daemon {
   readonly metrics: Metrics;
   readonly engine: DecisionEngine;
+  private readonly tally = new DecisionTally();
   private readonly http: Server;
   private readonly httpTransport: HttpTransport;
   private readonly ws: WsTransport;
@@ -51,7 +53,7 @@ export class Daemon {
       ...opts.engine,
     });
     const auth = new Authenticator(config.apiTokens, config.allowedOrigins);
-    const decider = new Decider({ engine: this.engine, ipLimiter: new IpLimiter(config.ipPolicy), metrics: this.metrics, logger, phoneKey: opts.phoneKey });
+    const decider = new Decider({ engine: this.engine, ipLimiter: new IpLimiter(config.ipPolicy), metrics: this.metrics, logger, phoneKey: opts.phoneKey, tally: this.tally });
     const isShuttingDown = () => this.shutdownPromise !== undefined;
     this.httpTransport = new HttpTransport({ config, auth, decider, metrics: this.metrics, logger, health: () => this.health(), isShuttingDown });
     this.ws = new WsTransport({ config, auth, decider, metrics: this.metrics, logger, pingIntervalMs: opts.pingIntervalMs, isShuttingDown });
@@ -61,6 +63,11 @@ export class Daemon {
       s.on('close', () => this.sockets.delete(s));
     });
     this.http.on('upgrade', (req, socket, head) => this.ws.onUpgrade(req, socket, head));
+  }
+
+  /** Every consume since start by outcome, reason and shadow rule (cumulative). */
+  decisionCounters(): DecisionCounters {
+    return this.tally.snapshot();
   }
 
   get connectionCount(): number {
