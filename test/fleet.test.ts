@@ -5,6 +5,7 @@ import { migrate } from '../src/db/migrate.js';
 import { deleteStaleInstances, readFleet, upsertHeartbeat, type Heartbeat } from '../src/db/fleet.js';
 import { consumeBatch } from '../src/db/queries.js';
 import { makePolicy } from '../src/core/policy.js';
+import { defaultPolicy } from '../src/core/policy/default.js';
 import { startHeartbeat, type InstanceSnapshot } from '../src/daemon/heartbeat.js';
 import { loadTopFrame } from '../src/cli/top/model.js';
 
@@ -145,7 +146,8 @@ describe('loadTopFrame', () => {
     await upsertHeartbeat(pool, beat({ instanceId: 'c', connections: 100, allowedPerS: 100, allowedSeries: [100] }));
     await age('c', 60);
 
-    const frame = await loadTopFrame(pool, policy, 'denials');
+    const fallback = defaultPolicy({ phoneMax: 2, phoneWindowMs: 3_600_000, ipMax: 100, ipWindowMs: 60_000 });
+    const frame = await loadTopFrame(pool, fallback, 'denials');
     expect(frame.instances.map((i) => [i.instanceId, i.state])).toEqual([['c', 'down'], ['a', 'up'], ['b', 'up']]);
     expect(frame.totals).toMatchObject({ up: 2, down: 1, stopped: 0, connections: 7, allowedPerS: 5, deniedPerS: 1 });
     // Aligned on the newest sample: [1, 1+2, 5+2].
@@ -155,7 +157,7 @@ describe('loadTopFrame', () => {
     expect(frame.hottest[1]).toMatchObject({ masked: '+4479••••••56', used: 1, deniedInWindow: 0, atLimit: false });
     expect(frame.window).toMatchObject({ tracked: 2, atLimit: 1, calls: 3, denials: 2 });
     expect(frame.regions.map((r) => r.region).sort()).toEqual(['GB', 'US']);
-    expect((await loadTopFrame(pool, policy, 'calls')).sort).toBe('calls');
+    expect((await loadTopFrame(pool, fallback, 'calls')).sort).toBe('calls');
   });
 });
 

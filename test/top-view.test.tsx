@@ -35,6 +35,10 @@ function instance(over: Partial<FleetInstance> & { instanceId: string }): FleetI
     dbLatencyMs: 1.8,
     allowedSeries: Array.from({ length: 60 }, (_, i) => (i * 7) % 40),
     deniedSeries: Array.from({ length: 60 }, (_, i) => (i % 10 === 0 ? 5 : 0)),
+    policyVersion: 4,
+    deniedByReason: {},
+    deniedPerSByReason: {},
+    shadowDenied: {},
     ...over,
   };
 }
@@ -60,7 +64,8 @@ function makeFrame(instances: FleetInstance[] = INSTANCES, hottest: HotRow[] = H
     dbLatencyMs: 1.23,
     database: { serverVersion: '16.4 (Debian 16.4-1)', connections: 14, maxConnections: 100, sizeBytes: 8_123_456, readOnly: false },
     instances,
-    totals: fleetTotals(instances),
+    policyVersion: 4,
+    totals: fleetTotals(instances, 4),
     flyRegions: flyRegionTotals(instances),
     series: fleetSeries(instances),
     hottest,
@@ -70,6 +75,8 @@ function makeFrame(instances: FleetInstance[] = INSTANCES, hottest: HotRow[] = H
       { region: 'GB', tracked: 19, atLimit: 1, calls: 29, denials: 3 },
       { region: 'unknown', tracked: 1, atLimit: 0, calls: 1, denials: 0 },
     ],
+    aggregates: [],
+    windowDenials: { byReason: [], shadowByRule: [] },
   };
 }
 

@@ -1,8 +1,11 @@
 // Publishes this instance's heartbeat row for `ratelimit top`. Nothing here may hurt serving:
 // a failed write is reported and retried on the next tick, and timers never keep the process up.
+// Each beat also adds the decisions made since the last one to the fleet's per-minute rollup
+// (rate_limit_decision_counts), which `ratelimit stats` sums over its window.
 import type { Pool } from '../db/pool.js';
-import type { DecisionCounters } from './counters.js';
 import { deleteStaleInstances, upsertHeartbeat } from '../db/fleet.js';
+import { addDecisionCounts, pruneDecisionCounts, SHADOW_REASON, type DecisionCountDelta } from '../db/decision-counts.js';
+import type { DecisionCounters } from './counters.js';
 
 export interface InstanceSnapshot {
   connections: number;
@@ -11,10 +14,10 @@ export interface InstanceSnapshot {
   deniedTotal: number;
   fallback: boolean;
   dbLatencyMs: number | null;
-  /** Cumulative consumes by outcome, every denial reason included (p3 writes them). */
-  counters?: DecisionCounters;
-  /** The policy version in force (0 = the default policy). */
+  /** The policy version being enforced (0: the RATE_LIMIT_* default). */
   policyVersion?: number;
+  /** Every consume by outcome, denial reason and shadow rule (src/daemon/counters.ts). */
+  counters?: DecisionCounters;
 }
 
 export interface InstanceIdentity {
@@ -56,6 +59,21 @@ interface Sample {
   atMs: number;
   allowed: number;
   denied: number;
+  byReason: Readonly<Record<string, number>>;
+}
+
+type Counts = Readonly<Record<string, number>>;
+
+/** What grew from `before` to `after`, as rollup rows; a counter that went backwards (a restart) counts from zero. */
+function deltas(reasonOf: (key: string) => [string, string], before: Counts, after: Counts): DecisionCountDelta[] {
+  const out: DecisionCountDelta[] = [];
+  for (const [key, n] of Object.entries(after)) {
+    const was = before[key] ?? 0;
+    const d = n >= was ? n - was : n;
+    const [reason, rule] = reasonOf(key);
+    if (d > 0) out.push({ reason, rule, n: d });
+  }
+  return out;
 }
 
 export function startHeartbeat(opts: HeartbeatOptions): HeartbeatHandle {
@@ -93,14 +111,22 @@ export function startHeartbeat(opts: HeartbeatOptions): HeartbeatHandle {
     }
   };
 
+  const toSample = (atMs: number, snap: InstanceSnapshot): Sample => ({
+    atMs,
+    allowed: snap.allowedTotal,
+    denied: snap.deniedTotal,
+    byReason: { ...(snap.counters?.deniedByReason ?? {}) },
+  });
   const first = read();
-  if (first) samples.push({ atMs: first.atMs, allowed: first.snap.allowedTotal, denied: first.snap.deniedTotal });
+  if (first) samples.push(toSample(first.atMs, first.snap));
+  // What the rollup already holds: decisions are added to it once, when a beat has written them.
+  let rolledUp: { byReason: Counts; shadow: Counts } = { byReason: {}, shadow: {} };
 
   const sample = () => {
     const now = read();
     if (!now) return;
     const prev = samples[samples.length - 1];
-    const next = { atMs: now.atMs, allowed: now.snap.allowedTotal, denied: now.snap.deniedTotal };
+    const next = toSample(now.atMs, now.snap);
     if (prev) {
       // Timers drift: scale each bucket to a true second. A counter that went backwards
       // (it should not) counts as zero rather than as a negative rate.
@@ -112,14 +138,31 @@ export function startHeartbeat(opts: HeartbeatOptions): HeartbeatHandle {
     samples = samples.filter((s) => s.atMs >= next.atMs - RATE_WINDOW_MS - SAMPLE_INTERVAL_MS);
   };
 
-  const rates = (atMs: number, snap: InstanceSnapshot): { allowedPerS: number; deniedPerS: number } => {
+  const rates = (atMs: number, snap: InstanceSnapshot): { allowedPerS: number; deniedPerS: number; deniedPerSByReason: Record<string, number> } => {
     const base = samples.find((s) => s.atMs >= atMs - RATE_WINDOW_MS) ?? samples[samples.length - 1];
     const elapsedS = base ? (atMs - base.atMs) / 1000 : 0;
-    if (!base || elapsedS < 0.2) return { allowedPerS: 0, deniedPerS: 0 };
+    if (!base || elapsedS < 0.2) return { allowedPerS: 0, deniedPerS: 0, deniedPerSByReason: {} };
+    const deniedPerSByReason: Record<string, number> = {};
+    for (const [reason, n] of Object.entries(snap.counters?.deniedByReason ?? {})) {
+      const perS = Math.max(0, (n - (base.byReason[reason] ?? 0)) / elapsedS);
+      if (perS > 0) deniedPerSByReason[reason] = perS;
+    }
     return {
       allowedPerS: Math.max(0, (snap.allowedTotal - base.allowed) / elapsedS),
       deniedPerS: Math.max(0, (snap.deniedTotal - base.denied) / elapsedS),
+      deniedPerSByReason,
     };
+  };
+
+  const rollUp = async (snap: InstanceSnapshot): Promise<void> => {
+    const c = snap.counters;
+    if (!c) return;
+    const now = { byReason: { ...c.deniedByReason }, shadow: { ...c.shadowDenied } };
+    await addDecisionCounts(pool, [
+      ...deltas((reason) => [reason, ''], rolledUp.byReason, now.byReason),
+      ...deltas((rule) => [SHADOW_REASON, rule], rolledUp.shadow, now.shadow),
+    ]);
+    rolledUp = now;
   };
 
   const write = async (stopped: boolean): Promise<void> => {
@@ -133,7 +176,7 @@ export function startHeartbeat(opts: HeartbeatOptions): HeartbeatHandle {
         uptimeMs: uptimeAtT0Ms + (atMs - t0),
         intervalMs,
         connections: live ? snap.connections : 0,
-        ...(live ? rates(atMs, snap) : { allowedPerS: 0, deniedPerS: 0 }),
+        ...(live ? rates(atMs, snap) : { allowedPerS: 0, deniedPerS: 0, deniedPerSByReason: {} }),
         allowedTotal: snap.allowedTotal,
         deniedTotal: snap.deniedTotal,
         fallback: snap.fallback,
@@ -141,7 +184,12 @@ export function startHeartbeat(opts: HeartbeatOptions): HeartbeatHandle {
         allowedSeries,
         deniedSeries,
         stopped,
+        policyVersion: snap.policyVersion ?? 0,
+        deniedByReason: snap.counters?.deniedByReason ?? {},
+        shadowDenied: snap.counters?.shadowDenied ?? {},
       });
+      // Not added on failure: the next beat carries these deltas too.
+      await rollUp(snap);
       lastReported = undefined;
     } catch (err) {
       report(err);
@@ -150,6 +198,7 @@ export function startHeartbeat(opts: HeartbeatOptions): HeartbeatHandle {
     if (live && atMs - lastCleanupAt >= CLEANUP_EVERY_MS) {
       lastCleanupAt = atMs;
       await deleteStaleInstances(pool, STALE_INSTANCE_MS).catch(report);
+      await pruneDecisionCounts(pool).catch(report);
     }
   };
 

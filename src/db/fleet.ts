@@ -27,6 +27,13 @@ export interface Heartbeat {
   deniedSeries: readonly number[];
   /** The last beat of a graceful shutdown. */
   stopped?: boolean;
+  /** The policy version the daemon enforces (0: the RATE_LIMIT_* default). */
+  policyVersion?: number;
+  /** Denials since start by reason, every reason (ip, lists, destinations, rules). */
+  deniedByReason?: Readonly<Record<string, number>>;
+  deniedPerSByReason?: Readonly<Record<string, number>>;
+  /** Consumes each shadow rule would have denied since start. */
+  shadowDenied?: Readonly<Record<string, number>>;
 }
 
 /**
@@ -39,9 +46,11 @@ export async function upsertHeartbeat(pool: Pool, hb: Heartbeat): Promise<void> 
     text: `INSERT INTO ratelimit_instances AS i (
              instance_id, host, fly_region, version, pid, started_at, uptime_ms, last_seen, stopped_at,
              interval_ms, connections, allowed_per_s, denied_per_s, allowed_total, denied_total,
-             fallback, db_latency_ms, allowed_series, denied_series)
+             fallback, db_latency_ms, allowed_series, denied_series,
+             policy_version, denied_by_reason, denied_per_s_by_reason, shadow_denied)
            VALUES ($1, $2, $3, $4, $5, $6, $7, NOW(), CASE WHEN $8::boolean THEN NOW() END,
-                   $9, $10, $11, $12, $13, $14, $15, $16, $17::int[], $18::int[])
+                   $9, $10, $11, $12, $13, $14, $15, $16, $17::int[], $18::int[],
+                   $19, $20::jsonb, $21::jsonb, $22::jsonb)
            ON CONFLICT (instance_id) DO UPDATE SET
              host = EXCLUDED.host, fly_region = EXCLUDED.fly_region, version = EXCLUDED.version,
              pid = EXCLUDED.pid, started_at = EXCLUDED.started_at, uptime_ms = EXCLUDED.uptime_ms,
@@ -50,7 +59,9 @@ export async function upsertHeartbeat(pool: Pool, hb: Heartbeat): Promise<void> 
              allowed_per_s = EXCLUDED.allowed_per_s, denied_per_s = EXCLUDED.denied_per_s,
              allowed_total = EXCLUDED.allowed_total, denied_total = EXCLUDED.denied_total,
              fallback = EXCLUDED.fallback, db_latency_ms = EXCLUDED.db_latency_ms,
-             allowed_series = EXCLUDED.allowed_series, denied_series = EXCLUDED.denied_series`,
+             allowed_series = EXCLUDED.allowed_series, denied_series = EXCLUDED.denied_series,
+             policy_version = EXCLUDED.policy_version, denied_by_reason = EXCLUDED.denied_by_reason,
+             denied_per_s_by_reason = EXCLUDED.denied_per_s_by_reason, shadow_denied = EXCLUDED.shadow_denied`,
     values: [
       hb.instanceId,
       hb.host,
@@ -70,6 +81,10 @@ export async function upsertHeartbeat(pool: Pool, hb: Heartbeat): Promise<void> 
       hb.dbLatencyMs,
       hb.allowedSeries.map((n) => Math.round(n)),
       hb.deniedSeries.map((n) => Math.round(n)),
+      hb.policyVersion ?? 0,
+      JSON.stringify(hb.deniedByReason ?? {}),
+      JSON.stringify(hb.deniedPerSByReason ?? {}),
+      JSON.stringify(hb.shadowDenied ?? {}),
     ],
   });
 }
@@ -109,6 +124,10 @@ export interface FleetInstance {
   dbLatencyMs: number | null;
   allowedSeries: number[];
   deniedSeries: number[];
+  policyVersion: number;
+  deniedByReason: Record<string, number>;
+  deniedPerSByReason: Record<string, number>;
+  shadowDenied: Record<string, number>;
 }
 
 export interface DatabaseState {
@@ -154,6 +173,10 @@ interface FleetSql {
   db_latency_ms: number | null;
   allowed_series: number[];
   denied_series: number[];
+  policy_version: number;
+  denied_by_reason: Record<string, number>;
+  denied_per_s_by_reason: Record<string, number>;
+  shadow_denied: Record<string, number>;
 }
 
 /** Every heartbeat row and the database's own state, in one round trip. */
@@ -174,7 +197,8 @@ export async function readFleet(pool: Pool): Promise<Fleet> {
                   GREATEST(0, (extract(epoch FROM (d.now_ts - i.last_seen)) * 1000))::bigint AS seen_ago_ms,
                   i.stopped_at IS NOT NULL AS stopped, i.interval_ms, i.connections AS connections_i,
                   i.allowed_per_s, i.denied_per_s, i.allowed_total, i.denied_total, i.fallback,
-                  i.db_latency_ms, i.allowed_series, i.denied_series
+                  i.db_latency_ms, i.allowed_series, i.denied_series, i.policy_version,
+                  i.denied_by_reason, i.denied_per_s_by_reason, i.shadow_denied
              FROM d LEFT JOIN ratelimit_instances AS i ON true
             ORDER BY i.instance_id`,
   });
@@ -205,6 +229,10 @@ export async function readFleet(pool: Pool): Promise<Fleet> {
         dbLatencyMs: r.db_latency_ms,
         allowedSeries: r.allowed_series,
         deniedSeries: r.denied_series,
+        policyVersion: r.policy_version,
+        deniedByReason: r.denied_by_reason,
+        deniedPerSByReason: r.denied_per_s_by_reason,
+        shadowDenied: r.shadow_denied,
       };
     });
   return {

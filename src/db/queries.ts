@@ -20,7 +20,7 @@ export interface ConsumeOutcome {
   log: number[];
 }
 
-function ruleArrays(policy: Policy): [number[], number[]] {
+function ruleArrays(policy: Pick<Policy, 'rules'>): [number[], number[]] {
   return [policy.rules.map((r) => r.max), policy.rules.map((r) => r.windowMs)];
 }
 
@@ -179,7 +179,7 @@ export interface ResetOutcome {
 export const RESET_CHANNEL = 'ratelimit_reset';
 
 /** Clears a number's usage and writes the audit row, atomically; announces it to the daemons. */
-export async function resetPhone(pool: Pool, hash: string, by: string, reason: string | null, policy: Policy): Promise<ResetOutcome> {
+export async function resetPhone(pool: Pool, hash: string, by: string, reason: string | null, policy: Pick<Policy, 'rules'>): Promise<ResetOutcome> {
   const client = await pool.connect();
   try {
     await client.query('BEGIN');
@@ -238,9 +238,8 @@ export interface Stats {
  * Denials are counted per number over its current denial window (which starts at its first
  * denial once the previous one expired), so they approximate "the last window".
  */
-export async function readStats(pool: Pool, policy: Policy): Promise<Stats> {
+export async function readStats(pool: Pool, policy: Pick<Policy, 'rules'>, windowMs: number = policy.rules[0]!.windowMs): Promise<Stats> {
   const [maxes, windows] = ruleArrays(policy);
-  const windowMs = windows[0]!;
   const { rows } = await pool.query<{ now_ms: number; region: string; tracked: number; at_limit: number; calls: number; denials: number; resets: number }>(
     `WITH n AS (SELECT ${NOW_MS} AS now_ms),
      per_row AS (
@@ -296,9 +295,10 @@ const HOT_ORDER: Record<HotSort, string> = {
   recent: 'last_activity DESC',
 };
 
-/** The numbers most active in the primary window. */
-export async function hottestNumbers(pool: Pool, policy: Policy, limit: number, sort: HotSort = 'denials'): Promise<{ nowMs: number; rows: HotNumber[] }> {
-  const windowMs = policy.rules[0]!.windowMs;
+/** The numbers most active in the window (the primary number rule's). */
+export async function hottestNumbers(pool: Pool, window: number | Pick<Policy, 'rules'>, limit: number, sort: HotSort = 'denials'): Promise<{ nowMs: number; rows: HotNumber[] }> {
+  // A window in ms, or a policy whose primary rule gives it (a policy may have no number rule).
+  const windowMs = typeof window === 'number' ? window : window.rules[0]!.windowMs;
   const { rows } = await pool.query<{ now_ms: number; phone_hash: string | null; phone_masked: string | null; region: string | null; calls: number[]; denials: number; last_call_at: number | null; last_denied_at: number | null }>(
     `WITH n AS (SELECT ${NOW_MS} AS now_ms)
      SELECT n.now_ms, h.* FROM n LEFT JOIN LATERAL (

@@ -1,6 +1,6 @@
 import type { Pool } from '../../db/pool.js';
 import { migrate } from '../../db/migrate.js';
-import type { Policy } from '../../core/policy.js';
+import type { Policy } from '../../core/policy/types.js';
 import { statsCommand, printStats, type StatsReport } from './stats.js';
 import type { Command } from 'commander';
 import { emit, withDatabase, type Io } from '../context.js';
@@ -38,7 +38,7 @@ export function register(program: Command, io: Io): void {
     .description('apply pending migrations (idempotent, safe to run concurrently) and print a stats summary')
     .option('--json', 'print one JSON document')
     .action(async (_opts, cmd: Command) => {
-      const report = await withDatabase(cmd, io, ({ config, db }) => dbInitCommand(db.pool, db.target, config.phonePolicy));
+      const report = await withDatabase(cmd, io, ({ config, db }) => dbInitCommand(db.pool, db.target, config.defaultPolicy));
       emit(io, cmd, report, () => printDbInit(report));
     });
 }

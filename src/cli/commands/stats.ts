@@ -1,33 +1,54 @@
+// `ratelimit stats`: totals against the effective policy (the one the daemons enforce): numbers
+// tracked and at their limit, calls and denials in the last window, denials by reason (every
+// reason, IP included, from the heartbeats' per-minute rollup), shadow denials by rule, the
+// busiest keys of the aggregate rules, and the breakdown by region. Numbers only ever masked.
+import type { Command } from 'commander';
 import type { Pool } from '../../db/pool.js';
 import { readStats, type Stats } from '../../db/queries.js';
-import type { Policy } from '../../core/policy.js';
+import type { Policy } from '../../core/policy/types.js';
 import { formatDurationMs } from '../../core/duration.js';
 import { table } from '../format.js';
-import type { Command } from 'commander';
 import { ensureSchema } from '../../db/open.js';
 import { emit, withDatabase, type Io } from '../context.js';
+import { readPolicyUsage, shortReason, type AggregateUsage, type PolicyUsage } from '../policy-usage.js';
+
+// Busiest keys shown per aggregate rule.
+const KEYS_PER_RULE = 5;
 
 export interface StatsReport {
-  limit: number;
+  /** The active policy's version; 0 while the RATE_LIMIT_* default applies. */
+  policyVersion: number;
+  /** The primary number rule's limit; null when the policy has no number rule. */
+  limit: number | null;
   windowMs: number;
   numbersTracked: number;
   numbersAtLimit: number;
   callsInWindow: number;
+  /** Denials recorded against numbers in the window (what a number's own row holds). */
   denialsInWindow: number;
   resetsInWindow: number;
+  /** Every daemon's denials in the window by PROTOCOL.md reason, IP denials included. */
+  denialsByReason: Record<string, number>;
+  /** Consumes each shadow rule would have denied in the window. */
+  shadowDenialsByRule: Record<string, number>;
+  aggregates: AggregateUsage[];
   regions: Array<{ region: string; numbersTracked: number; numbersAtLimit: number; callsInWindow: number; denialsInWindow: number }>;
   now: number;
 }
 
-export function toStatsReport(s: Stats, policy: Policy): StatsReport {
+export function toStatsReport(s: Stats, usage: PolicyUsage): StatsReport {
   return {
-    limit: policy.rules[0]!.max,
+    policyVersion: usage.version,
+    limit: usage.policy.number[0]?.limit ?? null,
     windowMs: s.windowMs,
     numbersTracked: s.tracked,
     numbersAtLimit: s.atLimit,
     callsInWindow: s.calls,
     denialsInWindow: s.denials,
     resetsInWindow: s.resets,
+    denialsByReason: usage.decisions.deniedByReason,
+    shadowDenialsByRule: usage.decisions.shadowByRule,
+    aggregates: usage.aggregates,
     regions: s.regions.map((r) => ({
       region: r.region,
       numbersTracked: r.tracked,
@@ -39,15 +60,37 @@ export function toStatsReport(s: Stats, policy: Policy): StatsReport {
   };
 }
 
-export async function statsCommand(pool: Pool, policy: Policy): Promise<StatsReport> {
-  return toStatsReport(await readStats(pool, policy), policy);
+/** `fallback`: the RATE_LIMIT_* default policy, used only while none has been applied. */
+export async function statsCommand(pool: Pool, fallback: Policy): Promise<StatsReport> {
+  const usage = await readPolicyUsage(pool, fallback, KEYS_PER_RULE);
+  const stats = await readStats(pool, { rules: usage.numberPolicy?.rules ?? [] }, usage.windowMs);
+  return toStatsReport(stats, usage);
 }
 
 export function printStats(r: StatsReport): string {
   const w = formatDurationMs(r.windowMs);
+  const policy = r.policyVersion === 0 ? 'default policy (RATE_LIMIT_*)' : `policy v${r.policyVersion}`;
+  const limit = r.limit === null ? 'no number rule' : `${r.limit} calls per ${w} per number`;
   const totals = table(['numbers tracked', 'at limit now', `calls (last ${w})`, `denials (last ${w})`, `resets (last ${w})`]);
   totals.push([r.numbersTracked, r.numbersAtLimit, r.callsInWindow, r.denialsInWindow, r.resetsInWindow].map(String));
-  const lines = [`Limit: ${r.limit} calls per ${w} per number`, totals.toString()];
+  const lines = [`Limit: ${limit} · ${policy}`, totals.toString()];
+  const reasons = Object.entries(r.denialsByReason);
+  if (reasons.length > 0) {
+    const t = table(['reason', `denials (last ${w}, every daemon)`]);
+    for (const [reason, n] of reasons) t.push([shortReason(reason), String(n)]);
+    lines.push(t.toString());
+  }
+  const shadow = Object.entries(r.shadowDenialsByRule);
+  if (shadow.length > 0) {
+    const t = table(['shadow rule', `would have denied (last ${w})`]);
+    for (const [rule, n] of shadow) t.push([rule, String(n)]);
+    lines.push(t.toString());
+  }
+  if (r.aggregates.length > 0) {
+    const t = table(['rule', 'key', 'used / limit']);
+    for (const a of r.aggregates) t.push([a.shadow ? `${a.ruleId} (shadow)` : a.ruleId, a.label, `${a.used}/${a.limit}`]);
+    lines.push(t.toString());
+  }
   if (r.regions.length > 0) {
     const regions = table(['region', 'numbers', 'at limit', 'calls', 'denials']);
     for (const g of r.regions) {
@@ -61,12 +104,12 @@ export function printStats(r: StatsReport): string {
 export function register(program: Command, io: Io): void {
   program
     .command('stats')
-    .description('totals: numbers tracked, at their limit now, calls and denials in the last window, by region')
+    .description('totals against the active policy: numbers tracked and at their limit, calls and denials by reason in the last window, aggregate rules, regions')
     .option('--json', 'print one JSON document')
     .action(async (_opts, cmd: Command) => {
       const report = await withDatabase(cmd, io, async ({ config, db }) => {
         await ensureSchema(db);
-        return statsCommand(db.pool, config.phonePolicy);
+        return statsCommand(db.pool, config.defaultPolicy);
       });
       emit(io, cmd, report, () => printStats(report));
     });

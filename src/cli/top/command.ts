@@ -39,7 +39,7 @@ export function register(program: Command, io: Io): void {
         const columns = Number(io.env.COLUMNS);
         await runTop({
           pool: db.pool,
-          policy: config.phonePolicy,
+          policy: config.defaultPolicy,
           intervalMs,
           once: opts.once === true || !io.isTTY,
           operator: operatorName(io.env),

@@ -5,7 +5,9 @@ import type { Pool } from '../../db/pool.js';
 import { readFleet, type FleetInstance } from '../../db/fleet.js';
 import { hottestNumbers, readStats, resetPhone, type HotSort as DbHotSort } from '../../db/queries.js';
 import { hashPrefix } from '../../core/phone.js';
-import { evaluate, type Policy } from '../../core/policy.js';
+import { evaluate } from '../../core/policy.js';
+import type { Policy } from '../../core/policy/types.js';
+import { readPolicyUsage, type AggregateUsage } from '../policy-usage.js';
 
 export const SORTS = ['denials', 'calls', 'recent'] as const;
 export type HotSort = (typeof SORTS)[number];
@@ -16,6 +18,8 @@ void SAME_SORTS;
 // Enough to scroll through on a tall terminal; the query stays an index range scan plus a sort.
 const HOT_LIMIT = 50;
 const SPARKLINE_SECONDS = 60;
+// Busiest keys per aggregate rule: a screenful at most.
+const AGGREGATE_KEYS_PER_RULE = 10;
 
 export type InstanceState = 'up' | 'down' | 'stopped';
 
@@ -36,6 +40,10 @@ export interface TopInstance {
   dbLatencyMs: number | null;
   allowedSeries: number[];
   deniedSeries: number[];
+  /** The policy version the daemon enforces (0: the RATE_LIMIT_* default). */
+  policyVersion: number;
+  /** Denials per second by PROTOCOL.md reason, every reason (ip included). */
+  deniedPerSByReason: Record<string, number>;
 }
 
 export interface TopDatabase {
@@ -69,7 +77,8 @@ export interface HotRow {
   masked: string | null;
   region: string | null;
   used: number;
-  limit: number;
+  /** The binding number rule's limit; null when the policy has no number rule. */
+  limit: number | null;
   deniedInWindow: number;
   /** Until the next call is allowed (at its limit) or the oldest counted call leaves the window; 0 when nothing counts. */
   resetInMs: number;
@@ -83,7 +92,11 @@ export interface FleetTotals {
   connections: number;
   allowedPerS: number;
   deniedPerS: number;
+  /** Live instances' denials per second by reason, largest first. */
+  deniedPerSByReason: Array<[string, number]>;
   onFallback: number;
+  /** Live instances enforcing another policy version than the database's active one. */
+  onOtherPolicy: number;
 }
 
 export interface FlyRegionTotals {
@@ -98,8 +111,11 @@ export interface TopFrame {
   /** The database's clock, ms since epoch. */
   nowMs: number;
   sort: HotSort;
-  limit: number;
+  /** The primary number rule's limit; null when the policy has no number rule. */
+  limit: number | null;
   windowMs: number;
+  /** The database's active policy version (0: the RATE_LIMIT_* default), what every daemon should run. */
+  policyVersion: number;
   /** Round trip of the lightest of this frame's queries, as seen from here. */
   dbLatencyMs: number;
   database: TopDatabase;
@@ -112,14 +128,26 @@ export interface TopFrame {
   hottest: HotRow[];
   window: { tracked: number; atLimit: number; calls: number; denials: number; resets: number };
   regions: TopRegion[];
+  /** Aggregate rules' busiest keys (prefixes masked), closest to their limit first. */
+  aggregates: AggregateUsage[];
+  /** Every daemon's denials in the window by reason, and shadow denials by rule (largest first). */
+  windowDenials: { byReason: Array<[string, number]>; shadowByRule: Array<[string, number]> };
 }
 
 // Trouble first: on a short terminal, a down instance must not be the one that scrolls away.
 const STATE_ORDER = { down: 0, up: 1, stopped: 2 } as const;
 
-export function fleetTotals(instances: readonly TopInstance[]): FleetTotals {
+function largestFirst(counts: Record<string, number>): Array<[string, number]> {
+  return Object.entries(counts).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+}
+
+export function fleetTotals(instances: readonly TopInstance[], policyVersion?: number): FleetTotals {
   const live = instances.filter((i) => i.state === 'up');
+  const byReason: Record<string, number> = {};
+  for (const i of live) for (const [reason, perS] of Object.entries(i.deniedPerSByReason)) byReason[reason] = (byReason[reason] ?? 0) + perS;
   return {
+    deniedPerSByReason: largestFirst(byReason),
+    onOtherPolicy: policyVersion === undefined ? 0 : live.filter((i) => i.policyVersion !== policyVersion).length,
     up: live.length,
     down: instances.filter((i) => i.state === 'down').length,
     stopped: instances.filter((i) => i.state === 'stopped').length,
@@ -163,13 +191,15 @@ export function flyRegionTotals(instances: readonly TopInstance[]): FlyRegionTot
   return [...byRegion.values()].sort((a, b) => b.allowedPerS + b.deniedPerS - (a.allowedPerS + a.deniedPerS) || a.region.localeCompare(b.region));
 }
 
-/** One frame of plain data: three queries, sent at once on the pool. */
-export async function loadTopFrame(pool: Pool, policy: Policy, sort: HotSort): Promise<TopFrame> {
+/** One frame of plain data: the effective policy first (everything is measured against it), then the rest at once. */
+export async function loadTopFrame(pool: Pool, fallback: Policy, sort: HotSort): Promise<TopFrame> {
+  const usage = await readPolicyUsage(pool, fallback, AGGREGATE_KEYS_PER_RULE);
+  const numberPolicy = usage.numberPolicy;
   const started = performance.now();
   const [timedFleet, stats, hot] = await Promise.all([
     readFleet(pool).then((fleet) => ({ fleet, latencyMs: performance.now() - started })),
-    readStats(pool, policy),
-    hottestNumbers(pool, policy, HOT_LIMIT, sort),
+    readStats(pool, { rules: numberPolicy?.rules ?? [] }, usage.windowMs),
+    hottestNumbers(pool, usage.windowMs, HOT_LIMIT, sort),
   ]);
   const { fleet, latencyMs } = timedFleet;
   const instances = fleet.instances.map(toTopInstance).sort((a, b) => STATE_ORDER[a.state] - STATE_ORDER[b.state] || a.instanceId.localeCompare(b.instanceId));
@@ -177,30 +207,34 @@ export async function loadTopFrame(pool: Pool, policy: Policy, sort: HotSort): P
   return {
     nowMs: fleet.nowMs,
     sort,
-    limit: policy.rules[0]!.max,
+    limit: usage.policy.number[0]?.limit ?? null,
     windowMs: stats.windowMs,
+    policyVersion: usage.version,
     dbLatencyMs: latencyMs,
     database: { ...fleet.database },
     instances,
-    totals: fleetTotals(instances),
+    totals: fleetTotals(instances, usage.version),
     flyRegions: flyRegionTotals(instances),
     series: fleetSeries(instances),
     hottest: hot.rows.map((r): HotRow => {
-      const d = evaluate(r.calls, nowMs, policy);
+      const base = { hash: r.hash, hashPrefix: hashPrefix(r.hash), masked: r.masked, region: r.region, deniedInWindow: r.deniedInWindow };
+      if (!numberPolicy) {
+        const used = r.calls.filter((t) => t > nowMs - usage.windowMs).length;
+        return { ...base, used, limit: null, resetInMs: 0, atLimit: false };
+      }
+      const d = evaluate(r.calls, nowMs, numberPolicy);
       return {
-        hash: r.hash,
-        hashPrefix: hashPrefix(r.hash),
-        masked: r.masked,
-        region: r.region,
+        ...base,
         used: d.used,
         limit: d.limit,
-        deniedInWindow: r.deniedInWindow,
         resetInMs: d.allowed ? (d.used > 0 ? Math.max(0, d.resetTime - nowMs) : 0) : d.retryAfterMs,
         atLimit: !d.allowed,
       };
     }),
     window: { tracked: stats.tracked, atLimit: stats.atLimit, calls: stats.calls, denials: stats.denials, resets: stats.resets },
     regions: stats.regions.map((r) => ({ region: r.region, tracked: r.tracked, atLimit: r.atLimit, calls: r.calls, denials: r.denials })),
+    aggregates: usage.aggregates,
+    windowDenials: { byReason: largestFirst(usage.decisions.deniedByReason), shadowByRule: largestFirst(usage.decisions.shadowByRule) },
   };
 }
 
@@ -221,14 +255,18 @@ function toTopInstance(i: FleetInstance): TopInstance {
     dbLatencyMs: i.dbLatencyMs,
     allowedSeries: i.allowedSeries,
     deniedSeries: i.deniedSeries,
+    policyVersion: i.policyVersion,
+    deniedPerSByReason: i.deniedPerSByReason,
   };
 }
 
 // The reason recorded in the audit table for resets made from the dashboard.
 const RESET_REASON = 'top';
 
-/** The dashboard's `r`: clears the number's usage, recorded as `operator` with reason "top". */
-export function resetFromTop(pool: Pool, policy: Policy, row: HotRow, operator: string): Promise<ResetResult> {
-  return resetPhone(pool, row.hash, operator, RESET_REASON, policy);
+/**
+ * The dashboard's `r`: clears the number's usage, recorded as `operator` with reason "top".
+ * `windowMs`: the frame's window, over which the cleared calls are counted.
+ */
+export function resetFromTop(pool: Pool, windowMs: number, row: HotRow, operator: string): Promise<ResetResult> {
+  return resetPhone(pool, row.hash, operator, RESET_REASON, { rules: [{ id: 'number', max: row.limit ?? 1, windowMs }] });
 }
-

@@ -1,7 +1,11 @@
-// The dashboard's tables: the instances, and the hottest numbers with the regions beside them.
+// The dashboard's tables: the instances, the hottest numbers with the regions beside them (a
+// rule between the two, so they never read as one row), and the aggregate rules' busiest keys.
+// Masks, numbers and usages get columns as wide as their widest value: they are never cut,
+// a column or a panel is dropped instead.
 import { formatDurationMs, humanizeMs } from '../../core/duration.js';
 import type { HotRow, TopFrame, TopInstance, TopRegion } from './model.js';
 import type { TopViewProps } from './props.js';
+import { policyName } from './summary.js';
 import { count, fit, len, lineWidth, ms, rate, type Line, type Seg } from './text.js';
 import { GAP, headerLine, layoutColumns, rowLine, tableWidth, type Column, type Placed } from './table.js';
 
@@ -10,6 +14,19 @@ function instanceState(i: TopInstance): Seg {
   if (i.state === 'stopped') return { text: `left ${humanizeMs(i.lastSeenAgoMs)} ago`, color: 'gray' };
   if (i.fallback) return { text: 'up FALLBACK', color: 'yellow', bold: true };
   return { text: 'up', color: 'green' };
+}
+
+function policyCell(f: TopFrame, i: TopInstance): Seg {
+  if (i.state === 'stopped' || i.policyVersion === f.policyVersion) return { text: policyName(i.policyVersion) };
+  return { text: `${policyName(i.policyVersion)} (fleet on ${policyName(f.policyVersion)})`, color: 'red', bold: true };
+}
+
+function instanceColumns(f: TopFrame): Column<TopInstance>[] {
+  const policyWidth = Math.max(6, ...f.instances.map((i) => len(policyCell(f, i).text)));
+  // Only while some daemon is on another version (then kept before almost anything): otherwise
+  // it would repeat the header's version on every row.
+  if (!f.instances.some((i) => i.state !== 'stopped' && i.policyVersion !== f.policyVersion)) return INSTANCE_COLUMNS;
+  return [...INSTANCE_COLUMNS.slice(0, -1), { title: 'POLICY', width: policyWidth, min: policyWidth, priority: 1, cell: (i) => policyCell(f, i) }, INSTANCE_COLUMNS.at(-1)!];
 }
 
 const INSTANCE_COLUMNS: Column<TopInstance>[] = [
@@ -33,17 +50,23 @@ const INSTANCE_COLUMNS: Column<TopInstance>[] = [
   { title: 'STATE', width: 13, min: 11, priority: 1, cell: instanceState },
 ];
 
-function hotColumns(limitWidth: number): Column<HotRow>[] {
+const usedText = (r: HotRow): string => (r.limit === null ? String(r.used) : `${r.used}/${r.limit}`);
+
+function hotColumns(f: TopFrame): Column<HotRow>[] {
+  // As wide as the widest mask: two masks cut to the same width could read as one number.
+  const maskWidth = Math.max(14, ...f.hottest.map((r) => len(r.masked ?? '(not stored)')));
+  const limitWidth = Math.max(len(f.limit === null ? '' : `${f.limit}/${f.limit}`), ...f.hottest.map((r) => len(usedText(r))));
   return [
-    { title: 'HOTTEST NUMBER', width: 14, min: 13, priority: 0, cell: (r) => ({ text: r.masked ?? '(not stored)' }) },
+    { title: 'HOTTEST NUMBER', width: maskWidth, min: maskWidth, priority: 0, cell: (r) => ({ text: r.masked ?? '(not stored)' }) },
     { title: 'HASH', width: 12, min: 8, priority: 5, cell: (r) => ({ text: r.hashPrefix, dim: true }) },
     { title: 'RGN', width: 3, priority: 4, cell: (r) => ({ text: r.region ?? '—' }) },
     {
       title: 'USED',
       width: Math.max(5, limitWidth),
+      min: Math.max(4, limitWidth),
       align: 'right',
       priority: 1,
-      cell: (r) => ({ text: `${r.used}/${r.limit}`, ...(r.atLimit ? { color: 'red' as const, bold: true } : {}) }),
+      cell: (r) => ({ text: usedText(r), ...(r.atLimit ? { color: 'red' as const, bold: true } : {}) }),
     },
     {
       title: 'DENIED',
@@ -67,13 +90,15 @@ const REGION_COLUMNS: Column<TopRegion>[] = [
 // The regions panel beside the hottest numbers needs at least region, calls and denials.
 const REGION_PANEL_MIN = 7 + 6 + 6 + 2 * GAP;
 const REGION_PANEL_MAX = 7 + 5 + 5 + 6 + 6 + 4 * GAP;
-const PANEL_GAP = 2;
+// Between side-by-side panels: a rule, so a number's row and a region's row never read as one.
+const DIVIDER = ' │ ';
+const PANEL_GAP = DIVIDER.length;
 
 export function instancesSection(f: TopFrame, columns: number, maxRows: number): Line[] {
   if (f.instances.length === 0) {
     return [[{ text: 'no instance has sent a heartbeat: is `ratelimit serve` running on this database?', color: 'yellow' }]];
   }
-  const cols = layoutColumns(INSTANCE_COLUMNS, columns);
+  const cols = layoutColumns(instanceColumns(f), columns);
   const lines: Line[] = [headerLine(cols)];
   const room = Math.max(1, maxRows - 1);
   const overflow = f.instances.length > room;
@@ -88,18 +113,18 @@ export function instancesSection(f: TopFrame, columns: number, maxRows: number):
 }
 
 export function hotAndRegionsSection(p: TopViewProps, f: TopFrame, maxRows: number): Line[] {
-  const limitWidth = len(`${f.limit}/${f.limit}`);
   const marker = p.interactive ? 2 : 0;
   const room = p.columns - marker;
   const atMin = (cols: Column<HotRow>[]) => cols.map((c) => ({ ...c, width: c.min ?? c.width }));
   // The hottest numbers at their preferred widths and the regions panel beside them when it
   // fits, squeezing the numbers' columns (a shorter hash prefix) if that is what it takes.
-  let hot = layoutColumns(hotColumns(limitWidth), room);
+  let hot = layoutColumns(hotColumns(f), room);
   let regionCols: Placed<TopRegion>[] = [];
   if (f.regions.length > 0) {
     if (room - tableWidth(hot) - PANEL_GAP < REGION_PANEL_MIN) {
-      const squeezed = layoutColumns(atMin(hotColumns(limitWidth)), room - PANEL_GAP - REGION_PANEL_MIN);
-      if (squeezed.length >= 4) hot = squeezed;
+      const squeezed = layoutColumns(atMin(hotColumns(f)), room - PANEL_GAP - REGION_PANEL_MIN);
+      // Squeezed, but not at the cost of a column: the regions then go on a line of their own.
+      if (squeezed.length === hot.length) hot = squeezed;
     }
     const regionRoom = Math.min(REGION_PANEL_MAX, room - tableWidth(hot) - PANEL_GAP);
     if (regionRoom >= REGION_PANEL_MIN) regionCols = layoutColumns(REGION_COLUMNS, regionRoom);
@@ -132,11 +157,19 @@ export function hotAndRegionsSection(p: TopViewProps, f: TopFrame, maxRows: numb
   for (let k = 0; k < Math.max(left.length, right.length); k++) {
     const l = left[k] ?? [];
     const r = right[k];
-    lines.push(r ? [...l, { text: ' '.repeat(Math.max(0, hotWidth - lineWidth(l)) + PANEL_GAP) }, ...r] : l);
+    lines.push(right.length > 0 ? [...l, { text: ' '.repeat(Math.max(0, hotWidth - lineWidth(l))) + DIVIDER, dim: true }, ...(r ?? [])] : l);
   }
   if (regionsAsLine) {
     // Too narrow for the panel: one line, most active first.
-    lines.push([{ text: 'regions  ', bold: true }, { text: f.regions.map((r) => `${r.region} ${count(r.calls)}/${count(r.denials)}`).join(' · ') }, { text: ' (calls/denied)', dim: true }]);
+    // Whole entries only, as many as fit: a count cut in half would misread.
+    const room = p.columns - len('regions  ') - len(' (calls/denied)');
+    let text = '';
+    for (const r of f.regions) {
+      const next = `${text ? `${text} · ` : ''}${r.region} ${count(r.calls)}/${count(r.denials)}`;
+      if (len(next) > room) break;
+      text = next;
+    }
+    lines.push([{ text: 'regions  ', bold: true }, { text }, { text: ' (calls/denied)', dim: true }]);
   }
   return lines;
 }

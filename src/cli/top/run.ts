@@ -4,7 +4,7 @@ import { createElement } from 'react';
 import { render, renderToString } from 'ink';
 import { stripVTControlCharacters } from 'node:util';
 import type { Pool } from '../../db/pool.js';
-import type { Policy } from '../../core/policy.js';
+import type { Policy } from '../../core/policy/types.js';
 import { onStopSignals } from '../signals.js';
 import { loadTopFrame, resetFromTop, SORTS, type HotRow, type HotSort, type TopFrame } from './model.js';
 import { TopView } from './TopView.js';
@@ -40,6 +40,7 @@ export function renderFrameText(frame: TopFrame, opts: FrameTextOptions): string
 
 export interface TopOptions {
   pool: Pool;
+  /** The RATE_LIMIT_* default, used only while no policy has been applied to the database. */
   policy: Policy;
   intervalMs: number;
   once: boolean;
@@ -69,11 +70,17 @@ export async function runTop(opts: TopOptions): Promise<void> {
     graceful: () => unmount?.(),
     beforeImmediateExit: () => stdout.write(LEAVE_ALTERNATE_SCREEN),
   });
+  // The window of the frame on screen: a reset counts what it clears over the same window.
+  let windowMs = 0;
   try {
     const app = render(
       createElement(TopApp, {
-        load: (sort: HotSort) => loadTopFrame(pool, policy, sort),
-        onReset: (row: HotRow) => resetFromTop(pool, policy, row, opts.operator),
+        load: (sort: HotSort) =>
+          loadTopFrame(pool, policy, sort).then((frame) => {
+            windowMs = frame.windowMs;
+            return frame;
+          }),
+        onReset: (row: HotRow) => resetFromTop(pool, windowMs, row, opts.operator),
         intervalMs: opts.intervalMs,
         inputActive,
       }),

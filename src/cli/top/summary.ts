@@ -3,7 +3,15 @@
 import { formatDurationMs, humanizeMs } from '../../core/duration.js';
 import type { TopFrame } from './model.js';
 import type { TopViewProps } from './props.js';
-import { clock, count, fit, len, lineWidth, ms, bytes, oneLine, rate, sparkline, spread, type Color, type Line, type Seg } from './text.js';
+import { clock, count, fit, len, lineWidth, ms, bytes, oneLine, rate, sparkline, spread, wrapParts, wrapWords, type Color, type Line, type Seg } from './text.js';
+import { shortReason } from '../policy-usage.js';
+
+const LABEL_WIDTH = 9;
+const label = (name: string): Line => [{ text: fit(name, LABEL_WIDTH), bold: true }];
+
+export function policyName(version: number): string {
+  return version === 0 ? 'default' : `v${version}`;
+}
 
 function plural(n: number, word: string): string {
   return `${count(n)} ${word}${n === 1 ? '' : 's'}`;
@@ -14,6 +22,7 @@ export function headerSection(p: TopViewProps, f: TopFrame | null): Line {
   if (f) {
     const total = f.instances.length - f.totals.stopped;
     left.push({ text: ` · ${f.totals.up}/${total} up`, ...(f.totals.down > 0 ? { color: 'red' as const, bold: true } : {}) });
+    left.push({ text: ` · policy ${policyName(f.policyVersion)}`, ...(f.totals.onOtherPolicy > 0 ? { color: 'red' as const, bold: true } : {}) });
   }
   left.push({ text: ` · sort ${p.sort} · every ${formatDurationMs(p.intervalMs)}` });
   const right: Line = [];
@@ -23,50 +32,74 @@ export function headerSection(p: TopViewProps, f: TopFrame | null): Line {
   return spread(left, right, p.columns);
 }
 
-export function databaseSection(p: TopViewProps, f: TopFrame | null): Line {
+export function databaseSection(p: TopViewProps, f: TopFrame | null): Line[] {
   const label: Seg = { text: 'database ', bold: true };
   if (!p.connection.ok) {
     const c = p.connection;
     // What and how long first: the error text can be long and is what gets cut.
-    return [
+    return [[
       label,
       { text: 'DOWN', color: 'red', bold: true, inverse: true },
       { text: `${c.downForMs >= 1000 ? ` for ${humanizeMs(c.downForMs)}` : ''} · ${c.failures} ${c.failures === 1 ? 'try' : 'tries'}, retry every ${formatDurationMs(c.retryEveryMs)} · ` },
       { text: oneLine(c.error), color: 'red' },
-    ];
+    ]];
   }
-  if (!f) return [label, { text: 'connecting…', dim: true }];
+  if (!f) return [[label, { text: 'connecting…', dim: true }]];
   const d = f.database;
-  return [
-    label,
-    { text: 'up', color: 'green', bold: true },
-    { text: ` · ${ms(f.dbLatencyMs)} ms · PostgreSQL ${d.serverVersion.split(' ')[0]} · ${d.connections}/${d.maxConnections} sessions · ${bytes(d.sizeBytes)}` },
-    ...(d.readOnly ? [{ text: ' · READ-ONLY standby', color: 'yellow' as const, bold: true }] : []),
+  const parts: Line[] = [
+    [{ text: 'up', color: 'green', bold: true }],
+    [{ text: `${ms(f.dbLatencyMs)} ms` }],
+    [{ text: `PostgreSQL ${d.serverVersion.split(' ')[0]}` }],
+    [{ text: `${d.connections}/${d.maxConnections} sessions` }],
+    [{ text: bytes(d.sizeBytes) }],
+    ...(d.readOnly ? [[{ text: 'READ-ONLY standby', color: 'yellow' as const, bold: true }]] : []),
   ];
+  return wrapParts([label], parts, p.columns);
 }
 
-export function fleetSection(f: TopFrame): Line[] {
+/** Said under the header when a live daemon enforces another policy than the database's active one. */
+export function policyWarning(f: TopFrame, columns: number): Line[] {
+  const n = f.totals.onOtherPolicy;
+  if (n === 0) return [];
+  const text = `${n} daemon${n === 1 ? '' : 's'} not on policy ${policyName(f.policyVersion)} (see POLICY): they still enforce an older one`;
+  return wrapWords(text, columns).map((t) => [{ text: t, color: 'red' as const, bold: true }]);
+}
+
+export function fleetSection(f: TopFrame, columns: number): Line[] {
   const t = f.totals;
-  const fleet: Line = [
-    { text: 'fleet    ', bold: true },
-    { text: `${count(t.connections)} conns · ` },
-    { text: `${rate(t.allowedPerS)} allowed/s`, color: 'green' },
-    { text: ' · ' },
-    { text: `${rate(t.deniedPerS)} denied/s`, ...(t.deniedPerS > 0 ? { color: 'yellow' as const } : {}) },
+  const parts: Line[] = [
+    [{ text: `${count(t.connections)} conns` }],
+    [{ text: `${rate(t.allowedPerS)} allowed/s`, color: 'green' }],
+    [{ text: `${rate(t.deniedPerS)} denied/s`, ...(t.deniedPerS > 0 ? { color: 'yellow' as const } : {}) }],
+    // Every reason, IP included: a denial that is not the number's own is still a denial.
+    ...t.deniedPerSByReason.map(([reason, perS]): Line => [{ text: `${shortReason(reason)} ${rate(perS)}/s`, color: 'yellow' }]),
   ];
-  if (t.onFallback > 0) fleet.push({ text: ' · ' }, { text: `${t.onFallback} on FALLBACK`, color: 'yellow', bold: true });
-  if (t.down > 0) fleet.push({ text: ' · ' }, { text: `${t.down} down`, color: 'red', bold: true });
-  if (t.stopped > 0) fleet.push({ text: ` · ${t.stopped} left`, dim: true });
+  if (t.onFallback > 0) parts.push([{ text: `${t.onFallback} on FALLBACK`, color: 'yellow', bold: true }]);
+  if (t.down > 0) parts.push([{ text: `${t.down} down`, color: 'red', bold: true }]);
+  if (t.stopped > 0) parts.push([{ text: `${t.stopped} left`, dim: true }]);
   const w = f.window;
-  const window: Line = [
-    { text: 'window   ', bold: true },
-    { text: `${f.limit} per ${formatDurationMs(f.windowMs)} · ${plural(w.tracked, 'number')} · ` },
-    { text: `${count(w.atLimit)} at limit`, ...(w.atLimit > 0 ? { color: 'red' as const } : {}) },
-    { text: ` · ${plural(w.calls, 'call')} · ` },
-    { text: `${count(w.denials)} denied`, ...(w.denials > 0 ? { color: 'yellow' as const } : {}) },
-    { text: ` · ${plural(w.resets, 'reset')}` },
+  const window: Line[] = [
+    [{ text: f.limit === null ? `no number rule, last ${formatDurationMs(f.windowMs)}` : `${f.limit} per ${formatDurationMs(f.windowMs)}` }],
+    [{ text: plural(w.tracked, 'number') }],
+    [{ text: `${count(w.atLimit)} at limit`, ...(w.atLimit > 0 ? { color: 'red' as const } : {}) }],
+    [{ text: plural(w.calls, 'call') }],
+    [{ text: `${count(w.denials)} denied`, ...(w.denials > 0 ? { color: 'yellow' as const } : {}) }],
+    [{ text: plural(w.resets, 'reset') }],
   ];
-  return [fleet, window];
+  return [...wrapParts(label('fleet'), parts, columns), ...wrapParts(label('window'), window, columns)];
+}
+
+/** The fleet's denials in the window by reason, and what shadow rules would have denied. */
+export function denialsSection(f: TopFrame, columns: number): Line[] {
+  const d = f.windowDenials;
+  const lines: Line[] = [];
+  if (d.byReason.length > 0) {
+    lines.push(...wrapParts(label('denials'), d.byReason.map(([reason, n]): Line => [{ text: `${shortReason(reason)} ${count(n)}`, color: 'yellow' }]), columns));
+  }
+  if (d.shadowByRule.length > 0) {
+    lines.push(...wrapParts(label('shadow'), d.shadowByRule.map(([rule, n]): Line => [{ text: `${rule} ${count(n)}`, color: 'magenta' }]), columns));
+  }
+  return lines;
 }
 
 export function flyRegionLine(f: TopFrame): Line | undefined {
@@ -93,12 +126,14 @@ export function sparkSection(f: TopFrame, columns: number): Line[] {
   return [line('allowed', f.series.allowed, 'green'), line('denied', f.series.denied, 'yellow')];
 }
 
-export function footerSection(p: TopViewProps): Line | undefined {
-  if (p.prompt) return [{ text: p.prompt, color: 'yellow', bold: true }];
-  if (!p.interactive) return p.message ? [{ text: p.message }] : undefined;
+/** Key help, a message, or a question: wrapped by words, so a prompt's `y/n` is never cut off. */
+export function footerSection(p: TopViewProps): Line[] {
+  if (p.prompt) return wrapWords(p.prompt, p.columns).map((t) => [{ text: t, color: 'yellow' as const, bold: true }]);
+  if (!p.interactive) return p.message ? wrapWords(p.message, p.columns).map((t) => [{ text: t }]) : [];
   const keys: Line = [{ text: 'q quit · p pause · s sort · ↑↓ select · r reset', dim: true }];
-  if (!p.message) return keys;
+  if (!p.message) return lineWidth(keys) <= p.columns ? [keys] : [[{ text: 'q quit · r reset', dim: true }]];
   const message: Line = [{ text: p.message, color: 'cyan' }];
   // What just happened matters more than the key help, which never changes.
-  return lineWidth(keys) + 1 + lineWidth(message) <= p.columns ? spread(keys, message, p.columns) : message;
+  if (lineWidth(keys) + 1 + lineWidth(message) <= p.columns) return [spread(keys, message, p.columns)];
+  return wrapWords(p.message, p.columns).map((t) => [{ text: t, color: 'cyan' as const }]);
 }

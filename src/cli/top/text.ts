@@ -98,3 +98,48 @@ export function clock(nowMs: number): string {
 export function oneLine(s: string): string {
   return s.replace(/\s+/g, ' ').trim();
 }
+
+/**
+ * `label` then `parts` joined by ` · `, onto as many lines as the width needs: a part is never
+ * cut (a number or a mask split across lines would misread), continuation lines are indented
+ * under the first part.
+ */
+export function wrapParts(label: Line, parts: readonly Line[], width: number): Line[] {
+  const indent = lineWidth(label);
+  const lines: Line[] = [];
+  let current: Line = [...label];
+  let used = indent;
+  let empty = true;
+  for (const part of parts) {
+    const w = lineWidth(part);
+    if (!empty && used + 3 + w > width) {
+      lines.push(current);
+      current = [{ text: ' '.repeat(indent) }];
+      used = indent;
+      empty = true;
+    }
+    if (!empty) {
+      current.push({ text: ' · ' });
+      used += 3;
+    }
+    current.push(...part);
+    used += w;
+    empty = false;
+  }
+  lines.push(current);
+  return lines;
+}
+
+/** Words onto lines of at most `width` (a word longer than that gets a line of its own). */
+export function wrapWords(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let current = '';
+  for (const word of text.split(/\s+/).filter(Boolean)) {
+    if (current && len(current) + 1 + len(word) > width) {
+      lines.push(current);
+      current = word;
+    } else current = current ? `${current} ${word}` : word;
+  }
+  if (current) lines.push(current);
+  return lines;
+}
