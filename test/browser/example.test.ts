@@ -134,7 +134,7 @@ describe.skipIf(!haveChromium)(title, () => {
 
   it('says the limiter cannot be reached when the daemon is down (fail open)', async () => {
     await daemon!.stop();
-    await page.waitForFunction(() => document.getElementById('connection')?.textContent?.includes('could not connect') === true);
+    await page.locator('#connection', { hasText: 'could not connect' }).waitFor();
     expect(await page.textContent('#connection')).toContain('ALLOWED_ORIGINS');
     expect(await typeAndWait(freshNumber(), 'unavailable')).toMatch(/cannot be reached/);
     expect(await page.isDisabled('#call')).toBe(false);
