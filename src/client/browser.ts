@@ -61,9 +61,11 @@ function connectNative(ctor: NativeWebSocketConstructor): Connect {
     const end = (code: number, reason: string, error?: Error) => {
       if (ended) return;
       ended = true;
-      socket.onopen = socket.onmessage = socket.onerror = socket.onclose = null;
+      socket.onopen = socket.onmessage = socket.onclose = null;
       events.close({ code, reason, ...(error !== undefined ? { error } : {}) });
     };
+    // Browsers give the error event no detail, and a close event always follows it.
+    socket.onerror = () => {};
     socket.onopen = () => {
       opened = true;
       events.open();
