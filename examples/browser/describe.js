@@ -35,8 +35,8 @@ export function describeDecision(d, nowMs) {
     return { kind: 'allowed', text: `${counts ? `${counts}, ${left}` : 'Can be called now'}${fallback}` };
   }
   const waitMs = d.retryAfterMs === null ? null : d.resetTime - nowMs;
-  const next = waitMs === null ? 'no end set' : waitMs > 0 ? `next in ${formatWait(waitMs)}` : 'next any moment now';
+  const next = waitMs === null ? ' until further notice' : waitMs > 0 ? `, next in ${formatWait(waitMs)}` : ', next any moment now';
   const why = d.reason === 'phone_rate_limit_exceeded' || d.reason === undefined ? counts ?? 'limit reached' : REASONS[d.reason] ?? d.reason;
-  const text = `${why}, ${next}${fallback}`;
+  const text = `${why}${next}${fallback}`;
   return { kind: 'limited', text: text[0].toUpperCase() + text.slice(1) };
 }

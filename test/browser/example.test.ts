@@ -132,6 +132,27 @@ describe.skipIf(!haveChromium)(title, () => {
     expect(outcome).toBe('RateLimitRequestError forbidden');
   });
 
+  it('words the other denials and long waits from reason, retryAfterMs and resetTime', async () => {
+    const now = 1_764_072_000_000;
+    const base = { phoneNumber: '+14155552671', limit: 2, remaining: 0, source: 'database' };
+    const cases = [
+      { ...base, type: 'rate_limit_status', allowed: false, reason: 'phone_rate_limit_exceeded', used: 2, resetTime: now + 42 * 60_000 + 1, retryAfterMs: 1 },
+      { ...base, type: 'rate_limit_status', allowed: false, reason: 'phone_rate_limit_exceeded', used: 2, resetTime: now + 125 * 60_000, retryAfterMs: 1 },
+      { ...base, type: 'rate_limit_status', allowed: false, reason: 'number_blocked', limit: 0, used: 0, resetTime: now, retryAfterMs: null },
+      { ...base, type: 'rate_limit_status', allowed: true, used: 1, remaining: 1, resetTime: now, retryAfterMs: 0, source: 'memory' },
+    ];
+    const texts = await page.evaluate(`(async () => {
+      const { describeDecision } = await import('/examples/browser/describe.js');
+      return ${JSON.stringify(cases)}.map((d) => describeDecision(d, ${now}).text);
+    })()`);
+    expect(texts).toEqual([
+      '2 of 2 calls used, next in 43 min',
+      '2 of 2 calls used, next in 2 h 5 min',
+      'This number is blocked until further notice',
+      '1 of 2 calls used, 1 left (limiter running on its fallback)',
+    ]);
+  });
+
   it('says the limiter cannot be reached when the daemon is down (fail open)', async () => {
     await daemon!.stop();
     await page.locator('#connection', { hasText: 'could not connect' }).waitFor();
