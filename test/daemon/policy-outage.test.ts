@@ -7,7 +7,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEmbeddedPostgres, type EmbeddedServer } from '../../src/db/embedded.js';
+import { startEmbeddedPostgres, type EmbeddedServer } from '../../src/db/embedded/index.js';
 import { setListEntry } from '../../src/db/lists.js';
 import { migrate } from '../../src/db/migrate.js';
 import { applyPolicy } from '../../src/db/policies.js';

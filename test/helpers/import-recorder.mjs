@@ -35,8 +35,12 @@ if (isMainThread) {
   globalThis.importAndRecord = async (specifier) => {
     await import(specifier);
     const done = new Promise((r) => (onDone = r));
+    // Held while waiting: an unref'd port lets node exit (code 13, unsettled top-level await)
+    // when the hooks thread's last message is still on its way and nothing else is pending.
+    port1.ref();
     await import(SENTINEL);
     await done;
+    port1.unref();
     return [...seen];
   };
 }
