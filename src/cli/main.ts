@@ -10,9 +10,28 @@ import * as reset from './commands/reset.js';
 import * as stats from './commands/stats.js';
 import * as hash from './commands/hash.js';
 import * as top from './top/command.js';
+import * as policy from './commands/policy.js';
+import * as block from './commands/block.js';
+import * as allow from './commands/allow.js';
+import * as unlist from './commands/unlist.js';
+import * as list from './commands/list.js';
+import { UsageError } from './usage.js';
 
 /** In `ratelimit --help` order. */
-const COMMANDS: ReadonlyArray<{ register: (program: Command, io: Io) => void }> = [serve, dbInit, status, reset, stats, hash, top];
+const COMMANDS: ReadonlyArray<{ register: (program: Command, io: Io) => void }> = [
+  serve,
+  dbInit,
+  status,
+  reset,
+  stats,
+  hash,
+  top,
+  policy,
+  block,
+  allow,
+  unlist,
+  list,
+];
 
 function buildProgram(io: Io): Command {
   const program = new Command('ratelimit')
@@ -37,7 +56,7 @@ export function exitCodeFor(err: unknown, command: string | undefined): number {
   if (err instanceof CommanderError) {
     return err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
   }
-  if (err instanceof InvalidPhoneNumberError) return EXIT.USAGE;
+  if (err instanceof InvalidPhoneNumberError || err instanceof UsageError) return EXIT.USAGE;
   if (err instanceof ConfigError) return command === 'serve' ? EXIT.FAILURE : EXIT.USAGE;
   return EXIT.FAILURE;
 }
