@@ -1,6 +1,8 @@
 import type { Pool } from '../../db/pool.js';
 import { migrate } from '../../db/migrate.js';
-import type { Policy } from '../../core/policy.js';
+import { makePolicy, type Policy as LogPolicy } from '../../core/policy.js';
+import type { Policy } from '../../core/policy/types.js';
+import { readEffectivePolicy } from '../../db/policies.js';
 import { statsCommand, printStats, type StatsReport } from './stats.js';
 import type { Command } from 'commander';
 import { emit, withDatabase, type Io } from '../context.js';
@@ -13,14 +15,25 @@ export interface DbInitReport {
   stats: StatsReport;
 }
 
-export async function dbInitCommand(pool: Pool, target: string, policy: Policy): Promise<DbInitReport> {
+/**
+ * The stats summary reads the number windows of the effective policy (the database's active one,
+ * else `fallback`, the RATE_LIMIT_* default). A policy without number rules has no per-number
+ * window to summarise over; the default's number rules stand in so the summary still prints.
+ */
+function statsPolicy(policy: Policy, fallback: Policy): LogPolicy {
+  const rules = (policy.number.length > 0 ? policy.number : fallback.number).map((r) => ({ id: r.id, max: r.limit, windowMs: r.windowMs }));
+  return makePolicy(rules);
+}
+
+export async function dbInitCommand(pool: Pool, target: string, fallback: Policy): Promise<DbInitReport> {
   const report = await migrate(pool);
+  const { policy } = await readEffectivePolicy(pool, fallback);
   return {
     database: target,
     applied: report.applied.map((m) => `${String(m.id).padStart(3, '0')}_${m.name}`),
     alreadyApplied: report.alreadyApplied,
     schemaVersion: report.latest,
-    stats: await statsCommand(pool, policy),
+    stats: await statsCommand(pool, statsPolicy(policy, fallback)),
   };
 }
 
@@ -38,7 +51,7 @@ export function register(program: Command, io: Io): void {
     .description('apply pending migrations (idempotent, safe to run concurrently) and print a stats summary')
     .option('--json', 'print one JSON document')
     .action(async (_opts, cmd: Command) => {
-      const report = await withDatabase(cmd, io, ({ config, db }) => dbInitCommand(db.pool, db.target, config.phonePolicy));
+      const report = await withDatabase(cmd, io, ({ config, db }) => dbInitCommand(db.pool, db.target, config.defaultPolicy));
       emit(io, cmd, report, () => printDbInit(report));
     });
 }
