@@ -28,7 +28,7 @@ export interface CheckedFile {
  * Reads and validates a policy file. Invalid: every problem on stderr as `file:line:column:
  * message` (the form editors and CI annotate), then a UsageError (exit 2).
  */
-export async function checkPolicyFile(file: string, io: Io): Promise<CheckedFile> {
+export async function checkPolicyFile(file: string, io: Io, applying = false): Promise<CheckedFile> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
@@ -40,7 +40,7 @@ export async function checkPolicyFile(file: string, io: Io): Promise<CheckedFile
   if (!parsed.ok) {
     for (const p of parsed.problems) io.err(`${file}:${p.line}:${p.column}: ${p.message}`);
     const n = parsed.problems.length;
-    throw new UsageError(`${file} is not a valid policy (${n} problem${n === 1 ? '' : 's'}); nothing was applied`);
+    throw new UsageError(`${file} is not a valid policy (${n} problem${n === 1 ? '' : 's'})${applying ? '; nothing was applied' : ''}`);
   }
   for (const w of parsed.warnings) io.err(`warning: ${w}`);
   return { policy: parsed.policy, yaml: text, warnings: parsed.warnings };
@@ -170,7 +170,7 @@ export function register(program: Command, io: Io): void {
     .option('--reason <text>', 'why (kept with the version and in the audit table)')
     .option('--json', 'print one JSON document')
     .action(async (file: string, opts: { reason?: string }, cmd: Command) => {
-      const checked = await checkPolicyFile(file, io);
+      const checked = await checkPolicyFile(file, io, true);
       const report = await withDatabaseNoKey(cmd, io, async ({ config, db }) => {
         await ensureSchema(db);
         return applyPolicyCommand(db.pool, checked, config.defaultPolicy, operatorName(io.env), opts.reason);
