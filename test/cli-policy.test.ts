@@ -165,6 +165,9 @@ describe('block, allow, unlist, list', () => {
       expect(r.stdout).toBe('');
       expect(r.stderr.trim().split('\n'), args.join(' ')).toHaveLength(1);
     }
+    const help = await run(['block', '--help']);
+    expect(help.code).toBe(0);
+    for (const flag of ['--prefix', '--for', '--reason', '--database-url', '--data-dir']) expect(help.stdout).toContain(flag);
   });
 
   it('round trip: block a number and a prefix, allow one briefly, list, unlist', async () => {

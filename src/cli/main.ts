@@ -41,6 +41,8 @@ function buildProgram(io: Io): Command {
     .addOption(new Option('--data-dir <dir>', 'where the embedded database and generated key live (env RATELIMIT_DATA_DIR)'))
     .addOption(new Option('--phone-limit <n>', 'calls allowed per number per window (env RATE_LIMIT_PHONE_MAX)'))
     .addOption(new Option('--phone-window <duration>', 'the rolling window, e.g. 1h, 15m (env RATE_LIMIT_PHONE_WINDOW)'))
+    // PROTOCOL.md: every command's --help lists the global flags too (--database-url, --data-dir).
+    .configureHelp({ showGlobalOptions: true })
     .showHelpAfterError('(run ratelimit --help for usage)')
     .exitOverride()
     .configureOutput({
