@@ -3,7 +3,7 @@
 // destination state. Masked number only; the hash as a short handle.
 import { formatDurationMs } from '../core/duration.js';
 import { hashPrefix } from '../core/phone.js';
-import type { StatusReport } from './commands/status.js';
+import type { StatusReport } from './status-report.js';
 import { isoTime, keyValueTable, relative, table } from './format.js';
 
 function when(ms: number, now: number): string {
