@@ -40,9 +40,22 @@ export function warnTo(io: Io) {
 export async function withDatabase<T>(cmd: Command, io: Io, fn: (ctx: { config: Config; key: string; db: Database }) => Promise<T>): Promise<T> {
   const config = configFrom(cmd, io);
   const key = await loadPhoneKey(config, warnTo(io));
+  return openAndRun(cmd, config, (db) => fn({ config, key, db }));
+}
+
+/**
+ * For commands that never hash a number (`policy`, `list`, `unlist --prefix`): no key is
+ * loaded, so none is demanded (PROTOCOL.md: only commands that hash need one).
+ */
+export async function withDatabaseNoKey<T>(cmd: Command, io: Io, fn: (ctx: { config: Config; db: Database }) => Promise<T>): Promise<T> {
+  const config = configFrom(cmd, io);
+  return openAndRun(cmd, config, (db) => fn({ config, db }));
+}
+
+async function openAndRun<T>(cmd: Command, config: Config, fn: (db: Database) => Promise<T>): Promise<T> {
   const db = await openDatabase(config, { applicationName: `ratelimit ${cmd.name()}` });
   try {
-    return await fn({ config, key, db });
+    return await fn(db);
   } finally {
     await db.close();
   }

@@ -10,9 +10,28 @@ import * as reset from './commands/reset.js';
 import * as stats from './commands/stats.js';
 import * as hash from './commands/hash.js';
 import * as top from './top/command.js';
+import * as policy from './commands/policy.js';
+import * as block from './commands/block.js';
+import * as allow from './commands/allow.js';
+import * as unlist from './commands/unlist.js';
+import * as list from './commands/list.js';
+import { UsageError } from './usage.js';
 
 /** In `ratelimit --help` order. */
-const COMMANDS: ReadonlyArray<{ register: (program: Command, io: Io) => void }> = [serve, dbInit, status, reset, stats, hash, top];
+const COMMANDS: ReadonlyArray<{ register: (program: Command, io: Io) => void }> = [
+  serve,
+  dbInit,
+  status,
+  reset,
+  stats,
+  hash,
+  top,
+  policy,
+  block,
+  allow,
+  unlist,
+  list,
+];
 
 function buildProgram(io: Io): Command {
   const program = new Command('ratelimit')
@@ -22,6 +41,8 @@ function buildProgram(io: Io): Command {
     .addOption(new Option('--data-dir <dir>', 'where the embedded database and generated key live (env RATELIMIT_DATA_DIR)'))
     .addOption(new Option('--phone-limit <n>', 'calls allowed per number per window (env RATE_LIMIT_PHONE_MAX)'))
     .addOption(new Option('--phone-window <duration>', 'the rolling window, e.g. 1h, 15m (env RATE_LIMIT_PHONE_WINDOW)'))
+    // PROTOCOL.md: every command's --help lists the global flags too (--database-url, --data-dir).
+    .configureHelp({ showGlobalOptions: true })
     .showHelpAfterError('(run ratelimit --help for usage)')
     .exitOverride()
     .configureOutput({
@@ -37,7 +58,7 @@ export function exitCodeFor(err: unknown, command: string | undefined): number {
   if (err instanceof CommanderError) {
     return err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
   }
-  if (err instanceof InvalidPhoneNumberError) return EXIT.USAGE;
+  if (err instanceof InvalidPhoneNumberError || err instanceof UsageError) return EXIT.USAGE;
   if (err instanceof ConfigError) return command === 'serve' ? EXIT.FAILURE : EXIT.USAGE;
   return EXIT.FAILURE;
 }

@@ -172,28 +172,39 @@ export interface ResetOutcome {
   existed: boolean;
   /** Calls that counted in the primary window when they were cleared. */
   previousCount: number;
+  /** block_after: the block this reset lifted (ms), or null when the number was not blocked (optional for callers' stubs). */
+  liftedBlockUntil?: number | null;
   resetAt: Date;
 }
 
 /** Channel on which resets are announced, so every daemon drops what it cached for the number. */
 export const RESET_CHANNEL = 'ratelimit_reset';
 
-/** Clears a number's usage and writes the audit row, atomically; announces it to the daemons. */
+/**
+ * Clears a number's usage (its call log, its block_after block and denial log) and writes the
+ * audit row, atomically; announces it to the daemons. `policy`: the number rules in force
+ * (numberRules(...).log); previousCount counts over the first one's window.
+ */
 export async function resetPhone(pool: Pool, hash: string, by: string, reason: string | null, policy: Pick<Policy, 'rules'>): Promise<ResetOutcome> {
   const client = await pool.connect();
   try {
     await client.query('BEGIN');
-    const locked = await client.query<{ calls: number[] }>('SELECT calls FROM phone_rate_limits WHERE phone_hash = $1 FOR UPDATE', [hash]);
+    const locked = await client.query<{ calls: number[]; blocked_until: number | null }>(
+      'SELECT calls, blocked_until FROM phone_rate_limits WHERE phone_hash = $1 FOR UPDATE',
+      [hash],
+    );
     const clock = await client.query<{ now_ms: number }>(`SELECT ${NOW_MS} AS now_ms`);
     const nowMs = clock.rows[0]!.now_ms;
     const calls = locked.rows[0]?.calls ?? null;
-    const windowMs = policy.rules[0]!.windowMs;
+    // Without number rules the log keeps only the latest call (horizon 1 ms): count that one.
+    const windowMs = policy.rules[0]?.windowMs ?? Number.MAX_SAFE_INTEGER;
+    const blockedUntil = locked.rows[0]?.blocked_until ?? null;
     const previousCount = (calls ?? []).filter((t) => t > nowMs - windowMs).length;
     if (calls) {
       await client.query(
         `UPDATE phone_rate_limits
             SET calls = '{}', call_count = 0, window_start = GREATEST(window_start, $2),
-                denied_in_window = 0, updated_at = NOW()
+                denied_in_window = 0, blocked_until = NULL, denials = '{}', updated_at = NOW()
           WHERE phone_hash = $1`,
         [hash, nowMs],
       );
@@ -205,7 +216,8 @@ export async function resetPhone(pool: Pool, hash: string, by: string, reason: s
     );
     await client.query('SELECT pg_notify($1, $2)', [RESET_CHANNEL, hash]);
     await client.query('COMMIT');
-    return { existed: calls !== null, previousCount, resetAt: audit.rows[0]!.reset_at };
+    const liftedBlockUntil = blockedUntil !== null && blockedUntil > nowMs ? blockedUntil : null;
+    return { existed: calls !== null, previousCount, liftedBlockUntil, resetAt: audit.rows[0]!.reset_at };
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
     throw err;

@@ -13,14 +13,15 @@ export interface DbInitReport {
   stats: StatsReport;
 }
 
-export async function dbInitCommand(pool: Pool, target: string, policy: Policy): Promise<DbInitReport> {
+export async function dbInitCommand(pool: Pool, target: string, fallback: Policy): Promise<DbInitReport> {
   const report = await migrate(pool);
   return {
     database: target,
     applied: report.applied.map((m) => `${String(m.id).padStart(3, '0')}_${m.name}`),
     alreadyApplied: report.alreadyApplied,
     schemaVersion: report.latest,
-    stats: await statsCommand(pool, policy),
+    // stats reads the effective policy (the database's active one, else `fallback`) itself.
+    stats: await statsCommand(pool, fallback),
   };
 }
 

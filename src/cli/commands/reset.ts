@@ -1,8 +1,10 @@
 import type { Pool } from '../../db/pool.js';
 import { resetPhone } from '../../db/queries.js';
 import { hashPhone, hashPrefix, maskPhone, normalizePhone } from '../../core/phone.js';
-import type { Policy } from '../../core/policy.js';
-import { keyValueTable } from '../format.js';
+import type { Policy } from '../../core/policy/types.js';
+import { numberRules } from '../../core/policy/decide.js';
+import { readEffectivePolicy } from '../../db/policies.js';
+import { isoTime, keyValueTable } from '../format.js';
 import type { Command } from 'commander';
 import { ensureSchema } from '../../db/open.js';
 import { emit, withDatabase, type Io } from '../context.js';
@@ -13,6 +15,8 @@ export interface ResetReport {
   hash: string;
   reset: boolean;
   previousCount: number;
+  /** block_after: the block this reset lifted (ms since epoch), or null. */
+  liftedBlockUntil: number | null;
   resetBy: string;
   reason: string | null;
   resetAt: string;
@@ -20,16 +24,19 @@ export interface ResetReport {
 
 const MAX_REASON_LENGTH = 500;
 
-export async function resetCommand(pool: Pool, key: string, policy: Policy, phone: string, by: string, reason: string | undefined): Promise<ResetReport> {
+/** `fallback`: the RATE_LIMIT_* default, used while no policy has been applied. */
+export async function resetCommand(pool: Pool, key: string, fallback: Policy, phone: string, by: string, reason: string | undefined): Promise<ResetReport> {
   const { e164 } = normalizePhone(phone);
   const hash = hashPhone(e164, key);
   const why = reason?.trim() ? reason.trim().slice(0, MAX_REASON_LENGTH) : null;
-  const out = await resetPhone(pool, hash, by, why, policy);
+  const { policy } = await readEffectivePolicy(pool, fallback);
+  const out = await resetPhone(pool, hash, by, why, numberRules(policy.number).log);
   return {
     phoneNumber: maskPhone(e164),
     hash,
     reset: out.existed,
     previousCount: out.previousCount,
+    liftedBlockUntil: out.liftedBlockUntil ?? null,
     resetBy: by,
     reason: why,
     resetAt: out.resetAt.toISOString(),
@@ -40,7 +47,8 @@ export function printReset(r: ResetReport): string {
   const head = r.reset
     ? `Reset ${r.phoneNumber}: cleared ${r.previousCount} call${r.previousCount === 1 ? '' : 's'} in the window; its next call is allowed.`
     : `${r.phoneNumber} had no usage recorded; nothing to clear (the reset is recorded anyway).`;
-  return `${head}\n${keyValueTable([
+  const lifted = r.liftedBlockUntil ? `\nLifted its block_after block (was until ${isoTime(r.liftedBlockUntil)}) and cleared its denial count.` : '';
+  return `${head}${lifted}\n${keyValueTable([
     ['hash', `${hashPrefix(r.hash)}…`],
     ['by', r.resetBy],
     ['reason', r.reason ?? '—'],
@@ -59,7 +67,7 @@ export function register(program: Command, io: Io): void {
       normalizePhone(phone);
       const report = await withDatabase(cmd, io, async ({ config, key, db }) => {
         await ensureSchema(db);
-        return resetCommand(db.pool, key, config.phonePolicy, phone, operatorName(io.env), opts.reason);
+        return resetCommand(db.pool, key, config.defaultPolicy, phone, operatorName(io.env), opts.reason);
       });
       emit(io, cmd, report, () => printReset(report));
     });

@@ -1,0 +1,192 @@
+// `ratelimit policy check|apply|show`: the fleet's one policy, validated before anything is
+// stored, stored as a new version only when it differs from the active one, and shown with who
+// applied it. Parsing, printing and diffing live in src/core/policy/file.ts; storage in
+// src/db/policies.ts.
+import type { Command } from 'commander';
+import { readFile } from 'node:fs/promises';
+import type { Pool } from '../../db/pool.js';
+import { ensureSchema } from '../../db/open.js';
+import { applyPolicy, parseStoredPolicy, readActivePolicy, readEffectivePolicy, type StoredPolicy } from '../../db/policies.js';
+import { describePolicyChanges, formatPolicy, parsePolicyFile, policyToYaml } from '../../core/policy/file.js';
+import { ruleIds } from '../../core/policy/subject.js';
+import type { Policy } from '../../core/policy/types.js';
+import { emit, withDatabaseNoKey, type Io } from '../context.js';
+import { operatorName } from '../operator.js';
+import { UsageError } from '../usage.js';
+
+const MAX_REASON_LENGTH = 500;
+/** What `policy apply` promises: daemons poll rate_limit_changes every second (NOTIFY is faster). */
+export const PROPAGATION_NOTE = 'every daemon switches to it within 2 s';
+
+export interface CheckedFile {
+  policy: Policy;
+  yaml: string;
+  warnings: string[];
+}
+
+/**
+ * Reads and validates a policy file. Invalid: every problem on stderr as `file:line:column:
+ * message` (the form editors and CI annotate), then a UsageError (exit 2).
+ */
+export async function checkPolicyFile(file: string, io: Io, applying = false): Promise<CheckedFile> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message;
+    throw new UsageError(`cannot read policy file ${file}: ${why}`, { cause: err });
+  }
+  const parsed = parsePolicyFile(text);
+  if (!parsed.ok) {
+    for (const p of parsed.problems) io.err(`${file}:${p.line}:${p.column}: ${p.message}`);
+    const n = parsed.problems.length;
+    throw new UsageError(`${file} is not a valid policy (${n} problem${n === 1 ? '' : 's'})${applying ? '; nothing was applied' : ''}`);
+  }
+  for (const w of parsed.warnings) io.err(`warning: ${w}`);
+  return { policy: parsed.policy, yaml: text, warnings: parsed.warnings };
+}
+
+export interface ApplyReport {
+  /** false: the file enforces exactly what the active version does; no version was stored. */
+  changed: boolean;
+  version: number;
+  previousVersion: number | null;
+  /** One line per change (describePolicyChanges); empty when none. */
+  changes: string[];
+  appliedBy: string;
+  appliedAt: string;
+  reason: string | null;
+  warnings: string[];
+}
+
+const canonical = (p: Policy): string => policyToYaml(p);
+
+/**
+ * Idempotent: a file whose policy (in canonical form, comments and layout aside) equals the
+ * active version stores nothing, so re-running a deploy step does not bump the version, audit
+ * a non-change, or make every daemon reload. Over the RATE_LIMIT_* default an identical file
+ * IS stored: it moves the policy into the database, where the environment no longer changes it.
+ */
+export async function applyPolicyCommand(
+  pool: Pool,
+  checked: CheckedFile,
+  fallback: Policy,
+  by: string,
+  reason: string | undefined,
+): Promise<ApplyReport> {
+  const why = reason?.trim() ? reason.trim().slice(0, MAX_REASON_LENGTH) : null;
+  const active = await readActivePolicy(pool);
+  if (active && canonical(parseStoredPolicy(active)) === canonical(checked.policy)) {
+    return {
+      changed: false,
+      version: active.version,
+      previousVersion: active.version,
+      changes: [],
+      appliedBy: active.appliedBy,
+      appliedAt: active.appliedAt.toISOString(),
+      reason: active.reason,
+      warnings: checked.warnings,
+    };
+  }
+  const out = await applyPolicy(pool, { yaml: checked.yaml, by, reason: why });
+  const before = out.previous ? parseStoredPolicy(out.previous) : fallback;
+  return {
+    changed: true,
+    version: out.applied.version,
+    previousVersion: out.previous?.version ?? null,
+    changes: describePolicyChanges(before, checked.policy),
+    appliedBy: out.applied.appliedBy,
+    appliedAt: out.applied.appliedAt.toISOString(),
+    reason: out.applied.reason,
+    warnings: checked.warnings,
+  };
+}
+
+export function printApply(r: ApplyReport): string {
+  if (!r.changed) {
+    return `no change: the file enforces exactly what version ${r.version} (applied by ${r.appliedBy} at ${r.appliedAt}) does; nothing was stored.`;
+  }
+  const from = r.previousVersion === null ? 'the RATE_LIMIT_* default' : `version ${r.previousVersion}`;
+  const lines =
+    r.changes.length > 0
+      ? [`changes from ${from}:`, ...r.changes.map((c) => `  ${c}`)]
+      : [`no rule changes from ${from}; the policy now lives in the database (RATE_LIMIT_* no longer apply)`];
+  lines.push(`version ${r.version} is active; ${PROPAGATION_NOTE}`);
+  return lines.join('\n');
+}
+
+export interface ShowReport {
+  /** 0: none applied; the default built from RATE_LIMIT_* is in force. */
+  version: number;
+  source: 'database' | 'default';
+  appliedBy: string | null;
+  appliedAt: string | null;
+  reason: string | null;
+  rules: string[];
+  /** The policy in force, canonical (defaults written out). */
+  yaml: string;
+  /** The file as it was applied, comments included; null for the default. */
+  appliedYaml: string | null;
+}
+
+export function showReport(policy: Policy, stored: StoredPolicy | null): ShowReport {
+  return {
+    version: stored?.version ?? 0,
+    source: stored ? 'database' : 'default',
+    appliedBy: stored?.appliedBy ?? null,
+    appliedAt: stored?.appliedAt.toISOString() ?? null,
+    reason: stored?.reason ?? null,
+    rules: ruleIds(policy),
+    yaml: policyToYaml(policy),
+    appliedYaml: stored?.yaml ?? null,
+  };
+}
+
+export function printShow(r: ShowReport, policy: Policy): string {
+  const head =
+    r.source === 'database'
+      ? [`# version ${r.version}, applied by ${r.appliedBy} at ${r.appliedAt}${r.reason ? `: ${r.reason}` : ''}`]
+      : [
+          '# no policy has been applied: this default, built from RATE_LIMIT_* (and --phone-limit/--phone-window), is in force',
+          '# apply one with: ratelimit policy apply FILE',
+        ];
+  return `${head.join('\n')}\n${formatPolicy(policy)}`.replace(/\n$/, '');
+}
+
+export function register(program: Command, io: Io): void {
+  const policy = program.command('policy').description('check, apply and show the fleet\'s rate-limit policy (a YAML file)');
+  policy
+    .command('check')
+    .description('validate a policy file and print the policy it describes, or every problem with its line')
+    .argument('<file>', 'policy YAML, e.g. docs/examples/policy.yaml')
+    .action(async (file: string) => {
+      const checked = await checkPolicyFile(file, io);
+      io.out(formatPolicy(checked.policy).replace(/\n$/, ''));
+    });
+  policy
+    .command('apply')
+    .description(`validate a policy file and make it the active policy (a new version, audited); ${PROPAGATION_NOTE}`)
+    .argument('<file>', 'policy YAML')
+    .option('--reason <text>', 'why (kept with the version and in the audit table)')
+    .option('--json', 'print one JSON document')
+    .action(async (file: string, opts: { reason?: string }, cmd: Command) => {
+      const checked = await checkPolicyFile(file, io, true);
+      const report = await withDatabaseNoKey(cmd, io, async ({ config, db }) => {
+        await ensureSchema(db);
+        return applyPolicyCommand(db.pool, checked, config.defaultPolicy, operatorName(io.env), opts.reason);
+      });
+      emit(io, cmd, report, () => printApply(report));
+    });
+  policy
+    .command('show')
+    .description('print the active policy as YAML with its version, who applied it and when (or the default in force)')
+    .option('--json', 'print one JSON document')
+    .action(async (_opts, cmd: Command) => {
+      const effective = await withDatabaseNoKey(cmd, io, async ({ config, db }) => {
+        await ensureSchema(db);
+        return readEffectivePolicy(db.pool, config.defaultPolicy);
+      });
+      const report = showReport(effective.policy, effective.stored);
+      emit(io, cmd, report, () => printShow(report, effective.policy));
+    });
+}

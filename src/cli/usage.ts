@@ -1,0 +1,8 @@
+// Input the operator can fix by retyping the command (a missing file, an invalid policy file, a
+// bad duration, two targets at once): exit 2, as PROTOCOL.md's command table asks, never 1.
+export class UsageError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'UsageError';
+  }
+}
