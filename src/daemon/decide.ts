@@ -10,7 +10,7 @@ import type { Reply, Request } from '../protocol/wire.js';
 import type { Role } from './auth.js';
 import type { DecisionEngine, PhoneDecision, PhoneSubject } from './engine/engine.js';
 import type { IpLimiter } from './limits.js';
-import { LruMap } from './lru-map.js';
+import { LRUCache } from 'lru-cache';
 import type { Metrics } from './metrics.js';
 
 const PHONE_CACHE_SIZE = 50_000;
@@ -24,7 +24,7 @@ export interface DeciderOptions {
 }
 
 export class Decider {
-  private readonly phoneCache = new LruMap<string, PhoneSubject & { e164: string }>(PHONE_CACHE_SIZE);
+  private readonly phoneCache = new LRUCache<string, PhoneSubject & { e164: string }>({ max: PHONE_CACHE_SIZE });
 
   constructor(private readonly opts: DeciderOptions) {}
 

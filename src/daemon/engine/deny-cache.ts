@@ -3,16 +3,16 @@
 // trusted only while reset notifications are being heard (the engine clears it otherwise).
 
 import { evaluate, type Decision, type Policy } from '../../core/policy.js';
-import { LruMap } from '../lru-map.js';
+import { LRUCache } from 'lru-cache';
 
 export class DenyCache {
-  private readonly deniedUntil: LruMap<string, number>;
+  private readonly deniedUntil: LRUCache<string, number>;
 
   constructor(
     capacity: number,
     private readonly policy: Policy,
   ) {
-    this.deniedUntil = new LruMap(capacity);
+    this.deniedUntil = new LRUCache({ max: capacity });
   }
 
   /** After the database decided: remembers until when this number's next call would be denied. */

@@ -10,7 +10,7 @@ import { isConnectionError } from '../../db/errors.js';
 import { listenForResets, type ResetListener } from '../../db/notify.js';
 import { consume as consumeLog, evaluate, type Decision, type Policy } from '../../core/policy.js';
 import { hashPrefix } from '../../core/phone.js';
-import { LruMap } from '../lru-map.js';
+import { LRUCache } from 'lru-cache';
 import type { Metrics, MetricSource } from '../metrics.js';
 import { Batcher } from './batcher.js';
 import { DenyCache } from './deny-cache.js';
@@ -74,7 +74,7 @@ export class DecisionEngine {
   private clockOffsetMs = 0;
   private stopped = false;
 
-  private readonly logs: LruMap<string, number[]>;
+  private readonly logs: LRUCache<string, number[]>;
   /** Only while reset notifications can be heard: without them a cached denial could outlive a reset. */
   private readonly denyCache: DenyCache | undefined;
   private readonly writes: WriteBehind;
@@ -86,7 +86,7 @@ export class DecisionEngine {
 
   constructor(private readonly opts: EngineOptions) {
     const memoryKeys = opts.memoryKeys ?? DEFAULT_MEMORY_KEYS;
-    this.logs = new LruMap(memoryKeys);
+    this.logs = new LRUCache({ max: memoryKeys });
     const timed = <T>(op: string, size: number, fn: () => Promise<T>) => this.timed(op, size, fn);
     this.writes = new WriteBehind({
       pool: opts.pool,
