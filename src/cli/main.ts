@@ -5,6 +5,7 @@ import { ConfigError, InvalidPhoneNumberError, RateLimitError } from '../core/er
 import { EXIT, VERSION, type Io } from './context.js';
 import * as serve from './commands/serve.js';
 import * as dbInit from './commands/db-init.js';
+import * as dbPrune from './commands/db-prune.js';
 import * as status from './commands/status.js';
 import * as reset from './commands/reset.js';
 import * as stats from './commands/stats.js';
@@ -21,6 +22,7 @@ import { UsageError } from './usage.js';
 const COMMANDS: ReadonlyArray<{ register: (program: Command, io: Io) => void }> = [
   serve,
   dbInit,
+  dbPrune,
   status,
   reset,
   stats,

@@ -52,6 +52,8 @@ export interface Config {
   dbPoolSize: number;
   shutdownTimeoutMs: number;
   heartbeatIntervalMs: number;
+  /** RATELIMIT_AUDIT_RETENTION: audit rows older than this are pruned (src/db/retention.ts). */
+  auditRetentionMs: number;
   /** Numbers known to be at their limit are denied from memory until their reset time. */
   denyCache: boolean;
   /** Fly's VM region, shown by `top`. */
@@ -163,6 +165,7 @@ export function resolveConfig(flags: ConfigFlags, env: Env): Config {
     dbPoolSize: int('database pool size', pick(undefined, 'RATELIMIT_DB_POOL_SIZE'), D.DEFAULT_DB_POOL_SIZE, 1, 200),
     shutdownTimeoutMs: duration('shutdown timeout', pick(undefined, 'RATELIMIT_SHUTDOWN_TIMEOUT'), D.DEFAULT_SHUTDOWN_TIMEOUT_MS),
     heartbeatIntervalMs: duration('heartbeat interval', pick(undefined, 'RATELIMIT_HEARTBEAT_INTERVAL'), D.DEFAULT_HEARTBEAT_INTERVAL_MS),
+    auditRetentionMs: duration('audit retention', pick(undefined, 'RATELIMIT_AUDIT_RETENTION'), D.DEFAULT_AUDIT_RETENTION_MS),
     denyCache: (env.RATELIMIT_DENY_CACHE ?? 'on') !== 'off',
     flyRegion: env.FLY_REGION || undefined,
   };

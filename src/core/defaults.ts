@@ -26,6 +26,8 @@ export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000;
 /** How often each daemon writes its heartbeat row (RATELIMIT_HEARTBEAT_INTERVAL). */
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 2_000;
 export const DEFAULT_LOG_LEVEL = 'info';
+/** Audit rows (resets, policy and list changes) older than this are pruned (RATELIMIT_AUDIT_RETENTION). */
+export const DEFAULT_AUDIT_RETENTION_MS = 90 * 24 * 60 * 60 * 1000;
 
 /** A production key shorter than this refuses to start. */
 export const MIN_KEY_LENGTH = 32;

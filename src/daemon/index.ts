@@ -12,6 +12,7 @@ import { loadPhoneKey } from '../db/key-file.js';
 import { migrate } from '../db/migrate.js';
 import { openDatabase } from '../db/open.js';
 import { startHeartbeat } from './heartbeat.js';
+import { startRetention } from './retention.js';
 import { Daemon } from './server.js';
 
 export { Daemon } from './server.js';
@@ -132,6 +133,7 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
     },
     onError: (err) => logger.warn({ err: err.message }, 'heartbeat not written'),
   });
+  const retention = startRetention({ pool: db.pool, config, logger });
 
   let stopping: Promise<boolean> | undefined;
   const stop = ({ timeoutMs = config.shutdownTimeoutMs }: { timeoutMs?: number } = {}) =>
@@ -145,6 +147,7 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
       const graceful = (async () => {
         const unwritten = await daemon.shutdown(started + timeoutMs - POOL_CLOSE_RESERVE_MS);
         await heartbeat.stop();
+        await retention.stop();
         await db.close();
         return unwritten === 0;
       })();

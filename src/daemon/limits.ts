@@ -1,5 +1,5 @@
 import type { Decision, Policy } from '../core/policy.js';
-import { LruMap } from './lru-map.js';
+import { LRUCache } from 'lru-cache';
 
 /** Buckets per window: memory per address is fixed, whatever the limit. */
 const IP_BUCKETS = 60;
@@ -25,7 +25,7 @@ interface Buckets {
  * concurrent requests from one address cannot overshoot while a database answer is pending.
  */
 export class IpLimiter {
-  private readonly byIp: LruMap<string, Buckets>;
+  private readonly byIp: LRUCache<string, Buckets>;
   private readonly max: number;
   private readonly windowMs: number;
   private readonly bucketMs: number;
@@ -35,7 +35,7 @@ export class IpLimiter {
     this.max = rule.max;
     this.windowMs = rule.windowMs;
     this.bucketMs = Math.max(1, Math.ceil(rule.windowMs / IP_BUCKETS));
-    this.byIp = new LruMap(capacity);
+    this.byIp = new LRUCache({ max: capacity });
   }
 
   /** Buckets that overlap (now - window, now], oldest first, with their calls. */

@@ -56,4 +56,39 @@ describe('Batcher', () => {
     fail = false;
     expect(await b.submit('b')).toBe('b');
   });
+
+  it('answers 8192 queued requests on one key and 8192 on distinct keys, each key in arrival order', async () => {
+    // A runner that checks the batcher's promise itself: no statement carries a key that is in
+    // a statement still in flight, and it finishes statements out of order (the later first).
+    const inFlight = new Set<string>();
+    const seen: string[] = [];
+    const violations: string[] = [];
+    const keyOf = (r: string) => r.split('#')[0]!;
+    const run = (reqs: string[]) => {
+      const keys = new Set(reqs.map(keyOf));
+      for (const k of keys) if (inFlight.has(k)) violations.push(k);
+      for (const k of keys) inFlight.add(k);
+      seen.push(...reqs);
+      return new Promise<string[]>((resolve) =>
+        setTimeout(() => {
+          for (const k of keys) inFlight.delete(k);
+          resolve(reqs.map((r) => `done:${r}`));
+        }, reqs.length % 2),
+      );
+    };
+    const b = new Batcher(run, { maxBatch: 256, maxInFlight: 4, keyOf });
+    const N = 8192;
+    const hot = Array.from({ length: N }, (_, i) => `hot#${i}`);
+    const distinct = Array.from({ length: N }, (_, i) => `k${i}#0`);
+    // Interleaved, as pipelining clients would send them.
+    const submitted = hot.flatMap((h, i) => [h, distinct[i]!]);
+    const replies = await Promise.all(submitted.map((r) => b.submit(r)));
+    await b.idle();
+    expect(replies).toEqual(submitted.map((r) => `done:${r}`));
+    expect(violations).toEqual([]);
+    expect(seen).toHaveLength(2 * N);
+    expect(seen.filter((r) => r.startsWith('hot#'))).toEqual(hot);
+    expect(new Set(seen.filter((r) => !r.startsWith('hot#')))).toEqual(new Set(distinct));
+    expect(b.pending).toBe(0);
+  });
 });

@@ -4,6 +4,10 @@
 // Group commit: requests that arrive while a statement is in flight wait for it and then go
 // together in the next one. A lone request never waits for company, so latency at low load is
 // one round trip; at high load one commit serves hundreds of decisions.
+//
+// Cost per request is O(1) amortised however deep the queue (issue #12: rescanning one queue
+// on every take made 8192 pipelined requests on one number quadratic): each key has its own
+// FIFO, and a FIFO of ready keys (waiting requests, none in flight) says who may go next.
 
 interface Waiter<Req, Res> {
   req: Req;
@@ -23,11 +27,47 @@ export interface BatcherOptions<Req = unknown> {
   keyOf?: (req: Req) => string;
 }
 
+/** A FIFO whose shift is O(1): a head index over an array, compacted once half is spent. */
+class Fifo<T> {
+  private items: T[] = [];
+  private head = 0;
+
+  get length(): number {
+    return this.items.length - this.head;
+  }
+
+  push(item: T): void {
+    this.items.push(item);
+  }
+
+  shift(): T | undefined {
+    if (this.head >= this.items.length) return undefined;
+    const item = this.items[this.head]!;
+    this.items[this.head++] = undefined as T; // let the item be collected
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return item;
+  }
+}
+
+/** One key's state; it exists while the key has requests waiting or in flight. */
+interface KeyState<Req, Res> {
+  key: string;
+  waiting: Fifo<Waiter<Req, Res>>;
+  /** Statements in flight holding requests of this key (0 or 1, by construction). */
+  inFlight: number;
+}
+
 export class Batcher<Req, Res> {
-  private queue: Waiter<Req, Res>[] = [];
+  private readonly keys = new Map<string, KeyState<Req, Res>>();
+  /** Keys with waiting requests and none in flight, in the order they became so. */
+  private readonly ready = new Fifo<KeyState<Req, Res>>();
+  /** Without keyOf every request is independent: one FIFO, no in-flight exclusion. */
+  private readonly unkeyed = new Fifo<Waiter<Req, Res>>();
+  private waiting = 0;
   private inFlight = 0;
-  /** Keys of requests in statements now in flight, with how many. */
-  private readonly busy = new Map<string, number>();
   private idleWaiters: Array<() => void> = [];
 
   constructor(
@@ -37,13 +77,27 @@ export class Batcher<Req, Res> {
 
   submit(req: Req): Promise<Res> {
     return new Promise<Res>((resolve, reject) => {
-      this.queue.push({ req, resolve, reject });
+      const waiter = { req, resolve, reject };
+      this.waiting++;
+      const keyOf = this.opts.keyOf;
+      if (!keyOf) this.unkeyed.push(waiter);
+      else {
+        const key = keyOf(req);
+        let state = this.keys.get(key);
+        if (!state) {
+          state = { key, waiting: new Fifo(), inFlight: 0 };
+          this.keys.set(key, state);
+        }
+        // A key that already waits is in `ready` or in flight; only its first waiter makes it ready.
+        if (state.waiting.length === 0 && state.inFlight === 0) this.ready.push(state);
+        state.waiting.push(waiter);
+      }
       this.pump();
     });
   }
 
   get pending(): number {
-    return this.queue.length + this.inFlight;
+    return this.waiting + this.inFlight;
   }
 
   /** Resolves once nothing is queued or in flight. */
@@ -52,32 +106,36 @@ export class Batcher<Req, Res> {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  /** The next statement's requests, in queue order, skipping keys that are in flight. */
-  private take(): Waiter<Req, Res>[] {
-    const keyOf = this.opts.keyOf;
-    if (!keyOf) return this.queue.splice(0, this.opts.maxBatch);
+  /**
+   * The next statement's requests: whole runs of ready keys, each key's in arrival order and
+   * its keys in the order they became ready. A key cut off by maxBatch keeps its rest waiting
+   * until this statement is done.
+   */
+  private take(): { batch: Waiter<Req, Res>[]; states: KeyState<Req, Res>[] } {
     const batch: Waiter<Req, Res>[] = [];
-    const rest: Waiter<Req, Res>[] = [];
-    // A key held back once stays held back for the rest of the scan, keeping its order.
-    const held = new Set<string>();
-    for (const w of this.queue) {
-      const key = keyOf(w.req);
-      if (batch.length < this.opts.maxBatch && !this.busy.has(key) && !held.has(key)) batch.push(w);
-      else {
-        held.add(key);
-        rest.push(w);
+    const states: KeyState<Req, Res>[] = [];
+    const max = this.opts.maxBatch;
+    if (!this.opts.keyOf) {
+      while (batch.length < max && this.unkeyed.length > 0) batch.push(this.unkeyed.shift()!);
+    } else {
+      while (batch.length < max && this.ready.length > 0) {
+        const state = this.ready.shift()!;
+        while (batch.length < max && state.waiting.length > 0) batch.push(state.waiting.shift()!);
+        state.inFlight++;
+        states.push(state);
       }
     }
-    this.queue = rest;
-    return batch;
+    this.waiting -= batch.length;
+    return { batch, states };
+  }
+
+  private hasWork(): boolean {
+    return this.opts.keyOf ? this.ready.length > 0 : this.unkeyed.length > 0;
   }
 
   private pump(): void {
-    while (this.inFlight < this.opts.maxInFlight && this.queue.length > 0) {
-      const batch = this.take();
-      if (batch.length === 0) return;
-      const keys = this.opts.keyOf ? batch.map((w) => this.opts.keyOf!(w.req)) : [];
-      for (const k of keys) this.busy.set(k, (this.busy.get(k) ?? 0) + 1);
+    while (this.inFlight < this.opts.maxInFlight && this.hasWork()) {
+      const { batch, states } = this.take();
       this.inFlight++;
       let results: Promise<Res[]>;
       try {
@@ -91,10 +149,10 @@ export class Batcher<Req, Res> {
           (err: unknown) => batch.forEach((w) => w.reject(err)),
         )
         .finally(() => {
-          for (const k of keys) {
-            const n = this.busy.get(k)! - 1;
-            if (n === 0) this.busy.delete(k);
-            else this.busy.set(k, n);
+          for (const state of states) {
+            state.inFlight--;
+            if (state.waiting.length > 0) this.ready.push(state);
+            else this.keys.delete(state.key);
           }
           this.inFlight--;
           this.pump();

@@ -9,7 +9,7 @@
 
 import { evaluate, type Decision } from '../../core/policy.js';
 import { BLOCK_AFTER_RULE, type DecisionPolicy } from '../../core/policy/decide.js';
-import { LruMap } from '../lru-map.js';
+import { LRUCache } from 'lru-cache';
 import type { Verdict } from './verdict.js';
 
 interface Entry {
@@ -19,10 +19,10 @@ interface Entry {
 }
 
 export class DenyCache {
-  private readonly entries: LruMap<string, Entry>;
+  private readonly entries: LRUCache<string, Entry>;
 
   constructor(capacity: number) {
-    this.entries = new LruMap(capacity);
+    this.entries = new LRUCache({ max: capacity });
   }
 
   /** After the database decided (not for allowlisted numbers): remembers whether its next call would be denied. */

@@ -8,15 +8,15 @@ import { EMPTY_BUCKETS } from '../../core/policy/aggregate.js';
 import { counterMapKey } from '../../core/policy/counters.js';
 import { decideCheck, decideConsume, EMPTY_NUMBER, type DecideInput, type DecideResult, type DecisionPolicy, type NumberState } from '../../core/policy/decide.js';
 import type { AggregateCounter, Buckets } from '../../core/policy/types.js';
-import { LruMap } from '../lru-map.js';
+import { LRUCache } from 'lru-cache';
 
 export class MemoryState {
-  private readonly numbers: LruMap<string, NumberState>;
-  private readonly counters: LruMap<string, Buckets>;
+  private readonly numbers: LRUCache<string, NumberState>;
+  private readonly counters: LRUCache<string, Buckets>;
 
   constructor(numberCapacity: number, counterCapacity: number) {
-    this.numbers = new LruMap(numberCapacity);
-    this.counters = new LruMap(counterCapacity);
+    this.numbers = new LRUCache({ max: numberCapacity });
+    this.counters = new LRUCache({ max: counterCapacity });
   }
 
   log(hash: string): readonly number[] | undefined {

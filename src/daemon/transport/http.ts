@@ -11,7 +11,7 @@ import { parseRequest } from '../../protocol/schema.js';
 import { clientAddress, type Authenticator } from '../auth.js';
 import type { Decider } from '../decide.js';
 import { TokenBucket } from '../limits.js';
-import { LruMap } from '../lru-map.js';
+import { LRUCache } from 'lru-cache';
 import type { Metrics } from '../metrics.js';
 
 export interface Health {
@@ -38,7 +38,7 @@ export interface HttpTransportOptions {
 const HTTP_BUCKETS = 100_000;
 
 export class HttpTransport {
-  private readonly buckets = new LruMap<string, TokenBucket>(HTTP_BUCKETS);
+  private readonly buckets = new LRUCache<string, TokenBucket>({ max: HTTP_BUCKETS });
   private active = 0;
 
   constructor(private readonly opts: HttpTransportOptions) {}
