@@ -60,7 +60,8 @@ export class Decider {
       const slot = ipLimiter.reserve(ip);
       if (!slot.decision.allowed) {
         metrics.decisions.inc({ kind: 'consume', result: 'denied', reason: 'ip', source: 'memory' });
-        return decisionReply(id, s.e164, s.region, { ...slot.decision, source: engine.mode }, 'ip_rate_limit_exceeded');
+        // Decided by this instance's per-IP memory, whatever the database's state; the numbers are the ip rule's.
+        return decisionReply(id, s.e164, s.region, { ...slot.decision, source: 'memory' }, 'ip_rate_limit_exceeded');
       }
       let d: PhoneDecision;
       try {

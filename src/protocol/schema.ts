@@ -3,17 +3,24 @@
 // Nothing past parseRequest/parseFrame sees unchecked input.
 
 import { z } from 'zod';
-import { isIP } from 'node:net';
+import { canonicalAddress } from '../core/address.js';
 import type { ProtocolErrorCode } from './errors.js';
 import { errorReply } from './replies.js';
 import { REQUEST_TYPES, type CheckRequest, type ConsumeRequest, type ErrorReply, type Request, type RequestId } from './wire.js';
 
 const id = z.union([z.string().max(128), z.number().finite()]);
 
+// Parsed into the per-IP quota key (src/core/address.ts: IPv4 as a dotted quad, IPv4-mapped IPv6
+// as IPv4, other IPv6 as its /64), so past this point `ip` is the key and no spelling of one
+// client's address can mint a second quota.
 const ip = z
   .string()
-  .max(64)
-  .refine((s) => isIP(s) !== 0, 'ip must be an IPv4 or IPv6 address')
+  .transform((s, ctx) => {
+    const c = canonicalAddress(s);
+    if (c.ok) return c.key;
+    ctx.addIssue({ code: 'custom', message: c.message });
+    return z.NEVER;
+  })
   .optional();
 
 // PROTOCOL.md gives /v1/check and /v1/consume one body, `ip` included, so a client may send the
@@ -42,8 +49,22 @@ function fail(code: ProtocolErrorCode, message: string, reqId?: RequestId): Pars
 
 /** Echo an id only if it is one we would accept, so error replies never reflect junk. */
 function salvageId(value: unknown): RequestId | undefined {
-  const r = id.safeParse(value);
-  return r.success ? r.data : undefined;
+  if (typeof value === 'string') return value.length <= 128 ? value : undefined;
+  return typeof value === 'number' && Number.isFinite(value) ? value : undefined;
+}
+
+/**
+ * The `id` of a frame that will not be validated (a throttled one), so even `too_many_requests`
+ * echoes it (PROTOCOL.md). Only JSON.parse, no schema: frames are size-capped, so this is cheap.
+ */
+export function peekRequestId(text: string): RequestId | undefined {
+  if (!text.includes('"id"')) return undefined;
+  try {
+    const value: unknown = JSON.parse(text);
+    return typeof value === 'object' && value !== null ? salvageId((value as Record<string, unknown>).id) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** From an already-decoded JSON value (HTTP bodies, WebSocket frames). */
