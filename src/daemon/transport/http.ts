@@ -7,7 +7,8 @@ import type { Logger } from 'pino';
 import type { Config } from '../../core/config.js';
 import { ROUTES } from '../../protocol/wire.js';
 import { errorReply, httpStatus } from '../../protocol/replies.js';
-import { parseRequest } from '../../protocol/schema.js';
+import { RequestParser } from '../../protocol/schema.js';
+import { canonicalAddress } from '../../core/address.js';
 import type { Authenticator } from '../auth.js';
 import type { Decider } from '../decide.js';
 import { TokenBucket } from '../limits.js';
@@ -15,6 +16,9 @@ import { LruMap } from '../lru-map.js';
 import type { Metrics } from '../metrics.js';
 import type { ClientAddresses } from './client-address.js';
 import type { ConnectionGate } from './connections.js';
+
+/** `ip` fields become quota keys the way every other address does (src/core/address.ts). */
+const requests = new RequestParser(canonicalAddress);
 
 export interface Health {
   status: 'ok' | 'degraded';
@@ -133,7 +137,7 @@ export class HttpTransport {
     if (typeof value === 'object' && value !== null && 'type' in value && (value as { type: unknown }).type !== type) {
       return json(res, 400, errorReply('invalid_message', `"type" must be ${type} on ${path} (or be left out)`), cors);
     }
-    const parsed = parseRequest(value, type);
+    const parsed = requests.parseRequest(value, type);
     const reply = parsed.ok ? await this.opts.decider.decide(parsed.request, auth.role, ip) : parsed.error;
     if (reply.type === 'error') metrics.errors.inc({ code: reply.code });
     const status = httpStatus(reply);

@@ -11,7 +11,8 @@ import type { Logger } from 'pino';
 import type { Config } from '../../core/config.js';
 import { ROUTES } from '../../protocol/wire.js';
 import { errorReply } from '../../protocol/replies.js';
-import { parseFrame, peekRequestId } from '../../protocol/schema.js';
+import { peekRequestId, RequestParser } from '../../protocol/schema.js';
+import { canonicalAddress } from '../../core/address.js';
 import type { Reply } from '../../protocol/wire.js';
 import type { Authenticator, Role } from '../auth.js';
 import type { Decider } from '../decide.js';
@@ -20,6 +21,9 @@ import type { Metrics } from '../metrics.js';
 import { BacklogBudget, type BacklogLimits, type BacklogShare } from './backlog.js';
 import type { ClientAddresses } from './client-address.js';
 import type { ConnectionGate } from './connections.js';
+
+/** `ip` fields become quota keys the way every other address does (src/core/address.ts). */
+const requests = new RequestParser(canonicalAddress);
 
 interface Client extends BacklogShare {
   role: Role;
@@ -187,7 +191,7 @@ export class WsTransport {
     } else if (client.inFlight >= MAX_IN_FLIGHT_PER_SOCKET) {
       reply = errorReply('too_many_requests', `more than ${MAX_IN_FLIGHT_PER_SOCKET} requests waiting on this connection; read the replies`, peekRequestId(data.toString()));
     } else {
-      const parsed = parseFrame(data.toString());
+      const parsed = requests.parseFrame(data.toString());
       reply = parsed.ok ? this.opts.decider.decide(parsed.request, client.role, client.ip) : parsed.error;
     }
     if (!(reply instanceof Promise) && reply.type === 'error') this.opts.metrics.errors.inc({ code: reply.code });
