@@ -158,6 +158,28 @@ describe('connection floods', () => {
     expect(peak).toBeLessThanOrEqual(MAX + 10);
   });
 
+  it('keeps a reserve for /health when every connection under the cap is busy', async () => {
+    const MAX = 20;
+    const d = await daemonWith({ RATELIMIT_MAX_CONNECTIONS: String(MAX), RATELIMIT_MAX_CONNECTIONS_PER_IP: '1000' });
+    // reserveFor(20) = 2: WebSockets are never evicted, so 18 of them fill every ordinary slot.
+    const held = [];
+    for (let i = 0; i < MAX - 2; i++) held.push(await WsClient.connect(d.wsUrl));
+    for (const c of held) clients.add(c);
+    const h = await health(d.url);
+    expect(h.status).toBe(200);
+    const check = await postJson(d.url, '/v1/check', { phoneNumber: freshNumber() });
+    expect(check.status).toBe(503);
+    expect(check.headers['retry-after']).toBe('1');
+    await expect(WsClient.connect(d.wsUrl)).rejects.toMatchObject({ statusCode: 503 });
+    expect(await metric(d, 'ratelimit_connections')).toBeLessThanOrEqual(MAX);
+    await held.pop()!.close();
+    const after = await waitFor('an ordinary slot', async () => {
+      const r = await postJson(d.url, '/v1/check', { phoneNumber: freshNumber() });
+      return r.status === 200 ? r : undefined;
+    });
+    console.log(`reserve: ${MAX - 2} WebSockets held under RATELIMIT_MAX_CONNECTIONS=${MAX}; /health ${h.status}, /v1/check ${check.status}, upgrade 503; /v1/check ${after.status} once one closed`);
+  });
+
   it('closes connections that never complete a request (idle, or headers that never end)', async () => {
     const d = await daemonWith({});
     const idle = await Promise.all(Array.from({ length: 5 }, () => tcpConnect(d)));
