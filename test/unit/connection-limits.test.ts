@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { resolveConfig } from '../../src/core/config.js';
 import { BacklogBudget, DEFAULT_BACKLOG_LIMITS, type BacklogShare } from '../../src/daemon/transport/backlog.js';
 import { defaultMaxConnections, reserveFor } from '../../src/daemon/transport/connections.js';
 
@@ -71,5 +72,20 @@ describe('BacklogBudget', () => {
     expect(b.stalled(s, 1_001 + L.stallMs)).toBe(true);
     b.measure(s, 10, 0);
     expect(b.stalled(s, 1_001 + L.stallMs)).toBe(false);
+  });
+});
+
+describe('configuration of the connection limits', () => {
+  it('reads RATELIMIT_MAX_CONNECTIONS (unset: derived by the daemon) and RATELIMIT_WS_IDLE_TIMEOUT', () => {
+    expect(resolveConfig({}, {}).maxConnections).toBeUndefined();
+    expect(resolveConfig({}, {}).wsIdleTimeoutMs).toBe(60_000);
+    const c = resolveConfig({}, { RATELIMIT_MAX_CONNECTIONS: '500', RATELIMIT_WS_IDLE_TIMEOUT: '2s' });
+    expect(c.maxConnections).toBe(500);
+    expect(c.wsIdleTimeoutMs).toBe(2_000);
+  });
+
+  it('refuses a cap too small to keep a reserve, naming the variable', () => {
+    expect(() => resolveConfig({}, { RATELIMIT_MAX_CONNECTIONS: '5' })).toThrow(/RATELIMIT_MAX_CONNECTIONS/);
+    expect(() => resolveConfig({}, { RATELIMIT_WS_IDLE_TIMEOUT: 'soon' })).toThrow(/RATELIMIT_WS_IDLE_TIMEOUT/);
   });
 });
