@@ -45,7 +45,12 @@ export interface Config {
   trustProxy: TrustProxy;
   logLevel: string;
   maxFrameBytes: number;
+  /** TCP connections (HTTP and WebSocket) one client address may hold. */
   maxConnectionsPerIp: number;
+  /** RATELIMIT_MAX_CONNECTIONS: open TCP connections in all; undefined = derived from the process's fd limit. */
+  maxConnections: number | undefined;
+  /** A WebSocket without a token (browser or open) that sends nothing for this long is closed. */
+  wsIdleTimeoutMs: number;
   /** Per connection, for clients without a token (browsers); token clients pipeline freely. */
   messagesPerSecond: number;
   dbStatementTimeoutMs: number;
@@ -142,6 +147,9 @@ export function resolveConfig(flags: ConfigFlags, env: Env): Config {
     if (!/^https?:\/\/[^/\s]+$/.test(o)) problems.push(`ALLOWED_ORIGINS entry "${o}" must look like https://example.com (scheme and host, no path)`);
   }
 
+  // Unset: the daemon derives it from its fd limit, which only the running process can read.
+  const maxConnections = pick(undefined, 'RATELIMIT_MAX_CONNECTIONS');
+
   const config: Config = {
     databaseUrl: url?.value,
     dataDir: pick(flags.dataDir, 'RATELIMIT_DATA_DIR')?.value ?? D.DEFAULT_DATA_DIR,
@@ -160,6 +168,8 @@ export function resolveConfig(flags: ConfigFlags, env: Env): Config {
     logLevel,
     maxFrameBytes: int('max frame bytes', pick(undefined, 'RATELIMIT_MAX_FRAME_BYTES'), D.DEFAULT_MAX_FRAME_BYTES, 256, 1 << 20),
     maxConnectionsPerIp: int('connections per IP', pick(undefined, 'RATELIMIT_MAX_CONNECTIONS_PER_IP'), D.DEFAULT_MAX_CONNECTIONS_PER_IP, 1, 1_000_000),
+    maxConnections: maxConnections ? int('max connections', maxConnections, 0, 16, 10_000_000) : undefined,
+    wsIdleTimeoutMs: duration('WebSocket idle timeout', pick(undefined, 'RATELIMIT_WS_IDLE_TIMEOUT'), D.DEFAULT_WS_IDLE_TIMEOUT_MS),
     messagesPerSecond: int('messages per second', pick(undefined, 'RATELIMIT_MESSAGES_PER_SECOND'), D.DEFAULT_MESSAGES_PER_SECOND, 1, 1_000_000),
     dbStatementTimeoutMs: duration('database timeout', pick(undefined, 'RATELIMIT_DB_TIMEOUT'), D.DEFAULT_DB_STATEMENT_TIMEOUT_MS),
     dbPoolSize: int('database pool size', pick(undefined, 'RATELIMIT_DB_POOL_SIZE'), D.DEFAULT_DB_POOL_SIZE, 1, 200),

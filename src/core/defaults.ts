@@ -13,8 +13,10 @@ export const DEFAULT_IP_WINDOW_MS = 60 * 60 * 1000;
 /** Frames larger than this close the socket with 1009 (PROTOCOL.md). */
 export const DEFAULT_MAX_FRAME_BYTES = 4 * 1024;
 
-/** Open WebSockets one client IP may hold (RATELIMIT_MAX_CONNECTIONS_PER_IP). */
+/** Open TCP connections (HTTP and WebSocket) one client address may hold (RATELIMIT_MAX_CONNECTIONS_PER_IP). */
 export const DEFAULT_MAX_CONNECTIONS_PER_IP = 100;
+/** A WebSocket without a token that sends nothing for this long is closed (RATELIMIT_WS_IDLE_TIMEOUT). */
+export const DEFAULT_WS_IDLE_TIMEOUT_MS = 60_000;
 /** Per connection without a token (RATELIMIT_MESSAGES_PER_SECOND). */
 export const DEFAULT_MESSAGES_PER_SECOND = 20;
 /** Statement timeout on the decision path (RATELIMIT_DB_TIMEOUT). */

@@ -1,6 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import type { TrustProxy } from '../core/config.js';
 
 /**
  * service: presented a valid token; may consume and may name the end user's `ip`.
@@ -55,17 +54,4 @@ export class Authenticator {
     }
     return { ok: false, status: 401, message: 'a bearer token is required (Authorization: Bearer <token> or ?token=)' };
   }
-}
-
-/** The end user's address: the socket's, or Fly's proxy header when configured to trust it. */
-export function clientAddress(req: IncomingMessage, trust: TrustProxy): string {
-  if (trust === 'fly') {
-    const h = req.headers['fly-client-ip'];
-    if (typeof h === 'string' && h.trim()) return normalizeIp(h.trim());
-  }
-  return normalizeIp(req.socket.remoteAddress ?? 'unknown');
-}
-
-export function normalizeIp(ip: string): string {
-  return ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip;
 }

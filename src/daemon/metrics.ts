@@ -56,6 +56,17 @@ export function createMetrics() {
     help: 'Open WebSocket connections',
     registers: [registry],
   });
+  // p5 (#11): every open TCP connection (HTTP and WebSocket) and the cap they are held under.
+  const tcpConnections = new client.Gauge({
+    name: 'ratelimit_connections',
+    help: 'Open TCP connections, HTTP and WebSocket',
+    registers: [registry],
+  });
+  const connectionsMax = new client.Gauge({
+    name: 'ratelimit_connections_max',
+    help: 'The cap on open TCP connections (RATELIMIT_MAX_CONNECTIONS, else derived from the fd limit)',
+    registers: [registry],
+  });
   const dbLatency = new client.Histogram({
     name: 'ratelimit_db_query_duration_seconds',
     help: 'Database round trips made by the decision path, by operation',
@@ -70,7 +81,7 @@ export function createMetrics() {
     buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
     registers: [registry],
   });
-  return { registry, decisions, shadowDenials, policyVersion, errors, fallbackActive, fallbackTransitions, pendingWrites, connections, dbLatency, batchSize };
+  return { registry, decisions, shadowDenials, policyVersion, errors, fallbackActive, fallbackTransitions, pendingWrites, connections, tcpConnections, connectionsMax, dbLatency, batchSize };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

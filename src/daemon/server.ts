@@ -14,8 +14,23 @@ import { DecisionEngine, type EngineOptions } from './engine/engine.js';
 import { IpRules } from './ip-rules.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { PolicySource } from './policy-source.js';
+import type { BacklogLimits } from './transport/backlog.js';
+import { ClientAddresses } from './transport/client-address.js';
+import { ConnectionGate, defaultMaxConnections, HANDSHAKE_TIMEOUT_MS } from './transport/connections.js';
 import { HttpTransport, type Health } from './transport/http.js';
 import { WsTransport } from './transport/ws.js';
+
+// Behind Fly the proxy holds idle keep-alive connections for 60 s: staying open longer means the
+// proxy, never us, closes an idle connection, so it never reuses one we are closing (a 502).
+// Reached directly, idle connections are a cost with little use: Node's default 5 s.
+const KEEP_ALIVE_BEHIND_FLY_MS = 65_000;
+const KEEP_ALIVE_DIRECT_MS = 5_000;
+// Later requests on a kept-alive connection: headers within HEADERS_TIMEOUT_MS of their first
+// byte, the whole request (bodies are at most a few KiB) within REQUEST_TIMEOUT_MS, checked every
+// second (Node's default check interval is 30 s).
+const HEADERS_TIMEOUT_MS = HANDSHAKE_TIMEOUT_MS * 2;
+const REQUEST_TIMEOUT_MS = HANDSHAKE_TIMEOUT_MS * 3;
+const CONNECTIONS_CHECK_INTERVAL_MS = 1_000;
 
 export interface DaemonOptions {
   config: Config;
@@ -30,6 +45,7 @@ export interface DaemonOptions {
   pingIntervalMs?: number;
   /** How often the policy and lists are polled for changes (NOTIFY usually comes first). */
   policyPollIntervalMs?: number;
+  backlog?: Partial<BacklogLimits>;
 }
 
 export class Daemon {
@@ -41,6 +57,7 @@ export class Daemon {
   private readonly http: Server;
   private readonly httpTransport: HttpTransport;
   private readonly ws: WsTransport;
+  private readonly gate: ConnectionGate;
   private readonly sockets = new Set<Socket>();
   private readonly startedAt = Date.now();
   private shutdownPromise: Promise<number> | undefined;
@@ -78,9 +95,27 @@ export class Daemon {
     const auth = new Authenticator(config.apiTokens, config.allowedOrigins);
     const decider = new Decider({ engine: this.engine, policies: this.policies, ipRules, metrics: this.metrics, tally: this.tally, logger, phoneKey: opts.phoneKey });
     const isShuttingDown = () => this.shutdownPromise !== undefined;
-    this.httpTransport = new HttpTransport({ config, auth, decider, metrics: this.metrics, logger, health: () => this.health(), isShuttingDown });
-    this.ws = new WsTransport({ config, auth, decider, metrics: this.metrics, logger, pingIntervalMs: opts.pingIntervalMs, isShuttingDown });
-    this.http = createServer({ keepAliveTimeout: 65_000 }, (req, res) => void this.httpTransport.onRequest(req, res));
+    const addresses = new ClientAddresses(config.trustProxy, logger);
+    this.gate = new ConnectionGate({
+      maxConnections: config.maxConnections ?? defaultMaxConnections(),
+      maxPerAddress: config.maxConnectionsPerIp,
+      perAddress: addresses.socketIsClient,
+      metrics: this.metrics,
+      logger,
+    });
+    const transport = { config, auth, decider, metrics: this.metrics, logger, addresses, gate: this.gate, isShuttingDown };
+    this.httpTransport = new HttpTransport({ ...transport, health: () => this.health() });
+    this.ws = new WsTransport({ ...transport, pingIntervalMs: opts.pingIntervalMs, backlog: opts.backlog });
+    this.http = createServer(
+      {
+        keepAliveTimeout: config.trustProxy === 'fly' ? KEEP_ALIVE_BEHIND_FLY_MS : KEEP_ALIVE_DIRECT_MS,
+        headersTimeout: HEADERS_TIMEOUT_MS,
+        requestTimeout: REQUEST_TIMEOUT_MS,
+        connectionsCheckingInterval: CONNECTIONS_CHECK_INTERVAL_MS,
+      },
+      (req, res) => void this.httpTransport.onRequest(req, res),
+    );
+    this.gate.attach(this.http);
     this.http.on('connection', (s: Socket) => {
       this.sockets.add(s);
       s.on('close', () => this.sockets.delete(s));

@@ -6,8 +6,6 @@ export const PROTOCOL_ERRORS = {
   invalid_message: { httpStatus: 400, description: 'valid JSON, but not a valid request' },
   unknown_type: { httpStatus: 400, description: '"type" is not one of the request types' },
   invalid_phone_number: { httpStatus: 400, description: 'the phone number cannot be parsed' },
-  // Not sent by the daemon yet: a refused token is answered 401 with code `forbidden` today
-  // (transport/http.ts and transport/ws.ts); a later issue switches those bodies to this code.
   unauthorized: { httpStatus: 401, description: 'no valid token' },
   forbidden: { httpStatus: 403, description: 'not allowed for this client (role or origin)' },
   too_many_requests: { httpStatus: 429, description: 'this connection or address sent too much' },

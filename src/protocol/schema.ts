@@ -1,38 +1,44 @@
-// Validation of what clients send (zod, node:net), for the daemon only: the client package
+// Validation of what clients send (zod), for the daemon only: the client package
 // must not load zod, so this lives apart from the zod-free wire.ts/errors.ts/replies.ts.
-// Nothing past parseRequest/parseFrame sees unchecked input.
+// Nothing past RequestParser sees unchecked input.
 
 import { z } from 'zod';
-import { isIP } from 'node:net';
+import type { CanonicalAddress } from '../core/address.js';
 import type { ProtocolErrorCode } from './errors.js';
 import { errorReply } from './replies.js';
 import { REQUEST_TYPES, type CheckRequest, type ConsumeRequest, type ErrorReply, type Request, type RequestId } from './wire.js';
 
 const id = z.union([z.string().max(128), z.number().finite()]);
 
-const ip = z
-  .string()
-  .max(64)
-  .refine((s) => isIP(s) !== 0, 'ip must be an IPv4 or IPv6 address')
-  .optional();
+/**
+ * Reads a client-supplied address into its per-IP quota key, or says why it is not an address.
+ * The daemon passes src/core/address.ts canonicalAddress; it is a parameter because the protocol
+ * layer may not run core's code (test/architecture.test.ts), only name its types.
+ */
+export type AddressReader = (text: string) => CanonicalAddress;
 
-// PROTOCOL.md gives /v1/check and /v1/consume one body, `ip` included, so a client may send the
-// same payload to both; a check has no use for it.
-// Unknown fields are ignored (z.object strips them): a newer client adding a field must keep
-// working against an older daemon. Known fields are checked strictly.
-const check: z.ZodType<CheckRequest> = z.object({
-  type: z.literal('rate_limit_check'),
-  id: id.optional(),
-  phoneNumber: z.string(),
-  ip,
-});
-
-const consume: z.ZodType<ConsumeRequest> = z.object({
-  type: z.literal('rate_limit_consume'),
-  id: id.optional(),
-  phoneNumber: z.string(),
-  ip,
-});
+function schemas(readAddress: AddressReader): { check: z.ZodType<CheckRequest>; consume: z.ZodType<ConsumeRequest> } {
+  // Parsed into the quota key (IPv4 as a dotted quad, IPv4-mapped IPv6 as IPv4, other IPv6 as its
+  // /64), so past this point `ip` is the key and no spelling of one client's address can mint a
+  // second quota.
+  const ip = z
+    .string()
+    .transform((s, ctx) => {
+      const c = readAddress(s);
+      if (c.ok) return c.key;
+      ctx.addIssue({ code: 'custom', message: c.message });
+      return z.NEVER;
+    })
+    .optional();
+  // PROTOCOL.md gives /v1/check and /v1/consume one body, `ip` included, so a client may send the
+  // same payload to both; a check has no use for it.
+  // Unknown fields are ignored (z.object strips them): a newer client adding a field must keep
+  // working against an older daemon. Known fields are checked strictly.
+  return {
+    check: z.object({ type: z.literal('rate_limit_check'), id: id.optional(), phoneNumber: z.string(), ip }),
+    consume: z.object({ type: z.literal('rate_limit_consume'), id: id.optional(), phoneNumber: z.string(), ip }),
+  };
+}
 
 export type Parsed = { ok: true; request: Request } | { ok: false; error: ErrorReply };
 
@@ -42,38 +48,62 @@ function fail(code: ProtocolErrorCode, message: string, reqId?: RequestId): Pars
 
 /** Echo an id only if it is one we would accept, so error replies never reflect junk. */
 function salvageId(value: unknown): RequestId | undefined {
-  const r = id.safeParse(value);
-  return r.success ? r.data : undefined;
+  if (typeof value === 'string') return value.length <= 128 ? value : undefined;
+  return typeof value === 'number' && Number.isFinite(value) ? value : undefined;
 }
 
-/** From an already-decoded JSON value (HTTP bodies, WebSocket frames). */
-export function parseRequest(value: unknown, forceType?: Request['type']): Parsed {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    return fail('invalid_message', 'a message must be a JSON object');
-  }
-  const obj = forceType ? { ...(value as Record<string, unknown>), type: forceType } : (value as Record<string, unknown>);
-  const reqId = salvageId(obj.id);
-  if (typeof obj.type !== 'string') return fail('invalid_message', 'missing "type"', reqId);
-  if (!(REQUEST_TYPES as readonly string[]).includes(obj.type)) {
-    return fail('unknown_type', `unknown type "${obj.type.slice(0, 40)}"; expected ${REQUEST_TYPES.join(' or ')}`, reqId);
-  }
-  const schema = obj.type === 'rate_limit_check' ? check : consume;
-  const r = schema.safeParse(obj);
-  if (!r.success) {
-    const issue = r.error.issues[0]!;
-    const where = issue.path.length > 0 ? `"${issue.path.join('.')}": ` : '';
-    return fail('invalid_message', `${where}${issue.message}`, reqId);
-  }
-  return { ok: true, request: r.data };
-}
-
-/** From a text frame. */
-export function parseFrame(text: string): Parsed {
-  let value: unknown;
+/**
+ * The `id` of a frame that will not be validated (a throttled one), so even `too_many_requests`
+ * echoes it (PROTOCOL.md). Only JSON.parse, no schema: frames are size-capped, so this is cheap.
+ */
+export function peekRequestId(text: string): RequestId | undefined {
+  if (!text.includes('"id"')) return undefined;
   try {
-    value = JSON.parse(text);
+    const value: unknown = JSON.parse(text);
+    return typeof value === 'object' && value !== null ? salvageId((value as Record<string, unknown>).id) : undefined;
   } catch {
-    return fail('invalid_json', 'the frame is not valid JSON');
+    return undefined;
   }
-  return parseRequest(value);
+}
+
+/** Validates requests; nothing past it sees unchecked input. */
+export class RequestParser {
+  private readonly check: z.ZodType<CheckRequest>;
+  private readonly consume: z.ZodType<ConsumeRequest>;
+
+  constructor(readAddress: AddressReader) {
+    ({ check: this.check, consume: this.consume } = schemas(readAddress));
+  }
+
+  /** From an already-decoded JSON value (HTTP bodies, WebSocket frames). */
+  parseRequest(value: unknown, forceType?: Request['type']): Parsed {
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      return fail('invalid_message', 'a message must be a JSON object');
+    }
+    const obj = forceType ? { ...(value as Record<string, unknown>), type: forceType } : (value as Record<string, unknown>);
+    const reqId = salvageId(obj.id);
+    if (typeof obj.type !== 'string') return fail('invalid_message', 'missing "type"', reqId);
+    if (!(REQUEST_TYPES as readonly string[]).includes(obj.type)) {
+      return fail('unknown_type', `unknown type "${obj.type.slice(0, 40)}"; expected ${REQUEST_TYPES.join(' or ')}`, reqId);
+    }
+    const schema = obj.type === 'rate_limit_check' ? this.check : this.consume;
+    const r = schema.safeParse(obj);
+    if (!r.success) {
+      const issue = r.error.issues[0]!;
+      const where = issue.path.length > 0 ? `"${issue.path.join('.')}": ` : '';
+      return fail('invalid_message', `${where}${issue.message}`, reqId);
+    }
+    return { ok: true, request: r.data };
+  }
+
+  /** From a text frame. */
+  parseFrame(text: string): Parsed {
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      return fail('invalid_json', 'the frame is not valid JSON');
+    }
+    return this.parseRequest(value);
+  }
 }

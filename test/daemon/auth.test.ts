@@ -107,7 +107,7 @@ describe('HTTP with RATELIMIT_API_TOKENS set', () => {
       const none = await postJson(guarded.url, route, { phoneNumber: freshNumber() });
       expect(none.status).toBe(401);
       expect(none.headers['www-authenticate']).toMatch(/^Bearer/);
-      expect(none.json).toMatchObject({ type: 'error' });
+      expect(none.json).toMatchObject({ type: 'error', code: 'unauthorized' });
       expect((await postJson(guarded.url, route, { phoneNumber: freshNumber() }, { Authorization: 'Bearer nope' })).status).toBe(401);
       expect((await postJson(`${guarded.url}`, `${route}?token=nope`, { phoneNumber: freshNumber() })).status).toBe(401);
     }

@@ -7,12 +7,18 @@ import type { Logger } from 'pino';
 import type { Config } from '../../core/config.js';
 import { ROUTES } from '../../protocol/wire.js';
 import { errorReply, httpStatus } from '../../protocol/replies.js';
-import { parseRequest } from '../../protocol/schema.js';
-import { clientAddress, type Authenticator } from '../auth.js';
+import { RequestParser } from '../../protocol/schema.js';
+import { canonicalAddress } from '../../core/address.js';
+import type { Authenticator } from '../auth.js';
 import type { Decider } from '../decide.js';
 import { TokenBucket } from '../limits.js';
 import { LRUCache } from 'lru-cache';
 import type { Metrics } from '../metrics.js';
+import type { ClientAddresses } from './client-address.js';
+import type { ConnectionGate } from './connections.js';
+
+/** `ip` fields become quota keys the way every other address does (src/core/address.ts). */
+const requests = new RequestParser(canonicalAddress);
 
 export interface Health {
   status: 'ok' | 'degraded';
@@ -30,6 +36,8 @@ export interface HttpTransportOptions {
   decider: Decider;
   metrics: Metrics;
   logger: Logger;
+  addresses: ClientAddresses;
+  gate: ConnectionGate;
   health: () => Health;
   /** True once the daemon is shutting down: decisions are refused with 503. */
   isShuttingDown: () => boolean;
@@ -63,8 +71,18 @@ export class HttpTransport {
 
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const { config, metrics } = this.opts;
+    const admission = this.opts.gate.admission(req.socket);
+    // Answered (503/429) when it connected; whatever it asks now gets nothing more.
+    if (admission === 'refused') return void req.socket.destroy();
     const url = new URL(req.url ?? '/', 'http://localhost');
     const path = url.pathname;
+    if (admission === 'reserve') {
+      // Over the connection cap: this connection exists so /health and /metrics keep answering.
+      res.shouldKeepAlive = false;
+      if (path !== ROUTES.health && path !== ROUTES.metrics) {
+        return json(res, 503, errorReply('internal_error', 'the daemon is at its connection limit; retry later'), { 'Retry-After': '1' });
+      }
+    }
     if (path === ROUTES.health) {
       if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, errorReply('invalid_message', 'use GET'), { Allow: 'GET' });
       if (this.opts.isShuttingDown()) return json(res, 503, { ...this.opts.health(), status: 'shutting_down' });
@@ -76,6 +94,12 @@ export class HttpTransport {
       res.writeHead(200, { 'Content-Type': metrics.registry.contentType });
       res.end(text);
       return;
+    }
+    if (path === ROUTES.ws) {
+      return json(res, 426, errorReply('invalid_message', `${ROUTES.ws} is a WebSocket endpoint: send the upgrade (Connection: Upgrade, Upgrade: websocket)`), {
+        Upgrade: 'websocket',
+        Connection: 'Upgrade',
+      });
     }
     if (path !== ROUTES.check && path !== ROUTES.consume) {
       return json(res, 404, errorReply('invalid_message', `no route ${path}; see ${ROUTES.check}, ${ROUTES.consume}, ${ROUTES.health}, ${ROUTES.metrics}, ${ROUTES.ws}`));
@@ -93,10 +117,9 @@ export class HttpTransport {
     if (this.opts.isShuttingDown()) return json(res, 503, errorReply('internal_error', 'shutting down; retry on another instance'), { 'Retry-After': '1', ...cors });
     const auth = this.opts.auth.authenticate(req, url);
     if (!auth.ok) {
-      // 401 bodies say `forbidden` today (see PROTOCOL_ERRORS); a later issue changes that.
-      return json(res, auth.status, errorReply('forbidden', auth.message), { ...(auth.status === 401 ? { 'WWW-Authenticate': 'Bearer' } : {}), ...cors });
+      return json(res, auth.status, errorReply(auth.status === 401 ? 'unauthorized' : 'forbidden', auth.message), { ...(auth.status === 401 ? { 'WWW-Authenticate': 'Bearer' } : {}), ...cors });
     }
-    const ip = clientAddress(req, config.trustProxy);
+    const ip = this.opts.addresses.of(req);
     if (auth.role !== 'service') {
       let bucket = this.buckets.get(ip);
       if (!bucket) this.buckets.set(ip, (bucket = new TokenBucket(config.messagesPerSecond)));
@@ -114,7 +137,7 @@ export class HttpTransport {
     if (typeof value === 'object' && value !== null && 'type' in value && (value as { type: unknown }).type !== type) {
       return json(res, 400, errorReply('invalid_message', `"type" must be ${type} on ${path} (or be left out)`), cors);
     }
-    const parsed = parseRequest(value, type);
+    const parsed = requests.parseRequest(value, type);
     const reply = parsed.ok ? await this.opts.decider.decide(parsed.request, auth.role, ip) : parsed.error;
     if (reply.type === 'error') metrics.errors.inc({ code: reply.code });
     const status = httpStatus(reply);

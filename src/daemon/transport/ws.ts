@@ -1,6 +1,7 @@
-// The WebSocket transport: the upgrade (route, auth, per-IP connection cap), per-socket client
-// state, replies in request order for pipelining clients, corked writes, backpressure and
-// pings. Separate from HTTP because its life is per socket, not per request.
+// The WebSocket transport: the upgrade (route, auth, per-address connection cap), per-socket
+// client state, replies in request order for pipelining clients, corked writes, backpressure
+// (pause past a reply backlog, 1008 when it persists), idle and dead sockets. Separate from HTTP
+// because its life is per socket, not per request.
 
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
@@ -10,14 +11,21 @@ import type { Logger } from 'pino';
 import type { Config } from '../../core/config.js';
 import { ROUTES } from '../../protocol/wire.js';
 import { errorReply } from '../../protocol/replies.js';
-import { parseFrame } from '../../protocol/schema.js';
+import { peekRequestId, RequestParser } from '../../protocol/schema.js';
+import { canonicalAddress } from '../../core/address.js';
 import type { Reply } from '../../protocol/wire.js';
-import { clientAddress, type Authenticator, type Role } from '../auth.js';
+import type { Authenticator, Role } from '../auth.js';
 import type { Decider } from '../decide.js';
 import { ConnectionCounter, TokenBucket } from '../limits.js';
 import type { Metrics } from '../metrics.js';
+import { BacklogBudget, type BacklogLimits, type BacklogShare } from './backlog.js';
+import type { ClientAddresses } from './client-address.js';
+import type { ConnectionGate } from './connections.js';
 
-interface Client {
+/** `ip` fields become quota keys the way every other address does (src/core/address.ts). */
+const requests = new RequestParser(canonicalAddress);
+
+interface Client extends BacklogShare {
   role: Role;
   ip: string;
   /** Messages per second, for clients without a token. */
@@ -27,6 +35,7 @@ interface Client {
   tail: Promise<void>;
   alive: boolean;
   closing: boolean;
+  lastMessageAtMs: number;
 }
 
 export interface WsTransportOptions {
@@ -35,37 +44,60 @@ export interface WsTransportOptions {
   decider: Decider;
   metrics: Metrics;
   logger: Logger;
+  addresses: ClientAddresses;
+  gate: ConnectionGate;
   pingIntervalMs?: number;
+  backlog?: Partial<BacklogLimits>;
   /** True once the daemon is shutting down: new upgrades are refused. */
   isShuttingDown: () => boolean;
 }
 
-// A pipelining client that never reads its replies must not grow our memory without bound.
+// A second bound besides the byte backlog: the ordered reply chain holds one promise per request.
 const MAX_IN_FLIGHT_PER_SOCKET = 8_192;
 // Fly's proxy drops connections idle for ~60 s; pings keep live ones open and find dead ones.
 const DEFAULT_PING_INTERVAL_MS = 25_000;
+// How often paused sockets are looked at (resume, or close when stalled) and idle ones swept.
+const SWEEP_INTERVAL_MS = 250;
+const CLOSE_POLICY_VIOLATION = 1008;
+const CLOSE_TOO_BIG = 1009;
+// RFC 6455: a close reason is at most 123 bytes.
+const MAX_CLOSE_REASON_BYTES = 123;
+
+const STATUS_TEXT: Record<number, string> = { 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable' };
 
 export class WsTransport {
   private readonly wss: WebSocketServer;
   private readonly connections: ConnectionCounter;
   private readonly clients = new Map<WebSocket, Client>();
+  private readonly paused = new Set<WebSocket>();
   private readonly corked = new Set<Socket>();
+  private readonly backlog: BacklogBudget;
   private readonly pingTimer: NodeJS.Timeout;
+  private readonly sweepTimer: NodeJS.Timeout;
 
   constructor(private readonly opts: WsTransportOptions) {
     this.connections = new ConnectionCounter(opts.config.maxConnectionsPerIp);
+    this.backlog = new BacklogBudget({ ...new BacklogBudget().limits, ...opts.backlog });
     this.wss = new WebSocketServer({ noServer: true, maxPayload: opts.config.maxFrameBytes, perMessageDeflate: false, clientTracking: false });
     this.pingTimer = setInterval(() => this.ping(), opts.pingIntervalMs ?? DEFAULT_PING_INTERVAL_MS);
     this.pingTimer.unref();
+    this.sweepTimer = setInterval(() => this.sweep(), SWEEP_INTERVAL_MS);
+    this.sweepTimer.unref();
   }
 
   get connectionCount(): number {
     return this.clients.size;
   }
 
+  /** Reply bytes held for all sockets (queued or being decided), as last measured. */
+  get backlogBytes(): number {
+    return this.backlog.total;
+  }
+
   /** Stops accepting, answers what each socket has in flight, then closes it with 1001. */
   async close(): Promise<void> {
     clearInterval(this.pingTimer);
+    clearInterval(this.sweepTimer);
     await Promise.all(
       [...this.clients].map(async ([ws, client]) => {
         client.closing = true;
@@ -78,28 +110,32 @@ export class WsTransport {
   /** Drops every socket, including those that never finished their close handshake. */
   terminate(): void {
     clearInterval(this.pingTimer);
+    clearInterval(this.sweepTimer);
     for (const ws of this.clients.keys()) ws.terminate();
   }
 
   private refuse(socket: Duplex, status: number, message: string): void {
-    // 401 bodies say `forbidden` today (see PROTOCOL_ERRORS); a later issue changes that.
-    const body = JSON.stringify(errorReply(status === 429 ? 'too_many_requests' : 'forbidden', message));
-    const reason = { 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable' }[status] ?? 'Error';
+    const code = status === 429 ? 'too_many_requests' : status === 401 ? 'unauthorized' : status === 503 ? 'internal_error' : 'forbidden';
+    const body = JSON.stringify(errorReply(code, message));
     socket.end(
-      `HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+      `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
         (status === 401 ? 'WWW-Authenticate: Bearer\r\n' : '') +
+        (status === 503 ? 'Retry-After: 1\r\n' : '') +
         `\r\n${body}`,
     );
   }
 
   onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => undefined);
+    const admission = this.opts.gate.admission(req.socket);
+    if (admission === 'refused') return void socket.destroy();
     const url = new URL(req.url ?? '/', 'http://localhost');
     if (url.pathname !== ROUTES.ws) return this.refuse(socket, 404, `no WebSocket endpoint at ${url.pathname}; use ${ROUTES.ws}`);
     if (this.opts.isShuttingDown()) return this.refuse(socket, 503, 'shutting down');
+    if (admission === 'reserve') return this.refuse(socket, 503, 'the daemon is at its connection limit; retry later');
     const auth = this.opts.auth.authenticate(req, url);
     if (!auth.ok) return this.refuse(socket, auth.status, auth.message);
-    const ip = clientAddress(req, this.opts.config.trustProxy);
+    const ip = this.opts.addresses.of(req);
     if (!this.connections.acquire(ip)) return this.refuse(socket, 429, 'too many connections from this address');
     this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, auth.role, ip));
   }
@@ -113,35 +149,54 @@ export class WsTransport {
       tail: Promise.resolve(),
       alive: true,
       closing: false,
+      lastMessageAtMs: Date.now(),
+      countedBytes: 0,
+      pausedAtMs: undefined,
     };
     this.clients.set(ws, client);
     this.opts.metrics.connections.set(this.clients.size);
+    this.explainOversizedFrames(ws);
     ws.on('pong', () => (client.alive = true));
     ws.on('message', (data, isBinary) => this.onMessage(ws, client, data, isBinary));
     ws.on('error', (err) => this.opts.logger.debug({ err: err.message }, 'websocket error'));
     ws.on('close', () => {
       this.clients.delete(ws);
+      this.paused.delete(ws);
+      this.backlog.release(client);
       this.connections.release(ip);
       this.opts.metrics.connections.set(this.clients.size);
     });
   }
 
+  /**
+   * ws closes with 1009 but no reason when a frame is over maxPayload; its receiver reports the
+   * error to us first, so we close with the reason (ws's own close then finds it closing already).
+   */
+  private explainOversizedFrames(ws: WebSocket): void {
+    const receiver = (ws as unknown as { _receiver?: { prependListener(e: 'error', f: (err: Error & { code?: string }) => void): void } })._receiver;
+    receiver?.prependListener('error', (err) => {
+      if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') ws.close(CLOSE_TOO_BIG, `frame larger than ${this.opts.config.maxFrameBytes} bytes`);
+    });
+  }
+
   private onMessage(ws: WebSocket, client: Client, data: RawData, isBinary: boolean): void {
     client.alive = true;
+    client.lastMessageAtMs = Date.now();
     if (client.closing) return;
     let reply: Reply | Promise<Reply>;
     if (isBinary) {
       reply = errorReply('invalid_message', 'binary frames are not supported; send JSON text frames');
     } else if (client.bucket && !client.bucket.take()) {
-      reply = errorReply('too_many_requests', `more than ${this.opts.config.messagesPerSecond} messages per second on this connection`);
+      reply = errorReply('too_many_requests', `more than ${this.opts.config.messagesPerSecond} messages per second on this connection`, peekRequestId(data.toString()));
     } else if (client.inFlight >= MAX_IN_FLIGHT_PER_SOCKET) {
-      reply = errorReply('too_many_requests', `more than ${MAX_IN_FLIGHT_PER_SOCKET} requests waiting on this connection; read the replies`);
+      reply = errorReply('too_many_requests', `more than ${MAX_IN_FLIGHT_PER_SOCKET} requests waiting on this connection; read the replies`, peekRequestId(data.toString()));
     } else {
-      const parsed = parseFrame(data.toString());
+      const parsed = requests.parseFrame(data.toString());
       reply = parsed.ok ? this.opts.decider.decide(parsed.request, client.role, client.ip) : parsed.error;
     }
     if (!(reply instanceof Promise) && reply.type === 'error') this.opts.metrics.errors.inc({ code: reply.code });
     client.inFlight++;
+    this.measure(ws, client);
     const pending = reply;
     client.tail = client.tail
       .then(() => pending)
@@ -149,7 +204,56 @@ export class WsTransport {
         client.inFlight--;
         if (r.type === 'error' && pending instanceof Promise) this.opts.metrics.errors.inc({ code: r.code });
         if (ws.readyState === ws.OPEN) this.sendCorked(ws, JSON.stringify(r));
+        this.measure(ws, client);
       });
+  }
+
+  /** Counts the socket's backlog and stops or resumes reading from it accordingly. */
+  private measure(ws: WebSocket, client: Client): void {
+    this.backlog.measure(client, ws.bufferedAmount, client.inFlight);
+    if (client.pausedAtMs === undefined) {
+      if (!this.backlog.shouldPause(client)) return;
+      client.pausedAtMs = Date.now();
+      this.paused.add(ws);
+      ws.pause();
+      this.opts.logger.debug({ ip: client.ip, backlogBytes: client.countedBytes, totalBytes: this.backlog.total }, 'not reading a WebSocket whose client is not reading its replies');
+    } else if (!client.closing && this.backlog.mayResume(client)) {
+      client.pausedAtMs = undefined;
+      this.paused.delete(ws);
+      ws.resume();
+    }
+  }
+
+  private sweep(): void {
+    const nowMs = Date.now();
+    for (const ws of this.paused) {
+      const client = this.clients.get(ws);
+      if (!client) continue;
+      this.measure(ws, client);
+      if (client.closing || !this.backlog.stalled(client, nowMs)) continue;
+      const reason = `replies not read: ${Math.round(client.countedBytes / 1024)} KiB waiting for ${Math.round((nowMs - client.pausedAtMs!) / 1000)} s`;
+      this.opts.logger.warn({ ip: client.ip, backlogBytes: client.countedBytes, code: CLOSE_POLICY_VIOLATION }, `closing a WebSocket whose client does not read: ${reason}`);
+      this.closeWithin(ws, client, CLOSE_POLICY_VIOLATION, reason);
+    }
+    const idleMs = this.opts.config.wsIdleTimeoutMs;
+    for (const [ws, client] of this.clients) {
+      if (client.role === 'service' || client.closing || nowMs - client.lastMessageAtMs < idleMs) continue;
+      this.closeWithin(ws, client, 1000, `no message for ${Math.round(idleMs / 1000)} s without a token; reconnect when needed`);
+    }
+  }
+
+  /**
+   * Closes with a reason and drops the socket if the client has not completed the close in
+   * time. Reading resumes so the client's close frame can be seen; what else it sent is dropped
+   * unanswered (closing), so reading costs no memory.
+   */
+  private closeWithin(ws: WebSocket, client: Client, code: number, reason: string): void {
+    client.closing = true;
+    ws.close(code, Buffer.from(reason).subarray(0, MAX_CLOSE_REASON_BYTES).toString());
+    ws.resume();
+    const timer = setTimeout(() => ws.terminate(), this.backlog.limits.closeGraceMs);
+    timer.unref();
+    ws.once('close', () => clearTimeout(timer));
   }
 
   /**
