@@ -158,29 +158,32 @@ export interface DecisionEvent {
   masked: string;
   atMs: number;
   allowed: boolean;
-  /** The counters the call counted against (ignored for denials). */
+  /** The counters that apply to the number: an allowed call counts against each of them. */
   counters: readonly AggregateCounter[];
+  /** A denial's rule id (DecideResult.rule); when it is one of `counters`, that counter's denied_total grows. */
+  rule?: string | null;
 }
 
 /** Merges decisions made elsewhere (the in-memory fallback) into numbers and counters. */
 export async function recordDecisions(pool: Pool, events: readonly DecisionEvent[], policy: DecisionPolicy): Promise<number> {
   if (events.length === 0) return 0;
-  const c = { ev: [] as number[], rule: [] as string[], key: [] as string[], window: [] as number[], bucket: [] as number[] };
+  const c = { ev: [] as number[], rule: [] as string[], key: [] as string[], window: [] as number[], bucket: [] as number[], denial: [] as boolean[] };
   events.forEach((e, i) => {
-    if (!e.allowed) return;
     for (const counter of e.counters) {
+      if (!e.allowed && counter.rule.id !== e.rule) continue;
       c.ev.push(i + 1);
       c.rule.push(counter.rule.id);
       c.key.push(counter.key);
       c.window.push(counter.rule.windowMs);
       c.bucket.push(bucketCalls(counter.rule));
+      c.denial.push(!e.allowed);
     }
   });
   const [, maxes, windows] = numberArrays(policy);
   const { rows } = await pool.query<{ n: number }>({
     name: 'ratelimit_record_v2',
     text: `SELECT ratelimit_record_v2($1::text[], $2::text[], $3::text[], $4::bigint[], $5::boolean[], $6::int[], $7::bigint[],
-             $8::int[], $9::text[], $10::text[], $11::bigint[], $12::int[]) AS n`,
+             $8::int[], $9::text[], $10::text[], $11::bigint[], $12::int[], $13::boolean[]) AS n`,
     values: [
       events.map((e) => e.hash),
       events.map((e) => e.region ?? null),
@@ -194,6 +197,7 @@ export async function recordDecisions(pool: Pool, events: readonly DecisionEvent
       c.key,
       c.window,
       c.bucket,
+      c.denial,
     ],
   });
   return rows[0]?.n ?? 0;

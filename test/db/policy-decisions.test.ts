@@ -462,16 +462,63 @@ describe('ratelimit_record_v2 (catching up after an outage)', () => {
     const [first] = await decideBatch(pool, [{ ...base, allowlisted: false }], dp);
     const t = first!.atMs;
     // Two daemons each allowed 2 while the database was away: 5 calls in the window.
-    await recordDecisions(pool, [t + 10, t + 20, t + 30, t + 40].map((at) => ({ ...base, atMs: at, allowed: true })).concat([{ ...base, atMs: t + 50, allowed: false }]), dp);
+    // ...and denied two: one by its number rule, one by the global budget (that one is the counter's).
+    await recordDecisions(
+      pool,
+      [t + 10, t + 20, t + 30, t + 40]
+        .map((at) => ({ ...base, atMs: at, allowed: true }))
+        .concat([
+          { ...base, atMs: t + 50, allowed: false, rule: p.number[0]!.id },
+          { ...base, atMs: t + 60, allowed: false, rule: p.global[0]!.id },
+        ]),
+      dp,
+    );
     const peek = await peekState(pool, [base.hash], counters);
     expect(peek.numbers.get(base.hash)!.log).toEqual([t, t + 10, t + 20, t + 30, t + 40]);
     const g = peek.counters.get(counterMapKey(p.global[0]!.id, '*'))!;
     expect(g.n.reduce((a, b) => a + b, 0)).toBe(5);
     const row = await pool.query('SELECT call_count, denied_total FROM phone_rate_limits WHERE phone_hash = $1', [base.hash]);
-    expect(row.rows[0]).toEqual({ call_count: 5, denied_total: 1 });
+    expect(row.rows[0]).toEqual({ call_count: 5, denied_total: 2 });
+    const counter = await pool.query('SELECT denied_total FROM rate_limit_counters WHERE rule_id = $1', [p.global[0]!.id]);
+    expect(counter.rows[0]).toEqual({ denied_total: 1 });
     // And the next consume is denied (over the limit), naming when the second-newest leaves.
     const [next] = await decideBatch(pool, [{ ...base, allowlisted: false }], dp);
     expect(next).toMatchObject({ allowed: false, rule: p.number[0]!.id });
+  });
+});
+
+describe('ratelimit_record_v2 and new numbers', () => {
+  it('writes a new number once and merges into an existing one in place', async () => {
+    const tag = '#record-once';
+    const p = makeFullPolicy({ number: [rule('number', 2, 3_600_000, false, tag)] });
+    const dp = decisionPolicy(p);
+    const one = createPool({ url: db.url, max: 1 });
+    extraPools.push(one);
+    const stats = async () => {
+      await one.query('SELECT pg_stat_force_next_flush()');
+      const { rows } = await one.query<{ ins: string; upd: string; dead: string }>(
+        `SELECT n_tup_ins AS ins, n_tup_upd AS upd, n_dead_tup AS dead FROM pg_stat_user_tables WHERE relname = 'phone_rate_limits'`,
+      );
+      return { ins: Number(rows[0]!.ins), upd: Number(rows[0]!.upd), dead: Number(rows[0]!.dead) };
+    };
+    const ev = (i: number, atMs: number, allowed: boolean) => ({ hash: `o${tag}:${i}`, region: 'US', masked: '+1•••', atMs, allowed, counters: [] });
+    const before = await stats();
+    await recordDecisions(one, [ev(1, 1000, true), ev(1, 2000, true), ev(1, 3000, true), ev(2, 1500, false), ev(3, 1700, true)], dp);
+    const after = await stats();
+    expect({ ins: after.ins - before.ins, upd: after.upd - before.upd, dead: after.dead - before.dead }).toEqual({ ins: 3, upd: 0, dead: 0 });
+    await recordDecisions(one, [ev(1, 4000, true), ev(2, 4100, false)], dp);
+    const later = await stats();
+    expect({ ins: later.ins - after.ins, upd: later.upd - after.upd }).toEqual({ ins: 0, upd: 2 });
+    const { rows } = await one.query(
+      `SELECT phone_hash, calls, call_count, denied_total, denied_in_window, last_call_at FROM phone_rate_limits WHERE phone_hash LIKE $1 ORDER BY phone_hash`,
+      [`o${tag}:%`],
+    );
+    expect(rows).toEqual([
+      // Every allowed call is kept, beyond the limit of 2.
+      { phone_hash: `o${tag}:1`, calls: [1000, 2000, 3000, 4000], call_count: 4, denied_total: 0, denied_in_window: 0, last_call_at: 4000 },
+      { phone_hash: `o${tag}:2`, calls: [], call_count: 0, denied_total: 2, denied_in_window: 2, last_call_at: null },
+      { phone_hash: `o${tag}:3`, calls: [1700], call_count: 1, denied_total: 0, denied_in_window: 0, last_call_at: 1700 },
+    ]);
   });
 });
 

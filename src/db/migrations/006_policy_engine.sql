@@ -576,13 +576,25 @@ BEGIN
 END
 $fn$;
 
+-- A number's log after merging calls decided elsewhere: every call still inside the longest
+-- window of the newest one, ascending (none dropped for capacity: see ratelimit_record_v2).
+CREATE OR REPLACE FUNCTION ratelimit_merge_calls(p_old BIGINT[], p_new BIGINT[], p_horizon BIGINT) RETURNS BIGINT[]
+LANGUAGE sql IMMUTABLE AS $fn$
+  SELECT coalesce(array_agg(t ORDER BY t), '{}') FROM unnest(p_old || p_new) AS t
+   WHERE t > (SELECT max(x) FROM unnest(p_old || p_new) AS x) - p_horizon
+$fn$;
+
 -- Decisions made elsewhere (a daemon answering from memory while the database was unreachable)
 -- merged in as facts: nothing is decided and nothing allowed is lost. Unlike ratelimit_record,
 -- a number's log keeps every call still inside its longest window even beyond capacity (with K
 -- daemons it may hold up to K×N after an outage; stats count them all, and decisions stay
--- right: evaluate() names the call that must leave first). Allowed calls are added to every
--- counter entry given for them (one per (event, counter), like ratelimit_decide's), in time
--- order. Same lock order as ratelimit_decide: numbers by hash, then counters by (rule id, key).
+-- right: evaluate() names the call that must leave first). Counter entries are one per (event,
+-- counter): for an allowed event every counter it counted against (its call is added, in time
+-- order); for a denied one the counter that denied it, if any (p_c_denial: its denied_total
+-- grows, as ratelimit_decide's would have). Same lock order as ratelimit_decide: numbers by
+-- hash, then counters by (rule id, key). A number new to the database is written once, by one
+-- INSERT … ON CONFLICT DO UPDATE that also merges into existing rows (no decision depends on
+-- the state read, so there is nothing to lock ahead).
 CREATE OR REPLACE FUNCTION ratelimit_record_v2(
   p_hashes TEXT[],
   p_regions TEXT[],
@@ -595,7 +607,8 @@ CREATE OR REPLACE FUNCTION ratelimit_record_v2(
   p_c_rule TEXT[],
   p_c_key TEXT[],
   p_c_window BIGINT[],
-  p_c_bucket INTEGER[]
+  p_c_bucket INTEGER[],
+  p_c_denial BOOLEAN[]
 ) RETURNS INTEGER
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -616,73 +629,76 @@ DECLARE
   u_ts TEXT[] := '{}';
   u_n TEXT[] := '{}';
   u_last BIGINT[] := '{}';
+  u_denied INTEGER[] := '{}';
 BEGIN
   IF v_total IS NULL OR v_total IS DISTINCT FROM cardinality(p_regions) OR v_total IS DISTINCT FROM cardinality(p_masked)
      OR v_total IS DISTINCT FROM cardinality(p_at) OR v_total IS DISTINCT FROM cardinality(p_allowed)
      OR coalesce(cardinality(p_maxes), 0) <> coalesce(cardinality(p_windows), 0)
      OR v_entries <> coalesce(cardinality(p_c_rule), 0) OR v_entries <> coalesce(cardinality(p_c_key), 0)
-     OR v_entries <> coalesce(cardinality(p_c_window), 0) OR v_entries <> coalesce(cardinality(p_c_bucket), 0) THEN
+     OR v_entries <> coalesce(cardinality(p_c_window), 0) OR v_entries <> coalesce(cardinality(p_c_bucket), 0)
+     OR v_entries <> coalesce(cardinality(p_c_denial), 0) THEN
     RAISE EXCEPTION 'ratelimit_record_v2: mismatched argument arrays' USING ERRCODE = '22023';
   END IF;
   IF v_total = 0 THEN RETURN 0; END IF;
 
-  INSERT INTO phone_rate_limits AS p (phone_hash, window_start, region, phone_masked)
-  SELECT DISTINCT ON (h) h, 0, r, m
-    FROM unnest(p_hashes, p_regions, p_masked) AS t(h, r, m)
-   ORDER BY h, r IS NULL
-  ON CONFLICT (phone_hash) DO UPDATE SET updated_at = p.updated_at WHERE false;
+  -- Per number: its allowed calls and denials in this batch, written as a new row's state or
+  -- merged into the existing row's (ratelimit_merge_calls), in hash order (the lock order).
+  INSERT INTO phone_rate_limits AS p (phone_hash, region, phone_masked, calls, call_count, window_start, last_call_at,
+                                      denied_total, denied_in_window, denied_window_start, last_denied_at)
+  SELECT u.h, u.region, u.masked, u.log,
+         (SELECT count(*) FROM unnest(u.log) AS t WHERE t > u.newest - v_window),
+         COALESCE((SELECT min(t) FROM unnest(u.log) AS t WHERE t > u.newest - v_window), 0),
+         u.log[cardinality(u.log)], u.denied, u.denied, COALESCE(u.first_denied, 0), u.last_denied
+    FROM (
+      SELECT per.*, ratelimit_merge_calls('{}', per.calls, v_horizon) AS log,
+             (SELECT max(t) FROM unnest(per.calls) AS t) AS newest
+        FROM (SELECT h, max(r) AS region, max(m) AS masked,
+                     coalesce(array_agg(t) FILTER (WHERE a), '{}') AS calls,
+                     count(*) FILTER (WHERE NOT a)::INTEGER AS denied,
+                     max(t) FILTER (WHERE NOT a) AS last_denied,
+                     min(t) FILTER (WHERE NOT a) AS first_denied
+                FROM unnest(p_hashes, p_regions, p_masked, p_at, p_allowed) AS e(h, r, m, t, a)
+               GROUP BY h) AS per
+    ) AS u
+   ORDER BY u.h
+  ON CONFLICT (phone_hash) DO UPDATE SET
+    calls = ratelimit_merge_calls(p.calls, EXCLUDED.calls, v_horizon),
+    call_count = (SELECT count(*) FROM unnest(ratelimit_merge_calls(p.calls, EXCLUDED.calls, v_horizon)) AS t
+                   WHERE t > (SELECT max(x) FROM unnest(p.calls || EXCLUDED.calls) AS x) - v_window),
+    window_start = GREATEST(p.window_start, COALESCE(
+      (SELECT min(t) FROM unnest(ratelimit_merge_calls(p.calls, EXCLUDED.calls, v_horizon)) AS t
+        WHERE t > (SELECT max(x) FROM unnest(p.calls || EXCLUDED.calls) AS x) - v_window), p.window_start)),
+    last_call_at = COALESCE((SELECT max(x) FROM unnest(p.calls || EXCLUDED.calls) AS x), p.last_call_at),
+    region = COALESCE(p.region, EXCLUDED.region),
+    phone_masked = COALESCE(p.phone_masked, EXCLUDED.phone_masked),
+    denied_total = p.denied_total + EXCLUDED.denied_total,
+    denied_in_window = CASE
+      WHEN EXCLUDED.denied_total = 0 THEN p.denied_in_window
+      WHEN p.denied_window_start > EXCLUDED.last_denied_at - v_window THEN p.denied_in_window + EXCLUDED.denied_total
+      ELSE EXCLUDED.denied_total END,
+    denied_window_start = CASE
+      WHEN EXCLUDED.denied_total = 0 OR p.denied_window_start > EXCLUDED.last_denied_at - v_window THEN p.denied_window_start
+      ELSE EXCLUDED.denied_window_start END,
+    last_denied_at = GREATEST(p.last_denied_at, EXCLUDED.last_denied_at),
+    updated_at = NOW();
+  GET DIAGNOSTICS v_keys = ROW_COUNT;
 
   IF v_entries > 0 THEN
     INSERT INTO rate_limit_counters AS c (rule_id, key)
-    SELECT DISTINCT e.r, e.k FROM unnest(p_c_event, p_c_rule, p_c_key) AS e(ev, r, k)
-     WHERE p_allowed[e.ev] ORDER BY e.r, e.k
+    SELECT DISTINCT e.r, e.k FROM unnest(p_c_event, p_c_rule, p_c_key) AS e(ev, r, k) ORDER BY e.r, e.k
     ON CONFLICT (rule_id, key) DO UPDATE SET updated_at = c.updated_at WHERE false;
   END IF;
 
-  WITH ev AS (
-    SELECT h, r, m, t, a FROM unnest(p_hashes, p_regions, p_masked, p_at, p_allowed) AS e(h, r, m, t, a)
-  ), per AS (
-    SELECT h, max(r) AS region, max(m) AS masked,
-           coalesce(array_agg(t) FILTER (WHERE a), '{}') AS calls,
-           count(*) FILTER (WHERE NOT a)::INTEGER AS denied,
-           max(t) FILTER (WHERE NOT a) AS last_denied,
-           min(t) FILTER (WHERE NOT a) AS first_denied
-      FROM ev GROUP BY h
-  ), merged AS (
-    SELECT per.*, m.newest,
-           ARRAY(SELECT t FROM unnest(p.calls || per.calls) AS t WHERE t > m.newest - v_horizon ORDER BY t) AS log
-      FROM per JOIN phone_rate_limits AS p ON p.phone_hash = per.h,
-           LATERAL (SELECT max(t) AS newest FROM unnest(p.calls || per.calls) AS t) AS m
-  )
-  UPDATE phone_rate_limits AS p SET
-    calls = u.log,
-    call_count = (SELECT count(*) FROM unnest(u.log) AS t WHERE t > u.newest - v_window),
-    window_start = GREATEST(p.window_start,
-      COALESCE((SELECT min(t) FROM unnest(u.log) AS t WHERE t > u.newest - v_window), p.window_start)),
-    last_call_at = COALESCE(u.log[cardinality(u.log)], p.last_call_at),
-    region = COALESCE(p.region, u.region),
-    phone_masked = COALESCE(p.phone_masked, u.masked),
-    denied_total = p.denied_total + u.denied,
-    denied_in_window = CASE
-      WHEN u.denied = 0 THEN p.denied_in_window
-      WHEN p.denied_window_start > u.last_denied - v_window THEN p.denied_in_window + u.denied
-      ELSE u.denied END,
-    denied_window_start = CASE
-      WHEN u.denied = 0 OR p.denied_window_start > u.last_denied - v_window THEN p.denied_window_start
-      ELSE u.first_denied END,
-    last_denied_at = GREATEST(p.last_denied_at, u.last_denied),
-    updated_at = NOW()
-  FROM merged AS u
-  WHERE p.phone_hash = u.h;
-  GET DIAGNOSTICS v_keys = ROW_COUNT;
 
   IF v_entries > 0 THEN
     -- addCall of src/core/policy/aggregate.ts, once per allowed call, oldest first.
     FOR v_row IN
-      SELECT c.rule_id, c.key, c.bucket_ts, c.bucket_n, g.w, g.b, g.times
-        FROM (SELECT e.r, e.k, max(e.w) AS w, max(e.b) AS b, array_agg(p_at[e.ev] ORDER BY p_at[e.ev]) AS times
-                FROM unnest(p_c_event, p_c_rule, p_c_key, p_c_window, p_c_bucket) AS e(ev, r, k, w, b)
-               WHERE p_allowed[e.ev] GROUP BY e.r, e.k) AS g
+      SELECT c.rule_id, c.key, c.bucket_ts, c.bucket_n, g.w, g.b, g.times, g.denied
+        FROM (SELECT e.r, e.k, max(e.w) AS w, max(e.b) AS b,
+                     coalesce(array_agg(p_at[e.ev] ORDER BY p_at[e.ev]) FILTER (WHERE NOT e.d), '{}') AS times,
+                     count(*) FILTER (WHERE e.d)::INTEGER AS denied
+                FROM unnest(p_c_event, p_c_rule, p_c_key, p_c_window, p_c_bucket, p_c_denial) AS e(ev, r, k, w, b, d)
+               GROUP BY e.r, e.k) AS g
         JOIN rate_limit_counters AS c ON c.rule_id = g.r AND c.key = g.k
        ORDER BY c.rule_id, c.key
     LOOP
@@ -713,14 +729,16 @@ BEGIN
       u_keys := u_keys || v_row.key;
       u_ts := u_ts || v_ts::TEXT;
       u_n := u_n || v_n::TEXT;
-      u_last := u_last || v_ts[cardinality(v_ts)];
+      u_last := u_last || CASE WHEN cardinality(v_row.times) > 0 THEN v_ts[cardinality(v_ts)] END;
+      u_denied := u_denied || v_row.denied;
     END LOOP;
     UPDATE rate_limit_counters AS c SET
       bucket_ts = u.ts::BIGINT[],
       bucket_n = u.n::INTEGER[],
+      denied_total = c.denied_total + u.denied,
       last_at = GREATEST(c.last_at, u.last),
       updated_at = NOW()
-    FROM unnest(u_rules, u_keys, u_ts, u_n, u_last) AS u(r, k, ts, n, last)
+    FROM unnest(u_rules, u_keys, u_ts, u_n, u_last, u_denied) AS u(r, k, ts, n, last, denied)
     WHERE c.rule_id = u.r AND c.key = u.k;
   END IF;
   RETURN v_keys;
