@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { createPool, type Pool } from '../../src/db/pool.js';
 import { loadMigrations, migrate } from '../../src/db/migrate.js';
-import { decideBatch, peekState, recordDecisions, type DecideRequest } from '../../src/db/decisions.js';
+import { decideBatch, peekState, recordDecisions, type DecideRequest, type DecisionEvent } from '../../src/db/decisions.js';
 import { consumeBatch } from '../../src/db/queries.js';
 import { makePolicy } from '../../src/core/policy.js';
 import { bucketCalls, EMPTY_BUCKETS } from '../../src/core/policy/aggregate.js';
@@ -466,7 +466,7 @@ describe('ratelimit_record_v2 (catching up after an outage)', () => {
     await recordDecisions(
       pool,
       [t + 10, t + 20, t + 30, t + 40]
-        .map((at) => ({ ...base, atMs: at, allowed: true }))
+        .map((at): DecisionEvent => ({ ...base, atMs: at, allowed: true }))
         .concat([
           { ...base, atMs: t + 50, allowed: false, rule: p.number[0]!.id },
           { ...base, atMs: t + 60, allowed: false, rule: p.global[0]!.id },
