@@ -225,7 +225,7 @@ BEGIN
   -- order, or naming a request or counter that is not in the batch, are refused.
   v_estart := array_fill(1, ARRAY[v_total + 1]);
   v_e := 1;
-  FOR v_i IN 1 .. v_total LOOP
+  FOR v_i IN 1 .. CASE WHEN v_entries > 0 THEN v_total ELSE 0 END LOOP
     v_estart[v_i] := v_e;
     WHILE v_e <= v_entries AND p_c_req[v_e] = v_i LOOP
       IF p_c_counter[v_e] IS NULL OR p_c_counter[v_e] < 1 OR p_c_counter[v_e] > v_kc THEN
