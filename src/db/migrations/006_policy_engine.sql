@@ -159,9 +159,7 @@ DECLARE
   v_nkeys INTEGER;
   v_new INTEGER := 0;
   v_inserted INTEGER;
-  -- counters, in (rule id, key) order
-  v_clen INTEGER[];
-  v_ccnt INTEGER[];
+  -- counters, in the caller's order (locked in (rule id, key) order)
   v_csum INTEGER[];
   v_cfirst INTEGER[];
   v_clast INTEGER[];
@@ -209,6 +207,7 @@ DECLARE
   v_base INTEGER;
   v_m INTEGER;
   v_seg INTEGER;
+  v_row RECORD;
 BEGIN
   IF v_total IS NULL OR v_total IS DISTINCT FROM cardinality(p_regions) OR v_total IS DISTINCT FROM cardinality(p_masked)
      OR v_total IS DISTINCT FROM cardinality(p_allowlisted)
@@ -298,29 +297,26 @@ BEGIN
     ON CONFLICT (rule_id, key) DO UPDATE SET updated_at = c.updated_at WHERE false;
 
     -- Each counter (in the caller's order): its buckets, followed by one empty slot per entry
-    -- for it (a call adds at most one bucket), and the sum of its calls.
-    WITH e AS (
-      SELECT x, count(*)::INTEGER AS cnt FROM unnest(p_c_counter) AS x GROUP BY x
-    ), c AS MATERIALIZED (
-      SELECT w.i, c.bucket_ts, c.bucket_n, coalesce(e.cnt, 0) AS cnt
-        FROM unnest(p_k_rule, p_k_key) WITH ORDINALITY AS w(r, k, i)
-        JOIN rate_limit_counters AS c ON c.rule_id = w.r AND c.key = w.k
-        LEFT JOIN e ON e.x = w.i
-    )
-    SELECT a.len, a.cnt, a.total,
-           (SELECT array_agg(u.t ORDER BY c.i, u.o) FROM c, unnest(c.bucket_ts || array_fill(NULL::BIGINT, ARRAY[c.cnt])) WITH ORDINALITY AS u(t, o)),
-           (SELECT array_agg(u.n ORDER BY c.i, u.o) FROM c, unnest(c.bucket_n || array_fill(NULL::INTEGER, ARRAY[c.cnt])) WITH ORDINALITY AS u(n, o))
-      FROM (SELECT array_agg(cardinality(bucket_ts) ORDER BY i) AS len, array_agg(cnt ORDER BY i) AS cnt,
-                   array_agg((SELECT coalesce(sum(x), 0)::INTEGER FROM unnest(bucket_n) AS x) ORDER BY i) AS total
-              FROM c) AS a
-      INTO v_clen, v_ccnt, v_csum, v_bts, v_bn;
+    -- for it (a call adds at most one bucket), and the sum of its calls. Built row by row: a
+    -- batch has few counters, and one SQL aggregate over all their buckets would sort them.
+    v_bts := '{}';
+    v_bn := '{}';
     v_cfirst := array_fill(0, ARRAY[v_kc]);
     v_clast := v_cfirst;
-    v_seg := 1;
-    FOR v_c IN 1 .. v_kc LOOP
-      v_cfirst[v_c] := v_seg;
-      v_clast[v_c] := v_seg + v_clen[v_c] - 1;
-      v_seg := v_seg + v_clen[v_c] + v_ccnt[v_c];
+    v_csum := v_cfirst;
+    FOR v_row IN
+      SELECT w.i, c.bucket_ts, c.bucket_n, coalesce(e.cnt, 0) AS cnt,
+             (SELECT coalesce(sum(x), 0)::INTEGER FROM unnest(c.bucket_n) AS x) AS total
+        FROM unnest(p_k_rule, p_k_key) WITH ORDINALITY AS w(r, k, i)
+        JOIN rate_limit_counters AS c ON c.rule_id = w.r AND c.key = w.k
+        LEFT JOIN (SELECT x, count(*)::INTEGER AS cnt FROM unnest(p_c_counter) AS x GROUP BY x) AS e ON e.x = w.i
+       ORDER BY w.i
+    LOOP
+      v_cfirst[v_row.i] := cardinality(v_bts) + 1;
+      v_clast[v_row.i] := cardinality(v_bts) + cardinality(v_row.bucket_ts);
+      v_csum[v_row.i] := v_row.total;
+      v_bts := v_bts || v_row.bucket_ts || array_fill(NULL::BIGINT, ARRAY[v_row.cnt]);
+      v_bn := v_bn || v_row.bucket_n || array_fill(NULL::INTEGER, ARRAY[v_row.cnt]);
     END LOOP;
     v_cden := array_fill(0, ARRAY[v_kc]);
     v_clastat := array_fill(NULL::BIGINT, ARRAY[v_kc]);
