@@ -247,7 +247,11 @@ BEGIN
   END LOOP;
   IF v_rules = 0 THEN v_horizon := 1; END IF;
   -- The window call_count, window_start and denied_in_window describe (as in 004).
-  v_window := coalesce(p_windows[1], (SELECT max(w) FROM unnest(p_k_window) AS w), 1);
+  IF v_rules > 0 THEN
+    v_window := p_windows[1];
+  ELSE
+    v_window := coalesce((SELECT max(w) FROM unnest(p_k_window) AS w), 1);
+  END IF;
 
   -- Lock and read the numbers that have a row; the others are new. Each number's log segment
   -- is followed by one empty slot per request for it; its denial log is the last
@@ -265,6 +269,7 @@ BEGIN
       FROM q LEFT JOIN p ON p.phone_hash = q.h
   )
   SELECT a.*,
+         (SELECT array_agg(n.pos::INTEGER ORDER BY t.o) FROM unnest(p_hashes) WITH ORDINALITY AS t(h, o) JOIN n ON n.h = t.h),
          (SELECT array_agg(u.t ORDER BY n.pos, u.o) FROM n, unnest(n.calls || array_fill(NULL::BIGINT, ARRAY[n.cnt])) WITH ORDINALITY AS u(t, o)),
          (SELECT array_agg(n.denials[GREATEST(0, cardinality(n.denials) - v_dn) + g.j] ORDER BY n.pos, g.j)
             FROM n, generate_series(1, v_dn) AS g(j))
@@ -272,10 +277,8 @@ BEGIN
                  array_agg(cardinality(calls) ORDER BY pos), array_agg(cnt ORDER BY pos), array_agg(blocked_until ORDER BY pos),
                  array_agg(LEAST(cardinality(denials), v_dn) ORDER BY pos)
             FROM n) AS a
-    INTO v_keys, v_nregion, v_nmasked, v_nex, v_nlen, v_ncnt, v_blocked, v_dlen, v_log, v_dlog;
+    INTO v_keys, v_nregion, v_nmasked, v_nex, v_nlen, v_ncnt, v_blocked, v_dlen, v_kpos, v_log, v_dlog;
   v_nkeys := cardinality(v_keys);
-  v_kpos := ARRAY(SELECT k.pos::INTEGER FROM unnest(p_hashes) WITH ORDINALITY AS t(h, o)
-                    JOIN unnest(v_keys) WITH ORDINALITY AS k(h, pos) ON k.h = t.h ORDER BY t.o);
   v_lfirst := array_fill(0, ARRAY[v_nkeys]);
   v_llast := v_lfirst;
   v_seg := 1;
