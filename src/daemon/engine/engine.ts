@@ -281,7 +281,7 @@ export class DecisionEngine {
     const source = { source: 'memory', metricSource: 'memory' } as const;
     if (!spend) return verdictOf(this.memory.check(s.hash, input, p.decision, now), source);
     const r = this.memory.consume(s.hash, input, p.decision, now);
-    this.writes.queue({ hash: s.hash, region: s.region, masked: s.masked, atMs: r.atMs, allowed: r.allowed, counters: input.counters });
+    this.writes.queue({ hash: s.hash, region: s.region, masked: s.masked, atMs: r.atMs, allowed: r.allowed, counters: input.counters, rule: r.rule });
     return verdictOf(r, source);
   }
 
