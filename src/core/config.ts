@@ -1,6 +1,5 @@
 import { ConfigError } from './errors.js';
 import { parseDurationMs } from './duration.js';
-import { makePolicy, type Policy } from './policy.js';
 import { defaultPolicy } from './policy/default.js';
 import type { Policy as RulePolicy } from './policy/types.js';
 import * as D from './defaults.js';
@@ -31,8 +30,6 @@ export interface Config {
   production: boolean;
   port: number;
   host: string;
-  phonePolicy: Policy;
-  ipPolicy: Policy;
   /**
    * The policy in force while none has been applied to the database, from RATE_LIMIT_* (and the
    * flags). Once one has, the database's active policy wins (src/db/policies.ts).
@@ -158,10 +155,8 @@ export function resolveConfig(flags: ConfigFlags, env: Env): Config {
     production,
     port: int('port', pick(flags.port, 'PORT'), D.DEFAULT_PORT, 0, 65535),
     host: pick(flags.host, 'HOST')?.value ?? D.DEFAULT_HOST,
-    phonePolicy: makePolicy([{ id: 'phone', max: phoneMax, windowMs: phoneWindowMs }]),
     defaultPolicy: defaultPolicy({ phoneMax, phoneWindowMs, ipMax, ipWindowMs }),
     defaultPolicySources: policySources,
-    ipPolicy: makePolicy([{ id: 'ip', max: ipMax, windowMs: ipWindowMs }]),
     apiTokens: list('RATELIMIT_API_TOKENS'),
     allowedOrigins: origins,
     trustProxy: trust === 'fly' ? 'fly' : 'none',

@@ -3,7 +3,6 @@
 
 import { pino, type Logger } from 'pino';
 import type { Config } from '../../core/config.js';
-import { formatDurationMs } from '../../core/duration.js';
 import { RateLimitError } from '../../core/errors.js';
 import type { Command } from 'commander';
 import { instanceIdentity, startDaemon, type Daemon } from '../../daemon/index.js';
@@ -42,8 +41,8 @@ export async function startServe(config: Config, env: Readonly<Record<string, st
       host: address.host,
       port: address.port,
       database: handle.databaseTarget,
-      phoneLimit: `${config.phonePolicy.rules[0]!.max}/${formatDurationMs(config.phonePolicy.rules[0]!.windowMs)}`,
-      ipLimit: `${config.ipPolicy.rules[0]!.max}/${formatDurationMs(config.ipPolicy.rules[0]!.windowMs)}`,
+      // What is enforced is logged by the policy source ("policy version N in force").
+      policyVersion: handle.daemon.policyVersion,
       host_name: identity.host,
     },
     `ratelimit listening on http://${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port} (WebSocket at /ws)`,
