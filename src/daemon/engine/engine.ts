@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { performance } from 'node:perf_hooks';
 import type { Pool } from '../../db/pool.js';
 import { decideBatch, peekState, type DecideOutcome, type DecideRequest } from '../../db/decisions.js';
-import { isConnectionError } from '../../db/errors.js';
+import { isConnectionError, mayHaveCommitted } from '../../db/errors.js';
 import { listen, type Listener } from '../../db/notify.js';
 import { CHANGES_CHANNEL } from '../../db/policies.js';
 import { RESET_CHANNEL } from '../../db/queries.js';
@@ -22,7 +22,9 @@ import type { ActivePolicy } from '../policy-source.js';
 import { Batcher } from './batcher.js';
 import { DenyCache } from './deny-cache.js';
 import { Fallback, type EngineMode } from './fallback.js';
+import { InFlight } from './in-flight.js';
 import { MemoryState } from './memory.js';
+import { SpoolUnavailableError, type Spool } from './spool.js';
 import { fromOutcome, verdictOf, type PhoneSubject, type Verdict } from './verdict.js';
 import { WriteBehind } from './write-behind.js';
 
@@ -52,11 +54,19 @@ export interface EngineOptions {
   flushIntervalMs?: number;
   /** Runs at each probe, before replay (restart an embedded server, apply migrations missed at start). */
   beforeRecovery?: () => Promise<void>;
+  /** Where decisions made from memory are made durable before they are answered. */
+  spool: Spool;
+  /** How often spools of daemons that died are looked for (and taken over). */
+  spoolScanIntervalMs?: number;
 }
 
 const DEFAULT_MEMORY_KEYS = 200_000;
 const DEFAULT_MEMORY_COUNTERS = 50_000;
 const DEFAULT_MAX_PENDING_WRITES = 1_000_000;
+const DEFAULT_SPOOL_SCAN_INTERVAL_MS = 10_000;
+
+/** Rejects consume requests still queued in the batcher when the engine leaves the database. */
+class NotSent extends Error {}
 
 interface CheckRequest {
   hash: string;
@@ -75,6 +85,9 @@ export class DecisionEngine {
   private stopped = false;
 
   private readonly memory: MemoryState;
+  private readonly inFlight = new InFlight();
+  private readonly spoolTimer: NodeJS.Timeout;
+  private spoolFullLogged = false;
   /** Only while notifications can be heard: without them a cached denial could outlive a reset. */
   private readonly denyCache: DenyCache | undefined;
   private readonly writes: WriteBehind;
@@ -95,6 +108,7 @@ export class DecisionEngine {
       metrics: opts.metrics,
       maxPendingWrites: opts.maxPendingWrites ?? DEFAULT_MAX_PENDING_WRITES,
       timed,
+      spool: opts.spool,
     });
     this.fallback = new Fallback({
       pool: opts.pool,
@@ -112,12 +126,7 @@ export class DecisionEngine {
     });
     const batch = { maxBatch: opts.maxBatch ?? 256, maxInFlight: opts.maxInFlight ?? 2 };
     this.consumer = new Batcher(
-      async (reqs) => {
-        // One policy for the whole statement, the one its replies are then read with.
-        const policy = opts.policies.current;
-        const outs = await this.timed('consume', reqs.length, () => decideBatch(opts.pool, reqs, policy.decision));
-        return outs.map((out) => ({ out, policy }));
-      },
+      (reqs) => this.decideInDatabase(reqs),
       // One number's consumes are decided in the order they arrived.
       { ...batch, keyOf: (r) => r.hash },
     );
@@ -150,6 +159,8 @@ export class DecisionEngine {
     }
     this.flushTimer = setInterval(() => void this.flushInBackground(), opts.flushIntervalMs ?? 1_000);
     this.flushTimer.unref();
+    this.spoolTimer = setInterval(() => void this.adoptSpools(), opts.spoolScanIntervalMs ?? DEFAULT_SPOOL_SCAN_INTERVAL_MS);
+    this.spoolTimer.unref();
   }
 
   get mode(): EngineMode {
@@ -167,7 +178,38 @@ export class DecisionEngine {
 
   /** For the start-up path: the database was unreachable at start, so begin in memory mode. */
   startInMemory(err: unknown): void {
-    this.fallback.enter(err);
+    this.enterMemory(err);
+  }
+
+  /**
+   * Takes over the spools of daemons that are gone (at start, before the first answer, and
+   * then periodically): their decisions count in memory at once (a daemon restarted during an
+   * outage goes on from what its predecessor allowed) and join this daemon's spool and
+   * write-behind. At start, with the database up, they are written before any answer, so the
+   * database decides with them; if that fails the engine starts in memory mode.
+   */
+  async adoptSpools(atStart = false): Promise<number> {
+    if (this.stopped) return 0;
+    let adopted = 0;
+    try {
+      adopted = await this.opts.spool.takeOver(async (events, from) => {
+        const policy = this.opts.policies.current.decision;
+        for (const e of events) if (e.allowed) this.memory.admit(e.hash, e.atMs, e.counters, policy);
+        await this.writes.queueDurable(events);
+        this.opts.logger.warn({ from, decisions: events.length }, 'took over the spool of a daemon that stopped before the database had its decisions');
+      });
+    } catch (err) {
+      this.opts.logger.error({ err: (err as Error).message }, 'could not take over a spool');
+    }
+    if (atStart && this.mode === 'database' && this.writes.size > 0) {
+      try {
+        await this.writes.flush();
+      } catch (err) {
+        if (!isConnectionError(err)) throw err;
+        this.enterMemory(err);
+      }
+    }
+    return adopted;
   }
 
   /** The database's clock as best this process knows it. */
@@ -195,7 +237,7 @@ export class DecisionEngine {
       return verdictOf(decideCheck(state, input, p.decision, nowMs), { source: 'database', metricSource: 'database' });
     } catch (err) {
       if (!isConnectionError(err)) throw err;
-      this.fallback.enter(err);
+      this.enterMemory(err);
       return this.fromMemory(s, input, p, false);
     }
   }
@@ -204,7 +246,7 @@ export class DecisionEngine {
   async consume(s: PhoneSubject, allowlisted = false): Promise<Verdict> {
     const p = this.opts.policies.current;
     const input = this.input(s, p, allowlisted);
-    if (this.mode === 'memory') return this.fromMemory(s, input, p, true);
+    if (this.mode === 'memory') return this.consumeFromMemory(s, input, p);
     const cached = allowlisted ? undefined : this.cachedDenial(s, p);
     if (cached) {
       // The denial still belongs in the database's counts; it rides with the next flush.
@@ -213,17 +255,65 @@ export class DecisionEngine {
     }
     try {
       const { out, policy } = await this.consumer.submit({ hash: s.hash, region: s.region, masked: s.masked, allowlisted, counters: input.counters });
-      this.clockOffsetMs = out.atMs - Date.now();
-      this.memory.learnNumber(s.hash, { log: out.log, blockedUntil: out.blockedUntil, denials: [] });
       if (!allowlisted) this.denyCache?.note(s.hash, out.log, out.atMs, out.blockedUntil, policy.decision);
       return verdictOf(fromOutcome(out, input.counters, policy.decision), { source: 'database', metricSource: 'database' });
     } catch (err) {
-      if (!isConnectionError(err)) throw err;
-      // A statement that timed out may still have committed: answering from memory can then
-      // count this call twice, never zero times.
-      this.fallback.enter(err);
-      return this.fromMemory(s, input, p, true);
+      // Never sent, or sent and failed: decideInDatabase already counted what an unknown
+      // outcome may have admitted, so memory decides this request afresh.
+      if (!(err instanceof NotSent) && !isConnectionError(err)) throw err;
+      return this.consumeFromMemory(s, input, p);
     }
+  }
+
+  /**
+   * One statement of the consume batcher. Leaving the database while statements are in flight
+   * is where a daemon could break the promise, so every request has exactly one fate:
+   * - never sent (still queued in the batcher): enterMemory() rejects it with NotSent and memory
+   *   decides it; the database never sees it.
+   * - sent, committed, answered: the database's answer stands and is folded into memory (the
+   *   number's log; in memory mode the allowed call also counts in memory's aggregates).
+   * - sent and rolled back for sure (statement_timeout, read-only): nothing happened; memory
+   *   decides it afresh.
+   * - sent and the connection died (outcome unknown): each of its requests is counted in memory
+   *   as an admitted call before anything else, then memory decides it afresh. If the database
+   *   did commit it, that call is counted twice (in the database and again by memory's own
+   *   decision): over-counting, never under-counting.
+   * Memory never decides a number while a statement holding it is in flight (consumeFromMemory
+   * waits on inFlight), and the learning above runs before inFlight.leave(), so memory sees the
+   * statement's effect before its next decision for that number.
+   */
+  private async decideInDatabase(reqs: DecideRequest[]): Promise<Array<{ out: DecideOutcome; policy: ActivePolicy }>> {
+    // One policy for the whole statement, the one its replies are then read with.
+    const policy = this.opts.policies.current;
+    const hashes = reqs.map((r) => r.hash);
+    this.inFlight.enter(hashes);
+    try {
+      const outs = await this.timed('consume', reqs.length, () => decideBatch(this.opts.pool, reqs, policy.decision));
+      const folding = this.mode === 'memory';
+      outs.forEach((out, i) => {
+        this.memory.learnNumber(hashes[i]!, { log: out.log, blockedUntil: out.blockedUntil, denials: [] });
+        if (folding && out.allowed) this.memory.addToCounters(reqs[i]!.counters, out.atMs);
+      });
+      this.clockOffsetMs = outs[0]!.atMs - Date.now();
+      return outs.map((out) => ({ out, policy }));
+    } catch (err) {
+      if (isConnectionError(err)) {
+        if (mayHaveCommitted(err)) {
+          const at = this.dbNow();
+          for (const r of reqs) this.memory.admit(r.hash, at, r.counters, policy.decision);
+        }
+        this.enterMemory(err);
+      }
+      throw err;
+    } finally {
+      this.inFlight.leave(hashes);
+    }
+  }
+
+  /** Switches to memory mode; consumes not yet sent are decided from memory instead. */
+  private enterMemory(err: unknown): void {
+    this.fallback.enter(err);
+    if (this.mode === 'memory') this.consumer.cancelWaiting(new NotSent('decided from memory'));
   }
 
   /** A consume denied before the engine (list, destination, ip): counted as a denial of the number. */
@@ -242,7 +332,7 @@ export class DecisionEngine {
    * retrying until `untilMs` if the database is down. Returns how many decisions could not
    * be written.
    */
-  async drain(untilMs = Date.now()): Promise<number> {
+  async drain(untilMs = Date.now()): Promise<{ lost: number; spooled: number }> {
     await Promise.all([this.consumer.idle(), this.peeker.idle()]);
     return this.writes.drain(untilMs);
   }
@@ -252,7 +342,10 @@ export class DecisionEngine {
     this.stopped = true;
     this.fallback.stop();
     clearInterval(this.flushTimer);
+    clearInterval(this.spoolTimer);
     await this.listener?.close();
+    // Deleted when empty; otherwise left, unlocked, for the next daemon with this data dir.
+    await this.opts.spool.close();
   }
 
   private input(s: PhoneSubject, p: ActivePolicy, allowlisted: boolean): DecideInput {
@@ -281,8 +374,28 @@ export class DecisionEngine {
     const source = { source: 'memory', metricSource: 'memory' } as const;
     if (!spend) return verdictOf(this.memory.check(s.hash, input, p.decision, now), source);
     const r = this.memory.consume(s.hash, input, p.decision, now);
-    this.writes.queue({ hash: s.hash, region: s.region, masked: s.masked, atMs: r.atMs, allowed: r.allowed, counters: input.counters });
     return verdictOf(r, source);
+  }
+
+  /**
+   * A consume decided by memory: only once no statement holding the number is in flight, and
+   * answered only once the decision is in the spool (fsynced). A spool that is full or broken
+   * refuses the consume (fail closed): memory admits nothing it cannot record.
+   */
+  private async consumeFromMemory(s: PhoneSubject, input: DecideInput, p: ActivePolicy): Promise<Verdict> {
+    for (let settling = this.inFlight.settled(s.hash); settling; settling = this.inFlight.settled(s.hash)) await settling;
+    // The database may have come back meanwhile.
+    if (this.mode === 'database') return this.consume(s, input.allowlisted);
+    if (!this.opts.spool.hasRoomFor(1)) {
+      if (!this.spoolFullLogged) this.opts.logger.error({ spool: this.opts.spool.file, unwritten: this.opts.spool.size }, 'spool full or unwritable: consumes are refused until the database is back');
+      this.spoolFullLogged = true;
+      throw new SpoolUnavailableError('the daemon cannot record decisions while the database is unreachable (spool full); refused');
+    }
+    this.spoolFullLogged = false;
+    const now = this.dbNow();
+    const r = this.memory.consume(s.hash, input, p.decision, now);
+    await this.writes.queueDurable([{ hash: s.hash, region: s.region, masked: s.masked, atMs: r.atMs, allowed: r.allowed, counters: input.counters }]);
+    return verdictOf(r, { source: 'memory', metricSource: 'memory' });
   }
 
   private async flushInBackground(): Promise<void> {
@@ -291,7 +404,7 @@ export class DecisionEngine {
     try {
       await this.writes.flush();
     } catch (err) {
-      if (isConnectionError(err)) this.fallback.enter(err);
+      if (isConnectionError(err)) this.enterMemory(err);
       else this.opts.logger.error({ err: (err as Error).message, sample: hashPrefix(this.writes.oldestHash ?? '') }, 'could not write queued decisions');
     }
   }
