@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { performance } from 'node:perf_hooks';
 import type { Pool } from '../../db/pool.js';
 import { decideBatch, peekState, type DecideOutcome, type DecideRequest } from '../../db/decisions.js';
-import { isConnectionError, mayHaveCommitted } from '../../db/errors.js';
+import { isConnectionError } from '../../db/errors.js';
 import { listen, type Listener } from '../../db/notify.js';
 import { CHANGES_CHANNEL } from '../../db/policies.js';
 import { RESET_CHANNEL } from '../../db/queries.js';
@@ -24,7 +24,8 @@ import { DenyCache } from './deny-cache.js';
 import { Fallback, type EngineMode } from './fallback.js';
 import { InFlight } from './in-flight.js';
 import { MemoryState } from './memory.js';
-import { SpoolUnavailableError, type Spool } from './spool.js';
+import { NotSent, Outage } from './outage.js';
+import type { Spool } from './spool.js';
 import { fromOutcome, verdictOf, type PhoneSubject, type Verdict } from './verdict.js';
 import { WriteBehind } from './write-behind.js';
 
@@ -65,9 +66,6 @@ const DEFAULT_MEMORY_COUNTERS = 50_000;
 const DEFAULT_MAX_PENDING_WRITES = 1_000_000;
 const DEFAULT_SPOOL_SCAN_INTERVAL_MS = 10_000;
 
-/** Rejects consume requests still queued in the batcher when the engine leaves the database. */
-class NotSent extends Error {}
-
 interface CheckRequest {
   hash: string;
   counters: readonly AggregateCounter[];
@@ -87,7 +85,7 @@ export class DecisionEngine {
   private readonly memory: MemoryState;
   private readonly inFlight = new InFlight();
   private readonly spoolTimer: NodeJS.Timeout;
-  private spoolFullLogged = false;
+  private readonly outage: Outage;
   /** Only while notifications can be heard: without them a cached denial could outlive a reset. */
   private readonly denyCache: DenyCache | undefined;
   private readonly writes: WriteBehind;
@@ -110,6 +108,7 @@ export class DecisionEngine {
       timed,
       spool: opts.spool,
     });
+    this.outage = new Outage({ memory: this.memory, inFlight: this.inFlight, writes: this.writes, spool: opts.spool, logger: opts.logger, inMemory: () => this.mode === 'memory' });
     this.fallback = new Fallback({
       pool: opts.pool,
       logger: opts.logger,
@@ -183,24 +182,13 @@ export class DecisionEngine {
 
   /**
    * Takes over the spools of daemons that are gone (at start, before the first answer, and
-   * then periodically): their decisions count in memory at once (a daemon restarted during an
-   * outage goes on from what its predecessor allowed) and join this daemon's spool and
-   * write-behind. At start, with the database up, they are written before any answer, so the
-   * database decides with them; if that fails the engine starts in memory mode.
+   * then periodically; see Outage.adopt). At start, with the database up, what was adopted is
+   * written before any answer, so the database decides with it; if that fails the engine
+   * starts in memory mode.
    */
   async adoptSpools(atStart = false): Promise<number> {
     if (this.stopped) return 0;
-    let adopted = 0;
-    try {
-      adopted = await this.opts.spool.takeOver(async (events, from) => {
-        const policy = this.opts.policies.current.decision;
-        for (const e of events) if (e.allowed) this.memory.admit(e.hash, e.atMs, e.counters, policy);
-        await this.writes.queueDurable(events);
-        this.opts.logger.warn({ from, decisions: events.length }, 'took over the spool of a daemon that stopped before the database had its decisions');
-      });
-    } catch (err) {
-      this.opts.logger.error({ err: (err as Error).message }, 'could not take over a spool');
-    }
+    const adopted = await this.outage.adopt(() => this.opts.policies.current.decision);
     if (atStart && this.mode === 'database' && this.writes.size > 0) {
       try {
         await this.writes.flush();
@@ -226,7 +214,7 @@ export class DecisionEngine {
   async check(s: PhoneSubject, allowlisted = false): Promise<Verdict> {
     const p = this.opts.policies.current;
     const input = this.input(s, p, allowlisted);
-    if (this.mode === 'memory') return this.fromMemory(s, input, p, false);
+    if (this.mode === 'memory') return this.checkFromMemory(s, input, p);
     const cached = allowlisted ? undefined : this.cachedDenial(s, p);
     if (cached) return cached;
     try {
@@ -238,7 +226,7 @@ export class DecisionEngine {
     } catch (err) {
       if (!isConnectionError(err)) throw err;
       this.enterMemory(err);
-      return this.fromMemory(s, input, p, false);
+      return this.checkFromMemory(s, input, p);
     }
   }
 
@@ -265,49 +253,16 @@ export class DecisionEngine {
     }
   }
 
-  /**
-   * One statement of the consume batcher. Leaving the database while statements are in flight
-   * is where a daemon could break the promise, so every request has exactly one fate:
-   * - never sent (still queued in the batcher): enterMemory() rejects it with NotSent and memory
-   *   decides it; the database never sees it.
-   * - sent, committed, answered: the database's answer stands and is folded into memory (the
-   *   number's log; in memory mode the allowed call also counts in memory's aggregates).
-   * - sent and rolled back for sure (statement_timeout, read-only): nothing happened; memory
-   *   decides it afresh.
-   * - sent and the connection died (outcome unknown): each of its requests is counted in memory
-   *   as an admitted call before anything else, then memory decides it afresh. If the database
-   *   did commit it, that call is counted twice (in the database and again by memory's own
-   *   decision): over-counting, never under-counting.
-   * Memory never decides a number while a statement holding it is in flight (consumeFromMemory
-   * waits on inFlight), and the learning above runs before inFlight.leave(), so memory sees the
-   * statement's effect before its next decision for that number.
-   */
-  private async decideInDatabase(reqs: DecideRequest[]): Promise<Array<{ out: DecideOutcome; policy: ActivePolicy }>> {
+  /** One statement of the consume batcher; Outage.inDatabase says how each request's fate is kept single. */
+  private decideInDatabase(reqs: DecideRequest[]): Promise<Array<{ out: DecideOutcome; policy: ActivePolicy }>> {
     // One policy for the whole statement, the one its replies are then read with.
     const policy = this.opts.policies.current;
-    const hashes = reqs.map((r) => r.hash);
-    this.inFlight.enter(hashes);
-    try {
-      const outs = await this.timed('consume', reqs.length, () => decideBatch(this.opts.pool, reqs, policy.decision));
-      const folding = this.mode === 'memory';
-      outs.forEach((out, i) => {
-        this.memory.learnNumber(hashes[i]!, { log: out.log, blockedUntil: out.blockedUntil, denials: [] });
-        if (folding && out.allowed) this.memory.addToCounters(reqs[i]!.counters, out.atMs);
-      });
-      this.clockOffsetMs = outs[0]!.atMs - Date.now();
-      return outs.map((out) => ({ out, policy }));
-    } catch (err) {
-      if (isConnectionError(err)) {
-        if (mayHaveCommitted(err)) {
-          const at = this.dbNow();
-          for (const r of reqs) this.memory.admit(r.hash, at, r.counters, policy.decision);
-        }
-        this.enterMemory(err);
-      }
-      throw err;
-    } finally {
-      this.inFlight.leave(hashes);
-    }
+    return this.outage.inDatabase(reqs, policy.decision, {
+      run: () => this.timed('consume', reqs.length, () => decideBatch(this.opts.pool, reqs, policy.decision)),
+      nowMs: () => this.dbNow(),
+      failed: (err) => this.enterMemory(err),
+      decided: (atMs) => (this.clockOffsetMs = atMs - Date.now()),
+    }).then((outs) => outs.map((out) => ({ out, policy })));
   }
 
   /** Switches to memory mode; consumes not yet sent are decided from memory instead. */
@@ -369,32 +324,14 @@ export class DecisionEngine {
     return d ? { ...d, source: 'database', metricSource: 'cache' } : undefined;
   }
 
-  private fromMemory(s: PhoneSubject, input: DecideInput, p: ActivePolicy, spend: boolean): Verdict {
-    const now = this.dbNow();
-    const source = { source: 'memory', metricSource: 'memory' } as const;
-    if (!spend) return verdictOf(this.memory.check(s.hash, input, p.decision, now), source);
-    const r = this.memory.consume(s.hash, input, p.decision, now);
-    return verdictOf(r, source);
+  private checkFromMemory(s: PhoneSubject, input: DecideInput, p: ActivePolicy): Verdict {
+    return verdictOf(this.memory.check(s.hash, input, p.decision, this.dbNow()), { source: 'memory', metricSource: 'memory' });
   }
 
-  /**
-   * A consume decided by memory: only once no statement holding the number is in flight, and
-   * answered only once the decision is in the spool (fsynced). A spool that is full or broken
-   * refuses the consume (fail closed): memory admits nothing it cannot record.
-   */
   private async consumeFromMemory(s: PhoneSubject, input: DecideInput, p: ActivePolicy): Promise<Verdict> {
-    for (let settling = this.inFlight.settled(s.hash); settling; settling = this.inFlight.settled(s.hash)) await settling;
-    // The database may have come back meanwhile.
-    if (this.mode === 'database') return this.consume(s, input.allowlisted);
-    if (!this.opts.spool.hasRoomFor(1)) {
-      if (!this.spoolFullLogged) this.opts.logger.error({ spool: this.opts.spool.file, unwritten: this.opts.spool.size }, 'spool full or unwritable: consumes are refused until the database is back');
-      this.spoolFullLogged = true;
-      throw new SpoolUnavailableError('the daemon cannot record decisions while the database is unreachable (spool full); refused');
-    }
-    this.spoolFullLogged = false;
-    const now = this.dbNow();
-    const r = this.memory.consume(s.hash, input, p.decision, now);
-    await this.writes.queueDurable([{ hash: s.hash, region: s.region, masked: s.masked, atMs: r.atMs, allowed: r.allowed, counters: input.counters }]);
+    const r = await this.outage.consume(s, input, p.decision, () => this.dbNow());
+    // The database came back while this consume waited for a statement to settle.
+    if (!r) return this.consume(s, input.allowlisted);
     return verdictOf(r, { source: 'memory', metricSource: 'memory' });
   }
 
