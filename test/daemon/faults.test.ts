@@ -194,7 +194,10 @@ describe('the promise through faults', () => {
     try {
       for (const holdMs of [700, 900, 1_200, 3_000]) {
         const before = tally.replies;
-        await until('load from the database', () => tally.replies > before + 200);
+        await until('load from the database', () => tally.replies > before + 200).catch(async (err: Error) => {
+          // For diagnosis: what the daemon said and thought when the load stopped being answered.
+          throw new Error(`${err.message}; health ${JSON.stringify((await health(d.url).catch(() => undefined))?.body)}; log tail ${d.stdout().slice(-3000)}`);
+        });
         const locker = new pg.Client({ connectionString: server!.url });
         await locker.connect();
         try {
