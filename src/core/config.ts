@@ -53,6 +53,8 @@ export interface Config {
   dbStatementTimeoutMs: number;
   dbPoolSize: number;
   shutdownTimeoutMs: number;
+  /** RATELIMIT_SPOOL_MAX_BYTES: decisions made from memory kept unwritten; beyond, memory-mode consumes are refused. */
+  spoolMaxBytes: number;
   heartbeatIntervalMs: number;
   /** RATELIMIT_AUDIT_RETENTION: audit rows older than this are pruned (src/db/retention.ts). */
   auditRetentionMs: number;
@@ -169,6 +171,7 @@ export function resolveConfig(flags: ConfigFlags, env: Env): Config {
     dbStatementTimeoutMs: duration('database timeout', pick(undefined, 'RATELIMIT_DB_TIMEOUT'), D.DEFAULT_DB_STATEMENT_TIMEOUT_MS),
     dbPoolSize: int('database pool size', pick(undefined, 'RATELIMIT_DB_POOL_SIZE'), D.DEFAULT_DB_POOL_SIZE, 1, 200),
     shutdownTimeoutMs: duration('shutdown timeout', pick(undefined, 'RATELIMIT_SHUTDOWN_TIMEOUT'), D.DEFAULT_SHUTDOWN_TIMEOUT_MS),
+    spoolMaxBytes: int('spool size in bytes', pick(undefined, 'RATELIMIT_SPOOL_MAX_BYTES'), D.DEFAULT_SPOOL_MAX_BYTES, 4096, Number.MAX_SAFE_INTEGER),
     heartbeatIntervalMs: duration('heartbeat interval', pick(undefined, 'RATELIMIT_HEARTBEAT_INTERVAL'), D.DEFAULT_HEARTBEAT_INTERVAL_MS),
     auditRetentionMs: duration('audit retention', pick(undefined, 'RATELIMIT_AUDIT_RETENTION'), D.DEFAULT_AUDIT_RETENTION_MS),
     denyCache: (env.RATELIMIT_DENY_CACHE ?? 'on') !== 'off',

@@ -58,6 +58,32 @@ export function isConnectionError(err: unknown): boolean {
   );
 }
 
+// Failures that happen before a statement reaches the server (nothing was sent).
+const CONNECT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
+const NOT_COMMITTED_STATES: ReadonlySet<string> = new Set([
+  // the server cancelled it (statement_timeout) or refused to write: rolled back
+  SQLSTATE.QUERY_CANCELED,
+  SQLSTATE.READ_ONLY_TRANSACTION,
+  // refused at connect
+  SQLSTATE.CANNOT_CONNECT_NOW,
+  SQLSTATE.TOO_MANY_CONNECTIONS,
+  SQLSTATE.SQLCLIENT_UNABLE_TO_ESTABLISH,
+  SQLSTATE.SQLSERVER_REJECTED_ESTABLISHMENT,
+]);
+
+/**
+ * For a statement that failed with a connection error: could it have committed anyway? False
+ * only when the failure proves it did not (never sent, cancelled, refused). A connection that
+ * died while the statement ran (reset, admin or crash shutdown, client-side timeout) may have
+ * died after the commit: true.
+ */
+export function mayHaveCommitted(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && (CONNECT_CODES.has(code) || NOT_COMMITTED_STATES.has(code))) return false;
+  const message = err instanceof Error ? err.message : '';
+  return !/timeout exceeded when trying to connect|due to connection timeout/i.test(message);
+}
+
 /** Wraps a driver error in one that says what to do about it. */
 export function explainDatabaseError(err: unknown, target: string): RateLimitError {
   if (err instanceof RateLimitError) return err;
