@@ -95,6 +95,8 @@ describe('one error vocabulary for serve and the admin commands', () => {
     const fatal = daemon.log.filter((l) => l.level === 60);
     expect(fatal).toHaveLength(1);
     expect(fatal[0]).toMatchObject({ code: 'database_auth', msg: line.replace(/^ratelimit: /, '') });
+    // And the same one line on stderr, for whoever started it by hand.
+    expect(daemon.stderr.trim()).toBe(line);
     for (const out of [cli.stderr, daemon.stdout, daemon.stderr]) {
       expect(out).not.toMatch(/password authentication failed/);
       expect(out).not.toContain('wrong-password');
@@ -112,7 +114,8 @@ describe('one error vocabulary for serve and the admin commands', () => {
       const fatal = daemon.log.find((l) => l.level === 60);
       expect(fatal).toMatchObject({ code: 'port_in_use' });
       expect(fatal!.msg).toMatch(new RegExp(`127\\.0\\.0\\.1:${port}.*already in use.*--port or PORT`));
-      expect(daemon.stdout).not.toMatch(/EADDRINUSE/);
+      expect(daemon.stderr.trim()).toBe(`ratelimit: ${fatal!.msg}`);
+      expect(daemon.stdout + daemon.stderr).not.toMatch(/EADDRINUSE/);
     } finally {
       blocker.close();
     }

@@ -30,14 +30,6 @@ export function reportFailure(io: Io, err: unknown, opts: { json: boolean }): vo
   if (opts.json) io.out(JSON.stringify(errorDocument(err)));
 }
 
-/** A failure already reported elsewhere (`serve` logs its own): only its exit code is left to choose. */
-export class ReportedFailure extends Error {
-  constructor(readonly failure: unknown) {
-    super(describeFailure(failure).message, { cause: failure });
-    this.name = 'ReportedFailure';
-  }
-}
-
 /** With DEBUG: the stack, and the causes under it (the driver's own words live there). */
 function debugTrace(io: Io, err: unknown): void {
   for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {

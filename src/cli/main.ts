@@ -16,7 +16,7 @@ import * as block from './commands/block.js';
 import * as allow from './commands/allow.js';
 import * as unlist from './commands/unlist.js';
 import * as list from './commands/list.js';
-import { reportFailure, ReportedFailure } from './failure.js';
+import { reportFailure } from './failure.js';
 
 /** In `ratelimit --help` order. */
 const COMMANDS: ReadonlyArray<{ register: (program: Command, io: Io) => void }> = [
@@ -93,7 +93,6 @@ const EXIT_FOR: Record<FailureKind, number> = {
 
 /** Maps any failure to an exit code. The only place exit codes are chosen. */
 export function exitCodeFor(err: unknown, command: string | undefined): number {
-  if (err instanceof ReportedFailure) return exitCodeFor(err.failure, command);
   if (err instanceof CommanderError) {
     return err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
   }
@@ -110,7 +109,7 @@ export async function runCli(argv: string[], io: Io): Promise<number> {
   } catch (err) {
     const cmd = invoked();
     const code = exitCodeFor(err, cmd.name());
-    if (code === EXIT.OK || err instanceof ReportedFailure) return code;
+    if (code === EXIT.OK) return code;
     const json = cmd.options.some((o) => o.long === '--json') && argv.includes('--json');
     reportFailure(io, err, { json });
     return code;

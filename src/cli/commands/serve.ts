@@ -9,7 +9,6 @@ import type { Command } from 'commander';
 import { instanceIdentity, startDaemon, type Daemon } from '../../daemon/index.js';
 import { configFrom, VERSION, type Io } from '../context.js';
 import { onStopSignals } from '../signals.js';
-import { ReportedFailure } from '../failure.js';
 import { serveEnvironmentHelp } from '../serve-env.js';
 
 export { instanceIdentity };
@@ -38,11 +37,12 @@ export async function startServe(config: Config, env: Readonly<Record<string, st
   try {
     handle = await startDaemon(config, { version, logger, identity });
   } catch (err) {
-    // The daemon's output is its log: the same sentence and code an admin command would print
-    // (src/core/errors.ts), as one line where the operator is already looking.
+    // In the log, where whoever runs the daemon is looking: the same sentence and code an admin
+    // command would print (src/core/errors.ts). The CLI's one stderr line follows (src/cli/main.ts),
+    // for whoever started it by hand.
     const { code, message } = describeFailure(err);
     logger.fatal(env.DEBUG ? { code, err } : { code }, message);
-    throw new ReportedFailure(err);
+    throw err;
   }
   const { address } = handle;
   if (config.apiTokens.length === 0) {
