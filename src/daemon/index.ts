@@ -6,10 +6,10 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../core/config.js';
-import { RateLimitError } from '../core/errors.js';
-import { isConnectionError } from '../db/errors.js';
+import { explainListenError, RateLimitError } from '../core/errors.js';
+import { explainDatabaseError, isConnectionError } from '../db/errors.js';
 import { loadPhoneKey } from '../db/key-file.js';
-import { migrate } from '../db/migrate.js';
+import { migrate, migrationName } from '../db/migrate.js';
 import { openDatabase } from '../db/open.js';
 import { Spool } from './engine/spool.js';
 import { startHeartbeat } from './heartbeat.js';
@@ -80,7 +80,7 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
     if (migrated) return;
     const report = await migrate(db.pool);
     migrated = true;
-    if (report.applied.length > 0) logger.info({ applied: report.applied.map((m) => `${m.id}_${m.name}`) }, 'applied migrations');
+    if (report.applied.length > 0) logger.info({ applied: report.applied.map(migrationName) }, 'applied migrations');
   };
   let startError: unknown;
   try {
@@ -88,7 +88,8 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
   } catch (err) {
     if (!isConnectionError(err)) {
       await db.close();
-      throw err;
+      // The same sentence an admin command prints for this database (a refused password, say).
+      throw explainDatabaseError(err, db.target);
     }
     startError = err;
   }
@@ -128,7 +129,7 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
     await daemon.engine.stop();
     daemon.policies.stop();
     await db.close();
-    throw new RateLimitError('invalid_config', `cannot listen on ${config.host}:${config.port}: ${(err as Error).message}`, { cause: err });
+    throw explainListenError(err, config.host, config.port);
   }
   const heartbeat = startHeartbeat({
     pool: db.pool,

@@ -50,7 +50,7 @@ describe('resolveConfig', () => {
     }
     expect(err).toBeInstanceOf(ConfigError);
     const msg = (err as Error).message;
-    expect(msg).toMatch(/phone limit \(flag\)/);
+    expect(msg).toMatch(/--phone-limit must be an integer/);
     expect(msg).toMatch(/RATE_LIMIT_PHONE_WINDOW/);
     expect(msg).toMatch(/PORT/);
     expect(msg).toMatch(/postgres:\/\//);
