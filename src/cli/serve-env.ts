@@ -48,6 +48,7 @@ const GROUPS: ReadonlyArray<[title: string, rows: ReadonlyArray<[name: string, w
     [
       ['RATELIMIT_SHUTDOWN_TIMEOUT', `graceful-stop deadline (default ${formatDurationMs(D.DEFAULT_SHUTDOWN_TIMEOUT_MS)})`],
       ['RATELIMIT_HEARTBEAT_INTERVAL', `how often this daemon reports to \`top\` (default ${formatDurationMs(D.DEFAULT_HEARTBEAT_INTERVAL_MS)})`],
+      ['RATELIMIT_SPOOL_MAX_BYTES', `durable spool of decisions made while the database is down (default ${D.DEFAULT_SPOOL_MAX_BYTES} bytes); when full, consumes fail closed`],
       ['RATELIMIT_AUDIT_RETENTION', `audit rows older than this are pruned (default ${formatDurationMs(D.DEFAULT_AUDIT_RETENTION_MS)})`],
       ['LOG_LEVEL', `pino level (default ${D.DEFAULT_LOG_LEVEL})`],
       ['NODE_ENV', 'production: refuse to start without PHONE_ENCRYPTION_KEY'],
