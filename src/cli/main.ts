@@ -16,6 +16,7 @@ import * as block from './commands/block.js';
 import * as allow from './commands/allow.js';
 import * as unlist from './commands/unlist.js';
 import * as list from './commands/list.js';
+import * as keyStatus from './commands/key-status.js';
 import { UsageError } from './usage.js';
 
 /** In `ratelimit --help` order. */
@@ -33,6 +34,7 @@ const COMMANDS: ReadonlyArray<{ register: (program: Command, io: Io) => void }> 
   allow,
   unlist,
   list,
+  keyStatus,
 ];
 
 function buildProgram(io: Io): Command {
@@ -61,6 +63,8 @@ export function exitCodeFor(err: unknown, command: string | undefined): number {
     return err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
   }
   if (err instanceof InvalidPhoneNumberError || err instanceof UsageError) return EXIT.USAGE;
+  // PROTOCOL.md *Keys*: a wrong hashing key is not a usage error, whatever the command.
+  if (err instanceof RateLimitError && err.code === 'key_mismatch') return EXIT.FAILURE;
   if (err instanceof ConfigError) return command === 'serve' ? EXIT.FAILURE : EXIT.USAGE;
   return EXIT.FAILURE;
 }

@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import type { Config } from '../core/config.js';
 import { RateLimitError } from '../core/errors.js';
 import { createPool, redactUrl, verifyConnection, type Pool } from './pool.js';
-import { startEmbeddedPostgres, type EmbeddedServer } from './embedded/index.js';
+import { NoClusterError, startEmbeddedPostgres, type EmbeddedServer } from './embedded/index.js';
 import { explainDatabaseError } from './errors.js';
 import { migrate, schemaVersion, loadMigrations, type MigrationReport } from './migrate.js';
 
@@ -29,6 +29,11 @@ export interface OpenOptions {
   /** Connect now, so a bad URL fails here with a clear message (default true). */
   verify?: boolean;
   log?: (message: string) => void;
+  /**
+   * Embedded only: create the cluster when the data dir has none (default true: the daemon and
+   * `db init`). Admin commands pass false and fail saying where they looked instead.
+   */
+  createEmbedded?: boolean;
 }
 
 export async function openDatabase(config: Config, opts: OpenOptions = {}): Promise<Database> {
@@ -38,8 +43,17 @@ export async function openDatabase(config: Config, opts: OpenOptions = {}): Prom
   const dataDir = join(resolve(config.dataDir), 'pg');
   if (url === undefined) {
     try {
-      embedded = await startEmbeddedPostgres({ dataDir, ...(opts.log ? { log: opts.log } : {}) });
+      embedded = await startEmbeddedPostgres({ dataDir, create: opts.createEmbedded ?? true, ...(opts.log ? { log: opts.log } : {}) });
     } catch (err) {
+      if (err instanceof NoClusterError) {
+        throw new RateLimitError(
+          'embedded_unavailable',
+          `no database: DATABASE_URL is not set and there is no embedded PostgreSQL in ${dataDir} (this command never creates one). ` +
+            `Point it at the daemon's data: --data-dir or RATELIMIT_DATA_DIR (the folder holding pg/), or DATABASE_URL; ` +
+            'to create the embedded database here, run: ratelimit db init',
+          { cause: err },
+        );
+      }
       throw new RateLimitError(
         'embedded_unavailable',
         // The embedded module's messages end with their own fix; DATABASE_URL, the way out of every one of
@@ -66,7 +80,7 @@ export async function openDatabase(config: Config, opts: OpenOptions = {}): Prom
   };
   const revive = async () => {
     if (!embedded || embedded.owned) return;
-    const again = await startEmbeddedPostgres({ dataDir, port: embedded.port, ...(opts.log ? { log: opts.log } : {}) });
+    const again = await startEmbeddedPostgres({ dataDir, port: embedded.port, create: false, ...(opts.log ? { log: opts.log } : {}) });
     if (again.owned) embedded = again;
   };
   if (opts.verify !== false) {
@@ -88,13 +102,21 @@ export async function openDatabase(config: Config, opts: OpenOptions = {}): Prom
   };
 }
 
+const ensured = new WeakSet<Database>();
+
 /**
  * The embedded database belongs to us, so it is migrated on first use; a database given by
  * URL is only read, and a missing schema says to run `ratelimit db init`.
  */
 export async function ensureSchema(db: Database): Promise<MigrationReport | undefined> {
+  // Commands call it, and so does the key check before them: once per Database is enough.
+  if (ensured.has(db)) return undefined;
   try {
-    if (db.embedded) return await migrate(db.pool);
+    if (db.embedded) {
+      const report = await migrate(db.pool);
+      ensured.add(db);
+      return report;
+    }
     const [current, migrations] = await Promise.all([schemaVersion(db.pool), loadMigrations()]);
     const latest = migrations.length;
     if (current < latest) {
@@ -105,6 +127,7 @@ export async function ensureSchema(db: Database): Promise<MigrationReport | unde
           : `the database at ${db.target} is at migration ${current} of ${latest}; run: ratelimit db init`,
       );
     }
+    ensured.add(db);
     return undefined;
   } catch (err) {
     throw explainDatabaseError(err, db.target);
