@@ -96,14 +96,16 @@ export class Decider {
   }
 
   private async check(s: PhoneSubject): Promise<Verdict> {
+    await this.foldPreviousKey(s);
     const early = this.listsAndDestination(s);
     if (typeof early !== 'boolean') return early;
-    await this.foldPreviousKey(s);
     return this.opts.engine.check(s, early);
   }
 
   private async consume(s: PhoneSubject, ip: string): Promise<Verdict> {
     const { engine, ipRules } = this.opts;
+    // First, even for a number denied by a list: the fold also moves its list entry to the new hash.
+    await this.foldPreviousKey(s);
     const early = this.listsAndDestination(s);
     if (typeof early !== 'boolean') {
       engine.recordDenial(s);
@@ -119,7 +121,6 @@ export class Decider {
     }
     let v: Verdict;
     try {
-      await this.foldPreviousKey(s);
       v = await engine.consume(s, early);
     } catch (err) {
       slot.refund();

@@ -21,6 +21,7 @@ const LIMITS = { RATE_LIMIT_PHONE_MAX: '2', RATE_LIMIT_PHONE_WINDOW: '1h' };
 const AT_LIMIT = '+14155550123';
 const MET_LATER = '+14155550124';
 const SEEN_BY_STATUS = '+14155550125';
+const BLOCKED = '+14155550126';
 
 let db: Awaited<ReturnType<typeof createTestDatabase>> | undefined;
 let pool: Pool;
@@ -72,6 +73,8 @@ describe('the daemon and its hashing key', () => {
     expect((await consume(ws, SEEN_BY_STATUS)).type).toBe('rate_limit_status');
     await ws.close();
     expect((await d.stop()).code).toBe(0);
+    const block = await cli(['block', BLOCKED, '--reason', 'before the rotation'], { PHONE_ENCRYPTION_KEY: OLD_KEY });
+    expect(block.code, block.stderr).toBe(0);
   });
 
   it('refuses to start with another key: exit 1, both fingerprints named, nothing written', async () => {
@@ -88,6 +91,10 @@ describe('the daemon and its hashing key', () => {
     expect(d.logs.some((l) => l.msg === 'started a key rotation: see ratelimit key status' && l.key === FP_NEW && l.previous === FP_OLD)).toBe(true);
 
     expect(await consume(ws, AT_LIMIT)).toMatchObject({ type: 'rate_limit_exceeded', reason: 'phone_rate_limit_exceeded', used: 2, limit: 2 });
+    // A number blocked under the old key stays blocked, and its entry moves to the new hash.
+    expect(await consume(ws, BLOCKED)).toMatchObject({ type: 'rate_limit_exceeded', reason: 'number_blocked', rule: 'list:block' });
+    const entry = await pool.query<{ target: string; key_fp: string }>(`SELECT target, key_fp FROM rate_limit_lists WHERE target_type = 'number'`);
+    expect(entry.rows).toEqual([{ target: hashPhone(BLOCKED, NEW_KEY), key_fp: FP_NEW }]);
     const { rows } = await pool.query<{ phone_hash: string; n: number; key_fp: string }>(
       'SELECT phone_hash, cardinality(calls) AS n, key_fp FROM phone_rate_limits WHERE phone_hash = ANY($1)',
       [[hashPhone(AT_LIMIT, OLD_KEY), hashPhone(AT_LIMIT, NEW_KEY)]],

@@ -33,7 +33,7 @@ $do$;
 -- numbers only. Every row involved, old and new, is locked in one pass in hash order by the same
 -- INSERT … ON CONFLICT DO UPDATE … WHERE false as ratelimit_decide (it inserts the new rows that
 -- do not exist yet, so no lock is taken later out of order). Only pairs whose old row exists are
--- locked: meeting a number that was never seen under the old key costs one index probe.
+-- locked: meeting a number that was never seen under the old key costs an index probe per table.
 CREATE OR REPLACE FUNCTION ratelimit_fold_key_rows(p_old TEXT[], p_new TEXT[], p_fp TEXT)
 RETURNS INTEGER LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -41,6 +41,17 @@ DECLARE
   v_new TEXT[];
   v_folded INTEGER;
 BEGIN
+  -- The number's own list entry follows it (a blocked number may have no row at all), unless
+  -- one exists under the new hash already (set after the rotation began: the newer one wins).
+  -- Only admin commands and folds write list rows, and nothing locks them after numbers.
+  DELETE FROM rate_limit_lists AS l
+   USING unnest(p_old, p_new) AS x(o, n)
+   WHERE l.target_type = 'number' AND l.target = x.o
+     AND EXISTS (SELECT 1 FROM rate_limit_lists AS m WHERE m.target_type = 'number' AND m.target = x.n);
+  UPDATE rate_limit_lists AS l SET target = x.n, key_fp = p_fp
+    FROM unnest(p_old, p_new) AS x(o, n)
+   WHERE l.target_type = 'number' AND l.target = x.o;
+
   SELECT array_agg(x.o), array_agg(x.n) INTO v_old, v_new
     FROM unnest(p_old, p_new) AS x(o, n)
    WHERE x.o <> x.n AND EXISTS (SELECT 1 FROM phone_rate_limits AS p WHERE p.phone_hash = x.o);
@@ -77,15 +88,6 @@ BEGIN
   WHERE t.phone_hash = g.n;
   GET DIAGNOSTICS v_folded = ROW_COUNT;
 
-  -- The number's own list entry follows it, unless one exists under the new hash already (set
-  -- after the rotation began: the newer decision wins).
-  DELETE FROM rate_limit_lists AS l
-   USING unnest(v_old, v_new) AS x(o, n)
-   WHERE l.target_type = 'number' AND l.target = x.o
-     AND EXISTS (SELECT 1 FROM rate_limit_lists AS m WHERE m.target_type = 'number' AND m.target = x.n);
-  UPDATE rate_limit_lists AS l SET target = x.n, key_fp = p_fp
-    FROM unnest(v_old, v_new) AS x(o, n)
-   WHERE l.target_type = 'number' AND l.target = x.o;
   RETURN v_folded;
 END
 $fn$;
