@@ -4,7 +4,13 @@
 // the new one; `status` shows it, and `key status` follows the rotation until the previous key can
 // be dropped. Everything through the binary; the database is read and a policy applied with src/db.
 
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startEmbeddedPostgres } from '../../src/db/embedded/index.js';
+import { migrate } from '../../src/db/migrate.js';
+import { verifyKey } from '../../src/db/keys.js';
 import { keyFingerprint } from '../../src/core/key.js';
 import { hashPhone } from '../../src/core/phone.js';
 import { applyPolicy } from '../../src/db/policies.js';
@@ -125,5 +131,44 @@ describe('the daemon and its hashing key', () => {
     await waitFor('key status to allow dropping the previous key', async () => ((await keyStatus()).rotation?.canDropPrevious ? true : undefined), 30_000, 500);
     const human = await cli(['key', 'status']);
     expect(human.stdout).toContain('The previous key can be dropped now');
+  });
+});
+
+describe('a daemon started while the database was down', () => {
+  it('with another key: once the database is back, it exits 1 without writing what it decided from memory', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ratelimit-keys-outage-'));
+    // As root the server runs as `postgres`, which must be able to pass through.
+    await fs.chmod(dir, 0o711);
+    let server = await startEmbeddedPostgres({ dataDir: path.join(dir, 'pg'), fsync: false });
+    let late: DaemonProcess | undefined;
+    try {
+      const p = createPool({ url: server.url, max: 1 });
+      await migrate(p);
+      await verifyKey(p, { current: OLD_KEY });
+      await p.end();
+      await server.stop();
+
+      late = await startDaemon({ databaseUrl: server.url, env: { ...LIMITS, PHONE_ENCRYPTION_KEY: OTHER_KEY, RATELIMIT_DB_TIMEOUT: '1s' } });
+      const ws = await WsClient.connect(late.wsUrl);
+      clients.push(ws);
+      expect(await consume(ws, AT_LIMIT)).toMatchObject({ type: 'rate_limit_status', source: 'memory' });
+
+      server = await startEmbeddedPostgres({ dataDir: path.join(dir, 'pg'), fsync: false });
+      const exit = await late.waitForExit();
+      expect(exit.code).toBe(1);
+      expect(late.stdout() + late.stderr()).toContain(FP_OLD);
+      expect(late.stdout() + late.stderr()).toContain(FP_OTHER);
+      const check = createPool({ url: server.url, max: 1 });
+      try {
+        const { rows } = await check.query<{ n: number }>('SELECT count(*)::int AS n FROM phone_rate_limits');
+        expect(rows[0]!.n).toBe(0);
+      } finally {
+        await check.end();
+      }
+    } finally {
+      await late?.stop('SIGKILL');
+      await server.stop();
+      await fs.rm(dir, { recursive: true, force: true });
+    }
   });
 });
