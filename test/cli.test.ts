@@ -2,7 +2,7 @@
 // `npm test` builds dist/ first (pretest), which bin/ratelimit.js runs.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, stat, readFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createPool, type Pool } from '../src/db/pool.js';
@@ -175,17 +175,21 @@ describe('ratelimit (admin CLI)', () => {
     expect(dump).toContain(hashPhone(NUMBER, KEY));
   });
 
-  it('without PHONE_ENCRYPTION_KEY, generates one key once (0600) and keeps using it', async () => {
+  it('without PHONE_ENCRYPTION_KEY, hash uses the daemon\'s key file and never generates one', async () => {
     const dataDir = join(cwd, 'data');
-    const a = await run(['hash', NUMBER, '--data-dir', dataDir], { PHONE_ENCRYPTION_KEY: undefined });
-    expect(a.code).toBe(0);
-    expect(a.stderr).toMatch(/generated a key/);
+    const none = await run(['hash', NUMBER, '--data-dir', dataDir], { PHONE_ENCRYPTION_KEY: undefined });
+    expect(none.code).toBe(1);
+    expect(none.stderr).toContain(join(dataDir, 'phone-encryption.key'));
+    expect(none.stderr).toMatch(/--data-dir/);
+    await expect(stat(dataDir)).rejects.toThrow();
+    // The key file as the daemon (or db init) leaves it.
+    await mkdir(dataDir, { recursive: true });
     const keyFile = join(dataDir, 'phone-encryption.key');
-    expect((await stat(keyFile)).mode & 0o777).toBe(0o600);
-    const b = await run(['hash', NUMBER, '--data-dir', dataDir], { PHONE_ENCRYPTION_KEY: undefined });
-    expect(b.stderr).toBe('');
-    expect(b.stdout).toBe(a.stdout);
-    expect(a.stdout.trim().split('\t')[1]).toBe(hashPhone(NUMBER, (await readFile(keyFile, 'utf8')).trim()));
+    await writeFile(keyFile, 'a-key-the-daemon-generated-0123456789abcdef\n', { mode: 0o600 });
+    const a = await run(['hash', NUMBER, '--data-dir', dataDir], { PHONE_ENCRYPTION_KEY: undefined });
+    expect(a.code, a.stderr).toBe(0);
+    expect(a.stderr).toBe('');
+    expect(a.stdout.trim().split('\t')[1]).toBe(hashPhone(NUMBER, 'a-key-the-daemon-generated-0123456789abcdef'));
   });
 
   it('production refuses to hash without a long key', async () => {

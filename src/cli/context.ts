@@ -3,8 +3,9 @@
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { resolveConfig, type Config, type ConfigFlags } from '../core/config.js';
-import { openDatabase, type Database } from '../db/open.js';
-import { loadPhoneKey } from '../db/key-file.js';
+import { ensureSchema, openDatabase, type Database } from '../db/open.js';
+import { findPhoneKey, loadPhoneKey } from '../db/key-file.js';
+import { checkKey, verifyKey, type KeyCheck } from '../db/keys.js';
 
 export const EXIT = { OK: 0, FAILURE: 1, USAGE: 2 } as const;
 
@@ -36,24 +37,83 @@ export function warnTo(io: Io) {
   return (message: string) => io.err(`ratelimit: warning: ${message}`);
 }
 
-/** Opens the key and the database for one admin command and always closes them. */
-export async function withDatabase<T>(cmd: Command, io: Io, fn: (ctx: { config: Config; key: string; db: Database }) => Promise<T>): Promise<T> {
-  const config = configFrom(cmd, io);
-  const key = await loadPhoneKey(config, warnTo(io));
-  return openAndRun(cmd, config, (db) => fn({ config, key, db }));
+/** The keys an admin command hashes with: PHONE_ENCRYPTION_KEY and, during a rotation, the previous one. */
+export interface CommandKeys {
+  current: string;
+  previous: string | undefined;
 }
 
 /**
- * For commands that never hash a number (`policy`, `list`, `unlist --prefix`): no key is
- * loaded, so none is demanded (PROTOCOL.md: only commands that hash need one).
+ * Opens the key and the database for one admin command that hashes numbers (status, reset,
+ * block/allow/unlist of a number) and always closes them. The key is never generated (the
+ * daemon's key file or PHONE_ENCRYPTION_KEY), the embedded cluster never created, and the key is
+ * checked against the database's record before `fn` runs: a wrong key exits 1 naming both
+ * fingerprints (PROTOCOL.md *Keys*).
+ */
+export async function withDatabase<T>(
+  cmd: Command,
+  io: Io,
+  fn: (ctx: { config: Config; key: string; keys: CommandKeys; db: Database }) => Promise<T>,
+): Promise<T> {
+  const config = configFrom(cmd, io);
+  const key = await loadPhoneKey(config, warnTo(io), { existingOnly: true });
+  const keys = { current: key, previous: config.previousPhoneKey };
+  return openAndRun(cmd, config, { create: false }, async (db) => {
+    await checkKeyOf(db, keys, io);
+    return fn({ config, key, keys, db });
+  });
+}
+
+/**
+ * For commands that hash nothing (`policy`, `list`, `stats`, `top`, prefix entries): no key is
+ * demanded (PROTOCOL.md: only commands that hash need one), but one that is given (or found in
+ * the data dir) is checked like withDatabase's, so a misconfigured shell is caught whatever
+ * command it runs first. Never creates the embedded cluster.
  */
 export async function withDatabaseNoKey<T>(cmd: Command, io: Io, fn: (ctx: { config: Config; db: Database }) => Promise<T>): Promise<T> {
   const config = configFrom(cmd, io);
-  return openAndRun(cmd, config, (db) => fn({ config, db }));
+  const key = await findPhoneKey(config, warnTo(io));
+  return openAndRun(cmd, config, { create: false }, async (db) => {
+    if (key !== undefined) await checkKeyOf(db, { current: key, previous: config.previousPhoneKey }, io);
+    return fn({ config, db });
+  });
 }
 
-async function openAndRun<T>(cmd: Command, config: Config, fn: (db: Database) => Promise<T>): Promise<T> {
-  const db = await openDatabase(config, { applicationName: `ratelimit ${cmd.name()}` });
+/**
+ * `db init`, the initialising command: may create the embedded cluster (and its key, as the
+ * daemon would), migrates, and records the key on first use or starts a rotation (verifyKey).
+ * With DATABASE_URL and no PHONE_ENCRYPTION_KEY it migrates only: the first daemon records its key.
+ */
+export async function withDatabaseInit<T>(
+  cmd: Command,
+  io: Io,
+  fn: (ctx: { config: Config; db: Database; recordKey: () => Promise<KeyCheck | undefined> }) => Promise<T>,
+): Promise<T> {
+  const config = configFrom(cmd, io);
+  const key = config.phoneKey === undefined && config.databaseUrl !== undefined ? undefined : await loadPhoneKey(config, warnTo(io));
+  return openAndRun(cmd, config, { create: true }, (db) =>
+    fn({
+      config,
+      db,
+      recordKey: async () => {
+        if (key === undefined) return undefined;
+        const check = await verifyKey(db.pool, { current: key, previous: config.previousPhoneKey });
+        for (const w of check.warnings) warnTo(io)(w);
+        return check;
+      },
+    }),
+  );
+}
+
+async function checkKeyOf(db: Database, keys: CommandKeys, io: Io): Promise<void> {
+  // The key record arrives with migration 7: the schema first (which also says to run db init).
+  await ensureSchema(db);
+  const check = await checkKey(db.pool, keys);
+  for (const w of check.warnings) warnTo(io)(w);
+}
+
+async function openAndRun<T>(cmd: Command, config: Config, opts: { create: boolean }, fn: (db: Database) => Promise<T>): Promise<T> {
+  const db = await openDatabase(config, { applicationName: `ratelimit ${cmd.name()}`, createEmbedded: opts.create });
   try {
     return await fn(db);
   } finally {

@@ -17,6 +17,7 @@ import * as allow from './commands/allow.js';
 import * as unlist from './commands/unlist.js';
 import * as list from './commands/list.js';
 import { reportFailure } from './failure.js';
+import * as keyStatus from './commands/key-status.js';
 
 /** In `ratelimit --help` order. */
 const COMMANDS: ReadonlyArray<{ register: (program: Command, io: Io) => void }> = [
@@ -33,6 +34,7 @@ const COMMANDS: ReadonlyArray<{ register: (program: Command, io: Io) => void }> 
   allow,
   unlist,
   list,
+  keyStatus,
 ];
 
 function buildProgram(io: Io): { program: Command; invoked: () => Command } {

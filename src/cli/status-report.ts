@@ -10,6 +10,7 @@ import { lookupPhone } from '../db/queries.js';
 import { readEffectivePolicy } from '../db/policies.js';
 import { readListEntries } from '../db/lists.js';
 import { peekState } from '../db/decisions.js';
+import { foldNumber } from '../db/keys.js';
 import { hashPhone, maskPhone, normalizePhone } from '../core/phone.js';
 import { decisionTime, evaluate, makePolicy } from '../core/policy.js';
 import { EMPTY_BUCKETS, evaluateAggregate } from '../core/policy/aggregate.js';
@@ -75,9 +76,11 @@ export interface StatusReport {
 
 type Verdict = Pick<StatusReport, 'allowed' | 'rule' | 'reason' | 'limit' | 'used' | 'remaining' | 'windowMs' | 'resetTime' | 'retryAfterMs'>;
 
-export async function statusCommand(pool: Pool, key: string, fallback: Policy, phone: string): Promise<StatusReport> {
+/** `previousKey`: PHONE_ENCRYPTION_KEY_PREVIOUS during a rotation; the number is folded to its new hash first. */
+export async function statusCommand(pool: Pool, key: string, fallback: Policy, phone: string, previousKey?: string): Promise<StatusReport> {
   const { e164, region } = normalizePhone(phone);
   const hash = hashPhone(e164, key);
+  await foldNumber(pool, e164, { current: key, previous: previousKey });
   const effective = await readEffectivePolicy(pool, fallback);
   const policy = effective.policy;
   const counters = countersFor(policy, e164, region);

@@ -18,6 +18,7 @@ import type { IpRules } from './ip-rules.js';
 import { LRUCache } from 'lru-cache';
 import type { Metrics } from './metrics.js';
 import type { ActivePolicy } from './policy-source.js';
+import type { KeyRotation } from './key-rotation.js';
 
 const PHONE_CACHE_SIZE = 50_000;
 export const LIST_BLOCK_RULE = 'list:block';
@@ -32,6 +33,8 @@ export interface DeciderOptions {
   tally: DecisionTally;
   logger: Logger;
   phoneKey: string;
+  /** While PHONE_ENCRYPTION_KEY_PREVIOUS is set. */
+  rotation?: KeyRotation | undefined;
 }
 
 export class Decider {
@@ -43,7 +46,8 @@ export class Decider {
     const cached = this.phoneCache.get(phoneNumber);
     if (cached) return cached;
     const { e164, region } = normalizePhone(phoneNumber);
-    const s = { e164, hash: hashPhone(e164, this.opts.phoneKey), region, masked: maskPhone(e164), type: numberType(e164) };
+    const previousHash = this.opts.rotation?.previousHash(e164);
+    const s = { e164, hash: hashPhone(e164, this.opts.phoneKey), previousHash, region, masked: maskPhone(e164), type: numberType(e164) };
     this.phoneCache.set(phoneNumber, s);
     return s;
   }
@@ -81,7 +85,9 @@ export class Decider {
     const { engine, policies } = this.opts;
     const now = engine.dbNow();
     const local = { source: engine.mode, metricSource: 'local' } as const;
-    const match = policies.lists.lookup(s.hash, s.e164, now);
+    let match = policies.lists.lookup(s.hash, s.e164, now);
+    // Rotating: an entry made under the previous key still holds (own entry before any prefix).
+    if (s.previousHash !== undefined && match?.entry.targetType !== 'number') match = policies.lists.lookup(s.previousHash, '', now) ?? match;
     if (match?.kind === 'block') return earlyDenial('number_blocked', LIST_BLOCK_RULE, blockView(match.entry.expiresAtMs, now), local);
     if (match?.kind === 'allow') return true;
     const dest = destinationDenial(policies.current.policy, s.region, s.type);
@@ -90,6 +96,7 @@ export class Decider {
   }
 
   private async check(s: PhoneSubject): Promise<Verdict> {
+    await this.foldPreviousKey(s);
     const early = this.listsAndDestination(s);
     if (typeof early !== 'boolean') return early;
     return this.opts.engine.check(s, early);
@@ -97,6 +104,8 @@ export class Decider {
 
   private async consume(s: PhoneSubject, ip: string): Promise<Verdict> {
     const { engine, ipRules } = this.opts;
+    // First, even for a number denied by a list: the fold also moves its list entry to the new hash.
+    await this.foldPreviousKey(s);
     const early = this.listsAndDestination(s);
     if (typeof early !== 'boolean') {
       engine.recordDenial(s);
@@ -120,6 +129,19 @@ export class Decider {
     // A denied consume spends nothing anywhere, the ip rules included.
     if (!v.allowed) slot.refund();
     return slot.shadow.length > 0 ? { ...v, shadow: [...slot.shadow, ...v.shadow] } : v;
+  }
+
+  /** Rotating, in database mode: the number's calls under the previous key join it first. */
+  private async foldPreviousKey(s: PhoneSubject): Promise<void> {
+    const { rotation, engine, logger } = this.opts;
+    if (!rotation || engine.mode !== 'database') return;
+    try {
+      await rotation.fold(s);
+    } catch (err) {
+      // The engine meets an outage itself and falls back; anything else is retried at the
+      // number's next decision. Either way this decision goes ahead.
+      logger.warn({ err: (err as Error).message }, 'could not fold a number from the previous key; retrying at its next decision');
+    }
   }
 
   private count(consume: boolean, v: Verdict): void {

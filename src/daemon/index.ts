@@ -9,6 +9,7 @@ import type { Config } from '../core/config.js';
 import { explainListenError, RateLimitError } from '../core/errors.js';
 import { explainDatabaseError, isConnectionError } from '../db/errors.js';
 import { loadPhoneKey } from '../db/key-file.js';
+import { verifyKey } from '../db/keys.js';
 import { migrate, migrationName } from '../db/migrate.js';
 import { openDatabase } from '../db/open.js';
 import { Spool } from './engine/spool.js';
@@ -50,6 +51,12 @@ export interface DaemonHandle {
    * finished in time with every decision written. Idempotent: later calls get the first outcome.
    */
   stop(opts?: { timeoutMs?: number }): Promise<boolean>;
+  /**
+   * Settles when the daemon must stop on its own: the database, reached after an outage at start,
+   * records another hashing key (PROTOCOL.md *Keys*). By then the pool is closed, so nothing is
+   * written under the wrong key; the caller stops the daemon and exits 1.
+   */
+  failed: Promise<RateLimitError>;
 }
 
 // Left at the end of the stop deadline for closing the pool.
@@ -75,16 +82,43 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
   });
   const databaseUrl = db.embedded?.url ?? config.databaseUrl!;
   let migrated = false;
-  const ensureMigrated = async () => {
+  let keyVerified = false;
+  let fail: (err: RateLimitError) => void = () => undefined;
+  const failed = new Promise<RateLimitError>((resolve) => (fail = resolve));
+  // Migrations, then the key (its record is one of them), before anything is decided in the
+  // database. A daemon must never write under a wrong key: at start a mismatch stops it (exit 1);
+  // after an outage at start, the mismatch is found here before the first replay, and the daemon
+  // closes its pool (what memory decided under that key is dropped, never written) and stops.
+  const ensureReady = async () => {
     await db.revive();
-    if (migrated) return;
-    const report = await migrate(db.pool);
-    migrated = true;
-    if (report.applied.length > 0) logger.info({ applied: report.applied.map(migrationName) }, 'applied migrations');
+    if (!migrated) {
+      const report = await migrate(db.pool);
+      migrated = true;
+      if (report.applied.length > 0) logger.info({ applied: report.applied.map(migrationName) }, 'applied migrations');
+    }
+    if (keyVerified) return;
+    const check = await verifyKey(db.pool, { current: key, previous: config.previousPhoneKey });
+    keyVerified = true;
+    for (const w of check.warnings) logger.warn(w);
+    if (check.outcome === 'recorded') logger.info({ key: check.fingerprint }, 'recorded the hashing key (first use of this database)');
+    else if (check.outcome === 'rotated') logger.warn({ key: check.fingerprint, previous: check.previousFingerprint }, 'started a key rotation: see ratelimit key status');
+    else logger.info({ key: check.fingerprint, previous: check.previousFingerprint }, 'hashing key matches the database');
+  };
+  const ensureMigrated = async () => {
+    try {
+      await ensureReady();
+    } catch (err) {
+      if (err instanceof RateLimitError && err.code === 'key_mismatch') {
+        logger.fatal({ err: err.message }, 'wrong hashing key: stopping without writing anything');
+        await db.pool.end().catch(() => undefined);
+        fail(err);
+      }
+      throw err;
+    }
   };
   let startError: unknown;
   try {
-    await ensureMigrated();
+    await ensureReady();
   } catch (err) {
     if (!isConnectionError(err)) {
       await db.close();
@@ -184,5 +218,5 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
       return inTime;
     })());
 
-  return { daemon, logger, address: { host: address.address, port: address.port }, databaseTarget: db.target, stop };
+  return { daemon, logger, address: { host: address.address, port: address.port }, databaseTarget: db.target, stop, failed };
 }

@@ -10,6 +10,7 @@ import type { Pool } from '../db/pool.js';
 import { Authenticator } from './auth.js';
 import { DecisionTally, type DecisionCounters } from './counters.js';
 import { Decider } from './decide.js';
+import { KeyRotation } from './key-rotation.js';
 import { DecisionEngine, type EngineOptions } from './engine/engine.js';
 import type { Spool } from './engine/spool.js';
 import { IpRules } from './ip-rules.js';
@@ -97,7 +98,10 @@ export class Daemon {
       ...opts.engine,
     });
     const auth = new Authenticator(config.apiTokens, config.allowedOrigins);
-    const decider = new Decider({ engine: this.engine, policies: this.policies, ipRules, metrics: this.metrics, tally: this.tally, logger, phoneKey: opts.phoneKey });
+    const rotation = config.previousPhoneKey
+      ? new KeyRotation({ pool: opts.pool, currentKey: opts.phoneKey, previousKey: config.previousPhoneKey, logger })
+      : undefined;
+    const decider = new Decider({ engine: this.engine, policies: this.policies, ipRules, metrics: this.metrics, tally: this.tally, logger, phoneKey: opts.phoneKey, rotation });
     const isShuttingDown = () => this.shutdownPromise !== undefined;
     const addresses = new ClientAddresses(config.trustProxy, logger);
     this.gate = new ConnectionGate({

@@ -67,6 +67,30 @@ export async function loadPhoneKey(config: Config, warn: Warn, options: LoadKeyO
   }
 }
 
+/**
+ * For commands that hash nothing but check the key they are given (`list`, `stats`, `top`,
+ * `policy`): PHONE_ENCRYPTION_KEY, else the embedded data dir's key file, else undefined. Never
+ * generates one.
+ */
+export async function findPhoneKey(config: Config, warn: Warn): Promise<string | undefined> {
+  if (config.phoneKey === undefined && config.databaseUrl !== undefined) return undefined;
+  try {
+    return await loadPhoneKey(config, warn, { existingOnly: true });
+  } catch (err) {
+    if (err instanceof RateLimitError && err.code === 'invalid_config' && config.phoneKey === undefined && !(await exists(join(resolve(config.dataDir), KEY_FILE)))) {
+      return undefined;
+    }
+    throw err;
+  }
+}
+
+async function exists(file: string): Promise<boolean> {
+  return stat(file).then(
+    () => true,
+    () => false,
+  );
+}
+
 async function noKeyForDatabaseUrl(config: Config): Promise<RateLimitError> {
   const file = join(resolve(config.dataDir), KEY_FILE);
   // A key file left by an earlier version, which generated keys for any database.

@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import type { Config } from '../core/config.js';
 import { failures, RateLimitError } from '../core/errors.js';
 import { createPool, redactUrl, verifyConnection, type Pool } from './pool.js';
-import { startEmbeddedPostgres, type EmbeddedServer } from './embedded/index.js';
+import { NoClusterError, startEmbeddedPostgres, type EmbeddedServer } from './embedded/index.js';
 import { explainDatabaseError } from './errors.js';
 import { migrate, schemaVersion, loadMigrations, type MigrationReport } from './migrate.js';
 
@@ -29,6 +29,11 @@ export interface OpenOptions {
   /** Connect now, so a bad URL fails here with a clear message (default true). */
   verify?: boolean;
   log?: (message: string) => void;
+  /**
+   * Embedded only: create the cluster when the data dir has none (default true: the daemon and
+   * `db init`). Admin commands pass false and fail saying where they looked instead.
+   */
+  createEmbedded?: boolean;
 }
 
 export async function openDatabase(config: Config, opts: OpenOptions = {}): Promise<Database> {
@@ -38,8 +43,17 @@ export async function openDatabase(config: Config, opts: OpenOptions = {}): Prom
   const dataDir = join(resolve(config.dataDir), 'pg');
   if (url === undefined) {
     try {
-      embedded = await startEmbeddedPostgres({ dataDir, ...(opts.log ? { log: opts.log } : {}) });
+      embedded = await startEmbeddedPostgres({ dataDir, create: opts.createEmbedded ?? true, ...(opts.log ? { log: opts.log } : {}) });
     } catch (err) {
+      if (err instanceof NoClusterError) {
+        throw new RateLimitError(
+          'embedded_unavailable',
+          `no database: DATABASE_URL is not set and there is no embedded PostgreSQL in ${dataDir} (this command never creates one). ` +
+            `Point it at the daemon's data: --data-dir or RATELIMIT_DATA_DIR (the folder holding pg/), or DATABASE_URL; ` +
+            'to create the embedded database here, run: ratelimit db init',
+          { cause: err },
+        );
+      }
       throw new RateLimitError(
         'embedded_unavailable',
         // The embedded module's messages end with their own fix; DATABASE_URL, the way out of every one of
@@ -69,7 +83,7 @@ export async function openDatabase(config: Config, opts: OpenOptions = {}): Prom
     // Called before every (re)migration: finding the same server still there is not news, so its
     // "attached" line is said once, by the open above; a server we had to start again is.
     const said: string[] = [];
-    const again = await startEmbeddedPostgres({ dataDir, port: embedded.port, log: (m) => said.push(m) }).catch((err: unknown) => {
+    const again = await startEmbeddedPostgres({ dataDir, port: embedded.port, create: false, log: (m) => said.push(m) }).catch((err: unknown) => {
       said.forEach((m) => opts.log?.(m));
       throw err;
     });
@@ -95,16 +109,25 @@ export async function openDatabase(config: Config, opts: OpenOptions = {}): Prom
   };
 }
 
+const ensured = new WeakSet<Database>();
+
 /**
  * The embedded database belongs to us, so it is migrated on first use; a database given by
  * URL is only read, and a missing schema says to run `ratelimit db init`.
  */
 export async function ensureSchema(db: Database): Promise<MigrationReport | undefined> {
+  // Commands call it, and so does the key check before them: once per Database is enough.
+  if (ensured.has(db)) return undefined;
   try {
-    if (db.embedded) return await migrate(db.pool);
+    if (db.embedded) {
+      const report = await migrate(db.pool);
+      ensured.add(db);
+      return report;
+    }
     const [current, migrations] = await Promise.all([schemaVersion(db.pool), loadMigrations()]);
     const latest = migrations.length;
     if (current < latest) throw current === 0 ? failures.schemaMissing(db.target) : failures.schemaBehind(db.target, current, latest);
+    ensured.add(db);
     return undefined;
   } catch (err) {
     throw explainDatabaseError(err, db.target);

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createPool, type Pool } from '../../src/db/pool.js';
 import { migrate, type Migration } from '../../src/db/migrate.js';
-import { keyStatus, verifyKey } from '../../src/db/keys.js';
+import { checkKey, foldKeyRows, keyStatus, verifyKey } from '../../src/db/keys.js';
 import { keyFingerprint } from '../../src/core/key.js';
 import { RateLimitError } from '../../src/core/errors.js';
 import { createTestDatabase } from '../helpers/db.js';
@@ -195,5 +195,58 @@ describe('keyStatus', () => {
     cleanups.push(() => db.drop(), () => pool.end());
     await expect(verifyKey(pool, { current: A })).rejects.toThrow(/ratelimit db init/);
     await expect(keyStatus(pool, { current: A }, HOUR_MS)).rejects.toThrow(/ratelimit db init/);
+  });
+});
+
+describe('checkKey (admin commands)', () => {
+  it('refuses what verifyKey refuses, and records or rotates nothing', async () => {
+    const { pool } = await freshDatabase();
+    expect((await checkKey(pool, { current: A })).outcome).toBe('unrecorded');
+    expect(await roles(pool)).toEqual({});
+    await verifyKey(pool, { current: A });
+    expect((await checkKey(pool, { current: A })).outcome).toBe('matched');
+    const wrong = await refusal(checkKey(pool, { current: C }));
+    expect(wrong.message).toContain(fpA);
+    expect(wrong.message).toContain(fpC);
+    // The new key before any daemon rotated: refused, and still no rotation.
+    const early = await refusal(checkKey(pool, { current: B, previous: A }));
+    expect(early.message).toMatch(/rotation has not started/);
+    expect(await roles(pool)).toEqual({ [fpA]: 'current' });
+    await verifyKey(pool, { current: B, previous: A });
+    expect((await checkKey(pool, { current: B, previous: A })).outcome).toBe('matched');
+    expect((await checkKey(pool, { current: B })).warnings.join()).toMatch(/rotation is under way/);
+  });
+});
+
+describe('foldKeyRows', () => {
+  it("merges a number's old-hash row into its new-hash row, moves its list entry, and is idempotent", async () => {
+    const { pool } = await freshDatabase();
+    await verifyKey(pool, { current: A });
+    await pool.query(
+      `INSERT INTO phone_rate_limits (phone_hash, window_start, calls, last_call_at, denied_total, denials, blocked_until, region, phone_masked)
+       VALUES ('old', 10, '{10,30}', 30, 2, '{25}', 900, 'US', '+1415•••••71')`,
+    );
+    await pool.query(`INSERT INTO rate_limit_lists (target_type, target, kind, created_by) VALUES ('number', 'old', 'block', 'test')`);
+    await verifyKey(pool, { current: B, previous: A });
+    await pool.query(`INSERT INTO phone_rate_limits (phone_hash, window_start, calls, last_call_at, denied_total, denials, blocked_until) VALUES ('new', 20, '{20}', 20, 1, '{22}', 500)`);
+
+    expect(await foldKeyRows(pool, [{ previous: 'old', current: 'new' }, { previous: 'never-seen', current: 'other' }], fpB)).toBe(1);
+    const { rows } = await pool.query('SELECT phone_hash, calls, last_call_at, denied_total, denials, blocked_until, region, phone_masked, key_fp FROM phone_rate_limits ORDER BY phone_hash');
+    expect(rows).toEqual([
+      { phone_hash: 'new', calls: [10, 20, 30], last_call_at: 30, denied_total: 3, denials: [22, 25], blocked_until: 900, region: 'US', phone_masked: '+1415•••••71', key_fp: fpB },
+    ]);
+    const lists = await pool.query('SELECT target, kind, key_fp FROM rate_limit_lists');
+    expect(lists.rows).toEqual([{ target: 'new', kind: 'block', key_fp: fpB }]);
+    expect(await foldKeyRows(pool, [{ previous: 'old', current: 'new' }], fpB)).toBe(0);
+    expect((await pool.query('SELECT calls FROM phone_rate_limits')).rows).toEqual([{ calls: [10, 20, 30] }]);
+  });
+
+  it('counts list entries still under the previous key in keyStatus', async () => {
+    const { pool } = await freshDatabase();
+    await verifyKey(pool, { current: A });
+    await pool.query(`INSERT INTO rate_limit_lists (target_type, target, kind, created_by) VALUES ('number', 'a-hash', 'block', 'test'), ('prefix', '+4470', 'block', 'test')`);
+    await verifyKey(pool, { current: B, previous: A });
+    await pool.query(`INSERT INTO rate_limit_lists (target_type, target, kind, created_by) VALUES ('number', 'b-hash', 'allow', 'test')`);
+    expect((await keyStatus(pool, { current: B, previous: A }, HOUR_MS)).rotation?.listEntriesUnderPrevious).toBe(1);
   });
 });

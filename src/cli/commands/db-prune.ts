@@ -53,7 +53,7 @@ export function register(program: Command, io: Io): void {
     .option('--json', 'print one JSON document')
     .action(async (_opts, cmd: Command) => {
       const config = configFrom(cmd, io);
-      const database = await openDatabase(config, { applicationName: 'ratelimit db prune' });
+      const database = await openDatabase(config, { applicationName: 'ratelimit db prune', createEmbedded: false });
       let report: DbPruneReport;
       try {
         report = await dbPruneCommand(database.pool, database.target, config);

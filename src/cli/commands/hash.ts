@@ -27,7 +27,7 @@ export function register(program: Command, io: Io): void {
     .action(async (phone: string, _opts, cmd: Command) => {
       normalizePhone(phone);
       const config = configFrom(cmd, io);
-      const result = hashCommand(phone, await loadPhoneKey(config, warnTo(io)));
+      const result = hashCommand(phone, await loadPhoneKey(config, warnTo(io), { existingOnly: true }));
       emit(io, cmd, result, () => printHash(result));
     });
 }

@@ -1,5 +1,6 @@
 import type { Pool } from '../../db/pool.js';
 import { resetPhone } from '../../db/queries.js';
+import { foldNumber } from '../../db/keys.js';
 import { hashPhone, hashPrefix, maskPhone, normalizePhone } from '../../core/phone.js';
 import type { Policy } from '../../core/policy/types.js';
 import { numberRules } from '../../core/policy/decide.js';
@@ -25,9 +26,19 @@ export interface ResetReport {
 const MAX_REASON_LENGTH = 500;
 
 /** `fallback`: the RATE_LIMIT_* default, used while no policy has been applied. */
-export async function resetCommand(pool: Pool, key: string, fallback: Policy, phone: string, by: string, reason: string | undefined): Promise<ResetReport> {
+/** `previousKey`: PHONE_ENCRYPTION_KEY_PREVIOUS during a rotation; the number is folded to its new hash first, so the reset clears every call. */
+export async function resetCommand(
+  pool: Pool,
+  key: string,
+  fallback: Policy,
+  phone: string,
+  by: string,
+  reason: string | undefined,
+  previousKey?: string,
+): Promise<ResetReport> {
   const { e164 } = normalizePhone(phone);
   const hash = hashPhone(e164, key);
+  await foldNumber(pool, e164, { current: key, previous: previousKey });
   const why = reason?.trim() ? reason.trim().slice(0, MAX_REASON_LENGTH) : null;
   const { policy } = await readEffectivePolicy(pool, fallback);
   const out = await resetPhone(pool, hash, by, why, numberRules(policy.number).log);
@@ -65,9 +76,9 @@ export function register(program: Command, io: Io): void {
     .option('--json', 'print one JSON document')
     .action(async (phone: string, opts: { reason?: string }, cmd: Command) => {
       normalizePhone(phone);
-      const report = await withDatabase(cmd, io, async ({ config, key, db }) => {
+      const report = await withDatabase(cmd, io, async ({ config, keys, db }) => {
         await ensureSchema(db);
-        return resetCommand(db.pool, key, config.defaultPolicy, phone, operatorName(io.env), opts.reason);
+        return resetCommand(db.pool, keys.current, config.defaultPolicy, phone, operatorName(io.env), opts.reason, keys.previous);
       });
       emit(io, cmd, report, () => printReset(report));
     });

@@ -17,8 +17,12 @@ export interface ServeHandle {
   logger: Logger;
   address: { host: string; port: number };
   /** Graceful stop within the configured deadline; resolves true when it finished in time with every decision written. Idempotent. */
-  stop(): Promise<boolean>;
+  stop(opts?: { timeoutMs?: number }): Promise<boolean>;
+  /** Settles when the daemon must stop on its own (a wrong hashing key found after an outage). */
+  failed: Promise<RateLimitError>;
 }
+
+const FAILED_STOP_TIMEOUT_MS = 1_500;
 
 export function createLogger(config: Config, instanceId: string, version: string): Logger {
   return pino({ level: config.logLevel, base: { instance: instanceId, version } });
@@ -58,7 +62,7 @@ export async function startServe(config: Config, env: Readonly<Record<string, st
     },
     `ratelimit listening on http://${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port} (WebSocket at /ws)`,
   );
-  return { daemon: handle.daemon, logger, address, stop: () => handle.stop() };
+  return { daemon: handle.daemon, logger, address, stop: (opts) => handle.stop(opts), failed: handle.failed };
 }
 
 export function register(program: Command, io: Io): void {
@@ -73,7 +77,13 @@ export function register(program: Command, io: Io): void {
     .action(async (_opts, cmd: Command) => {
       const config = configFrom(cmd, io);
       const handle = await startServe(config, io.env, VERSION);
+      let failure: RateLimitError | undefined;
       const clean = await new Promise<boolean>((resolve) => {
+        void handle.failed.then((err) => {
+          failure = err;
+          // Nothing may be written under the wrong key (the pool is closed already): no drain to wait for.
+          void handle.stop({ timeoutMs: FAILED_STOP_TIMEOUT_MS }).then(resolve);
+        });
         onStopSignals({
           graceful: (signal) => {
             handle.logger.info({ signal }, 'signal received');
@@ -82,6 +92,7 @@ export function register(program: Command, io: Io): void {
           beforeImmediateExit: (signal) => handle.logger.warn({ signal }, 'second signal: exiting now'),
         });
       });
+      if (failure) throw failure;
       if (!clean) throw new RateLimitError('database_error', 'shutdown was not clean: past RATELIMIT_SHUTDOWN_TIMEOUT, or decisions made from memory left unwritten (see the log)');
     });
 }

@@ -9,7 +9,7 @@ import type { Policy } from '../../core/policy/types.js';
 import { formatDurationMs } from '../../core/duration.js';
 import { table } from '../format.js';
 import { ensureSchema } from '../../db/open.js';
-import { emit, withDatabase, type Io } from '../context.js';
+import { emit, withDatabaseNoKey, type Io } from '../context.js';
 import { readPolicyUsage, shortReason, type AggregateUsage, type PolicyUsage } from '../policy-usage.js';
 
 // Busiest keys shown per aggregate rule.
@@ -107,7 +107,7 @@ export function register(program: Command, io: Io): void {
     .description('totals against the active policy: numbers tracked and at their limit, calls and denials by reason in the last window, aggregate rules, regions')
     .option('--json', 'print one JSON document')
     .action(async (_opts, cmd: Command) => {
-      const report = await withDatabase(cmd, io, async ({ config, db }) => {
+      const report = await withDatabaseNoKey(cmd, io, async ({ config, db }) => {
         await ensureSchema(db);
         return statsCommand(db.pool, config.defaultPolicy);
       });

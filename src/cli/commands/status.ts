@@ -16,9 +16,9 @@ export function register(program: Command, io: Io): void {
     .option('--json', 'print one JSON document (shape: README, "ratelimit status --json")')
     .action(async (phone: string, _opts, cmd: Command) => {
       normalizePhone(phone); // a bad number is a usage error before any connection is tried
-      const report = await withDatabase(cmd, io, async ({ config, key, db }) => {
+      const report = await withDatabase(cmd, io, async ({ config, keys, db }) => {
         await ensureSchema(db);
-        return statusCommand(db.pool, key, config.defaultPolicy, phone);
+        return statusCommand(db.pool, keys.current, config.defaultPolicy, phone, keys.previous);
       });
       emit(io, cmd, report, () => printStatus(report));
     });

@@ -50,9 +50,13 @@ export function register(program: Command, io: Io): void {
               await ensureSchema(db);
               return unlistCommand(db.pool, resolveTarget(target, undefined), by, opts.reason);
             })
-          : await withDatabase(cmd, io, async ({ key, db }) => {
+          : await withDatabase(cmd, io, async ({ keys, db }) => {
               await ensureSchema(db);
-              return unlistCommand(db.pool, resolveTarget(target, key), by, opts.reason);
+              const report = await unlistCommand(db.pool, resolveTarget(target, keys.current), by, opts.reason);
+              // During a key rotation the entry may still be under the number's previous hash.
+              if (report.removed || keys.previous === undefined) return report;
+              const old = await unlistCommand(db.pool, resolveTarget(target, keys.previous), by, opts.reason);
+              return old.removed ? old : report;
             });
       emit(io, cmd, report, () => printUnlist(report));
     });

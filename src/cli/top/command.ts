@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { parseDurationMs } from '../../core/duration.js';
 import { ConfigError } from '../../core/errors.js';
 import { ensureSchema } from '../../db/open.js';
-import { withDatabase, type Io } from '../context.js';
+import { withDatabaseNoKey, type Io } from '../context.js';
 import { operatorName } from '../operator.js';
 
 const DEFAULT_INTERVAL_MS = 2_000;
@@ -34,7 +34,7 @@ export function register(program: Command, io: Io): void {
     .action(async (opts: { once?: boolean; interval?: string }, cmd: Command) => {
       const intervalMs = parseInterval(opts.interval);
       const { runTop } = await import('./run.js');
-      await withDatabase(cmd, io, async ({ config, db }) => {
+      await withDatabaseNoKey(cmd, io, async ({ config, db }) => {
         await ensureSchema(db);
         const columns = Number(io.env.COLUMNS);
         await runTop({

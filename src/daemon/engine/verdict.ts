@@ -18,6 +18,8 @@ export interface PhoneSubject {
   e164: string;
   /** libphonenumber's type, for destination controls; undefined when it cannot tell. */
   type: NumberType | undefined;
+  /** During a key rotation: the number's hash under the previous key (src/daemon/key-rotation.ts). */
+  previousHash?: string | undefined;
 }
 
 /** limit/used/remaining/resetTime of one rule; times null for a block without an end. */

@@ -29,6 +29,19 @@ export interface EmbeddedOptions {
   fsync?: boolean;
   log?: (message: string) => void;
   extraConfig?: Record<string, string>;
+  /**
+   * false: never create a cluster, throw NoClusterError instead. Admin commands pass it: a new empty
+   * cluster would answer "not tracked" for everything, from a folder the daemon never used.
+   */
+  create?: boolean;
+}
+
+/** There is no cluster in `dataDir` and the caller asked not to create one. */
+export class NoClusterError extends Error {
+  constructor(readonly dataDir: string) {
+    super(`there is no embedded PostgreSQL cluster in ${dataDir}`);
+    this.name = 'NoClusterError';
+  }
 }
 
 const DEFAULT_DATABASE = 'ratelimit';
@@ -43,6 +56,8 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
   // Fast path without the lock, so `ratelimit status` next to a running daemon never queues behind a start.
   const running = await attachIfRunning(dataDir, files, database, log);
   if (running) return running;
+  // Before anything below creates folders or a password file.
+  if (opts.create === false && (await clusterMajor(dataDir)) === undefined) throw new NoClusterError(dataDir);
 
   // An existing cluster can only be run by its own major version, so prefer that one where installed.
   const found = await findPostgresBinaries(process.env, await clusterMajor(dataDir));
@@ -57,6 +72,7 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
     const leftover = await settleLeftoverServer(dataDir, files, log);
     if (leftover) return attachIfRunning(dataDir, files, database, log).then((s) => s ?? notAttachable(dataDir));
 
+    if (opts.create === false && (await clusterMajor(dataDir)) === undefined) throw new NoClusterError(dataDir);
     const password = await ensurePassword(files, dataDir);
     if ((await clusterMajor(dataDir)) === undefined) {
       await initCluster(dataDir, files, binaries, password, opts.fsync ?? true, user, log);
