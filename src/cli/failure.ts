@@ -22,12 +22,22 @@ export function errorDocument(err: unknown): ErrorDocument {
  * commander has already written its usage errors (and the pointer to the command's --help) to
  * stderr; everything else gets its one line here.
  */
+const DOCUMENT_PRINTED = Symbol('ratelimit.documentPrinted');
+
+/**
+ * For a command that printed its own `--json` document and still exits non-zero (`key status`
+ * with a wrong key): the failure must not add a second document to stdout.
+ */
+export function afterDocument<E extends Error>(err: E): E {
+  return Object.assign(err, { [DOCUMENT_PRINTED]: true });
+}
+
 export function reportFailure(io: Io, err: unknown, opts: { json: boolean }): void {
   if (!(err instanceof CommanderError)) {
     io.err(`ratelimit: ${describeFailure(err).message}`);
     if (io.env.DEBUG) debugTrace(io, err);
   }
-  if (opts.json) io.out(JSON.stringify(errorDocument(err)));
+  if (opts.json && !(err instanceof Error && DOCUMENT_PRINTED in err)) io.out(JSON.stringify(errorDocument(err)));
 }
 
 /** With DEBUG: the stack, and the causes under it (the driver's own words live there). */

@@ -12,6 +12,7 @@ import { RateLimitError } from '../../core/errors.js';
 import { formatDurationMs } from '../../core/duration.js';
 import type { Policy } from '../../core/policy/types.js';
 import { configFrom, emit, warnTo, type Io } from '../context.js';
+import { afterDocument } from '../failure.js';
 import { isoTime, keyValueTable } from '../format.js';
 
 export interface KeyStatusReport extends KeyStatus {
@@ -106,6 +107,6 @@ export function register(program: Command, io: Io): void {
         await db.close();
       }
       emit(io, cmd, report, () => printKeyStatus(report));
-      if (report.mismatch) throw new RateLimitError('key_mismatch', report.mismatch);
+      if (report.mismatch) throw afterDocument(new RateLimitError('key_mismatch', report.mismatch));
     });
 }
