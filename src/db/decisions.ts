@@ -8,8 +8,10 @@ import { bucketCalls } from '../core/policy/aggregate.js';
 import { counterMapKey } from '../core/policy/counters.js';
 import type { DecisionPolicy, NumberState } from '../core/policy/decide.js';
 import type { AggregateCounter, Buckets } from '../core/policy/types.js';
+import type { LogSummary } from '../core/policy/log-summary.js';
+import type { RuleState } from '../core/policy.js';
 
-const NOW_MS = `(extract(epoch FROM clock_timestamp()) * 1000)::bigint`;
+export const NOW_MS = `(extract(epoch FROM clock_timestamp()) * 1000)::bigint`;
 
 export interface DecideRequest {
   hash: string;
@@ -25,8 +27,13 @@ export interface DecideOutcome {
   allowed: boolean;
   /** The decision instant (database clock). */
   atMs: number;
-  /** The number's call log right after this request, ascending. */
-  log: number[];
+  /**
+   * Each number rule's state right after this request (policy.number.rules order): what the
+   * reply's number view and the deny cache are computed from (evaluateStates).
+   */
+  rules: RuleState[];
+  /** The number's log right after this request, summarized for the in-memory fallback (log-summary.ts). */
+  summary: LogSummary;
   /** The denying rule's id, null when allowed. */
   rule: string | null;
   /** Shadow rules that would have denied. */
@@ -43,8 +50,11 @@ interface DecideRow {
   r_allowed: boolean;
   r_at: number;
   r_calls: number[];
+  r_counts: number[] | null;
   r_rule: string | null;
   r_shadow: string[];
+  r_used: number[];
+  r_reset: number[];
   r_agg_used: number | null;
   r_agg_reset: number | null;
   r_blocked_until: number | null;
@@ -121,7 +131,8 @@ export async function decideBatch(pool: Pool, requests: readonly DecideRequest[]
     out[row.r_idx - 1] = {
       allowed: row.r_allowed,
       atMs: row.r_at,
-      log: row.r_calls,
+      rules: row.r_used.map((used, r) => ({ used, resetTime: row.r_reset[r]! })),
+      summary: { calls: row.r_calls, counts: row.r_counts },
       rule: row.r_rule,
       shadow: row.r_shadow,
       aggregateUsed: row.r_agg_used,
