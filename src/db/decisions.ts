@@ -77,6 +77,30 @@ function blockAfterArgs(policy: DecisionPolicy): [number, number, number] {
  */
 export async function decideBatch(pool: Pool, requests: readonly DecideRequest[], policy: DecisionPolicy, nowMs?: number): Promise<DecideOutcome[]> {
   if (requests.length === 0) return [];
+  const query = decideQuery(requests, policy, nowMs);
+  const rows = await withRetryOnRace(() => pool.query<DecideRow>(query));
+  const out = new Array<DecideOutcome>(requests.length);
+  for (const row of rows) {
+    out[row.r_idx - 1] = {
+      allowed: row.r_allowed,
+      atMs: row.r_at,
+      rules: row.r_used.map((used, r) => ({ used, resetTime: row.r_reset[r]! })),
+      summary: { calls: row.r_calls, counts: row.r_counts },
+      rule: row.r_rule,
+      shadow: row.r_shadow,
+      aggregateUsed: row.r_agg_used,
+      aggregateResetTime: row.r_agg_reset,
+      blockedUntil: row.r_blocked_until,
+    };
+  }
+  for (let i = 0; i < out.length; i++) {
+    if (!out[i]) throw new Error(`ratelimit_decide returned no decision for request ${i + 1}`);
+  }
+  return out;
+}
+
+/** ratelimit_decide's statement for a batch (exported for bench/sql-decide.ts, which measures its reply). */
+export function decideQuery(requests: readonly DecideRequest[], policy: DecisionPolicy, nowMs?: number) {
   // Each counter once (the SQL reads and writes each row once), and per request the indexes
   // of the counters that apply, in evaluation order.
   const entries = { req: [] as number[], counter: [] as number[] };
@@ -99,7 +123,7 @@ export async function decideBatch(pool: Pool, requests: readonly DecideRequest[]
     }
   });
   const [ids, maxes, windows, shadows] = numberArrays(policy);
-  const query = {
+  return {
     name: 'ratelimit_decide',
     text: `SELECT * FROM ratelimit_decide($1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[], $6::int[], $7::bigint[],
              $8::boolean[], $9::int, $10::bigint, $11::bigint, $12::int[], $13::int[], $14::text[], $15::text[], $16::int[],
@@ -125,25 +149,6 @@ export async function decideBatch(pool: Pool, requests: readonly DecideRequest[]
       nowMs ?? null,
     ],
   };
-  const rows = await withRetryOnRace(() => pool.query<DecideRow>(query));
-  const out = new Array<DecideOutcome>(requests.length);
-  for (const row of rows) {
-    out[row.r_idx - 1] = {
-      allowed: row.r_allowed,
-      atMs: row.r_at,
-      rules: row.r_used.map((used, r) => ({ used, resetTime: row.r_reset[r]! })),
-      summary: { calls: row.r_calls, counts: row.r_counts },
-      rule: row.r_rule,
-      shadow: row.r_shadow,
-      aggregateUsed: row.r_agg_used,
-      aggregateResetTime: row.r_agg_reset,
-      blockedUntil: row.r_blocked_until,
-    };
-  }
-  for (let i = 0; i < out.length; i++) {
-    if (!out[i]) throw new Error(`ratelimit_decide returned no decision for request ${i + 1}`);
-  }
-  return out;
 }
 
 /**
