@@ -37,7 +37,7 @@ import type { GroupName, LimitRule, Policy } from '../src/core/policy/types.js';
 
 const BATCH = 256;
 const BATCHES = Number(process.env.SQL_BENCH_BATCHES ?? 100);
-const WARMUP_BATCHES = 10;
+const WARMUP_BATCHES = Number(process.env.SQL_BENCH_WARMUP ?? 10);
 const ROUNDS = 4;
 const BASELINE = process.env.SQL_BENCH_BASELINE;
 const PREFILL = Number(process.env.SQL_BENCH_PREFILL ?? 100_000);
