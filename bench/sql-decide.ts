@@ -9,7 +9,14 @@
 // rounds, interleaved with the others, and the server process's own CPU time per batch (from
 // /proc, when the server runs on this machine) is reported next to the wall times.
 // SQL_BENCH_BASELINE=<git ref> adds the ratelimit_decide of migration 006 at that ref as
-// cases of its own (`full@ref`, `number-only@ref`), for before/after figures from one run.
+// cases of its own (`full@ref`, `number-only@ref`), for before/after figures from one run (the
+// ref's function must take the same arguments as today's: it is called through decideQuery).
+//
+// Then, per number limit (2, 100, 1000; issue #12: the reply used to carry every number's whole
+// log), 256-decision batches over 256 numbers whose logs are already long (half at the limit,
+// half at half of it): ms per batch and bytes of reply per batch, today's function against the
+// baseline's when SQL_BENCH_BASELINE is set. SQL_BENCH_ONLY=limits runs only these;
+// SQL_BENCH_LIMITS=2,100 picks the limits.
 //
 //   npm run build && node dist/bench/sql-decide.js      (SQL_BENCH_BATCHES=100 by default)
 import { execFileSync } from 'node:child_process';
@@ -21,17 +28,16 @@ import pg from 'pg';
 import { startEmbeddedPostgres } from '../src/db/embedded/index.js';
 import { createPool, type Pool } from '../src/db/pool.js';
 import { migrate } from '../src/db/migrate.js';
-import { decideBatch, type DecideRequest } from '../src/db/decisions.js';
+import { decideBatch, decideQuery, type DecideRequest } from '../src/db/decisions.js';
 import { consumeBatch } from '../src/db/queries.js';
 import { makePolicy } from '../src/core/policy.js';
-import { bucketCalls } from '../src/core/policy/aggregate.js';
 import { applicableCounters } from '../src/core/policy/counters.js';
 import { decisionPolicy } from '../src/core/policy/decide.js';
 import type { GroupName, LimitRule, Policy } from '../src/core/policy/types.js';
 
 const BATCH = 256;
 const BATCHES = Number(process.env.SQL_BENCH_BATCHES ?? 100);
-const WARMUP_BATCHES = 10;
+const WARMUP_BATCHES = Number(process.env.SQL_BENCH_WARMUP ?? 10);
 const ROUNDS = 4;
 const BASELINE = process.env.SQL_BENCH_BASELINE;
 const PREFILL = Number(process.env.SQL_BENCH_PREFILL ?? 100_000);
@@ -78,25 +84,16 @@ function baselineDecide(ref: string): string {
   return sql.slice(start, end + 5);
 }
 
-/** A batch through the baseline's ratelimit_decide, whose counter arguments were one entry per (request, counter). */
+/** A batch through the baseline's ratelimit_decide (same arguments, another result shape: rows are not read). */
 async function runBaselineBatch(pool: Pool, c: Case, ids: number[]): Promise<void> {
   const p = c === 'full' ? FULL : NUMBER_ONLY;
-  const reqs = ids.map((i) => request(p, i));
-  const e = reqs.flatMap((r, i) => r.counters.map((k) => ({ i: i + 1, k })));
-  const [bd, bw, bf] = p.blockAfter ? [p.blockAfter.denials, p.blockAfter.withinMs, p.blockAfter.forMs] : [0, 0, 0];
-  await pool.query({
-    name: 'baseline_decide',
-    text: `SELECT * FROM ratelimit_decide($1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[], $6::int[], $7::bigint[],
-             $8::boolean[], $9::int, $10::bigint, $11::bigint, $12::int[], $13::text[], $14::text[], $15::int[], $16::bigint[],
-             $17::int[], $18::boolean[], $19::bigint)`,
-    values: [
-      reqs.map((r) => r.hash), reqs.map((r) => r.region ?? null), reqs.map((r) => r.masked), reqs.map((r) => r.allowlisted),
-      p.number.map((r) => r.id), p.number.map((r) => r.limit), p.number.map((r) => r.windowMs), p.number.map((r) => r.shadow),
-      bd, bw, bf,
-      e.map((x) => x.i), e.map((x) => x.k.rule.id), e.map((x) => x.k.key), e.map((x) => x.k.rule.limit), e.map((x) => x.k.rule.windowMs),
-      e.map((x) => bucketCalls(x.k.rule)), e.map((x) => x.k.rule.shadow), null,
-    ],
-  });
+  await pool.query({ ...decideQuery(ids.map((i) => request(p, i)), decisionPolicy(p)), name: 'baseline_decide' });
+}
+
+/** Installs the baseline's ratelimit_decide in place of today's (their result columns differ, so drop first). */
+async function installBaseline(pool: Pool, sql: string): Promise<void> {
+  await pool.query('DROP FUNCTION IF EXISTS ratelimit_decide');
+  await pool.query(sql);
 }
 
 async function runBatch(pool: Pool, c: Case, ids: number[], baseline = false): Promise<void> {
@@ -170,7 +167,8 @@ function dbUrl(server: string, name: string): string {
 
 const dir = await mkdtemp(path.join(os.tmpdir(), 'ratelimit-sql-bench-'));
 const server = await startEmbeddedPostgres({ dataDir: path.join(dir, 'pg'), database: 'postgres', fsync: false });
-try {
+
+async function policyCases(): Promise<void> {
   // The template: migrated, then filled with PREFILL new numbers through the full policy.
   await admin(server.url, 'CREATE DATABASE bench_template');
   const tplUrl = dbUrl(server.url, 'bench_template');
@@ -210,7 +208,7 @@ try {
       await admin(server.url, prefilled ? `CREATE DATABASE ${name} TEMPLATE bench_template` : `CREATE DATABASE ${name}`);
       const p = createPool({ url: dbUrl(server.url, name), max: 1 });
       if (!prefilled) await migrate(p);
-      if (cases[i]!.sql) await p.query(cases[i]!.sql!);
+      if (cases[i]!.sql) await installBaseline(p, cases[i]!.sql!);
       await p.end();
     }
     const samples = cases.map((): Samples => ({ ms: [], cpuMs: 0, batches: 0 }));
@@ -235,6 +233,85 @@ try {
     }
     for (const name of dbs) await admin(server.url, `DROP DATABASE ${name}`);
   }
+}
+
+const LIMITS = (process.env.SQL_BENCH_LIMITS ?? '2,100,1000').split(',').map(Number);
+const LIMIT_NUMBERS = 256;
+
+/** A number-only policy of one rule (`limit` a day) plus a global counter, as a daemon would run. */
+function limitPolicy(limit: number): Policy {
+  return { ...NUMBER_ONLY, number: [rule('number', limit, DAY_MS, '1d')], global: [rule('global', 10_000_000, DAY_MS, '1d')] };
+}
+
+/** Numbers 0..LIMIT_NUMBERS-1 with logs inside the day: even ones at the limit, odd ones at half of it. */
+async function fillLogs(pool: Pool, limit: number): Promise<void> {
+  const now = Date.now();
+  const p = limitPolicy(limit);
+  const reqs = Array.from({ length: LIMIT_NUMBERS }, (_, i) => request(p, i));
+  await pool.query(
+    `INSERT INTO phone_rate_limits (phone_hash, region, phone_masked, calls, call_count, window_start, last_call_at)
+     SELECT h, r, m, c, cardinality(c), c[1], c[cardinality(c)]
+       FROM (SELECT h, r, m, (SELECT array_agg($5::bigint - ($4::bigint * (n - g)) / n ORDER BY g) FROM generate_series(1, n) AS g) AS c
+               FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS t(h, r, m, i),
+                    LATERAL (SELECT CASE WHEN i % 2 = 1 THEN $6::int ELSE GREATEST(1, $6::int / 2) END AS n) AS k) AS x`,
+    [reqs.map((r) => r.hash), reqs.map((r) => r.region), reqs.map((r) => r.masked), DAY_MS - 60_000, now - 1_000, limit],
+  );
+}
+
+/** Per limit: ms and reply bytes per batch, today's function and (SQL_BENCH_BASELINE) the baseline's, interleaved. */
+async function limitCases(): Promise<void> {
+  const baseline = BASELINE ? baselineDecide(BASELINE) : undefined;
+  console.log(`\n${BATCHES} batches of ${LIMIT_NUMBERS} decisions over ${LIMIT_NUMBERS} numbers with long logs, one rule of N a day (one connection, loopback):`);
+  console.log('limit  function            median ms  p95 ms  reply bytes/batch  allowed');
+  for (const limit of LIMITS) {
+    const p = limitPolicy(limit);
+    const dp = decisionPolicy(p);
+    const variants = [{ label: 'today' }, ...(baseline ? [{ label: `@${BASELINE}`, sql: baseline }] : [])];
+    const clients: pg.Client[] = [];
+    for (const [i, v] of variants.entries()) {
+      const name = `bench_limit_${limit}_${i}`;
+      await admin(server.url, `CREATE DATABASE ${name}`);
+      const pool = createPool({ url: dbUrl(server.url, name), max: 1 });
+      await migrate(pool);
+      if ('sql' in v && v.sql) await installBaseline(pool, v.sql);
+      await fillLogs(pool, limit);
+      await pool.end();
+      const client = new pg.Client({ connectionString: dbUrl(server.url, name) });
+      await client.connect();
+      clients.push(client);
+    }
+    const stats = variants.map(() => ({ ms: [] as number[], bytes: 0, allowed: 0, decisions: 0 }));
+    const reqs = Array.from({ length: LIMIT_NUMBERS }, (_, i) => request(p, i));
+    for (let b = -WARMUP_BATCHES; b < BATCHES; b++) {
+      // Same batches in the same order on each database: their states stay alike.
+      for (let j = 0; j < clients.length; j++) {
+        const i = (j + b + WARMUP_BATCHES) % clients.length;
+        const stream = (clients[i] as unknown as { connection: { stream: { bytesRead: number } } }).connection.stream;
+        const bytes0 = stream.bytesRead;
+        const t0 = process.hrtime.bigint();
+        const res = await clients[i]!.query<{ r_allowed: boolean }>({ ...decideQuery(reqs, dp), name: 'limit_decide' });
+        const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+        if (b < 0) continue;
+        stats[i]!.ms.push(ms);
+        stats[i]!.bytes += stream.bytesRead - bytes0;
+        stats[i]!.allowed += res.rows.filter((r) => r.r_allowed).length;
+        stats[i]!.decisions += res.rows.length;
+      }
+    }
+    for (const [i, st] of stats.entries()) {
+      const ms = [...st.ms].sort((a, b) => a - b);
+      console.log(
+        `${String(limit).padStart(5)}  ${variants[i]!.label.padEnd(18)} ${quantile(ms, 0.5).toFixed(1).padStart(9)} ${quantile(ms, 0.95).toFixed(1).padStart(7)} ${Math.round(st.bytes / st.ms.length).toString().padStart(18)}  ${((100 * st.allowed) / st.decisions).toFixed(0).padStart(6)}%`,
+      );
+    }
+    await Promise.all(clients.map((c) => c.end()));
+    for (let i = 0; i < variants.length; i++) await admin(server.url, `DROP DATABASE bench_limit_${limit}_${i}`);
+  }
+}
+
+try {
+  if (process.env.SQL_BENCH_ONLY !== 'limits') await policyCases();
+  await limitCases();
 } finally {
   await server.stop();
   await rm(dir, { recursive: true, force: true });

@@ -52,37 +52,43 @@ export interface Decision {
   retryAfterMs: number;
 }
 
-interface RuleState {
-  rule: Rule;
-  allowed: boolean;
+/** One rule's state at an instant: everything evaluate() needs from a log for that rule. */
+export interface RuleState {
+  /** Calls inside the window. */
   used: number;
+  /** used < max: when the oldest counted call leaves (now when none); else when one more call fits. */
   resetTime: number;
 }
 
 /** `log` ascending. A call at t counts while now < t + windowMs. */
-function ruleState(log: readonly number[], nowMs: number, rule: Rule): RuleState {
+export function ruleState(log: readonly number[], nowMs: number, rule: Rule): RuleState {
   const since = nowMs - rule.windowMs;
   let first = log.length;
   while (first > 0 && log[first - 1]! > since) first--;
   const used = log.length - first;
-  if (used < rule.max) {
-    return { rule, allowed: true, used, resetTime: used > 0 ? log[first]! + rule.windowMs : nowMs };
-  }
+  if (used < rule.max) return { used, resetTime: used > 0 ? log[first]! + rule.windowMs : nowMs };
   // One more call fits once the max-th most recent call has left the window. After an outage
   // merge `used` can exceed `max`; this still names the right call.
-  const blocker = log[log.length - rule.max]!;
-  return { rule, allowed: false, used, resetTime: blocker + rule.windowMs };
+  return { used, resetTime: log[log.length - rule.max]! + rule.windowMs };
 }
 
 /**
  * Describes a key's state at `nowMs`. `allowed` is whether a consume now would be allowed.
  */
 export function evaluate(log: readonly number[], nowMs: number, policy: Policy): Decision {
-  let binding: RuleState | undefined;
+  return evaluateStates((rule) => ruleState(log, nowMs, rule), nowMs, policy);
+}
+
+/**
+ * evaluate() from each rule's state rather than from the log (the database computes the states
+ * and ships those instead of the log: issue #12).
+ */
+export function evaluateStates(stateOf: (rule: Rule) => RuleState, nowMs: number, policy: Policy): Decision {
+  let binding: { rule: Rule; used: number; resetTime: number } | undefined;
   let denied = false;
   for (const rule of policy.rules) {
-    const state = ruleState(log, nowMs, rule);
-    if (!state.allowed) {
+    const state = { rule, ...stateOf(rule) };
+    if (state.used >= rule.max) {
       if (!denied || state.resetTime > binding!.resetTime) binding = state;
       denied = true;
     } else if (!denied && (binding === undefined || rule.max - state.used < binding.rule.max - binding.used)) {

@@ -8,8 +8,10 @@ import { bucketCalls } from '../core/policy/aggregate.js';
 import { counterMapKey } from '../core/policy/counters.js';
 import type { DecisionPolicy, NumberState } from '../core/policy/decide.js';
 import type { AggregateCounter, Buckets } from '../core/policy/types.js';
+import type { LogSummary } from '../core/policy/log-summary.js';
+import type { RuleState } from '../core/policy.js';
 
-const NOW_MS = `(extract(epoch FROM clock_timestamp()) * 1000)::bigint`;
+export const NOW_MS = `(extract(epoch FROM clock_timestamp()) * 1000)::bigint`;
 
 export interface DecideRequest {
   hash: string;
@@ -25,8 +27,13 @@ export interface DecideOutcome {
   allowed: boolean;
   /** The decision instant (database clock). */
   atMs: number;
-  /** The number's call log right after this request, ascending. */
-  log: number[];
+  /**
+   * Each number rule's state right after this request (policy.number.rules order): what the
+   * reply's number view and the deny cache are computed from (evaluateStates).
+   */
+  rules: RuleState[];
+  /** The number's log right after this request, summarized for the in-memory fallback (log-summary.ts). */
+  summary: LogSummary;
   /** The denying rule's id, null when allowed. */
   rule: string | null;
   /** Shadow rules that would have denied. */
@@ -43,8 +50,11 @@ interface DecideRow {
   r_allowed: boolean;
   r_at: number;
   r_calls: number[];
+  r_counts: number[] | null;
   r_rule: string | null;
   r_shadow: string[];
+  r_used: number[];
+  r_reset: number[];
   r_agg_used: number | null;
   r_agg_reset: number | null;
   r_blocked_until: number | null;
@@ -67,6 +77,30 @@ function blockAfterArgs(policy: DecisionPolicy): [number, number, number] {
  */
 export async function decideBatch(pool: Pool, requests: readonly DecideRequest[], policy: DecisionPolicy, nowMs?: number): Promise<DecideOutcome[]> {
   if (requests.length === 0) return [];
+  const query = decideQuery(requests, policy, nowMs);
+  const rows = await withRetryOnRace(() => pool.query<DecideRow>(query));
+  const out = new Array<DecideOutcome>(requests.length);
+  for (const row of rows) {
+    out[row.r_idx - 1] = {
+      allowed: row.r_allowed,
+      atMs: row.r_at,
+      rules: row.r_used.map((used, r) => ({ used, resetTime: row.r_reset[r]! })),
+      summary: { calls: row.r_calls, counts: row.r_counts },
+      rule: row.r_rule,
+      shadow: row.r_shadow,
+      aggregateUsed: row.r_agg_used,
+      aggregateResetTime: row.r_agg_reset,
+      blockedUntil: row.r_blocked_until,
+    };
+  }
+  for (let i = 0; i < out.length; i++) {
+    if (!out[i]) throw new Error(`ratelimit_decide returned no decision for request ${i + 1}`);
+  }
+  return out;
+}
+
+/** ratelimit_decide's statement for a batch (exported for bench/sql-decide.ts, which measures its reply). */
+export function decideQuery(requests: readonly DecideRequest[], policy: DecisionPolicy, nowMs?: number) {
   // Each counter once (the SQL reads and writes each row once), and per request the indexes
   // of the counters that apply, in evaluation order.
   const entries = { req: [] as number[], counter: [] as number[] };
@@ -89,7 +123,7 @@ export async function decideBatch(pool: Pool, requests: readonly DecideRequest[]
     }
   });
   const [ids, maxes, windows, shadows] = numberArrays(policy);
-  const query = {
+  return {
     name: 'ratelimit_decide',
     text: `SELECT * FROM ratelimit_decide($1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[], $6::int[], $7::bigint[],
              $8::boolean[], $9::int, $10::bigint, $11::bigint, $12::int[], $13::int[], $14::text[], $15::text[], $16::int[],
@@ -115,24 +149,6 @@ export async function decideBatch(pool: Pool, requests: readonly DecideRequest[]
       nowMs ?? null,
     ],
   };
-  const rows = await withRetryOnRace(() => pool.query<DecideRow>(query));
-  const out = new Array<DecideOutcome>(requests.length);
-  for (const row of rows) {
-    out[row.r_idx - 1] = {
-      allowed: row.r_allowed,
-      atMs: row.r_at,
-      log: row.r_calls,
-      rule: row.r_rule,
-      shadow: row.r_shadow,
-      aggregateUsed: row.r_agg_used,
-      aggregateResetTime: row.r_agg_reset,
-      blockedUntil: row.r_blocked_until,
-    };
-  }
-  for (let i = 0; i < out.length; i++) {
-    if (!out[i]) throw new Error(`ratelimit_decide returned no decision for request ${i + 1}`);
-  }
-  return out;
 }
 
 /**

@@ -3,11 +3,14 @@ import fc from 'fast-check';
 import { createPool, type Pool } from '../../src/db/pool.js';
 import { loadMigrations, migrate } from '../../src/db/migrate.js';
 import { decideBatch, peekState, recordDecisions, type DecideRequest, type DecisionEvent } from '../../src/db/decisions.js';
+import { peekSnapshot } from '../../src/db/check-snapshot.js';
+import { evaluateStates } from '../../src/core/policy.js';
+import { ruleStates, stateLookup, summarizeLog } from '../../src/core/policy/log-summary.js';
 import { consumeBatch } from '../../src/db/queries.js';
 import { makePolicy } from '../../src/core/policy.js';
 import { bucketCalls, EMPTY_BUCKETS } from '../../src/core/policy/aggregate.js';
 import { applicableCounters, counterMapKey } from '../../src/core/policy/counters.js';
-import { decideCheck, decideConsume, decisionPolicy, EMPTY_NUMBER, type DecideResult, type DecideState, type NumberState } from '../../src/core/policy/decide.js';
+import { decideCheck, decideCheckFromSnapshot, decideConsume, decisionPolicy, EMPTY_NUMBER, type DecideResult, type DecideState, type NumberState } from '../../src/core/policy/decide.js';
 import type { Buckets, LimitRule, Policy } from '../../src/core/policy/types.js';
 import { createTestDatabase } from '../helpers/db.js';
 import { policy as makeFullPolicy, rule } from '../helpers/policy.js';
@@ -102,13 +105,37 @@ async function compare(p: Policy, batches: { reqs: Req[]; advanceMs: number }[],
         shadow: want.shadow,
         blockedUntil: want.blockedUntil,
       });
-      expect(got.log, ctx).toEqual(model.numbers.get(req.hash)!.log);
+      // What is returned instead of the log: each number rule's state, and the log's summary,
+      // as the model computes them from its log; the number view read from them is the model's.
+      const log = model.numbers.get(req.hash)!.log;
+      expect(got.rules, ctx).toEqual(ruleStates(log, want.atMs, dp.number.rules.map(logRule)));
+      expect(got.summary, ctx).toEqual(summarizeLog(log));
+      const view = dp.number.view ? evaluateStates(stateLookup(dp.number.rules, got.rules), got.atMs, dp.number.view) : null;
+      expect(view && got.allowed ? { ...view, allowed: true, retryAfterMs: 0 } : view, ctx).toEqual(want.number);
       expect({ used: got.aggregateUsed, reset: got.aggregateResetTime }, ctx).toEqual({
         used: want.aggregate?.used ?? null,
         reset: want.aggregate?.resetTime ?? null,
       });
       results.push(want);
     });
+    // The stored logs are the model's, call for call.
+    const hashes = [...new Set(reqs.map((r) => r.hash))];
+    const stored = await via.query<{ phone_hash: string; calls: number[] }>('SELECT phone_hash, calls FROM phone_rate_limits WHERE phone_hash = ANY($1)', [hashes]);
+    expect(new Map(stored.rows.map((r) => [r.phone_hash, r.calls]))).toEqual(new Map(hashes.map((h) => [h, model.numbers.get(h)!.log])));
+    // A check read from the database's snapshot (no logs) is the model's check, and the summary its log's.
+    const counters = [...new Map(reqs.flatMap((r) => r.counters).map((c) => [counterMapKey(c.rule.id, c.key), c])).values()];
+    const snap = await peekSnapshot(via, hashes, counters, dp.number.rules);
+    for (const req of reqs) {
+      const state: DecideState = {
+        number: model.numbers.get(req.hash)!,
+        buckets: req.counters.map((c) => model.counters.get(counterMapKey(c.rule.id, c.key)) ?? EMPTY_BUCKETS),
+      };
+      const input = { counters: req.counters, allowlisted: req.allowlisted };
+      const number = snap.numbers.get(req.hash)!;
+      const buckets = req.counters.map((c) => snap.counters.get(counterMapKey(c.rule.id, c.key)) ?? EMPTY_BUCKETS);
+      expect(decideCheckFromSnapshot(number, buckets, input, dp), `check of ${req.hash}`).toEqual(decideCheck(state, input, dp, snap.nowMs));
+      expect(number.summary).toEqual(summarizeLog(state.number.log));
+    }
   }
   // The stored counters are the model's, bucket for bucket.
   const all = [...new Set(batches.flatMap((b) => b.reqs.map((r) => r.n)))].flatMap((n) => requestFor(p, tag, { n, allowlisted: false }).counters);
@@ -116,6 +143,8 @@ async function compare(p: Policy, batches: { reqs: Req[]; advanceMs: number }[],
   for (const [key, buckets] of model.counters) expect(peek.counters.get(key), key).toEqual(buckets);
   return results;
 }
+
+const logRule = (r: LimitRule) => ({ id: r.id, max: r.limit, windowMs: r.windowMs });
 
 const windowArb = fc.integer({ min: 5, max: 50 }).map((x) => x * 10);
 const rulesArb = (group: 'number' | 'prefix' | 'country' | 'global', min: number, max: number, limit: fc.Arbitrary<number>, region?: string) =>
@@ -179,6 +208,25 @@ describe('ratelimit_decide equals decideConsume', () => {
     const results = await compare(p, batches);
     expect(results.some((r) => r.rule === p.global[0]!.id || r.rule === p.prefix!.rules[0]!.id)).toBe(true);
     expect(results.some((r) => r.allowed)).toBe(true);
+  });
+
+  it('with long logs (limits 40 and 100): the states are exact and the log comes back in at most 16 runs', async () => {
+    const tag = '#long';
+    const p = makeFullPolicy({
+      number: [rule('number', 40, 3_000, false, tag), rule('number', 100, 20_000, false, tag), rule('number', 25, 500, true, tag)],
+      blockAfter: { denials: 30, withinMs: 1_000, forMs: 2_000 },
+      global: [rule('global', 150, 4_000, false, tag)],
+    });
+    const batches = Array.from({ length: 60 }, (_, i) => ({
+      reqs: Array.from({ length: 12 }, (_, j) => ({ n: (i + j) % 3, allowlisted: j === 11 && i % 7 === 0 })),
+      advanceMs: 20 + (i % 6) * 70,
+    }));
+    const results = await compare(p, batches);
+    expect(results.some((r) => r.allowed)).toBe(true);
+    expect(results.some((r) => r.reason === 'phone_rate_limit_exceeded')).toBe(true);
+    // Some logs were long enough to be summarized.
+    const { rows } = await pool.query(`SELECT max(cardinality(calls))::int AS n FROM phone_rate_limits WHERE phone_hash LIKE $1`, [`h#${runs}:%`]);
+    expect(rows[0].n).toBeGreaterThan(16);
   });
 
   it('without number rules: allowed calls still land in the log (the latest one)', async () => {

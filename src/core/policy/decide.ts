@@ -7,8 +7,9 @@
 // (src/db/migrations/006_policy_engine.sql) computes decision by decision;
 // test/db/policy-decisions.test.ts holds the two to each other.
 
-import { appendCall, decisionTime, evaluate, makePolicy, type Decision, type Policy as LogPolicy } from '../policy.js';
+import { appendCall, decisionTime, evaluate, evaluateStates, makePolicy, type Decision, type Policy as LogPolicy, type RuleState } from '../policy.js';
 import { addCall, evaluateAggregate, type AggregateView } from './aggregate.js';
+import { stateLookup } from './log-summary.js';
 import type { AggregateCounter, BlockAfter, Buckets, LimitRule, Policy } from './types.js';
 
 export const BLOCK_AFTER_RULE = 'number:block_after';
@@ -115,9 +116,19 @@ interface Judgement {
   shadow: string[];
 }
 
-function judge(state: DecideState, input: DecideInput, policy: DecisionPolicy, nowMs: number): Judgement {
-  const { log, blockedUntil } = state.number;
+/** How judge() sees the number's calls: its decision instant and evaluate() at that instant. */
+interface NumberAt {
+  at: number;
+  evaluate(p: LogPolicy): Decision;
+}
+
+function numberAt(log: readonly number[], nowMs: number): NumberAt {
   const at = decisionTime(log, nowMs);
+  return { at, evaluate: (p) => evaluate(log, at, p) };
+}
+
+function judge(n: NumberAt, blockedUntil: number | null, buckets: readonly Buckets[], input: DecideInput, policy: DecisionPolicy): Judgement {
+  const at = n.at;
   const j: Judgement = { at, blocked: false, numberDenial: undefined, aggregateDenial: undefined, shadow: [] };
   if (input.allowlisted) return j;
   if (blockedUntil !== null && blockedUntil > at) {
@@ -125,15 +136,15 @@ function judge(state: DecideState, input: DecideInput, policy: DecisionPolicy, n
     return j;
   }
   if (policy.number.enforcing) {
-    const d = evaluate(log, at, policy.number.enforcing);
+    const d = n.evaluate(policy.number.enforcing);
     // evaluate() picks, among denying rules, the one that frees up last: that is the rule named.
     if (!d.allowed) j.numberDenial = d;
   }
   for (const single of policy.number.shadow) {
-    if (!evaluate(log, at, single).allowed) j.shadow.push(single.rules[0]!.id);
+    if (!n.evaluate(single).allowed) j.shadow.push(single.rules[0]!.id);
   }
   input.counters.forEach((c, i) => {
-    const view = evaluateAggregate(state.buckets[i]!, at, c.rule);
+    const view = evaluateAggregate(buckets[i]!, at, c.rule);
     if (view.allowed) return;
     if (c.rule.shadow) j.shadow.push(c.rule.id);
     else j.aggregateDenial ??= { view, rule: c.rule };
@@ -141,10 +152,9 @@ function judge(state: DecideState, input: DecideInput, policy: DecisionPolicy, n
   return j;
 }
 
-function result(j: Judgement, state: NumberState, logAfter: readonly number[], policy: DecisionPolicy, allowed: boolean): DecideResult {
-  const view = policy.number.view ? evaluate(logAfter, j.at, policy.number.view) : null;
+function result(j: Judgement, blockedUntil: number | null, view: Decision | null, allowed: boolean): DecideResult {
   const number = view && allowed ? { ...view, allowed: true, retryAfterMs: 0 } : view;
-  const base = { atMs: j.at, shadow: j.shadow, number, blockedUntil: state.blockedUntil !== null && state.blockedUntil > j.at ? state.blockedUntil : null };
+  const base = { atMs: j.at, shadow: j.shadow, number, blockedUntil: blockedUntil !== null && blockedUntil > j.at ? blockedUntil : null };
   if (allowed) return { ...base, allowed, rule: null, reason: null, aggregate: null };
   if (j.blocked) return { ...base, allowed, rule: BLOCK_AFTER_RULE, reason: 'number_blocked', aggregate: null };
   if (j.numberDenial) return { ...base, allowed, rule: j.numberDenial.ruleId, reason: 'phone_rate_limit_exceeded', aggregate: null };
@@ -158,8 +168,29 @@ function denies(j: Judgement): boolean {
 
 /** What a consume now would do, changing nothing (a `check`). */
 export function decideCheck(state: DecideState, input: DecideInput, policy: DecisionPolicy, nowMs: number): DecideResult {
-  const j = judge(state, input, policy, nowMs);
-  return result(j, state.number, state.number.log, policy, !denies(j));
+  return check(numberAt(state.number.log, nowMs), state.number.blockedUntil, state.buckets, input, policy);
+}
+
+/**
+ * A number as the database describes it for a check without sending its log
+ * (src/db/decisions.ts peekSnapshot): the check's instant (decisionTime) and each number rule's
+ * state then, in policy.number.rules order.
+ */
+export interface NumberSnapshot {
+  readonly atMs: number;
+  readonly rules: readonly RuleState[];
+  readonly blockedUntil: number | null;
+}
+
+/** decideCheck from a NumberSnapshot taken at decisionTime(log, nowMs) under `policy`: the same result. */
+export function decideCheckFromSnapshot(n: NumberSnapshot, buckets: readonly Buckets[], input: DecideInput, policy: DecisionPolicy): DecideResult {
+  const stateOf = stateLookup(policy.number.rules, n.rules);
+  return check({ at: n.atMs, evaluate: (p) => evaluateStates(stateOf, n.atMs, p) }, n.blockedUntil, buckets, input, policy);
+}
+
+function check(n: NumberAt, blockedUntil: number | null, buckets: readonly Buckets[], input: DecideInput, policy: DecisionPolicy): DecideResult {
+  const j = judge(n, blockedUntil, buckets, input, policy);
+  return result(j, blockedUntil, policy.number.view ? n.evaluate(policy.number.view) : null, !denies(j));
 }
 
 /** One consume: the decision, and the state after it. */
@@ -169,17 +200,18 @@ export function decideConsume(
   policy: DecisionPolicy,
   nowMs: number,
 ): { result: DecideResult; state: DecideState } {
-  const j = judge(state, input, policy, nowMs);
+  const j = judge(numberAt(state.number.log, nowMs), state.number.blockedUntil, state.buckets, input, policy);
+  const viewOf = (log: readonly number[]) => (policy.number.view ? evaluate(log, j.at, policy.number.view) : null);
   if (!denies(j)) {
     const log = appendCall(state.number.log, j.at, policy.number.log);
     const buckets = input.counters.map((c, i) => addCall(state.buckets[i]!, j.at, c.rule));
     const after: DecideState = { number: { ...state.number, log }, buckets };
-    return { result: result(j, state.number, log, policy, true), state: after };
+    return { result: result(j, state.number.blockedUntil, viewOf(log), true), state: after };
   }
   // block_after counts the number's own denials only: an exhausted prefix, country or global
   // budget must not block the innocent numbers it denies (nor does retrying while blocked).
   const number = j.numberDenial === undefined ? state.number : recordDenial(state.number, j.at, policy.blockAfter);
-  const r = result(j, number, state.number.log, policy, false);
+  const r = result(j, number.blockedUntil, viewOf(state.number.log), false);
   return { result: r, state: { number, buckets: state.buckets } };
 }
 

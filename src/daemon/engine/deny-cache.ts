@@ -7,7 +7,8 @@
 // With block_after in the policy, number-rule denials are NOT cached: block_after counts the
 // denials the database decides, and a cached denial never reaches ratelimit_decide.
 
-import { evaluate, type Decision } from '../../core/policy.js';
+import { evaluate, evaluateStates, type Decision, type RuleState } from '../../core/policy.js';
+import { stateLookup } from '../../core/policy/log-summary.js';
 import { BLOCK_AFTER_RULE, type DecisionPolicy } from '../../core/policy/decide.js';
 import { LRUCache } from 'lru-cache';
 import type { Verdict } from './verdict.js';
@@ -25,14 +26,17 @@ export class DenyCache {
     this.entries = new LRUCache({ max: capacity });
   }
 
-  /** After the database decided (not for allowlisted numbers): remembers whether its next call would be denied. */
-  note(hash: string, log: readonly number[], atMs: number, blockedUntil: number | null, policy: DecisionPolicy): void {
+  /**
+   * After the database decided (not for allowlisted numbers): remembers whether its next call
+   * would be denied. `rules`: each number rule's state after the decision (DecideOutcome.rules).
+   */
+  note(hash: string, rules: readonly RuleState[], atMs: number, blockedUntil: number | null, policy: DecisionPolicy): void {
     if (blockedUntil !== null && blockedUntil > atMs) {
       this.entries.set(hash, { untilMs: blockedUntil, blocked: true });
       return;
     }
     if (policy.blockAfter || !policy.number.enforcing) return;
-    const next = evaluate(log, atMs, policy.number.enforcing);
+    const next = evaluateStates(stateLookup(policy.number.rules, rules), atMs, policy.number.enforcing);
     if (!next.allowed) this.entries.set(hash, { untilMs: next.resetTime, blocked: false });
   }
 
@@ -59,7 +63,9 @@ export class DenyCache {
       this.entries.delete(hash);
       return undefined;
     }
-    const own = ownView(d, nowMs);
+    // The reset time noted is the database's, exact; the log in memory may be a summary that
+    // frees up later (memory.ts), so the entry's time is the one reported.
+    const own = { ...ownView(d, nowMs), resetTime: e.untilMs, retryAfterMs: e.untilMs - nowMs };
     return { allowed: false, reason: 'phone_rate_limit_exceeded', rule: d.ruleId, shadow: [], own, ...own };
   }
 

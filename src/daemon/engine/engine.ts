@@ -7,14 +7,15 @@
 import type { Logger } from 'pino';
 import { performance } from 'node:perf_hooks';
 import type { Pool } from '../../db/pool.js';
-import { decideBatch, peekState, type DecideOutcome, type DecideRequest } from '../../db/decisions.js';
+import { decideBatch, type DecideOutcome, type DecideRequest } from '../../db/decisions.js';
+import { peekSnapshot, type NumberPeek } from '../../db/check-snapshot.js';
 import { isConnectionError } from '../../db/errors.js';
 import { listen, type Listener } from '../../db/notify.js';
 import { CHANGES_CHANNEL } from '../../db/policies.js';
 import { RESET_CHANNEL } from '../../db/queries.js';
 import { EMPTY_BUCKETS } from '../../core/policy/aggregate.js';
 import { counterMapKey, applicableCounters } from '../../core/policy/counters.js';
-import { decideCheck, EMPTY_NUMBER, type DecideInput, type NumberState } from '../../core/policy/decide.js';
+import { decideCheckFromSnapshot, type DecideInput } from '../../core/policy/decide.js';
 import type { AggregateCounter, Buckets } from '../../core/policy/types.js';
 import { hashPrefix } from '../../core/phone.js';
 import type { Metrics } from '../metrics.js';
@@ -91,7 +92,7 @@ export class DecisionEngine {
   private readonly writes: WriteBehind;
   private readonly fallback: Fallback;
   private readonly consumer: Batcher<DecideRequest, { out: DecideOutcome; policy: ActivePolicy }>;
-  private readonly peeker: Batcher<CheckRequest, { nowMs: number; state: { number: NumberState; buckets: Buckets[] } }>;
+  private readonly peeker: Batcher<CheckRequest, { nowMs: number; number: NumberPeek; buckets: Buckets[]; policy: ActivePolicy }>;
   private readonly flushTimer: NodeJS.Timeout;
   private readonly listener: Listener | undefined;
 
@@ -133,13 +134,14 @@ export class DecisionEngine {
       const hashes = [...new Set(reqs.map((r) => r.hash))];
       const counters = new Map<string, AggregateCounter>();
       for (const r of reqs) for (const c of r.counters) counters.set(counterMapKey(c.rule.id, c.key), c);
-      const peek = await this.timed('check', hashes.length, () => peekState(opts.pool, hashes, [...counters.values()]));
+      // One policy for the whole statement (its number rules' states are read), as for consumes.
+      const policy = opts.policies.current;
+      const peek = await this.timed('check', hashes.length, () => peekSnapshot(opts.pool, hashes, [...counters.values()], policy.decision.number.rules));
       return reqs.map((r) => ({
         nowMs: peek.nowMs,
-        state: {
-          number: peek.numbers.get(r.hash) ?? EMPTY_NUMBER,
-          buckets: r.counters.map((c) => peek.counters.get(counterMapKey(c.rule.id, c.key)) ?? EMPTY_BUCKETS),
-        },
+        number: peek.numbers.get(r.hash)!,
+        buckets: r.counters.map((c) => peek.counters.get(counterMapKey(c.rule.id, c.key)) ?? EMPTY_BUCKETS),
+        policy,
       }));
     }, batch);
     if (opts.url) {
@@ -218,11 +220,11 @@ export class DecisionEngine {
     const cached = allowlisted ? undefined : this.cachedDenial(s, p);
     if (cached) return cached;
     try {
-      const { nowMs, state } = await this.peeker.submit({ hash: s.hash, counters: input.counters });
+      const { nowMs, number, buckets, policy } = await this.peeker.submit({ hash: s.hash, counters: input.counters });
       this.clockOffsetMs = nowMs - Date.now();
-      this.memory.learnNumber(s.hash, state.number);
-      input.counters.forEach((c, i) => this.memory.learnCounter(c, state.buckets[i]!));
-      return verdictOf(decideCheck(state, input, p.decision, nowMs), { source: 'database', metricSource: 'database' });
+      this.memory.learnNumber(s.hash, number.summary, number.blockedUntil);
+      input.counters.forEach((c, i) => this.memory.learnCounter(c, buckets[i]!));
+      return verdictOf(decideCheckFromSnapshot(number, buckets, input, policy.decision), { source: 'database', metricSource: 'database' });
     } catch (err) {
       if (!isConnectionError(err)) throw err;
       this.enterMemory(err);
@@ -243,7 +245,8 @@ export class DecisionEngine {
     }
     try {
       const { out, policy } = await this.consumer.submit({ hash: s.hash, region: s.region, masked: s.masked, allowlisted, counters: input.counters });
-      if (!allowlisted) this.denyCache?.note(s.hash, out.log, out.atMs, out.blockedUntil, policy.decision);
+      // The number's state and the clock offset were learnt in decideInDatabase (Outage.inDatabase).
+      if (!allowlisted) this.denyCache?.note(s.hash, out.rules, out.atMs, out.blockedUntil, policy.decision);
       return verdictOf(fromOutcome(out, input.counters, policy.decision), { source: 'database', metricSource: 'database' });
     } catch (err) {
       // Never sent, or sent and failed: decideInDatabase already counted what an unknown

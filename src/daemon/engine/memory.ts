@@ -3,15 +3,28 @@
 // buckets. While the database is unreachable the fallback decides from here with the same pure
 // model the SQL implements (decideConsume), so the same policy applies; the aggregates are then
 // per instance (what this instance saw plus what it allowed since).
+//
+// The database describes a number by a summary of its log (src/core/policy/log-summary.ts: the
+// log itself when short, else runs of calls taken at their newest time), kept as it came and
+// expanded only when memory decides or the deny cache reads it. Deciding from the expanded log
+// never allows more than the real log would; it may deny early by less than one run.
 
 import { addCall, EMPTY_BUCKETS } from '../../core/policy/aggregate.js';
 import { counterMapKey } from '../../core/policy/counters.js';
 import { decideCheck, decideConsume, EMPTY_NUMBER, type DecideInput, type DecideResult, type DecisionPolicy, type NumberState } from '../../core/policy/decide.js';
 import type { AggregateCounter, Buckets } from '../../core/policy/types.js';
+import { expandLog, type LogSummary } from '../../core/policy/log-summary.js';
 import { LRUCache } from 'lru-cache';
 
+/** A number as last seen: its log (summarized) and its block. */
+interface KnownNumber {
+  readonly summary: LogSummary;
+  readonly blockedUntil: number | null;
+  readonly denials: readonly number[];
+}
+
 export class MemoryState {
-  private readonly numbers: LRUCache<string, NumberState>;
+  private readonly numbers: LRUCache<string, KnownNumber>;
   private readonly counters: LRUCache<string, Buckets>;
 
   constructor(numberCapacity: number, counterCapacity: number) {
@@ -19,14 +32,20 @@ export class MemoryState {
     this.counters = new LRUCache({ max: counterCapacity });
   }
 
+  /** The log memory decides from: exact when the database sent it whole, else never under-counting. */
   log(hash: string): readonly number[] | undefined {
-    return this.numbers.get(hash)?.log;
+    const known = this.numbers.get(hash);
+    return known && expandLog(known.summary);
   }
 
-  /** Keeps the newest state seen for a number (a later log never gives way to an older one). */
-  learnNumber(hash: string, state: NumberState): void {
+  /**
+   * Keeps the newest state seen for a number (a later log never gives way to an older one;
+   * a summary's last entry is the log's newest call). block_after's recent denials are not
+   * sent by the database: memory counts only its own.
+   */
+  learnNumber(hash: string, summary: LogSummary, blockedUntil: number | null): void {
     const known = this.numbers.get(hash);
-    if (!known || (state.log.at(-1) ?? 0) >= (known.log.at(-1) ?? 0)) this.numbers.set(hash, state);
+    if (!known || (summary.calls.at(-1) ?? 0) >= (known.summary.calls.at(-1) ?? 0)) this.numbers.set(hash, { summary, blockedUntil, denials: [] });
   }
 
   learnCounter(c: AggregateCounter, buckets: Buckets): void {
@@ -41,11 +60,13 @@ export class MemoryState {
    * log's capacity the oldest go, as appendCall() does.
    */
   admit(hash: string, atMs: number, counters: readonly AggregateCounter[], policy: DecisionPolicy): void {
-    const known = this.numbers.get(hash) ?? EMPTY_NUMBER;
+    const known = this.numbers.get(hash);
+    const before = known ? expandLog(known.summary) : EMPTY_NUMBER.log;
     const { capacity, horizonMs } = policy.number.log;
-    const newest = Math.max(atMs, known.log.at(-1) ?? atMs);
-    const log = [...known.log, atMs].filter((t) => t > newest - horizonMs).sort((a, b) => a - b);
-    this.numbers.set(hash, { ...known, log: log.length > capacity ? log.slice(log.length - capacity) : log });
+    const newest = Math.max(atMs, before.at(-1) ?? atMs);
+    const log = [...before, atMs].filter((t) => t > newest - horizonMs).sort((a, b) => a - b);
+    const kept = log.length > capacity ? log.slice(log.length - capacity) : log;
+    this.numbers.set(hash, { summary: { calls: kept, counts: null }, blockedUntil: known?.blockedUntil ?? null, denials: known?.denials ?? [] });
     this.addToCounters(counters, atMs);
   }
 
@@ -67,14 +88,16 @@ export class MemoryState {
 
   consume(hash: string, input: DecideInput, policy: DecisionPolicy, nowMs: number): DecideResult {
     const { result, state } = decideConsume(this.state(hash, input.counters), input, policy, nowMs);
-    this.numbers.set(hash, state.number);
+    this.numbers.set(hash, { summary: { calls: state.number.log, counts: null }, blockedUntil: state.number.blockedUntil, denials: state.number.denials });
     input.counters.forEach((c, i) => this.counters.set(counterMapKey(c.rule.id, c.key), state.buckets[i]!));
     return result;
   }
 
   private state(hash: string, counters: readonly AggregateCounter[]) {
+    const known = this.numbers.get(hash);
+    const number: NumberState = known ? { log: expandLog(known.summary), blockedUntil: known.blockedUntil, denials: known.denials } : EMPTY_NUMBER;
     return {
-      number: this.numbers.get(hash) ?? EMPTY_NUMBER,
+      number,
       buckets: counters.map((c) => this.counters.get(counterMapKey(c.rule.id, c.key)) ?? EMPTY_BUCKETS),
     };
   }

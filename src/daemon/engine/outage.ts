@@ -61,7 +61,7 @@ export class Outage {
       const outs = await io.run();
       const folding = this.opts.inMemory();
       outs.forEach((out, i) => {
-        memory.learnNumber(hashes[i]!, { log: out.log, blockedUntil: out.blockedUntil, denials: [] });
+        memory.learnNumber(hashes[i]!, out.summary, out.blockedUntil);
         if (folding && out.allowed) memory.addToCounters(reqs[i]!.counters, out.atMs);
       });
       if (outs.length > 0) io.decided(outs[0]!.atMs);

@@ -2,7 +2,8 @@
 // the daemon's own checks before them: lists, destinations, ip). One shape so the reply, the
 // metrics and the heartbeat read every decision the same way.
 
-import { evaluate, type Decision } from '../../core/policy.js';
+import { evaluateStates, type Decision } from '../../core/policy.js';
+import { stateLookup } from '../../core/policy/log-summary.js';
 import type { AggregateView } from '../../core/policy/aggregate.js';
 import { BLOCK_AFTER_RULE, type DecideResult, type DecisionPolicy } from '../../core/policy/decide.js';
 import type { AggregateCounter, NumberType } from '../../core/policy/types.js';
@@ -78,7 +79,7 @@ export function verdictOf(r: DecideResult, source: Source): Verdict {
 
 /** ratelimit_decide's row as the pure model's result, so both paths reply alike. */
 export function fromOutcome(o: DecideOutcome, counters: readonly AggregateCounter[], policy: DecisionPolicy): DecideResult {
-  const view = policy.number.view ? evaluate(o.log, o.atMs, policy.number.view) : null;
+  const view = policy.number.view ? evaluateStates(stateLookup(policy.number.rules, o.rules), o.atMs, policy.number.view) : null;
   const number = view && o.allowed ? { ...view, allowed: true, retryAfterMs: 0 } : view;
   let aggregate: AggregateView | null = null;
   if (!o.allowed && o.aggregateUsed !== null && o.rule !== null) {

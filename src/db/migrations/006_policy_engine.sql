@@ -100,8 +100,20 @@ ON CONFLICT (name) DO NOTHING;
 -- counters' buckets, with each counter's running total of its live buckets kept alongside, so
 -- a decision walks only the buckets that expired since the last call. block_after's denial
 -- logs live in one flat array, p_block_denials slots per number. Results are collected in
--- arrays and returned by one RETURN QUERY; each request's log is a slice of the flat array
--- (positions are never overwritten, only appended to).
+-- arrays and returned by one RETURN QUERY.
+--
+-- What is returned per request is small whatever the limits (issue #12; the shapes are
+-- src/core/policy/log-summary.ts's): each number rule's state after the request (calls in its
+-- window and its reset time, as ruleState() in src/core/policy.ts; found by binary search in
+-- the ascending log, so a decision's cost does not grow with the limit), and for the daemon's
+-- in-memory fallback the log itself when it holds at most 16 calls, else at most 16 runs of it
+-- (each run's newest call and its length; positions of the flat array are never overwritten,
+-- only appended to, so the log after each request is still there when the results are built).
+--
+-- The result columns changed while 006 was unreleased; dropping first lets CREATE run over a
+-- database that has the earlier shape.
+DROP FUNCTION IF EXISTS ratelimit_decide(TEXT[], TEXT[], TEXT[], BOOLEAN[], TEXT[], INTEGER[], BIGINT[], BOOLEAN[], INTEGER,
+  BIGINT, BIGINT, INTEGER[], INTEGER[], TEXT[], TEXT[], INTEGER[], BIGINT[], INTEGER[], BOOLEAN[], BIGINT);
 CREATE OR REPLACE FUNCTION ratelimit_decide(
   p_hashes TEXT[],
   p_regions TEXT[],
@@ -124,8 +136,8 @@ CREATE OR REPLACE FUNCTION ratelimit_decide(
   p_k_shadow BOOLEAN[],
   p_now BIGINT DEFAULT NULL
 ) RETURNS TABLE (
-  r_idx INTEGER, r_allowed BOOLEAN, r_at BIGINT, r_calls BIGINT[], r_rule TEXT, r_shadow TEXT[],
-  r_agg_used INTEGER, r_agg_reset BIGINT, r_blocked_until BIGINT
+  r_idx INTEGER, r_allowed BOOLEAN, r_at BIGINT, r_calls BIGINT[], r_counts INTEGER[], r_rule TEXT, r_shadow TEXT[],
+  r_used INTEGER[], r_reset BIGINT[], r_agg_used INTEGER, r_agg_reset BIGINT, r_blocked_until BIGINT
 )
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -179,6 +191,12 @@ DECLARE
   o_used INTEGER[];
   o_reset BIGINT[];
   o_blocked BIGINT[];
+  -- each number rule's state after each request, v_rules per request
+  o_rused INTEGER[];
+  o_rreset BIGINT[];
+  v_lo INTEGER;
+  v_hi INTEGER;
+  v_mid INTEGER;
   v_sh TEXT[] := '{}';
   v_shn INTEGER := 0;
   -- one request
@@ -337,6 +355,8 @@ BEGIN
   o_used := o_lf;
   o_reset := o_at;
   o_blocked := o_at;
+  o_rused := array_fill(NULL::INTEGER, ARRAY[GREATEST(v_total * v_rules, 1)]);
+  o_rreset := array_fill(NULL::BIGINT, ARRAY[GREATEST(v_total * v_rules, 1)]);
 
   FOR v_i IN 1 .. v_total LOOP
     v_k := v_kpos[v_i];
@@ -481,6 +501,23 @@ BEGIN
       o_reset[v_i] := v_agg_reset;
     END IF;
     IF v_blocked[v_k] > v_at THEN o_blocked[v_i] := v_blocked[v_k]; END IF;
+    -- ruleState() of each number rule on the log after the request: the first call inside the
+    -- window by binary search (the log is ascending), then used and resetTime from positions.
+    FOR v_r IN 1 .. v_rules LOOP
+      v_lo := v_lf;
+      v_hi := v_ll + 1;
+      WHILE v_lo < v_hi LOOP
+        v_mid := (v_lo + v_hi) / 2;
+        IF v_log[v_mid] > v_at - p_windows[v_r] THEN v_hi := v_mid; ELSE v_lo := v_mid + 1; END IF;
+      END LOOP;
+      v_m := (v_i - 1) * v_rules + v_r;
+      o_rused[v_m] := v_ll - v_lo + 1;
+      IF v_ll - v_lo + 1 < p_maxes[v_r] THEN
+        o_rreset[v_m] := CASE WHEN v_lo <= v_ll THEN v_log[v_lo] + p_windows[v_r] ELSE v_at END;
+      ELSE
+        o_rreset[v_m] := v_log[v_ll - p_maxes[v_r] + 1] + p_windows[v_r];
+      END IF;
+    END LOOP;
   END LOOP;
 
   -- New numbers, written once with their final state; any of them inserted meanwhile by
@@ -563,14 +600,20 @@ BEGIN
     WHERE c.rule_id = u.r AND c.key = u.k AND (u.last IS NOT NULL OR u.denied > 0);
   END IF;
 
+  -- The log after each request in runs of `run` calls (1 when it has at most 16), each run as
+  -- its newest call and its length: summarizeLog() of src/core/policy/log-summary.ts.
   RETURN QUERY
     WITH x AS MATERIALIZED (
-      SELECT * FROM unnest(o_allowed, o_at, o_lf, o_ll, o_rule, o_sf, o_sl, o_used, o_reset, o_blocked)
-                      WITH ORDINALITY AS x(a, t, lf, ll, ru, sf, sl, au, ar, bu, o)
+      SELECT x.*, GREATEST(1, (x.ll - x.lf + 16) / 16) AS run
+        FROM unnest(o_allowed, o_at, o_lf, o_ll, o_rule, o_sf, o_sl, o_used, o_reset, o_blocked)
+               WITH ORDINALITY AS x(a, t, lf, ll, ru, sf, sl, au, ar, bu, o)
     ), l AS (
-      SELECT x.o, array_agg(v_log[g.i] ORDER BY g.i) AS calls FROM x, generate_series(x.lf, x.ll) AS g(i) GROUP BY x.o
+      SELECT x.o, array_agg(v_log[LEAST(x.lf + g.j * x.run - 1, x.ll)] ORDER BY g.j) AS calls,
+             array_agg(LEAST(x.lf + g.j * x.run - 1, x.ll) - (x.lf + (g.j - 1) * x.run) + 1 ORDER BY g.j) AS counts
+        FROM x, generate_series(1, (x.ll - x.lf + x.run) / x.run) AS g(j) GROUP BY x.o
     )
-    SELECT x.o::INTEGER, x.a, x.t, coalesce(l.calls, '{}'), x.ru, v_sh[x.sf : x.sl], x.au, x.ar, x.bu
+    SELECT x.o::INTEGER, x.a, x.t, coalesce(l.calls, '{}'), CASE WHEN x.run > 1 THEN l.counts END, x.ru, v_sh[x.sf : x.sl],
+           o_rused[(x.o - 1) * v_rules + 1 : x.o * v_rules], o_rreset[(x.o - 1) * v_rules + 1 : x.o * v_rules], x.au, x.ar, x.bu
       FROM x LEFT JOIN l ON l.o = x.o;
 END
 $fn$;

@@ -1,0 +1,74 @@
+// What the database sends back about a number instead of its whole call log (issue #12: at
+// limit 1000 a 256-decision batch returned 2 MB of logs). Two parts, both computed by
+// ratelimit_decide (src/db/migrations/006_policy_engine.sql) exactly as here:
+//
+// - per number rule, its state at the decision instant (RuleState: used, resetTime), enough
+//   for evaluateStates() to give the reply's number view and the deny cache's reset time
+//   exactly, whatever the limit;
+// - the log itself when it holds at most EXACT_LOG_ENTRIES calls, else a summary of it for the
+//   in-memory fallback: the log cut into at most EXACT_LOG_ENTRIES runs of equal length (the
+//   last may be shorter), each run carried as its newest call's time and its length.
+//
+// The fallback decides from expandLog(summary): every call of a run is taken to have happened
+// at the run's newest time, i.e. as late as it can have happened. That log has as many calls as
+// the real one, in order, each no earlier than the real call in its place, and the same newest
+// call. So at any later instant, in any window, it counts at least as many calls as the real
+// log, and its max-th newest call is no earlier than the real one's: whenever the real log
+// denies, it denies too, and it frees up no sooner. appendCall keeps that relation (both drop
+// the same prefix of expired calls or fewer, both keep the newest `capacity`), so a fallback
+// deciding from it never allows more calls in any window than one deciding from the real log;
+// it may deny early, by less than one run (1/16 of the log). test/unit/log-summary.test.ts
+// checks this against the real log.
+
+import { ruleState, type Rule, type RuleState } from '../policy.js';
+
+export const EXACT_LOG_ENTRIES = 16;
+
+export interface LogSummary {
+  /** The log, or each run's newest call time; ascending. */
+  readonly calls: readonly number[];
+  /** null: `calls` is the log itself. Else each run's length (same order as `calls`). */
+  readonly counts: readonly number[] | null;
+}
+
+/** The summary of an ascending log (see the opening comment). */
+export function summarizeLog(log: readonly number[]): LogSummary {
+  if (log.length <= EXACT_LOG_ENTRIES) return { calls: [...log], counts: null };
+  const run = Math.ceil(log.length / EXACT_LOG_ENTRIES);
+  const calls: number[] = [];
+  const counts: number[] = [];
+  for (let start = 0; start < log.length; start += run) {
+    const end = Math.min(start + run, log.length);
+    calls.push(log[end - 1]!);
+    counts.push(end - start);
+  }
+  return { calls, counts };
+}
+
+/** A log the fallback may decide from: the log itself, or each run's calls at its newest time. */
+export function expandLog(s: LogSummary): number[] {
+  if (s.counts === null) return [...s.calls];
+  const log: number[] = [];
+  s.calls.forEach((t, i) => {
+    for (let k = 0; k < s.counts![i]!; k++) log.push(t);
+  });
+  return log;
+}
+
+/** Each number rule's state at `atMs`, in `rules` order (what ratelimit_decide returns per request). */
+export function ruleStates(log: readonly number[], atMs: number, rules: readonly Rule[]): RuleState[] {
+  return rules.map((r) => ruleState(log, atMs, r));
+}
+
+/**
+ * Reads states given in `rules` order by rule, for evaluateStates() over any subset of those
+ * rules (the enforcing ones, the view's, one shadow rule).
+ */
+export function stateLookup(rules: readonly { readonly id: string }[], states: readonly RuleState[]): (rule: { readonly id: string }) => RuleState {
+  const byId = new Map(rules.map((r, i) => [r.id, states[i]]));
+  return (rule) => {
+    const s = byId.get(rule.id);
+    if (!s) throw new Error(`no state for number rule ${rule.id}: the states were computed under another policy`);
+    return s;
+  };
+}
