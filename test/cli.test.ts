@@ -144,8 +144,8 @@ describe('ratelimit (admin CLI)', () => {
     expect(wider).toMatchObject({ allowed: true, used: 2, remaining: 3, limit: 5 });
 
     const stats = JSON.parse((await run(['stats', '--json'], { DATABASE_URL: db.url })).stdout);
-    expect(stats).toMatchObject({ numbersTracked: 1, numbersAtLimit: 1, callsInWindow: 2, denialsInWindow: 1, limit: 2, windowMs: 3_600_000 });
-    expect(stats.regions).toEqual([{ region: 'US', numbersTracked: 1, numbersAtLimit: 1, callsInWindow: 2, denialsInWindow: 1 }]);
+    expect(stats).toMatchObject({ numbersTracked: 1, numbersTrackedEstimated: false, numbersActive: 1, numbersAtLimit: 1, callsInWindow: 2, denialsInWindow: 1, limit: 2, windowMs: 3_600_000 });
+    expect(stats.regions).toEqual([{ region: 'US', numbersActive: 1, numbersAtLimit: 1, callsInWindow: 2, denialsInWindow: 1 }]);
 
     const reset = await run(['reset', NUMBER, '--reason', 'customer called support', '--json'], { DATABASE_URL: db.url, RATELIMIT_OPERATOR: 'alice' });
     expect(reset.code).toBe(0);

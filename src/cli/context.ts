@@ -4,6 +4,9 @@ import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { resolveConfig, type Config, type ConfigFlags } from '../core/config.js';
 import { openDatabase, type Database } from '../db/open.js';
+import { isQueryCanceled } from '../db/errors.js';
+import { RateLimitError } from '../core/errors.js';
+import { formatDurationMs } from '../core/duration.js';
 import { loadPhoneKey } from '../db/key-file.js';
 
 export const EXIT = { OK: 0, FAILURE: 1, USAGE: 2 } as const;
@@ -36,11 +39,24 @@ export function warnTo(io: Io) {
   return (message: string) => io.err(`ratelimit: warning: ${message}`);
 }
 
+export interface DatabaseOptions {
+  /**
+   * A read-only report (stats, top, status): each query is bounded by RATELIMIT_CLI_TIMEOUT, so
+   * a scan that would take minutes on a big table fails with a message instead of hanging.
+   */
+  readTimeout?: boolean;
+}
+
 /** Opens the key and the database for one admin command and always closes them. */
-export async function withDatabase<T>(cmd: Command, io: Io, fn: (ctx: { config: Config; key: string; db: Database }) => Promise<T>): Promise<T> {
+export async function withDatabase<T>(
+  cmd: Command,
+  io: Io,
+  fn: (ctx: { config: Config; key: string; db: Database }) => Promise<T>,
+  opts: DatabaseOptions = {},
+): Promise<T> {
   const config = configFrom(cmd, io);
   const key = await loadPhoneKey(config, warnTo(io));
-  return openAndRun(cmd, config, (db) => fn({ config, key, db }));
+  return openAndRun(cmd, config, (db) => fn({ config, key, db }), opts);
 }
 
 /**
@@ -52,10 +68,25 @@ export async function withDatabaseNoKey<T>(cmd: Command, io: Io, fn: (ctx: { con
   return openAndRun(cmd, config, (db) => fn({ config, db }));
 }
 
-async function openAndRun<T>(cmd: Command, config: Config, fn: (db: Database) => Promise<T>): Promise<T> {
-  const db = await openDatabase(config, { applicationName: `ratelimit ${cmd.name()}` });
+async function openAndRun<T>(cmd: Command, config: Config, fn: (db: Database) => Promise<T>, opts: DatabaseOptions = {}): Promise<T> {
+  const db = await openDatabase(config, {
+    applicationName: `ratelimit ${cmd.name()}`,
+    // Server side only: the migrator (embedded databases migrate on open) lifts it for itself.
+    ...(opts.readTimeout ? { statementTimeoutMs: config.cliTimeoutMs, clientTimeout: false } : {}),
+  });
   try {
     return await fn(db);
+  } catch (err) {
+    if (opts.readTimeout && isQueryCanceled(err)) {
+      throw new RateLimitError(
+        'database_error',
+        `ratelimit ${cmd.name()}: a query on ${db.target} took longer than ${formatDurationMs(config.cliTimeoutMs)} and was cancelled ` +
+          `(RATELIMIT_CLI_TIMEOUT); the database is busy or its tables are large: retry, allow more time with e.g. RATELIMIT_CLI_TIMEOUT=30s, ` +
+          `or check the database's load (ratelimit top shows it) and run ANALYZE or ratelimit db prune`,
+        { cause: err },
+      );
+    }
+    throw err;
   } finally {
     await db.close();
   }

@@ -54,6 +54,8 @@ export interface Config {
   /** Per connection, for clients without a token (browsers); token clients pipeline freely. */
   messagesPerSecond: number;
   dbStatementTimeoutMs: number;
+  /** RATELIMIT_CLI_TIMEOUT: bounds each query of the read commands (stats, top, status). */
+  cliTimeoutMs: number;
   dbPoolSize: number;
   shutdownTimeoutMs: number;
   heartbeatIntervalMs: number;
@@ -172,6 +174,7 @@ export function resolveConfig(flags: ConfigFlags, env: Env): Config {
     wsIdleTimeoutMs: duration('WebSocket idle timeout', pick(undefined, 'RATELIMIT_WS_IDLE_TIMEOUT'), D.DEFAULT_WS_IDLE_TIMEOUT_MS),
     messagesPerSecond: int('messages per second', pick(undefined, 'RATELIMIT_MESSAGES_PER_SECOND'), D.DEFAULT_MESSAGES_PER_SECOND, 1, 1_000_000),
     dbStatementTimeoutMs: duration('database timeout', pick(undefined, 'RATELIMIT_DB_TIMEOUT'), D.DEFAULT_DB_STATEMENT_TIMEOUT_MS),
+    cliTimeoutMs: duration('CLI query timeout', pick(undefined, 'RATELIMIT_CLI_TIMEOUT'), D.DEFAULT_CLI_TIMEOUT_MS),
     dbPoolSize: int('database pool size', pick(undefined, 'RATELIMIT_DB_POOL_SIZE'), D.DEFAULT_DB_POOL_SIZE, 1, 200),
     shutdownTimeoutMs: duration('shutdown timeout', pick(undefined, 'RATELIMIT_SHUTDOWN_TIMEOUT'), D.DEFAULT_SHUTDOWN_TIMEOUT_MS),
     heartbeatIntervalMs: duration('heartbeat interval', pick(undefined, 'RATELIMIT_HEARTBEAT_INTERVAL'), D.DEFAULT_HEARTBEAT_INTERVAL_MS),

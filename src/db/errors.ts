@@ -57,6 +57,14 @@ export function isConnectionError(err: unknown): boolean {
   );
 }
 
+/** A statement cancelled by statement_timeout (or by an operator), here or anywhere in the cause chain. */
+export function isQueryCanceled(err: unknown): boolean {
+  for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    if (sqlState(e) === SQLSTATE.QUERY_CANCELED) return true;
+  }
+  return false;
+}
+
 /** Wraps a driver error in one that says what to do about it. */
 export function explainDatabaseError(err: unknown, target: string): RateLimitError {
   if (err instanceof RateLimitError) return err;

@@ -19,7 +19,7 @@ export function register(program: Command, io: Io): void {
       const report = await withDatabase(cmd, io, async ({ config, key, db }) => {
         await ensureSchema(db);
         return statusCommand(db.pool, key, config.defaultPolicy, phone);
-      });
+      }, { readTimeout: true });
       emit(io, cmd, report, () => printStatus(report));
     });
 }
