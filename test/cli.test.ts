@@ -163,6 +163,23 @@ describe('ratelimit (admin CLI)', () => {
     expect(statsHuman.stdout).toMatch(/US/);
   });
 
+  it('a read command that outlasts RATELIMIT_CLI_TIMEOUT fails saying what timed out and what to try', async () => {
+    // A migration or a bulk load holding the table: stats's queries wait on the lock until cancelled.
+    const holder = await pool.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query('LOCK TABLE phone_rate_limits IN ACCESS EXCLUSIVE MODE');
+      const out = await run(['stats', '--json'], { DATABASE_URL: db.url, RATELIMIT_CLI_TIMEOUT: '1s' });
+      expect(out.code).toBe(1);
+      expect(out.stdout).toBe('');
+      expect(out.stderr).toMatch(/stats: a query on .* took longer than 1s and was cancelled \(RATELIMIT_CLI_TIMEOUT\)/);
+      expect(out.stderr).toContain('RATELIMIT_CLI_TIMEOUT=30s');
+    } finally {
+      await holder.query('ROLLBACK');
+      holder.release();
+    }
+  });
+
   it('no raw phone number is stored anywhere in the database', async () => {
     const { rows } = await pool.query<{ t: string }>(
       `SELECT string_agg(row_to_json(x)::text, ' ') AS t FROM (
