@@ -63,7 +63,7 @@ describe('migrations', () => {
       const all = await loadMigrations();
       const appliedCounts = new Map<number, number>();
       for (const r of reports) for (const m of r.applied) appliedCounts.set(m.id, (appliedCounts.get(m.id) ?? 0) + 1);
-      expect([...appliedCounts.entries()].sort()).toEqual(all.map((m) => [m.id, 1]));
+      expect([...appliedCounts.entries()].sort((a, b) => a[0] - b[0])).toEqual(all.map((m) => [m.id, 1]));
       const { rows } = await ps[0]!.query<{ n: number }>('SELECT count(*)::int AS n FROM ratelimit_migrations');
       expect(rows[0]!.n).toBe(all.length);
     } finally {
