@@ -38,12 +38,25 @@ export function activeRowsSql(sinceSql: string, windowMs: number): string {
            WHERE GREATEST(COALESCE((s.r).last_call_at, 0), COALESCE((s.r).last_denied_at, 0)) > ${sinceSql}) AS p`;
 }
 
-/** Deletes epochs no reader needs any more; returns how many rows went. */
+// Deleted per statement, so a prune fits the daemon's statement timeout however much is due;
+// a call takes at most PRUNE_SLICES slices (the next heartbeat's cleanup goes on).
+const PRUNE_SLICE_ROWS = 20_000;
+const PRUNE_SLICES = 10;
+
+/** Deletes epochs no reader needs any more, oldest first, in bounded slices; returns how many rows went. */
 export async function pruneActiveNumbers(pool: Pool, retentionMs: number = ACTIVE_RETENTION_MS): Promise<number> {
-  const { rowCount } = await pool.query({
-    name: 'ratelimit_prune_active',
-    text: `DELETE FROM rate_limit_active WHERE epoch < (${NOW_MS} - $1::bigint) / ratelimit_active_epoch_ms()`,
-    values: [retentionMs],
-  });
-  return rowCount ?? 0;
+  let total = 0;
+  for (let i = 0; i < PRUNE_SLICES; i++) {
+    const { rowCount } = await pool.query({
+      name: 'ratelimit_prune_active',
+      text: `DELETE FROM rate_limit_active WHERE (epoch, phone_hash) IN (
+               SELECT epoch, phone_hash FROM rate_limit_active
+                WHERE epoch < (${NOW_MS} - $1::bigint) / ratelimit_active_epoch_ms()
+                ORDER BY epoch LIMIT $2)`,
+      values: [retentionMs, PRUNE_SLICE_ROWS],
+    });
+    total += rowCount ?? 0;
+    if ((rowCount ?? 0) < PRUNE_SLICE_ROWS) break;
+  }
+  return total;
 }

@@ -6,7 +6,7 @@ import fc from 'fast-check';
 import { createPool, type Pool } from '../../src/db/pool.js';
 import { migrate } from '../../src/db/migrate.js';
 import { hottestNumbers, readStats } from '../../src/db/stats.js';
-import { ACTIVE_EPOCH_MS, ACTIVE_MAX_WINDOW_MS, pruneActiveNumbers } from '../../src/db/active-numbers.js';
+import { ACTIVE_EPOCH_MS, ACTIVE_MAX_WINDOW_MS, ACTIVE_RETENTION_MS, pruneActiveNumbers } from '../../src/db/active-numbers.js';
 import { decideBatch } from '../../src/db/decisions.js';
 import { makePolicy } from '../../src/core/policy.js';
 import { decisionPolicy } from '../../src/core/policy/decide.js';
@@ -147,6 +147,18 @@ describe('stats and top through the active-number set', () => {
       }),
       { numRuns: 12 },
     );
+  });
+
+  it('pruning removes only epochs older than the retention, in slices, whatever their number', async () => {
+    await pool.query('TRUNCATE rate_limit_active');
+    const nowEpoch = Math.floor(Date.now() / ACTIVE_EPOCH_MS);
+    const keptFrom = Math.floor((Date.now() - ACTIVE_RETENTION_MS) / ACTIVE_EPOCH_MS);
+    // 45k old entries (more than two slices) and one per recent epoch.
+    await pool.query(`INSERT INTO rate_limit_active (epoch, phone_hash) SELECT $1::bigint - (g % 50), 'old' || g FROM generate_series(1, 45000) AS g`, [keptFrom - 1]);
+    await pool.query(`INSERT INTO rate_limit_active (epoch, phone_hash) SELECT e, 'recent' FROM generate_series($1::bigint, $2::bigint) AS e`, [keptFrom, nowEpoch]);
+    expect(await pruneActiveNumbers(pool)).toBe(45_000);
+    const { rows } = await pool.query<{ n: number; min: number }>(`SELECT count(*)::int AS n, min(epoch)::float8 AS min FROM rate_limit_active`);
+    expect(rows[0]).toEqual({ n: nowEpoch - keptFrom + 1, min: keptFrom });
   });
 
   it('the decision path itself marks numbers active, once per epoch', async () => {
