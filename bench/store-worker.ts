@@ -1,6 +1,8 @@
 // One store-level run in its own process, so its CPU and peak RSS are its own and nothing (JIT
 // state, GC heap, pool connections) carries over into the next run.
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { pino } from 'pino';
 import { RateLimiterPostgres, RateLimiterRes } from 'rate-limiter-flexible';
 import { createPool } from '../src/db/pool.js';
@@ -8,6 +10,7 @@ import { defaultPolicy } from '../src/core/policy/default.js';
 import { fixedPolicy } from '../src/daemon/policy-source.js';
 import { DecisionEngine, type PhoneSubject } from '../src/daemon/engine/engine.js';
 import { createMetrics } from '../src/daemon/metrics.js';
+import { Spool } from '../src/daemon/engine/spool.js';
 import { driveLanes, emit, workerArgs } from './lib/child.js';
 import { keySampler, type KeyDistribution } from './lib/keys.js';
 
@@ -42,7 +45,9 @@ let close = async () => undefined as void;
 if (cfg.system === 'ours') {
   // The daemon's decision path minus the network: group commit, one plpgsql statement per batch.
   // No LISTEN url, so no deny cache: every decision here is made by PostgreSQL.
+  const spoolDir = mkdtempSync(path.join(tmpdir(), 'ratelimit-bench-spool-'));
   const engine = new DecisionEngine({
+    spool: await Spool.open({ dataDir: spoolDir, scope: { databaseUrl: cfg.url, phoneKey: 'bench' }, instanceId: 'bench', maxBytes: 64 << 20, logger: pino({ level: 'silent' }) }),
     pool,
     policies: fixedPolicy(defaultPolicy({ phoneMax: cfg.limit, phoneWindowMs: cfg.windowMs, ipMax: 1, ipWindowMs: 1_000 })),
     logger: pino({ level: 'silent' }),
@@ -50,7 +55,10 @@ if (cfg.system === 'ours') {
     denyCache: false,
   });
   op = async () => ((await engine.consume(keys[nextKey()]!)).allowed ? 'allowed' : 'denied');
-  close = () => engine.stop();
+  close = async () => {
+    await engine.stop();
+    rmSync(spoolDir, { recursive: true, force: true });
+  };
 } else if (cfg.system === 'rlf') {
   const limiter = new RateLimiterPostgres({
     storeClient: pool,

@@ -83,7 +83,7 @@ describe('ratelimit (admin CLI)', () => {
   it('a bad setting is a usage error naming the variable', async () => {
     const r = await run(['stats', '--phone-window', 'soon'], { DATABASE_URL: db.url });
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/phone window \(flag\)/);
+    expect(r.stderr).toMatch(/--phone-window must be a duration/);
   });
 
   it('an unreachable database exits 1 and says how to set DATABASE_URL, without the password', async () => {
@@ -100,7 +100,7 @@ describe('ratelimit (admin CLI)', () => {
     url.password = 'wrong-password';
     const r = await run(['stats'], { DATABASE_URL: url.toString() });
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/refused the credentials|password authentication failed/);
+    expect(r.stderr).toMatch(/refused the user name or password; check both in DATABASE_URL/);
   });
 
   it('status on an uninitialised database says to run db init', async () => {
@@ -130,7 +130,7 @@ describe('ratelimit (admin CLI)', () => {
     expect(human.code).toBe(0);
     expect(human.stdout).toContain('+1415•••••71');
     expect(human.stdout).toMatch(/2 of 2 per 1h/);
-    expect(human.stdout).toMatch(/denied, allowed in/);
+    expect(human.stdout).toMatch(/denied, allowed \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(in /);
     expect(human.stdout).not.toContain('4155552671');
 
     const json = await run(['status', NUMBER, '--json'], { DATABASE_URL: db.url });

@@ -11,13 +11,21 @@ import { DecisionEngine } from '../src/daemon/engine/engine.js';
 import { createMetrics } from '../src/daemon/metrics.js';
 import { defaultPolicy } from '../src/core/policy/default.js';
 import { fixedPolicy } from '../src/daemon/policy-source.js';
+import { Spool } from '../src/daemon/engine/spool.js';
 import { createTestDatabase } from './helpers/db.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 
 const KEY = 'engine-test-key-0123456789abcdefghijkl';
 const logger = pino({ level: 'silent' });
 let db: { url: string; drop(): Promise<void> };
 let pool: Pool;
+let spoolDir: string;
 const engines: DecisionEngine[] = [];
+let spools = 0;
+// Each engine its own spool scope, so none takes over another's.
+const spool = () => Spool.open({ dataDir: spoolDir, scope: { databaseUrl: `engine-test-${++spools}`, phoneKey: KEY }, instanceId: 'engine-test', maxBytes: 1 << 20, logger });
 
 const subject = (e164: string) => ({ hash: hashPhone(e164, KEY), region: 'US', masked: maskPhone(e164), e164, type: undefined });
 // The policy the daemon runs without a policy file: one number rule (and ip, unused here).
@@ -25,6 +33,7 @@ const numberPolicy = (max: number) => fixedPolicy(defaultPolicy({ phoneMax: max,
 
 beforeAll(async () => {
   db = await createTestDatabase();
+  spoolDir = await mkdtemp(path.join(tmpdir(), 'ratelimit-engine-spool-'));
   pool = createPool({ url: db.url, max: 8 });
   await migrate(pool);
 });
@@ -32,11 +41,13 @@ afterAll(async () => {
   await Promise.all(engines.map((e) => e.stop()));
   await pool.end();
   await db.drop();
+  await rm(spoolDir, { recursive: true, force: true });
 });
 
-function engine(opts: { max: number; denyCache: boolean; maxBatch?: number }) {
+async function engine(opts: { max: number; denyCache: boolean; maxBatch?: number }) {
   const metrics = createMetrics();
   const e = new DecisionEngine({
+    spool: await spool(),
     pool,
     url: db.url,
     policies: numberPolicy(opts.max),
@@ -59,7 +70,7 @@ async function histogramCount(metrics: ReturnType<typeof createMetrics>, op: str
 
 describe('DecisionEngine', () => {
   it('group-commits a burst on one hot number into large batches and allows exactly max', async () => {
-    const { e, metrics } = engine({ max: 25, denyCache: false });
+    const { e, metrics } = await engine({ max: 25, denyCache: false });
     const s = subject('+14155550001');
     const results = await Promise.all(Array.from({ length: 2_000 }, () => e.consume(s)));
     expect(results.filter((r) => r.allowed)).toHaveLength(25);
@@ -75,7 +86,7 @@ describe('DecisionEngine', () => {
   });
 
   it('decides one number\'s consumes in the order they arrived, even across statements in flight', async () => {
-    const { e } = engine({ max: 2, denyCache: false });
+    const { e } = await engine({ max: 2, denyCache: false });
     for (let n = 0; n < 20; n++) {
       // A filler request first, so the number's requests span several statements.
       const filler = e.consume(subject(`+1415555${String(1000 + n).padStart(4, '0')}`));
@@ -88,7 +99,7 @@ describe('DecisionEngine', () => {
   });
 
   it('the deny cache answers at-limit numbers without the database, and the denials still reach it', async () => {
-    const { e, metrics } = engine({ max: 2, denyCache: true });
+    const { e, metrics } = await engine({ max: 2, denyCache: true });
     const s = subject('+14155550002');
     for (let i = 0; i < 2; i++) expect((await e.consume(s)).allowed).toBe(true);
     const before = await histogramCount(metrics, 'consume');
@@ -104,7 +115,7 @@ describe('DecisionEngine', () => {
   });
 
   it('a reset anywhere reaches the deny cache (LISTEN/NOTIFY)', async () => {
-    const { e } = engine({ max: 1, denyCache: true });
+    const { e } = await engine({ max: 1, denyCache: true });
     const s = subject('+14155550003');
     expect((await e.consume(s)).allowed).toBe(true);
     expect((await e.consume(s)).metricSource).toBe('cache');
@@ -122,6 +133,7 @@ describe('DecisionEngine', () => {
     const metrics = createMetrics();
     const dead = createPool({ url: 'postgres://nobody:x@127.0.0.1:1/none', max: 1, connectTimeoutMs: 500 });
     const e = new DecisionEngine({
+      spool: await spool(),
       pool: dead,
       policies: numberPolicy(2),
       logger,

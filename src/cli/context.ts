@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { resolveConfig, type Config, type ConfigFlags } from '../core/config.js';
 import { openDatabase, type Database } from '../db/open.js';
 import { isQueryCanceled } from '../db/errors.js';
-import { RateLimitError } from '../core/errors.js';
+import { failures } from '../core/errors.js';
 import { formatDurationMs } from '../core/duration.js';
 import { loadPhoneKey } from '../db/key-file.js';
 
@@ -78,13 +78,7 @@ async function openAndRun<T>(cmd: Command, config: Config, fn: (db: Database) =>
     return await fn(db);
   } catch (err) {
     if (opts.readTimeout && isQueryCanceled(err)) {
-      throw new RateLimitError(
-        'database_error',
-        `ratelimit ${cmd.name()}: a query on ${db.target} took longer than ${formatDurationMs(config.cliTimeoutMs)} and was cancelled ` +
-          `(RATELIMIT_CLI_TIMEOUT); the database is busy or its tables are large: retry, allow more time with e.g. RATELIMIT_CLI_TIMEOUT=30s, ` +
-          `or check the database's load (ratelimit top shows it) and run ANALYZE or ratelimit db prune`,
-        { cause: err },
-      );
+      throw failures.cliQueryTimeout(cmd.name(), db.target, formatDurationMs(config.cliTimeoutMs), { cause: err });
     }
     throw err;
   } finally {

@@ -5,7 +5,7 @@ import { hashPhone, hashPrefix, maskPhone, normalizePhone } from '../core/phone.
 import { parsePrefix } from '../core/lists.js';
 import { parseDurationMs } from '../core/duration.js';
 import type { ListEntry, ListTargetType } from '../db/lists.js';
-import { isoTime, relative } from './format.js';
+import { when } from './format.js';
 import { UsageError } from './usage.js';
 
 /** Daemons poll rate_limit_changes every second (NOTIFY is faster); the contract says 2 s. */
@@ -94,5 +94,5 @@ export function describeTarget(e: Pick<EntryView, 'targetType' | 'target' | 'has
 export function untilText(expiresAt: string | null, nowMs: number): string {
   if (expiresAt === null) return 'until unlisted';
   const ms = Date.parse(expiresAt);
-  return `until ${isoTime(ms)} (${relative(ms, nowMs)})`;
+  return `until ${when(ms, nowMs)}`;
 }

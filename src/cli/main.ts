@@ -1,7 +1,7 @@
 // The admin CLI: the global flags, the list of commands (each declares its own flags and action
 // in src/cli/commands/<name>.ts, `top` in src/cli/top/), and the one place exit codes are chosen.
 import { Command, CommanderError, Option } from 'commander';
-import { ConfigError, InvalidPhoneNumberError, RateLimitError } from '../core/errors.js';
+import { describeFailure, type FailureKind } from '../core/errors.js';
 import { EXIT, VERSION, type Io } from './context.js';
 import * as serve from './commands/serve.js';
 import * as dbInit from './commands/db-init.js';
@@ -16,7 +16,7 @@ import * as block from './commands/block.js';
 import * as allow from './commands/allow.js';
 import * as unlist from './commands/unlist.js';
 import * as list from './commands/list.js';
-import { UsageError } from './usage.js';
+import { reportFailure } from './failure.js';
 
 /** In `ratelimit --help` order. */
 const COMMANDS: ReadonlyArray<{ register: (program: Command, io: Io) => void }> = [
@@ -35,7 +35,7 @@ const COMMANDS: ReadonlyArray<{ register: (program: Command, io: Io) => void }> 
   list,
 ];
 
-function buildProgram(io: Io): Command {
+function buildProgram(io: Io): { program: Command; invoked: () => Command } {
   const program = new Command('ratelimit')
     .description('Phone-number and client-IP rate limiting for apps that place calls or send SMS.')
     .version(VERSION)
@@ -45,38 +45,73 @@ function buildProgram(io: Io): Command {
     .addOption(new Option('--phone-window <duration>', 'the rolling window, e.g. 1h, 15m (env RATE_LIMIT_PHONE_WINDOW)'))
     // PROTOCOL.md: every command's --help lists the global flags too (--database-url, --data-dir).
     .configureHelp({ showGlobalOptions: true })
-    .showHelpAfterError('(run ratelimit --help for usage)')
     .exitOverride()
     .configureOutput({
       writeOut: (s) => io.out(s.replace(/\n$/, '')),
       writeErr: (s) => io.err(s.replace(/\n$/, '')),
     });
   for (const command of COMMANDS) command.register(program, io);
-  return program;
+  // Registered last, so every command and subcommand gets them, whoever added it.
+  let invoked: Command = program;
+  forEachCommand(program, (cmd) => {
+    // A usage error points at the help of the command that was mistyped, not the top-level one.
+    cmd.showHelpAfterError(`(run ${commandPath(cmd)} --help for usage)`);
+    cmd.hook('preSubcommand', (_parent, sub) => {
+      invoked = sub;
+    });
+  });
+  return { program, invoked: () => invoked };
 }
 
-/** Maps any failure to one readable line and an exit code. The only place exit codes are chosen. */
+function forEachCommand(cmd: Command, fn: (cmd: Command) => void): void {
+  fn(cmd);
+  for (const sub of cmd.commands) forEachCommand(sub, fn);
+}
+
+/** `ratelimit policy apply`. */
+function commandPath(cmd: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = cmd; c?.parent; c = c.parent) names.unshift(c.name());
+  return ['ratelimit', ...names].join(' ');
+}
+
+/** Every failure kind's exit code (PROTOCOL.md's command table): 2 for what retyping fixes, else 1. */
+const EXIT_FOR: Record<FailureKind, number> = {
+  invalid_phone_number: EXIT.USAGE,
+  invalid_usage: EXIT.USAGE,
+  invalid_config: EXIT.USAGE,
+  port_in_use: EXIT.FAILURE,
+  database_unreachable: EXIT.FAILURE,
+  database_auth: EXIT.FAILURE,
+  database_error: EXIT.FAILURE,
+  migration_failed: EXIT.FAILURE,
+  key_missing: EXIT.FAILURE,
+  key_mismatch: EXIT.FAILURE,
+  embedded_unavailable: EXIT.FAILURE,
+  internal_error: EXIT.FAILURE,
+};
+
+/** Maps any failure to an exit code. The only place exit codes are chosen. */
 export function exitCodeFor(err: unknown, command: string | undefined): number {
   if (err instanceof CommanderError) {
     return err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
   }
-  if (err instanceof InvalidPhoneNumberError || err instanceof UsageError) return EXIT.USAGE;
-  if (err instanceof ConfigError) return command === 'serve' ? EXIT.FAILURE : EXIT.USAGE;
-  return EXIT.FAILURE;
+  // `serve` that cannot start exits 1, whatever the reason (PROTOCOL.md), a bad setting included.
+  if (command === 'serve') return EXIT.FAILURE;
+  return EXIT_FOR[describeFailure(err).code];
 }
 
 export async function runCli(argv: string[], io: Io): Promise<number> {
-  const program = buildProgram(io);
+  const { program, invoked } = buildProgram(io);
   try {
     await program.parseAsync(argv, { from: 'user' });
     return EXIT.OK;
   } catch (err) {
-    const code = exitCodeFor(err, argv.find((a) => !a.startsWith('-')));
-    if (!(err instanceof CommanderError)) {
-      const message = err instanceof RateLimitError || err instanceof Error ? err.message : String(err);
-      io.err(`ratelimit: ${message}`);
-      if (io.env.DEBUG && err instanceof Error && err.stack) io.err(err.stack);
-    }
+    const cmd = invoked();
+    const code = exitCodeFor(err, cmd.name());
+    if (code === EXIT.OK) return code;
+    const json = cmd.options.some((o) => o.long === '--json') && argv.includes('--json');
+    reportFailure(io, err, { json });
     return code;
   }
 }

@@ -4,11 +4,7 @@
 import { formatDurationMs } from '../core/duration.js';
 import { hashPrefix } from '../core/phone.js';
 import type { StatusReport } from './status-report.js';
-import { isoTime, keyValueTable, relative, table } from './format.js';
-
-function when(ms: number, now: number): string {
-  return `${relative(ms, now)} (${isoTime(ms)})`;
-}
+import { isoTime, keyValueTable, table, when } from './format.js';
 
 function verdict(r: StatusReport): string {
   if (r.allowed) return r.list?.kind === 'allow' ? 'yes (allow list: exempt from every rule)' : 'yes';
@@ -18,7 +14,7 @@ function verdict(r: StatusReport): string {
 function rulesTable(r: StatusReport): string {
   const t = table(['rule', 'counts over', 'used', 'remaining', 'resets', 'now']);
   for (const x of r.rules) {
-    const resets = x.used === 0 ? '—' : `${relative(x.resetTime, r.now)}`;
+    const resets = x.used === 0 ? '—' : when(x.resetTime, r.now);
     const state = x.allows ? 'allows' : x.shadow ? 'would deny (shadow)' : 'denies';
     const over = x.key === null ? 'this number' : x.key;
     t.push([`${x.id}${x.shadow ? ' (shadow)' : ''}`, over, `${x.used} of ${x.limit} per ${formatDurationMs(x.windowMs)}`, String(x.remaining), resets, state]);
@@ -42,14 +38,14 @@ export function printStatus(r: StatusReport): string {
   if (r.list) {
     const e = r.list;
     const target = e.targetType === 'prefix' ? `prefix ${e.target}` : 'this number';
-    const until = e.expiresAt === null ? 'until unlisted' : `until ${isoTime(Date.parse(e.expiresAt))}`;
+    const until = e.expiresAt === null ? 'until unlisted' : `until ${when(Date.parse(e.expiresAt), r.now)}`;
     rows.push(['list', `${e.kind} (${target}) ${until}, by ${e.createdBy} at ${isoTime(Date.parse(e.createdAt))}${e.reason ? `: ${e.reason}` : ''}`]);
   } else {
     rows.push(['list', 'not listed']);
   }
   if (r.blockAfter) {
     const b = r.blockAfter;
-    const state = r.blockedUntil ? `blocked until ${isoTime(r.blockedUntil)} (${relative(r.blockedUntil, r.now)})` : 'not blocked';
+    const state = r.blockedUntil ? `blocked until ${when(r.blockedUntil, r.now)}` : 'not blocked';
     rows.push(['block_after', `${b.recentDenials} of ${b.denials} denials within ${formatDurationMs(b.withinMs)} (blocks for ${formatDurationMs(b.forMs)}); ${state}`]);
   } else if (r.blockedUntil) {
     rows.push(['block_after', `blocked until ${isoTime(r.blockedUntil)} (set under an earlier policy)`]);
@@ -57,7 +53,7 @@ export function printStatus(r: StatusReport): string {
   const dest = r.destination;
   rows.push(['destination', dest.deniedBy ? `denied by ${dest.deniedBy} (${dest.region}, ${dest.numberType ?? 'type unknown'})` : `allowed (${dest.region}, ${dest.numberType ?? 'type unknown'})`]);
   rows.push(['denied', `${r.deniedInWindow} this window, ${r.deniedTotal} in all`]);
-  rows.push(['last call', r.lastCallAt ? `${isoTime(r.lastCallAt)} (${relative(r.lastCallAt, r.now)})` : r.tracked ? '—' : 'never (not tracked)']);
+  rows.push(['last call', r.lastCallAt ? when(r.lastCallAt, r.now) : r.tracked ? '—' : 'never (not tracked)']);
   if (r.lastReset) {
     rows.push(['last reset', `${isoTime(Date.parse(r.lastReset.at))} by ${r.lastReset.by}${r.lastReset.reason ? `: ${r.lastReset.reason}` : ''}`]);
   }

@@ -1,6 +1,5 @@
-import { ConfigError } from './errors.js';
+import { failures } from './errors.js';
 import { parseDurationMs } from './duration.js';
-import { makePolicy, type Policy } from './policy.js';
 import { defaultPolicy } from './policy/default.js';
 import type { Policy as RulePolicy } from './policy/types.js';
 import * as D from './defaults.js';
@@ -31,8 +30,6 @@ export interface Config {
   production: boolean;
   port: number;
   host: string;
-  phonePolicy: Policy;
-  ipPolicy: Policy;
   /**
    * The policy in force while none has been applied to the database, from RATE_LIMIT_* (and the
    * flags). Once one has, the database's active policy wins (src/db/policies.ts).
@@ -58,6 +55,8 @@ export interface Config {
   cliTimeoutMs: number;
   dbPoolSize: number;
   shutdownTimeoutMs: number;
+  /** RATELIMIT_SPOOL_MAX_BYTES: decisions made from memory kept unwritten; beyond, memory-mode consumes are refused. */
+  spoolMaxBytes: number;
   heartbeatIntervalMs: number;
   /** RATELIMIT_AUDIT_RETENTION: audit rows older than this are pruned (src/db/retention.ts). */
   auditRetentionMs: number;
@@ -77,28 +76,31 @@ const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 
  */
 export function resolveConfig(flags: ConfigFlags, env: Env): Config {
   const problems: string[] = [];
-  const pick = (flag: string | undefined, ...vars: string[]): { value: string; source: string } | undefined => {
-    if (flag !== undefined) return { value: flag, source: 'flag' };
+  // `source` is where the value came from, as the user typed it: the flag (`--phone-limit`) or
+  // the variable (`RATE_LIMIT_PHONE_MAX`), so every problem names the thing to fix.
+  type Raw = { value: string; source: string };
+  const pick = (flag: [value: string | undefined, name: string] | undefined, ...vars: string[]): Raw | undefined => {
+    if (flag && flag[0] !== undefined) return { value: flag[0], source: flag[1] };
     for (const name of vars) {
       const v = env[name];
       if (v !== undefined && v.trim() !== '') return { value: v.trim(), source: name };
     }
     return undefined;
   };
-  const int = (label: string, raw: { value: string; source: string } | undefined, fallback: number, min: number, max: number): number => {
+  const int = (raw: Raw | undefined, fallback: number, min: number, max: number): number => {
     if (!raw) return fallback;
     const n = /^\d+$/.test(raw.value) ? Number(raw.value) : NaN;
     if (!Number.isSafeInteger(n) || n < min || n > max) {
-      problems.push(`${label} (${raw.source}) must be an integer from ${min} to ${max}, got "${raw.value}"`);
+      problems.push(`${raw.source} must be an integer from ${min} to ${max}, got "${raw.value}"`);
       return fallback;
     }
     return n;
   };
-  const duration = (label: string, raw: { value: string; source: string } | undefined, fallback: number): number => {
+  const duration = (raw: Raw | undefined, fallback: number): number => {
     if (!raw) return fallback;
     const ms = parseDurationMs(raw.value);
     if (ms === null) {
-      problems.push(`${label} (${raw.source}) must be a duration like 500ms, 30s, 15m, 1h, 1d or plain milliseconds, got "${raw.value}"`);
+      problems.push(`${raw.source} must be a duration like 500ms, 30s, 15m, 1h, 1d or plain milliseconds, got "${raw.value}"`);
       return fallback;
     }
     return ms;
@@ -111,9 +113,9 @@ export function resolveConfig(flags: ConfigFlags, env: Env): Config {
 
   const production = env.NODE_ENV === 'production';
 
-  const url = pick(flags.databaseUrl, 'DATABASE_URL', 'FLY_DATABASE_URL');
+  const url = pick([flags.databaseUrl, '--database-url'], 'DATABASE_URL', 'FLY_DATABASE_URL');
   if (url && !/^postgres(ql)?:\/\//.test(url.value)) {
-    problems.push(`database URL (${url.source}) must start with postgres:// or postgresql://`);
+    problems.push(`${url.source} must start with postgres:// or postgresql://`);
   }
 
   const key = env.PHONE_ENCRYPTION_KEY;
@@ -126,10 +128,10 @@ export function resolveConfig(flags: ConfigFlags, env: Env): Config {
     problems.push('PHONE_ENCRYPTION_KEY is set but empty');
   }
 
-  const phoneMax = int('phone limit', pick(flags.phoneLimit, 'RATE_LIMIT_PHONE_MAX'), D.DEFAULT_PHONE_MAX, 1, 1000);
-  const phoneWindowMs = duration('phone window', pick(flags.phoneWindow, 'RATE_LIMIT_PHONE_WINDOW'), D.DEFAULT_PHONE_WINDOW_MS);
-  const ipMax = int('IP limit', pick(flags.ipLimit, 'RATE_LIMIT_IP_MAX'), D.DEFAULT_IP_MAX, 1, 1_000_000);
-  const ipWindowMs = duration('IP window', pick(flags.ipWindow, 'RATE_LIMIT_IP_WINDOW'), D.DEFAULT_IP_WINDOW_MS);
+  const phoneMax = int(pick([flags.phoneLimit, '--phone-limit'], 'RATE_LIMIT_PHONE_MAX'), D.DEFAULT_PHONE_MAX, 1, 1000);
+  const phoneWindowMs = duration(pick([flags.phoneWindow, '--phone-window'], 'RATE_LIMIT_PHONE_WINDOW'), D.DEFAULT_PHONE_WINDOW_MS);
+  const ipMax = int(pick([flags.ipLimit, '--ip-limit'], 'RATE_LIMIT_IP_MAX'), D.DEFAULT_IP_MAX, 1, 1_000_000);
+  const ipWindowMs = duration(pick([flags.ipWindow, '--ip-window'], 'RATE_LIMIT_IP_WINDOW'), D.DEFAULT_IP_WINDOW_MS);
   const policySources = [
     ['--phone-limit', flags.phoneLimit, 'RATE_LIMIT_PHONE_MAX'],
     ['--phone-window', flags.phoneWindow, 'RATE_LIMIT_PHONE_WINDOW'],
@@ -154,34 +156,33 @@ export function resolveConfig(flags: ConfigFlags, env: Env): Config {
 
   const config: Config = {
     databaseUrl: url?.value,
-    dataDir: pick(flags.dataDir, 'RATELIMIT_DATA_DIR')?.value ?? D.DEFAULT_DATA_DIR,
+    dataDir: pick([flags.dataDir, '--data-dir'], 'RATELIMIT_DATA_DIR')?.value ?? D.DEFAULT_DATA_DIR,
     phoneKey: key === undefined || key.length === 0 ? undefined : key,
     previousPhoneKey: env.PHONE_ENCRYPTION_KEY_PREVIOUS || undefined,
     production,
-    port: int('port', pick(flags.port, 'PORT'), D.DEFAULT_PORT, 0, 65535),
-    host: pick(flags.host, 'HOST')?.value ?? D.DEFAULT_HOST,
-    phonePolicy: makePolicy([{ id: 'phone', max: phoneMax, windowMs: phoneWindowMs }]),
+    port: int(pick([flags.port, '--port'], 'PORT'), D.DEFAULT_PORT, 0, 65535),
+    host: pick([flags.host, '--host'], 'HOST')?.value ?? D.DEFAULT_HOST,
     defaultPolicy: defaultPolicy({ phoneMax, phoneWindowMs, ipMax, ipWindowMs }),
     defaultPolicySources: policySources,
-    ipPolicy: makePolicy([{ id: 'ip', max: ipMax, windowMs: ipWindowMs }]),
     apiTokens: list('RATELIMIT_API_TOKENS'),
     allowedOrigins: origins,
     trustProxy: trust === 'fly' ? 'fly' : 'none',
     logLevel,
-    maxFrameBytes: int('max frame bytes', pick(undefined, 'RATELIMIT_MAX_FRAME_BYTES'), D.DEFAULT_MAX_FRAME_BYTES, 256, 1 << 20),
-    maxConnectionsPerIp: int('connections per IP', pick(undefined, 'RATELIMIT_MAX_CONNECTIONS_PER_IP'), D.DEFAULT_MAX_CONNECTIONS_PER_IP, 1, 1_000_000),
-    maxConnections: maxConnections ? int('max connections', maxConnections, 0, 16, 10_000_000) : undefined,
-    wsIdleTimeoutMs: duration('WebSocket idle timeout', pick(undefined, 'RATELIMIT_WS_IDLE_TIMEOUT'), D.DEFAULT_WS_IDLE_TIMEOUT_MS),
-    messagesPerSecond: int('messages per second', pick(undefined, 'RATELIMIT_MESSAGES_PER_SECOND'), D.DEFAULT_MESSAGES_PER_SECOND, 1, 1_000_000),
-    dbStatementTimeoutMs: duration('database timeout', pick(undefined, 'RATELIMIT_DB_TIMEOUT'), D.DEFAULT_DB_STATEMENT_TIMEOUT_MS),
-    cliTimeoutMs: duration('CLI query timeout', pick(undefined, 'RATELIMIT_CLI_TIMEOUT'), D.DEFAULT_CLI_TIMEOUT_MS),
-    dbPoolSize: int('database pool size', pick(undefined, 'RATELIMIT_DB_POOL_SIZE'), D.DEFAULT_DB_POOL_SIZE, 1, 200),
-    shutdownTimeoutMs: duration('shutdown timeout', pick(undefined, 'RATELIMIT_SHUTDOWN_TIMEOUT'), D.DEFAULT_SHUTDOWN_TIMEOUT_MS),
-    heartbeatIntervalMs: duration('heartbeat interval', pick(undefined, 'RATELIMIT_HEARTBEAT_INTERVAL'), D.DEFAULT_HEARTBEAT_INTERVAL_MS),
-    auditRetentionMs: duration('audit retention', pick(undefined, 'RATELIMIT_AUDIT_RETENTION'), D.DEFAULT_AUDIT_RETENTION_MS),
+    maxFrameBytes: int(pick(undefined, 'RATELIMIT_MAX_FRAME_BYTES'), D.DEFAULT_MAX_FRAME_BYTES, 256, 1 << 20),
+    maxConnectionsPerIp: int(pick(undefined, 'RATELIMIT_MAX_CONNECTIONS_PER_IP'), D.DEFAULT_MAX_CONNECTIONS_PER_IP, 1, 1_000_000),
+    maxConnections: maxConnections ? int(maxConnections, 0, 16, 10_000_000) : undefined,
+    wsIdleTimeoutMs: duration(pick(undefined, 'RATELIMIT_WS_IDLE_TIMEOUT'), D.DEFAULT_WS_IDLE_TIMEOUT_MS),
+    messagesPerSecond: int(pick(undefined, 'RATELIMIT_MESSAGES_PER_SECOND'), D.DEFAULT_MESSAGES_PER_SECOND, 1, 1_000_000),
+    dbStatementTimeoutMs: duration(pick(undefined, 'RATELIMIT_DB_TIMEOUT'), D.DEFAULT_DB_STATEMENT_TIMEOUT_MS),
+    cliTimeoutMs: duration(pick(undefined, 'RATELIMIT_CLI_TIMEOUT'), D.DEFAULT_CLI_TIMEOUT_MS),
+    dbPoolSize: int(pick(undefined, 'RATELIMIT_DB_POOL_SIZE'), D.DEFAULT_DB_POOL_SIZE, 1, 200),
+    shutdownTimeoutMs: duration(pick(undefined, 'RATELIMIT_SHUTDOWN_TIMEOUT'), D.DEFAULT_SHUTDOWN_TIMEOUT_MS),
+    spoolMaxBytes: int(pick(undefined, 'RATELIMIT_SPOOL_MAX_BYTES'), D.DEFAULT_SPOOL_MAX_BYTES, 4096, Number.MAX_SAFE_INTEGER),
+    heartbeatIntervalMs: duration(pick(undefined, 'RATELIMIT_HEARTBEAT_INTERVAL'), D.DEFAULT_HEARTBEAT_INTERVAL_MS),
+    auditRetentionMs: duration(pick(undefined, 'RATELIMIT_AUDIT_RETENTION'), D.DEFAULT_AUDIT_RETENTION_MS),
     denyCache: (env.RATELIMIT_DENY_CACHE ?? 'on') !== 'off',
     flyRegion: env.FLY_REGION || undefined,
   };
-  if (problems.length > 0) throw new ConfigError(problems.join('; '));
+  if (problems.length > 0) throw failures.config(problems);
   return config;
 }

@@ -28,6 +28,8 @@ export const DEFAULT_CLI_TIMEOUT_MS = 5_000;
 export const DEFAULT_DB_POOL_SIZE = 8;
 /** How long a graceful stop may take (RATELIMIT_SHUTDOWN_TIMEOUT). */
 export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000;
+/** Unwritten decisions the spool keeps during an outage (RATELIMIT_SPOOL_MAX_BYTES): ~100k calls or more. */
+export const DEFAULT_SPOOL_MAX_BYTES = 64 * 1024 * 1024;
 /** How often each daemon writes its heartbeat row (RATELIMIT_HEARTBEAT_INTERVAL). */
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 2_000;
 export const DEFAULT_LOG_LEVEL = 'info';

@@ -6,11 +6,12 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../core/config.js';
-import { RateLimitError } from '../core/errors.js';
-import { isConnectionError } from '../db/errors.js';
+import { explainListenError, RateLimitError } from '../core/errors.js';
+import { explainDatabaseError, isConnectionError } from '../db/errors.js';
 import { loadPhoneKey } from '../db/key-file.js';
-import { migrate } from '../db/migrate.js';
+import { migrate, migrationName } from '../db/migrate.js';
 import { openDatabase } from '../db/open.js';
+import { Spool } from './engine/spool.js';
 import { startHeartbeat } from './heartbeat.js';
 import { startRetention } from './retention.js';
 import { Daemon } from './server.js';
@@ -79,7 +80,7 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
     if (migrated) return;
     const report = await migrate(db.pool);
     migrated = true;
-    if (report.applied.length > 0) logger.info({ applied: report.applied.map((m) => `${m.id}_${m.name}`) }, 'applied migrations');
+    if (report.applied.length > 0) logger.info({ applied: report.applied.map(migrationName) }, 'applied migrations');
   };
   let startError: unknown;
   try {
@@ -87,12 +88,25 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
   } catch (err) {
     if (!isConnectionError(err)) {
       await db.close();
-      throw err;
+      // The same sentence an admin command prints for this database (a refused password, say).
+      throw explainDatabaseError(err, db.target);
     }
     startError = err;
   }
 
+  let spool: Spool;
+  try {
+    spool = await Spool.open({ dataDir: config.dataDir, scope: { databaseUrl, phoneKey: key }, instanceId, maxBytes: config.spoolMaxBytes, logger });
+  } catch (err) {
+    await db.close();
+    throw new RateLimitError(
+      'invalid_config',
+      `cannot write the spool in ${config.dataDir} (${(err as Error).message}): decisions made while the database is unreachable must survive a restart; set RATELIMIT_DATA_DIR (or --data-dir) to a writable directory`,
+      { cause: err },
+    );
+  }
   const daemon = new Daemon({
+    spool,
     config,
     pool: db.pool,
     databaseUrl,
@@ -105,6 +119,8 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
   // Decide with the applied policy from the first request on, unless the database is down: then
   // the default one, said in the log, until the policy can be read.
   await daemon.policies.start(!startError);
+  // Before the first answer: what daemons that stopped during an outage allowed counts now.
+  await daemon.engine.adoptSpools(true);
 
   let address;
   try {
@@ -113,7 +129,7 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
     await daemon.engine.stop();
     daemon.policies.stop();
     await db.close();
-    throw new RateLimitError('invalid_config', `cannot listen on ${config.host}:${config.port}: ${(err as Error).message}`, { cause: err });
+    throw explainListenError(err, config.host, config.port);
   }
   const heartbeat = startHeartbeat({
     pool: db.pool,
@@ -154,7 +170,7 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
       const outcome = await Promise.race([graceful.then((clean) => (clean ? 'clean' : 'unwritten')), deadline.then(() => 'late' as const)]);
       clearTimeout(timer);
       if (outcome === 'unwritten') {
-        logger.error('shut down with decisions made from memory unwritten (the database stayed unreachable)');
+        logger.error('shut down with decisions made from memory neither written nor spooled (the database stayed unreachable and the spool failed)');
         return false;
       }
       const inTime = outcome === 'clean';

@@ -11,6 +11,7 @@ import { Authenticator } from './auth.js';
 import { DecisionTally, type DecisionCounters } from './counters.js';
 import { Decider } from './decide.js';
 import { DecisionEngine, type EngineOptions } from './engine/engine.js';
+import type { Spool } from './engine/spool.js';
 import { IpRules } from './ip-rules.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { PolicySource } from './policy-source.js';
@@ -40,6 +41,8 @@ export interface DaemonOptions {
   phoneKey: string;
   logger: Logger;
   version: string;
+  /** Where decisions made from memory are kept until the database has them (index.ts opens it). */
+  spool: Spool;
   /** Overrides for tests and benchmarks. */
   engine?: Partial<Pick<EngineOptions, 'maxBatch' | 'maxInFlight' | 'probeInitialDelayMs' | 'probeMaxDelayMs' | 'beforeRecovery'>>;
   pingIntervalMs?: number;
@@ -90,6 +93,7 @@ export class Daemon {
       metrics: this.metrics,
       denyCache: config.denyCache,
       onAnnouncedChange: () => this.policies.poke(),
+      spool: opts.spool,
       ...opts.engine,
     });
     const auth = new Authenticator(config.apiTokens, config.allowedOrigins);
@@ -166,8 +170,9 @@ export class Daemon {
 
   /**
    * Stop accepting, answer what is in flight, close sockets with 1001, write what memory
-   * decided (retrying until `drainUntilMs` if the database is down), stop background work.
-   * Resolves with the number of decisions left unwritten. Idempotent. Does not end the pool.
+   * decided (or leave it in the spool if the database is down), stop background work.
+   * Resolves with the number of decisions lost: neither written nor spooled. Idempotent. Does
+   * not end the pool.
    */
   shutdown(drainUntilMs = Date.now()): Promise<number> {
     this.shutdownPromise ??= (async () => {
@@ -176,7 +181,7 @@ export class Daemon {
       await this.ws.close();
       while (this.httpTransport.inFlight > 0) await new Promise((r) => setTimeout(r, 10));
       this.http.closeIdleConnections();
-      const unwritten = await this.engine.drain(drainUntilMs);
+      const { lost: unwritten } = await this.engine.drain(drainUntilMs);
       await this.engine.stop();
       this.policies.stop();
       // Sockets that never finished their close handshake.

@@ -3,6 +3,7 @@
 // decisions equal decideConsume in src/core/policy/decide.ts request by request.
 
 import type { Pool } from './pool.js';
+import { SQLSTATE } from './errors.js';
 import { bucketCalls } from '../core/policy/aggregate.js';
 import { counterMapKey } from '../core/policy/counters.js';
 import type { DecisionPolicy, NumberState } from '../core/policy/decide.js';
@@ -66,24 +67,33 @@ function blockAfterArgs(policy: DecisionPolicy): [number, number, number] {
  */
 export async function decideBatch(pool: Pool, requests: readonly DecideRequest[], policy: DecisionPolicy, nowMs?: number): Promise<DecideOutcome[]> {
   if (requests.length === 0) return [];
-  const c = { req: [] as number[], rule: [] as string[], key: [] as string[], limit: [] as number[], window: [] as number[], bucket: [] as number[], shadow: [] as boolean[] };
+  // Each counter once (the SQL reads and writes each row once), and per request the indexes
+  // of the counters that apply, in evaluation order.
+  const entries = { req: [] as number[], counter: [] as number[] };
+  const k = { index: new Map<string, number>(), rule: [] as string[], key: [] as string[], limit: [] as number[], window: [] as number[], bucket: [] as number[], shadow: [] as boolean[] };
   requests.forEach((r, i) => {
     for (const counter of r.counters) {
-      c.req.push(i + 1);
-      c.rule.push(counter.rule.id);
-      c.key.push(counter.key);
-      c.limit.push(counter.rule.limit);
-      c.window.push(counter.rule.windowMs);
-      c.bucket.push(bucketCalls(counter.rule));
-      c.shadow.push(counter.rule.shadow);
+      const id = counterMapKey(counter.rule.id, counter.key);
+      let at = k.index.get(id);
+      if (at === undefined) {
+        at = k.rule.push(counter.rule.id);
+        k.index.set(id, at);
+        k.key.push(counter.key);
+        k.limit.push(counter.rule.limit);
+        k.window.push(counter.rule.windowMs);
+        k.bucket.push(bucketCalls(counter.rule));
+        k.shadow.push(counter.rule.shadow);
+      }
+      entries.req.push(i + 1);
+      entries.counter.push(at);
     }
   });
   const [ids, maxes, windows, shadows] = numberArrays(policy);
-  const { rows } = await pool.query<DecideRow>({
+  const query = {
     name: 'ratelimit_decide',
     text: `SELECT * FROM ratelimit_decide($1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[], $6::int[], $7::bigint[],
-             $8::boolean[], $9::int, $10::bigint, $11::bigint, $12::int[], $13::text[], $14::text[], $15::int[], $16::bigint[],
-             $17::int[], $18::boolean[], $19::bigint)`,
+             $8::boolean[], $9::int, $10::bigint, $11::bigint, $12::int[], $13::int[], $14::text[], $15::text[], $16::int[],
+             $17::bigint[], $18::int[], $19::boolean[], $20::bigint)`,
     values: [
       requests.map((r) => r.hash),
       requests.map((r) => r.region ?? null),
@@ -94,16 +104,18 @@ export async function decideBatch(pool: Pool, requests: readonly DecideRequest[]
       windows,
       shadows,
       ...blockAfterArgs(policy),
-      c.req,
-      c.rule,
-      c.key,
-      c.limit,
-      c.window,
-      c.bucket,
-      c.shadow,
+      entries.req,
+      entries.counter,
+      k.rule,
+      k.key,
+      k.limit,
+      k.window,
+      k.bucket,
+      k.shadow,
       nowMs ?? null,
     ],
-  });
+  };
+  const rows = await withRetryOnRace(() => pool.query<DecideRow>(query));
   const out = new Array<DecideOutcome>(requests.length);
   for (const row of rows) {
     out[row.r_idx - 1] = {
@@ -123,35 +135,55 @@ export async function decideBatch(pool: Pool, requests: readonly DecideRequest[]
   return out;
 }
 
+/**
+ * A number new to the database is only written at the end of its batch (once, with its final
+ * state); when two batches decide the same new number at once, the later one fails with 40001
+ * having written nothing, and running it again finds the row and waits for it.
+ */
+const RACE_ATTEMPTS = 5;
+
+async function withRetryOnRace<R>(run: () => Promise<{ rows: R[] }>): Promise<R[]> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return (await run()).rows;
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== SQLSTATE.SERIALIZATION_FAILURE || attempt >= RACE_ATTEMPTS) throw err;
+    }
+  }
+}
+
 export interface DecisionEvent {
   hash: string;
   region: string | undefined;
   masked: string;
   atMs: number;
   allowed: boolean;
-  /** The counters the call counted against (ignored for denials). */
+  /** The counters that apply to the number: an allowed call counts against each of them. */
   counters: readonly AggregateCounter[];
+  /** A denial's rule id (DecideResult.rule); when it is one of `counters`, that counter's denied_total grows. */
+  rule?: string | null;
 }
 
 /** Merges decisions made elsewhere (the in-memory fallback) into numbers and counters. */
 export async function recordDecisions(pool: Pool, events: readonly DecisionEvent[], policy: DecisionPolicy): Promise<number> {
   if (events.length === 0) return 0;
-  const c = { ev: [] as number[], rule: [] as string[], key: [] as string[], window: [] as number[], bucket: [] as number[] };
+  const c = { ev: [] as number[], rule: [] as string[], key: [] as string[], window: [] as number[], bucket: [] as number[], denial: [] as boolean[] };
   events.forEach((e, i) => {
-    if (!e.allowed) return;
     for (const counter of e.counters) {
+      if (!e.allowed && counter.rule.id !== e.rule) continue;
       c.ev.push(i + 1);
       c.rule.push(counter.rule.id);
       c.key.push(counter.key);
       c.window.push(counter.rule.windowMs);
       c.bucket.push(bucketCalls(counter.rule));
+      c.denial.push(!e.allowed);
     }
   });
   const [, maxes, windows] = numberArrays(policy);
   const { rows } = await pool.query<{ n: number }>({
     name: 'ratelimit_record_v2',
     text: `SELECT ratelimit_record_v2($1::text[], $2::text[], $3::text[], $4::bigint[], $5::boolean[], $6::int[], $7::bigint[],
-             $8::int[], $9::text[], $10::text[], $11::bigint[], $12::int[]) AS n`,
+             $8::int[], $9::text[], $10::text[], $11::bigint[], $12::int[], $13::boolean[]) AS n`,
     values: [
       events.map((e) => e.hash),
       events.map((e) => e.region ?? null),
@@ -165,6 +197,7 @@ export async function recordDecisions(pool: Pool, events: readonly DecisionEvent
       c.key,
       c.window,
       c.bucket,
+      c.denial,
     ],
   });
   return rows[0]?.n ?? 0;

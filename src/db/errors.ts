@@ -1,4 +1,4 @@
-import { RateLimitError } from '../core/errors.js';
+import { FIX, failures, RateLimitError, sentence } from '../core/errors.js';
 
 // Named SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html) we act on.
 export const SQLSTATE = {
@@ -20,13 +20,11 @@ export const SQLSTATE = {
   SQLSERVER_REJECTED_ESTABLISHMENT: '08004',
   READ_ONLY_TRANSACTION: '25006',
   UNIQUE_VIOLATION: '23505',
+  SERIALIZATION_FAILURE: '40001',
   DUPLICATE_DATABASE: '42P04',
 } as const;
 
 const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE']);
-
-export const HOW_TO_SET_URL =
-  'set DATABASE_URL (or --database-url), e.g. postgres://user:password@host:5432/ratelimit, or unset it to use the embedded database';
 
 function sqlState(err: unknown): string | undefined {
   const code = (err as { code?: unknown } | null)?.code;
@@ -65,23 +63,59 @@ export function isQueryCanceled(err: unknown): boolean {
   return false;
 }
 
-/** Wraps a driver error in one that says what to do about it. */
+// Failures that happen before a statement reaches the server (nothing was sent).
+const CONNECT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
+const NOT_COMMITTED_STATES: ReadonlySet<string> = new Set([
+  // the server cancelled it (statement_timeout) or refused to write: rolled back
+  SQLSTATE.QUERY_CANCELED,
+  SQLSTATE.READ_ONLY_TRANSACTION,
+  // refused at connect
+  SQLSTATE.CANNOT_CONNECT_NOW,
+  SQLSTATE.TOO_MANY_CONNECTIONS,
+  SQLSTATE.SQLCLIENT_UNABLE_TO_ESTABLISH,
+  SQLSTATE.SQLSERVER_REJECTED_ESTABLISHMENT,
+]);
+
+/**
+ * For a statement that failed with a connection error: could it have committed anyway? False
+ * only when the failure proves it did not (never sent, cancelled, refused). A connection that
+ * died while the statement ran (reset, admin or crash shutdown, client-side timeout) may have
+ * died after the commit: true.
+ */
+export function mayHaveCommitted(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && (CONNECT_CODES.has(code) || NOT_COMMITTED_STATES.has(code))) return false;
+  const message = err instanceof Error ? err.message : '';
+  return !/timeout exceeded when trying to connect|due to connection timeout/i.test(message);
+}
+
+/**
+ * Wraps a driver error in the sentence for its situation (src/core/errors.ts `failures`), so the
+ * daemon and every admin command say the same thing. The driver's text stays in `cause` (printed
+ * with DEBUG), except for errors we have no sentence for, where it is all we know.
+ */
 export function explainDatabaseError(err: unknown, target: string): RateLimitError {
   if (err instanceof RateLimitError) return err;
-  const detail = err instanceof Error ? err.message : String(err);
+  const o = { cause: err };
   switch (sqlState(err)) {
     case SQLSTATE.INVALID_PASSWORD:
     case SQLSTATE.INVALID_AUTHORIZATION:
-      return new RateLimitError('database_auth', `PostgreSQL at ${target} refused the credentials (${detail}); check the user and password in DATABASE_URL`, { cause: err });
+      return failures.databaseAuth(target, o);
     case SQLSTATE.INVALID_CATALOG_NAME:
-      return new RateLimitError('database_unreachable', `PostgreSQL at ${target}: ${detail}; create it or fix the database name in DATABASE_URL`, { cause: err });
+      return failures.databaseMissing(target, o);
     case SQLSTATE.UNDEFINED_TABLE:
     case SQLSTATE.UNDEFINED_FUNCTION:
     case SQLSTATE.UNDEFINED_COLUMN:
-      return new RateLimitError('database_error', `the database at ${target} is not initialised or is behind (${detail}); run: ratelimit db init`, { cause: err });
+      return new RateLimitError('database_error', sentence(`the database at ${target} is not initialised or is behind`, FIX.dbInit), o);
   }
-  if (isConnectionError(err)) {
-    return new RateLimitError('database_unreachable', `cannot reach PostgreSQL at ${target} (${detail}); is it running? ${HOW_TO_SET_URL}`, { cause: err });
-  }
-  return new RateLimitError('database_error', `database error at ${target}: ${detail}`, { cause: err });
+  if (isConnectionError(err)) return failures.databaseUnreachable(target, unreachableReason(err), o);
+  const detail = err instanceof Error ? err.message : String(err);
+  return new RateLimitError('database_error', `database error at ${target}: ${detail}`, o);
+}
+
+/** A short reason: the system's code when there is one (ECONNREFUSED), else the driver's words. */
+function unreachableReason(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && NETWORK_CODES.has(code)) return code;
+  return err instanceof Error ? err.message : String(err);
 }

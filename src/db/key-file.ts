@@ -43,13 +43,13 @@ export async function loadPhoneKey(config: Config, warn: Warn, options: LoadKeyO
       if (mode & 0o077) warn(`${file} is readable by others (mode ${mode.toString(8)}); run: chmod 600 ${file}`);
       return key;
     }
-    throw new RateLimitError('invalid_config', `${file} holds a key shorter than ${MIN_KEY_LENGTH} characters; fix or delete it (deleting it forgets every stored count)`);
+    throw new RateLimitError('key_missing', `${file} holds a key shorter than ${MIN_KEY_LENGTH} characters; fix or delete it (deleting it forgets every stored count)`);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
   if (options.existingOnly) {
     throw new RateLimitError(
-      'invalid_config',
+      'key_missing',
       `no hashing key: PHONE_ENCRYPTION_KEY is not set and there is no key file at ${file}. ` +
         `Point this command at the daemon's data dir (--data-dir or RATELIMIT_DATA_DIR), or set PHONE_ENCRYPTION_KEY to the daemon's key`,
     );
@@ -75,7 +75,7 @@ async function noKeyForDatabaseUrl(config: Config): Promise<RateLimitError> {
     () => '',
   );
   return new RateLimitError(
-    'invalid_config',
+    'key_missing',
     `PHONE_ENCRYPTION_KEY is not set, and with DATABASE_URL set no key is generated (every daemon and admin command sharing the database must hash with the same key): ` +
       `${GENERATE_KEY_HINT}, keep it, and set PHONE_ENCRYPTION_KEY to it everywhere.${leftover}`,
   );

@@ -37,6 +37,11 @@ function migrationsDir(): string {
   return join(dirname(fileURLToPath(import.meta.url)), 'migrations');
 }
 
+/** `001_seed_schema`: how a migration is named everywhere it is printed, as its file is. */
+export function migrationName(m: Pick<Migration, 'id' | 'name'>): string {
+  return `${String(m.id).padStart(3, '0')}_${m.name}`;
+}
+
 export async function loadMigrations(dir = migrationsDir()): Promise<Migration[]> {
   const files = (await readdir(dir)).filter((f) => f.endsWith('.sql')).sort();
   const migrations: Migration[] = [];
@@ -90,7 +95,7 @@ export async function migrate(pool: Pool, migrations?: Migration[]): Promise<Mig
           await client.query('COMMIT');
         } catch (err) {
           await client.query('ROLLBACK').catch(() => undefined);
-          throw new RateLimitError('migration_failed', `migration ${m.id}_${m.name} failed: ${(err as Error).message}`, { cause: err });
+          throw new RateLimitError('migration_failed', `migration ${migrationName(m)} failed: ${(err as Error).message}`, { cause: err });
         }
         applied.push(m);
       }

@@ -2,7 +2,7 @@
 // a pool, a verified connection. Shared by every command, `serve` included.
 import { join, resolve } from 'node:path';
 import type { Config } from '../core/config.js';
-import { RateLimitError } from '../core/errors.js';
+import { failures, RateLimitError } from '../core/errors.js';
 import { createPool, redactUrl, verifyConnection, type Pool } from './pool.js';
 import { startEmbeddedPostgres, type EmbeddedServer } from './embedded/index.js';
 import { explainDatabaseError } from './errors.js';
@@ -69,15 +69,22 @@ export async function openDatabase(config: Config, opts: OpenOptions = {}): Prom
   };
   const revive = async () => {
     if (!embedded || embedded.owned) return;
-    const again = await startEmbeddedPostgres({ dataDir, port: embedded.port, ...(opts.log ? { log: opts.log } : {}) });
+    // Called before every (re)migration: finding the same server still there is not news, so its
+    // "attached" line is said once, by the open above; a server we had to start again is.
+    const said: string[] = [];
+    const again = await startEmbeddedPostgres({ dataDir, port: embedded.port, log: (m) => said.push(m) }).catch((err: unknown) => {
+      said.forEach((m) => opts.log?.(m));
+      throw err;
+    });
+    if (again.owned || again.port !== embedded.port) said.forEach((m) => opts.log?.(m));
     if (again.owned) embedded = again;
   };
   if (opts.verify !== false) {
     try {
-      await verifyConnection(pool, url);
+      await verifyConnection(pool, target);
     } catch (err) {
       await close();
-      throw err instanceof RateLimitError ? new RateLimitError(err.code, err.message.replace(redactUrl(url), target), { cause: err.cause }) : err;
+      throw err;
     }
   }
   return {
@@ -100,14 +107,7 @@ export async function ensureSchema(db: Database): Promise<MigrationReport | unde
     if (db.embedded) return await migrate(db.pool);
     const [current, migrations] = await Promise.all([schemaVersion(db.pool), loadMigrations()]);
     const latest = migrations.length;
-    if (current < latest) {
-      throw new RateLimitError(
-        'database_error',
-        current === 0
-          ? `the database at ${db.target} is not initialised; run: ratelimit db init`
-          : `the database at ${db.target} is at migration ${current} of ${latest}; run: ratelimit db init`,
-      );
-    }
+    if (current < latest) throw current === 0 ? failures.schemaMissing(db.target) : failures.schemaBehind(db.target, current, latest);
     return undefined;
   } catch (err) {
     throw explainDatabaseError(err, db.target);

@@ -53,11 +53,12 @@ export function createPool(opts: PoolOptions): Pool {
 }
 
 /** Connects once, so a bad URL or password is reported before any work starts. */
-export async function verifyConnection(pool: Pool, url: string): Promise<void> {
+/** `target` names the database in the message (a redacted URL, or the embedded server). */
+export async function verifyConnection(pool: Pool, target: string): Promise<void> {
   try {
     const client = await pool.connect();
     client.release();
   } catch (err) {
-    throw explainDatabaseError(err, redactUrl(url));
+    throw explainDatabaseError(err, target);
   }
 }

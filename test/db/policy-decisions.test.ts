@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { createPool, type Pool } from '../../src/db/pool.js';
 import { loadMigrations, migrate } from '../../src/db/migrate.js';
-import { decideBatch, peekState, recordDecisions, type DecideRequest } from '../../src/db/decisions.js';
+import { decideBatch, peekState, recordDecisions, type DecideRequest, type DecisionEvent } from '../../src/db/decisions.js';
 import { consumeBatch } from '../../src/db/queries.js';
 import { makePolicy } from '../../src/core/policy.js';
 import { bucketCalls, EMPTY_BUCKETS } from '../../src/core/policy/aggregate.js';
@@ -190,16 +190,20 @@ describe('ratelimit_decide equals decideConsume', () => {
   });
 
   it('refuses mismatched argument arrays rather than guessing', async () => {
-    await expect(
-      pool.query('SELECT * FROM ratelimit_decide($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, 0, $9, $10, $11, $12, $13, $14, $15)', [
-        ['a'], ['US'], ['x'], [false], ['number:1h'], [2], [1000], [false], [2], ['global:1h'], ['*'], [5], [1000], [1], [false],
-      ]),
-    ).rejects.toThrow(/not in the batch/);
-    await expect(
-      pool.query('SELECT * FROM ratelimit_decide($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, 0, $9, $10, $11, $12, $13, $14, $15)', [
-        ['a'], ['US'], ['x'], [false], ['number:1h'], [2, 3], [1000], [false], [], [], [], [], [], [], [],
-      ]),
-    ).rejects.toThrow(/mismatched/);
+    const call = (entries: { req: number[]; counter: number[] }, counters: { rule: string[]; key: string[] }, maxes = [2]) =>
+      pool.query('SELECT * FROM ratelimit_decide($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, 0, $9, $10, $11, $12, $13, $14, $15, $16)', [
+        ['a', 'b'], ['US', 'US'], ['x', 'y'], [false, false], ['number:1h'], maxes, [1000], [false],
+        entries.req, entries.counter, counters.rule, counters.key,
+        counters.rule.map(() => 5), counters.rule.map(() => 1000), counters.rule.map(() => 1), counters.rule.map(() => false),
+      ]);
+    const one = { rule: ['global:1h'], key: ['*'] };
+    await expect(call({ req: [3], counter: [1] }, one)).rejects.toThrow(/not in the batch/);
+    await expect(call({ req: [2, 1], counter: [1, 1] }, one)).rejects.toThrow(/out of request order/);
+    await expect(call({ req: [1], counter: [2] }, one)).rejects.toThrow(/counter that is not in the batch/);
+    await expect(call({ req: [1, 2], counter: [1, 2] }, { rule: ['global:1h', 'global:1h'], key: ['*', '*'] })).rejects.toThrow(/listed twice/);
+    await expect(call({ req: [], counter: [] }, { rule: [], key: [] }, [2, 3])).rejects.toThrow(/mismatched/);
+    // And a well-formed call goes through.
+    await expect(call({ req: [1, 2], counter: [1, 1] }, { rule: ['global:1h#args'], key: ['*'] })).resolves.toMatchObject({ rowCount: 2 });
   });
 });
 
@@ -285,6 +289,105 @@ describe('decideConsume against a brute-force oracle (pure)', () => {
   });
 });
 
+describe('block_after counts number-rule denials only', () => {
+  const tag = '#blockafter-agg';
+  const p = makeFullPolicy({
+    number: [rule('number', 3, 5000, false, tag)],
+    blockAfter: { denials: 2, withinMs: 5000, forMs: 9000 },
+    global: [rule('global', 2, 1000, false, tag)],
+  });
+
+  it("pure: a global budget running out denies without blocking; the number's own denials still block", () => {
+    const dp = decisionPolicy(p);
+    const counters = applicableCounters(p, NUMBERS[0].e164, NUMBERS[0].region);
+    let state: DecideState = { number: EMPTY_NUMBER, buckets: counters.map(() => EMPTY_BUCKETS) };
+    const step = (now: number) => {
+      const out = decideConsume(state, { counters, allowlisted: false }, dp, now);
+      state = out.state;
+      return out.result;
+    };
+    expect(step(0).allowed).toBe(true);
+    expect(step(10).allowed).toBe(true);
+    for (const t of [20, 30, 40]) {
+      expect(step(t)).toMatchObject({ allowed: false, reason: 'global_rate_limit_exceeded', blockedUntil: null });
+    }
+    expect(state.number.denials).toEqual([]);
+    expect(state.number.blockedUntil).toBeNull();
+    // The global window frees up; the number's own limit (3 in 5 s) then denies twice: blocked.
+    expect(step(1010).allowed).toBe(true);
+    expect(step(1020)).toMatchObject({ allowed: false, reason: 'phone_rate_limit_exceeded', blockedUntil: null });
+    expect(step(1030)).toMatchObject({ allowed: false, reason: 'phone_rate_limit_exceeded', blockedUntil: 10_030 });
+  });
+
+  it('SQL: the same, decision by decision, and the stored number is not blocked by global denials', async () => {
+    const reqs = (n: number) => Array.from({ length: n }, () => ({ n: 0, allowlisted: false }));
+    const results = await compare(p, [
+      { reqs: reqs(5), advanceMs: 0 },
+      { reqs: reqs(1), advanceMs: 1010 },
+      { reqs: reqs(2), advanceMs: 10 },
+    ]);
+    expect(results.map((r) => r.reason)).toEqual([
+      null, null, 'global_rate_limit_exceeded', 'global_rate_limit_exceeded', 'global_rate_limit_exceeded',
+      null, 'phone_rate_limit_exceeded', 'phone_rate_limit_exceeded',
+    ]);
+    expect(results.map((r) => r.blockedUntil !== null)).toEqual([false, false, false, false, false, false, false, true]);
+  });
+});
+
+describe('new numbers', () => {
+  it('are written once: a batch of new numbers inserts rows and updates none (no dead tuples)', async () => {
+    const tag = '#write-once';
+    const p = makeFullPolicy({ number: [rule('number', 2, 3_600_000, false, tag)], blockAfter: { denials: 1, withinMs: 3_600_000, forMs: 3_600_000 } });
+    const dp = decisionPolicy(p);
+    // One connection, so the statistics flushed are those of the batch's own backend.
+    const one = createPool({ url: db.url, max: 1 });
+    extraPools.push(one);
+    const stats = async () => {
+      await one.query('SELECT pg_stat_force_next_flush()');
+      const { rows } = await one.query<{ ins: string; upd: string; dead: string }>(
+        `SELECT n_tup_ins AS ins, n_tup_upd AS upd, n_dead_tup AS dead FROM pg_stat_user_tables WHERE relname = 'phone_rate_limits'`,
+      );
+      return { ins: Number(rows[0]!.ins), upd: Number(rows[0]!.upd), dead: Number(rows[0]!.dead) };
+    };
+    const before = await stats();
+    // 40 new numbers, some asked for 3 times in the batch (allowed, allowed, denied -> blocked).
+    const reqs = Array.from({ length: 60 }, (_, i) => {
+      const e164 = `+1646555${String(i % 40).padStart(4, '0')}`;
+      return { hash: `w${tag}:${e164}`, region: 'US', masked: e164.slice(0, 5), allowlisted: false, counters: [] };
+    });
+    const out = await decideBatch(one, [...reqs, ...reqs.slice(0, 5)], dp);
+    expect(out.filter((o) => !o.allowed).length).toBe(5);
+    const after = await stats();
+    expect({ ins: after.ins - before.ins, upd: after.upd - before.upd, dead: after.dead - before.dead }).toEqual({ ins: 40, upd: 0, dead: 0 });
+    // What was written in one go is the whole state: logs, denials and blocks.
+    const { rows } = await one.query(
+      `SELECT count(*)::int AS n, sum(cardinality(calls))::int AS calls, sum(denied_total)::int AS denied, count(blocked_until)::int AS blocked
+         FROM phone_rate_limits WHERE phone_hash LIKE $1`,
+      [`w${tag}:%`],
+    );
+    expect(rows[0]).toEqual({ n: 40, calls: 60, denied: 5, blocked: 5 });
+    // The next batch on them updates rows in place.
+    await decideBatch(one, reqs.slice(0, 40), dp);
+    const later = await stats();
+    expect({ ins: later.ins - after.ins, upd: later.upd - after.upd }).toEqual({ ins: 0, upd: 40 });
+  });
+
+  it("decided by two batches at once: the later batch runs again and sees the first one's calls", async () => {
+    const tag = '#race';
+    const p = makeFullPolicy({ number: [rule('number', 3, 3_600_000, false, tag)] });
+    const dp = decisionPolicy(p);
+    const pools = Array.from({ length: 4 }, () => createPool({ url: db.url, max: 2 }));
+    extraPools.push(...pools);
+    const e164 = '+16465559999';
+    const req = { hash: `r${tag}:${e164}`, region: 'US', masked: '+1646•••', allowlisted: false, counters: [] };
+    // 8 batches of 2 for one brand-new number, all at once: exactly 3 are allowed.
+    const out = (await Promise.all(Array.from({ length: 8 }, (_, i) => decideBatch(pools[i % 4]!, [req, req], dp)))).flat();
+    expect(out.filter((o) => o.allowed).length).toBe(3);
+    const peek = await peekState(pool, [req.hash], []);
+    expect(peek.numbers.get(req.hash)!.log).toHaveLength(3);
+  });
+});
+
 describe('concurrency', () => {
   it('a global limit of 50 under 400 concurrent consumes over distinct numbers from 4 pools admits 49..50', async () => {
     const tag = '#conc-global';
@@ -359,16 +462,63 @@ describe('ratelimit_record_v2 (catching up after an outage)', () => {
     const [first] = await decideBatch(pool, [{ ...base, allowlisted: false }], dp);
     const t = first!.atMs;
     // Two daemons each allowed 2 while the database was away: 5 calls in the window.
-    await recordDecisions(pool, [t + 10, t + 20, t + 30, t + 40].map((at) => ({ ...base, atMs: at, allowed: true })).concat([{ ...base, atMs: t + 50, allowed: false }]), dp);
+    // ...and denied two: one by its number rule, one by the global budget (that one is the counter's).
+    await recordDecisions(
+      pool,
+      [t + 10, t + 20, t + 30, t + 40]
+        .map((at): DecisionEvent => ({ ...base, atMs: at, allowed: true }))
+        .concat([
+          { ...base, atMs: t + 50, allowed: false, rule: p.number[0]!.id },
+          { ...base, atMs: t + 60, allowed: false, rule: p.global[0]!.id },
+        ]),
+      dp,
+    );
     const peek = await peekState(pool, [base.hash], counters);
     expect(peek.numbers.get(base.hash)!.log).toEqual([t, t + 10, t + 20, t + 30, t + 40]);
     const g = peek.counters.get(counterMapKey(p.global[0]!.id, '*'))!;
     expect(g.n.reduce((a, b) => a + b, 0)).toBe(5);
     const row = await pool.query('SELECT call_count, denied_total FROM phone_rate_limits WHERE phone_hash = $1', [base.hash]);
-    expect(row.rows[0]).toEqual({ call_count: 5, denied_total: 1 });
+    expect(row.rows[0]).toEqual({ call_count: 5, denied_total: 2 });
+    const counter = await pool.query('SELECT denied_total FROM rate_limit_counters WHERE rule_id = $1', [p.global[0]!.id]);
+    expect(counter.rows[0]).toEqual({ denied_total: 1 });
     // And the next consume is denied (over the limit), naming when the second-newest leaves.
     const [next] = await decideBatch(pool, [{ ...base, allowlisted: false }], dp);
     expect(next).toMatchObject({ allowed: false, rule: p.number[0]!.id });
+  });
+});
+
+describe('ratelimit_record_v2 and new numbers', () => {
+  it('writes a new number once and merges into an existing one in place', async () => {
+    const tag = '#record-once';
+    const p = makeFullPolicy({ number: [rule('number', 2, 3_600_000, false, tag)] });
+    const dp = decisionPolicy(p);
+    const one = createPool({ url: db.url, max: 1 });
+    extraPools.push(one);
+    const stats = async () => {
+      await one.query('SELECT pg_stat_force_next_flush()');
+      const { rows } = await one.query<{ ins: string; upd: string; dead: string }>(
+        `SELECT n_tup_ins AS ins, n_tup_upd AS upd, n_dead_tup AS dead FROM pg_stat_user_tables WHERE relname = 'phone_rate_limits'`,
+      );
+      return { ins: Number(rows[0]!.ins), upd: Number(rows[0]!.upd), dead: Number(rows[0]!.dead) };
+    };
+    const ev = (i: number, atMs: number, allowed: boolean) => ({ hash: `o${tag}:${i}`, region: 'US', masked: '+1•••', atMs, allowed, counters: [] });
+    const before = await stats();
+    await recordDecisions(one, [ev(1, 1000, true), ev(1, 2000, true), ev(1, 3000, true), ev(2, 1500, false), ev(3, 1700, true)], dp);
+    const after = await stats();
+    expect({ ins: after.ins - before.ins, upd: after.upd - before.upd, dead: after.dead - before.dead }).toEqual({ ins: 3, upd: 0, dead: 0 });
+    await recordDecisions(one, [ev(1, 4000, true), ev(2, 4100, false)], dp);
+    const later = await stats();
+    expect({ ins: later.ins - after.ins, upd: later.upd - after.upd }).toEqual({ ins: 0, upd: 2 });
+    const { rows } = await one.query(
+      `SELECT phone_hash, calls, call_count, denied_total, denied_in_window, last_call_at FROM phone_rate_limits WHERE phone_hash LIKE $1 ORDER BY phone_hash`,
+      [`o${tag}:%`],
+    );
+    expect(rows).toEqual([
+      // Every allowed call is kept, beyond the limit of 2.
+      { phone_hash: `o${tag}:1`, calls: [1000, 2000, 3000, 4000], call_count: 4, denied_total: 0, denied_in_window: 0, last_call_at: 4000 },
+      { phone_hash: `o${tag}:2`, calls: [], call_count: 0, denied_total: 2, denied_in_window: 2, last_call_at: null },
+      { phone_hash: `o${tag}:3`, calls: [1700], call_count: 1, denied_total: 0, denied_in_window: 0, last_call_at: 1700 },
+    ]);
   });
 });
 

@@ -25,17 +25,17 @@ describe('resolveConfig', () => {
   it('has the contract defaults', () => {
     const c = resolveConfig({}, {});
     expect(c).toMatchObject({ port: 8081, host: '127.0.0.1', databaseUrl: undefined, dataDir: './.ratelimit', apiTokens: [], trustProxy: 'none' });
-    expect(c.phonePolicy.rules).toEqual([{ id: 'phone', max: 2, windowMs: 3_600_000 }]);
+    expect(c.defaultPolicy.number.map((r) => ({ limit: r.limit, windowMs: r.windowMs }))).toEqual([{ limit: 2, windowMs: 3_600_000 }]);
   });
 
   it('flags beat environment variables, which beat defaults', () => {
     const env = { RATE_LIMIT_PHONE_MAX: '5', RATE_LIMIT_PHONE_WINDOW: '15m', PORT: '9000', DATABASE_URL: 'postgres://env/db', FLY_DATABASE_URL: 'postgres://fly/db' };
     const fromEnv = resolveConfig({}, env);
-    expect(fromEnv.phonePolicy.rules[0]).toMatchObject({ max: 5, windowMs: 900_000 });
+    expect(fromEnv.defaultPolicy.number[0]).toMatchObject({ limit: 5, windowMs: 900_000 });
     expect(fromEnv.port).toBe(9000);
     expect(fromEnv.databaseUrl).toBe('postgres://env/db');
     const fromFlags = resolveConfig({ phoneLimit: '3', phoneWindow: '30s', port: '7000', databaseUrl: 'postgres://flag/db' }, env);
-    expect(fromFlags.phonePolicy.rules[0]).toMatchObject({ max: 3, windowMs: 30_000 });
+    expect(fromFlags.defaultPolicy.number[0]).toMatchObject({ limit: 3, windowMs: 30_000 });
     expect(fromFlags.port).toBe(7000);
     expect(fromFlags.databaseUrl).toBe('postgres://flag/db');
     expect(resolveConfig({}, { FLY_DATABASE_URL: 'postgres://fly/db' }).databaseUrl).toBe('postgres://fly/db');
@@ -50,7 +50,7 @@ describe('resolveConfig', () => {
     }
     expect(err).toBeInstanceOf(ConfigError);
     const msg = (err as Error).message;
-    expect(msg).toMatch(/phone limit \(flag\)/);
+    expect(msg).toMatch(/--phone-limit must be an integer/);
     expect(msg).toMatch(/RATE_LIMIT_PHONE_WINDOW/);
     expect(msg).toMatch(/PORT/);
     expect(msg).toMatch(/postgres:\/\//);

@@ -1,5 +1,5 @@
 import type { Pool } from '../../db/pool.js';
-import { migrate } from '../../db/migrate.js';
+import { migrate, migrationName } from '../../db/migrate.js';
 import type { Policy } from '../../core/policy/types.js';
 import { statsCommand, printStats, type StatsReport } from './stats.js';
 import type { Command } from 'commander';
@@ -17,7 +17,7 @@ export async function dbInitCommand(pool: Pool, target: string, fallback: Policy
   const report = await migrate(pool);
   return {
     database: target,
-    applied: report.applied.map((m) => `${String(m.id).padStart(3, '0')}_${m.name}`),
+    applied: report.applied.map(migrationName),
     alreadyApplied: report.alreadyApplied,
     schemaVersion: report.latest,
     // stats reads the effective policy (the database's active one, else `fallback`) itself.

@@ -6,7 +6,7 @@ import { ensureSchema } from '../../db/open.js';
 import { readListEntries } from '../../db/lists.js';
 import { hashPrefix } from '../../core/phone.js';
 import { emit, withDatabaseNoKey, type Io } from '../context.js';
-import { isoTime, relative, table } from '../format.js';
+import { isoTime, table, when } from '../format.js';
 import { entryView, type EntryView } from '../list-target.js';
 
 export interface ListReport {
@@ -24,7 +24,7 @@ export function printList(r: ListReport): string {
   if (r.entries.length === 0) return 'No block or allow entries.';
   const t = table(['number or prefix', 'hash', 'kind', 'until', 'by', 'when', 'reason']);
   for (const e of r.entries) {
-    const until = e.expiresAt === null ? 'unlisted' : `${isoTime(Date.parse(e.expiresAt))} (${relative(Date.parse(e.expiresAt), r.now)})`;
+    const until = e.expiresAt === null ? 'unlisted' : when(Date.parse(e.expiresAt), r.now);
     t.push([e.target, e.hash ? `${hashPrefix(e.hash)}…` : '—', e.kind, until, e.createdBy, isoTime(Date.parse(e.createdAt)), e.reason ?? '—']);
   }
   const n = r.entries.length;

@@ -13,6 +13,7 @@ import type { Policy } from '../../core/policy/types.js';
 import { emit, withDatabaseNoKey, type Io } from '../context.js';
 import { operatorName } from '../operator.js';
 import { UsageError } from '../usage.js';
+import { isoTime } from '../format.js';
 
 const MAX_REASON_LENGTH = 500;
 /** What `policy apply` promises: daemons poll rate_limit_changes every second (NOTIFY is faster). */
@@ -104,7 +105,7 @@ export async function applyPolicyCommand(
 
 export function printApply(r: ApplyReport): string {
   if (!r.changed) {
-    return `no change: the file enforces exactly what version ${r.version} (applied by ${r.appliedBy} at ${r.appliedAt}) does; nothing was stored.`;
+    return `no change: the file enforces exactly what version ${r.version} (applied by ${r.appliedBy} at ${isoTime(Date.parse(r.appliedAt))}) does; nothing was stored.`;
   }
   const from = r.previousVersion === null ? 'the RATE_LIMIT_* default' : `version ${r.previousVersion}`;
   const lines =
@@ -145,7 +146,7 @@ export function showReport(policy: Policy, stored: StoredPolicy | null): ShowRep
 export function printShow(r: ShowReport, policy: Policy): string {
   const head =
     r.source === 'database'
-      ? [`# version ${r.version}, applied by ${r.appliedBy} at ${r.appliedAt}${r.reason ? `: ${r.reason}` : ''}`]
+      ? [`# version ${r.version}, applied by ${r.appliedBy} at ${r.appliedAt === null ? '—' : isoTime(Date.parse(r.appliedAt))}${r.reason ? `: ${r.reason}` : ''}`]
       : [
           '# no policy has been applied: this default, built from RATE_LIMIT_* (and --phone-limit/--phone-window), is in force',
           '# apply one with: ratelimit policy apply FILE',

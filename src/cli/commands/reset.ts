@@ -52,7 +52,7 @@ export function printReset(r: ResetReport): string {
     ['hash', `${hashPrefix(r.hash)}…`],
     ['by', r.resetBy],
     ['reason', r.reason ?? '—'],
-    ['at', r.resetAt],
+    ['at', isoTime(Date.parse(r.resetAt))],
   ])}`;
 }
 

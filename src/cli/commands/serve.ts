@@ -3,12 +3,12 @@
 
 import { pino, type Logger } from 'pino';
 import type { Config } from '../../core/config.js';
-import { formatDurationMs } from '../../core/duration.js';
-import { RateLimitError } from '../../core/errors.js';
+import { describeFailure, RateLimitError } from '../../core/errors.js';
 import type { Command } from 'commander';
 import { instanceIdentity, startDaemon, type Daemon } from '../../daemon/index.js';
 import { configFrom, VERSION, type Io } from '../context.js';
 import { onStopSignals } from '../signals.js';
+import { serveEnvironmentHelp } from '../serve-env.js';
 
 export { instanceIdentity };
 
@@ -32,7 +32,17 @@ export function createLogger(config: Config, instanceId: string, version: string
 export async function startServe(config: Config, env: Readonly<Record<string, string | undefined>>, version: string): Promise<ServeHandle> {
   const identity = instanceIdentity(env);
   const logger = createLogger(config, identity.instanceId, version);
-  const handle = await startDaemon(config, { version, logger, identity });
+  let handle;
+  try {
+    handle = await startDaemon(config, { version, logger, identity });
+  } catch (err) {
+    // In the log, where whoever runs the daemon is looking: the same sentence and code an admin
+    // command would print (src/core/errors.ts). The CLI's one stderr line follows (src/cli/main.ts),
+    // for whoever started it by hand.
+    const { code, message } = describeFailure(err);
+    logger.fatal(env.DEBUG ? { code, err } : { code }, message);
+    throw err;
+  }
   const { address } = handle;
   if (config.apiTokens.length === 0) {
     logger.warn('RATELIMIT_API_TOKENS is not set: any client that can reach this port may consume (fine on 127.0.0.1, not on a network)');
@@ -42,8 +52,8 @@ export async function startServe(config: Config, env: Readonly<Record<string, st
       host: address.host,
       port: address.port,
       database: handle.databaseTarget,
-      phoneLimit: `${config.phonePolicy.rules[0]!.max}/${formatDurationMs(config.phonePolicy.rules[0]!.windowMs)}`,
-      ipLimit: `${config.ipPolicy.rules[0]!.max}/${formatDurationMs(config.ipPolicy.rules[0]!.windowMs)}`,
+      // What is enforced is logged by the policy source ("policy version N in force").
+      policyVersion: handle.daemon.policyVersion,
       host_name: identity.host,
     },
     `ratelimit listening on http://${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port} (WebSocket at /ws)`,
@@ -59,6 +69,7 @@ export function register(program: Command, io: Io): void {
     .option('--host <host>', 'address to listen on (env HOST, default 127.0.0.1)')
     .option('--ip-limit <n>', 'consumes allowed per client IP per window (env RATE_LIMIT_IP_MAX)')
     .option('--ip-window <duration>', 'the per-IP rolling window (env RATE_LIMIT_IP_WINDOW)')
+    .addHelpText('after', serveEnvironmentHelp())
     .action(async (_opts, cmd: Command) => {
       const config = configFrom(cmd, io);
       const handle = await startServe(config, io.env, VERSION);

@@ -176,13 +176,15 @@ export function decideConsume(
     const after: DecideState = { number: { ...state.number, log }, buckets };
     return { result: result(j, state.number, log, policy, true), state: after };
   }
-  const number = j.blocked ? state.number : recordDenial(state.number, j.at, policy.blockAfter);
+  // block_after counts the number's own denials only: an exhausted prefix, country or global
+  // budget must not block the innocent numbers it denies (nor does retrying while blocked).
+  const number = j.numberDenial === undefined ? state.number : recordDenial(state.number, j.at, policy.blockAfter);
   const r = result(j, number, state.number.log, policy, false);
   return { result: r, state: { number, buckets: state.buckets } };
 }
 
 /**
- * block_after: remembers the denial; the `denials`-th within `withinMs` blocks the number for
+ * block_after: remembers a denial by a number rule; the `denials`-th within `withinMs` blocks the number for
  * `forMs` and starts a fresh count. Denials while blocked are not remembered, so a block lasts
  * exactly `forMs` however often the number retries.
  */

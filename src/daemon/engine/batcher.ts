@@ -100,6 +100,24 @@ export class Batcher<Req, Res> {
     return this.waiting + this.inFlight;
   }
 
+  /**
+   * Rejects every request not yet sent (statements in flight are left alone), e.g. when the
+   * engine stops deciding in the database: those requests must be decided elsewhere instead.
+   */
+  cancelWaiting(err: unknown): number {
+    const cancelled: Waiter<Req, Res>[] = [];
+    while (this.unkeyed.length > 0) cancelled.push(this.unkeyed.shift()!);
+    while (this.ready.length > 0) this.ready.shift();
+    for (const state of [...this.keys.values()]) {
+      while (state.waiting.length > 0) cancelled.push(state.waiting.shift()!);
+      if (state.inFlight === 0) this.keys.delete(state.key);
+    }
+    this.waiting -= cancelled.length;
+    for (const w of cancelled) w.reject(err);
+    if (this.pending === 0) this.idleWaiters.splice(0).forEach((f) => f());
+    return cancelled.length;
+  }
+
   /** Resolves once nothing is queued or in flight. */
   idle(): Promise<void> {
     if (this.pending === 0) return Promise.resolve();

@@ -22,7 +22,10 @@ import type { ActivePolicy } from '../policy-source.js';
 import { Batcher } from './batcher.js';
 import { DenyCache } from './deny-cache.js';
 import { Fallback, type EngineMode } from './fallback.js';
+import { InFlight } from './in-flight.js';
 import { MemoryState } from './memory.js';
+import { NotSent, Outage } from './outage.js';
+import type { Spool } from './spool.js';
 import { fromOutcome, verdictOf, type PhoneSubject, type Verdict } from './verdict.js';
 import { WriteBehind } from './write-behind.js';
 
@@ -52,11 +55,16 @@ export interface EngineOptions {
   flushIntervalMs?: number;
   /** Runs at each probe, before replay (restart an embedded server, apply migrations missed at start). */
   beforeRecovery?: () => Promise<void>;
+  /** Where decisions made from memory are made durable before they are answered. */
+  spool: Spool;
+  /** How often spools of daemons that died are looked for (and taken over). */
+  spoolScanIntervalMs?: number;
 }
 
 const DEFAULT_MEMORY_KEYS = 200_000;
 const DEFAULT_MEMORY_COUNTERS = 50_000;
 const DEFAULT_MAX_PENDING_WRITES = 1_000_000;
+const DEFAULT_SPOOL_SCAN_INTERVAL_MS = 10_000;
 
 interface CheckRequest {
   hash: string;
@@ -75,6 +83,9 @@ export class DecisionEngine {
   private stopped = false;
 
   private readonly memory: MemoryState;
+  private readonly inFlight = new InFlight();
+  private readonly spoolTimer: NodeJS.Timeout;
+  private readonly outage: Outage;
   /** Only while notifications can be heard: without them a cached denial could outlive a reset. */
   private readonly denyCache: DenyCache | undefined;
   private readonly writes: WriteBehind;
@@ -95,7 +106,9 @@ export class DecisionEngine {
       metrics: opts.metrics,
       maxPendingWrites: opts.maxPendingWrites ?? DEFAULT_MAX_PENDING_WRITES,
       timed,
+      spool: opts.spool,
     });
+    this.outage = new Outage({ memory: this.memory, inFlight: this.inFlight, writes: this.writes, spool: opts.spool, logger: opts.logger, inMemory: () => this.mode === 'memory' });
     this.fallback = new Fallback({
       pool: opts.pool,
       logger: opts.logger,
@@ -112,12 +125,7 @@ export class DecisionEngine {
     });
     const batch = { maxBatch: opts.maxBatch ?? 256, maxInFlight: opts.maxInFlight ?? 2 };
     this.consumer = new Batcher(
-      async (reqs) => {
-        // One policy for the whole statement, the one its replies are then read with.
-        const policy = opts.policies.current;
-        const outs = await this.timed('consume', reqs.length, () => decideBatch(opts.pool, reqs, policy.decision));
-        return outs.map((out) => ({ out, policy }));
-      },
+      (reqs) => this.decideInDatabase(reqs),
       // One number's consumes are decided in the order they arrived.
       { ...batch, keyOf: (r) => r.hash },
     );
@@ -150,6 +158,8 @@ export class DecisionEngine {
     }
     this.flushTimer = setInterval(() => void this.flushInBackground(), opts.flushIntervalMs ?? 1_000);
     this.flushTimer.unref();
+    this.spoolTimer = setInterval(() => void this.adoptSpools(), opts.spoolScanIntervalMs ?? DEFAULT_SPOOL_SCAN_INTERVAL_MS);
+    this.spoolTimer.unref();
   }
 
   get mode(): EngineMode {
@@ -167,7 +177,27 @@ export class DecisionEngine {
 
   /** For the start-up path: the database was unreachable at start, so begin in memory mode. */
   startInMemory(err: unknown): void {
-    this.fallback.enter(err);
+    this.enterMemory(err);
+  }
+
+  /**
+   * Takes over the spools of daemons that are gone (at start, before the first answer, and
+   * then periodically; see Outage.adopt). At start, with the database up, what was adopted is
+   * written before any answer, so the database decides with it; if that fails the engine
+   * starts in memory mode.
+   */
+  async adoptSpools(atStart = false): Promise<number> {
+    if (this.stopped) return 0;
+    const adopted = await this.outage.adopt(() => this.opts.policies.current.decision);
+    if (atStart && this.mode === 'database' && this.writes.size > 0) {
+      try {
+        await this.writes.flush();
+      } catch (err) {
+        if (!isConnectionError(err)) throw err;
+        this.enterMemory(err);
+      }
+    }
+    return adopted;
   }
 
   /** The database's clock as best this process knows it. */
@@ -184,7 +214,7 @@ export class DecisionEngine {
   async check(s: PhoneSubject, allowlisted = false): Promise<Verdict> {
     const p = this.opts.policies.current;
     const input = this.input(s, p, allowlisted);
-    if (this.mode === 'memory') return this.fromMemory(s, input, p, false);
+    if (this.mode === 'memory') return this.checkFromMemory(s, input, p);
     const cached = allowlisted ? undefined : this.cachedDenial(s, p);
     if (cached) return cached;
     try {
@@ -195,8 +225,8 @@ export class DecisionEngine {
       return verdictOf(decideCheck(state, input, p.decision, nowMs), { source: 'database', metricSource: 'database' });
     } catch (err) {
       if (!isConnectionError(err)) throw err;
-      this.fallback.enter(err);
-      return this.fromMemory(s, input, p, false);
+      this.enterMemory(err);
+      return this.checkFromMemory(s, input, p);
     }
   }
 
@@ -204,7 +234,7 @@ export class DecisionEngine {
   async consume(s: PhoneSubject, allowlisted = false): Promise<Verdict> {
     const p = this.opts.policies.current;
     const input = this.input(s, p, allowlisted);
-    if (this.mode === 'memory') return this.fromMemory(s, input, p, true);
+    if (this.mode === 'memory') return this.consumeFromMemory(s, input, p);
     const cached = allowlisted ? undefined : this.cachedDenial(s, p);
     if (cached) {
       // The denial still belongs in the database's counts; it rides with the next flush.
@@ -213,17 +243,32 @@ export class DecisionEngine {
     }
     try {
       const { out, policy } = await this.consumer.submit({ hash: s.hash, region: s.region, masked: s.masked, allowlisted, counters: input.counters });
-      this.clockOffsetMs = out.atMs - Date.now();
-      this.memory.learnNumber(s.hash, { log: out.log, blockedUntil: out.blockedUntil, denials: [] });
       if (!allowlisted) this.denyCache?.note(s.hash, out.log, out.atMs, out.blockedUntil, policy.decision);
       return verdictOf(fromOutcome(out, input.counters, policy.decision), { source: 'database', metricSource: 'database' });
     } catch (err) {
-      if (!isConnectionError(err)) throw err;
-      // A statement that timed out may still have committed: answering from memory can then
-      // count this call twice, never zero times.
-      this.fallback.enter(err);
-      return this.fromMemory(s, input, p, true);
+      // Never sent, or sent and failed: decideInDatabase already counted what an unknown
+      // outcome may have admitted, so memory decides this request afresh.
+      if (!(err instanceof NotSent) && !isConnectionError(err)) throw err;
+      return this.consumeFromMemory(s, input, p);
     }
+  }
+
+  /** One statement of the consume batcher; Outage.inDatabase says how each request's fate is kept single. */
+  private decideInDatabase(reqs: DecideRequest[]): Promise<Array<{ out: DecideOutcome; policy: ActivePolicy }>> {
+    // One policy for the whole statement, the one its replies are then read with.
+    const policy = this.opts.policies.current;
+    return this.outage.inDatabase(reqs, policy.decision, {
+      run: () => this.timed('consume', reqs.length, () => decideBatch(this.opts.pool, reqs, policy.decision)),
+      nowMs: () => this.dbNow(),
+      failed: (err) => this.enterMemory(err),
+      decided: (atMs) => (this.clockOffsetMs = atMs - Date.now()),
+    }).then((outs) => outs.map((out) => ({ out, policy })));
+  }
+
+  /** Switches to memory mode; consumes not yet sent are decided from memory instead. */
+  private enterMemory(err: unknown): void {
+    this.fallback.enter(err);
+    if (this.mode === 'memory') this.consumer.cancelWaiting(new NotSent('decided from memory'));
   }
 
   /** A consume denied before the engine (list, destination, ip): counted as a denial of the number. */
@@ -242,7 +287,7 @@ export class DecisionEngine {
    * retrying until `untilMs` if the database is down. Returns how many decisions could not
    * be written.
    */
-  async drain(untilMs = Date.now()): Promise<number> {
+  async drain(untilMs = Date.now()): Promise<{ lost: number; spooled: number }> {
     await Promise.all([this.consumer.idle(), this.peeker.idle()]);
     return this.writes.drain(untilMs);
   }
@@ -252,7 +297,10 @@ export class DecisionEngine {
     this.stopped = true;
     this.fallback.stop();
     clearInterval(this.flushTimer);
+    clearInterval(this.spoolTimer);
     await this.listener?.close();
+    // Deleted when empty; otherwise left, unlocked, for the next daemon with this data dir.
+    await this.opts.spool.close();
   }
 
   private input(s: PhoneSubject, p: ActivePolicy, allowlisted: boolean): DecideInput {
@@ -276,13 +324,15 @@ export class DecisionEngine {
     return d ? { ...d, source: 'database', metricSource: 'cache' } : undefined;
   }
 
-  private fromMemory(s: PhoneSubject, input: DecideInput, p: ActivePolicy, spend: boolean): Verdict {
-    const now = this.dbNow();
-    const source = { source: 'memory', metricSource: 'memory' } as const;
-    if (!spend) return verdictOf(this.memory.check(s.hash, input, p.decision, now), source);
-    const r = this.memory.consume(s.hash, input, p.decision, now);
-    this.writes.queue({ hash: s.hash, region: s.region, masked: s.masked, atMs: r.atMs, allowed: r.allowed, counters: input.counters });
-    return verdictOf(r, source);
+  private checkFromMemory(s: PhoneSubject, input: DecideInput, p: ActivePolicy): Verdict {
+    return verdictOf(this.memory.check(s.hash, input, p.decision, this.dbNow()), { source: 'memory', metricSource: 'memory' });
+  }
+
+  private async consumeFromMemory(s: PhoneSubject, input: DecideInput, p: ActivePolicy): Promise<Verdict> {
+    const r = await this.outage.consume(s, input, p.decision, () => this.dbNow());
+    // The database came back while this consume waited for a statement to settle.
+    if (!r) return this.consume(s, input.allowlisted);
+    return verdictOf(r, { source: 'memory', metricSource: 'memory' });
   }
 
   private async flushInBackground(): Promise<void> {
@@ -291,7 +341,7 @@ export class DecisionEngine {
     try {
       await this.writes.flush();
     } catch (err) {
-      if (isConnectionError(err)) this.fallback.enter(err);
+      if (isConnectionError(err)) this.enterMemory(err);
       else this.opts.logger.error({ err: (err as Error).message, sample: hashPrefix(this.writes.oldestHash ?? '') }, 'could not write queued decisions');
     }
   }

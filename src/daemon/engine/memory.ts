@@ -4,7 +4,7 @@
 // model the SQL implements (decideConsume), so the same policy applies; the aggregates are then
 // per instance (what this instance saw plus what it allowed since).
 
-import { EMPTY_BUCKETS } from '../../core/policy/aggregate.js';
+import { addCall, EMPTY_BUCKETS } from '../../core/policy/aggregate.js';
 import { counterMapKey } from '../../core/policy/counters.js';
 import { decideCheck, decideConsume, EMPTY_NUMBER, type DecideInput, type DecideResult, type DecisionPolicy, type NumberState } from '../../core/policy/decide.js';
 import type { AggregateCounter, Buckets } from '../../core/policy/types.js';
@@ -33,6 +33,28 @@ export class MemoryState {
     const key = counterMapKey(c.rule.id, c.key);
     const known = this.counters.get(key);
     if (!known || (buckets.ts.at(-1) ?? 0) >= (known.ts.at(-1) ?? 0)) this.counters.set(key, buckets);
+  }
+
+  /**
+   * Counts a call memory did not decide: one a statement may have committed (its connection died
+   * with the outcome unknown), or one replayed from a spool. Kept in time order; beyond the
+   * log's capacity the oldest go, as appendCall() does.
+   */
+  admit(hash: string, atMs: number, counters: readonly AggregateCounter[], policy: DecisionPolicy): void {
+    const known = this.numbers.get(hash) ?? EMPTY_NUMBER;
+    const { capacity, horizonMs } = policy.number.log;
+    const newest = Math.max(atMs, known.log.at(-1) ?? atMs);
+    const log = [...known.log, atMs].filter((t) => t > newest - horizonMs).sort((a, b) => a - b);
+    this.numbers.set(hash, { ...known, log: log.length > capacity ? log.slice(log.length - capacity) : log });
+    this.addToCounters(counters, atMs);
+  }
+
+  /** Adds one allowed call to aggregate counters (a database decision folded in during an outage). */
+  addToCounters(counters: readonly AggregateCounter[], atMs: number): void {
+    for (const c of counters) {
+      const key = counterMapKey(c.rule.id, c.key);
+      this.counters.set(key, addCall(this.counters.get(key) ?? EMPTY_BUCKETS, atMs, c.rule));
+    }
   }
 
   forget(hash: string): void {

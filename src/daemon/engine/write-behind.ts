@@ -1,12 +1,16 @@
 // Decisions made without a database statement (from memory, or cached denials) queued for
 // their write, flushed in order by one writer at a time. Separate from the fallback state
 // machine: the queue has its own bound, ordering and drain-at-exit rules.
+//
+// Decisions made from memory also go to the spool (queueDurable) before they are answered; once
+// a chunk is in the database the spool is told (release), so it only keeps what is unwritten.
 
 import type { Logger } from 'pino';
 import type { DecisionPolicy } from '../../core/policy/decide.js';
 import { recordDecisions, type DecisionEvent } from '../../db/decisions.js';
 import type { Pool } from '../../db/pool.js';
 import type { Metrics } from '../metrics.js';
+import type { Spool } from './spool.js';
 
 export interface WriteBehindOptions {
   pool: Pool;
@@ -18,13 +22,20 @@ export interface WriteBehindOptions {
   maxPendingWrites: number;
   /** Wraps each statement, for latency metrics. */
   timed: <T>(op: string, size: number, fn: () => Promise<T>) => Promise<T>;
+  spool: Spool;
+}
+
+interface Pending {
+  event: DecisionEvent;
+  /** Its sequence number in the spool; undefined when not spooled (denials cached while the database was up). */
+  seq?: number;
 }
 
 const REPLAY_CHUNK = 1_000;
 const DRAIN_RETRY_MS = 250;
 
 export class WriteBehind {
-  private pending: DecisionEvent[] = [];
+  private pending: Pending[] = [];
   private dropped = 0;
   private flushing: Promise<void> | undefined;
 
@@ -36,7 +47,7 @@ export class WriteBehind {
 
   /** The hash of the oldest queued decision, for error logs. */
   get oldestHash(): string | undefined {
-    return this.pending[0]?.hash;
+    return this.pending[0]?.event.hash;
   }
 
   /** How many were dropped since the last call, resetting the count. */
@@ -46,8 +57,24 @@ export class WriteBehind {
     return n;
   }
 
+  /** A decision the database will be told of soon; not spooled (a denial decided while it was up). */
   queue(e: DecisionEvent): void {
-    this.pending.push(e);
+    this.push([{ event: e }]);
+  }
+
+  /**
+   * Decisions made without the database: queued for their write and appended to the spool;
+   * resolves once they are on disk (rejects when the spool cannot take them).
+   */
+  queueDurable(events: readonly DecisionEvent[]): Promise<void> {
+    const { lastSeq, durable } = this.opts.spool.append(events);
+    const first = lastSeq - events.length + 1;
+    this.push(events.map((event, i) => ({ event, seq: first + i })));
+    return durable;
+  }
+
+  private push(entries: Pending[]): void {
+    for (const e of entries) this.pending.push(e);
     const max = this.opts.maxPendingWrites;
     if (this.pending.length > max) {
       const dropped = this.pending.length - max;
@@ -67,8 +94,11 @@ export class WriteBehind {
       try {
         while (this.pending.length > 0) {
           const chunk = this.pending.slice(0, REPLAY_CHUNK);
-          await this.opts.timed('record', chunk.length, () => recordDecisions(this.opts.pool, chunk, this.opts.policy()));
+          const events = chunk.map((p) => p.event);
+          await this.opts.timed('record', chunk.length, () => recordDecisions(this.opts.pool, events, this.opts.policy()));
           this.pending.splice(0, chunk.length);
+          const lastSeq = chunk.reduce((m, p) => (p.seq !== undefined && p.seq > m ? p.seq : m), -1);
+          if (lastSeq >= 0) this.opts.spool.release(lastSeq);
           this.opts.metrics.pendingWrites.set(this.pending.length);
         }
       } finally {
@@ -79,18 +109,35 @@ export class WriteBehind {
   }
 
   /**
-   * For shutdown: writes everything, retrying until `untilMs` if the database is down.
-   * Returns how many decisions could not be written.
+   * For shutdown: writes everything. While the database refuses, what is queued is made durable
+   * in the spool (the next daemon sharing the data dir writes it), which is as good as written;
+   * only when the spool cannot take it either does this keep retrying the database until
+   * `untilMs`. Returns how many decisions are neither written nor spooled (lost at exit).
    */
-  async drain(untilMs: number): Promise<number> {
+  async drain(untilMs: number): Promise<{ lost: number; spooled: number }> {
     for (;;) {
       try {
         await this.flush();
-        return 0;
+        return { lost: 0, spooled: 0 };
       } catch (err) {
+        const loose = this.pending.filter((p) => p.seq === undefined);
+        if (!this.opts.spool.failed) {
+          try {
+            if (loose.length > 0) {
+              const { lastSeq, durable } = this.opts.spool.append(loose.map((p) => p.event));
+              loose.forEach((p, i) => (p.seq = lastSeq - loose.length + 1 + i));
+              await durable;
+            }
+            this.opts.logger.warn({ err: (err as Error).message, spooled: this.pending.length, spool: this.opts.spool.file }, 'database unreachable at exit: decisions made from memory stay in the spool; the next daemon with this data dir writes them');
+            return { lost: 0, spooled: this.pending.length };
+          } catch {
+            // The spool failed too: fall back to retrying the database until the deadline.
+          }
+        }
         if (Date.now() + DRAIN_RETRY_MS >= untilMs) {
-          this.opts.logger.error({ err: (err as Error).message, unwritten: this.pending.length }, 'could not write decisions made from memory before exit');
-          return this.pending.length;
+          const lost = this.pending.filter((p) => p.seq === undefined || this.opts.spool.failed).length;
+          this.opts.logger.error({ err: (err as Error).message, unwritten: lost }, 'could not write decisions made from memory before exit, nor spool them');
+          return { lost, spooled: this.pending.length - lost };
         }
         await new Promise((r) => setTimeout(r, DRAIN_RETRY_MS));
       }

@@ -1,0 +1,241 @@
+// One-off timing of the policy engine's SQL (not part of `npm run bench`): 256-decision batches
+// through ratelimit_decide with the full policy and with a number-only policy, against the old
+// number-only ratelimit_consume (migration 004), one batch at a time on one connection, so the
+// figure is the SQL's own cost plus one loopback round trip. Each case runs on a fresh table and
+// on one pre-filled with 100k numbers (the counters then hold a realistic number of buckets).
+// Also reports how many of a 100k-new-number fill's row updates were HOT (issue #12).
+//
+// On a shared machine wall time swings with the neighbours' load, so every case is run in
+// rounds, interleaved with the others, and the server process's own CPU time per batch (from
+// /proc, when the server runs on this machine) is reported next to the wall times.
+// SQL_BENCH_BASELINE=<git ref> adds the ratelimit_decide of migration 006 at that ref as
+// cases of its own (`full@ref`, `number-only@ref`), for before/after figures from one run.
+//
+//   npm run build && node dist/bench/sql-decide.js      (SQL_BENCH_BATCHES=100 by default)
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { startEmbeddedPostgres } from '../src/db/embedded/index.js';
+import { createPool, type Pool } from '../src/db/pool.js';
+import { migrate } from '../src/db/migrate.js';
+import { decideBatch, type DecideRequest } from '../src/db/decisions.js';
+import { consumeBatch } from '../src/db/queries.js';
+import { makePolicy } from '../src/core/policy.js';
+import { bucketCalls } from '../src/core/policy/aggregate.js';
+import { applicableCounters } from '../src/core/policy/counters.js';
+import { decisionPolicy } from '../src/core/policy/decide.js';
+import type { GroupName, LimitRule, Policy } from '../src/core/policy/types.js';
+
+const BATCH = 256;
+const BATCHES = Number(process.env.SQL_BENCH_BATCHES ?? 100);
+const WARMUP_BATCHES = 10;
+const ROUNDS = 4;
+const BASELINE = process.env.SQL_BENCH_BASELINE;
+const PREFILL = Number(process.env.SQL_BENCH_PREFILL ?? 100_000);
+const HOUR_MS = 3_600_000;
+const DAY_MS = 24 * HOUR_MS;
+
+function rule(group: GroupName, limit: number, windowMs: number, window: string, shadow = false, region?: string): LimitRule {
+  return { id: `${group}:${region ? `${region}:` : ''}${window}`, group, limit, windowMs, window, shadow };
+}
+
+const NUMBER_RULES = [rule('number', 5, HOUR_MS, '1h'), rule('number', 20, DAY_MS, '1d')];
+const FULL: Policy = {
+  number: NUMBER_RULES,
+  blockAfter: { denials: 3, withinMs: HOUR_MS, forMs: HOUR_MS },
+  prefix: { digits: 4, rules: [rule('prefix', 2_000, HOUR_MS, '1h')] },
+  country: { rules: [rule('country', 500_000, HOUR_MS, '1h')], overrides: new Map([['GB', [rule('country', 50_000, HOUR_MS, '1h', false, 'GB')]]]) },
+  global: [rule('global', 1_000_000, DAY_MS, '1d'), rule('global', 100_000, HOUR_MS, '1h', true)],
+  ip: [],
+  destinations: { countries: undefined, blockTypes: [] },
+};
+const NUMBER_ONLY: Policy = { ...FULL, blockAfter: undefined, prefix: undefined, country: undefined, global: [] };
+const LEGACY = makePolicy(NUMBER_RULES.map((r) => ({ id: r.id, max: r.limit, windowMs: r.windowMs })));
+
+/** Number i: 100 US area codes (so 100 prefix keys of ~1,000 numbers each), every tenth in GB. */
+function subject(i: number): { e164: string; region: string } {
+  if (i % 10 === 9) return { e164: `+4420794${String(i).padStart(6, '0')}`, region: 'GB' };
+  return { e164: `+1${200 + (i % 100)}555${String(Math.floor(i / 100) % 10_000).padStart(4, '0')}`, region: 'US' };
+}
+
+function request(p: Policy, i: number): DecideRequest {
+  const { e164, region } = subject(i);
+  // The hash only has to be unique per number; the bench never sees a key file.
+  return { hash: `h${i}:${e164}`, region, masked: e164.slice(0, 5) + '•••', allowlisted: false, counters: applicableCounters(p, e164, region) };
+}
+
+type Case = 'full' | 'number-only' | 'consume';
+
+/** ratelimit_decide as migration 006 defined it at `ref`. */
+function baselineDecide(ref: string): string {
+  const sql = execFileSync('git', ['show', `${ref}:src/db/migrations/006_policy_engine.sql`], { encoding: 'utf8' });
+  const start = sql.indexOf('CREATE OR REPLACE FUNCTION ratelimit_decide(');
+  const end = sql.indexOf('$fn$;', sql.indexOf('$fn$', start) + 4);
+  if (start < 0 || end < 0) throw new Error(`no ratelimit_decide in 006 at ${ref}`);
+  return sql.slice(start, end + 5);
+}
+
+/** A batch through the baseline's ratelimit_decide, whose counter arguments were one entry per (request, counter). */
+async function runBaselineBatch(pool: Pool, c: Case, ids: number[]): Promise<void> {
+  const p = c === 'full' ? FULL : NUMBER_ONLY;
+  const reqs = ids.map((i) => request(p, i));
+  const e = reqs.flatMap((r, i) => r.counters.map((k) => ({ i: i + 1, k })));
+  const [bd, bw, bf] = p.blockAfter ? [p.blockAfter.denials, p.blockAfter.withinMs, p.blockAfter.forMs] : [0, 0, 0];
+  await pool.query({
+    name: 'baseline_decide',
+    text: `SELECT * FROM ratelimit_decide($1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[], $6::int[], $7::bigint[],
+             $8::boolean[], $9::int, $10::bigint, $11::bigint, $12::int[], $13::text[], $14::text[], $15::int[], $16::bigint[],
+             $17::int[], $18::boolean[], $19::bigint)`,
+    values: [
+      reqs.map((r) => r.hash), reqs.map((r) => r.region ?? null), reqs.map((r) => r.masked), reqs.map((r) => r.allowlisted),
+      p.number.map((r) => r.id), p.number.map((r) => r.limit), p.number.map((r) => r.windowMs), p.number.map((r) => r.shadow),
+      bd, bw, bf,
+      e.map((x) => x.i), e.map((x) => x.k.rule.id), e.map((x) => x.k.key), e.map((x) => x.k.rule.limit), e.map((x) => x.k.rule.windowMs),
+      e.map((x) => bucketCalls(x.k.rule)), e.map((x) => x.k.rule.shadow), null,
+    ],
+  });
+}
+
+async function runBatch(pool: Pool, c: Case, ids: number[], baseline = false): Promise<void> {
+  if (baseline) {
+    await runBaselineBatch(pool, c, ids);
+  } else if (c === 'consume') {
+    await consumeBatch(pool, ids.map((i) => request(NUMBER_ONLY, i)), LEGACY);
+  } else {
+    const p = c === 'full' ? FULL : NUMBER_ONLY;
+    await decideBatch(pool, ids.map((i) => request(p, i)), decisionPolicy(p));
+  }
+}
+
+function quantile(sorted: number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!;
+}
+
+let seed = 42;
+const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n);
+
+/** The server's CPU ms for this connection's backend, or NaN when /proc does not show it. */
+async function backendCpuMs(pool: Pool): Promise<() => number> {
+  const { rows } = await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+  const file = `/proc/${rows[0]!.pid}/stat`;
+  const tick = 10; // USER_HZ is 100 on Linux
+  return () => {
+    try {
+      const fields = readFileSync(file, 'utf8').split(') ')[1]!.split(' ');
+      return (Number(fields[11]) + Number(fields[12])) * tick;
+    } catch {
+      return NaN;
+    }
+  };
+}
+
+interface Samples {
+  ms: number[];
+  cpuMs: number;
+  batches: number;
+}
+
+/** Runs `batches` batches on `pool` (one connection, kept across rounds as a daemon keeps its own). */
+async function measureRound(pool: Pool, c: Case, baseline: boolean, batches: number, ids: () => number[], out: Samples): Promise<void> {
+  const cpu = await backendCpuMs(pool);
+  const cpu0 = cpu();
+  for (let b = 0; b < batches; b++) {
+    const batch = ids();
+    const t0 = process.hrtime.bigint();
+    await runBatch(pool, c, batch, baseline);
+    out.ms.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  out.cpuMs += cpu() - cpu0;
+  out.batches += batches;
+}
+
+async function admin(url: string, sql: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(sql);
+  } finally {
+    await client.end();
+  }
+}
+
+function dbUrl(server: string, name: string): string {
+  const u = new URL(server);
+  u.pathname = `/${name}`;
+  return u.toString();
+}
+
+const dir = await mkdtemp(path.join(os.tmpdir(), 'ratelimit-sql-bench-'));
+const server = await startEmbeddedPostgres({ dataDir: path.join(dir, 'pg'), database: 'postgres', fsync: false });
+try {
+  // The template: migrated, then filled with PREFILL new numbers through the full policy.
+  await admin(server.url, 'CREATE DATABASE bench_template');
+  const tplUrl = dbUrl(server.url, 'bench_template');
+  const tpl = createPool({ url: tplUrl, max: 1 });
+  await migrate(tpl);
+  await tpl.query('SELECT pg_stat_reset()');
+  const fillStart = Date.now();
+  for (let i = 0; i < PREFILL; i += BATCH) {
+    await runBatch(tpl, 'full', Array.from({ length: Math.min(BATCH, PREFILL - i) }, (_, j) => i + j));
+  }
+  const fillMs = Date.now() - fillStart;
+  await tpl.query('SELECT pg_stat_force_next_flush()');
+  const { rows } = await tpl.query<{ upd: string; hot: string; dead: string }>(
+    `SELECT n_tup_upd AS upd, n_tup_hot_upd AS hot, n_dead_tup AS dead FROM pg_stat_user_tables WHERE relname = 'phone_rate_limits'`,
+  );
+  await tpl.end();
+  const s = rows[0]!;
+  const hotPct = Number(s.upd) > 0 ? (100 * Number(s.hot)) / Number(s.upd) : 0;
+  console.log(`fill of ${PREFILL} new numbers (full policy): ${fillMs} ms; phone_rate_limits updates ${s.upd}, HOT ${s.hot} (${hotPct.toFixed(1)}%), dead tuples ${s.dead}`);
+  await admin(server.url, 'VACUUM ANALYZE'); // connected to postgres; the template gets its own below
+  await admin(tplUrl, 'VACUUM ANALYZE');
+
+  console.log(`\n${BATCHES} batches of ${BATCH} decisions in ${ROUNDS} interleaved rounds, ms per batch (one connection, loopback):`);
+  console.log('case                    table          median    p95  server CPU');
+  const cases: { label: string; c: Case; sql?: string }[] = [
+    { label: 'full', c: 'full' },
+    { label: 'number-only', c: 'number-only' },
+    { label: 'consume (004)', c: 'consume' },
+  ];
+  if (BASELINE) {
+    const sql = baselineDecide(BASELINE);
+    cases.push({ label: `full@${BASELINE}`, c: 'full', sql }, { label: `number-only@${BASELINE}`, c: 'number-only', sql });
+  }
+  for (const prefilled of [false, true]) {
+    const dbs = cases.map((_, i) => `bench_${prefilled ? 'filled' : 'fresh'}_${i}`);
+    for (const [i, name] of dbs.entries()) {
+      await admin(server.url, prefilled ? `CREATE DATABASE ${name} TEMPLATE bench_template` : `CREATE DATABASE ${name}`);
+      const p = createPool({ url: dbUrl(server.url, name), max: 1 });
+      if (!prefilled) await migrate(p);
+      if (cases[i]!.sql) await p.query(cases[i]!.sql!);
+      await p.end();
+    }
+    const samples = cases.map((): Samples => ({ ms: [], cpuMs: 0, batches: 0 }));
+    const pools = dbs.map((name) => createPool({ url: dbUrl(server.url, name), max: 1 }));
+    let next = PREFILL * 2; // fresh numbers, never in the template
+    const ids = () => Array.from({ length: BATCH }, () => (prefilled ? rand(PREFILL) : next++));
+    for (const [i, pool] of pools.entries()) for (let b = 0; b < WARMUP_BATCHES; b++) await runBatch(pool, cases[i]!.c, ids(), cases[i]!.sql !== undefined);
+    const perRound = Math.ceil(BATCHES / ROUNDS);
+    for (let round = 0; round < ROUNDS; round++) {
+      for (let j = 0; j < cases.length; j++) {
+        const i = (j + round) % cases.length; // rotate who goes first
+        await measureRound(pools[i]!, cases[i]!.c, cases[i]!.sql !== undefined, perRound, ids, samples[i]!);
+      }
+    }
+    await Promise.all(pools.map((p) => p.end()));
+    for (const [i, s] of samples.entries()) {
+      const ms = [...s.ms].sort((a, b) => a - b);
+      const cpu = s.cpuMs / s.batches;
+      console.log(
+        `${cases[i]!.label.padEnd(23)} ${(prefilled ? `${PREFILL / 1000}k numbers` : 'fresh').padEnd(13)} ${quantile(ms, 0.5).toFixed(1).padStart(7)} ${quantile(ms, 0.95).toFixed(1).padStart(6)} ${Number.isNaN(cpu) ? '     n/a' : cpu.toFixed(1).padStart(8)}`,
+      );
+    }
+    for (const name of dbs) await admin(server.url, `DROP DATABASE ${name}`);
+  }
+} finally {
+  await server.stop();
+  await rm(dir, { recursive: true, force: true });
+}
