@@ -171,7 +171,8 @@ describe('ratelimit (admin CLI)', () => {
       await holder.query('LOCK TABLE phone_rate_limits IN ACCESS EXCLUSIVE MODE');
       const out = await run(['stats', '--json'], { DATABASE_URL: db.url, RATELIMIT_CLI_TIMEOUT: '1s' });
       expect(out.code).toBe(1);
-      expect(out.stdout).toBe('');
+      // --json: the failure is also one JSON document on stdout (q4's error documents).
+      expect(JSON.parse(out.stdout)).toMatchObject({ error: { code: 'database_error' } });
       expect(out.stderr).toMatch(/stats: a query on .* took longer than 1s and was cancelled \(RATELIMIT_CLI_TIMEOUT\)/);
       expect(out.stderr).toContain('RATELIMIT_CLI_TIMEOUT=30s');
     } finally {
