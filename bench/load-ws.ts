@@ -18,6 +18,8 @@ export interface WsLoadConfig {
   measureMs: number;
   /** Offsets the per-request end-user address so runs against one daemon never reuse one. */
   ipBase?: number;
+  /** consume: send this many in all, then stop (measuring all of them) instead of running for warmupMs + measureMs. */
+  stopAfter?: number;
   /** idle: how long to hold the connections open at most (the parent normally says when). */
   holdMs?: number;
 }
@@ -111,7 +113,7 @@ async function load(): Promise<void> {
         }
         if (kind === 's' || kind === 'e') hist.recordMs(performance.now() - t0);
       }
-      if (!stopped) send();
+      if (!stopped && (cfg.stopAfter === undefined || seq < cfg.stopAfter)) send();
       else if (outstanding === 0) drained?.();
     });
     ws.on('error', (err) => (firstError ??= err.message));
@@ -120,12 +122,13 @@ async function load(): Promise<void> {
     });
     for (let i = 0; i < cfg.perSocket; i++) send();
   }
-  await sleep(cfg.warmupMs);
+  if (cfg.stopAfter === undefined) await sleep(cfg.warmupMs);
   emit({ event: 'measure-start' });
   const cpu = cpuWindow();
   const t0 = performance.now();
   measuring = true;
-  await sleep(cfg.measureMs);
+  if (cfg.stopAfter === undefined) await sleep(cfg.measureMs);
+  else await Promise.race([new Promise<void>((r) => (drained = r)), sleep(cfg.measureMs)]);
   measuring = false;
   const measuredS = (performance.now() - t0) / 1000;
   const cpuPercent = cpu();

@@ -19,6 +19,7 @@ import type { WorkerEvent, WorkerResult } from './lib/child.js';
 import type { StoreSystem, StoreWorkerConfig } from './store-worker.js';
 import type { WsLoadConfig } from './load-ws.js';
 import type { HttpLoadConfig } from './load-http.js';
+import { renderSizeSection, runTableSizes, sizeScenarioNames, updateSizeSection } from './table-size.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url)); // dist/bench
 const ROOT = path.resolve(HERE, '..', '..');
@@ -38,6 +39,10 @@ const ONLY = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY) : undef
 const DAEMON_NODE_ARGS = (process.env.BENCH_DAEMON_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
 
 const POOL_SIZE = 16;
+const WARM_DISTINCT = Math.round(envNumber('BENCH_WARM_DISTINCT', 1_000_000));
+const WARM_DISTINCT_LABEL = WARM_DISTINCT >= 1_000_000 ? `${WARM_DISTINCT / 1_000_000}M` : `${Math.round(WARM_DISTINCT / 1000)}k`;
+// Filling a daemon with WARM_DISTINCT numbers: minutes on a shared 2-core machine.
+const WARM_TIMEOUT_MS = 1_800_000;
 /** "Large": the most RATE_LIMIT_PHONE_MAX accepts; uniform keys never reach it, Zipf's hottest do. */
 const LARGE_LIMIT = 1000;
 const DEFAULT_LIMIT = 2;
@@ -58,7 +63,9 @@ const MAX_ATTEMPTS = 3;
 
 type Scenario =
   | { kind: 'store'; name: string; system: StoreSystem; dist: KeyDistribution; inflight: number; limit: number }
-  | { kind: 'ws'; name: string; dist: KeyDistribution; inflight: number; sockets: number }
+  // limit: the daemon's RATE_LIMIT_PHONE_MAX (default LARGE_LIMIT); warmDistinct: decisions on
+  // that many never-seen numbers sent through the daemon before the measured run.
+  | { kind: 'ws'; name: string; dist: KeyDistribution; inflight: number; sockets: number; limit?: number; warmDistinct?: number }
   | { kind: 'http'; name: string; dist: KeyDistribution; inflight: number }
   | { kind: 'echo'; name: string; inflight: number; sockets: number }
   | { kind: 'idle'; name: string; connections: number };
@@ -96,6 +103,11 @@ function scenarios(): Scenario[] {
   for (const dist of ['uniform', 'zipf'] as const) {
     for (const inflight of [64, 256]) out.push({ kind: 'ws', name: `ws ${dist} ${inflight}`, dist, inflight, sockets: socketsFor(inflight) });
   }
+  // Issue #12 part 4: a daemon that has seen 1M distinct numbers against a fresh one (same load as
+  // `ws uniform 256`), one number pipelined deep, and what the limit (the log's length) costs.
+  out.push({ kind: 'ws', name: `ws uniform 256 after ${WARM_DISTINCT_LABEL} distinct`, dist: 'uniform', inflight: 256, sockets: 32, warmDistinct: WARM_DISTINCT });
+  for (const inflight of [512, 8192]) out.push({ kind: 'ws', name: `ws single ${inflight}`, dist: 'single', inflight, sockets: 1 });
+  for (const limit of [2, 100, 1000]) out.push({ kind: 'ws', name: `ws zipf 256 limit ${limit}/h`, dist: 'zipf', inflight: 256, sockets: 32, limit });
   for (const inflight of [64, 256]) out.push({ kind: 'http', name: `http uniform ${inflight}`, dist: 'uniform', inflight });
   for (const inflight of [64, 256]) out.push({ kind: 'echo', name: `ws echo ${inflight}`, inflight, sockets: socketsFor(inflight) });
   out.push({ kind: 'idle', name: `idle ${IDLE_CONNECTIONS} ws`, connections: IDLE_CONNECTIONS });
@@ -140,7 +152,7 @@ function nodeScript(name: string, config: unknown, nodeArgs: string[] = []): Chi
 function runWorker(
   child: ChildProcess,
   roots: () => Record<string, number>,
-  opts: { onReady?: (e: Extract<WorkerEvent, { event: 'ready' }>) => Promise<void>; wal?: Pool } = {},
+  opts: { onReady?: (e: Extract<WorkerEvent, { event: 'ready' }>) => Promise<void>; wal?: Pool; timeoutMs?: number } = {},
 ): Promise<{ result: WorkerResult; cpu: CpuWindow | undefined; walBytes: number }> {
   return new Promise((resolve, reject) => {
     let meter: CpuMeter | undefined;
@@ -151,8 +163,8 @@ function runWorker(
     const lsn = () => opts.wal!.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn').then((r) => r.rows[0]!.lsn);
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`worker did not finish within ${RUN_TIMEOUT_MS} ms`));
-    }, RUN_TIMEOUT_MS);
+      reject(new Error(`worker did not finish within ${opts.timeoutMs ?? RUN_TIMEOUT_MS} ms`));
+    }, opts.timeoutMs ?? RUN_TIMEOUT_MS);
     createInterface({ input: child.stdout! }).on('line', (line) => {
       let e: WorkerEvent;
       try {
@@ -304,8 +316,27 @@ async function runStore(e: Env, s: Extract<Scenario, { kind: 'store' }>): Promis
 }
 
 async function runE2e(e: Env, s: Extract<Scenario, { kind: 'ws' | 'http' }>): Promise<RunResult> {
-  const daemon = await startDaemon(e.pg.url, e.tmp);
+  const daemon = await startDaemon(e.pg.url, e.tmp, s.kind === 'ws' && s.limit !== undefined ? { RATE_LIMIT_PHONE_MAX: String(s.limit) } : {});
   try {
+    let warm: Record<string, unknown> = {};
+    if (s.kind === 'ws' && s.warmDistinct) {
+      const started = performance.now();
+      const filler = nodeScript('load-ws.js', {
+        mode: 'consume',
+        url: `ws://127.0.0.1:${daemon.port}/ws`,
+        token: TOKEN,
+        sockets: s.sockets,
+        perSocket: s.inflight / s.sockets,
+        dist: 'distinct',
+        warmupMs: 0,
+        measureMs: WARM_TIMEOUT_MS - 60_000,
+        stopAfter: s.warmDistinct,
+        // Addresses the measured run will not use again.
+        ipBase: 1 << 23,
+      } satisfies WsLoadConfig);
+      const filled = await runWorker(filler, () => ({}), { timeoutMs: WARM_TIMEOUT_MS });
+      warm = { warmDecisions: filled.result.decisions, warmS: (performance.now() - started) / 1000, daemonRssAfterWarmMb: processMemoryMb(daemon.child.pid!)?.peakRssMb };
+    }
     const child =
       s.kind === 'ws'
         ? nodeScript('load-ws.js', {
@@ -340,6 +371,7 @@ async function runE2e(e: Env, s: Extract<Scenario, { kind: 'ws' | 'http' }>): Pr
         loadgenPeakRssMb: result.peakRssMb,
         ...batchStats(metrics),
         daemonErrors: daemon.errorLines.slice(0, 3),
+        ...warm,
       },
     };
   } finally {
@@ -564,6 +596,11 @@ function targets(rows: Row[]): Target[] {
       if (inflight === 256) out.push({ what: `ws ${dist} 256: p99 ≤ 15 ms`, value: `${ws.p99Ms.toFixed(1)} ms`, met: ws.p99Ms <= 15 });
     }
   }
+  const fresh = row('ws uniform 256');
+  const warmed = row(`ws uniform 256 after ${WARM_DISTINCT_LABEL} distinct`);
+  if (fresh && warmed) {
+    out.push({ what: `ws uniform 256 after ${WARM_DISTINCT_LABEL} distinct numbers: within 10% of a fresh daemon`, value: `${(warmed.ratePerS / fresh.ratePerS).toFixed(2)}×`, met: warmed.ratePerS >= 0.9 * fresh.ratePerS });
+  }
   const idle = rows.find((r) => r.kind === 'idle');
   if (idle) out.push({ what: `${IDLE_CONNECTIONS} idle ws: daemon RSS ≤ 150 MB`, value: `${idle.peakRssMb.toFixed(1)} MB`, met: idle.peakRssMb <= 150 });
   return out;
@@ -722,4 +759,18 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+/** The table-size scenarios (bench/table-size.ts): their own cached servers, their own section. */
+async function mainTableSizes(): Promise<void> {
+  if (!sizeScenarioNames().some((n) => !ONLY || ONLY.test(n)) || QUICK) return;
+  console.log('\nbench: table-size scenarios (stats, top, status at 100k / 1M / 10M rows; decisions with the active-set trigger on and off)');
+  const result = await runTableSizes(ONLY);
+  const section = renderSizeSection(result, new Date().toISOString());
+  console.log(`\n${section}`);
+  const resultsDir = path.join(ROOT, 'bench', 'results');
+  await mkdir(resultsDir, { recursive: true });
+  await writeFile(path.join(resultsDir, ONLY ? 'table-size-partial.json' : 'table-size.json'), `${JSON.stringify({ date: new Date().toISOString(), load: os.loadavg(), ...result }, null, 2)}\n`);
+  if (!ONLY) await updateSizeSection(path.join(ROOT, 'BENCHMARKS.md'), section);
+}
+
+if (scenarios().some((s) => !ONLY || ONLY.test(s.name))) await main();
+await mainTableSizes();

@@ -144,8 +144,8 @@ describe('ratelimit (admin CLI)', () => {
     expect(wider).toMatchObject({ allowed: true, used: 2, remaining: 3, limit: 5 });
 
     const stats = JSON.parse((await run(['stats', '--json'], { DATABASE_URL: db.url })).stdout);
-    expect(stats).toMatchObject({ numbersTracked: 1, numbersAtLimit: 1, callsInWindow: 2, denialsInWindow: 1, limit: 2, windowMs: 3_600_000 });
-    expect(stats.regions).toEqual([{ region: 'US', numbersTracked: 1, numbersAtLimit: 1, callsInWindow: 2, denialsInWindow: 1 }]);
+    expect(stats).toMatchObject({ numbersTracked: 1, numbersTrackedEstimated: false, numbersActive: 1, numbersAtLimit: 1, callsInWindow: 2, denialsInWindow: 1, limit: 2, windowMs: 3_600_000 });
+    expect(stats.regions).toEqual([{ region: 'US', numbersActive: 1, numbersAtLimit: 1, callsInWindow: 2, denialsInWindow: 1 }]);
 
     const reset = await run(['reset', NUMBER, '--reason', 'customer called support', '--json'], { DATABASE_URL: db.url, RATELIMIT_OPERATOR: 'alice' });
     expect(reset.code).toBe(0);
@@ -161,6 +161,24 @@ describe('ratelimit (admin CLI)', () => {
     const statsHuman = await run(['stats'], { DATABASE_URL: db.url });
     expect(statsHuman.stdout).toMatch(/numbers tracked/);
     expect(statsHuman.stdout).toMatch(/US/);
+  });
+
+  it('a read command that outlasts RATELIMIT_CLI_TIMEOUT fails saying what timed out and what to try', async () => {
+    // A migration or a bulk load holding the table: stats's queries wait on the lock until cancelled.
+    const holder = await pool.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query('LOCK TABLE phone_rate_limits IN ACCESS EXCLUSIVE MODE');
+      const out = await run(['stats', '--json'], { DATABASE_URL: db.url, RATELIMIT_CLI_TIMEOUT: '1s' });
+      expect(out.code).toBe(1);
+      // --json: the failure is also one JSON document on stdout (q4's error documents).
+      expect(JSON.parse(out.stdout)).toMatchObject({ error: { code: 'database_error' } });
+      expect(out.stderr).toMatch(/stats: a query on .* took longer than 1s and was cancelled \(RATELIMIT_CLI_TIMEOUT\)/);
+      expect(out.stderr).toContain('RATELIMIT_CLI_TIMEOUT=30s');
+    } finally {
+      await holder.query('ROLLBACK');
+      holder.release();
+    }
   });
 
   it('no raw phone number is stored anywhere in the database', async () => {

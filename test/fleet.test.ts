@@ -155,7 +155,7 @@ describe('loadTopFrame', () => {
     expect(frame.hottest[0]).toMatchObject({ hash: hot.hash, masked: '+1415•••••71', region: 'US', used: 2, limit: 2, deniedInWindow: 2, atLimit: true });
     expect(frame.hottest[0]!.resetInMs).toBeGreaterThan(3_500_000);
     expect(frame.hottest[1]).toMatchObject({ masked: '+4479••••••56', used: 1, deniedInWindow: 0, atLimit: false });
-    expect(frame.window).toMatchObject({ tracked: 2, atLimit: 1, calls: 3, denials: 2 });
+    expect(frame.window).toMatchObject({ tracked: 2, active: 2, atLimit: 1, calls: 3, denials: 2 });
     expect(frame.regions.map((r) => r.region).sort()).toEqual(['GB', 'US']);
     expect((await loadTopFrame(pool, fallback, 'calls')).sort).toBe('calls');
   });

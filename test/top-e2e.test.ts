@@ -73,7 +73,7 @@ describe('ratelimit top --once', () => {
     expect(out).toMatch(/ratelimit top · 2\/2 up/);
     expect(line(out, A)).toMatch(/ iad .* up\s*$/);
     expect(line(out, B)).toMatch(/ lhr .* up\s*$/);
-    expect(out).toMatch(/window +2 per 1h · 2 numbers · 1 at limit · 3 calls · 4 denied · 0 resets/);
+    expect(out).toMatch(/window +2 per 1h · 2 numbers tracked · 2 active · 1 at limit · 3 calls\s+4 denied · 0 resets/);
     expect(out).toMatch(/database up · [\d.]+ ms · PostgreSQL/);
     expect(line(out, HOT_MASKED)).toMatch(/\+1415•••••71 +[0-9a-f]{8,12} US +2\/2 +4 +59m/);
     expect(line(out, '+4420')).toMatch(/GB +1\/2 +0/);

@@ -31,8 +31,8 @@ function frame(instances: TopInstance[] = [instance('machine-a'), instance('mach
     nowMs: Date.UTC(2026, 0, 1), sort: 'denials', limit: 2, windowMs: 3_600_000, policyVersion: 4, dbLatencyMs: 1,
     database: { serverVersion: '16.4', connections: 5, maxConnections: 100, sizeBytes: 9_000_000, readOnly: false },
     instances, totals: fleetTotals(instances, 4), flyRegions: flyRegionTotals(instances), series: fleetSeries(instances), hottest: HOTTEST,
-    window: { tracked: 123_456, atLimit: 9_876, calls: 2_345_678, denials: 765_432, resets: 12 },
-    regions: [{ region: 'US', tracked: 100, atLimit: 3, calls: 1000, denials: 40 }, { region: 'GB', tracked: 5, atLimit: 0, calls: 9, denials: 0 }],
+    window: { tracked: 123_456, trackedEstimated: false, active: 23_456, atLimit: 9_876, calls: 2_345_678, denials: 765_432, resets: 12 },
+    regions: [{ region: 'US', active: 100, atLimit: 3, calls: 1000, denials: 40 }, { region: 'GB', active: 5, atLimit: 0, calls: 9, denials: 0 }],
     aggregates: [
       { ruleId: 'prefix:1h', group: 'prefix', label: '+1415555•••', used: 10, limit: 10, shadow: false },
       { ruleId: 'country:GB:1h', group: 'country', label: 'GB', used: 400, limit: 500, shadow: false },
@@ -97,7 +97,7 @@ describe('top layout at small and large terminals', () => {
   it('a piped --once frame at 80 columns wraps its totals instead of cutting them', () => {
     const text = renderFrameText(frame(), { columns: 80, intervalMs: 2_000 });
     for (const l of text.split('\n')) expect([...l].length).toBeLessThanOrEqual(80);
-    for (const part of ['2 per 1h', '123k numbers', '9876 at limit', '2.3M calls', '765k denied', '12 resets']) expect(text).toContain(part);
+    for (const part of ['2 per 1h', '123k numbers tracked', '23456 active', '9876 at limit', '2.3M calls', '765k denied', '12 resets']) expect(text).toContain(part);
     for (const m of MASKS) expect(text).toContain(m);
   });
 });

@@ -69,11 +69,11 @@ function makeFrame(instances: FleetInstance[] = INSTANCES, hottest: HotRow[] = H
     flyRegions: flyRegionTotals(instances),
     series: fleetSeries(instances),
     hottest,
-    window: { tracked: 120, atLimit: 2, calls: 230, denials: 20, resets: 1 },
+    window: { tracked: 120, trackedEstimated: false, active: 110, atLimit: 2, calls: 230, denials: 20, resets: 1 },
     regions: [
-      { region: 'US', tracked: 100, atLimit: 1, calls: 200, denials: 17 },
-      { region: 'GB', tracked: 19, atLimit: 1, calls: 29, denials: 3 },
-      { region: 'unknown', tracked: 1, atLimit: 0, calls: 1, denials: 0 },
+      { region: 'US', active: 100, atLimit: 1, calls: 200, denials: 17 },
+      { region: 'GB', active: 19, atLimit: 1, calls: 29, denials: 3 },
+      { region: 'unknown', active: 1, atLimit: 0, calls: 1, denials: 0 },
     ],
     aggregates: [],
     windowDenials: { byReason: [], shadowByRule: [] },
@@ -108,7 +108,7 @@ describe('TopView', () => {
     expect(out).toContain('2/3 up');
     // Totals count live instances only: 12 + 12 connections, 42.5 + 42.5 allowed/s.
     expect(out).toMatch(/24 conns · 85 allowed\/s · 6 denied\/s · 1 on FALLBACK · 1 down/);
-    expect(out).toMatch(/2 per 1h · 120 numbers · 2 at limit · 230 calls · 20 denied · 1 reset\b/);
+    expect(out).toMatch(/2 per 1h · 120 numbers tracked · 110 active · 2 at limit · 230 calls · 20 denied · 1 reset\b/);
     expect(out).toMatch(/database up · 1\.2 ms · PostgreSQL 16\.4 · 14\/100 sessions · 8\.1 MB/);
     expect(out).toMatch(/fly +iad 1\/1 up 46\/s · lhr 1\/2 up 46\/s/);
   });

@@ -4,7 +4,12 @@
 export const KEY_COUNT = 100_000;
 export const ZIPF_EXPONENT = 1.1;
 
-export type KeyDistribution = 'uniform' | 'zipf';
+/**
+ * uniform / zipf over KEY_COUNT numbers; single: one number (deep pipelining on one row);
+ * distinct: a number never used before on every draw (beyond the KEY_COUNT block), to fill a
+ * daemon's per-number state.
+ */
+export type KeyDistribution = 'uniform' | 'zipf' | 'single' | 'distinct';
 
 /** E.164 numbers +14155500000 … +14155599999: one North American exchange block, all "possible". */
 export function phoneNumber(index: number): string {
@@ -25,6 +30,11 @@ export function prng(seed: number): () => number {
 
 /** Returns a sampler of key indexes in [0, KEY_COUNT). */
 export function keySampler(dist: KeyDistribution, seed = 42): () => number {
+  if (dist === 'single') return () => 0;
+  if (dist === 'distinct') {
+    let next = KEY_COUNT;
+    return () => next++;
+  }
   const random = prng(seed);
   if (dist === 'uniform') return () => Math.floor(random() * KEY_COUNT);
   const cdf = new Float64Array(KEY_COUNT);

@@ -5,6 +5,9 @@ import { readFileSync } from 'node:fs';
 import { resolveConfig, type Config, type ConfigFlags } from '../core/config.js';
 import { ensureSchema, openDatabase, type Database } from '../db/open.js';
 import { findPhoneKey, loadPhoneKey } from '../db/key-file.js';
+import { isQueryCanceled } from '../db/errors.js';
+import { failures } from '../core/errors.js';
+import { formatDurationMs } from '../core/duration.js';
 import { checkKey, verifyKey, type KeyCheck } from '../db/keys.js';
 
 export const EXIT = { OK: 0, FAILURE: 1, USAGE: 2 } as const;
@@ -50,15 +53,24 @@ export interface CommandKeys {
  * checked against the database's record before `fn` runs: a wrong key exits 1 naming both
  * fingerprints (PROTOCOL.md *Keys*).
  */
+export interface DatabaseOptions {
+  /**
+   * A read-only report (stats, top, status): each query is bounded by RATELIMIT_CLI_TIMEOUT, so
+   * a scan that would take minutes on a big table fails with a message instead of hanging.
+   */
+  readTimeout?: boolean;
+}
+
 export async function withDatabase<T>(
   cmd: Command,
   io: Io,
   fn: (ctx: { config: Config; key: string; keys: CommandKeys; db: Database }) => Promise<T>,
+  dbOpts: DatabaseOptions = {},
 ): Promise<T> {
   const config = configFrom(cmd, io);
   const key = await loadPhoneKey(config, warnTo(io), { existingOnly: true });
   const keys = { current: key, previous: config.previousPhoneKey };
-  return openAndRun(cmd, config, { create: false }, async (db) => {
+  return openAndRun(cmd, config, { create: false, ...dbOpts }, async (db) => {
     await checkKeyOf(db, keys, io);
     return fn({ config, key, keys, db });
   });
@@ -70,10 +82,15 @@ export async function withDatabase<T>(
  * the data dir) is checked like withDatabase's, so a misconfigured shell is caught whatever
  * command it runs first. Never creates the embedded cluster.
  */
-export async function withDatabaseNoKey<T>(cmd: Command, io: Io, fn: (ctx: { config: Config; db: Database }) => Promise<T>): Promise<T> {
+export async function withDatabaseNoKey<T>(
+  cmd: Command,
+  io: Io,
+  fn: (ctx: { config: Config; db: Database }) => Promise<T>,
+  dbOpts: DatabaseOptions = {},
+): Promise<T> {
   const config = configFrom(cmd, io);
   const key = await findPhoneKey(config, warnTo(io));
-  return openAndRun(cmd, config, { create: false }, async (db) => {
+  return openAndRun(cmd, config, { create: false, ...dbOpts }, async (db) => {
     if (key !== undefined) await checkKeyOf(db, { current: key, previous: config.previousPhoneKey }, io);
     return fn({ config, db });
   });
@@ -112,10 +129,20 @@ async function checkKeyOf(db: Database, keys: CommandKeys, io: Io): Promise<void
   for (const w of check.warnings) warnTo(io)(w);
 }
 
-async function openAndRun<T>(cmd: Command, config: Config, opts: { create: boolean }, fn: (db: Database) => Promise<T>): Promise<T> {
-  const db = await openDatabase(config, { applicationName: `ratelimit ${cmd.name()}`, createEmbedded: opts.create });
+async function openAndRun<T>(cmd: Command, config: Config, opts: { create: boolean } & DatabaseOptions, fn: (db: Database) => Promise<T>): Promise<T> {
+  const db = await openDatabase(config, {
+    applicationName: `ratelimit ${cmd.name()}`,
+    createEmbedded: opts.create,
+    // Server side only: the migrator (embedded databases migrate on open) lifts it for itself.
+    ...(opts.readTimeout ? { statementTimeoutMs: config.cliTimeoutMs, clientTimeout: false } : {}),
+  });
   try {
     return await fn(db);
+  } catch (err) {
+    if (opts.readTimeout && isQueryCanceled(err)) {
+      throw failures.cliQueryTimeout(cmd.name(), db.target, formatDurationMs(config.cliTimeoutMs), { cause: err });
+    }
+    throw err;
   } finally {
     await db.close();
   }

@@ -51,6 +51,8 @@ export interface Config {
   /** Per connection, for clients without a token (browsers); token clients pipeline freely. */
   messagesPerSecond: number;
   dbStatementTimeoutMs: number;
+  /** RATELIMIT_CLI_TIMEOUT: bounds each query of the read commands (stats, top, status). */
+  cliTimeoutMs: number;
   dbPoolSize: number;
   shutdownTimeoutMs: number;
   /** RATELIMIT_SPOOL_MAX_BYTES: decisions made from memory kept unwritten; beyond, memory-mode consumes are refused. */
@@ -172,6 +174,7 @@ export function resolveConfig(flags: ConfigFlags, env: Env): Config {
     wsIdleTimeoutMs: duration(pick(undefined, 'RATELIMIT_WS_IDLE_TIMEOUT'), D.DEFAULT_WS_IDLE_TIMEOUT_MS),
     messagesPerSecond: int(pick(undefined, 'RATELIMIT_MESSAGES_PER_SECOND'), D.DEFAULT_MESSAGES_PER_SECOND, 1, 1_000_000),
     dbStatementTimeoutMs: duration(pick(undefined, 'RATELIMIT_DB_TIMEOUT'), D.DEFAULT_DB_STATEMENT_TIMEOUT_MS),
+    cliTimeoutMs: duration(pick(undefined, 'RATELIMIT_CLI_TIMEOUT'), D.DEFAULT_CLI_TIMEOUT_MS),
     dbPoolSize: int(pick(undefined, 'RATELIMIT_DB_POOL_SIZE'), D.DEFAULT_DB_POOL_SIZE, 1, 200),
     shutdownTimeoutMs: duration(pick(undefined, 'RATELIMIT_SHUTDOWN_TIMEOUT'), D.DEFAULT_SHUTDOWN_TIMEOUT_MS),
     spoolMaxBytes: int(pick(undefined, 'RATELIMIT_SPOOL_MAX_BYTES'), D.DEFAULT_SPOOL_MAX_BYTES, 4096, Number.MAX_SAFE_INTEGER),

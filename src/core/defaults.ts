@@ -21,6 +21,9 @@ export const DEFAULT_WS_IDLE_TIMEOUT_MS = 60_000;
 export const DEFAULT_MESSAGES_PER_SECOND = 20;
 /** Statement timeout on the decision path (RATELIMIT_DB_TIMEOUT). */
 export const DEFAULT_DB_STATEMENT_TIMEOUT_MS = 2_000;
+// The read commands' queries (stats, top, status): a frame that takes longer is no use to an
+// operator, and a runaway scan on a big table should say so instead of hanging.
+export const DEFAULT_CLI_TIMEOUT_MS = 5_000;
 /** The daemon's pooled connections (RATELIMIT_DB_POOL_SIZE). */
 export const DEFAULT_DB_POOL_SIZE = 8;
 /** How long a graceful stop may take (RATELIMIT_SHUTDOWN_TIMEOUT). */

@@ -90,6 +90,16 @@ export const failures = {
     new RateLimitError('database_error', sentence(`the database at ${target} is not initialised`, FIX.dbInit), o),
   schemaBehind: (target: string, current: number, latest: number, o?: Cause): RateLimitError =>
     new RateLimitError('database_error', sentence(`the database at ${target} is at migration ${current} of ${latest}`, FIX.dbInit), o),
+  /** A read command's query outlasted RATELIMIT_CLI_TIMEOUT (`timeout`: as the user would write it, e.g. 5s). */
+  cliQueryTimeout: (command: string, target: string, timeout: string, o?: Cause): RateLimitError =>
+    new RateLimitError(
+      'database_error',
+      sentence(
+        `ratelimit ${command}: a query on ${target} took longer than ${timeout} and was cancelled (RATELIMIT_CLI_TIMEOUT)`,
+        'retry, or allow more time with e.g. RATELIMIT_CLI_TIMEOUT=30s; if the database is busy or its tables are large, check its load (ratelimit top) and run ANALYZE or ratelimit db prune',
+      ),
+      o,
+    ),
 };
 
 function hostPort(host: string, port: number): string {

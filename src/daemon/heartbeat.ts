@@ -5,6 +5,7 @@
 import type { Pool } from '../db/pool.js';
 import { deleteStaleInstances, upsertHeartbeat } from '../db/fleet.js';
 import { addDecisionCounts, pruneDecisionCounts, SHADOW_REASON, type DecisionCountDelta } from '../db/decision-counts.js';
+import { pruneActiveNumbers } from '../db/active-numbers.js';
 import type { DecisionCounters } from './counters.js';
 
 export interface InstanceSnapshot {
@@ -199,6 +200,8 @@ export function startHeartbeat(opts: HeartbeatOptions): HeartbeatHandle {
       lastCleanupAt = atMs;
       await deleteStaleInstances(pool, STALE_INSTANCE_MS).catch(report);
       await pruneDecisionCounts(pool).catch(report);
+      // The active-number set of `stats` and `top` (012): epochs no window needs any more.
+      await pruneActiveNumbers(pool).catch(report);
     }
   };
 

@@ -55,6 +55,14 @@ export function isConnectionError(err: unknown): boolean {
   );
 }
 
+/** A statement cancelled by statement_timeout (or by an operator), here or anywhere in the cause chain. */
+export function isQueryCanceled(err: unknown): boolean {
+  for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    if (sqlState(e) === SQLSTATE.QUERY_CANCELED) return true;
+  }
+  return false;
+}
+
 // Failures that happen before a statement reaches the server (nothing was sent).
 const CONNECT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
 const NOT_COMMITTED_STATES: ReadonlySet<string> = new Set([

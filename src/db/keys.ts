@@ -259,7 +259,7 @@ export async function foldNumber(pool: Pool, e164: string, keys: { current: stri
 
 /**
  * Folds numbers' rows under the previous key into their rows under the current key (migration
- * 011, ratelimit_fold_key_rows: one transaction, locks in hash order). Returns how many rows were
+ * 010, ratelimit_fold_key_rows: one transaction, locks in hash order). Returns how many rows were
  * folded; numbers with no row under the previous key cost one index probe each.
  */
 export async function foldKeyRows(pool: Pool, pairs: readonly HashPair[], currentFingerprint: string): Promise<number> {

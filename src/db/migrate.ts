@@ -2,6 +2,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { QueryConfig } from 'pg';
 import type { Pool } from './pool.js';
 import { RateLimitError } from '../core/errors.js';
 
@@ -20,6 +21,9 @@ export interface MigrationReport {
 // Any fixed 64-bit number works; it only has to be the same in every process that migrates.
 // (The ASCII of "ratelimt".)
 const MIGRATION_LOCK_KEY = 0x726174656c696d74n;
+// Long enough for a migration that rewrites a 10M-row table on a slow disk. pg reads a query's
+// own query_timeout (absent from @types/pg) before the pool's.
+const MIGRATION_TIMEOUT_MS = 3_600_000;
 const MIGRATION_FILE = /^(\d{3,})_([a-z0-9_]+)\.sql$/;
 
 /** The .sql files live in src/db/migrations both in a checkout and in a build (they are not compiled). */
@@ -61,7 +65,10 @@ export async function migrate(pool: Pool, migrations?: Migration[]): Promise<Mig
   const all = migrations ?? (await loadMigrations());
   const client = await pool.connect();
   try {
-    await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY.toString()]);
+    // A migration may rewrite a big table, and waiting for another migrator is expected: a
+    // pool's statement timeout (the read commands set one) must not cut either short.
+    await client.query('SET statement_timeout = 0');
+    await client.query({ text: 'SELECT pg_advisory_lock($1)', values: [MIGRATION_LOCK_KEY.toString()], query_timeout: MIGRATION_TIMEOUT_MS } as QueryConfig);
     try {
       await client.query(`CREATE TABLE IF NOT EXISTS ratelimit_migrations (
         id INTEGER PRIMARY KEY,
@@ -83,7 +90,7 @@ export async function migrate(pool: Pool, migrations?: Migration[]): Promise<Mig
         if (done.has(m.id)) continue;
         try {
           await client.query('BEGIN');
-          await client.query(m.sql);
+          await client.query({ text: m.sql, query_timeout: MIGRATION_TIMEOUT_MS } as QueryConfig);
           await client.query('INSERT INTO ratelimit_migrations (id, name) VALUES ($1, $2)', [m.id, m.name]);
           await client.query('COMMIT');
         } catch (err) {
@@ -97,6 +104,8 @@ export async function migrate(pool: Pool, migrations?: Migration[]): Promise<Mig
       await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY.toString()]).catch(() => undefined);
     }
   } finally {
+    // Back to the pool's own timeout before the connection is reused.
+    await client.query('RESET statement_timeout').catch(() => undefined);
     client.release();
   }
 }

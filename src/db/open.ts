@@ -24,6 +24,8 @@ export interface Database {
 export interface OpenOptions {
   poolSize?: number;
   statementTimeoutMs?: number;
+  /** See PoolOptions.clientTimeout. */
+  clientTimeout?: boolean;
   applicationName?: string;
   onIdleError?: (err: Error) => void;
   /** Connect now, so a bad URL fails here with a clear message (default true). */
@@ -71,6 +73,7 @@ export async function openDatabase(config: Config, opts: OpenOptions = {}): Prom
     url,
     max: opts.poolSize ?? 4,
     ...(opts.statementTimeoutMs ? { statementTimeoutMs: opts.statementTimeoutMs } : {}),
+    ...(opts.clientTimeout !== undefined ? { clientTimeout: opts.clientTimeout } : {}),
     applicationName: opts.applicationName ?? 'ratelimit',
     onIdleError: opts.onIdleError ?? (() => undefined),
   });

@@ -16,6 +16,11 @@ export interface PoolOptions {
   max?: number;
   /** Bounds every statement, so a wedged database cannot stall callers indefinitely. */
   statementTimeoutMs?: number;
+  /**
+   * false: the statement timeout is the server's only (statement_timeout, which a session such
+   * as the migrator's may lift); default: the client also gives up a second after it.
+   */
+  clientTimeout?: boolean;
   connectTimeoutMs?: number;
   applicationName?: string;
   /** Errors on idle clients (server restart, network cut) arrive here instead of crashing. */
@@ -40,7 +45,8 @@ export function createPool(opts: PoolOptions): Pool {
     connectionTimeoutMillis: opts.connectTimeoutMs ?? 5_000,
     idleTimeoutMillis: 30_000,
     application_name: opts.applicationName ?? 'ratelimit',
-    ...(opts.statementTimeoutMs ? { statement_timeout: opts.statementTimeoutMs, query_timeout: opts.statementTimeoutMs + 1_000 } : {}),
+    ...(opts.statementTimeoutMs ? { statement_timeout: opts.statementTimeoutMs } : {}),
+    ...(opts.statementTimeoutMs && opts.clientTimeout !== false ? { query_timeout: opts.statementTimeoutMs + 1_000 } : {}),
   });
   pool.on('error', (err) => opts.onIdleError?.(err));
   return pool;

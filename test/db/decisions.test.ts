@@ -249,11 +249,11 @@ describe('peek, reset, stats, hottest', () => {
       const fictional = { hash: hashPhone('+15555550100', KEY), region: undefined, masked: maskPhone('+15555550100') };
       await consumeBatch(p, [us, us, us, us, gb, fictional], policy);
       const s = await readStats(p, policy);
-      expect(s).toMatchObject({ tracked: 3, atLimit: 1, calls: 4, denials: 2 });
+      expect(s).toMatchObject({ tracked: 3, trackedEstimated: false, active: 3, atLimit: 1, calls: 4, denials: 2 });
       expect(s.regions).toEqual([
-        { region: 'US', tracked: 1, atLimit: 1, calls: 2, denials: 2 },
-        { region: 'GB', tracked: 1, atLimit: 0, calls: 1, denials: 0 },
-        { region: 'unknown', tracked: 1, atLimit: 0, calls: 1, denials: 0 },
+        { region: 'US', active: 1, atLimit: 1, calls: 2, denials: 2 },
+        { region: 'GB', active: 1, atLimit: 0, calls: 1, denials: 0 },
+        { region: 'unknown', active: 1, atLimit: 0, calls: 1, denials: 0 },
       ]);
       const hot = await hottestNumbers(p, policy, 10);
       expect(hot.rows[0]).toMatchObject({ hash: us.hash, masked: '+1415•••••' + us.masked.slice(-2), deniedInWindow: 2 });
@@ -269,7 +269,7 @@ describe('peek, reset, stats, hottest', () => {
     const p = createPool({ url: empty.url, max: 1 });
     try {
       await migrate(p);
-      expect(await readStats(p, policy)).toMatchObject({ tracked: 0, atLimit: 0, calls: 0, denials: 0, resets: 0, regions: [] });
+      expect(await readStats(p, policy)).toMatchObject({ tracked: 0, active: 0, atLimit: 0, calls: 0, denials: 0, resets: 0, regions: [] });
       expect((await hottestNumbers(p, policy, 5)).rows).toEqual([]);
     } finally {
       await p.end();

@@ -21,7 +21,11 @@ export interface StatsReport {
   /** The primary number rule's limit; null when the policy has no number rule. */
   limit: number | null;
   windowMs: number;
+  /** Numbers with a row; PostgreSQL's estimate on a big table (numbersTrackedEstimated). */
   numbersTracked: number;
+  numbersTrackedEstimated: boolean;
+  /** Numbers with a call or a denial in the window. */
+  numbersActive: number;
   numbersAtLimit: number;
   callsInWindow: number;
   /** Denials recorded against numbers in the window (what a number's own row holds). */
@@ -32,7 +36,7 @@ export interface StatsReport {
   /** Consumes each shadow rule would have denied in the window. */
   shadowDenialsByRule: Record<string, number>;
   aggregates: AggregateUsage[];
-  regions: Array<{ region: string; numbersTracked: number; numbersAtLimit: number; callsInWindow: number; denialsInWindow: number }>;
+  regions: Array<{ region: string; numbersActive: number; numbersAtLimit: number; callsInWindow: number; denialsInWindow: number }>;
   now: number;
 }
 
@@ -42,6 +46,8 @@ export function toStatsReport(s: Stats, usage: PolicyUsage): StatsReport {
     limit: usage.policy.number[0]?.limit ?? null,
     windowMs: s.windowMs,
     numbersTracked: s.tracked,
+    numbersTrackedEstimated: s.trackedEstimated,
+    numbersActive: s.active,
     numbersAtLimit: s.atLimit,
     callsInWindow: s.calls,
     denialsInWindow: s.denials,
@@ -51,7 +57,7 @@ export function toStatsReport(s: Stats, usage: PolicyUsage): StatsReport {
     aggregates: usage.aggregates,
     regions: s.regions.map((r) => ({
       region: r.region,
-      numbersTracked: r.tracked,
+      numbersActive: r.active,
       numbersAtLimit: r.atLimit,
       callsInWindow: r.calls,
       denialsInWindow: r.denials,
@@ -71,8 +77,8 @@ export function printStats(r: StatsReport): string {
   const w = formatDurationMs(r.windowMs);
   const policy = r.policyVersion === 0 ? 'default policy (RATE_LIMIT_*)' : `policy v${r.policyVersion}`;
   const limit = r.limit === null ? 'no number rule' : `${r.limit} calls per ${w} per number`;
-  const totals = table(['numbers tracked', 'at limit now', `calls (last ${w})`, `denials (last ${w})`, `resets (last ${w})`]);
-  totals.push([r.numbersTracked, r.numbersAtLimit, r.callsInWindow, r.denialsInWindow, r.resetsInWindow].map(String));
+  const totals = table([r.numbersTrackedEstimated ? 'numbers tracked (estimate)' : 'numbers tracked', `active (last ${w})`, 'at limit now', `calls (last ${w})`, `denials (last ${w})`, `resets (last ${w})`]);
+  totals.push([r.numbersTrackedEstimated ? `~${r.numbersTracked}` : String(r.numbersTracked), ...[r.numbersActive, r.numbersAtLimit, r.callsInWindow, r.denialsInWindow, r.resetsInWindow].map(String)]);
   const lines = [`Limit: ${limit} · ${policy}`, totals.toString()];
   const reasons = Object.entries(r.denialsByReason);
   if (reasons.length > 0) {
@@ -92,9 +98,9 @@ export function printStats(r: StatsReport): string {
     lines.push(t.toString());
   }
   if (r.regions.length > 0) {
-    const regions = table(['region', 'numbers', 'at limit', 'calls', 'denials']);
+    const regions = table(['region', 'active numbers', 'at limit', 'calls', 'denials']);
     for (const g of r.regions) {
-      regions.push([g.region, g.numbersTracked, g.numbersAtLimit, g.callsInWindow, g.denialsInWindow].map(String));
+      regions.push([g.region, g.numbersActive, g.numbersAtLimit, g.callsInWindow, g.denialsInWindow].map(String));
     }
     lines.push(regions.toString());
   }
@@ -110,7 +116,7 @@ export function register(program: Command, io: Io): void {
       const report = await withDatabaseNoKey(cmd, io, async ({ config, db }) => {
         await ensureSchema(db);
         return statsCommand(db.pool, config.defaultPolicy);
-      });
+      }, { readTimeout: true });
       emit(io, cmd, report, () => printStats(report));
     });
 }

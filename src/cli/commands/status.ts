@@ -19,7 +19,7 @@ export function register(program: Command, io: Io): void {
       const report = await withDatabase(cmd, io, async ({ config, keys, db }) => {
         await ensureSchema(db);
         return statusCommand(db.pool, keys.current, config.defaultPolicy, phone, keys.previous);
-      });
+      }, { readTimeout: true });
       emit(io, cmd, report, () => printStatus(report));
     });
 }

@@ -46,6 +46,6 @@ export function register(program: Command, io: Io): void {
           out: io.out,
           columns: io.isTTY && process.stdout.columns ? process.stdout.columns : Number.isInteger(columns) && columns >= MIN_COLUMNS ? columns : DEFAULT_COLUMNS,
         });
-      });
+      }, { readTimeout: true });
     });
 }

@@ -15,7 +15,7 @@ export type HotSort = (typeof SORTS)[number];
 const SAME_SORTS: [HotSort, DbHotSort] extends [DbHotSort, HotSort] ? true : never = true;
 void SAME_SORTS;
 
-// Enough to scroll through on a tall terminal; the query stays an index range scan plus a sort.
+// Enough to scroll through on a tall terminal; the query reads the window's active numbers only.
 const HOT_LIMIT = 50;
 const SPARKLINE_SECONDS = 60;
 // Busiest keys per aggregate rule: a screenful at most.
@@ -58,7 +58,8 @@ export interface TopDatabase {
 
 export interface TopRegion {
   region: string;
-  tracked: number;
+  /** Numbers with a call or a denial in the window. */
+  active: number;
   atLimit: number;
   calls: number;
   denials: number;
@@ -126,7 +127,7 @@ export interface TopFrame {
   /** Decisions per second over the last minute summed over live instances, oldest first. */
   series: { allowed: number[]; denied: number[] };
   hottest: HotRow[];
-  window: { tracked: number; atLimit: number; calls: number; denials: number; resets: number };
+  window: { tracked: number; trackedEstimated: boolean; active: number; atLimit: number; calls: number; denials: number; resets: number };
   regions: TopRegion[];
   /** Aggregate rules' busiest keys (prefixes masked), closest to their limit first. */
   aggregates: AggregateUsage[];
@@ -231,8 +232,8 @@ export async function loadTopFrame(pool: Pool, fallback: Policy, sort: HotSort):
         atLimit: !d.allowed,
       };
     }),
-    window: { tracked: stats.tracked, atLimit: stats.atLimit, calls: stats.calls, denials: stats.denials, resets: stats.resets },
-    regions: stats.regions.map((r) => ({ region: r.region, tracked: r.tracked, atLimit: r.atLimit, calls: r.calls, denials: r.denials })),
+    window: { tracked: stats.tracked, trackedEstimated: stats.trackedEstimated, active: stats.active, atLimit: stats.atLimit, calls: stats.calls, denials: stats.denials, resets: stats.resets },
+    regions: stats.regions.map((r) => ({ region: r.region, active: r.active, atLimit: r.atLimit, calls: r.calls, denials: r.denials })),
     aggregates: usage.aggregates,
     windowDenials: { byReason: largestFirst(usage.decisions.deniedByReason), shadowByRule: largestFirst(usage.decisions.shadowByRule) },
   };

@@ -81,7 +81,7 @@ function hotColumns(f: TopFrame): Column<HotRow>[] {
 
 const REGION_COLUMNS: Column<TopRegion>[] = [
   { title: 'REGION', width: 7, priority: 0, cell: (r) => ({ text: r.region }) },
-  { title: 'NUMS', width: 5, align: 'right', priority: 3, cell: (r) => ({ text: count(r.tracked) }) },
+  { title: 'NUMS', width: 5, align: 'right', priority: 3, cell: (r) => ({ text: count(r.active) }) },
   { title: '@LIM', width: 5, align: 'right', priority: 4, cell: (r) => ({ text: count(r.atLimit), ...(r.atLimit > 0 ? { color: 'red' as const } : {}) }) },
   { title: 'CALLS', width: 6, align: 'right', priority: 1, cell: (r) => ({ text: count(r.calls) }) },
   { title: 'DENIED', width: 6, align: 'right', priority: 2, cell: (r) => ({ text: count(r.denials), ...(r.denials > 0 ? { color: 'yellow' as const } : {}) }) },

@@ -80,7 +80,8 @@ export function fleetSection(f: TopFrame, columns: number): Line[] {
   const w = f.window;
   const window: Line[] = [
     [{ text: f.limit === null ? `no number rule, last ${formatDurationMs(f.windowMs)}` : `${f.limit} per ${formatDurationMs(f.windowMs)}` }],
-    [{ text: plural(w.tracked, 'number') }],
+    [{ text: `${w.trackedEstimated ? '~' : ''}${plural(w.tracked, 'number')} tracked` }],
+    [{ text: `${count(w.active)} active` }],
     [{ text: `${count(w.atLimit)} at limit`, ...(w.atLimit > 0 ? { color: 'red' as const } : {}) }],
     [{ text: plural(w.calls, 'call') }],
     [{ text: `${count(w.denials)} denied`, ...(w.denials > 0 ? { color: 'yellow' as const } : {}) }],
