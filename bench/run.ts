@@ -20,6 +20,7 @@ import type { StoreSystem, StoreWorkerConfig } from './store-worker.js';
 import type { WsLoadConfig } from './load-ws.js';
 import type { HttpLoadConfig } from './load-http.js';
 import { renderSizeSection, runTableSizes, sizeScenarioNames, updateSizeSection } from './table-size.js';
+import { policyScenarios, policyTargets, runPolicy, setPolicyRatios, type PolicyHarness, type PolicyScenario } from './policy.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url)); // dist/bench
 const ROOT = path.resolve(HERE, '..', '..');
@@ -68,7 +69,8 @@ type Scenario =
   | { kind: 'ws'; name: string; dist: KeyDistribution; inflight: number; sockets: number; limit?: number; warmDistinct?: number }
   | { kind: 'http'; name: string; dist: KeyDistribution; inflight: number }
   | { kind: 'echo'; name: string; inflight: number; sockets: number }
-  | { kind: 'idle'; name: string; connections: number };
+  | { kind: 'idle'; name: string; connections: number }
+  | PolicyScenario;
 
 interface RunResult {
   worker: WorkerResult;
@@ -111,6 +113,7 @@ function scenarios(): Scenario[] {
   for (const inflight of [64, 256]) out.push({ kind: 'http', name: `http uniform ${inflight}`, dist: 'uniform', inflight });
   for (const inflight of [64, 256]) out.push({ kind: 'echo', name: `ws echo ${inflight}`, inflight, sockets: socketsFor(inflight) });
   out.push({ kind: 'idle', name: `idle ${IDLE_CONNECTIONS} ws`, connections: IDLE_CONNECTIONS });
+  out.push(...policyScenarios());
   return out;
 }
 
@@ -462,6 +465,13 @@ function batchStats(metrics: string): Record<string, number> {
   return { meanBatch: Number(sum) / Number(count), statements: Number(count), meanStatementMs: (Number(latSum) / Number(count)) * 1000 };
 }
 
+/** bench/policy.ts runs its scenarios with these. */
+function policyHarness(e: Env): PolicyHarness {
+  const daemonStats = async (port: number) => batchStats(await fetchText(`http://127.0.0.1:${port}/metrics`));
+  const peakRssMb = (pid: number) => processMemoryMb(pid)?.peakRssMb ?? NaN;
+  return { url: e.pg.url, admin: e.admin, postmasterPid: e.postmasterPid, keysFile: e.keysFile, tmp: e.tmp, token: TOKEN, poolSize: POOL_SIZE, warmupMs: WARMUP_MS, measureMs: MEASURE_MS, nodeScript, runWorker, startDaemon, terminate, daemonStats, peakRssMb };
+}
+
 // ---- setup ----------------------------------------------------------------------------------
 
 async function writeKeys(file: string): Promise<Subject[]> {
@@ -603,6 +613,7 @@ function targets(rows: Row[]): Target[] {
   }
   const idle = rows.find((r) => r.kind === 'idle');
   if (idle) out.push({ what: `${IDLE_CONNECTIONS} idle ws: daemon RSS ≤ 150 MB`, value: `${idle.peakRssMb.toFixed(1)} MB`, met: idle.peakRssMb <= 150 });
+  out.push(...policyTargets(rows));
   return out;
 }
 
@@ -666,7 +677,7 @@ async function main(): Promise<void> {
             console.log(`  (other processes use ${quiet.foreignPercent.toFixed(0)}% of a core; running anyway after ${Math.round(quiet.waitedMs / 1000)} s)`);
           }
           const attemptResult =
-            s.kind === 'store' ? await runStore(env, s) : s.kind === 'echo' ? await runEcho(s) : s.kind === 'idle' ? await runIdle(env, s) : await runE2e(env, s);
+            s.kind === 'policy' ? await runPolicy(policyHarness(env), s) : s.kind === 'store' ? await runStore(env, s) : s.kind === 'echo' ? await runEcho(s) : s.kind === 'idle' ? await runIdle(env, s) : await runE2e(env, s);
           const foreign = attemptResult.cpu?.foreignPercent ?? 0;
           attemptResult.extra.attempt = attempt;
           if (!best || foreign < (best.cpu?.foreignPercent ?? 0)) best = attemptResult;
@@ -698,6 +709,7 @@ async function main(): Promise<void> {
       const base = rlfBaseline(rows, scenarioOf, scenarioOf.get(r.name)!);
       if (base) r.ratioVsRlf = r.ratePerS / base.ratePerS;
     }
+    setPolicyRatios(rows);
     const codeAtEnd = await codeFingerprint();
     const codeNote =
       codeAtStart === codeAtEnd

@@ -2,7 +2,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 
 export interface Row {
   name: string;
-  kind: 'store' | 'ws' | 'http' | 'echo' | 'idle';
+  kind: 'store' | 'ws' | 'http' | 'echo' | 'idle' | 'policy';
   /** e.g. "uniform 256" */
   ratePerS: number;
   rateMinPerS: number;
