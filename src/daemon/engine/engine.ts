@@ -245,7 +245,6 @@ export class DecisionEngine {
     }
     try {
       const { out, policy } = await this.consumer.submit({ hash: s.hash, region: s.region, masked: s.masked, allowlisted, counters: input.counters });
-      // The number's state and the clock offset were learnt in decideInDatabase (Outage.inDatabase).
       if (!allowlisted) this.denyCache?.note(s.hash, out.rules, out.atMs, out.blockedUntil, policy.decision);
       return verdictOf(fromOutcome(out, input.counters, policy.decision), { source: 'database', metricSource: 'database' });
     } catch (err) {
