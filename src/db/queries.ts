@@ -1,5 +1,6 @@
 import type { Pool } from './pool.js';
 import type { Policy } from '../core/policy.js';
+import { ruleArrays } from './stats.js';
 
 // Every timestamp here is the database's clock (ms since epoch), so instances with skewed
 // clocks still share one notion of "now".
@@ -18,10 +19,6 @@ export interface ConsumeOutcome {
   atMs: number;
   /** The key's call log right after this request, ascending. */
   log: number[];
-}
-
-function ruleArrays(policy: Pick<Policy, 'rules'>): [number[], number[]] {
-  return [policy.rules.map((r) => r.max), policy.rules.map((r) => r.windowMs)];
 }
 
 /**

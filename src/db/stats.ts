@@ -104,7 +104,8 @@ export interface Stats {
   regions: RegionStats[];
 }
 
-function ruleArrays(policy: Pick<Policy, 'rules'>): [number[], number[]] {
+/** A number policy's rules as the parallel (max, window) arrays the SQL functions take. */
+export function ruleArrays(policy: Pick<Policy, 'rules'>): [number[], number[]] {
   return [policy.rules.map((r) => r.max), policy.rules.map((r) => r.windowMs)];
 }
 
