@@ -1,6 +1,6 @@
 // Issue #12 parts 2 and 4: how `stats --json`, `top --once` and `status` grow with the number of
 // numbers ever seen (100k, 1M, 10M rows), through the real binary (node start-up included), and
-// what the active-number set (migration 012) costs the decisions. Run by `npm run bench` (scenario
+// what the active-number set (migration 011) costs the decisions. Run by `npm run bench` (scenario
 // names "size …"; BENCH_ONLY=size runs only these) or alone: `node dist/bench/table-size.js`.
 //
 // Each table is built once by generate_series in batches, time-bounded (BENCH_BUILD_SECONDS per
@@ -157,7 +157,7 @@ function runCli(url: string, args: string[]): Promise<{ ms: number; code: number
   });
 }
 
-// The queries `stats` and `top` ran before 012 (sequential scans with per-row subqueries), timed
+// The queries `stats` and `top` ran before 011 (sequential scans with per-row subqueries), timed
 // on the same tables for a same-machine, same-load comparison.
 const LEGACY_STATS = `WITH n AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms),
   per_row AS (
@@ -327,7 +327,7 @@ export async function runTableSizes(only: RegExp | undefined, log: (s: string) =
         const legacySqlMs = legacy ? await timeSql(pool, legacy, LEGACY_RUNS) : null;
         const row: SizeRow = { name, rows: sizeRows[0]!.n, tableMb, medianMs: median(times), minMs: Math.min(...times), legacySqlMs, load: loadAverage() };
         out.push(row);
-        log(`  ${name.padEnd(22)} ${row.medianMs.toFixed(0)} ms (min ${row.minMs.toFixed(0)})${legacySqlMs !== null ? `; the pre-012 query alone ${legacySqlMs.toFixed(0)} ms` : ''}; load ${row.load}`);
+        log(`  ${name.padEnd(22)} ${row.medianMs.toFixed(0)} ms (min ${row.minMs.toFixed(0)})${legacySqlMs !== null ? `; the pre-011 query alone ${legacySqlMs.toFixed(0)} ms` : ''}; load ${row.load}`);
       }
       if (decideHere) decide = await measureDecide(pool, log);
     } finally {
@@ -341,9 +341,9 @@ export async function runTableSizes(only: RegExp | undefined, log: (s: string) =
 export function renderSizeSection(result: { rows: SizeRow[]; decide: DecideRow[] }, date: string): string {
   const lines = [
     `Table-size run: ${date}. Wall time through \`bin/ratelimit.js\` (node start-up included), median of ${CLI_RUNS} after one warm-up; ` +
-      `"pre-012 SQL" is the query the command ran before migration 012, alone, on the same table. Every size has the same ${ACTIVE.toLocaleString('en-US')} numbers active in the last hour. "load" is the 1/5/15-minute load average when the row was taken (2 cores, shared).`,
+      `"pre-011 SQL" is the query the command ran before migration 011, alone, on the same table. Every size has the same ${ACTIVE.toLocaleString('en-US')} numbers active in the last hour. "load" is the 1/5/15-minute load average when the row was taken (2 cores, shared).`,
     '',
-    '| scenario | rows | table MB | median ms | min ms | pre-012 SQL ms | load |',
+    '| scenario | rows | table MB | median ms | min ms | pre-011 SQL ms | load |',
     '|---|---:|---:|---:|---:|---:|---|',
     ...result.rows.map((r) => `| ${r.name} | ${r.rows.toLocaleString('en-US')} | ${r.tableMb.toFixed(0)} | ${r.medianMs.toFixed(0)} | ${r.minMs.toFixed(0)} | ${r.legacySqlMs === null ? '—' : r.legacySqlMs.toFixed(0)} | ${r.load} |`),
   ];

@@ -7,7 +7,7 @@ import { stripVTControlCharacters } from 'node:util';
 import { TopView } from '../src/cli/top/TopView.js';
 import type { TopViewProps } from '../src/cli/top/props.js';
 import { fleetSeries, fleetTotals, flyRegionTotals, type HotRow, type TopFrame, type TopInstance } from '../src/cli/top/model.js';
-import { renderFrameText } from '../src/cli/top/run.js';
+import { renderFrameText } from '../src/cli/top/frame.js';
 
 afterEach(() => cleanup());
 

@@ -6,7 +6,7 @@ import type { TopViewProps } from '../src/cli/top/props.js';
 import { sparkline } from '../src/cli/top/text.js';
 import { TopApp, type TopAppProps } from '../src/cli/top/TopApp.js';
 import { fleetSeries, fleetTotals, flyRegionTotals, type HotRow, type TopFrame } from '../src/cli/top/model.js';
-import { renderFrameText } from '../src/cli/top/run.js';
+import { renderFrameText } from '../src/cli/top/frame.js';
 import type { FleetInstance } from '../src/db/fleet.js';
 import type { HotSort, ResetOutcome } from '../src/db/queries.js';
 
@@ -184,6 +184,18 @@ describe('TopView', () => {
     expect(text).not.toContain('q quit');
     expect(text).toContain('+1415•••••71');
     for (const row of linesOf(text)) expect([...row].length).toBeLessThanOrEqual(80);
+  });
+
+  it('prints for --once, without ink, exactly the text ink draws for the same frame', () => {
+    for (const columns of [60, 80, 120]) {
+      const frame = makeFrame();
+      const drawn = view({ frame, columns, rows: undefined, interactive: false, sort: frame.sort })
+        .split('\n')
+        .map((l) => l.trimEnd())
+        .join('\n')
+        .replace(/\n+$/, '');
+      expect(renderFrameText(frame, { columns, intervalMs: 2_000 })).toBe(drawn);
+    }
   });
 });
 

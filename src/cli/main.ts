@@ -3,41 +3,54 @@
 import { Command, CommanderError, Option } from 'commander';
 import { describeFailure, type FailureKind } from '../core/errors.js';
 import { EXIT, VERSION, type Io } from './context.js';
-import * as serve from './commands/serve.js';
-import * as dbInit from './commands/db-init.js';
-import * as dbPrune from './commands/db-prune.js';
-import * as status from './commands/status.js';
-import * as reset from './commands/reset.js';
-import * as stats from './commands/stats.js';
-import * as hash from './commands/hash.js';
-import * as top from './top/command.js';
-import * as policy from './commands/policy.js';
-import * as block from './commands/block.js';
-import * as allow from './commands/allow.js';
-import * as unlist from './commands/unlist.js';
-import * as list from './commands/list.js';
 import { reportFailure } from './failure.js';
-import * as keyStatus from './commands/key-status.js';
 
-/** In `ratelimit --help` order. */
-const COMMANDS: ReadonlyArray<{ register: (program: Command, io: Io) => void }> = [
-  serve,
-  dbInit,
-  dbPrune,
-  status,
-  reset,
-  stats,
-  hash,
-  top,
-  policy,
-  block,
-  allow,
-  unlist,
-  list,
-  keyStatus,
+type CommandModule = { register: (program: Command, io: Io) => void };
+
+/**
+ * In `ratelimit --help` order, each loaded only when needed: a command's module graph (pg, zod,
+ * yaml, the daemon, …) is most of the CLI's start-up, and `stats` or `top --once` should not pay
+ * for `serve`'s. Two modules add subcommands under `db`.
+ */
+const COMMANDS: ReadonlyArray<{ name: string; load: () => Promise<CommandModule> }> = [
+  { name: 'serve', load: () => import('./commands/serve.js') },
+  { name: 'db', load: () => import('./commands/db-init.js') },
+  { name: 'db', load: () => import('./commands/db-prune.js') },
+  { name: 'status', load: () => import('./commands/status.js') },
+  { name: 'reset', load: () => import('./commands/reset.js') },
+  { name: 'stats', load: () => import('./commands/stats.js') },
+  { name: 'hash', load: () => import('./commands/hash.js') },
+  { name: 'top', load: () => import('./top/command.js') },
+  { name: 'policy', load: () => import('./commands/policy.js') },
+  { name: 'block', load: () => import('./commands/block.js') },
+  { name: 'allow', load: () => import('./commands/allow.js') },
+  { name: 'unlist', load: () => import('./commands/unlist.js') },
+  { name: 'list', load: () => import('./commands/list.js') },
+  { name: 'key', load: () => import('./commands/key-status.js') },
 ];
 
-function buildProgram(io: Io): { program: Command; invoked: () => Command } {
+/** The global options that take a value (declared in buildProgram), for finding the command word. */
+const GLOBAL_VALUE_OPTIONS = new Set(['--database-url', '--data-dir', '--phone-limit', '--phone-window']);
+
+/**
+ * The command named in argv, if it is one of ours: only its module needs loading. Anything else
+ * (no command, --help, --version, a typo commander should suggest a fix for) loads them all.
+ */
+export function commandWord(argv: readonly string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--') return undefined;
+    if (GLOBAL_VALUE_OPTIONS.has(a)) {
+      i++;
+      continue;
+    }
+    if (a.startsWith('-')) continue;
+    return COMMANDS.some((c) => c.name === a) ? a : undefined;
+  }
+  return undefined;
+}
+
+async function buildProgram(io: Io, argv: readonly string[]): Promise<{ program: Command; invoked: () => Command }> {
   const program = new Command('ratelimit')
     .description('Phone-number and client-IP rate limiting for apps that place calls or send SMS.')
     .version(VERSION)
@@ -52,7 +65,9 @@ function buildProgram(io: Io): { program: Command; invoked: () => Command } {
       writeOut: (s) => io.out(s.replace(/\n$/, '')),
       writeErr: (s) => io.err(s.replace(/\n$/, '')),
     });
-  for (const command of COMMANDS) command.register(program, io);
+  const word = commandWord(argv);
+  const modules = await Promise.all(COMMANDS.filter((c) => word === undefined || c.name === word).map((c) => c.load()));
+  for (const m of modules) m.register(program, io);
   // Registered last, so every command and subcommand gets them, whoever added it.
   let invoked: Command = program;
   forEachCommand(program, (cmd) => {
@@ -104,7 +119,7 @@ export function exitCodeFor(err: unknown, command: string | undefined): number {
 }
 
 export async function runCli(argv: string[], io: Io): Promise<number> {
-  const { program, invoked } = buildProgram(io);
+  const { program, invoked } = await buildProgram(io, argv);
   try {
     await program.parseAsync(argv, { from: 'user' });
     return EXIT.OK;

@@ -13,7 +13,8 @@ export const ACTIVE_RETENTION_MS = 25 * 3_600_000;
 /** The longest window the set answers for: one epoch is kept beyond it for the rounding. */
 export const ACTIVE_MAX_WINDOW_MS = ACTIVE_RETENTION_MS - ACTIVE_EPOCH_MS;
 
-const NOW_MS = `(extract(epoch FROM clock_timestamp()) * 1000)::bigint`;
+// Stable (see stats.ts): the prune's epoch bound is then an index condition.
+const NOW_MS = `(extract(epoch FROM now()) * 1000)::bigint`;
 
 /** A number's latest activity, for a query over `phone_rate_limits AS p`. */
 export const ACTIVITY_SQL = `GREATEST(COALESCE(p.last_call_at, 0), COALESCE(p.last_denied_at, 0))`;

@@ -1,11 +1,14 @@
-// `ratelimit top`: its flags and how it is started. The ink app is loaded only when the command
-// runs: ink and react would slow every other command's start-up.
+// `ratelimit top`: its flags and how it is started. The ink app is loaded only for the live
+// view: ink and react cost about a second of start-up, which neither the other commands nor a
+// one-shot frame (`--once`, pipes: frame.ts's plain text) should pay.
 import type { Command } from 'commander';
 import { parseDurationMs } from '../../core/duration.js';
 import { ConfigError } from '../../core/errors.js';
 import { ensureSchema } from '../../db/open.js';
 import { withDatabaseNoKey, type Io } from '../context.js';
 import { operatorName } from '../operator.js';
+import { renderFrameText } from './frame.js';
+import { loadTopFrame, SORTS } from './model.js';
 
 const DEFAULT_INTERVAL_MS = 2_000;
 // Below this a dashboard is just load on the database; above, it is no longer live.
@@ -33,19 +36,19 @@ export function register(program: Command, io: Io): void {
     .option('--interval <duration>', 'refresh interval, e.g. 2s or 500ms (default 2s)')
     .action(async (opts: { once?: boolean; interval?: string }, cmd: Command) => {
       const intervalMs = parseInterval(opts.interval);
-      const { runTop } = await import('./run.js');
+      const once = opts.once === true || !io.isTTY;
+      const runTop = once ? undefined : (await import('./run.js')).runTop;
       await withDatabaseNoKey(cmd, io, async ({ config, db }) => {
         await ensureSchema(db);
-        const columns = Number(io.env.COLUMNS);
-        await runTop({
-          pool: db.pool,
-          policy: config.defaultPolicy,
-          intervalMs,
-          once: opts.once === true || !io.isTTY,
-          operator: operatorName(io.env),
-          out: io.out,
-          columns: io.isTTY && process.stdout.columns ? process.stdout.columns : Number.isInteger(columns) && columns >= MIN_COLUMNS ? columns : DEFAULT_COLUMNS,
-        });
+        if (runTop) {
+          await runTop({ pool: db.pool, policy: config.defaultPolicy, intervalMs, operator: operatorName(io.env) });
+          return;
+        }
+        // Unlike the live view, a failure here is the command's failure (exit 1): a script asked.
+        const env = Number(io.env.COLUMNS);
+        const columns = io.isTTY && process.stdout.columns ? process.stdout.columns : Number.isInteger(env) && env >= MIN_COLUMNS ? env : DEFAULT_COLUMNS;
+        const frame = await loadTopFrame(db.pool, config.defaultPolicy, SORTS[0]);
+        io.out(renderFrameText(frame, { columns, intervalMs }));
       }, { readTimeout: true });
     });
 }

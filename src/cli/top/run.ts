@@ -1,64 +1,26 @@
-// Running `ratelimit top`: one plain frame (`--once`, pipes) or the live ink app on the
-// alternate screen.
+// Running the live `ratelimit top`: the ink app on the alternate screen (`--once` and pipes
+// print frame.ts's plain text and never load this file).
 import { createElement } from 'react';
-import { render, renderToString } from 'ink';
-import { stripVTControlCharacters } from 'node:util';
+import { render } from 'ink';
 import type { Pool } from '../../db/pool.js';
 import type { Policy } from '../../core/policy/types.js';
 import { onStopSignals } from '../signals.js';
-import { loadTopFrame, resetFromTop, SORTS, type HotRow, type HotSort, type TopFrame } from './model.js';
-import { TopView } from './TopView.js';
+import { loadTopFrame, resetFromTop, type HotRow, type HotSort } from './model.js';
 import { TopApp } from './TopApp.js';
 
 const LEAVE_ALTERNATE_SCREEN = '\x1b[?1049l';
-
-interface FrameTextOptions {
-  columns: number;
-  intervalMs: number;
-}
-
-/** One frame as plain text (no colour, no trailing spaces): for `--once`, pipes and tickets. */
-export function renderFrameText(frame: TopFrame, opts: FrameTextOptions): string {
-  const text = renderToString(
-    createElement(TopView, {
-      frame,
-      columns: opts.columns,
-      intervalMs: opts.intervalMs,
-      sort: frame.sort,
-      paused: false,
-      interactive: false,
-      connection: { ok: true },
-    }),
-    { columns: opts.columns },
-  );
-  return stripVTControlCharacters(text)
-    .split('\n')
-    .map((line) => line.trimEnd())
-    .join('\n')
-    .replace(/\n+$/, '');
-}
 
 export interface TopOptions {
   pool: Pool;
   /** The RATE_LIMIT_* default, used only while no policy has been applied to the database. */
   policy: Policy;
   intervalMs: number;
-  once: boolean;
   /** Who resets from the dashboard are recorded as. */
   operator: string;
-  out: (text: string) => void;
-  /** Terminal width for `--once` (the live view follows the terminal). */
-  columns: number;
 }
 
 export async function runTop(opts: TopOptions): Promise<void> {
   const { pool, policy } = opts;
-  if (opts.once) {
-    // Unlike the live view, a failure here is the command's failure (exit 1): a script asked.
-    const frame = await loadTopFrame(pool, policy, SORTS[0]);
-    opts.out(renderFrameText(frame, { columns: opts.columns, intervalMs: opts.intervalMs }));
-    return;
-  }
   const stdout = process.stdout;
   const inputActive = Boolean(process.stdin.isTTY);
   // The alternate screen, like top(1): the shell's scrollback is left as it was on exit.
