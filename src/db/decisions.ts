@@ -153,17 +153,22 @@ export function decideQuery(requests: readonly DecideRequest[], policy: Decision
 
 /**
  * A number new to the database is only written at the end of its batch (once, with its final
- * state); when two batches decide the same new number at once, the later one fails with 40001
- * having written nothing, and running it again finds the row and waits for it.
+ * state), after the counters are locked. Two ways that can fail, both having written nothing,
+ * both fixed by running the batch again (which finds the row and locks it with the others):
+ * - two batches decide the same new number at once: the later one fails with 40001;
+ * - a replay (ratelimit_record_v2, which creates numbers before it locks counters) created the
+ *   number and waits on a counter this batch holds: PostgreSQL aborts one of the two with
+ *   40P01 after deadlock_timeout (test/db/lock-order.test.ts builds that cycle).
  */
 const RACE_ATTEMPTS = 5;
+const RETRIED = new Set<unknown>([SQLSTATE.SERIALIZATION_FAILURE, SQLSTATE.DEADLOCK_DETECTED]);
 
 async function withRetryOnRace<R>(run: () => Promise<{ rows: R[] }>): Promise<R[]> {
   for (let attempt = 1; ; attempt++) {
     try {
       return (await run()).rows;
     } catch (err) {
-      if ((err as { code?: unknown }).code !== SQLSTATE.SERIALIZATION_FAILURE || attempt >= RACE_ATTEMPTS) throw err;
+      if (!RETRIED.has((err as { code?: unknown }).code) || attempt >= RACE_ATTEMPTS) throw err;
     }
   }
 }
