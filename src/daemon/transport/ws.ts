@@ -70,6 +70,8 @@ export class WsTransport {
   private readonly connections: ConnectionCounter;
   private readonly clients = new Map<WebSocket, Client>();
   private readonly paused = new Set<WebSocket>();
+  /** Paused sockets already waiting for 'drain' (one listener each). */
+  private readonly drainWatched = new WeakSet<Socket>();
   private readonly corked = new Set<Socket>();
   private readonly backlog: BacklogBudget;
   private readonly pingTimer: NodeJS.Timeout;
@@ -268,6 +270,21 @@ export class WsTransport {
       process.nextTick(() => {
         this.corked.delete(socket);
         socket.uncork();
+        // A paused socket was measured while its replies sat in the cork buffer, so it looked
+        // backlogged; measured again now that they are written (or once the kernel takes the
+        // rest), it resumes at once instead of at the next sweep: 8192 pipelined requests on one
+        // socket ran at half the rate of 512, idle between sweeps.
+        const client = this.clients.get(ws);
+        if (client?.pausedAtMs === undefined) return;
+        this.measure(ws, client);
+        if (client.pausedAtMs !== undefined && socket.writableNeedDrain && !this.drainWatched.has(socket)) {
+          this.drainWatched.add(socket);
+          socket.once('drain', () => {
+            this.drainWatched.delete(socket);
+            const c = this.clients.get(ws);
+            if (c?.pausedAtMs !== undefined) this.measure(ws, c);
+          });
+        }
       });
     }
     ws.send(text);
