@@ -29,18 +29,26 @@ const COMMANDS: ReadonlyArray<{ name: string; load: () => Promise<CommandModule>
   { name: 'key', load: () => import('./commands/key-status.js') },
 ];
 
-/** The global options that take a value (declared in buildProgram), for finding the command word. */
-const GLOBAL_VALUE_OPTIONS = new Set(['--database-url', '--data-dir', '--phone-limit', '--phone-window']);
+/** The options every command takes (PROTOCOL.md: each command's --help lists them too). */
+function globalOptions(): Option[] {
+  return [
+    new Option('--database-url <url>', 'PostgreSQL URL (env DATABASE_URL, FLY_DATABASE_URL; default: embedded)'),
+    new Option('--data-dir <dir>', 'where the embedded database and generated key live (env RATELIMIT_DATA_DIR)'),
+    new Option('--phone-limit <n>', 'calls allowed per number per window (env RATE_LIMIT_PHONE_MAX)'),
+    new Option('--phone-window <duration>', 'the rolling window, e.g. 1h, 15m (env RATE_LIMIT_PHONE_WINDOW)'),
+  ];
+}
 
 /**
  * The command named in argv, if it is one of ours: only its module needs loading. Anything else
  * (no command, --help, --version, a typo commander should suggest a fix for) loads them all.
  */
 export function commandWord(argv: readonly string[]): string | undefined {
+  const takesValue = new Set(globalOptions().filter((o) => o.required || o.optional).map((o) => o.long));
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--') return undefined;
-    if (GLOBAL_VALUE_OPTIONS.has(a)) {
+    if (takesValue.has(a)) {
       i++;
       continue;
     }
@@ -53,11 +61,9 @@ export function commandWord(argv: readonly string[]): string | undefined {
 async function buildProgram(io: Io, argv: readonly string[]): Promise<{ program: Command; invoked: () => Command }> {
   const program = new Command('ratelimit')
     .description('Phone-number and client-IP rate limiting for apps that place calls or send SMS.')
-    .version(VERSION)
-    .addOption(new Option('--database-url <url>', 'PostgreSQL URL (env DATABASE_URL, FLY_DATABASE_URL; default: embedded)'))
-    .addOption(new Option('--data-dir <dir>', 'where the embedded database and generated key live (env RATELIMIT_DATA_DIR)'))
-    .addOption(new Option('--phone-limit <n>', 'calls allowed per number per window (env RATE_LIMIT_PHONE_MAX)'))
-    .addOption(new Option('--phone-window <duration>', 'the rolling window, e.g. 1h, 15m (env RATE_LIMIT_PHONE_WINDOW)'))
+    .version(VERSION);
+  for (const o of globalOptions()) program.addOption(o);
+  program
     // PROTOCOL.md: every command's --help lists the global flags too (--database-url, --data-dir).
     .configureHelp({ showGlobalOptions: true })
     .exitOverride()
