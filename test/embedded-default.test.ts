@@ -1,13 +1,12 @@
 // The newcomer's path: `ratelimit serve` with no configuration at all, and `ratelimit status`
 // in another terminal seeing the counts it made.
 import { afterAll, describe, expect, it } from 'vitest';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { BIN, spawnServe } from './helpers/serve.js';
+import { execFile, type ChildProcess } from 'node:child_process';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 
-const BIN = join(import.meta.dirname, '..', 'bin', 'ratelimit.js');
 const children: ChildProcess[] = [];
 const dirs: string[] = [];
 
@@ -26,22 +25,7 @@ describe('embedded default', () => {
     const cwd = await mkdtemp(join(tmpdir(), 'ratelimit-newcomer-'));
     dirs.push(cwd);
     await chmod(cwd, 0o755);
-    const daemon = spawn(process.execPath, [BIN, 'serve', '--port', '0'], { cwd, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(daemon);
-    const exited = new Promise<number | null>((resolve) => daemon.on('exit', (code) => resolve(code)));
-    const lines: string[] = [];
-    const port = await new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`daemon did not start:\n${lines.join('\n')}`)), 90_000);
-      createInterface({ input: daemon.stdout! }).on('line', (line) => {
-        lines.push(line);
-        const entry = JSON.parse(line) as { msg?: string; port?: number };
-        if (entry.msg?.startsWith('ratelimit listening') && entry.port) {
-          clearTimeout(timer);
-          resolve(entry.port);
-        }
-      });
-      daemon.on('exit', () => reject(new Error(`daemon exited:\n${lines.join('\n')}`)));
-    });
+    const { daemon, port, lines, exited } = await spawnServe(cwd, cleanEnv(), (c) => children.push(c));
     expect(lines.join('\n')).toMatch(/generated a key/);
 
     for (let i = 0; i < 3; i++) {

