@@ -1,4 +1,4 @@
-// The active-number set (migration 011): which numbers had activity (a call or a denial) in which
+// The active-number set (migrations 011, 013): which numbers had activity (a call or a denial) in which
 // 10-minute epoch, written by a trigger only when a number's activity enters a new epoch. `stats`
 // and `top` read the numbers of a window through it instead of scanning every number ever seen.
 import type { Pool } from './pool.js';
@@ -50,10 +50,12 @@ export async function pruneActiveNumbers(pool: Pool, retentionMs: number = ACTIV
   for (let i = 0; i < PRUNE_SLICES; i++) {
     const { rowCount } = await pool.query({
       name: 'ratelimit_prune_active',
-      text: `DELETE FROM rate_limit_active WHERE (epoch, phone_hash) IN (
-               SELECT epoch, phone_hash FROM rate_limit_active
+      // By ctid: the set has no key (migration 013), and an entry is an immutable fact, so the
+      // row found is the row deleted.
+      text: `DELETE FROM rate_limit_active WHERE ctid = ANY (ARRAY(
+               SELECT ctid FROM rate_limit_active
                 WHERE epoch < (${NOW_MS} - $1::bigint) / ratelimit_active_epoch_ms()
-                ORDER BY epoch LIMIT $2)`,
+                ORDER BY epoch LIMIT $2))`,
       values: [retentionMs, PRUNE_SLICE_ROWS],
     });
     total += rowCount ?? 0;

@@ -1,4 +1,4 @@
-// stats and top read through the active-number set (migration 012): whatever path wrote the rows
+// stats and top read through the active-number set (migrations 011, 013): whatever path wrote the rows
 // (inserted active, updated, moved backwards, pruned), what they report must equal a brute-force
 // recount over every row, and no number active in a window may be missing from it.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
