@@ -11,12 +11,12 @@ import { readEffectivePolicy } from '../db/policies.js';
 import { readListEntries } from '../db/lists.js';
 import { peekState } from '../db/decisions.js';
 import { foldNumber } from '../db/keys.js';
-import { hashPhone, maskPhone, normalizePhone } from '../core/phone.js';
+import { hashPhone, maskPhone, normalizePhoneWithType } from '../core/phone.js';
 import { decisionTime, evaluate, makePolicy } from '../core/policy.js';
 import { EMPTY_BUCKETS, evaluateAggregate } from '../core/policy/aggregate.js';
 import { counterMapKey } from '../core/policy/counters.js';
 import { decideCheck, decisionPolicy, EMPTY_NUMBER } from '../core/policy/decide.js';
-import { countersFor, destinationDenial, numberType } from '../core/policy/subject.js';
+import { countersFor, destinationDenial } from '../core/policy/subject.js';
 import { UNKNOWN_REGION, type Policy } from '../core/policy/types.js';
 import { ListIndex } from '../core/lists.js';
 import { entryView, type EntryView } from './list-target.js';
@@ -78,7 +78,7 @@ type Verdict = Pick<StatusReport, 'allowed' | 'rule' | 'reason' | 'limit' | 'use
 
 /** `previousKey`: PHONE_ENCRYPTION_KEY_PREVIOUS during a rotation; the number is folded to its new hash first. */
 export async function statusCommand(pool: Pool, key: string, fallback: Policy, phone: string, previousKey?: string): Promise<StatusReport> {
-  const { e164, region } = normalizePhone(phone);
+  const { e164, region, type } = normalizePhoneWithType(phone);
   const hash = hashPhone(e164, key);
   await foldNumber(pool, e164, { current: key, previous: previousKey });
   const effective = await readEffectivePolicy(pool, fallback);
@@ -92,7 +92,6 @@ export async function statusCommand(pool: Pool, key: string, fallback: Policy, p
   const index = new ListIndex(lists.entries.map((e) => ({ ...e, expiresAtMs: e.expiresAt?.getTime() ?? null })));
   const match = index.lookup(hash, e164, now);
   const listEntry = match ? lists.entries.find((e) => e.targetType === match.entry.targetType && e.target === match.entry.target) : undefined;
-  const type = numberType(e164);
   const destination = destinationDenial(policy, region, type);
   const buckets = counters.map((c) => peek.counters.get(counterMapKey(c.rule.id, c.key)) ?? EMPTY_BUCKETS);
   const d = decideCheck({ number: state, buckets }, { counters, allowlisted: match?.kind === 'allow' }, decisionPolicy(policy), now);

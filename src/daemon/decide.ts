@@ -6,8 +6,8 @@
 import type { Logger } from 'pino';
 import type { ListIndex } from '../core/lists.js';
 import { InvalidPhoneNumberError } from '../core/errors.js';
-import { hashPhone, maskPhone, normalizePhone } from '../core/phone.js';
-import { destinationDenial, numberType } from '../core/policy/subject.js';
+import { hashPhone, maskPhone, normalizePhoneWithType } from '../core/phone.js';
+import { destinationDenial } from '../core/policy/subject.js';
 import { decisionReply, errorReply } from '../protocol/replies.js';
 import type { Reply, Request } from '../protocol/wire.js';
 import type { Role } from './auth.js';
@@ -45,9 +45,9 @@ export class Decider {
   private subject(phoneNumber: string): PhoneSubject {
     const cached = this.phoneCache.get(phoneNumber);
     if (cached) return cached;
-    const { e164, region } = normalizePhone(phoneNumber);
+    const { e164, region, type } = normalizePhoneWithType(phoneNumber);
     const previousHash = this.opts.rotation?.previousHash(e164);
-    const s = { e164, hash: hashPhone(e164, this.opts.phoneKey), previousHash, region, masked: maskPhone(e164), type: numberType(e164) };
+    const s = { e164, hash: hashPhone(e164, this.opts.phoneKey), previousHash, region, masked: maskPhone(e164), type };
     this.phoneCache.set(phoneNumber, s);
     return s;
   }

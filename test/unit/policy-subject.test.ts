@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { parsePolicyFile } from '../../src/core/policy/file.js';
-import { countersFor, destinationDenial, numberType, ruleIds } from '../../src/core/policy/subject.js';
+import { countersFor, destinationDenial, ruleIds } from '../../src/core/policy/subject.js';
 import { defaultPolicy } from '../../src/core/policy/default.js';
-import { normalizePhone } from '../../src/core/phone.js';
+import { normalizePhone, normalizePhoneWithType } from '../../src/core/phone.js';
+import { InvalidPhoneNumberError } from '../../src/core/errors.js';
 import type { Policy } from '../../src/core/policy/types.js';
 
 function parsed(text: string): Policy {
@@ -98,7 +99,7 @@ describe('destinationDenial', () => {
   });
 });
 
-describe('numberType', () => {
+describe('normalizePhoneWithType', () => {
   it.each([
     ['+449098790000', 'premium_rate'],
     ['+19005551234', 'premium_rate'],
@@ -108,18 +109,26 @@ describe('numberType', () => {
     ['+442079460958', 'fixed_line'],
     ['+14155552671', 'fixed_line_or_mobile'],
   ])('%s is %s', (e164, type) => {
-    expect(numberType(e164)).toBe(type);
+    expect(normalizePhoneWithType(e164).type).toBe(type);
   });
 
-  it('is undefined when libphonenumber cannot tell (fictional numbers, garbage)', () => {
-    expect(numberType('+15555550100')).toBeUndefined();
-    expect(numberType('not a number')).toBeUndefined();
+  it('normalises exactly as normalizePhone, whatever the spelling', () => {
+    for (const input of ['+44 909 879 0000', '+1 (415) 555-2671', '+15555550100', ' +33 8 10 12 34 56 ']) {
+      const { type, ...normalized } = normalizePhoneWithType(input);
+      expect(normalized).toEqual(normalizePhone(input));
+    }
+    expect(normalizePhoneWithType('+1 (900) 555-1234').type).toBe('premium_rate');
+  });
+
+  it('has no type when libphonenumber cannot tell (fictional numbers), and refuses garbage as normalizePhone does', () => {
+    expect(normalizePhoneWithType('+15555550100').type).toBeUndefined();
+    expect(() => normalizePhoneWithType('not a number')).toThrow(InvalidPhoneNumberError);
   });
 
   it('makes a premium-rate number, normalised as the daemon does, a destination denial under the default policy', () => {
-    const { e164, region } = normalizePhone('+44 909 879 0000');
+    const { region, type } = normalizePhoneWithType('+44 909 879 0000');
     const policy = defaultPolicy({ phoneMax: 2, phoneWindowMs: 3_600_000, ipMax: 20, ipWindowMs: 3_600_000 });
-    expect(destinationDenial(policy, region, numberType(e164))).toEqual({ rule: 'destination:premium_rate' });
+    expect(destinationDenial(policy, region, type)).toEqual({ rule: 'destination:premium_rate' });
   });
 });
 

@@ -1,16 +1,13 @@
 // Which rules of a policy a given number is subject to: the aggregate counters its consume is
 // checked against, and whether its destination (country, number type) is denied outright.
 
-import { parsePhoneNumber } from 'libphonenumber-js/max';
-import { NUMBER_TYPES, UNKNOWN_REGION, type NumberType, type Policy } from './types.js';
-
-const KNOWN_TYPES: ReadonlySet<string> = new Set(NUMBER_TYPES);
+import { UNKNOWN_REGION, type NumberType, type Policy } from './types.js';
 
 export { applicableCounters as countersFor } from './counters.js';
 
 /**
  * The destination rule that denies a number outright, if any: its country (allow or deny list)
- * first, then its number type. `type` as numberType() gives it.
+ * first, then its number type. `type` as normalizePhoneWithType() gives it.
  */
 export function destinationDenial(policy: Policy, region: string | undefined, type: NumberType | undefined): { rule: string } | undefined {
   const countries = policy.destinations.countries;
@@ -24,21 +21,6 @@ export function destinationDenial(policy: Policy, region: string | undefined, ty
   }
   if (type !== undefined && policy.destinations.blockTypes.includes(type)) return { rule: `destination:${type}` };
   return undefined;
-}
-
-/**
- * libphonenumber's type for the number (`PREMIUM_RATE` -> `premium_rate`), or undefined when it
- * cannot tell (not a valid number of its country, e.g. fictional +1555… numbers).
- */
-export function numberType(e164: string): NumberType | undefined {
-  let type: string | undefined;
-  try {
-    type = parsePhoneNumber(e164).getType();
-  } catch {
-    return undefined;
-  }
-  const name = type?.toLowerCase();
-  return name !== undefined && KNOWN_TYPES.has(name) ? (name as NumberType) : undefined;
 }
 
 /**

@@ -68,13 +68,18 @@ type Source = Pick<Verdict, 'source' | 'metricSource'>;
 /** From the pure model's result (memory mode, checks) or fromOutcome's. */
 export function verdictOf(r: DecideResult, source: Source): Verdict {
   const own = r.number ? viewOf(r.number) : noView(r.atMs);
-  const base = { allowed: r.allowed, reason: r.reason, rule: r.rule, shadow: r.shadow, own, ...source };
-  if (r.allowed) return { ...base, ...own, retryAfterMs: 0 };
+  if (r.allowed) return verdict(r, own, source, own.limit, own.used, own.remaining, own.resetTime, 0);
   if (r.reason === 'number_blocked' && r.blockedUntil !== null) {
-    return { ...base, ...own, remaining: 0, resetTime: r.blockedUntil, retryAfterMs: Math.max(0, r.blockedUntil - r.atMs) };
+    return verdict(r, own, source, own.limit, own.used, 0, r.blockedUntil, Math.max(0, r.blockedUntil - r.atMs));
   }
-  if (r.aggregate) return { ...base, ...viewOf(r.aggregate) };
-  return { ...base, ...own };
+  const shown = r.aggregate ?? own;
+  return verdict(r, own, source, shown.limit, shown.used, shown.remaining, shown.resetTime, shown.retryAfterMs);
+}
+
+// Every verdict is built here, field by field in one order: object spreads cost ~3% of the
+// daemon's time on the decision path (profile, ws uniform 256) and gave verdicts many shapes.
+function verdict(r: Pick<Verdict, 'allowed' | 'reason' | 'rule' | 'shadow'>, own: View, source: Source, limit: number, used: number, remaining: number, resetTime: number | null, retryAfterMs: number | null): Verdict {
+  return { allowed: r.allowed, reason: r.reason, rule: r.rule, shadow: r.shadow, own, limit, used, remaining, resetTime, retryAfterMs, source: source.source, metricSource: source.metricSource };
 }
 
 /** ratelimit_decide's row as the pure model's result, so both paths reply alike. */
@@ -112,7 +117,7 @@ export function fromOutcome(o: DecideOutcome, counters: readonly AggregateCounte
  * or, for a block, its end (null: until unlisted).
  */
 export function earlyDenial(reason: DenyReason, rule: string, view: View, source: Source): Verdict {
-  return { allowed: false, reason, rule, shadow: [], own: view, ...view, ...source };
+  return verdict({ allowed: false, reason, rule, shadow: [] }, view, source, view.limit, view.used, view.remaining, view.resetTime, view.retryAfterMs);
 }
 
 export function blockView(untilMs: number | null, nowMs: number): View {
