@@ -65,8 +65,10 @@ const MAX_ATTEMPTS = 3;
 type Scenario =
   | { kind: 'store'; name: string; system: StoreSystem; dist: KeyDistribution; inflight: number; limit: number }
   // limit: the daemon's RATE_LIMIT_PHONE_MAX (default LARGE_LIMIT); warmDistinct: decisions on
-  // that many never-seen numbers sent through the daemon before the measured run.
-  | { kind: 'ws'; name: string; dist: KeyDistribution; inflight: number; sockets: number; limit?: number; warmDistinct?: number }
+  // that many never-seen numbers sent through the daemon before the measured run; restartAfterWarm:
+  // the measured run goes to a new daemon on the table the fill grew (history in the table, not in
+  // the process), so the two rows together say which of them costs.
+  | { kind: 'ws'; name: string; dist: KeyDistribution; inflight: number; sockets: number; limit?: number; warmDistinct?: number; restartAfterWarm?: boolean }
   | { kind: 'http'; name: string; dist: KeyDistribution; inflight: number }
   | { kind: 'echo'; name: string; inflight: number; sockets: number }
   | { kind: 'idle'; name: string; connections: number }
@@ -108,6 +110,7 @@ function scenarios(): Scenario[] {
   // Issue #12 part 4: a daemon that has seen 1M distinct numbers against a fresh one (same load as
   // `ws uniform 256`), one number pipelined deep, and what the limit (the log's length) costs.
   out.push({ kind: 'ws', name: `ws uniform 256 after ${WARM_DISTINCT_LABEL} distinct`, dist: 'uniform', inflight: 256, sockets: 32, warmDistinct: WARM_DISTINCT });
+  out.push({ kind: 'ws', name: `ws uniform 256 after ${WARM_DISTINCT_LABEL} distinct, restarted`, dist: 'uniform', inflight: 256, sockets: 32, warmDistinct: WARM_DISTINCT, restartAfterWarm: true });
   for (const inflight of [512, 8192]) out.push({ kind: 'ws', name: `ws single ${inflight}`, dist: 'single', inflight, sockets: 1 });
   for (const limit of [2, 100, 1000]) out.push({ kind: 'ws', name: `ws zipf 256 limit ${limit}/h`, dist: 'zipf', inflight: 256, sockets: 32, limit });
   for (const inflight of [64, 256]) out.push({ kind: 'http', name: `http uniform ${inflight}`, dist: 'uniform', inflight });
@@ -319,7 +322,8 @@ async function runStore(e: Env, s: Extract<Scenario, { kind: 'store' }>): Promis
 }
 
 async function runE2e(e: Env, s: Extract<Scenario, { kind: 'ws' | 'http' }>): Promise<RunResult> {
-  const daemon = await startDaemon(e.pg.url, e.tmp, s.kind === 'ws' && s.limit !== undefined ? { RATE_LIMIT_PHONE_MAX: String(s.limit) } : {});
+  const daemonEnv: Record<string, string> = s.kind === 'ws' && s.limit !== undefined ? { RATE_LIMIT_PHONE_MAX: String(s.limit) } : {};
+  let daemon = await startDaemon(e.pg.url, e.tmp, daemonEnv);
   try {
     let warm: Record<string, unknown> = {};
     if (s.kind === 'ws' && s.warmDistinct) {
@@ -339,6 +343,10 @@ async function runE2e(e: Env, s: Extract<Scenario, { kind: 'ws' | 'http' }>): Pr
       } satisfies WsLoadConfig);
       const filled = await runWorker(filler, () => ({}), { timeoutMs: WARM_TIMEOUT_MS });
       warm = { warmDecisions: filled.result.decisions, warmS: (performance.now() - started) / 1000, daemonRssAfterWarmMb: processMemoryMb(daemon.child.pid!)?.peakRssMb };
+      if (s.restartAfterWarm) {
+        await terminate(daemon.child);
+        daemon = await startDaemon(e.pg.url, e.tmp, daemonEnv);
+      }
     }
     const child =
       s.kind === 'ws'
@@ -606,10 +614,16 @@ function targets(rows: Row[]): Target[] {
       if (inflight === 256) out.push({ what: `ws ${dist} 256: p99 ≤ 15 ms`, value: `${ws.p99Ms.toFixed(1)} ms`, met: ws.p99Ms <= 15 });
     }
   }
+  // The daemon's own history is what the target is about (issue #12: "a warm daemon did 7.2k/s
+  // where a fresh one did 18.8k on the same table"); against a fresh table it is shown too.
   const fresh = row('ws uniform 256');
   const warmed = row(`ws uniform 256 after ${WARM_DISTINCT_LABEL} distinct`);
+  const restarted = row(`ws uniform 256 after ${WARM_DISTINCT_LABEL} distinct, restarted`);
+  if (restarted && warmed) {
+    out.push({ what: `ws uniform 256 after ${WARM_DISTINCT_LABEL} distinct numbers: within 10% of a fresh daemon on the same table`, value: `${(warmed.ratePerS / restarted.ratePerS).toFixed(2)}×`, met: warmed.ratePerS >= 0.9 * restarted.ratePerS });
+  }
   if (fresh && warmed) {
-    out.push({ what: `ws uniform 256 after ${WARM_DISTINCT_LABEL} distinct numbers: within 10% of a fresh daemon`, value: `${(warmed.ratePerS / fresh.ratePerS).toFixed(2)}×`, met: warmed.ratePerS >= 0.9 * fresh.ratePerS });
+    out.push({ what: `ws uniform 256 after ${WARM_DISTINCT_LABEL} distinct numbers, against a fresh daemon on a fresh table`, value: `${(warmed.ratePerS / fresh.ratePerS).toFixed(2)}×`, met: undefined });
   }
   const idle = rows.find((r) => r.kind === 'idle');
   if (idle) out.push({ what: `${IDLE_CONNECTIONS} idle ws: daemon RSS ≤ 150 MB`, value: `${idle.peakRssMb.toFixed(1)} MB`, met: idle.peakRssMb <= 150 });
@@ -719,7 +733,7 @@ async function main(): Promise<void> {
     (facts as Record<string, unknown>).codeChangedDuringRun = codeAtStart !== codeAtEnd;
     const goals = targets(rows);
     const table = renderTable(rows);
-    const goalText = goals.map((g) => `- ${g.met ? 'MET ' : 'MISSED'} ${g.what}: ${g.value}`).join('\n');
+    const goalText = goals.map((g) => `- ${g.met === undefined ? 'SHOWN' : g.met ? 'MET ' : 'MISSED'} ${g.what}: ${g.value}`).join('\n');
     const ratioText = ratios(rows).join('\n');
     const elapsedS = Math.round((Date.now() - started) / 1000);
     const idleRuns = [...results.entries()].find(([name]) => name.startsWith('idle'))?.[1] ?? [];
