@@ -50,4 +50,43 @@ describe('IpLimiter (bucketed)', () => {
       { numRuns: 500 },
     );
   });
+
+  it('property: used equals the kept calls of the live buckets, through reserves and refunds', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 20 }),
+        fc.integer({ min: 60, max: 6_000 }),
+        fc.array(fc.record({ gap: fc.integer({ min: 0, max: 300 }), refund: fc.option(fc.nat(), { nil: undefined }) }), { minLength: 1, maxLength: 300 }),
+        (max, windowMs, ops) => {
+          const lim = new IpLimiter(makePolicy([{ id: 'ip', max, windowMs }]));
+          const bucketMs = Math.ceil(windowMs / 60);
+          let now = 1_000_000;
+          const kept: number[] = []; // reservation times not refunded
+          for (const op of ops) {
+            now += op.gap;
+            if (op.refund !== undefined && kept.length > 0) {
+              const [at] = kept.splice(op.refund % kept.length, 1);
+              lim.refund('x', at!);
+            }
+            const newest = Math.floor(now / bucketMs);
+            const oldest = Math.max(Math.floor((now - windowMs) / bucketMs), newest - 60);
+            const used = kept.filter((t) => Math.floor(t / bucketMs) >= oldest).length;
+            const r = lim.reserve('x', now);
+            expect(r.decision.allowed).toBe(used < max);
+            expect(r.decision.used).toBe(r.decision.allowed ? used + 1 : used);
+            if (r.decision.allowed) kept.push(now);
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it('keeps counting when the clock steps back a little', () => {
+    const lim = new IpLimiter(makePolicy([{ id: 'ip', max: 3, windowMs: 60_000 }]));
+    expect(lim.reserve('a', 100_000).decision.used).toBe(1);
+    expect(lim.reserve('a', 97_500).decision.used).toBe(2); // two buckets earlier
+    expect(lim.reserve('a', 100_001).decision.used).toBe(3);
+    expect(lim.reserve('a', 100_002).decision.allowed).toBe(false);
+  });
 });
