@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { Batcher } from '../../src/daemon/engine/batcher.js';
 
 /** A statement runner the test completes by hand, to control the order in which they finish. */
@@ -44,6 +44,38 @@ describe('Batcher', () => {
     expect(m.calls[2]!.reqs).toEqual(['x2', 'x3']);
     m.calls[2]!.finish();
     await b.idle();
+  });
+
+  it('with overlapAfterMs, starts a second statement only once the one in flight has run that long', async () => {
+    vi.useFakeTimers();
+    try {
+      const m = manual();
+      const b = new Batcher(m.run, { maxBatch: 10, maxInFlight: 2, overlapAfterMs: 50, keyOf: (r: string) => r });
+      void b.submit('a');
+      void b.submit('b');
+      void b.submit('c');
+      // A free slot, but the statement in flight is young: b and c wait for more company.
+      expect(m.calls.map((c) => c.reqs)).toEqual([['a']]);
+      await vi.advanceTimersByTimeAsync(49);
+      expect(m.calls).toHaveLength(1);
+      void b.submit('d');
+      // At 50 ms the first still runs (stuck on a lock, say): everything waiting goes beside it.
+      await vi.advanceTimersByTimeAsync(1);
+      expect(m.calls.map((c) => c.reqs)).toEqual([['a'], ['b', 'c', 'd']]);
+      // Both slots full: the next one waits for a slot, whatever the time.
+      void b.submit('e');
+      await vi.advanceTimersByTimeAsync(500);
+      expect(m.calls).toHaveLength(2);
+      m.calls[1]!.finish();
+      await vi.advanceTimersByTimeAsync(0);
+      // A slot freed, and the statement still in flight is older than 50 ms: e goes at once.
+      expect(m.calls.map((c) => c.reqs)).toEqual([['a'], ['b', 'c', 'd'], ['e']]);
+      m.calls[0]!.finish();
+      m.calls[2]!.finish();
+      await b.idle();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('rejects every request of a failed statement and carries on', async () => {

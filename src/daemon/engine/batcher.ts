@@ -20,6 +20,13 @@ export interface BatcherOptions<Req = unknown> {
   /** Statements in flight at once. More overlap helps throughput until row locks serialise them. */
   maxInFlight: number;
   /**
+   * With this set, a further statement starts only once every statement in flight has run this
+   * long. Normally, then, one statement at a time, and the requests arriving meanwhile make the
+   * next batch bigger (cheaper per request); a statement stuck on a row lock still does not
+   * hold up everything behind it for longer than this.
+   */
+  overlapAfterMs?: number;
+  /**
    * Requests with one key are decided in arrival order: a request never joins a statement
    * while an earlier one with its key is in flight. (Statements waiting on one row lock are not
    * served in the order they were sent, so a later consume could otherwise take the slot.)
@@ -68,6 +75,9 @@ export class Batcher<Req, Res> {
   private readonly unkeyed = new Fifo<Waiter<Req, Res>>();
   private waiting = 0;
   private inFlight = 0;
+  /** When the youngest statement in flight started (performance.now()). */
+  private youngestStartMs = 0;
+  private overlapTimer: NodeJS.Timeout | undefined;
   private idleWaiters: Array<() => void> = [];
 
   constructor(
@@ -151,10 +161,24 @@ export class Batcher<Req, Res> {
     return this.opts.keyOf ? this.ready.length > 0 : this.unkeyed.length > 0;
   }
 
+  /** Whether overlapAfterMs lets another statement start now; if not, pump() runs again when it does. */
+  private mayOverlap(): boolean {
+    const after = this.opts.overlapAfterMs;
+    if (after === undefined || this.inFlight === 0) return true;
+    const waitMs = this.youngestStartMs + after - performance.now();
+    if (waitMs <= 0) return true;
+    this.overlapTimer ??= setTimeout(() => {
+      this.overlapTimer = undefined;
+      this.pump();
+    }, waitMs);
+    return false;
+  }
+
   private pump(): void {
-    while (this.inFlight < this.opts.maxInFlight && this.hasWork()) {
+    while (this.inFlight < this.opts.maxInFlight && this.hasWork() && this.mayOverlap()) {
       const { batch, states } = this.take();
       this.inFlight++;
+      this.youngestStartMs = performance.now();
       let results: Promise<Res[]>;
       try {
         results = this.run(batch.map((w) => w.req));

@@ -8,19 +8,17 @@ import type { Logger } from 'pino';
 import { performance } from 'node:perf_hooks';
 import type { Pool } from '../../db/pool.js';
 import { decideBatch, type DecideOutcome, type DecideRequest } from '../../db/decisions.js';
-import { peekSnapshot, type NumberPeek } from '../../db/check-snapshot.js';
 import { isConnectionError } from '../../db/errors.js';
 import { listen, type Listener } from '../../db/notify.js';
 import { CHANGES_CHANNEL } from '../../db/policies.js';
 import { RESET_CHANNEL } from '../../db/queries.js';
-import { EMPTY_BUCKETS } from '../../core/policy/aggregate.js';
-import { counterMapKey, applicableCounters } from '../../core/policy/counters.js';
+import { applicableCounters } from '../../core/policy/counters.js';
 import { decideCheckFromSnapshot, type DecideInput } from '../../core/policy/decide.js';
-import type { AggregateCounter, Buckets } from '../../core/policy/types.js';
 import { hashPrefix } from '../../core/phone.js';
 import type { Metrics } from '../metrics.js';
 import type { ActivePolicy } from '../policy-source.js';
 import { Batcher } from './batcher.js';
+import { peekBatch, type CheckRequest, type CheckSnapshot } from './peek.js';
 import { DenyCache } from './deny-cache.js';
 import { Fallback, type EngineMode } from './fallback.js';
 import { InFlight } from './in-flight.js';
@@ -62,23 +60,18 @@ export interface EngineOptions {
   spoolScanIntervalMs?: number;
 }
 
-// One consume statement at a time: the requests that arrive meanwhile make the next batch bigger,
-// and a bigger batch costs PostgreSQL and the daemon less per decision than two overlapping
-// smaller ones (2 cores, bench of 2026-11-30, alternated runs: ws uniform 256 8.7-8.9k/s at 1
-// against 6.9-8.1k at 2 and 6.3-7.0k at 4; ws zipf 256 limit 2/h 11.9-12.1k against 9.9-10.4k;
-// policy ws zipf 256 9.7-9.9k against 8.3-8.6k). A lone request still goes at once.
-const DEFAULT_CONSUMES_IN_FLIGHT = 1;
+// Consume statements overlap only when the one in flight is slow (stuck on a row lock): else the
+// requests arriving meanwhile make the next batch bigger, which costs less per decision than two
+// smaller overlapping ones (BENCHMARKS.md, "one statement at a time": +10-20 %). A 256-decision
+// statement takes 15-30 ms here.
+const CONSUMES_IN_FLIGHT = 2;
+const CONSUMES_OVERLAP_AFTER_MS = 50;
 // Checks write nothing and are not measured by the bench: left as they were.
-const DEFAULT_CHECKS_IN_FLIGHT = 2;
+const CHECKS_IN_FLIGHT = 2;
 const DEFAULT_MEMORY_KEYS = 200_000;
 const DEFAULT_MEMORY_COUNTERS = 50_000;
 const DEFAULT_MAX_PENDING_WRITES = 1_000_000;
 const DEFAULT_SPOOL_SCAN_INTERVAL_MS = 10_000;
-
-interface CheckRequest {
-  hash: string;
-  counters: readonly AggregateCounter[];
-}
 
 /**
  * In `database` mode every decision is made by PostgreSQL (group committed); when the database
@@ -100,7 +93,7 @@ export class DecisionEngine {
   private readonly writes: WriteBehind;
   private readonly fallback: Fallback;
   private readonly consumer: Batcher<DecideRequest, { out: DecideOutcome; policy: ActivePolicy }>;
-  private readonly peeker: Batcher<CheckRequest, { nowMs: number; number: NumberPeek; buckets: Buckets[]; policy: ActivePolicy }>;
+  private readonly peeker: Batcher<CheckRequest, CheckSnapshot>;
   private readonly flushTimer: NodeJS.Timeout;
   private readonly listener: Listener | undefined;
 
@@ -136,23 +129,9 @@ export class DecisionEngine {
     this.consumer = new Batcher(
       (reqs) => this.decideInDatabase(reqs),
       // One number's consumes are decided in the order they arrived.
-      { maxBatch, maxInFlight: opts.maxInFlight ?? DEFAULT_CONSUMES_IN_FLIGHT, keyOf: (r) => r.hash },
+      { maxBatch, maxInFlight: opts.maxInFlight ?? CONSUMES_IN_FLIGHT, overlapAfterMs: CONSUMES_OVERLAP_AFTER_MS, keyOf: (r) => r.hash },
     );
-    const batch = { maxBatch, maxInFlight: opts.maxInFlight ?? DEFAULT_CHECKS_IN_FLIGHT };
-    this.peeker = new Batcher(async (reqs) => {
-      const hashes = [...new Set(reqs.map((r) => r.hash))];
-      const counters = new Map<string, AggregateCounter>();
-      for (const r of reqs) for (const c of r.counters) counters.set(counterMapKey(c.rule.id, c.key), c);
-      // One policy for the whole statement (its number rules' states are read), as for consumes.
-      const policy = opts.policies.current;
-      const peek = await this.timed('check', hashes.length, () => peekSnapshot(opts.pool, hashes, [...counters.values()], policy.decision.number.rules));
-      return reqs.map((r) => ({
-        nowMs: peek.nowMs,
-        number: peek.numbers.get(r.hash)!,
-        buckets: r.counters.map((c) => peek.counters.get(counterMapKey(c.rule.id, c.key)) ?? EMPTY_BUCKETS),
-        policy,
-      }));
-    }, batch);
+    this.peeker = new Batcher(peekBatch(opts.pool, opts.policies, timed), { maxBatch, maxInFlight: opts.maxInFlight ?? CHECKS_IN_FLIGHT });
     if (opts.url) {
       if (opts.denyCache) this.denyCache = new DenyCache(memoryKeys);
       const changed = () => {
