@@ -80,22 +80,12 @@ export class IpLimiter {
     const before = this.decide(b, nowMs);
     if (!before.allowed) return { decision: before, atMs: nowMs };
     const j = Math.floor(nowMs / this.bucketMs);
-    if (!b) {
+    let buckets = b;
+    if (!buckets) {
       // A literal has exactly the room it needs; pushing into [] would reserve 17 slots.
-      const first = [j, 1];
-      this.byIp.set(ip, first);
-      return { decision: { ...this.decide(first, nowMs), allowed: true, retryAfterMs: 0 }, atMs: nowMs };
-    }
-    const buckets = b;
-    // Buckets that can never be live again (the clock may step back a little, never a ring).
-    let dead = 0;
-    while (dead < buckets.length && buckets[dead]! <= j - RING) dead += 2;
-    if (dead > 0) buckets.splice(0, dead);
-    // Usually the last pair, or a new one after it; an earlier pair only after a clock step back.
-    let i = buckets.length - 2;
-    while (i >= 0 && buckets[i]! > j) i -= 2;
-    if (i >= 0 && buckets[i] === j) buckets[i + 1]!++;
-    else buckets.splice(i + 2, 0, j, 1);
+      buckets = [j, 1];
+      this.byIp.set(ip, buckets);
+    } else countCall(buckets, j);
     return { decision: { ...this.decide(buckets, nowMs), allowed: true, retryAfterMs: 0 }, atMs: nowMs };
   }
 
@@ -107,6 +97,19 @@ export class IpLimiter {
       if (b[i] === j && b[i + 1]! > 0) b[i + 1]!--;
     }
   }
+}
+
+/** One more call in bucket j; drops the pairs no window can reach any more. */
+function countCall(buckets: Buckets, j: number): void {
+  // Buckets that can never be live again (the clock may step back a little, never a ring).
+  let dead = 0;
+  while (dead < buckets.length && buckets[dead]! <= j - RING) dead += 2;
+  if (dead > 0) buckets.splice(0, dead);
+  // Usually the last pair, or a new one after it; an earlier pair only after a clock step back.
+  let i = buckets.length - 2;
+  while (i >= 0 && buckets[i]! > j) i -= 2;
+  if (i >= 0 && buckets[i] === j) buckets[i + 1]!++;
+  else buckets.splice(i + 2, 0, j, 1);
 }
 
 /** Open connections per address, so one host cannot hold every socket. */

@@ -1,5 +1,8 @@
 import client from 'prom-client';
 
+/** Runs one database statement of `size` requests, recording its latency and batch size under `op`. */
+export type TimedQuery = <T>(op: string, size: number, fn: () => Promise<T>) => Promise<T>;
+
 export type DecisionKind = 'check' | 'consume';
 export type DecisionResult = 'allowed' | 'denied';
 /**

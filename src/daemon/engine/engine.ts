@@ -15,7 +15,7 @@ import { RESET_CHANNEL } from '../../db/queries.js';
 import { applicableCounters } from '../../core/policy/counters.js';
 import { decideCheckFromSnapshot, type DecideInput } from '../../core/policy/decide.js';
 import { hashPrefix } from '../../core/phone.js';
-import type { Metrics } from '../metrics.js';
+import type { Metrics, TimedQuery } from '../metrics.js';
 import type { ActivePolicy } from '../policy-source.js';
 import { Batcher } from './batcher.js';
 import { peekBatch, type CheckRequest, type CheckSnapshot } from './peek.js';
@@ -100,7 +100,7 @@ export class DecisionEngine {
   constructor(private readonly opts: EngineOptions) {
     const memoryKeys = opts.memoryKeys ?? DEFAULT_MEMORY_KEYS;
     this.memory = new MemoryState(memoryKeys, opts.memoryCounters ?? DEFAULT_MEMORY_COUNTERS);
-    const timed = <T>(op: string, size: number, fn: () => Promise<T>) => this.timed(op, size, fn);
+    const timed: TimedQuery = (op, size, fn) => this.timed(op, size, fn);
     this.writes = new WriteBehind({
       pool: opts.pool,
       policy: () => opts.policies.current.decision,

@@ -7,6 +7,7 @@ import { peekSnapshot, type NumberPeek } from '../../db/check-snapshot.js';
 import { EMPTY_BUCKETS } from '../../core/policy/aggregate.js';
 import { counterMapKey } from '../../core/policy/counters.js';
 import type { AggregateCounter, Buckets } from '../../core/policy/types.js';
+import type { TimedQuery } from '../metrics.js';
 import type { ActivePolicy } from '../policy-source.js';
 
 export interface CheckRequest {
@@ -22,9 +23,7 @@ export interface CheckSnapshot {
   policy: ActivePolicy;
 }
 
-type Timed = <T>(op: string, size: number, fn: () => Promise<T>) => Promise<T>;
-
-export function peekBatch(pool: Pool, policies: { readonly current: ActivePolicy }, timed: Timed): (reqs: CheckRequest[]) => Promise<CheckSnapshot[]> {
+export function peekBatch(pool: Pool, policies: { readonly current: ActivePolicy }, timed: TimedQuery): (reqs: CheckRequest[]) => Promise<CheckSnapshot[]> {
   return async (reqs) => {
     const hashes = [...new Set(reqs.map((r) => r.hash))];
     const counters = new Map<string, AggregateCounter>();

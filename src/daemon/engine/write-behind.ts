@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import type { DecisionPolicy } from '../../core/policy/decide.js';
 import { recordDecisions, type DecisionEvent } from '../../db/decisions.js';
 import type { Pool } from '../../db/pool.js';
-import type { Metrics } from '../metrics.js';
+import type { Metrics, TimedQuery } from '../metrics.js';
 import type { Spool } from './spool.js';
 
 export interface WriteBehindOptions {
@@ -21,7 +21,7 @@ export interface WriteBehindOptions {
   /** Beyond this the oldest are dropped (and logged). */
   maxPendingWrites: number;
   /** Wraps each statement, for latency metrics. */
-  timed: <T>(op: string, size: number, fn: () => Promise<T>) => Promise<T>;
+  timed: TimedQuery;
   spool: Spool;
 }
 
