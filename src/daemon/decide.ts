@@ -15,7 +15,7 @@ import type { DecisionTally } from './counters.js';
 import type { DecisionEngine } from './engine/engine.js';
 import { blockView, earlyDenial, type PhoneSubject, type Verdict } from './engine/verdict.js';
 import type { IpRules } from './ip-rules.js';
-import { LRUCache } from 'lru-cache';
+import { boundedCache } from './bounded-cache.js';
 import type { Metrics } from './metrics.js';
 import type { ActivePolicy } from './policy-source.js';
 import type { KeyRotation } from './key-rotation.js';
@@ -38,7 +38,7 @@ export interface DeciderOptions {
 }
 
 export class Decider {
-  private readonly phoneCache = new LRUCache<string, PhoneSubject>({ max: PHONE_CACHE_SIZE });
+  private readonly phoneCache = boundedCache<string, PhoneSubject>(PHONE_CACHE_SIZE);
 
   constructor(private readonly opts: DeciderOptions) {}
 

@@ -18,7 +18,7 @@
 // replayed into the new-hash row; the fold at the next meeting merges whatever the old row held.
 // A fold that fails is not remembered: the number is folded at its next decision.
 import type { Logger } from 'pino';
-import { LRUCache } from 'lru-cache';
+import { boundedCache } from './bounded-cache.js';
 import { hashPhone } from '../core/phone.js';
 import { keyFingerprint } from '../core/key.js';
 import { foldKeyRows, type HashPair } from '../db/keys.js';
@@ -37,7 +37,7 @@ export interface KeyRotationOptions {
 
 export class KeyRotation {
   /** New-key hashes of numbers folded (or found with nothing to fold) by this process. */
-  private readonly folded = new LRUCache<string, true>({ max: FOLDED_NUMBERS });
+  private readonly folded = boundedCache<string, true>(FOLDED_NUMBERS);
   private readonly folds: Batcher<HashPair, undefined>;
 
   constructor(private readonly opts: KeyRotationOptions) {

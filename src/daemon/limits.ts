@@ -1,5 +1,6 @@
 import type { Decision, Policy } from '../core/policy.js';
-import { LRUCache } from 'lru-cache';
+import type { LRUCache } from 'lru-cache';
+import { boundedCache } from './bounded-cache.js';
 
 /** Buckets per window: memory per address is fixed, whatever the limit. */
 const IP_BUCKETS = 60;
@@ -38,7 +39,7 @@ export class IpLimiter {
     this.max = rule.max;
     this.windowMs = rule.windowMs;
     this.bucketMs = Math.max(1, Math.ceil(rule.windowMs / IP_BUCKETS));
-    this.byIp = new LRUCache({ max: capacity });
+    this.byIp = boundedCache(capacity);
   }
 
   /**

@@ -10,7 +10,8 @@
 import { evaluate, evaluateStates, type Decision, type RuleState } from '../../core/policy.js';
 import { stateLookup } from '../../core/policy/log-summary.js';
 import { BLOCK_AFTER_RULE, type DecisionPolicy } from '../../core/policy/decide.js';
-import { LRUCache } from 'lru-cache';
+import type { LRUCache } from 'lru-cache';
+import { boundedCache } from '../bounded-cache.js';
 import type { Verdict } from './verdict.js';
 
 interface Entry {
@@ -23,7 +24,7 @@ export class DenyCache {
   private readonly entries: LRUCache<string, Entry>;
 
   constructor(capacity: number) {
-    this.entries = new LRUCache({ max: capacity });
+    this.entries = boundedCache(capacity);
   }
 
   /**

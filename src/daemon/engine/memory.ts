@@ -14,7 +14,8 @@ import { counterMapKey } from '../../core/policy/counters.js';
 import { decideCheck, decideConsume, EMPTY_NUMBER, type DecideInput, type DecideResult, type DecisionPolicy, type NumberState } from '../../core/policy/decide.js';
 import type { AggregateCounter, Buckets } from '../../core/policy/types.js';
 import { expandLog, type LogSummary } from '../../core/policy/log-summary.js';
-import { LRUCache } from 'lru-cache';
+import type { LRUCache } from 'lru-cache';
+import { boundedCache } from '../bounded-cache.js';
 
 /** A number as last seen: its log (summarized) and its block. */
 interface KnownNumber {
@@ -28,8 +29,8 @@ export class MemoryState {
   private readonly counters: LRUCache<string, Buckets>;
 
   constructor(numberCapacity: number, counterCapacity: number) {
-    this.numbers = new LRUCache({ max: numberCapacity });
-    this.counters = new LRUCache({ max: counterCapacity });
+    this.numbers = boundedCache(numberCapacity);
+    this.counters = boundedCache(counterCapacity);
   }
 
   /** The log memory decides from: exact when the database sent it whole, else never under-counting. */

@@ -12,7 +12,7 @@ import { canonicalAddress } from '../../core/address.js';
 import type { Authenticator } from '../auth.js';
 import type { Decider } from '../decide.js';
 import { TokenBucket } from '../limits.js';
-import { LRUCache } from 'lru-cache';
+import { boundedCache } from '../bounded-cache.js';
 import type { Metrics } from '../metrics.js';
 import type { ClientAddresses } from './client-address.js';
 import type { ConnectionGate } from './connections.js';
@@ -46,7 +46,7 @@ export interface HttpTransportOptions {
 const HTTP_BUCKETS = 100_000;
 
 export class HttpTransport {
-  private readonly buckets = new LRUCache<string, TokenBucket>({ max: HTTP_BUCKETS });
+  private readonly buckets = boundedCache<string, TokenBucket>(HTTP_BUCKETS);
   private active = 0;
 
   constructor(private readonly opts: HttpTransportOptions) {}
