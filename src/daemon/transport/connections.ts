@@ -68,6 +68,9 @@ export interface ConnectionGateOptions {
   logger: Logger;
 }
 
+// A reset socket's error ends in its 'close'; one function for every socket, not a closure each.
+const ignoreError = (): void => undefined;
+
 export class ConnectionGate {
   private readonly tracked = new Map<Socket, Tracked>();
   /** Idle connections, longest idle first (a Set keeps insertion order). */
@@ -77,7 +80,20 @@ export class ConnectionGate {
   private loggedCap = false;
   readonly reserve: number;
 
+  /** Shared by every tracked socket (`this` is the socket), not a closure each: idle sockets are many. */
+  private readonly onSocketClose: (this: Socket) => void;
+
   constructor(private readonly opts: ConnectionGateOptions) {
+    const gate = this;
+    this.onSocketClose = function () {
+      const t = gate.tracked.get(this);
+      if (!t) return;
+      clearTimeout(t.handshake);
+      gate.tracked.delete(this);
+      gate.idle.delete(this);
+      if (t.key !== undefined) gate.byAddress.release(t.key);
+      opts.metrics.tcpConnections.set(gate.tracked.size);
+    };
     this.byAddress = new ConnectionCounter(opts.maxPerAddress);
     this.reserve = reserveFor(opts.maxConnections);
     opts.metrics.connectionsMax.set(opts.maxConnections);
@@ -121,7 +137,7 @@ export class ConnectionGate {
   }
 
   private onConnection(socket: Socket): void {
-    socket.on('error', () => undefined);
+    socket.on('error', ignoreError);
     const key = this.opts.perAddress ? socketAddressKey(socket) : undefined;
     if (key !== undefined && !this.byAddress.acquire(key)) {
       return this.refuse(socket, 429, 'Too Many Requests', 'too_many_requests', `more than ${this.opts.maxPerAddress} connections from this address`);
@@ -143,13 +159,7 @@ export class ConnectionGate {
     this.tracked.set(socket, t);
     this.idle.add(socket);
     this.opts.metrics.tcpConnections.set(this.tracked.size);
-    socket.once('close', () => {
-      clearTimeout(t.handshake);
-      this.tracked.delete(socket);
-      this.idle.delete(socket);
-      if (t.key !== undefined) this.byAddress.release(t.key);
-      this.opts.metrics.tcpConnections.set(this.tracked.size);
-    });
+    socket.once('close', this.onSocketClose);
   }
 
   private evictIdle(): boolean {
