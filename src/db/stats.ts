@@ -6,13 +6,7 @@
 // its newest call is inside the window).
 import type { Pool } from './pool.js';
 import type { Policy } from '../core/policy.js';
-import { ACTIVITY_SQL, activeRowsSql } from './active-numbers.js';
-
-// now() (the statement's start: these are single statements), not clock_timestamp(): a stable
-// clock lets the planner use rate_limit_active's index with a real estimate. With the volatile
-// one (even through a CTE) it guessed a third of the set, scanned all of it, and the inflated
-// cost switched JIT on: 1.2 s for `stats` at 1M rows, ~1 s of it compiling.
-const NOW_MS = `(extract(epoch FROM now()) * 1000)::bigint`;
+import { ACTIVITY_SQL, activeRowsSql, STABLE_NOW_MS } from './active-numbers.js';
 
 export interface AggregateRuleRef {
   id: string;
@@ -34,7 +28,7 @@ export interface AggregateUsageRow {
 export async function readAggregateUsage(pool: Pool, rules: readonly AggregateRuleRef[], perRule: number): Promise<{ nowMs: number; rows: AggregateUsageRow[] }> {
   const { rows } = await pool.query<{ now_ms: number; rule_id: string | null; key: string; used: number }>({
     name: 'ratelimit_aggregate_usage',
-    text: `WITH n AS (SELECT ${NOW_MS} AS now_ms),
+    text: `WITH n AS (SELECT ${STABLE_NOW_MS} AS now_ms),
            r AS (SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) AS r(rule_id, lim, window_ms)),
            u AS (
              SELECT c.rule_id, c.key, r.lim,
@@ -125,7 +119,7 @@ export async function readStats(pool: Pool, policy: Pick<Policy, 'rules'>, windo
   const [tracked, { rows }] = await Promise.all([
     countTracked(pool),
     pool.query<{ now_ms: number; region: string | null; active: number; at_limit: number; calls: number; denials: number; resets: number }>(
-      `WITH n AS (SELECT ${NOW_MS} AS now_ms),
+      `WITH n AS (SELECT ${STABLE_NOW_MS} AS now_ms),
        per_row AS (
          SELECT COALESCE(p.region, 'unknown') AS region,
                 ${ACTIVITY_SQL} > n.now_ms - $3 AS active,
@@ -134,7 +128,7 @@ export async function readStats(pool: Pool, policy: Pick<Policy, 'rules'>, windo
                 EXISTS (SELECT 1 FROM unnest($1::int[], $2::bigint[]) AS r(m, w)
                          WHERE cardinality(p.calls) >= r.m
                            AND p.calls[cardinality(p.calls) - r.m + 1] > n.now_ms - r.w) AS at_limit
-           FROM n, ${activeRowsSql(`(${NOW_MS} - $4::bigint)`, horizonMs)}
+           FROM n, ${activeRowsSql(`(${STABLE_NOW_MS} - $4::bigint)`, horizonMs)}
        )
        SELECT n.now_ms, g.region, g.active, g.at_limit, g.calls, g.denials,
               (SELECT count(*) FROM rate_limit_resets, n AS n2 WHERE reset_at > to_timestamp((n2.now_ms - $3) / 1000.0))::int AS resets
@@ -189,13 +183,13 @@ export async function hottestNumbers(pool: Pool, window: number | Pick<Policy, '
   // A window in ms, or a policy whose primary rule gives it (a policy may have no number rule).
   const windowMs = typeof window === 'number' ? window : window.rules[0]!.windowMs;
   const { rows } = await pool.query<{ now_ms: number; phone_hash: string | null; phone_masked: string | null; region: string | null; calls: number[]; denials: number; last_call_at: number | null; last_denied_at: number | null }>(
-    `WITH n AS (SELECT ${NOW_MS} AS now_ms)
+    `WITH n AS (SELECT ${STABLE_NOW_MS} AS now_ms)
      SELECT n.now_ms, h.* FROM n LEFT JOIN LATERAL (
        SELECT p.phone_hash, p.phone_masked, p.region, p.calls, p.last_call_at, p.last_denied_at,
               CASE WHEN p.denied_window_start > n.now_ms - $1 THEN p.denied_in_window ELSE 0 END AS denials,
               (SELECT count(*) FROM unnest(p.calls) AS t WHERE t > n.now_ms - $1) AS used,
               ${ACTIVITY_SQL} AS last_activity
-         FROM ${activeRowsSql(`(${NOW_MS} - $1::bigint)`, windowMs)}
+         FROM ${activeRowsSql(`(${STABLE_NOW_MS} - $1::bigint)`, windowMs)}
         ORDER BY ${HOT_ORDER[sort]}
         LIMIT $2
      ) AS h ON true`,

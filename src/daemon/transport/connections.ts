@@ -68,8 +68,8 @@ export interface ConnectionGateOptions {
   logger: Logger;
 }
 
-// A reset socket's error ends in its 'close'; one function for every socket, not a closure each.
-const ignoreError = (): void => undefined;
+/** For sockets whose errors end in their 'close' anyway: one function for all, not a closure each. */
+export const ignoreError = (): void => undefined;
 
 export class ConnectionGate {
   private readonly tracked = new Map<Socket, Tracked>();

@@ -20,7 +20,7 @@ import { ConnectionCounter, TokenBucket } from '../limits.js';
 import type { Metrics } from '../metrics.js';
 import { BacklogBudget, type BacklogLimits, type BacklogShare } from './backlog.js';
 import type { ClientAddresses } from './client-address.js';
-import type { ConnectionGate } from './connections.js';
+import { ignoreError, type ConnectionGate } from './connections.js';
 
 /** `ip` fields become quota keys the way every other address does (src/core/address.ts). */
 const requests = new RequestParser(canonicalAddress);
@@ -62,9 +62,6 @@ const CLOSE_POLICY_VIOLATION = 1008;
 const CLOSE_TOO_BIG = 1009;
 // RFC 6455: a close reason is at most 123 bytes.
 const MAX_CLOSE_REASON_BYTES = 123;
-
-// Errors on a socket being refused or upgraded end in its 'close'; one function for all of them.
-const ignoreError = (): void => undefined;
 
 const STATUS_TEXT: Record<number, string> = { 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable' };
 
