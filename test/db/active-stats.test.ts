@@ -1,33 +1,20 @@
 // stats and top read through the active-number set (migrations 011, 013): whatever path wrote the rows
 // (inserted active, updated, moved backwards, pruned), what they report must equal a brute-force
 // recount over every row, and no number active in a window may be missing from it.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { createPool, type Pool } from '../../src/db/pool.js';
-import { migrate } from '../../src/db/migrate.js';
 import { hottestNumbers, readStats } from '../../src/db/stats.js';
 import { ACTIVE_EPOCH_MS, ACTIVE_MAX_WINDOW_MS, ACTIVE_RETENTION_MS, pruneActiveNumbers } from '../../src/db/active-numbers.js';
 import { decideBatch } from '../../src/db/decisions.js';
 import { makePolicy } from '../../src/core/policy.js';
 import { decisionPolicy } from '../../src/core/policy/decide.js';
 import { defaultPolicy } from '../../src/core/policy/default.js';
-import { createTestDatabase } from '../helpers/db.js';
+import { migratedTestDatabase } from '../helpers/db.js';
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
 
-let db: { url: string; drop(): Promise<void> };
-let pool: Pool;
-
-beforeAll(async () => {
-  db = await createTestDatabase();
-  pool = createPool({ url: db.url, max: 4 });
-  await migrate(pool);
-});
-afterAll(async () => {
-  await pool.end();
-  await db.drop();
-});
+const db = migratedTestDatabase({ max: 4 });
 
 interface RowSpec {
   region: 'US' | 'GB' | null;
@@ -84,14 +71,14 @@ async function writeRows(rows: Row[], specs: RowSpec[]): Promise<void> {
   for (const [i, r] of rows.entries()) {
     const path = specs[i]!.path;
     const insertActive = path === 'insert';
-    await pool.query(
+    await db.pool.query(
       `INSERT INTO phone_rate_limits (phone_hash, window_start, region, calls, denied_in_window, denied_window_start, last_call_at, last_denied_at)
        VALUES ($1, 0, $2, $3, $4, $5, $6, $7)`,
       [r.hash, r.region, r.calls, r.deniedInWindow, r.deniedWindowStart, insertActive ? r.lastCallAt : null, insertActive ? r.lastDeniedAt : null],
     );
     if (insertActive) continue;
     const set = (lastCall: number | null, lastDenied: number | null) =>
-      pool.query('UPDATE phone_rate_limits SET last_call_at = $2, last_denied_at = $3 WHERE phone_hash = $1', [r.hash, lastCall, lastDenied]);
+      db.pool.query('UPDATE phone_rate_limits SET last_call_at = $2, last_denied_at = $3 WHERE phone_hash = $1', [r.hash, lastCall, lastDenied]);
     // Backwards: first somewhere recent, then the real (possibly much older) activity.
     if (path === 'update-backwards') await set(Date.now(), null);
     // Forwards: first a day older, then the real activity.
@@ -126,13 +113,13 @@ describe('stats and top through the active-number set', () => {
     ];
     await fc.assert(
       fc.asyncProperty(fc.array(rowSpec, { minLength: 1, maxLength: 40 }), fc.constantFrom(...policies), async (specs, policy) => {
-        await pool.query('TRUNCATE phone_rate_limits, rate_limit_active, rate_limit_resets');
-        const { rows: clock } = await pool.query<{ now_ms: number }>(`SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms`);
+        await db.pool.query('TRUNCATE phone_rate_limits, rate_limit_active, rate_limit_resets');
+        const { rows: clock } = await db.pool.query<{ now_ms: number }>(`SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms`);
         const rows = materialize(specs, clock[0]!.now_ms);
         await writeRows(rows, specs);
-        await pruneActiveNumbers(pool);
+        await pruneActiveNumbers(db.pool);
 
-        const s = await readStats(pool, policy);
+        const s = await readStats(db.pool, policy);
         expect(s).toMatchObject({ tracked: rows.length, trackedEstimated: false });
         const expected = bruteForceStats(rows, s.nowMs, policy.rules, policy.rules[0]!.windowMs);
         // Busiest first; ties are ordered by the database's collation, so compare as sets.
@@ -143,7 +130,7 @@ describe('stats and top through the active-number set', () => {
 
         // Every window top may use, through the set and (beyond its retention) the whole table.
         for (const windowMs of [MINUTE, 10 * MINUTE, HOUR, 6 * HOUR, ACTIVE_MAX_WINDOW_MS, 30 * HOUR]) {
-          const hot = await hottestNumbers(pool, windowMs, 1_000, 'recent');
+          const hot = await hottestNumbers(db.pool, windowMs, 1_000, 'recent');
           const want = rows.filter((r) => activity(r) > hot.nowMs - windowMs).map((r) => r.hash).sort();
           expect(hot.rows.map((r) => r.hash).sort()).toEqual(want);
         }
@@ -153,27 +140,27 @@ describe('stats and top through the active-number set', () => {
   });
 
   it('pruning removes only epochs older than the retention, in slices, whatever their number', async () => {
-    await pool.query('TRUNCATE rate_limit_active');
+    await db.pool.query('TRUNCATE rate_limit_active');
     const nowEpoch = Math.floor(Date.now() / ACTIVE_EPOCH_MS);
     const keptFrom = Math.floor((Date.now() - ACTIVE_RETENTION_MS) / ACTIVE_EPOCH_MS);
     // 45k old entries (more than two slices) and one per recent epoch.
-    await pool.query(`INSERT INTO rate_limit_active (epoch, phone_hash) SELECT $1::bigint - (g % 50), 'old' || g FROM generate_series(1, 45000) AS g`, [keptFrom - 1]);
-    await pool.query(`INSERT INTO rate_limit_active (epoch, phone_hash) SELECT e, 'recent' FROM generate_series($1::bigint, $2::bigint) AS e`, [keptFrom, nowEpoch]);
-    expect(await pruneActiveNumbers(pool)).toBe(45_000);
-    const { rows } = await pool.query<{ n: number; min: number }>(`SELECT count(*)::int AS n, min(epoch)::float8 AS min FROM rate_limit_active`);
+    await db.pool.query(`INSERT INTO rate_limit_active (epoch, phone_hash) SELECT $1::bigint - (g % 50), 'old' || g FROM generate_series(1, 45000) AS g`, [keptFrom - 1]);
+    await db.pool.query(`INSERT INTO rate_limit_active (epoch, phone_hash) SELECT e, 'recent' FROM generate_series($1::bigint, $2::bigint) AS e`, [keptFrom, nowEpoch]);
+    expect(await pruneActiveNumbers(db.pool)).toBe(45_000);
+    const { rows } = await db.pool.query<{ n: number; min: number }>(`SELECT count(*)::int AS n, min(epoch)::float8 AS min FROM rate_limit_active`);
     expect(rows[0]).toEqual({ n: nowEpoch - keptFrom + 1, min: keptFrom });
   });
 
   it('the decision path itself marks numbers active, once per epoch', async () => {
-    await pool.query('TRUNCATE phone_rate_limits, rate_limit_active, rate_limit_resets');
+    await db.pool.query('TRUNCATE phone_rate_limits, rate_limit_active, rate_limit_resets');
     const policy = decisionPolicy(defaultPolicy({ phoneMax: 3, phoneWindowMs: HOUR, ipMax: 100, ipWindowMs: HOUR }));
     const req = (hash: string) => ({ hash, region: 'US', masked: '+1415•••••00', allowlisted: false, counters: [] });
     const base = Math.floor(Date.now() / ACTIVE_EPOCH_MS) * ACTIVE_EPOCH_MS;
     // Three decisions in one epoch, a fourth in the next: two entries for the number.
     for (const at of [base + 1, base + 2, base + 3, base + ACTIVE_EPOCH_MS + 1]) {
-      await decideBatch(pool, [req('busy')], policy, at);
+      await decideBatch(db.pool, [req('busy')], policy, at);
     }
-    const { rows } = await pool.query<{ epoch: number }>(`SELECT epoch FROM rate_limit_active WHERE phone_hash = 'busy' ORDER BY epoch`);
+    const { rows } = await db.pool.query<{ epoch: number }>(`SELECT epoch FROM rate_limit_active WHERE phone_hash = 'busy' ORDER BY epoch`);
     expect(rows.map((r) => r.epoch)).toEqual([base / ACTIVE_EPOCH_MS, base / ACTIVE_EPOCH_MS + 1]);
   });
 });

@@ -5,30 +5,17 @@
 // aborting one statement (40P01, deadlock_detected) having written nothing. This test builds that
 // cycle on purpose and asserts that decideBatch runs its batch again instead of failing the
 // batch's consumes. (The replay retries on its own at the next probe or flush.)
-
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createPool, type Pool } from '../../src/db/pool.js';
-import { migrate } from '../../src/db/migrate.js';
+import { describe, expect, it } from 'vitest';
+import type { Pool } from '../../src/db/pool.js';
 import { decideBatch, recordDecisions } from '../../src/db/decisions.js';
 import { applicableCounters } from '../../src/core/policy/counters.js';
 import { decisionPolicy } from '../../src/core/policy/decide.js';
-import { createTestDatabase } from '../helpers/db.js';
+import { migratedTestDatabase } from '../helpers/db.js';
 import { policy, rule } from '../helpers/policy.js';
 import { waitFor } from '../daemon/helpers.js';
 
-let db: { url: string; drop(): Promise<void> };
-let pool: Pool;
-
-beforeAll(async () => {
-  db = await createTestDatabase();
-  pool = createPool({ url: db.url, max: 4 });
-  await migrate(pool);
-});
-afterAll(async () => {
-  await pool.end();
-  await db.drop();
-});
+const db = migratedTestDatabase({ max: 4 });
 
 async function client(): Promise<pg.Client> {
   const c = new pg.Client({ connectionString: db.url });
@@ -51,7 +38,7 @@ describe('lock order between ratelimit_decide and ratelimit_record_v2', () => {
     const counters = applicableCounters(p, '+14155550111', 'US');
     const req = (hash: string) => ({ hash, region: 'US', masked: '+1415•••••11', allowlisted: false, counters });
     // The global counter's row exists (so it can be held), and number X does not.
-    await decideBatch(pool, [req('lock-order-seed')], dp);
+    await decideBatch(db.pool, [req('lock-order-seed')], dp);
 
     const admin = await client();
     const holder = await client();
@@ -64,7 +51,7 @@ describe('lock order between ratelimit_decide and ratelimit_record_v2', () => {
       await holder.query(`SELECT 1 FROM rate_limit_counters WHERE rule_id = $1 FOR UPDATE`, [p.global[0]!.id]);
 
       // 1. The decider queues on the counter first (it has locked nothing: X is new to it).
-      const decided = decideBatch(pool, [req('lock-order-X')], dp);
+      const decided = decideBatch(db.pool, [req('lock-order-X')], dp);
       await waitFor('the decider to wait on the counter', async () => ((await waiting(admin)) >= 1 ? true : undefined), 10_000, 20);
       // 2. The replay inserts X (uncommitted) and queues on the counter behind the decider.
       const pool2 = { query: (q: pg.QueryConfig) => recorder.query(q) } as unknown as Pool;

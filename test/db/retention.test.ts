@@ -1,18 +1,17 @@
 // Retention on real PostgreSQL: it deletes exactly the rows that can no longer change a decision,
 // never one that still counts, one process at a time, and `db prune` reports what it did.
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { createPool, type Pool } from '../../src/db/pool.js';
-import { migrate } from '../../src/db/migrate.js';
+import { createPool } from '../../src/db/pool.js';
 import { pruneOnce } from '../../src/db/retention.js';
 import { parsePolicyFile } from '../../src/core/policy/file.js';
 import { retentionHorizonMs } from '../../src/core/policy/horizon.js';
 import { EMPTY_NUMBER, decideConsume, decisionPolicy, type DecideState, type NumberState } from '../../src/core/policy/decide.js';
 import { EMPTY_BUCKETS, evaluateAggregate } from '../../src/core/policy/aggregate.js';
 import type { Buckets, LimitRule, Policy } from '../../src/core/policy/types.js';
-import { createTestDatabase } from '../helpers/db.js';
+import { migratedTestDatabase } from '../helpers/db.js';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -31,20 +30,9 @@ const POLICY: Policy = parsed.policy;
 const H = retentionHorizonMs(POLICY);
 const GLOBAL = POLICY.global[0]!;
 
-let db: Awaited<ReturnType<typeof createTestDatabase>>;
-let pool: Pool;
-
-beforeAll(async () => {
-  db = await createTestDatabase();
-  pool = createPool({ url: db.url, max: 4 });
-  await migrate(pool);
-});
-afterAll(async () => {
-  await pool.end();
-  await db.drop();
-});
+const db = migratedTestDatabase({ max: 4 });
 beforeEach(async () => {
-  await pool.query('TRUNCATE phone_rate_limits, rate_limit_counters, rate_limit_lists, rate_limit_resets, rate_limit_audit');
+  await db.pool.query('TRUNCATE phone_rate_limits, rate_limit_counters, rate_limit_lists, rate_limit_resets, rate_limit_audit');
 });
 
 interface NumberRow {
@@ -62,24 +50,24 @@ interface CounterRow {
 }
 
 async function insertNumber(r: NumberRow): Promise<void> {
-  await pool.query(
+  await db.pool.query(
     `INSERT INTO phone_rate_limits (phone_hash, window_start, calls, last_call_at, denials, last_denied_at, blocked_until)
      VALUES ($1, 0, $2::BIGINT[], $3, $4::BIGINT[], $5, $6)`,
     [r.hash, `{${r.calls.join(',')}}`, r.calls.at(-1) ?? null, `{${r.denials.join(',')}}`, r.lastDeniedAt, r.blockedUntil],
   );
   if (r.listed) {
-    await pool.query(`INSERT INTO rate_limit_lists (target_type, target, kind, created_by) VALUES ('number', $1, 'allow', 'test')`, [r.hash]);
+    await db.pool.query(`INSERT INTO rate_limit_lists (target_type, target, kind, created_by) VALUES ('number', $1, 'allow', 'test')`, [r.hash]);
   }
 }
 
 async function insertCounter(c: CounterRow): Promise<void> {
-  await pool.query(
+  await db.pool.query(
     'INSERT INTO rate_limit_counters (rule_id, key, bucket_ts, bucket_n, last_at) VALUES ($1, $2, $3::BIGINT[], $4::INTEGER[], $5)',
     [c.rule, c.key, `{${c.ts.join(',')}}`, `{${c.ts.map(() => 1).join(',')}}`, c.ts.at(-1) ?? null],
   );
 }
 
-const column = async (sql: string): Promise<string[]> => (await pool.query<{ v: string }>(sql)).rows.map((r) => r.v).sort();
+const column = async (sql: string): Promise<string[]> => (await db.pool.query<{ v: string }>(sql)).rows.map((r) => r.v).sort();
 
 /** Decisions a number would get over the next two windows: what its row can influence. */
 function futureDecisions(number: NumberState, steps: number[]): unknown[] {
@@ -134,7 +122,7 @@ describe('retention', () => {
         fc.array(auditAge, { maxLength: 8 }),
         fc.integer({ min: 1, max: 7 }),
         async (numbers, counters, audits, batchSize) => {
-          await pool.query('TRUNCATE phone_rate_limits, rate_limit_counters, rate_limit_lists, rate_limit_resets, rate_limit_audit');
+          await db.pool.query('TRUNCATE phone_rate_limits, rate_limit_counters, rate_limit_lists, rate_limit_resets, rate_limit_audit');
           const rows: NumberRow[] = numbers.map((n, i) => {
             const lastDenied = [...n.denials, ...(n.deniedAge === null ? [] : [NOW - n.deniedAge])];
             return {
@@ -151,11 +139,11 @@ describe('retention', () => {
           for (const c of cs) await insertCounter(c);
           for (const [i, a] of audits.entries()) {
             const at = new Date(NOW - a).toISOString();
-            await pool.query("INSERT INTO rate_limit_audit (at, actor, action) VALUES ($1, 'test', 'x')", [at]);
-            await pool.query("INSERT INTO rate_limit_resets (phone_hash, reset_by, previous_count, reset_at) VALUES ($1, 'test', 0, $2)", [`r${i}`, at]);
+            await db.pool.query("INSERT INTO rate_limit_audit (at, actor, action) VALUES ($1, 'test', 'x')", [at]);
+            await db.pool.query("INSERT INTO rate_limit_resets (phone_hash, reset_by, previous_count, reset_at) VALUES ($1, 'test', 0, $2)", [`r${i}`, at]);
           }
 
-          const result = await pruneOnce(pool, { horizonMs: H, auditRetentionMs: AUDIT_RETENTION, batchSize, pauseMs: 0, nowMs: NOW });
+          const result = await pruneOnce(db.pool, { horizonMs: H, auditRetentionMs: AUDIT_RETENTION, batchSize, pauseMs: 0, nowMs: NOW });
           expect(result.ran).toBe(true);
 
           const keptNumbers = new Set(await column('SELECT phone_hash AS v FROM phone_rate_limits'));
@@ -187,8 +175,8 @@ describe('retention', () => {
           expect(result.counts.rate_limit_counters).toBe(cs.length - keptCounters.size);
 
           const young = audits.filter((a) => a < AUDIT_RETENTION).length;
-          expect((await pool.query('SELECT 1 FROM rate_limit_audit')).rowCount).toBe(young);
-          expect((await pool.query('SELECT 1 FROM rate_limit_resets')).rowCount).toBe(young);
+          expect((await db.pool.query('SELECT 1 FROM rate_limit_audit')).rowCount).toBe(young);
+          expect((await db.pool.query('SELECT 1 FROM rate_limit_resets')).rowCount).toBe(young);
           expect(result.counts.rate_limit_audit).toBe(audits.length - young);
           expect(result.counts.rate_limit_resets).toBe(audits.length - young);
         },
@@ -201,18 +189,18 @@ describe('retention', () => {
     const stale = NOW - 2 * H;
     await insertNumber({ hash: 'held', calls: [stale], denials: [], lastDeniedAt: null, blockedUntil: null, listed: false });
     await insertNumber({ hash: 'free', calls: [stale], denials: [], lastDeniedAt: null, blockedUntil: null, listed: false });
-    const holder = await pool.connect();
+    const holder = await db.pool.connect();
     try {
       await holder.query('BEGIN');
       await holder.query("SELECT 1 FROM phone_rate_limits WHERE phone_hash = 'held' FOR UPDATE");
-      const first = await pruneOnce(pool, { horizonMs: H, auditRetentionMs: AUDIT_RETENTION, pauseMs: 0, nowMs: NOW });
+      const first = await pruneOnce(db.pool, { horizonMs: H, auditRetentionMs: AUDIT_RETENTION, pauseMs: 0, nowMs: NOW });
       expect(first.counts.phone_rate_limits).toBe(1);
       expect(await column('SELECT phone_hash AS v FROM phone_rate_limits')).toEqual(['held']);
       await holder.query('COMMIT');
     } finally {
       holder.release();
     }
-    const second = await pruneOnce(pool, { horizonMs: H, auditRetentionMs: AUDIT_RETENTION, pauseMs: 0, nowMs: NOW });
+    const second = await pruneOnce(db.pool, { horizonMs: H, auditRetentionMs: AUDIT_RETENTION, pauseMs: 0, nowMs: NOW });
     expect(second.counts.phone_rate_limits).toBe(1);
     expect(await column('SELECT phone_hash AS v FROM phone_rate_limits')).toEqual([]);
   });
@@ -228,7 +216,7 @@ describe('retention', () => {
       // A slow pass in A (one row per batch); once it has deleted something it holds the lock.
       const a = pruneOnce(poolA, opts);
       for (let i = 0; i < 2_000; i++) {
-        const left = (await pool.query('SELECT 1 FROM phone_rate_limits')).rowCount;
+        const left = (await db.pool.query('SELECT 1 FROM phone_rate_limits')).rowCount;
         if (left! < 40) break;
         await new Promise((r) => setTimeout(r, 5));
       }
@@ -260,7 +248,7 @@ describe('retention', () => {
       await insertNumber({ hash: `old${i}`, calls: [now - 3 * HOUR], denials: [], lastDeniedAt: null, blockedUntil: null, listed: false });
     }
     await insertNumber({ hash: 'fresh', calls: [now - 60_000], denials: [], lastDeniedAt: null, blockedUntil: null, listed: false });
-    await pool.query("INSERT INTO rate_limit_audit (at, actor, action) VALUES (now() - interval '100 days', 't', 'x'), (now(), 't', 'y')");
+    await db.pool.query("INSERT INTO rate_limit_audit (at, actor, action) VALUES (now() - interval '100 days', 't', 'x'), (now(), 't', 'y')");
 
     const bin = join(import.meta.dirname, '..', '..', 'bin', 'ratelimit.js');
     const run = (args: string[]) =>

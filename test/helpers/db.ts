@@ -3,7 +3,9 @@
 
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { inject } from 'vitest';
+import { afterAll, beforeAll, inject } from 'vitest';
+import { createPool, type Pool } from '../../src/db/pool.js';
+import { migrate } from '../../src/db/migrate.js';
 
 function adminUrl(): string {
   const url = inject('databaseUrl') ?? process.env.RATELIMIT_TEST_ADMIN_URL;
@@ -33,5 +35,36 @@ export async function createTestDatabase(): Promise<{ url: string; drop(): Promi
     url: url.toString(),
     // FORCE: a test that forgot to close its pool must not make cleanup fail.
     drop: () => (dropped ??= adminQuery(admin, `DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`)),
+  };
+}
+
+/**
+ * This test file's own migrated database and a pool on it, made before its tests and dropped
+ * after them (the call registers the beforeAll/afterAll hooks). Read `.pool` and `.url` inside
+ * hooks and tests, not at module level: they exist once beforeAll has run.
+ */
+export function migratedTestDatabase(opts: { max: number }): { readonly url: string; readonly pool: Pool } {
+  let db: Awaited<ReturnType<typeof createTestDatabase>> | undefined;
+  let pool: Pool | undefined;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    pool = createPool({ url: db.url, max: opts.max });
+    await migrate(pool);
+  });
+  afterAll(async () => {
+    await pool?.end();
+    await db?.drop();
+  });
+  const ready = <T>(v: T | undefined): T => {
+    if (v === undefined) throw new Error('the test database is made in beforeAll: read it inside a hook or a test');
+    return v;
+  };
+  return {
+    get url() {
+      return ready(db).url;
+    },
+    get pool() {
+      return ready(pool);
+    },
   };
 }
