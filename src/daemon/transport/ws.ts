@@ -21,12 +21,15 @@ import type { Metrics } from '../metrics.js';
 import { BacklogBudget, type BacklogLimits, type BacklogShare } from './backlog.js';
 import type { ClientAddresses } from './client-address.js';
 import { ignoreError, type ConnectionGate } from './connections.js';
+import { answerSeedFrame, SEED_LOGS_PATH, type SeedReply } from './seed-logs.js';
 
 /** `ip` fields become quota keys the way every other address does (src/core/address.ts). */
 const requests = new RequestParser(canonicalAddress);
 
 interface Client extends BacklogShare {
   role: Role;
+  /** Connected on the phone-screen seed's /logs route (seed-logs.ts): check only, its dialect. */
+  seedLogs: boolean;
   ip: string;
   /** Messages per second, for clients without a token. */
   bucket: TokenBucket | undefined;
@@ -158,19 +161,20 @@ export class WsTransport {
     const admission = this.opts.gate.admission(req.socket);
     if (admission === 'refused') return void socket.destroy();
     const url = new URL(req.url ?? '/', 'http://localhost');
-    if (url.pathname !== ROUTES.ws) return this.refuse(socket, 404, `no WebSocket endpoint at ${url.pathname}; use ${ROUTES.ws}`);
+    if (url.pathname !== ROUTES.ws && url.pathname !== SEED_LOGS_PATH) return this.refuse(socket, 404, `no WebSocket endpoint at ${url.pathname}; use ${ROUTES.ws}`);
     if (this.opts.isShuttingDown()) return this.refuse(socket, 503, 'shutting down');
     if (admission === 'reserve') return this.refuse(socket, 503, 'the daemon is at its connection limit; retry later');
     const auth = this.opts.auth.authenticate(req, url);
     if (!auth.ok) return this.refuse(socket, auth.status, auth.message);
     const ip = this.opts.addresses.of(req);
     if (!this.connections.acquire(ip)) return this.refuse(socket, 429, 'too many connections from this address');
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, auth.role, ip));
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, auth.role, ip, url.pathname === SEED_LOGS_PATH));
   }
 
-  private onConnection(ws: WebSocket, role: Role, ip: string): void {
+  private onConnection(ws: WebSocket, role: Role, ip: string, seedLogs: boolean): void {
     const client: Client = {
       role,
+      seedLogs,
       ip,
       bucket: role === 'service' ? undefined : new TokenBucket(this.opts.config.messagesPerSecond),
       inFlight: 0,
@@ -205,13 +209,15 @@ export class WsTransport {
     client.alive = true;
     client.lastMessageAtMs = Date.now();
     if (client.closing) return;
-    let reply: Reply | Promise<Reply>;
+    let reply: Reply | SeedReply | Promise<Reply | SeedReply>;
     if (isBinary) {
       reply = errorReply('invalid_message', 'binary frames are not supported; send JSON text frames');
     } else if (client.bucket && !client.bucket.take()) {
       reply = errorReply('too_many_requests', `more than ${this.opts.config.messagesPerSecond} messages per second on this connection`, peekRequestId(data.toString()));
     } else if (client.inFlight >= MAX_IN_FLIGHT_PER_SOCKET) {
       reply = errorReply('too_many_requests', `more than ${MAX_IN_FLIGHT_PER_SOCKET} requests waiting on this connection; read the replies`, peekRequestId(data.toString()));
+    } else if (client.seedLogs) {
+      reply = answerSeedFrame(data.toString(), requests, this.opts.decider, client.ip);
     } else {
       const parsed = requests.parseFrame(data.toString());
       reply = parsed.ok ? this.opts.decider.decide(parsed.request, client.role, client.ip) : parsed.error;
