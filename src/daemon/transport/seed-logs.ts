@@ -152,7 +152,7 @@ export function seedReply(reply: Reply, sent: string): SeedReply {
     phoneNumber: sent,
     allowed,
     // Denied is "no call now", whatever the number's own count says (an aggregate rule may deny).
-    remaining: allowed ? reply.remaining : 0,
+    remaining: allowed ? (reply.remaining ?? 0) : 0,
     resetTime,
     limit: reply.limit,
     used: reply.used,
