@@ -6,7 +6,8 @@
 
 import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { NEVER_RESETS_MS, reasonSentence, waitWords } from '../../src/daemon/transport/seed-logs.js';
+import { NEVER_RESETS_MS, reasonSentence, seedReply, waitWords } from '../../src/daemon/transport/seed-logs.js';
+import type { StatusReply } from '../../src/protocol/wire.js';
 import { createTestDatabase } from '../helpers/db.js';
 import { assertBuilt, closeAll, crashSigns, freshNumber, health, postJson, refusedUpgradeStatus, startDaemon, stopAll, WsClient, type DaemonProcess, type Reply } from './helpers.js';
 
@@ -33,6 +34,42 @@ describe('the words /logs puts in reason', () => {
     expect(reasonSentence('number_blocked', 'list:block', 5 * MINUTE_MS)).toBe('This number is blocked from receiving calls; try again in 5 minutes');
     // A reason this daemon does not know yet (a newer rule) still reads as a sentence.
     expect(reasonSentence('some_future_reason', 'x:1h', MINUTE_MS)).toBe('Calls to this number are not allowed right now; try again in 1 minute');
+  });
+});
+
+describe('the /logs reply built from a decision', () => {
+  const now = 1_764_072_000_000;
+  const status = (over: Partial<StatusReply>): StatusReply => ({
+    type: 'rate_limit_status',
+    phoneNumber: '+14155552671',
+    allowed: true,
+    limit: 2,
+    used: 0,
+    remaining: 2,
+    resetTime: now,
+    retryAfterMs: 0,
+    region: 'US',
+    source: 'database',
+    ...over,
+  });
+
+  it('rounds every time up to the minute, even when the decision path did not', () => {
+    const r = seedReply(status({ allowed: false, used: 2, remaining: 0, resetTime: now + 42 * MINUTE_MS + 1, retryAfterMs: 42 * MINUTE_MS + 1, reason: 'phone_rate_limit_exceeded', rule: 'number:1h' }), '+1 415 555 2671');
+    expect(r).toMatchObject({ phoneNumber: '+1 415 555 2671', resetTime: now + 43 * MINUTE_MS, retryAfterMs: 43 * MINUTE_MS, reason: 'This number has reached its call limit; try again in 43 minutes' });
+  });
+
+  it('shows no call left when an aggregate rule denies while the number has room', () => {
+    const r = seedReply(status({ allowed: false, used: 1, remaining: 1, resetTime: now + 5 * MINUTE_MS, retryAfterMs: 5 * MINUTE_MS, reason: 'country_rate_limit_exceeded', rule: 'country:1h' }), 'x');
+    expect(r).toMatchObject({ allowed: false, remaining: 0, reasonCode: 'country_rate_limit_exceeded', reason: 'Too many calls to this country right now; try again in 5 minutes' });
+  });
+
+  it('gives a block with an end its end, and one without the last date', () => {
+    expect(seedReply(status({ allowed: false, limit: 0, remaining: 0, resetTime: now + 5 * MINUTE_MS, retryAfterMs: 5 * MINUTE_MS, reason: 'number_blocked', rule: 'list:block' }), 'x')).toMatchObject({ resetTime: now + 5 * MINUTE_MS, reason: 'This number is blocked from receiving calls; try again in 5 minutes' });
+    expect(seedReply(status({ allowed: false, limit: 0, remaining: 0, resetTime: null, retryAfterMs: null, reason: 'number_blocked', rule: 'list:block' }), 'x')).toMatchObject({ resetTime: NEVER_RESETS_MS, reason: 'This number is blocked from receiving calls; this does not expire' });
+  });
+
+  it('passes errors that are no verdict through as errors, with the number as sent', () => {
+    expect(seedReply({ type: 'error', code: 'internal_error', message: 'retry' }, '+1 415')).toEqual({ type: 'error', code: 'internal_error', message: 'retry', phoneNumber: '+1 415' });
   });
 });
 
