@@ -73,7 +73,7 @@ export class Daemon {
   constructor(private readonly opts: DaemonOptions) {
     const { config, logger } = opts;
     this.metrics = createMetrics();
-    const ipRules = new IpRules();
+    const ipRules = new IpRules({ onFull: () => this.metrics.ipTableFull.inc() });
     ipRules.update(config.defaultPolicy.ip);
     this.policies = new PolicySource({
       pool: opts.pool,
