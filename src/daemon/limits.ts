@@ -36,6 +36,8 @@ export const OVERFLOW_KEY = '(overflow)';
  */
 export class IpLimiter {
   private readonly byIp: LRUCache<string, Buckets>;
+  /** OVERFLOW_KEY's buckets: outside the table, so using it never evicts an address. */
+  private overflow: Buckets | undefined;
   private readonly max: number;
   private readonly windowMs: number;
   private readonly bucketMs: number;
@@ -95,6 +97,15 @@ export class IpLimiter {
     return this.byIp.size;
   }
 
+  private get(key: string): Buckets | undefined {
+    return key === OVERFLOW_KEY ? this.overflow : this.byIp.get(key);
+  }
+
+  private set(key: string, buckets: Buckets): void {
+    if (key === OVERFLOW_KEY) this.overflow = buckets;
+    else this.byIp.set(key, buckets);
+  }
+
   /**
    * The key an address counts under. Counting state is never evicted while it can still deny:
    * an LRU that silently dropped the oldest address under a flood of fresh ones would hand the
@@ -104,7 +115,7 @@ export class IpLimiter {
    * under such a flood new addresses share one quota (fail closed), which `onFull` reports.
    */
   private keyFor(ip: string, nowMs: number): string {
-    if (this.byIp.size < this.capacity || this.byIp.has(ip)) return ip;
+    if (ip === OVERFLOW_KEY || this.byIp.size < this.capacity || this.byIp.has(ip)) return ip;
     const oldest = this.byIp.rkeys().next();
     if (!oldest.done && this.live(this.byIp.peek(oldest.value), nowMs).length === 0) {
       this.byIp.delete(oldest.value);
@@ -117,7 +128,7 @@ export class IpLimiter {
   /** `key`: where the call was counted (the address, or OVERFLOW_KEY): give it to refund(). */
   reserve(address: string, nowMs = Date.now()): { decision: Decision; atMs: number; key: string } {
     const ip = this.keyFor(address, nowMs);
-    const b = this.byIp.get(ip);
+    const b = this.get(ip);
     const before = this.decide(b, nowMs);
     if (!before.allowed) return { decision: before, atMs: nowMs, key: ip };
     const j = Math.floor(nowMs / this.bucketMs);
@@ -125,14 +136,14 @@ export class IpLimiter {
     if (!buckets) {
       // A literal has exactly the room it needs; pushing into [] would reserve 17 slots.
       buckets = [j, 1];
-      this.byIp.set(ip, buckets);
+      this.set(ip, buckets);
     } else countCall(buckets, j);
     return { decision: { ...this.decide(buckets, nowMs), allowed: true, retryAfterMs: 0 }, atMs: nowMs, key: ip };
   }
 
   /** `key`: what reserve() returned. An entry left with no calls is dropped (it holds nothing). */
   refund(key: string, atMs: number): void {
-    const b = this.byIp.get(key);
+    const b = this.get(key);
     if (!b) return;
     const j = Math.floor(atMs / this.bucketMs);
     let calls = 0;
@@ -140,7 +151,7 @@ export class IpLimiter {
       if (b[i] === j && b[i + 1]! > 0) b[i + 1]!--;
       calls += b[i + 1]!;
     }
-    if (calls === 0) this.byIp.delete(key);
+    if (calls === 0 && key !== OVERFLOW_KEY) this.byIp.delete(key);
   }
 }
 
