@@ -6,6 +6,7 @@
 //   most once a minute per kind;
 // - RATELIMIT_METRICS_PORT moves /metrics to its own port (the main port answers 404).
 
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase } from '../helpers/db.js';
 import { assertBuilt, closeAll, freshNumber, httpRequest, postJson, startDaemon, stopAll, WsClient, type DaemonProcess } from './helpers.js';
@@ -82,6 +83,28 @@ describe('refused upgrades (issue 21)', () => {
     // One line for the five foreign-origin refusals, one for the refusal without a token.
     expect(warns.map((w) => w.kind)).toEqual(['upgrade_origin_not_allowed', 'upgrade_token_required']);
     expect(warns[0]).toMatchObject({ status: 401, reason: 'origin_not_allowed', origin: JSON.stringify(FOREIGN) });
+  });
+});
+
+describe('aborted requests', () => {
+  it('are logged at most once a minute, and the daemon answers on', async () => {
+    for (let i = 0; i < 5; i++) {
+      await new Promise<void>((resolve) => {
+        const s = net.connect(anonymous.port, '127.0.0.1', () => {
+          s.write('POST /v1/consume HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"phone');
+          setImmediate(() => s.destroy());
+        });
+        s.on('error', () => undefined);
+        s.on('close', () => resolve());
+      });
+    }
+    const aborted = () => anonymous.logs.filter((l) => l.kind === 'request_aborted');
+    await expect.poll(() => aborted().length).toBe(1);
+    expect(aborted()[0]!.level).toBe(40);
+    expect(anonymous.logs.filter((l) => l.level === 50)).toEqual([]);
+    expect((await httpRequest(`${anonymous.url}/health`)).status).toBe(200);
+    // Still one, once all five have been seen through (the health answer came after them).
+    expect(aborted()).toHaveLength(1);
   });
 });
 
