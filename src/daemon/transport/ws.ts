@@ -282,7 +282,7 @@ export class WsTransport {
       this.measure(ws, client);
       if (client.closing || !this.backlog.stalled(client, nowMs)) continue;
       const reason = `replies not read: ${Math.round(client.countedBytes / 1024)} KiB waiting for ${Math.round((nowMs - client.pausedAtMs!) / 1000)} s`;
-      this.opts.logger.warn({ ip: client.ip, backlogBytes: client.countedBytes, code: CLOSE_POLICY_VIOLATION }, `closing a WebSocket whose client does not read: ${reason}`);
+      this.opts.clientLog.warn('ws_not_reading', { ip: client.ip, backlogBytes: client.countedBytes, code: CLOSE_POLICY_VIOLATION }, `closing a WebSocket whose client does not read: ${reason}`);
       this.closeWithin(ws, client, CLOSE_POLICY_VIOLATION, reason);
     }
     const idleMs = this.opts.config.wsIdleTimeoutMs;
