@@ -147,8 +147,7 @@ export class WsTransport {
   }
 
   private refuse(socket: Duplex, status: number, message: string): void {
-    const code =
-      status === 429 ? 'too_many_requests' : status === 401 ? 'unauthorized' : status === 503 || status === 500 ? 'internal_error' : status === 400 || status === 404 ? 'invalid_message' : 'forbidden';
+    const code = status === 429 ? 'too_many_requests' : status === 401 ? 'unauthorized' : status >= 500 ? 'internal_error' : status === 403 ? 'forbidden' : 'invalid_message';
     const body = JSON.stringify(errorReply(code, message));
     socket.end(
       `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
@@ -159,9 +158,8 @@ export class WsTransport {
   }
 
   /**
-   * Never throws: the 'upgrade' listener runs outside any request handler, so an exception here
-   * would take the process down (issue 17: `//x:99999/ws` did, through `new URL`). A target or
-   * header that cannot be parsed is answered 400; an unexpected error, 500 and a log line.
+   * Never throws: an exception in the 'upgrade' listener would end the process (`//x:99999/ws`
+   * did, through `new URL`). A malformed target gets 400; an unexpected error, 500 and a log line.
    */
   onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', ignoreError);
