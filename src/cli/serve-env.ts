@@ -9,8 +9,8 @@ const GROUPS: ReadonlyArray<[title: string, rows: ReadonlyArray<[name: string, w
     'Authentication',
     [
       ['RATELIMIT_API_TOKENS', 'comma-separated bearer tokens; unset = no auth (warned at start)'],
-      ['ALLOWED_ORIGINS', 'comma-separated browser origins that may check without a token'],
-      ['RATELIMIT_TRUST_PROXY', 'none (default) | fly: take the client address from Fly-Client-IP'],
+      ['ALLOWED_ORIGINS', 'comma-separated browser origins that may check without a token; without tokens, no Origin may consume'],
+      ['RATELIMIT_TRUST_PROXY', 'none (default) | fly: take the client address from Fly-Client-IP (on Fly, from a private peer)'],
     ],
   ],
   [
@@ -50,6 +50,7 @@ const GROUPS: ReadonlyArray<[title: string, rows: ReadonlyArray<[name: string, w
       ['RATELIMIT_HEARTBEAT_INTERVAL', `how often this daemon reports to \`top\` (default ${formatDurationMs(D.DEFAULT_HEARTBEAT_INTERVAL_MS)})`],
       ['RATELIMIT_SPOOL_MAX_BYTES', `durable spool of decisions made while the database is down (default ${D.DEFAULT_SPOOL_MAX_BYTES} bytes); when full, consumes fail closed`],
       ['RATELIMIT_AUDIT_RETENTION', `audit rows older than this are pruned (default ${formatDurationMs(D.DEFAULT_AUDIT_RETENTION_MS)})`],
+      ['RATELIMIT_METRICS_PORT', 'unset: /metrics on the main port; set: /metrics only on this port (on HOST)'],
       ['LOG_LEVEL', `pino level (default ${D.DEFAULT_LOG_LEVEL})`],
       ['NODE_ENV', 'production: refuse to start without PHONE_ENCRYPTION_KEY'],
       ['DEBUG', 'any value: a start-up failure is logged with its stack and causes'],

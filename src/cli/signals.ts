@@ -32,3 +32,28 @@ export function onStopSignals(handlers: SignalHandlers): () => void {
     for (const s of SIGNALS) process.off(s, onSignal);
   };
 }
+
+/**
+ * The last resort for a bug: an exception nothing caught, or a rejection nothing handled.
+ * Without a handler Node exits at once (sockets dropped, decisions made from memory neither
+ * written nor spooled); with one that only logs, the process may limp on in a state nobody
+ * designed, or hang. So `fatal` is called once, to log with the stack and drain through the one
+ * shutdown path; the caller then exits non-zero and a supervisor restarts the daemon. A second
+ * error while draining is only logged (`again`): the drain already under way is the way out.
+ */
+export function onLastResort(handlers: { fatal: (err: unknown, origin: 'uncaughtException' | 'unhandledRejection') => void; again: (err: unknown) => void }): () => void {
+  let fired = false;
+  const onError = (origin: 'uncaughtException' | 'unhandledRejection') => (err: unknown) => {
+    if (fired) return handlers.again(err);
+    fired = true;
+    handlers.fatal(err, origin);
+  };
+  const onException = onError('uncaughtException');
+  const onRejection = onError('unhandledRejection');
+  process.on('uncaughtException', onException);
+  process.on('unhandledRejection', onRejection);
+  return () => {
+    process.off('uncaughtException', onException);
+    process.off('unhandledRejection', onRejection);
+  };
+}

@@ -70,3 +70,30 @@ export function canonicalAddress(text: string): CanonicalAddress {
   const network = new ipaddr.IPv6(v6.parts.map((part, i) => (i < keptParts ? part : 0)));
   return { ok: true, key: `${network.toRFC5952String()}/${IPV6_KEY_PREFIX_BITS}`, address: v6.toRFC5952String() };
 }
+
+/**
+ * The wider IPv6 networks a per-IP quota key also counts against: an ISP hands a subscriber a
+ * /64, a /56 (256 /64s) or a /48 (65,536 /64s), so per-/64 quotas alone give whoever holds a /48
+ * 65,536 fresh ones. Each entry: the network's key and how many times the /64 limit it gets
+ * (IPV6_WIDER_LIMIT_FACTORS). Empty for an IPv4 key (or anything that is not a /64 key).
+ */
+export const IPV6_WIDER_LIMIT_FACTORS: ReadonlyArray<{ bits: 56 | 48; factor: number }> = [
+  // A household behind a /56 may run a few networks (guest Wi-Fi, a VPN): 16 /64s' worth.
+  { bits: 56, factor: 16 },
+  // A /48 is a site: an office or a small ISP customer; 64 /64s' worth, not 65,536.
+  { bits: 48, factor: 64 },
+];
+
+export function widerIpv6Networks(key: string): Array<{ key: string; bits: number; factor: number }> {
+  if (!key.endsWith(`/${IPV6_KEY_PREFIX_BITS}`)) return [];
+  const text = key.slice(0, -`/${IPV6_KEY_PREFIX_BITS}`.length);
+  if (!ipaddr.IPv6.isValid(text)) return [];
+  const parts = ipaddr.IPv6.parse(text).parts;
+  return IPV6_WIDER_LIMIT_FACTORS.map(({ bits, factor }) => {
+    const masked = parts.map((part, i) => {
+      const kept = Math.max(0, Math.min(16, bits - i * 16));
+      return kept === 0 ? 0 : part & (0xffff << (16 - kept)) & 0xffff;
+    });
+    return { key: `${new ipaddr.IPv6(masked).toRFC5952String()}/${bits}`, bits, factor };
+  });
+}

@@ -30,6 +30,8 @@ export interface Config {
   production: boolean;
   port: number;
   host: string;
+  /** RATELIMIT_METRICS_PORT: /metrics only on this port (on `host`; 0 = any free port), not on `port`; undefined = on `port`. */
+  metricsPort: number | undefined;
   /**
    * The policy in force while none has been applied to the database, from RATE_LIMIT_* (and the
    * flags). Once one has, the database's active policy wins (src/db/policies.ts).
@@ -64,6 +66,8 @@ export interface Config {
   denyCache: boolean;
   /** Fly's VM region, shown by `top`. */
   flyRegion: string | undefined;
+  /** FLY_APP_NAME, set by Fly on every machine: RATELIMIT_TRUST_PROXY=fly takes effect only with it. */
+  flyAppName: string | undefined;
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -151,6 +155,13 @@ export function resolveConfig(flags: ConfigFlags, env: Env): Config {
     if (!/^https?:\/\/[^/\s]+$/.test(o)) problems.push(`ALLOWED_ORIGINS entry "${o}" must look like https://example.com (scheme and host, no path)`);
   }
 
+  const metricsPortRaw = pick(undefined, 'RATELIMIT_METRICS_PORT');
+  const metricsPort = metricsPortRaw ? int(metricsPortRaw, 0, 0, 65535) : undefined;
+  const port = int(pick([flags.port, '--port'], 'PORT'), D.DEFAULT_PORT, 0, 65535);
+  if (metricsPort !== undefined && metricsPort !== 0 && metricsPort === port) {
+    problems.push(`RATELIMIT_METRICS_PORT must differ from the main port (${port}); leave it unset to serve /metrics on the main port`);
+  }
+
   // Unset: the daemon derives it from its fd limit, which only the running process can read.
   const maxConnections = pick(undefined, 'RATELIMIT_MAX_CONNECTIONS');
 
@@ -160,7 +171,8 @@ export function resolveConfig(flags: ConfigFlags, env: Env): Config {
     phoneKey: key === undefined || key.length === 0 ? undefined : key,
     previousPhoneKey: env.PHONE_ENCRYPTION_KEY_PREVIOUS || undefined,
     production,
-    port: int(pick([flags.port, '--port'], 'PORT'), D.DEFAULT_PORT, 0, 65535),
+    port,
+    metricsPort,
     host: pick([flags.host, '--host'], 'HOST')?.value ?? D.DEFAULT_HOST,
     defaultPolicy: defaultPolicy({ phoneMax, phoneWindowMs, ipMax, ipWindowMs }),
     defaultPolicySources: policySources,
@@ -182,6 +194,7 @@ export function resolveConfig(flags: ConfigFlags, env: Env): Config {
     auditRetentionMs: duration(pick(undefined, 'RATELIMIT_AUDIT_RETENTION'), D.DEFAULT_AUDIT_RETENTION_MS),
     denyCache: (env.RATELIMIT_DENY_CACHE ?? 'on') !== 'off',
     flyRegion: env.FLY_REGION || undefined,
+    flyAppName: env.FLY_APP_NAME || undefined,
   };
   if (problems.length > 0) throw failures.config(problems);
   return config;

@@ -3,6 +3,12 @@
 // denies, so a denied consume spends nothing. Limiters survive a policy change for rules whose
 // id, limit and window are unchanged, so a new policy version does not hand out fresh quotas.
 
+//
+// IPv6: a key is the /64 (src/core/address.ts); each call also counts against the address's /56
+// and /48, whose limits are the rule's times IPV6_WIDER_LIMIT_FACTORS, so a /48 gets 64 quotas'
+// worth, not 65,536. The wider limiters deny like the rule (same id in the reply, their limit).
+
+import { widerIpv6Networks, IPV6_WIDER_LIMIT_FACTORS } from '../core/address.js';
 import { makePolicy, type Decision } from '../core/policy.js';
 import type { LimitRule } from '../core/policy/types.js';
 import { IpLimiter } from './limits.js';
@@ -10,6 +16,15 @@ import { IpLimiter } from './limits.js';
 interface Limiter {
   rule: LimitRule;
   limiter: IpLimiter;
+  /** The same rule over wider IPv6 networks, by prefix length. */
+  wider: Map<number, IpLimiter>;
+}
+
+export interface IpRulesOptions {
+  /** Entries per limiter table. */
+  capacity?: number;
+  /** A new address found a table full of live counts (IpLimiter.keyFor): for a metric. */
+  onFull?: () => void;
 }
 
 export interface IpReservation {
@@ -26,11 +41,22 @@ const signature = (r: LimitRule) => `${r.id}|${r.limit}|${r.windowMs}|${r.shadow
 export class IpRules {
   private limiters: Limiter[] = [];
 
+  constructor(private readonly opts: IpRulesOptions = {}) {}
+
+  private limiter(rule: LimitRule, factor: number): IpLimiter {
+    return new IpLimiter(makePolicy([{ id: rule.id, max: rule.limit * factor, windowMs: rule.windowMs }]), this.opts.capacity, this.opts.onFull);
+  }
+
   /** Swaps in the policy's ip rules, keeping the counts of rules that did not change. */
   update(rules: readonly LimitRule[]): void {
     const old = new Map(this.limiters.map((l) => [signature(l.rule), l]));
     this.limiters = rules.map(
-      (rule) => old.get(signature(rule)) ?? { rule, limiter: new IpLimiter(makePolicy([{ id: rule.id, max: rule.limit, windowMs: rule.windowMs }])) },
+      (rule) =>
+        old.get(signature(rule)) ?? {
+          rule,
+          limiter: this.limiter(rule, 1),
+          wider: new Map(IPV6_WIDER_LIMIT_FACTORS.map(({ bits, factor }) => [bits, this.limiter(rule, factor)])),
+        },
     );
   }
 
@@ -39,21 +65,24 @@ export class IpRules {
    * there is room, never denied, no shadow reported.
    */
   reserve(ip: string, exempt: boolean, nowMs = Date.now()): IpReservation {
-    const taken: Array<{ limiter: IpLimiter; atMs: number }> = [];
+    const taken: Array<{ limiter: IpLimiter; key: string; atMs: number }> = [];
     const shadow: string[] = [];
     let denied: IpReservation['denied'];
-    for (const { rule, limiter } of this.limiters) {
-      const slot = limiter.reserve(ip, nowMs);
-      if (slot.decision.allowed) {
-        taken.push({ limiter, atMs: slot.atMs });
-        continue;
+    const wider = widerIpv6Networks(ip);
+    for (const { rule, limiter, wider: widerLimiters } of this.limiters) {
+      const counted: Array<[IpLimiter, string]> = [[limiter, ip], ...wider.map((w): [IpLimiter, string] => [widerLimiters.get(w.bits)!, w.key])];
+      let ruleDenial: Decision | undefined;
+      for (const [l, key] of counted) {
+        const slot = l.reserve(key, nowMs);
+        if (slot.decision.allowed) taken.push({ limiter: l, key: slot.key, atMs: slot.atMs });
+        else ruleDenial ??= slot.decision;
       }
-      if (exempt) continue;
+      if (!ruleDenial || exempt) continue;
       if (rule.shadow) shadow.push(rule.id);
-      else if (!denied) denied = { rule: rule.id, decision: slot.decision };
+      else if (!denied) denied = { rule: rule.id, decision: ruleDenial };
     }
     const refund = () => {
-      for (const t of taken.splice(0)) t.limiter.refund(ip, t.atMs);
+      for (const t of taken.splice(0)) t.limiter.refund(t.key, t.atMs);
     };
     if (denied) refund();
     return { denied, shadow, refund };

@@ -17,6 +17,12 @@ const RING = IP_BUCKETS + 1;
 type Buckets = number[];
 
 /**
+ * Where addresses count when the table is full of live state (see IpLimiter.keyFor): not an
+ * address, so it never collides with one.
+ */
+export const OVERFLOW_KEY = '(overflow)';
+
+/**
  * Per-client-IP limit on consumes, in memory and per instance (as in the original design): a
  * stolen web form is throttled by address even when it cycles through victims' numbers.
  *
@@ -30,11 +36,21 @@ type Buckets = number[];
  */
 export class IpLimiter {
   private readonly byIp: LRUCache<string, Buckets>;
+  /** OVERFLOW_KEY's buckets: outside the table, so using it never evicts an address. */
+  private overflow: Buckets | undefined;
   private readonly max: number;
   private readonly windowMs: number;
   private readonly bucketMs: number;
 
-  constructor(policy: Policy, capacity = 100_000) {
+  /**
+   * `onFull`: called each time a new address finds the table full of live counts and counts in
+   * the shared overflow entry instead (for a metric).
+   */
+  constructor(
+    policy: Policy,
+    private readonly capacity = 100_000,
+    private readonly onFull?: () => void,
+  ) {
     const rule = policy.rules[0]!;
     this.max = rule.max;
     this.windowMs = rule.windowMs;
@@ -76,27 +92,66 @@ export class IpLimiter {
     return { allowed: false, ruleId: 'ip', limit: this.max, used, remaining: 0, resetTime, retryAfterMs: Math.max(0, resetTime - nowMs) };
   }
 
-  reserve(ip: string, nowMs = Date.now()): { decision: Decision; atMs: number } {
-    const b = this.byIp.get(ip);
+  /** Entries held now (for tests and metrics). */
+  get size(): number {
+    return this.byIp.size;
+  }
+
+  private get(key: string): Buckets | undefined {
+    return key === OVERFLOW_KEY ? this.overflow : this.byIp.get(key);
+  }
+
+  private set(key: string, buckets: Buckets): void {
+    if (key === OVERFLOW_KEY) this.overflow = buckets;
+    else this.byIp.set(key, buckets);
+  }
+
+  /**
+   * The key an address counts under. Counting state is never evicted while it can still deny:
+   * an LRU that silently dropped the oldest address under a flood of fresh ones would hand the
+   * dropped address a fresh quota. When the table is full, the least recently used entry (the
+   * one touched longest ago) goes if its counts have all left the window; if even it is live,
+   * every entry is, and the new address counts in one shared overflow entry with this limit:
+   * under such a flood new addresses share one quota (fail closed), which `onFull` reports.
+   */
+  private keyFor(ip: string, nowMs: number): string {
+    if (ip === OVERFLOW_KEY || this.byIp.size < this.capacity || this.byIp.has(ip)) return ip;
+    const oldest = this.byIp.rkeys().next();
+    if (!oldest.done && this.live(this.byIp.peek(oldest.value), nowMs).length === 0) {
+      this.byIp.delete(oldest.value);
+      return ip;
+    }
+    this.onFull?.();
+    return OVERFLOW_KEY;
+  }
+
+  /** `key`: where the call was counted (the address, or OVERFLOW_KEY): give it to refund(). */
+  reserve(address: string, nowMs = Date.now()): { decision: Decision; atMs: number; key: string } {
+    const ip = this.keyFor(address, nowMs);
+    const b = this.get(ip);
     const before = this.decide(b, nowMs);
-    if (!before.allowed) return { decision: before, atMs: nowMs };
+    if (!before.allowed) return { decision: before, atMs: nowMs, key: ip };
     const j = Math.floor(nowMs / this.bucketMs);
     let buckets = b;
     if (!buckets) {
       // A literal has exactly the room it needs; pushing into [] would reserve 17 slots.
       buckets = [j, 1];
-      this.byIp.set(ip, buckets);
+      this.set(ip, buckets);
     } else countCall(buckets, j);
-    return { decision: { ...this.decide(buckets, nowMs), allowed: true, retryAfterMs: 0 }, atMs: nowMs };
+    return { decision: { ...this.decide(buckets, nowMs), allowed: true, retryAfterMs: 0 }, atMs: nowMs, key: ip };
   }
 
-  refund(ip: string, atMs: number): void {
-    const b = this.byIp.get(ip);
+  /** `key`: what reserve() returned. An entry left with no calls is dropped (it holds nothing). */
+  refund(key: string, atMs: number): void {
+    const b = this.get(key);
     if (!b) return;
     const j = Math.floor(atMs / this.bucketMs);
+    let calls = 0;
     for (let i = 0; i < b.length; i += 2) {
       if (b[i] === j && b[i + 1]! > 0) b[i + 1]!--;
+      calls += b[i + 1]!;
     }
+    if (calls === 0 && key !== OVERFLOW_KEY) this.byIp.delete(key);
   }
 }
 

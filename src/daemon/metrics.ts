@@ -54,6 +54,16 @@ export function createMetrics() {
     help: 'Decisions made from memory that are waiting to be written to the database',
     registers: [registry],
   });
+  const unrecordedDenials = new client.Counter({
+    name: 'ratelimit_denials_unrecorded_total',
+    help: 'Denials not recorded because too many were already waiting for the database (an outage under a flood); allowed calls are never dropped this way',
+    registers: [registry],
+  });
+  const ipTableFull = new client.Counter({
+    name: 'ratelimit_ip_table_full_total',
+    help: 'Consumes from a new client address that found the per-IP table full of live counts and counted in its shared overflow entry (a flood of distinct addresses)',
+    registers: [registry],
+  });
   const connections = new client.Gauge({
     name: 'ratelimit_websocket_connections',
     help: 'Open WebSocket connections',
@@ -84,7 +94,7 @@ export function createMetrics() {
     buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
     registers: [registry],
   });
-  return { registry, decisions, shadowDenials, policyVersion, errors, fallbackActive, fallbackTransitions, pendingWrites, connections, tcpConnections, connectionsMax, dbLatency, batchSize };
+  return { registry, decisions, shadowDenials, policyVersion, errors, fallbackActive, fallbackTransitions, pendingWrites, unrecordedDenials, ipTableFull, connections, tcpConnections, connectionsMax, dbLatency, batchSize };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -18,6 +18,8 @@ import { createMetrics, type Metrics } from './metrics.js';
 import { PolicySource } from './policy-source.js';
 import type { BacklogLimits } from './transport/backlog.js';
 import { ClientAddresses } from './transport/client-address.js';
+import { ClientLog } from './transport/client-log.js';
+import { createMetricsServer } from './transport/metrics-http.js';
 import { ConnectionGate, defaultMaxConnections, HANDSHAKE_TIMEOUT_MS } from './transport/connections.js';
 import { HttpTransport, type Health } from './transport/http.js';
 import { WsTransport } from './transport/ws.js';
@@ -63,13 +65,15 @@ export class Daemon {
   private readonly ws: WsTransport;
   private readonly gate: ConnectionGate;
   private readonly sockets = new Set<Socket>();
+  /** RATELIMIT_METRICS_PORT's listener; undefined when /metrics is on the main port. */
+  private readonly metricsServer: Server | undefined;
   private readonly startedAt = Date.now();
   private shutdownPromise: Promise<number> | undefined;
 
   constructor(private readonly opts: DaemonOptions) {
     const { config, logger } = opts;
     this.metrics = createMetrics();
-    const ipRules = new IpRules();
+    const ipRules = new IpRules({ onFull: () => this.metrics.ipTableFull.inc() });
     ipRules.update(config.defaultPolicy.ip);
     this.policies = new PolicySource({
       pool: opts.pool,
@@ -103,7 +107,8 @@ export class Daemon {
       : undefined;
     const decider = new Decider({ engine: this.engine, policies: this.policies, ipRules, metrics: this.metrics, tally: this.tally, logger, phoneKey: opts.phoneKey, rotation });
     const isShuttingDown = () => this.shutdownPromise !== undefined;
-    const addresses = new ClientAddresses(config.trustProxy, logger);
+    const clientLog = new ClientLog(logger);
+    const addresses = new ClientAddresses(config.trustProxy, clientLog, config.flyAppName, logger);
     this.gate = new ConnectionGate({
       maxConnections: config.maxConnections ?? defaultMaxConnections(),
       maxPerAddress: config.maxConnectionsPerIp,
@@ -111,8 +116,9 @@ export class Daemon {
       metrics: this.metrics,
       logger,
     });
-    const transport = { config, auth, decider, metrics: this.metrics, logger, addresses, gate: this.gate, isShuttingDown };
-    this.httpTransport = new HttpTransport({ ...transport, health: () => this.health() });
+    const transport = { config, auth, decider, metrics: this.metrics, logger, addresses, gate: this.gate, clientLog, isShuttingDown };
+    this.httpTransport = new HttpTransport({ ...transport, health: () => this.health(), metricsElsewhere: config.metricsPort !== undefined });
+    this.metricsServer = config.metricsPort === undefined ? undefined : createMetricsServer(this.metrics, logger);
     this.ws = new WsTransport({ ...transport, pingIntervalMs: opts.pingIntervalMs, backlog: opts.backlog });
     this.http = createServer(
       {
@@ -128,6 +134,7 @@ export class Daemon {
       this.sockets.add(s);
       s.on('close', () => this.sockets.delete(s));
     });
+    // onUpgrade answers every failure itself (an exception here would end the process).
     this.http.on('upgrade', (req, socket, head) => this.ws.onUpgrade(req, socket, head));
   }
 
@@ -149,15 +156,23 @@ export class Daemon {
     return Date.now() - this.startedAt;
   }
 
-  listen(): Promise<AddressInfo> {
-    return new Promise((resolve, reject) => {
-      this.http.once('error', reject);
-      this.http.listen(this.opts.config.port, this.opts.config.host, () => {
-        this.http.off('error', reject);
-        resolve(this.http.address() as AddressInfo);
-      });
-    });
+  /** Listens on the main port, and on RATELIMIT_METRICS_PORT when set; resolves with the main address. */
+  async listen(): Promise<AddressInfo> {
+    const { port, host, metricsPort } = this.opts.config;
+    const address = await listenOn(this.http, port, host);
+    if (this.metricsServer && metricsPort !== undefined) {
+      try {
+        this.metricsAddress = await listenOn(this.metricsServer, metricsPort, host);
+      } catch (err) {
+        this.http.close();
+        throw err;
+      }
+    }
+    return address;
   }
+
+  /** Where /metrics listens when RATELIMIT_METRICS_PORT is set (after listen()). */
+  metricsAddress: AddressInfo | undefined;
 
   health(): Health {
     const up = this.engine.mode === 'database';
@@ -192,6 +207,7 @@ export class Daemon {
       this.ws.terminate();
       for (const s of this.sockets) s.destroy();
       await closed;
+      await closeMetricsServer(this.metricsServer);
       return unwritten;
     })();
     return this.shutdownPromise;
@@ -202,7 +218,26 @@ export class Daemon {
     this.ws.terminate();
     for (const s of this.sockets) s.destroy();
     this.http.close();
+    void closeMetricsServer(this.metricsServer);
     this.policies.stop();
     void this.engine.stop();
   }
+}
+
+function listenOn(server: Server, port: number, host: string): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve(server.address() as AddressInfo);
+    });
+  });
+}
+
+function closeMetricsServer(server: Server | undefined): Promise<void> {
+  if (!server?.listening) return Promise.resolve();
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
 }

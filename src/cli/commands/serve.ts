@@ -7,7 +7,7 @@ import { describeFailure, RateLimitError } from '../../core/errors.js';
 import type { Command } from 'commander';
 import { instanceIdentity, startDaemon, type Daemon } from '../../daemon/index.js';
 import { configFrom, VERSION, type Io } from '../context.js';
-import { onStopSignals } from '../signals.js';
+import { onLastResort, onStopSignals } from '../signals.js';
 import { serveEnvironmentHelp } from '../serve-env.js';
 
 export { instanceIdentity };
@@ -59,6 +59,7 @@ export async function startServe(config: Config, env: Readonly<Record<string, st
       // What is enforced is logged by the policy source ("policy version N in force").
       policyVersion: handle.daemon.policyVersion,
       host_name: identity.host,
+      ...(handle.daemon.metricsAddress ? { metricsPort: handle.daemon.metricsAddress.port } : {}),
     },
     `ratelimit listening on http://${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port} (WebSocket at /ws)`,
   );
@@ -79,6 +80,14 @@ export function register(program: Command, io: Io): void {
       const handle = await startServe(config, io.env, VERSION);
       let failure: RateLimitError | undefined;
       const clean = await new Promise<boolean>((resolve) => {
+        onLastResort({
+          fatal: (err, origin) => {
+            handle.logger.fatal({ err, origin }, `${origin}: a bug escaped its request; draining and exiting non-zero so a supervisor restarts the daemon`);
+            failure = new RateLimitError('internal_error', `the daemon stopped after an ${origin} (see the log for its stack); it drained before exiting`, { cause: err });
+            void handle.stop().then(resolve);
+          },
+          again: (err) => handle.logger.error({ err }, 'another uncaught error while draining after the first'),
+        });
         void handle.failed.then((err) => {
           failure = err;
           // Nothing may be written under the wrong key (the pool is closed already): no drain to wait for.

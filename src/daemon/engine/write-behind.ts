@@ -20,6 +20,11 @@ export interface WriteBehindOptions {
   metrics: Metrics;
   /** Beyond this the oldest are dropped (and logged). */
   maxPendingWrites: number;
+  /**
+   * Denials queued without the spool (list, destination and ip denials, cached denials) kept at
+   * most; beyond, new ones are not recorded (counted in ratelimit_denials_unrecorded_total).
+   */
+  maxLooseDenials?: number;
   /** Wraps each statement, for latency metrics. */
   timed: TimedQuery;
   spool: Spool;
@@ -32,11 +37,16 @@ interface Pending {
 }
 
 const REPLAY_CHUNK = 1_000;
+// A queued denial is ~0.5 KB: 50,000 of them is ~25 MB, however long an outage lasts.
+export const DEFAULT_MAX_LOOSE_DENIALS = 50_000;
 const DRAIN_RETRY_MS = 250;
 
 export class WriteBehind {
   private pending: Pending[] = [];
+  /** How many of `pending` are not in the spool (seq undefined). */
+  private loose = 0;
   private dropped = 0;
+  private unrecordedLogged = false;
   private flushing: Promise<void> | undefined;
 
   constructor(private readonly opts: WriteBehindOptions) {}
@@ -57,8 +67,26 @@ export class WriteBehind {
     return n;
   }
 
-  /** A decision the database will be told of soon; not spooled (a denial decided while it was up). */
+  /**
+   * A denial the database will be told of soon, not spooled. Denials cost nothing to make, so
+   * while the database is away a flood of them (a blocked number, an address over its limit)
+   * would fill memory, and, past maxPendingWrites, push out the allowed calls memory decided
+   * (their spool entries would then be released unwritten). So they have a bound of their own:
+   * beyond it a denial is counted in a metric and not recorded; nothing allowed is ever displaced.
+   */
   queue(e: DecisionEvent): void {
+    if (this.loose >= (this.opts.maxLooseDenials ?? DEFAULT_MAX_LOOSE_DENIALS)) {
+      this.opts.metrics.unrecordedDenials.inc();
+      if (!this.unrecordedLogged) {
+        this.unrecordedLogged = true;
+        this.opts.logger.warn(
+          { maxLooseDenials: this.opts.maxLooseDenials ?? DEFAULT_MAX_LOOSE_DENIALS },
+          'too many denials waiting for the database: further ones are not recorded until it catches up (see ratelimit_denials_unrecorded_total); allowed calls are unaffected',
+        );
+      }
+      return;
+    }
+    this.loose++;
     this.push([{ event: e }]);
   }
 
@@ -78,7 +106,7 @@ export class WriteBehind {
     const max = this.opts.maxPendingWrites;
     if (this.pending.length > max) {
       const dropped = this.pending.length - max;
-      this.pending.splice(0, dropped);
+      for (const p of this.pending.splice(0, dropped)) if (p.seq === undefined) this.loose--;
       if (this.dropped === 0) {
         this.opts.logger.error({ max }, 'too many decisions waiting for the database; dropping the oldest (their calls will not be counted)');
       }
@@ -97,6 +125,8 @@ export class WriteBehind {
           const events = chunk.map((p) => p.event);
           await this.opts.timed('record', chunk.length, () => recordDecisions(this.opts.pool, events, this.opts.policy()));
           this.pending.splice(0, chunk.length);
+          for (const p of chunk) if (p.seq === undefined) this.loose--;
+          if (this.loose === 0) this.unrecordedLogged = false;
           const lastSeq = chunk.reduce((m, p) => (p.seq !== undefined && p.seq > m ? p.seq : m), -1);
           if (lastSeq >= 0) this.opts.spool.release(lastSeq);
           this.opts.metrics.pendingWrites.set(this.pending.length);
@@ -126,6 +156,7 @@ export class WriteBehind {
             if (loose.length > 0) {
               const { lastSeq, durable } = this.opts.spool.append(loose.map((p) => p.event));
               loose.forEach((p, i) => (p.seq = lastSeq - loose.length + 1 + i));
+              this.loose -= loose.length;
               await durable;
             }
             this.opts.logger.warn({ err: (err as Error).message, spooled: this.pending.length, spool: this.opts.spool.file }, 'database unreachable at exit: decisions made from memory stay in the spool; the next daemon with this data dir writes them');

@@ -15,7 +15,9 @@ import { TokenBucket } from '../limits.js';
 import { boundedCache } from '../bounded-cache.js';
 import type { Metrics } from '../metrics.js';
 import type { ClientAddresses } from './client-address.js';
+import type { ClientLog } from './client-log.js';
 import type { ConnectionGate } from './connections.js';
+import { parseTarget, quoteTarget } from './target.js';
 
 /** `ip` fields become quota keys the way every other address does (src/core/address.ts). */
 const requests = new RequestParser(canonicalAddress);
@@ -38,6 +40,10 @@ export interface HttpTransportOptions {
   logger: Logger;
   addresses: ClientAddresses;
   gate: ConnectionGate;
+  /** Where client-caused problems are logged, rate-limited. */
+  clientLog: ClientLog;
+  /** RATELIMIT_METRICS_PORT is set: /metrics is served there, and is a 404 here. */
+  metricsElsewhere?: boolean;
   health: () => Health;
   /** True once the daemon is shutting down: decisions are refused with 503. */
   isShuttingDown: () => boolean;
@@ -56,17 +62,30 @@ export class HttpTransport {
     return this.active;
   }
 
+  /** Never rejects: whatever a request does, it ends with an answer or a closed socket. */
   async onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
     this.active++;
     try {
       await this.route(req, res);
     } catch (err) {
-      this.opts.logger.error({ err: (err as Error).message }, 'http handler failed');
-      if (!res.headersSent) json(res, 500, errorReply('internal_error', 'internal error'));
+      if (req.destroyed || (err as NodeJS.ErrnoException).code === 'ECONNRESET') {
+        // The client went away mid-request (an aborted body): its doing, so rate-limited.
+        this.opts.clientLog.warn('request_aborted', { err: (err as Error).message, peer: req.socket.remoteAddress }, 'a client closed its connection before its request was read');
+      } else {
+        this.opts.logger.error({ err }, 'http handler failed');
+      }
+      if (!res.headersSent && !res.destroyed) json(res, 500, errorReply('internal_error', 'internal error'));
       else res.destroy();
     } finally {
       this.active--;
     }
+  }
+
+  /** A client's malformed request: 400 with the reason, and a rate-limited log line. */
+  private badRequest(req: IncomingMessage, res: ServerResponse, message: string): void {
+    this.opts.clientLog.warn('bad_request', { peer: req.socket.remoteAddress }, `answered 400: ${message}`);
+    res.shouldKeepAlive = false;
+    json(res, 400, errorReply('invalid_message', message));
   }
 
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -74,8 +93,9 @@ export class HttpTransport {
     const admission = this.opts.gate.admission(req.socket);
     // Answered (503/429) when it connected; whatever it asks now gets nothing more.
     if (admission === 'refused') return void req.socket.destroy();
-    const url = new URL(req.url ?? '/', 'http://localhost');
-    const path = url.pathname;
+    const target = parseTarget(req.url);
+    if (!target.ok) return this.badRequest(req, res, target.message);
+    const path = target.path;
     if (admission === 'reserve') {
       // Over the connection cap: this connection exists so /health and /metrics keep answering.
       res.shouldKeepAlive = false;
@@ -88,7 +108,7 @@ export class HttpTransport {
       if (this.opts.isShuttingDown()) return json(res, 503, { ...this.opts.health(), status: 'shutting_down' });
       return json(res, 200, this.opts.health());
     }
-    if (path === ROUTES.metrics) {
+    if (path === ROUTES.metrics && !this.opts.metricsElsewhere) {
       if (req.method !== 'GET') return json(res, 405, errorReply('invalid_message', 'use GET'), { Allow: 'GET' });
       const text = await metrics.registry.metrics();
       res.writeHead(200, { 'Content-Type': metrics.registry.contentType });
@@ -102,7 +122,8 @@ export class HttpTransport {
       });
     }
     if (path !== ROUTES.check && path !== ROUTES.consume) {
-      return json(res, 404, errorReply('invalid_message', `no route ${path}; see ${ROUTES.check}, ${ROUTES.consume}, ${ROUTES.health}, ${ROUTES.metrics}, ${ROUTES.ws}`));
+      const routes = [ROUTES.check, ROUTES.consume, ROUTES.health, ...(this.opts.metricsElsewhere ? [] : [ROUTES.metrics]), ROUTES.ws];
+      return json(res, 404, errorReply('invalid_message', `no route ${quoteTarget(path)}; see ${routes.join(', ')}`));
     }
     const origin = typeof req.headers.origin === 'string' ? req.headers.origin : undefined;
     const cors: Record<string, string> = this.opts.auth.isAllowedOrigin(origin)
@@ -115,8 +136,9 @@ export class HttpTransport {
     }
     if (req.method !== 'POST') return json(res, 405, errorReply('invalid_message', 'use POST'), { Allow: 'POST', ...cors });
     if (this.opts.isShuttingDown()) return json(res, 503, errorReply('internal_error', 'shutting down; retry on another instance'), { 'Retry-After': '1', ...cors });
-    const auth = this.opts.auth.authenticate(req, url);
+    const auth = this.opts.auth.authenticate(req, target.params);
     if (!auth.ok) {
+      this.opts.clientLog.warn(`http_${auth.kind}`, { status: auth.status, reason: auth.kind, origin: origin && quoteTarget(origin), peer: req.socket.remoteAddress }, `refused ${path} (${auth.status}): ${auth.message}`);
       return json(res, auth.status, errorReply(auth.status === 401 ? 'unauthorized' : 'forbidden', auth.message), { ...(auth.status === 401 ? { 'WWW-Authenticate': 'Bearer' } : {}), ...cors });
     }
     const ip = this.opts.addresses.of(req);

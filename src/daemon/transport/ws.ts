@@ -20,8 +20,10 @@ import { ConnectionCounter, TokenBucket } from '../limits.js';
 import type { Metrics } from '../metrics.js';
 import { BacklogBudget, type BacklogLimits, type BacklogShare } from './backlog.js';
 import type { ClientAddresses } from './client-address.js';
+import type { ClientLog } from './client-log.js';
 import { ignoreError, type ConnectionGate } from './connections.js';
 import { answerSeedFrame, SEED_LOGS_PATH, type SeedReply } from './seed-logs.js';
+import { parseTarget, quoteTarget } from './target.js';
 
 /** `ip` fields become quota keys the way every other address does (src/core/address.ts). */
 const requests = new RequestParser(canonicalAddress);
@@ -49,6 +51,8 @@ export interface WsTransportOptions {
   logger: Logger;
   addresses: ClientAddresses;
   gate: ConnectionGate;
+  /** Where client-caused refusals are logged, rate-limited. */
+  clientLog: ClientLog;
   pingIntervalMs?: number;
   backlog?: Partial<BacklogLimits>;
   /** True once the daemon is shutting down: new upgrades are refused. */
@@ -66,7 +70,7 @@ const CLOSE_TOO_BIG = 1009;
 // RFC 6455: a close reason is at most 123 bytes.
 const MAX_CLOSE_REASON_BYTES = 123;
 
-const STATUS_TEXT: Record<number, string> = { 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable' };
+const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 500: 'Internal Server Error', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable' };
 
 export class WsTransport {
   private readonly wss: WebSocketServer;
@@ -146,7 +150,7 @@ export class WsTransport {
   }
 
   private refuse(socket: Duplex, status: number, message: string): void {
-    const code = status === 429 ? 'too_many_requests' : status === 401 ? 'unauthorized' : status === 503 ? 'internal_error' : 'forbidden';
+    const code = status === 429 ? 'too_many_requests' : status === 401 ? 'unauthorized' : status >= 500 ? 'internal_error' : status === 403 ? 'forbidden' : 'invalid_message';
     const body = JSON.stringify(errorReply(code, message));
     socket.end(
       `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
@@ -156,19 +160,41 @@ export class WsTransport {
     );
   }
 
+  /**
+   * Never throws: an exception in the 'upgrade' listener would end the process (`//x:99999/ws`
+   * did, through `new URL`). A malformed target gets 400; an unexpected error, 500 and a log line.
+   */
   onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', ignoreError);
+    try {
+      this.upgrade(req, socket, head);
+    } catch (err) {
+      this.opts.logger.error({ err }, 'websocket upgrade failed');
+      if (socket.writable) this.refuse(socket, 500, 'internal error');
+      else socket.destroy();
+    }
+  }
+
+  private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const admission = this.opts.gate.admission(req.socket);
     if (admission === 'refused') return void socket.destroy();
-    const url = new URL(req.url ?? '/', 'http://localhost');
-    if (url.pathname !== ROUTES.ws && url.pathname !== SEED_LOGS_PATH) return this.refuse(socket, 404, `no WebSocket endpoint at ${url.pathname}; use ${ROUTES.ws}`);
+    const target = parseTarget(req.url);
+    if (!target.ok) return this.refused(req, socket, 400, 'bad_request', target.message);
+    if (target.path !== ROUTES.ws && target.path !== SEED_LOGS_PATH) return this.refused(req, socket, 404, 'not_found', `no WebSocket endpoint at ${quoteTarget(target.path)}; use ${ROUTES.ws}`);
     if (this.opts.isShuttingDown()) return this.refuse(socket, 503, 'shutting down');
     if (admission === 'reserve') return this.refuse(socket, 503, 'the daemon is at its connection limit; retry later');
-    const auth = this.opts.auth.authenticate(req, url);
-    if (!auth.ok) return this.refuse(socket, auth.status, auth.message);
+    const auth = this.opts.auth.authenticate(req, target.params);
+    if (!auth.ok) return this.refused(req, socket, auth.status, auth.kind, auth.message);
     const ip = this.opts.addresses.of(req);
-    if (!this.connections.acquire(ip)) return this.refuse(socket, 429, 'too many connections from this address');
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, auth.role, ip, url.pathname === SEED_LOGS_PATH));
+    if (!this.connections.acquire(ip)) return this.refused(req, socket, 429, 'too_many_connections', 'too many connections from this address');
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, auth.role, ip, target.path === SEED_LOGS_PATH));
+  }
+
+  /** A refusal the client caused: answered, and logged at most once a minute per kind. */
+  private refused(req: IncomingMessage, socket: Duplex, status: number, kind: string, message: string): void {
+    const origin = typeof req.headers.origin === 'string' ? quoteTarget(req.headers.origin) : undefined;
+    this.opts.clientLog.warn(`upgrade_${kind}`, { status, reason: kind, origin, peer: req.socket.remoteAddress }, `refused a WebSocket upgrade (${status}): ${message}`);
+    this.refuse(socket, status, message);
   }
 
   private onConnection(ws: WebSocket, role: Role, ip: string, seedLogs: boolean): void {
@@ -260,7 +286,7 @@ export class WsTransport {
       this.measure(ws, client);
       if (client.closing || !this.backlog.stalled(client, nowMs)) continue;
       const reason = `replies not read: ${Math.round(client.countedBytes / 1024)} KiB waiting for ${Math.round((nowMs - client.pausedAtMs!) / 1000)} s`;
-      this.opts.logger.warn({ ip: client.ip, backlogBytes: client.countedBytes, code: CLOSE_POLICY_VIOLATION }, `closing a WebSocket whose client does not read: ${reason}`);
+      this.opts.clientLog.warn('ws_not_reading', { ip: client.ip, backlogBytes: client.countedBytes, code: CLOSE_POLICY_VIOLATION }, `closing a WebSocket whose client does not read: ${reason}`);
       this.closeWithin(ws, client, CLOSE_POLICY_VIOLATION, reason);
     }
     const idleMs = this.opts.config.wsIdleTimeoutMs;
