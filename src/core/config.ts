@@ -64,6 +64,13 @@ export interface Config {
   denyCache: boolean;
   /** Fly's VM region, shown by `top`. */
   flyRegion: string | undefined;
+  /** TWILIO_AUTH_TOKEN: validates Twilio status callbacks; unset, POST /v1/twilio/status is refused. */
+  twilioAuthToken: string | undefined;
+  /**
+   * RATELIMIT_PUBLIC_URL: the scheme and host clients (Twilio) reach the daemon at, e.g.
+   * https://ratelimit.example.com, when a proxy in front changes them: Twilio signs that URL.
+   */
+  publicUrl: string | undefined;
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -151,6 +158,11 @@ export function resolveConfig(flags: ConfigFlags, env: Env): Config {
     if (!/^https?:\/\/[^/\s]+$/.test(o)) problems.push(`ALLOWED_ORIGINS entry "${o}" must look like https://example.com (scheme and host, no path)`);
   }
 
+  const publicUrl = pick(undefined, 'RATELIMIT_PUBLIC_URL');
+  if (publicUrl && !/^https?:\/\/[^/\s?#]+$/.test(publicUrl.value.replace(/\/$/, ''))) {
+    problems.push(`RATELIMIT_PUBLIC_URL must look like https://ratelimit.example.com (scheme and host, no path), got "${publicUrl.value}"`);
+  }
+
   // Unset: the daemon derives it from its fd limit, which only the running process can read.
   const maxConnections = pick(undefined, 'RATELIMIT_MAX_CONNECTIONS');
 
@@ -182,6 +194,8 @@ export function resolveConfig(flags: ConfigFlags, env: Env): Config {
     auditRetentionMs: duration(pick(undefined, 'RATELIMIT_AUDIT_RETENTION'), D.DEFAULT_AUDIT_RETENTION_MS),
     denyCache: (env.RATELIMIT_DENY_CACHE ?? 'on') !== 'off',
     flyRegion: env.FLY_REGION || undefined,
+    twilioAuthToken: env.TWILIO_AUTH_TOKEN?.trim() || undefined,
+    publicUrl: publicUrl?.value.replace(/\/$/, ''),
   };
   if (problems.length > 0) throw failures.config(problems);
   return config;

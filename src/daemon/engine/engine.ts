@@ -24,7 +24,8 @@ import { Fallback, type EngineMode } from './fallback.js';
 import { InFlight } from './in-flight.js';
 import { MemoryState } from './memory.js';
 import { NotSent, Outage } from './outage.js';
-import type { Spool } from './spool.js';
+import { SpoolUnavailableError, type Spool } from './spool.js';
+import type { OutcomeEvent } from '../../db/outcomes.js';
 import { fromOutcome, verdictOf, type PhoneSubject, type Verdict } from './verdict.js';
 import { WriteBehind } from './write-behind.js';
 
@@ -259,6 +260,21 @@ export class DecisionEngine {
   private enterMemory(err: unknown): void {
     this.fallback.enter(err);
     if (this.mode === 'memory') this.consumer.cancelWaiting(new NotSent('decided from memory'));
+  }
+
+  /**
+   * Keeps an outcome for the database until it is back: spooled (resolves once on disk) and
+   * written by the same replay as decisions made from memory. Rejects with
+   * SpoolUnavailableError when the spool is full or broken.
+   */
+  async queueOutcome(e: OutcomeEvent): Promise<void> {
+    if (!this.opts.spool.hasRoomFor(1)) throw new SpoolUnavailableError('the spool is full or unwritable');
+    await this.writes.queueDurable([e]);
+  }
+
+  /** An outcome kept for the database but not written yet, for this decision. */
+  pendingOutcome(decisionId: string): OutcomeEvent | undefined {
+    return this.writes.pendingOutcome(decisionId);
   }
 
   /** A consume denied before the engine (list, destination, ip): counted as a denial of the number. */

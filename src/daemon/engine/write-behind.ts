@@ -8,9 +8,10 @@
 import type { Logger } from 'pino';
 import type { DecisionPolicy } from '../../core/policy/decide.js';
 import { recordDecisions, type DecisionEvent } from '../../db/decisions.js';
+import { recordOutcomes, type OutcomeEvent } from '../../db/outcomes.js';
 import type { Pool } from '../../db/pool.js';
 import type { Metrics, TimedQuery } from '../metrics.js';
-import type { Spool } from './spool.js';
+import { isOutcomeEvent, type Spool, type SpoolEvent } from './spool.js';
 
 export interface WriteBehindOptions {
   pool: Pool;
@@ -26,7 +27,7 @@ export interface WriteBehindOptions {
 }
 
 interface Pending {
-  event: DecisionEvent;
+  event: SpoolEvent;
   /** Its sequence number in the spool; undefined when not spooled (denials cached while the database was up). */
   seq?: number;
 }
@@ -36,6 +37,8 @@ const DRAIN_RETRY_MS = 250;
 
 export class WriteBehind {
   private pending: Pending[] = [];
+  /** Outcomes in `pending`, by decision id: a repeat (or a conflicting one) is known before the database has it. */
+  private readonly outcomes = new Map<string, OutcomeEvent>();
   private dropped = 0;
   private flushing: Promise<void> | undefined;
 
@@ -66,19 +69,27 @@ export class WriteBehind {
    * Decisions made without the database: queued for their write and appended to the spool;
    * resolves once they are on disk (rejects when the spool cannot take them).
    */
-  queueDurable(events: readonly DecisionEvent[]): Promise<void> {
+  queueDurable(events: readonly SpoolEvent[]): Promise<void> {
     const { lastSeq, durable } = this.opts.spool.append(events);
     const first = lastSeq - events.length + 1;
     this.push(events.map((event, i) => ({ event, seq: first + i })));
     return durable;
   }
 
+  /** The outcome queued for this decision (spooled, not yet in the database), if any. */
+  pendingOutcome(decisionId: string): OutcomeEvent | undefined {
+    return this.outcomes.get(decisionId);
+  }
+
   private push(entries: Pending[]): void {
-    for (const e of entries) this.pending.push(e);
+    for (const e of entries) {
+      this.pending.push(e);
+      if (isOutcomeEvent(e.event)) this.outcomes.set(e.event.decisionId, e.event);
+    }
     const max = this.opts.maxPendingWrites;
     if (this.pending.length > max) {
       const dropped = this.pending.length - max;
-      this.pending.splice(0, dropped);
+      this.forget(this.pending.splice(0, dropped));
       if (this.dropped === 0) {
         this.opts.logger.error({ max }, 'too many decisions waiting for the database; dropping the oldest (their calls will not be counted)');
       }
@@ -93,10 +104,21 @@ export class WriteBehind {
     this.flushing = (async () => {
       try {
         while (this.pending.length > 0) {
-          const chunk = this.pending.slice(0, REPLAY_CHUNK);
-          const events = chunk.map((p) => p.event);
-          await this.opts.timed('record', chunk.length, () => recordDecisions(this.opts.pool, events, this.opts.policy()));
-          this.pending.splice(0, chunk.length);
+          // A run of one kind at a time, in queue order: each chunk is one statement, so a
+          // failure leaves it wholly unwritten (decisions are not idempotent, outcomes are).
+          const outcomes = isOutcomeEvent(this.pending[0]!.event);
+          let n = 1;
+          while (n < REPLAY_CHUNK && n < this.pending.length && isOutcomeEvent(this.pending[n]!.event) === outcomes) n++;
+          const chunk = this.pending.slice(0, n);
+          if (outcomes) {
+            const events = chunk.map((p) => p.event as OutcomeEvent);
+            const kept = await this.opts.timed('record_outcomes', chunk.length, () => recordOutcomes(this.opts.pool, events));
+            if (kept > 0) this.opts.logger.warn({ outcomes: kept }, 'outcomes reported while the database was away were not stored: their decisions already had one (the first reported stands)');
+          } else {
+            const events = chunk.map((p) => p.event as DecisionEvent);
+            await this.opts.timed('record', chunk.length, () => recordDecisions(this.opts.pool, events, this.opts.policy()));
+          }
+          this.forget(this.pending.splice(0, chunk.length));
           const lastSeq = chunk.reduce((m, p) => (p.seq !== undefined && p.seq > m ? p.seq : m), -1);
           if (lastSeq >= 0) this.opts.spool.release(lastSeq);
           this.opts.metrics.pendingWrites.set(this.pending.length);
@@ -106,6 +128,10 @@ export class WriteBehind {
       }
     })();
     return this.flushing;
+  }
+
+  private forget(gone: readonly Pending[]): void {
+    for (const p of gone) if (isOutcomeEvent(p.event) && this.outcomes.get(p.event.decisionId) === p.event) this.outcomes.delete(p.event.decisionId);
   }
 
   /**

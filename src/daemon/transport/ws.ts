@@ -14,7 +14,8 @@ import { errorReply } from '../../protocol/replies.js';
 import { peekRequestId, RequestParser } from '../../protocol/schema.js';
 import { canonicalAddress } from '../../core/address.js';
 import type { Reply } from '../../protocol/wire.js';
-import type { Authenticator, Role } from '../auth.js';
+import { mayReportOutcomes, type Authenticator, type Role } from '../auth.js';
+import type { OutcomeRecorder } from '../outcomes.js';
 import type { Decider } from '../decide.js';
 import { ConnectionCounter, TokenBucket } from '../limits.js';
 import type { Metrics } from '../metrics.js';
@@ -27,6 +28,8 @@ const requests = new RequestParser(canonicalAddress);
 
 interface Client extends BacklogShare {
   role: Role;
+  /** A service (or, in anonymous mode, a local tool without an Origin): may report outcomes. */
+  outcomes: boolean;
   ip: string;
   /** Messages per second, for clients without a token. */
   bucket: TokenBucket | undefined;
@@ -42,6 +45,7 @@ export interface WsTransportOptions {
   config: Config;
   auth: Authenticator;
   decider: Decider;
+  outcomes: OutcomeRecorder;
   metrics: Metrics;
   logger: Logger;
   addresses: ClientAddresses;
@@ -165,12 +169,14 @@ export class WsTransport {
     if (!auth.ok) return this.refuse(socket, auth.status, auth.message);
     const ip = this.opts.addresses.of(req);
     if (!this.connections.acquire(ip)) return this.refuse(socket, 429, 'too many connections from this address');
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, auth.role, ip));
+    const outcomes = mayReportOutcomes(auth.role, typeof req.headers.origin === 'string' ? req.headers.origin : undefined);
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, auth.role, ip, outcomes));
   }
 
-  private onConnection(ws: WebSocket, role: Role, ip: string): void {
+  private onConnection(ws: WebSocket, role: Role, ip: string, outcomes: boolean): void {
     const client: Client = {
       role,
+      outcomes,
       ip,
       bucket: role === 'service' ? undefined : new TokenBucket(this.opts.config.messagesPerSecond),
       inFlight: 0,
@@ -214,7 +220,10 @@ export class WsTransport {
       reply = errorReply('too_many_requests', `more than ${MAX_IN_FLIGHT_PER_SOCKET} requests waiting on this connection; read the replies`, peekRequestId(data.toString()));
     } else {
       const parsed = requests.parseFrame(data.toString());
-      reply = parsed.ok ? this.opts.decider.decide(parsed.request, client.role, client.ip) : parsed.error;
+      if (!parsed.ok) reply = parsed.error;
+      else if (parsed.request.type !== 'rate_limit_outcome') reply = this.opts.decider.decide(parsed.request, client.role, client.ip);
+      else if (!client.outcomes) reply = errorReply('forbidden', 'only a service (a token) may report outcomes', parsed.request.id);
+      else reply = this.opts.outcomes.record(parsed.request, 'ws', parsed.request.id);
     }
     if (!(reply instanceof Promise) && reply.type === 'error') this.opts.metrics.errors.inc({ code: reply.code });
     client.inFlight++;
