@@ -262,20 +262,14 @@ export class DecisionEngine {
     if (this.mode === 'memory') this.consumer.cancelWaiting(new NotSent('decided from memory'));
   }
 
-  /**
-   * Keeps an outcome for the database until it is back: spooled (resolves once on disk) and
-   * written by the same replay as decisions made from memory. Rejects with
-   * SpoolUnavailableError when the spool is full or broken.
-   */
+  /** An outcome kept until the database is back: spooled (resolves once on disk), replayed with decisions. */
   async queueOutcome(e: OutcomeEvent): Promise<void> {
     if (!this.opts.spool.hasRoomFor(1)) throw new SpoolUnavailableError('the spool is full or unwritable');
     await this.writes.queueDurable([e]);
   }
 
-  /** An outcome kept for the database but not written yet, for this decision. */
-  pendingOutcome(decisionId: string): OutcomeEvent | undefined {
-    return this.writes.pendingOutcome(decisionId);
-  }
+  /** This decision's outcome, if one is kept and not written yet. */
+  pendingOutcome = (decisionId: string): OutcomeEvent | undefined => this.writes.pendingOutcome(decisionId);
 
   /** A consume denied before the engine (list, destination, ip): counted as a denial of the number. */
   recordDenial(s: PhoneSubject): void {
