@@ -287,3 +287,34 @@ describe('POST /v1/twilio/status', () => {
     expect(await rows(decisionId)).toEqual([]);
   });
 });
+
+describe('the URL Twilio signed', () => {
+  let direct: DaemonProcess | undefined;
+  let behindFly: DaemonProcess | undefined;
+  afterAll(async () => stopAll([direct, behindFly]));
+
+  async function signedCallback(d: DaemonProcess, signedBase: string, headers: Record<string, string> = {}) {
+    const r = await postJson(d.url, '/v1/consume', { phoneNumber: freshNumber() });
+    const target = `/v1/twilio/status?decisionId=${(r.json as Reply).decisionId as string}`;
+    const params: Array<[string, string]> = [['CallStatus', 'busy']];
+    return httpRequest(`${d.url}${target}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': twilioSignature(TWILIO_TOKEN, `${signedBase}${target}`, params), ...headers },
+      body: 'CallStatus=busy',
+    });
+  }
+
+  it('is the request itself without a proxy, and X-Forwarded-Proto is not believed', async () => {
+    direct = await startDaemon({ databaseUrl: db!.url, env: { TWILIO_AUTH_TOKEN: TWILIO_TOKEN, RATE_LIMIT_IP_MAX: '1000000' } });
+    expect((await signedCallback(direct, direct.url)).status).toBe(200);
+    const host = direct.url.replace('http://', '');
+    expect((await signedCallback(direct, `https://${host}`, { 'x-forwarded-proto': 'https' })).status).toBe(403);
+  });
+
+  it("is the proxy's (X-Forwarded-Proto and Host) with RATELIMIT_TRUST_PROXY=fly", async () => {
+    behindFly = await startDaemon({ databaseUrl: db!.url, env: { TWILIO_AUTH_TOKEN: TWILIO_TOKEN, RATELIMIT_TRUST_PROXY: 'fly', RATE_LIMIT_IP_MAX: '1000000' } });
+    const host = behindFly.url.replace('http://', '');
+    expect((await signedCallback(behindFly, `https://${host}`, { 'x-forwarded-proto': 'https', 'fly-client-ip': '203.0.113.7' })).status).toBe(200);
+    expect((await signedCallback(behindFly, `http://${host}`, { 'x-forwarded-proto': 'https', 'fly-client-ip': '203.0.113.7' })).status).toBe(403);
+  });
+});

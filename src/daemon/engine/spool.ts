@@ -3,7 +3,10 @@
 // loses none of them. A restarted daemon replays its predecessors' spools into memory before it
 // answers and hands them to the write-behind; each spool is emptied once the database holds it.
 //
-// Layout: <dataDir>/spool/<scope>/<instance>.<startMs>.log, JSON lines, one decision each. The
+// Outcomes reported while the database is away (src/daemon/outcomes.ts) are kept here too, as a
+// second kind of line (`k: "o"`); writing one twice is harmless (one row per decision id).
+//
+// Layout: <dataDir>/spool/<scope>/<instance>.<startMs>.log, JSON lines, one event each. The
 // scope is a digest of the database URL and the phone key, so daemons of another database (or
 // another key) sharing the data dir never replay into the wrong one. Each file is locked with
 // proper-lockfile (a directory whose mtime the owner refreshes): a daemon takes over only files

@@ -2,6 +2,9 @@
 // their write, flushed in order by one writer at a time. Separate from the fallback state
 // machine: the queue has its own bound, ordering and drain-at-exit rules.
 //
+// Outcomes reported while the database is away ride the same queue (and spool), written in
+// runs of their own kind.
+//
 // Decisions made from memory also go to the spool (queueDurable) before they are answered; once
 // a chunk is in the database the spool is told (release), so it only keeps what is unwritten.
 
