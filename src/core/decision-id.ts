@@ -10,7 +10,7 @@
 // tells nothing about the number, not even its country. The AEAD key is derived with HKDF from
 // PHONE_ENCRYPTION_KEY under a fixed label, so the hashing key itself never meets AES; ids made
 // under PHONE_ENCRYPTION_KEY_PREVIOUS still decode during a rotation.
-import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, hkdfSync, randomFillSync } from 'node:crypto';
 
 const VERSION = 1;
 const HKDF_INFO = 'ratelimit decision id v1';
@@ -49,30 +49,48 @@ export function rangeLabel(e164: string): string {
   return e164.slice(0, Math.max(2, e164.length - RANGE_DIGITS));
 }
 
+const isUpper = (c: number) => c >= 65 && c <= 90;
+
 function deriveKey(phoneKey: string): Buffer {
   return Buffer.from(hkdfSync('sha256', Buffer.from(phoneKey, 'utf8'), Buffer.alloc(0), HKDF_INFO, 32));
 }
 
+// Nonces are random (96 bits, GCM's own size), drawn from the system's generator in blocks: one
+// call per NONCES_PER_FILL ids instead of one per id, which cost as much as the encryption.
+const NONCES_PER_FILL = 1024;
+
 export class DecisionIds {
   private readonly keys: Buffer[];
+  private readonly nonces = Buffer.alloc(NONCE_BYTES * NONCES_PER_FILL);
+  private nextNonce = NONCES_PER_FILL;
 
   constructor(phoneKey: string, previousPhoneKey?: string) {
     this.keys = [deriveKey(phoneKey), ...(previousPhoneKey ? [deriveKey(previousPhoneKey)] : [])];
   }
 
   encode(f: DecisionFacts): string {
-    const payload = Buffer.alloc(PAYLOAD_BYTES);
-    payload.write(f.hash, 0, HASH_BYTES, 'hex');
-    if (f.region !== undefined && /^[A-Z]{2}$/.test(f.region)) payload.write(f.region, HASH_BYTES, 2, 'latin1');
-    const digits = f.range.startsWith('+') ? f.range.slice(1) : f.range;
-    payload.writeUIntBE(/^[1-9]\d{0,13}$/.test(digits) ? Number(digits) : 0, HASH_BYTES + 2, 6);
+    // One buffer for the whole id, the payload sealed in place: this runs for every allowed consume.
+    const out = Buffer.allocUnsafe(ID_BYTES);
+    out[0] = VERSION;
+    if (this.nextNonce === NONCES_PER_FILL) {
+      randomFillSync(this.nonces);
+      this.nextNonce = 0;
+    }
+    this.nonces.copy(out, 1, this.nextNonce * NONCE_BYTES, ++this.nextNonce * NONCE_BYTES);
+    const payload = out.subarray(1 + NONCE_BYTES, 1 + NONCE_BYTES + PAYLOAD_BYTES);
+    if (payload.write(f.hash, 0, HASH_BYTES, 'hex') !== HASH_BYTES) payload.fill(0, 0, HASH_BYTES);
+    const r = f.region;
+    if (r !== undefined && r.length === 2 && isUpper(r.charCodeAt(0)) && isUpper(r.charCodeAt(1))) payload.write(r, HASH_BYTES, 2, 'latin1');
+    else payload.fill(0, HASH_BYTES, HASH_BYTES + 2);
+    const range = f.range.length > 1 && f.range.length <= 15 ? Number(f.range.slice(1)) : 0;
+    payload.writeUIntBE(Number.isSafeInteger(range) && range > 0 && range < 2 ** 48 ? range : 0, HASH_BYTES + 2, 6);
     payload.writeUIntBE(Math.max(0, Math.min(f.atMs, 2 ** 48 - 1)), HASH_BYTES + 8, 6);
-    const version = Buffer.of(VERSION);
-    const nonce = randomBytes(NONCE_BYTES);
-    const cipher = createCipheriv('aes-256-gcm', this.keys[0]!, nonce, { authTagLength: TAG_BYTES });
-    cipher.setAAD(version);
-    const sealed = Buffer.concat([cipher.update(payload), cipher.final()]);
-    return Buffer.concat([version, nonce, sealed, cipher.getAuthTag()]).toString('base64url');
+    const cipher = createCipheriv('aes-256-gcm', this.keys[0]!, out.subarray(1, 1 + NONCE_BYTES), { authTagLength: TAG_BYTES });
+    cipher.setAAD(out.subarray(0, 1));
+    cipher.update(payload).copy(payload);
+    cipher.final();
+    cipher.getAuthTag().copy(out, 1 + NONCE_BYTES + PAYLOAD_BYTES);
+    return out.toString('base64url');
   }
 
   /** Never throws: every string from the network gets an answer. */
