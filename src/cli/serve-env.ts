@@ -51,6 +51,8 @@ const GROUPS: ReadonlyArray<[title: string, rows: ReadonlyArray<[name: string, w
       ['RATELIMIT_SPOOL_MAX_BYTES', `durable spool of decisions made while the database is down (default ${D.DEFAULT_SPOOL_MAX_BYTES} bytes); when full, consumes fail closed`],
       ['RATELIMIT_AUDIT_RETENTION', `audit rows older than this are pruned (default ${formatDurationMs(D.DEFAULT_AUDIT_RETENTION_MS)})`],
       ['RATELIMIT_METRICS_PORT', 'unset: /metrics on the main port; set: /metrics only on this port (on HOST)'],
+      ['TWILIO_AUTH_TOKEN', 'accept Twilio status callbacks (POST /v1/twilio/status) signed with it; unset: that route is refused'],
+      ['RATELIMIT_PUBLIC_URL', 'the scheme and host Twilio calls, e.g. https://ratelimit.example.com, when a proxy changes them'],
       ['LOG_LEVEL', `pino level (default ${D.DEFAULT_LOG_LEVEL})`],
       ['NODE_ENV', 'production: refuse to start without PHONE_ENCRYPTION_KEY'],
       ['DEBUG', 'any value: a start-up failure is logged with its stack and causes'],

@@ -22,6 +22,11 @@ function rulesTable(r: StatusReport): string {
   return t.toString();
 }
 
+function outcomeText(o: StatusReport['outcomes'][number], now: number): string {
+  const lasted = o.durationMs !== null && o.outcome === 'answered' ? ` ${formatDurationMs(o.durationMs)}` : '';
+  return `${o.outcome}${lasted} (${o.source}, call ${when(o.decidedAtMs, now)})`;
+}
+
 export function printStatus(r: StatusReport): string {
   const rows: Array<[string, string]> = [
     ['number', `${r.phoneNumber}${r.region ? ` (${r.region})` : ''}${r.numberType ? `, ${r.numberType.replace(/_/g, ' ')}` : ''}`],
@@ -57,6 +62,7 @@ export function printStatus(r: StatusReport): string {
   if (r.lastReset) {
     rows.push(['last reset', `${isoTime(Date.parse(r.lastReset.at))} by ${r.lastReset.by}${r.lastReset.reason ? `: ${r.lastReset.reason}` : ''}`]);
   }
+  rows.push(['outcomes', r.outcomes.length === 0 ? 'none reported' : r.outcomes.map((o) => outcomeText(o, r.now)).join('; ')]);
   const out = [keyValueTable(rows)];
   if (r.rules.length > 0) out.push(rulesTable(r));
   return out.join('\n');

@@ -11,6 +11,7 @@ import { readEffectivePolicy } from '../db/policies.js';
 import { readListEntries } from '../db/lists.js';
 import { peekState } from '../db/decisions.js';
 import { foldNumber } from '../db/keys.js';
+import { recentOutcomes, type StoredOutcome } from '../db/outcomes.js';
 import { hashPhone, maskPhone, normalizePhoneWithType } from '../core/phone.js';
 import { decisionTime, evaluate, makePolicy } from '../core/policy.js';
 import { EMPTY_BUCKETS, evaluateAggregate } from '../core/policy/aggregate.js';
@@ -71,8 +72,13 @@ export interface StatusReport {
   deniedTotal: number;
   lastCallAt: number | null;
   lastReset: { by: string; reason: string | null; at: string; previousCount: number } | null;
+  /** The number's most recent reported outcomes (PROTOCOL.md *Outcomes*), newest decision first. */
+  outcomes: StoredOutcome[];
   now: number;
 }
+
+/** How many of a number's outcomes `status` shows. */
+const RECENT_OUTCOMES = 10;
 
 type Verdict = Pick<StatusReport, 'allowed' | 'rule' | 'reason' | 'limit' | 'used' | 'remaining' | 'windowMs' | 'resetTime' | 'retryAfterMs'>;
 
@@ -84,7 +90,14 @@ export async function statusCommand(pool: Pool, key: string, fallback: Policy, p
   const effective = await readEffectivePolicy(pool, fallback);
   const policy = effective.policy;
   const counters = countersFor(policy, e164, region);
-  const [peek, { row, lastReset }, lists] = await Promise.all([peekState(pool, [hash], counters), lookupPhone(pool, hash), readListEntries(pool)]);
+  // During a rotation, outcomes of decisions made under the previous key carry its hash.
+  const hashes = previousKey ? [hash, hashPhone(e164, previousKey)] : [hash];
+  const [peek, { row, lastReset }, lists, outcomes] = await Promise.all([
+    peekState(pool, [hash], counters),
+    lookupPhone(pool, hash),
+    readListEntries(pool),
+    recentOutcomes(pool, hashes, RECENT_OUTCOMES),
+  ]);
   const now = peek.nowMs;
   const state = peek.numbers.get(hash) ?? EMPTY_NUMBER;
   const at = decisionTime(state.log, now);
@@ -162,6 +175,7 @@ export async function statusCommand(pool: Pool, key: string, fallback: Policy, p
     lastReset: lastReset
       ? { by: lastReset.resetBy, reason: lastReset.reason, at: lastReset.resetAt.toISOString(), previousCount: lastReset.previousCount }
       : null,
+    outcomes,
     now,
   };
 }

@@ -9,6 +9,7 @@ import {
   DEFAULT_REQUEST_TIMEOUT_MS,
   RateLimitRequestError,
   checkFailMode,
+  interpretOutcomeReply,
   interpretReply,
   isRecord,
   positive,
@@ -70,11 +71,25 @@ const CLOSE_HANDSHAKE_TIMEOUT_MS = 1000;
 type Timer = ReturnType<typeof setTimeout>;
 
 interface PendingRequest {
-  readonly phoneNumber: string;
   readonly frame: string;
-  readonly resolve: (decision: Decision) => void;
+  /** The daemon's reply to it arrived. */
+  readonly answer: (reply: Record<string, unknown>) => void;
+  /** No reply will come (timeout, lost connection, closed client, full queue). */
+  readonly unavailable: (reason: UnavailableReason) => void;
   readonly reject: (err: RateLimitRequestError) => void;
   readonly timer: Timer;
+}
+
+/** What the daemon says to an outcome (PROTOCOL.md *Outcomes*). */
+export interface OutcomeRecorded {
+  decisionId: string;
+  /** This decision's outcome had been reported already (the same one): counted once. */
+  duplicate: boolean;
+}
+
+/** An outcome the client could not deliver: the caller may retry it later (outcomes are idempotent). */
+export function outcomeUnavailable(reason: UnavailableReason): RateLimitRequestError {
+  return new RateLimitRequestError('daemon_unavailable', `the outcome was not delivered (${reason}); report it again later: a repeat counts once`);
 }
 
 /** Node's timers keep the process alive unless unref'd; browsers' have no such method. */
@@ -130,6 +145,32 @@ export class ClientCore {
 
   request(message: { type: 'rate_limit_check' | 'rate_limit_consume'; phoneNumber: string; ip?: string }): Promise<Decision> {
     const { phoneNumber } = message;
+    return this.send<Decision>(message, (resolve, reject) => ({
+      answer: (reply) => {
+        const decision = interpretReply(reply);
+        if (decision instanceof RateLimitRequestError) reject(decision);
+        else resolve(decision);
+      },
+      unavailable: (reason) => resolve(unavailableDecision(this.failMode, phoneNumber, reason)),
+    }));
+  }
+
+  /** Reports what happened to an allowed call; rejects (never a failMode answer) when it cannot be delivered. */
+  outcome(message: { type: 'rate_limit_outcome'; decisionId: string; outcome: string; durationMs?: number }): Promise<OutcomeRecorded> {
+    return this.send<OutcomeRecorded>(message, (resolve, reject) => ({
+      answer: (reply) => {
+        const r = interpretOutcomeReply(reply);
+        if (r instanceof RateLimitRequestError) reject(r);
+        else resolve(r);
+      },
+      unavailable: (reason) => reject(outcomeUnavailable(reason)),
+    }));
+  }
+
+  private send<T>(
+    message: Record<string, unknown>,
+    handlers: (resolve: (value: T) => void, reject: (err: RateLimitRequestError) => void) => Pick<PendingRequest, 'answer' | 'unavailable'>,
+  ): Promise<T> {
     if (this.closing) return Promise.reject(new RateLimitRequestError('client_closed', 'RateLimitClient is closed'));
     if (this.authRefusal && this.currentState !== 'open') return Promise.reject(this.authRefusal);
     const id = this.nextId++;
@@ -140,12 +181,14 @@ export class ClientCore {
     }
     const connection = this.connection;
     const connected = this.currentState === 'open' && connection !== undefined;
-    if (!connected && this.queued.size >= this.maxQueued) {
-      return Promise.resolve(unavailableDecision(this.failMode, phoneNumber, 'queue_full'));
-    }
-    return new Promise<Decision>((resolve, reject) => {
+    return new Promise<T>((resolve, reject) => {
+      const { answer, unavailable } = handlers(resolve, reject);
+      if (!connected && this.queued.size >= this.maxQueued) {
+        unavailable('queue_full');
+        return;
+      }
       const timer = setTimeout(() => this.expire(id), this.requestTimeoutMs);
-      const pending: PendingRequest = { phoneNumber, frame, resolve, reject, timer };
+      const pending: PendingRequest = { frame, answer, unavailable, reject, timer };
       if (connected) {
         this.inFlight.set(id, pending);
         connection.send(frame);
@@ -187,21 +230,21 @@ export class ClientCore {
     const queued = this.queued.get(id);
     if (queued) {
       this.queued.delete(id);
-      queued.resolve(unavailableDecision(this.failMode, queued.phoneNumber, 'not_connected'));
+      queued.unavailable('not_connected');
       return;
     }
     const sent = this.inFlight.get(id);
     if (sent) {
       // A late reply for this id will find nothing and be ignored.
       this.inFlight.delete(id);
-      sent.resolve(unavailableDecision(this.failMode, sent.phoneNumber, 'timeout'));
+      sent.unavailable('timeout');
     }
   }
 
   private settleAll(requests: Map<number, PendingRequest>, reason: UnavailableReason): void {
     for (const pending of requests.values()) {
       clearTimeout(pending.timer);
-      pending.resolve(unavailableDecision(this.failMode, pending.phoneNumber, reason));
+      pending.unavailable(reason);
     }
     requests.clear();
   }
@@ -281,8 +324,6 @@ export class ClientCore {
     if (!pending) return;
     this.inFlight.delete(reply.id);
     clearTimeout(pending.timer);
-    const outcome = interpretReply(reply);
-    if (outcome instanceof RateLimitRequestError) pending.reject(outcome);
-    else pending.resolve(outcome);
+    pending.answer(reply);
   }
 }

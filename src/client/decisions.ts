@@ -4,7 +4,7 @@
 // (test/client-imports.test.ts checks).
 
 import type { ProtocolErrorCode } from '../protocol/errors.js';
-import { isDecisionReply } from '../protocol/replies.js';
+import { isDecisionReply, isOutcomeRecordedReply } from '../protocol/replies.js';
 import type { DecisionSource as WireDecisionSource, DenyReason, ExceededReply, StatusReply } from '../protocol/wire.js';
 
 export type FailMode = 'open' | 'closed';
@@ -56,7 +56,8 @@ export type RequestErrorCode =
   // from this client
   | 'unauthorized' // the daemon refused the token (HTTP 401/403 on the upgrade or request)
   | 'invalid_response' // a reply that is not one of the protocol's shapes
-  | 'client_closed'; // check()/consume() after close()
+  | 'daemon_unavailable' // outcome() could not be delivered (report it again later)
+  | 'client_closed'; // check()/consume()/outcome() after close()
 
 /**
  * The daemon (or this client, for `unauthorized` and friends) said the request itself is wrong.
@@ -113,6 +114,13 @@ export function interpretReply(reply: Record<string, unknown>): Decision | RateL
     return new RateLimitRequestError(code, message);
   }
   if (isDecisionReply(reply)) return reply;
+  return new RateLimitRequestError('invalid_response', `unexpected reply from the daemon: ${JSON.stringify(reply).slice(0, 200)}`);
+}
+
+/** A reply to an outcome: what the daemon recorded, or the error to reject with. */
+export function interpretOutcomeReply(reply: Record<string, unknown>): { decisionId: string; duplicate: boolean } | RateLimitRequestError {
+  if (reply.type === 'error') return interpretReply(reply) as RateLimitRequestError;
+  if (isOutcomeRecordedReply(reply)) return { decisionId: reply.decisionId, duplicate: reply.duplicate };
   return new RateLimitRequestError('invalid_response', `unexpected reply from the daemon: ${JSON.stringify(reply).slice(0, 200)}`);
 }
 

@@ -1,11 +1,13 @@
 // The same decisions over `POST /v1/check` and `/v1/consume`, one HTTP request each: for scripts
 // and short-lived processes where holding a socket open is not worth it. Part of the Node entry.
 
-import { ROUTES } from '../protocol/wire.js';
+import { ROUTES, type Outcome } from '../protocol/wire.js';
+import { outcomeUnavailable, type OutcomeRecorded } from './core.js';
 import {
   DEFAULT_REQUEST_TIMEOUT_MS,
   RateLimitRequestError,
   checkFailMode,
+  interpretOutcomeReply,
   interpretReply,
   isRecord,
   positive,
@@ -42,6 +44,41 @@ export class RateLimitHttpClient {
 
   consume(phoneNumber: string, opts?: { ip?: string }): Promise<Decision> {
     return this.post(ROUTES.consume, { phoneNumber, ...(opts?.ip !== undefined ? { ip: opts.ip } : {}) });
+  }
+
+  /** As RateLimitClient.outcome(): POST /v1/outcome. */
+  async outcome(decisionId: string, outcome: Outcome, durationMs?: number): Promise<OutcomeRecorded> {
+    const headers: Record<string, string> = { 'content-type': 'application/json' };
+    if (this.token !== undefined) headers.authorization = `Bearer ${this.token}`;
+    let status: number;
+    let reply: unknown;
+    try {
+      const res = await fetch(new URL(ROUTES.outcome, this.baseUrl), {
+        method: 'POST',
+        headers,
+        body: JSON.stringify({ decisionId, outcome, ...(durationMs !== undefined ? { durationMs } : {}) }),
+        signal: AbortSignal.timeout(this.requestTimeoutMs),
+      });
+      status = res.status;
+      const text = await res.text();
+      try {
+        reply = JSON.parse(text);
+      } catch {
+        reply = undefined;
+      }
+    } catch (err) {
+      const timedOut = err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError');
+      throw outcomeUnavailable(timedOut ? 'timeout' : 'not_connected');
+    }
+    if (!isRecord(reply)) {
+      if (status >= 500 || status === 429) throw outcomeUnavailable('server_error');
+      throw new RateLimitRequestError('invalid_response', `unexpected HTTP ${status} from the daemon`);
+    }
+    const shaped = reply.type === undefined && typeof reply.code === 'string' && status >= 400 ? { ...reply, type: 'error' } : reply;
+    if (shaped.type === 'error' && status >= 500) throw outcomeUnavailable('server_error');
+    const r = interpretOutcomeReply(shaped);
+    if (r instanceof RateLimitRequestError) throw r;
+    return r;
   }
 
   private async post(route: string, body: { phoneNumber: string; ip?: string }): Promise<Decision> {

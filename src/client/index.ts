@@ -5,7 +5,8 @@
 // cannot be asked" is a business decision, not a library's. Browsers: browser.ts.
 
 import { EventEmitter } from 'node:events';
-import { ClientCore, type CommonClientOptions } from './core.js';
+import { ClientCore, type CommonClientOptions, type OutcomeRecorded } from './core.js';
+import type { Outcome } from '../protocol/wire.js';
 import type { ClientState, Decision } from './decisions.js';
 import { connectWithWs } from './ws-node.js';
 
@@ -23,7 +24,8 @@ export {
   type RequestErrorCode,
   type UnavailableReason,
 } from './decisions.js';
-export { DEFAULT_MAX_QUEUED } from './core.js';
+export { DEFAULT_MAX_QUEUED, type OutcomeRecorded } from './core.js';
+export type { Outcome } from '../protocol/wire.js';
 export { RateLimitHttpClient, type HttpClientOptions } from './http.js';
 
 export interface ClientOptions extends CommonClientOptions {
@@ -52,6 +54,18 @@ export class RateLimitClient extends EventEmitter<{ state: [state: ClientState, 
   /** Records one call attempt if allowed. `ip` (the end user's) is honoured only with a token. */
   consume(phoneNumber: string, opts?: { ip?: string }): Promise<Decision> {
     return this.core.request({ type: 'rate_limit_consume', phoneNumber, ...(opts?.ip !== undefined ? { ip: opts.ip } : {}) });
+  }
+
+  /**
+   * Reports what happened to an allowed consume (PROTOCOL.md *Outcomes*): `decisionId` from its
+   * reply; `durationMs` required for `answered`. Needs a token. Resolves once recorded (or kept
+   * by the daemon until its database is back); `duplicate` when it was reported already.
+   * Rejects with RateLimitRequestError: `unknown_decision` (not issued, or older than 7 days),
+   * `invalid_message` (a different outcome was reported already, or bad input), or
+   * `daemon_unavailable` (not delivered: report it again later, a repeat counts once).
+   */
+  outcome(decisionId: string, outcome: Outcome, durationMs?: number): Promise<OutcomeRecorded> {
+    return this.core.outcome({ type: 'rate_limit_outcome', decisionId, outcome, ...(durationMs !== undefined ? { durationMs } : {}) });
   }
 
   /**

@@ -68,6 +68,13 @@ export interface Config {
   flyRegion: string | undefined;
   /** FLY_APP_NAME, set by Fly on every machine: RATELIMIT_TRUST_PROXY=fly takes effect only with it. */
   flyAppName: string | undefined;
+  /** TWILIO_AUTH_TOKEN: validates Twilio status callbacks; unset, POST /v1/twilio/status is refused. */
+  twilioAuthToken: string | undefined;
+  /**
+   * RATELIMIT_PUBLIC_URL: the scheme and host clients (Twilio) reach the daemon at, e.g.
+   * https://ratelimit.example.com, when a proxy in front changes them: Twilio signs that URL.
+   */
+  publicUrl: string | undefined;
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -161,6 +168,10 @@ export function resolveConfig(flags: ConfigFlags, env: Env): Config {
   if (metricsPort !== undefined && metricsPort !== 0 && metricsPort === port) {
     problems.push(`RATELIMIT_METRICS_PORT must differ from the main port (${port}); leave it unset to serve /metrics on the main port`);
   }
+  const publicUrl = pick(undefined, 'RATELIMIT_PUBLIC_URL');
+  if (publicUrl && !/^https?:\/\/[^/\s?#]+$/.test(publicUrl.value.replace(/\/$/, ''))) {
+    problems.push(`RATELIMIT_PUBLIC_URL must look like https://ratelimit.example.com (scheme and host, no path), got "${publicUrl.value}"`);
+  }
 
   // Unset: the daemon derives it from its fd limit, which only the running process can read.
   const maxConnections = pick(undefined, 'RATELIMIT_MAX_CONNECTIONS');
@@ -195,6 +206,8 @@ export function resolveConfig(flags: ConfigFlags, env: Env): Config {
     denyCache: (env.RATELIMIT_DENY_CACHE ?? 'on') !== 'off',
     flyRegion: env.FLY_REGION || undefined,
     flyAppName: env.FLY_APP_NAME || undefined,
+    twilioAuthToken: env.TWILIO_AUTH_TOKEN?.trim() || undefined,
+    publicUrl: publicUrl?.value.replace(/\/$/, ''),
   };
   if (problems.length > 0) throw failures.config(problems);
   return config;

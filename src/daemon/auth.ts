@@ -89,3 +89,12 @@ export class Authenticator {
     return { ok: false, status: 401, kind: 'token_required', message: 'a bearer token is required (Authorization: Bearer <token>; ?token= works but ends up in access logs)' };
   }
 }
+
+/**
+ * Who may report outcomes (PROTOCOL.md *Outcomes*: the service role). With tokens configured,
+ * only a token holder. In anonymous mode (development), a local tool, which sends no Origin:
+ * a request with an Origin is a browser's, and a web page must never speak for the service.
+ */
+export function mayReportOutcomes(role: Role, origin: string | undefined): boolean {
+  return role === 'service' || (role === 'open' && origin === undefined);
+}

@@ -9,7 +9,8 @@ import { InvalidPhoneNumberError } from '../core/errors.js';
 import { hashPhone, maskPhone, normalizePhoneWithType } from '../core/phone.js';
 import { destinationDenial } from '../core/policy/subject.js';
 import { decisionReply, errorReply } from '../protocol/replies.js';
-import type { Reply, Request } from '../protocol/wire.js';
+import type { DecisionReply, DecisionRequest, ErrorReply } from '../protocol/wire.js';
+import { rangeLabel, type DecisionIds } from '../core/decision-id.js';
 import type { Role } from './auth.js';
 import type { DecisionTally } from './counters.js';
 import type { DecisionEngine } from './engine/engine.js';
@@ -35,6 +36,8 @@ export interface DeciderOptions {
   phoneKey: string;
   /** While PHONE_ENCRYPTION_KEY_PREVIOUS is set. */
   rotation?: KeyRotation | undefined;
+  /** Mints the decisionId of every allowed consume (PROTOCOL.md *Outcomes*). */
+  decisionIds: DecisionIds;
 }
 
 export class Decider {
@@ -53,7 +56,7 @@ export class Decider {
   }
 
   /** Never rejects: every request gets exactly one reply. */
-  async decide(req: Request, role: Role, socketIp: string): Promise<Reply> {
+  async decide(req: DecisionRequest, role: Role, socketIp: string): Promise<ErrorReply | DecisionReply> {
     const id = req.id;
     try {
       let s;
@@ -70,7 +73,9 @@ export class Decider {
       this.count(consume, v);
       // Aggregate counts (prefix, country, global) are not for browsers: they see the number's own.
       const shown = role === 'browser' && v.reason !== null && AGGREGATE_REASONS.has(v.reason) ? { ...v, limit: v.own.limit, used: v.own.used, remaining: v.own.remaining } : v;
-      return decisionReply(id, s.e164, s.region, shown, consume);
+      // Minted, not stored: the id carries what an outcome needs (src/core/decision-id.ts).
+      const decisionId = consume && v.allowed ? this.opts.decisionIds.encode({ hash: s.hash, region: s.region, range: rangeLabel(s.e164), atMs: this.opts.engine.dbNow() }) : undefined;
+      return decisionReply(id, s.e164, s.region, shown, consume, decisionId);
     } catch (err) {
       this.opts.logger.error({ err: (err as Error).message }, 'request failed');
       return errorReply('internal_error', 'the request could not be decided; retry', id);

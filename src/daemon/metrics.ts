@@ -80,6 +80,13 @@ export function createMetrics() {
     help: 'The cap on open TCP connections (RATELIMIT_MAX_CONNECTIONS, else derived from the fd limit)',
     registers: [registry],
   });
+  // Labels are the outcome and where it came from (ws, http, twilio): never a number, range or country.
+  const outcomes = new client.Counter({
+    name: 'ratelimit_outcomes_total',
+    help: 'Outcomes recorded (each decision once), by outcome (verified|answered|unanswered|failed) and source (ws|http|twilio)',
+    labelNames: ['outcome', 'source'] as const,
+    registers: [registry],
+  });
   const dbLatency = new client.Histogram({
     name: 'ratelimit_db_query_duration_seconds',
     help: 'Database round trips made by the decision path, by operation',
@@ -94,7 +101,7 @@ export function createMetrics() {
     buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
     registers: [registry],
   });
-  return { registry, decisions, shadowDenials, policyVersion, errors, fallbackActive, fallbackTransitions, pendingWrites, unrecordedDenials, ipTableFull, connections, tcpConnections, connectionsMax, dbLatency, batchSize };
+  return { registry, decisions, shadowDenials, outcomes, policyVersion, errors, fallbackActive, fallbackTransitions, pendingWrites, unrecordedDenials, ipTableFull, connections, tcpConnections, connectionsMax, dbLatency, batchSize };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

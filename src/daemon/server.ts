@@ -10,6 +10,8 @@ import type { Pool } from '../db/pool.js';
 import { Authenticator } from './auth.js';
 import { DecisionTally, type DecisionCounters } from './counters.js';
 import { Decider } from './decide.js';
+import { DecisionIds } from '../core/decision-id.js';
+import { OutcomeRecorder } from './outcomes.js';
 import { KeyRotation } from './key-rotation.js';
 import { DecisionEngine, type EngineOptions } from './engine/engine.js';
 import type { Spool } from './engine/spool.js';
@@ -105,7 +107,9 @@ export class Daemon {
     const rotation = config.previousPhoneKey
       ? new KeyRotation({ pool: opts.pool, currentKey: opts.phoneKey, previousKey: config.previousPhoneKey, logger })
       : undefined;
-    const decider = new Decider({ engine: this.engine, policies: this.policies, ipRules, metrics: this.metrics, tally: this.tally, logger, phoneKey: opts.phoneKey, rotation });
+    const decisionIds = new DecisionIds(opts.phoneKey, config.previousPhoneKey);
+    const decider = new Decider({ engine: this.engine, policies: this.policies, ipRules, metrics: this.metrics, tally: this.tally, logger, phoneKey: opts.phoneKey, rotation, decisionIds });
+    const outcomes = new OutcomeRecorder({ engine: this.engine, pool: opts.pool, ids: decisionIds, metrics: this.metrics, logger });
     const isShuttingDown = () => this.shutdownPromise !== undefined;
     const clientLog = new ClientLog(logger);
     const addresses = new ClientAddresses(config.trustProxy, clientLog, config.flyAppName, logger);
@@ -116,7 +120,7 @@ export class Daemon {
       metrics: this.metrics,
       logger,
     });
-    const transport = { config, auth, decider, metrics: this.metrics, logger, addresses, gate: this.gate, clientLog, isShuttingDown };
+    const transport = { config, auth, decider, outcomes, metrics: this.metrics, logger, addresses, gate: this.gate, clientLog, isShuttingDown };
     this.httpTransport = new HttpTransport({ ...transport, health: () => this.health(), metricsElsewhere: config.metricsPort !== undefined });
     this.metricsServer = config.metricsPort === undefined ? undefined : createMetricsServer(this.metrics, logger);
     this.ws = new WsTransport({ ...transport, pingIntervalMs: opts.pingIntervalMs, backlog: opts.backlog });

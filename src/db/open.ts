@@ -128,7 +128,7 @@ export async function ensureSchema(db: Database): Promise<MigrationReport | unde
       return report;
     }
     const [current, migrations] = await Promise.all([schemaVersion(db.pool), loadMigrations()]);
-    const latest = migrations.length;
+    const latest = migrations.at(-1)?.id ?? 0;
     if (current < latest) throw current === 0 ? failures.schemaMissing(db.target) : failures.schemaBehind(db.target, current, latest);
     ensured.add(db);
     return undefined;

@@ -16,6 +16,7 @@
 //
 // Times are the database's clock, as in the decisions (ratelimit_decide).
 import type { Pool, PoolClient } from './pool.js';
+import { DECISION_ID_HORIZON_MS } from '../core/decision-id.js';
 
 /** One advisory lock key for every process pruning this database. */
 const PRUNE_LOCK_SQL = "hashtext('ratelimit_retention')";
@@ -45,6 +46,7 @@ export interface PruneCounts {
   rate_limit_counters: number;
   rate_limit_resets: number;
   rate_limit_audit: number;
+  rate_limit_outcomes: number;
 }
 
 export interface PruneResult {
@@ -106,6 +108,16 @@ WITH victims AS (
 )
 DELETE FROM ${table} AS a USING victims AS v WHERE a.id = v.id`;
 
+// $1 now (or NULL), $2 horizon ms, $3 batch size. Outcomes go once their decision is past both the
+// decision-id horizon (no repeat of it can be reported any more) and the policy's horizon.
+const PRUNE_OUTCOMES_SQL = `
+WITH victims AS (
+  SELECT decision_id FROM rate_limit_outcomes
+   WHERE decided_at < to_timestamp((${NOW_SQL} - $2) / 1000.0)
+   ORDER BY decided_at LIMIT $3 FOR UPDATE SKIP LOCKED
+)
+DELETE FROM rate_limit_outcomes AS o USING victims AS v WHERE o.decision_id = v.decision_id`;
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
@@ -113,7 +125,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  * is false, or with `wait` it waits for that process). Each batch is its own short transaction.
  */
 export async function pruneOnce(pool: Pool, opts: PruneOptions): Promise<PruneResult> {
-  const counts: PruneCounts = { phone_rate_limits: 0, rate_limit_counters: 0, rate_limit_resets: 0, rate_limit_audit: 0 };
+  const counts: PruneCounts = { phone_rate_limits: 0, rate_limit_counters: 0, rate_limit_resets: 0, rate_limit_audit: 0, rate_limit_outcomes: 0 };
   const client = await pool.connect();
   let broken: Error | undefined;
   let locked = false;
@@ -174,6 +186,13 @@ async function runPasses(client: PoolClient, opts: PruneOptions, counts: PruneCo
     if (rows[0]!.last_rule === null) break;
     lastRule = rows[0]!.last_rule;
     lastKey = rows[0]!.last_key!;
+  }
+
+  const outcomeHorizonMs = Math.max(opts.horizonMs, DECISION_ID_HORIZON_MS);
+  while (await between()) {
+    const { rowCount } = await client.query(PRUNE_OUTCOMES_SQL, [now, outcomeHorizonMs, batch]);
+    counts.rate_limit_outcomes += rowCount ?? 0;
+    if ((rowCount ?? 0) < batch) break;
   }
 
   for (const [table, column] of [

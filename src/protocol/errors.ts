@@ -9,6 +9,7 @@ export const PROTOCOL_ERRORS = {
   unauthorized: { httpStatus: 401, description: 'no valid token' },
   forbidden: { httpStatus: 403, description: 'not allowed for this client (role or origin)' },
   too_many_requests: { httpStatus: 429, description: 'this connection or address sent too much' },
+  unknown_decision: { httpStatus: 404, description: 'the decisionId is not one this service issued, or it has expired' },
   internal_error: { httpStatus: 500, description: 'the daemon could not decide; retry' },
 } as const satisfies Record<string, { httpStatus: number; description: string }>;
 

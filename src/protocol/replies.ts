@@ -2,7 +2,7 @@
 // use this one file. Zod-free on purpose (the client imports it); request validation is schema.ts.
 
 import { PROTOCOL_ERRORS, type ProtocolErrorCode } from './errors.js';
-import type { DecisionSource, DenyReason, ErrorReply, ExceededReply, Reply, RequestId, StatusReply } from './wire.js';
+import type { DecisionSource, DenyReason, ErrorReply, ExceededReply, OutcomeRecordedReply, Reply, RequestId, StatusReply } from './wire.js';
 
 export function errorReply(code: ProtocolErrorCode, message: string, reqId?: RequestId): ErrorReply {
   return { type: 'error', ...(reqId !== undefined ? { id: reqId } : {}), code, message };
@@ -34,6 +34,7 @@ export function decisionReply(
   region: string | undefined,
   d: DecisionView,
   consume: boolean,
+  decisionId?: string,
 ): StatusReply | ExceededReply {
   // Literal objects of one fixed shape each: this runs for every decision, and spreading
   // optional parts into it showed up in profiles.
@@ -73,13 +74,14 @@ export function decisionReply(
     }
   }
   if (d.shadow.length > 0) reply.shadow = [...d.shadow];
+  if (decisionId !== undefined && reply.type === 'rate_limit_status') reply.decisionId = decisionId;
   // JSON.stringify leaves out an undefined id, as the contract wants for requests without one.
   return reply;
 }
 
 /** The HTTP status a reply is sent with: 200 allowed or checked, 429 denied, errors by PROTOCOL_ERRORS. */
 export function httpStatus(reply: Reply): number {
-  if (reply.type === 'rate_limit_status') return 200;
+  if (reply.type === 'rate_limit_status' || reply.type === 'rate_limit_outcome_recorded') return 200;
   if (reply.type === 'rate_limit_exceeded') return 429;
   return PROTOCOL_ERRORS[reply.code].httpStatus;
 }
@@ -105,3 +107,12 @@ export function isDecisionReply(
   return value.type === 'rate_limit_exceeded' && typeof value.reason === 'string';
 }
 
+
+export function outcomeRecordedReply(id: RequestId | undefined, decisionId: string, duplicate: boolean): OutcomeRecordedReply {
+  return { type: 'rate_limit_outcome_recorded', id, decisionId, duplicate };
+}
+
+/** Whether a decoded reply acknowledges an outcome (the client's reader). */
+export function isOutcomeRecordedReply(value: Record<string, unknown>): value is Record<string, unknown> & OutcomeRecordedReply {
+  return value.type === 'rate_limit_outcome_recorded' && typeof value.decisionId === 'string' && typeof value.duplicate === 'boolean';
+}

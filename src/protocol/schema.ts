@@ -6,7 +6,7 @@ import { z } from 'zod';
 import type { CanonicalAddress } from '../core/address.js';
 import type { ProtocolErrorCode } from './errors.js';
 import { errorReply } from './replies.js';
-import { REQUEST_TYPES, type CheckRequest, type ConsumeRequest, type ErrorReply, type Request, type RequestId } from './wire.js';
+import { OUTCOMES, REQUEST_TYPES, type CheckRequest, type ConsumeRequest, type ErrorReply, type OutcomeRequest, type Request, type RequestId } from './wire.js';
 
 const id = z.union([z.string().max(128), z.number().finite()]);
 
@@ -39,6 +39,24 @@ function schemas(readAddress: AddressReader): { check: z.ZodType<CheckRequest>; 
     consume: z.object({ type: z.literal('rate_limit_consume'), id: id.optional(), phoneNumber: z.string(), ip }),
   };
 }
+
+/** The longest call an outcome may report: a week, far past any real call, within a 32-bit int. */
+export const MAX_OUTCOME_DURATION_MS = 7 * 24 * 60 * 60 * 1000;
+
+// Decision ids are checked (and their authenticity proven) by the daemon; here only their size is bounded.
+const outcomeSchema: z.ZodType<OutcomeRequest> = z
+  .object({
+    type: z.literal('rate_limit_outcome'),
+    id: id.optional(),
+    decisionId: z.string().min(1).max(256),
+    outcome: z.enum(OUTCOMES),
+    durationMs: z.number().int().min(0).max(MAX_OUTCOME_DURATION_MS).optional(),
+  })
+  .superRefine((o, ctx) => {
+    if (o.outcome === 'answered' && o.durationMs === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['durationMs'], message: 'an "answered" outcome needs durationMs (how long the call lasted, in ms)' });
+    }
+  });
 
 export type Parsed = { ok: true; request: Request } | { ok: false; error: ErrorReply };
 
@@ -86,7 +104,7 @@ export class RequestParser {
     if (!(REQUEST_TYPES as readonly string[]).includes(obj.type)) {
       return fail('unknown_type', `unknown type "${obj.type.slice(0, 40)}"; expected ${REQUEST_TYPES.join(' or ')}`, reqId);
     }
-    const schema = obj.type === 'rate_limit_check' ? this.check : this.consume;
+    const schema: z.ZodType<Request> = obj.type === 'rate_limit_check' ? this.check : obj.type === 'rate_limit_consume' ? this.consume : outcomeSchema;
     const r = schema.safeParse(obj);
     if (!r.success) {
       const issue = r.error.issues[0]!;

@@ -6,7 +6,7 @@ import type { ProtocolErrorCode } from './errors.js';
 
 export type RequestId = string | number;
 
-export const REQUEST_TYPES = ['rate_limit_check', 'rate_limit_consume'] as const;
+export const REQUEST_TYPES = ['rate_limit_check', 'rate_limit_consume', 'rate_limit_outcome'] as const;
 export type RequestType = (typeof REQUEST_TYPES)[number];
 
 /** Why a consume was (or, for a check, would be) denied (PROTOCOL.md *WebSocket*). */
@@ -41,7 +41,28 @@ export interface ConsumeRequest {
   ip?: string | undefined;
 }
 
-export type Request = CheckRequest | ConsumeRequest;
+/** What the Decider answers: a check or a consume. */
+export type DecisionRequest = CheckRequest | ConsumeRequest;
+
+/** What happened to an allowed call or message (PROTOCOL.md *Outcomes*). */
+export const OUTCOMES = ['verified', 'answered', 'unanswered', 'failed'] as const;
+export type Outcome = (typeof OUTCOMES)[number];
+
+/** Where an outcome was reported, for metrics. */
+export const OUTCOME_SOURCES = ['ws', 'http', 'twilio'] as const;
+export type OutcomeSource = (typeof OUTCOME_SOURCES)[number];
+
+export interface OutcomeRequest {
+  type: 'rate_limit_outcome';
+  id?: RequestId | undefined;
+  /** From the allowed consume's reply. */
+  decisionId: string;
+  outcome: Outcome;
+  /** Required for `answered`: how long the call lasted. */
+  durationMs?: number | undefined;
+}
+
+export type Request = DecisionRequest | OutcomeRequest;
 
 export interface StatusReply {
   type: 'rate_limit_status';
@@ -62,6 +83,8 @@ export interface StatusReply {
   rule?: string;
   /** Only when non-empty: shadow rules that would have denied. */
   shadow?: string[];
+  /** Only on an allowed consume: what to report its outcome with (PROTOCOL.md *Outcomes*). */
+  decisionId?: string;
 }
 
 export interface ExceededReply {
@@ -90,8 +113,16 @@ export interface ErrorReply {
   message: string;
 }
 
+/** An outcome is stored (or kept until the database is back); `duplicate`: it was already. */
+export interface OutcomeRecordedReply {
+  type: 'rate_limit_outcome_recorded';
+  id?: RequestId | undefined;
+  decisionId: string;
+  duplicate: boolean;
+}
+
 export type DecisionReply = StatusReply | ExceededReply;
-export type Reply = ErrorReply | DecisionReply;
+export type Reply = ErrorReply | DecisionReply | OutcomeRecordedReply;
 
 /** The daemon's routes (PROTOCOL.md *HTTP*). */
 export const ROUTES = {
@@ -100,6 +131,8 @@ export const ROUTES = {
   metrics: '/metrics',
   check: '/v1/check',
   consume: '/v1/consume',
+  outcome: '/v1/outcome',
+  twilioStatus: '/v1/twilio/status',
 } as const;
 
 /**

@@ -13,6 +13,7 @@ import { migrate } from '../../src/db/migrate.js';
 import { verifyKey } from '../../src/db/keys.js';
 import { keyFingerprint } from '../../src/core/key.js';
 import { hashPhone } from '../../src/core/phone.js';
+import { DecisionIds, rangeLabel } from '../../src/core/decision-id.js';
 import { applyPolicy } from '../../src/db/policies.js';
 import { createPool, type Pool } from '../../src/db/pool.js';
 import { createTestDatabase } from '../helpers/db.js';
@@ -131,6 +132,21 @@ describe('the daemon and its hashing key', () => {
     await waitFor('key status to allow dropping the previous key', async () => ((await keyStatus()).rotation?.canDropPrevious ? true : undefined), 30_000, 500);
     const human = await cli(['key', 'status']);
     expect(human.stdout).toContain('The previous key can be dropped now');
+  });
+});
+
+describe('outcomes across a key rotation', () => {
+  it('an id issued under the previous key is still accepted, and status under the new key shows its outcome', async () => {
+    const { ws } = await daemonWith(rotatingEnv);
+    const phone = '+14155550127';
+    // Issued by a daemon that still had only the old key (ids are self-contained: minted here alike).
+    const oldId = new DecisionIds(OLD_KEY).encode({ hash: hashPhone(phone, OLD_KEY), region: 'US', range: rangeLabel(phone), atMs: Date.now() - 60_000 });
+    expect(await ws.call({ type: 'rate_limit_outcome', id: 1, decisionId: oldId, outcome: 'verified' })).toMatchObject({ type: 'rate_limit_outcome_recorded', duplicate: false });
+    const otherId = new DecisionIds(OTHER_KEY).encode({ hash: hashPhone(phone, OTHER_KEY), region: 'US', range: rangeLabel(phone), atMs: Date.now() });
+    expect(await ws.call({ type: 'rate_limit_outcome', id: 2, decisionId: otherId, outcome: 'verified' })).toMatchObject({ type: 'error', code: 'unknown_decision' });
+    const status = await cli(['status', phone, '--json']);
+    expect(status.code, status.stderr).toBe(0);
+    expect(JSON.parse(status.stdout).outcomes).toEqual([expect.objectContaining({ outcome: 'verified', source: 'ws' })]);
   });
 });
 

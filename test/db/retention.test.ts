@@ -221,7 +221,7 @@ describe('retention', () => {
         await new Promise((r) => setTimeout(r, 5));
       }
       const b = await pruneOnce(poolB, opts);
-      expect(b).toEqual({ ran: false, counts: { phone_rate_limits: 0, rate_limit_counters: 0, rate_limit_resets: 0, rate_limit_audit: 0 } });
+      expect(b).toEqual({ ran: false, counts: { phone_rate_limits: 0, rate_limit_counters: 0, rate_limit_resets: 0, rate_limit_audit: 0, rate_limit_outcomes: 0 } });
       expect((await a).counts.phone_rate_limits).toBe(40);
 
       // Started together: whichever order they run in, every row is counted once.
@@ -264,7 +264,7 @@ describe('retention', () => {
       policyVersion: 0,
       horizonMs: HOUR,
       auditRetentionMs: 90 * DAY,
-      deleted: { phone_rate_limits: 3, rate_limit_counters: 0, rate_limit_resets: 0, rate_limit_audit: 1 },
+      deleted: { phone_rate_limits: 3, rate_limit_counters: 0, rate_limit_resets: 0, rate_limit_audit: 1, rate_limit_outcomes: 0 },
     });
     expect(await column('SELECT phone_hash AS v FROM phone_rate_limits')).toEqual(['fresh']);
 

@@ -2,6 +2,7 @@
 // policy's horizon, printing what it deleted per table. Waits for a daemon's pass in progress
 // rather than skipping, so what it prints is what this run did. Needs no hashing key.
 import type { Command } from 'commander';
+import { DECISION_ID_HORIZON_MS } from '../../core/decision-id.js';
 import { RateLimitError } from '../../core/errors.js';
 import { formatDurationMs } from '../../core/duration.js';
 import { retentionHorizonMs } from '../../core/policy/horizon.js';
@@ -40,7 +41,7 @@ export function printDbPrune(r: DbPruneReport): string {
   const lines = Object.entries(r.deleted).map(([table, n]) => `  ${table.padEnd(width)}  ${n}`);
   return [
     `Pruned ${r.database} (rows idle for ${formatDurationMs(r.horizonMs)}, the policy's longest window; ` +
-      `audit rows older than ${formatDurationMs(r.auditRetentionMs)}). Rows deleted:`,
+      `audit rows older than ${formatDurationMs(r.auditRetentionMs)}; outcomes of decisions older than ${formatDurationMs(Math.max(r.horizonMs, DECISION_ID_HORIZON_MS))}). Rows deleted:`,
     ...lines,
   ].join('\n');
 }

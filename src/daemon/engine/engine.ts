@@ -24,7 +24,8 @@ import { Fallback, type EngineMode } from './fallback.js';
 import { InFlight } from './in-flight.js';
 import { MemoryState } from './memory.js';
 import { NotSent, Outage } from './outage.js';
-import type { Spool } from './spool.js';
+import { SpoolUnavailableError, type Spool } from './spool.js';
+import type { OutcomeEvent } from '../../db/outcomes.js';
 import { fromOutcome, verdictOf, type PhoneSubject, type Verdict } from './verdict.js';
 import { WriteBehind } from './write-behind.js';
 
@@ -260,6 +261,15 @@ export class DecisionEngine {
     this.fallback.enter(err);
     if (this.mode === 'memory') this.consumer.cancelWaiting(new NotSent('decided from memory'));
   }
+
+  /** An outcome kept until the database is back: spooled (resolves once on disk), replayed with decisions. */
+  async queueOutcome(e: OutcomeEvent): Promise<void> {
+    if (!this.opts.spool.hasRoomFor(1)) throw new SpoolUnavailableError('the spool is full or unwritable');
+    await this.writes.queueDurable([e]);
+  }
+
+  /** This decision's outcome, if one is kept and not written yet. */
+  pendingOutcome = (decisionId: string): OutcomeEvent | undefined => this.writes.pendingOutcome(decisionId);
 
   /** A consume denied before the engine (list, destination, ip): counted as a denial of the number. */
   recordDenial(s: PhoneSubject): void {

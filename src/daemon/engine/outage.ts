@@ -10,7 +10,7 @@ import type { DecideOutcome, DecideRequest } from '../../db/decisions.js';
 import { isConnectionError, mayHaveCommitted } from '../../db/errors.js';
 import type { InFlight } from './in-flight.js';
 import type { MemoryState } from './memory.js';
-import { SpoolUnavailableError, type Spool } from './spool.js';
+import { isOutcomeEvent, SpoolUnavailableError, type Spool } from './spool.js';
 import type { PhoneSubject } from './verdict.js';
 import type { WriteBehind } from './write-behind.js';
 
@@ -111,7 +111,7 @@ export class Outage {
     try {
       return await spool.takeOver(async (events, from) => {
         const p = policy();
-        for (const e of events) if (e.allowed) memory.admit(e.hash, e.atMs, e.counters, p);
+        for (const e of events) if (!isOutcomeEvent(e) && e.allowed) memory.admit(e.hash, e.atMs, e.counters, p);
         await writes.queueDurable(events);
         logger.warn({ from, decisions: events.length }, 'took over the spool of a daemon that stopped before the database had its decisions');
       });

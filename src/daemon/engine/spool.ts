@@ -3,7 +3,10 @@
 // loses none of them. A restarted daemon replays its predecessors' spools into memory before it
 // answers and hands them to the write-behind; each spool is emptied once the database holds it.
 //
-// Layout: <dataDir>/spool/<scope>/<instance>.<startMs>.log, JSON lines, one decision each. The
+// Outcomes reported while the database is away (src/daemon/outcomes.ts) are kept here too, as a
+// second kind of line (`k: "o"`); writing one twice is harmless (one row per decision id).
+//
+// Layout: <dataDir>/spool/<scope>/<instance>.<startMs>.log, JSON lines, one event each. The
 // scope is a digest of the database URL and the phone key, so daemons of another database (or
 // another key) sharing the data dir never replay into the wrong one. Each file is locked with
 // proper-lockfile (a directory whose mtime the owner refreshes): a daemon takes over only files
@@ -20,6 +23,15 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import lockfile from 'proper-lockfile';
 import type { DecisionEvent } from '../../db/decisions.js';
+import type { OutcomeEvent } from '../../db/outcomes.js';
+import { OUTCOMES, OUTCOME_SOURCES, type Outcome, type OutcomeSource } from '../../protocol/wire.js';
+
+/** What a spool keeps: decisions made from memory, and outcomes reported while the database was away. */
+export type SpoolEvent = DecisionEvent | OutcomeEvent;
+
+export function isOutcomeEvent(e: SpoolEvent): e is OutcomeEvent {
+  return 'decisionId' in e;
+}
 
 const LOCK_STALE_MS = 10_000;
 const LOCK_UPDATE_MS = 2_000;
@@ -110,7 +122,7 @@ export class Spool {
    * Appends events; resolves once they are on disk (one write and one fdatasync for everything
    * queued meanwhile). Returns their last sequence number, for release().
    */
-  append(events: readonly DecisionEvent[]): { lastSeq: number; durable: Promise<void> } {
+  append(events: readonly SpoolEvent[]): { lastSeq: number; durable: Promise<void> } {
     if (this.broken || this.closed) {
       return { lastSeq: this.seq, durable: Promise.reject(new SpoolUnavailableError('the spool cannot be written', { cause: this.broken })) };
     }
@@ -138,7 +150,7 @@ export class Spool {
    * Spools of this scope whose owner is gone: each is locked, read, handed to `adopt` (which
    * must make its events durable again, through append()), then deleted.
    */
-  async takeOver(adopt: (events: DecisionEvent[], from: string) => Promise<void>): Promise<number> {
+  async takeOver(adopt: (events: SpoolEvent[], from: string) => Promise<void>): Promise<number> {
     let adopted = 0;
     const names = await fs.readdir(this.dir).catch(() => [] as string[]);
     for (const name of names) {
@@ -240,19 +252,53 @@ interface Encoded {
   c?: Array<[DecisionEvent['counters'][number]['rule'], string]>;
 }
 
-function encode(e: DecisionEvent): Encoded {
+/** An outcome's line: `k` tells it from a decision's (older spools have decisions only). */
+interface EncodedOutcome {
+  k: 'o';
+  d: string;
+  h: string;
+  r: string | null;
+  g: string;
+  T: number;
+  o: Outcome;
+  u?: number;
+  s: OutcomeSource;
+  t: number;
+}
+
+const OUTCOME_SET: ReadonlySet<string> = new Set(OUTCOMES);
+const OUTCOME_SOURCE_SET: ReadonlySet<string> = new Set(OUTCOME_SOURCES);
+
+function encode(e: SpoolEvent): Encoded | EncodedOutcome {
+  if (isOutcomeEvent(e)) {
+    const o: EncodedOutcome = { k: 'o', d: e.decisionId, h: e.hash, r: e.region ?? null, g: e.range, T: e.decidedAtMs, o: e.outcome, s: e.source, t: e.atMs };
+    if (e.durationMs !== undefined) o.u = e.durationMs;
+    return o;
+  }
   const out: Encoded = { h: e.hash, r: e.region ?? null, m: e.masked, t: e.atMs, a: e.allowed };
   if (e.allowed && e.counters.length > 0) out.c = e.counters.map((c) => [c.rule, c.key]);
   return out;
 }
 
-export function decodeAll(text: string): { events: DecisionEvent[]; torn: number } {
-  const events: DecisionEvent[] = [];
+function decodeOutcome(x: EncodedOutcome): OutcomeEvent {
+  if (typeof x.d !== 'string' || typeof x.h !== 'string' || typeof x.g !== 'string' || typeof x.T !== 'number' || typeof x.t !== 'number' || !OUTCOME_SET.has(x.o) || !OUTCOME_SOURCE_SET.has(x.s)) {
+    throw new Error('not an outcome');
+  }
+  return { decisionId: x.d, hash: x.h, region: x.r ?? undefined, range: x.g, decidedAtMs: x.T, outcome: x.o, durationMs: typeof x.u === 'number' ? x.u : undefined, source: x.s, atMs: x.t };
+}
+
+export function decodeAll(text: string): { events: SpoolEvent[]; torn: number } {
+  const events: SpoolEvent[] = [];
   let torn = 0;
   for (const line of text.split('\n')) {
     if (line.length === 0) continue;
     try {
-      const x = JSON.parse(line) as Encoded;
+      const parsed = JSON.parse(line) as Encoded | EncodedOutcome;
+      if ('k' in parsed) {
+        events.push(decodeOutcome(parsed));
+        continue;
+      }
+      const x = parsed;
       if (typeof x.h !== 'string' || typeof x.t !== 'number' || typeof x.a !== 'boolean') throw new Error('not a decision');
       events.push({ hash: x.h, region: x.r ?? undefined, masked: x.m, atMs: x.t, allowed: x.a, counters: (x.c ?? []).map(([rule, key]) => ({ rule, key })) });
     } catch {

@@ -2,15 +2,19 @@
 // their write, flushed in order by one writer at a time. Separate from the fallback state
 // machine: the queue has its own bound, ordering and drain-at-exit rules.
 //
+// Outcomes reported while the database is away ride the same queue (and spool), written in
+// runs of their own kind.
+//
 // Decisions made from memory also go to the spool (queueDurable) before they are answered; once
 // a chunk is in the database the spool is told (release), so it only keeps what is unwritten.
 
 import type { Logger } from 'pino';
 import type { DecisionPolicy } from '../../core/policy/decide.js';
 import { recordDecisions, type DecisionEvent } from '../../db/decisions.js';
+import { recordOutcomes, type OutcomeEvent } from '../../db/outcomes.js';
 import type { Pool } from '../../db/pool.js';
 import type { Metrics, TimedQuery } from '../metrics.js';
-import type { Spool } from './spool.js';
+import { isOutcomeEvent, type Spool, type SpoolEvent } from './spool.js';
 
 export interface WriteBehindOptions {
   pool: Pool;
@@ -31,7 +35,7 @@ export interface WriteBehindOptions {
 }
 
 interface Pending {
-  event: DecisionEvent;
+  event: SpoolEvent;
   /** Its sequence number in the spool; undefined when not spooled (denials cached while the database was up). */
   seq?: number;
 }
@@ -45,6 +49,8 @@ export class WriteBehind {
   private pending: Pending[] = [];
   /** How many of `pending` are not in the spool (seq undefined). */
   private loose = 0;
+  /** Outcomes in `pending`, by decision id: a repeat (or a conflicting one) is known before the database has it. */
+  private readonly outcomes = new Map<string, OutcomeEvent>();
   private dropped = 0;
   private unrecordedLogged = false;
   private flushing: Promise<void> | undefined;
@@ -94,19 +100,27 @@ export class WriteBehind {
    * Decisions made without the database: queued for their write and appended to the spool;
    * resolves once they are on disk (rejects when the spool cannot take them).
    */
-  queueDurable(events: readonly DecisionEvent[]): Promise<void> {
+  queueDurable(events: readonly SpoolEvent[]): Promise<void> {
     const { lastSeq, durable } = this.opts.spool.append(events);
     const first = lastSeq - events.length + 1;
     this.push(events.map((event, i) => ({ event, seq: first + i })));
     return durable;
   }
 
+  /** The outcome queued for this decision (spooled, not yet in the database), if any. */
+  pendingOutcome(decisionId: string): OutcomeEvent | undefined {
+    return this.outcomes.get(decisionId);
+  }
+
   private push(entries: Pending[]): void {
-    for (const e of entries) this.pending.push(e);
+    for (const e of entries) {
+      this.pending.push(e);
+      if (isOutcomeEvent(e.event)) this.outcomes.set(e.event.decisionId, e.event);
+    }
     const max = this.opts.maxPendingWrites;
     if (this.pending.length > max) {
       const dropped = this.pending.length - max;
-      for (const p of this.pending.splice(0, dropped)) if (p.seq === undefined) this.loose--;
+      this.forget(this.pending.splice(0, dropped));
       if (this.dropped === 0) {
         this.opts.logger.error({ max }, 'too many decisions waiting for the database; dropping the oldest (their calls will not be counted)');
       }
@@ -121,11 +135,21 @@ export class WriteBehind {
     this.flushing = (async () => {
       try {
         while (this.pending.length > 0) {
-          const chunk = this.pending.slice(0, REPLAY_CHUNK);
-          const events = chunk.map((p) => p.event);
-          await this.opts.timed('record', chunk.length, () => recordDecisions(this.opts.pool, events, this.opts.policy()));
-          this.pending.splice(0, chunk.length);
-          for (const p of chunk) if (p.seq === undefined) this.loose--;
+          // A run of one kind at a time, in queue order: each chunk is one statement, so a
+          // failure leaves it wholly unwritten (decisions are not idempotent, outcomes are).
+          const outcomes = isOutcomeEvent(this.pending[0]!.event);
+          let n = 1;
+          while (n < REPLAY_CHUNK && n < this.pending.length && isOutcomeEvent(this.pending[n]!.event) === outcomes) n++;
+          const chunk = this.pending.slice(0, n);
+          if (outcomes) {
+            const events = chunk.map((p) => p.event as OutcomeEvent);
+            const kept = await this.opts.timed('record_outcomes', chunk.length, () => recordOutcomes(this.opts.pool, events));
+            if (kept > 0) this.opts.logger.warn({ outcomes: kept }, 'outcomes reported while the database was away were not stored: their decisions already had one (the first reported stands)');
+          } else {
+            const events = chunk.map((p) => p.event as DecisionEvent);
+            await this.opts.timed('record', chunk.length, () => recordDecisions(this.opts.pool, events, this.opts.policy()));
+          }
+          this.forget(this.pending.splice(0, chunk.length));
           if (this.loose === 0) this.unrecordedLogged = false;
           const lastSeq = chunk.reduce((m, p) => (p.seq !== undefined && p.seq > m ? p.seq : m), -1);
           if (lastSeq >= 0) this.opts.spool.release(lastSeq);
@@ -136,6 +160,12 @@ export class WriteBehind {
       }
     })();
     return this.flushing;
+  }
+
+  /** Entries leaving `pending`: the count of unspooled ones and the outcome index follow. */
+  private forget(gone: readonly Pending[]): void {
+    for (const p of gone) if (p.seq === undefined) this.loose--;
+    for (const p of gone) if (isOutcomeEvent(p.event) && this.outcomes.get(p.event.decisionId) === p.event) this.outcomes.delete(p.event.decisionId);
   }
 
   /**

@@ -9,7 +9,9 @@ import { ROUTES } from '../../protocol/wire.js';
 import { errorReply, httpStatus } from '../../protocol/replies.js';
 import { RequestParser } from '../../protocol/schema.js';
 import { canonicalAddress } from '../../core/address.js';
-import type { Authenticator } from '../auth.js';
+import { mayReportOutcomes, type Authenticator } from '../auth.js';
+import type { OutcomeRecorder } from '../outcomes.js';
+import { answerTwilio, TWILIO_MAX_BODY_BYTES } from './twilio.js';
 import type { Decider } from '../decide.js';
 import { TokenBucket } from '../limits.js';
 import { boundedCache } from '../bounded-cache.js';
@@ -36,6 +38,7 @@ export interface HttpTransportOptions {
   config: Config;
   auth: Authenticator;
   decider: Decider;
+  outcomes: OutcomeRecorder;
   metrics: Metrics;
   logger: Logger;
   addresses: ClientAddresses;
@@ -121,12 +124,15 @@ export class HttpTransport {
         Connection: 'Upgrade',
       });
     }
-    if (path !== ROUTES.check && path !== ROUTES.consume) {
-      const routes = [ROUTES.check, ROUTES.consume, ROUTES.health, ...(this.opts.metricsElsewhere ? [] : [ROUTES.metrics]), ROUTES.ws];
+    if (path === ROUTES.twilioStatus) return this.twilio(req, res, target.params);
+    const outcome = path === ROUTES.outcome;
+    if (path !== ROUTES.check && path !== ROUTES.consume && !outcome) {
+      const routes = [ROUTES.check, ROUTES.consume, ROUTES.outcome, ROUTES.twilioStatus, ROUTES.health, ...(this.opts.metricsElsewhere ? [] : [ROUTES.metrics]), ROUTES.ws];
       return json(res, 404, errorReply('invalid_message', `no route ${quoteTarget(path)}; see ${routes.join(', ')}`));
     }
     const origin = typeof req.headers.origin === 'string' ? req.headers.origin : undefined;
-    const cors: Record<string, string> = this.opts.auth.isAllowedOrigin(origin)
+    // Browsers never report outcomes: no CORS for that route.
+    const cors: Record<string, string> = !outcome && this.opts.auth.isAllowedOrigin(origin)
       ? { 'Access-Control-Allow-Origin': origin!, Vary: 'Origin' }
       : {};
     if (req.method === 'OPTIONS') {
@@ -141,6 +147,7 @@ export class HttpTransport {
       this.opts.clientLog.warn(`http_${auth.kind}`, { status: auth.status, reason: auth.kind, origin: origin && quoteTarget(origin), peer: req.socket.remoteAddress }, `refused ${path} (${auth.status}): ${auth.message}`);
       return json(res, auth.status, errorReply(auth.status === 401 ? 'unauthorized' : 'forbidden', auth.message), { ...(auth.status === 401 ? { 'WWW-Authenticate': 'Bearer' } : {}), ...cors });
     }
+    if (outcome && !mayReportOutcomes(auth.role, origin)) return json(res, 403, errorReply('forbidden', 'only a service (a token) may report outcomes'), cors);
     const ip = this.opts.addresses.of(req);
     if (auth.role !== 'service') {
       let bucket = this.buckets.get(ip);
@@ -155,18 +162,33 @@ export class HttpTransport {
     } catch {
       return json(res, 400, errorReply('invalid_json', 'the body is not valid JSON'), cors);
     }
-    const type = path === ROUTES.check ? 'rate_limit_check' : 'rate_limit_consume';
+    const type = path === ROUTES.check ? 'rate_limit_check' : outcome ? 'rate_limit_outcome' : 'rate_limit_consume';
     if (typeof value === 'object' && value !== null && 'type' in value && (value as { type: unknown }).type !== type) {
       return json(res, 400, errorReply('invalid_message', `"type" must be ${type} on ${path} (or be left out)`), cors);
     }
     const parsed = requests.parseRequest(value, type);
-    const reply = parsed.ok ? await this.opts.decider.decide(parsed.request, auth.role, ip) : parsed.error;
+    const reply = !parsed.ok
+      ? parsed.error
+      : parsed.request.type === 'rate_limit_outcome'
+        ? await this.opts.outcomes.record(parsed.request, 'http')
+        : await this.opts.decider.decide(parsed.request, auth.role, ip);
     if (reply.type === 'error') metrics.errors.inc({ code: reply.code });
     const status = httpStatus(reply);
     // A block or destination denial without an end has no Retry-After to give.
     const retryMs = reply.type === 'rate_limit_exceeded' ? reply.retryAfterMs : null;
     const headers = retryMs !== null ? { 'Retry-After': String(Math.max(1, Math.ceil(retryMs / 1000))), ...cors } : cors;
     json(res, status, reply, headers);
+  }
+
+  /** POST /v1/twilio/status: authenticated by Twilio's signature, not by a token (transport/twilio.ts). */
+  private async twilio(req: IncomingMessage, res: ServerResponse, query: URLSearchParams): Promise<void> {
+    if (req.method !== 'POST') return json(res, 405, errorReply('invalid_message', 'use POST'), { Allow: 'POST' });
+    if (this.opts.isShuttingDown()) return json(res, 503, errorReply('internal_error', 'shutting down; retry on another instance'), { 'Retry-After': '1' });
+    const body = await readBody(req, TWILIO_MAX_BODY_BYTES);
+    if (body === null) return json(res, 413, errorReply('invalid_message', `body larger than ${TWILIO_MAX_BODY_BYTES} bytes`));
+    const answer = await answerTwilio(req, query, body, this.opts);
+    if ('code' in answer.body) this.opts.metrics.errors.inc({ code: answer.body.code });
+    json(res, answer.status, answer.body);
   }
 }
 

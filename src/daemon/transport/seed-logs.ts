@@ -8,7 +8,7 @@
 // number's own counts), the number echoed as sent, `reason` a sentence, and a resetTime that does
 // not promise an end to a block that has none.
 
-import type { ErrorReply, Reply, RequestId } from '../../protocol/wire.js';
+import type { DecisionReply, ErrorReply, Reply, RequestId } from '../../protocol/wire.js';
 import { errorReply } from '../../protocol/replies.js';
 import type { RequestParser } from '../../protocol/schema.js';
 import type { Decider } from '../decide.js';
@@ -121,7 +121,7 @@ export function reasonSentence(reason: string, rule: string | undefined, retryAf
 }
 
 /** The /logs answer to one decision reply of the browser path (`sent`: the number as the client wrote it). */
-export function seedReply(reply: Reply, sent: string): SeedReply {
+export function seedReply(reply: ErrorReply | DecisionReply, sent: string): SeedReply {
   if (reply.type === 'error') {
     if (reply.code === 'invalid_phone_number') {
       // An error would leave the seed's UI on "Checking…" with Call enabled; the call cannot be placed.

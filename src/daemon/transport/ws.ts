@@ -14,7 +14,8 @@ import { errorReply } from '../../protocol/replies.js';
 import { peekRequestId, RequestParser } from '../../protocol/schema.js';
 import { canonicalAddress } from '../../core/address.js';
 import type { Reply } from '../../protocol/wire.js';
-import type { Authenticator, Role } from '../auth.js';
+import { mayReportOutcomes, type Authenticator, type Role } from '../auth.js';
+import type { OutcomeRecorder } from '../outcomes.js';
 import type { Decider } from '../decide.js';
 import { ConnectionCounter, TokenBucket } from '../limits.js';
 import type { Metrics } from '../metrics.js';
@@ -32,6 +33,8 @@ interface Client extends BacklogShare {
   role: Role;
   /** Connected on the phone-screen seed's /logs route (seed-logs.ts): check only, its dialect. */
   seedLogs: boolean;
+  /** A service (or, in anonymous mode, a local tool without an Origin): may report outcomes. */
+  outcomes: boolean;
   ip: string;
   /** Messages per second, for clients without a token. */
   bucket: TokenBucket | undefined;
@@ -47,6 +50,7 @@ export interface WsTransportOptions {
   config: Config;
   auth: Authenticator;
   decider: Decider;
+  outcomes: OutcomeRecorder;
   metrics: Metrics;
   logger: Logger;
   addresses: ClientAddresses;
@@ -187,7 +191,8 @@ export class WsTransport {
     if (!auth.ok) return this.refused(req, socket, auth.status, auth.kind, auth.message);
     const ip = this.opts.addresses.of(req);
     if (!this.connections.acquire(ip)) return this.refused(req, socket, 429, 'too_many_connections', 'too many connections from this address');
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, auth.role, ip, target.path === SEED_LOGS_PATH));
+    const outcomes = mayReportOutcomes(auth.role, typeof req.headers.origin === 'string' ? req.headers.origin : undefined);
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, auth.role, ip, target.path === SEED_LOGS_PATH, outcomes));
   }
 
   /** A refusal the client caused: answered, and logged at most once a minute per kind. */
@@ -197,10 +202,11 @@ export class WsTransport {
     this.refuse(socket, status, message);
   }
 
-  private onConnection(ws: WebSocket, role: Role, ip: string, seedLogs: boolean): void {
+  private onConnection(ws: WebSocket, role: Role, ip: string, seedLogs: boolean, outcomes: boolean): void {
     const client: Client = {
       role,
       seedLogs,
+      outcomes,
       ip,
       bucket: role === 'service' ? undefined : new TokenBucket(this.opts.config.messagesPerSecond),
       inFlight: 0,
@@ -246,7 +252,10 @@ export class WsTransport {
       reply = answerSeedFrame(data.toString(), requests, this.opts.decider, client.ip);
     } else {
       const parsed = requests.parseFrame(data.toString());
-      reply = parsed.ok ? this.opts.decider.decide(parsed.request, client.role, client.ip) : parsed.error;
+      if (!parsed.ok) reply = parsed.error;
+      else if (parsed.request.type !== 'rate_limit_outcome') reply = this.opts.decider.decide(parsed.request, client.role, client.ip);
+      else if (!client.outcomes) reply = errorReply('forbidden', 'only a service (a token) may report outcomes', parsed.request.id);
+      else reply = this.opts.outcomes.record(parsed.request, 'ws', parsed.request.id);
     }
     if (!(reply instanceof Promise) && reply.type === 'error') this.opts.metrics.errors.inc({ code: reply.code });
     client.inFlight++;
