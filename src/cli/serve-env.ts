@@ -8,7 +8,8 @@ const GROUPS: ReadonlyArray<[title: string, rows: ReadonlyArray<[name: string, w
   [
     'Authentication',
     [
-      ['RATELIMIT_API_TOKENS', 'comma-separated bearer tokens; unset = no auth (warned at start)'],
+      ['RATELIMIT_API_TOKENS', `comma-separated bearer tokens (each >= ${D.MIN_TOKEN_LENGTH} characters); unset = anonymous, refused in production or off loopback`],
+      ['RATELIMIT_ALLOW_ANONYMOUS', '1: run without tokens where serve would otherwise refuse'],
       ['ALLOWED_ORIGINS', 'comma-separated browser origins that may check without a token'],
       ['RATELIMIT_TRUST_PROXY', 'none (default) | fly: take the client address from Fly-Client-IP'],
     ],
@@ -16,7 +17,7 @@ const GROUPS: ReadonlyArray<[title: string, rows: ReadonlyArray<[name: string, w
   [
     'Database and key',
     [
-      ['DATABASE_URL', 'PostgreSQL URL (or FLY_DATABASE_URL); --database-url; unset = embedded'],
+      ['DATABASE_URL', 'PostgreSQL URL (or FLY_DATABASE_URL); --database-url; unset = embedded; sslmode=verify-full'],
       ['RATELIMIT_DATA_DIR', `embedded database and generated key (default ${D.DEFAULT_DATA_DIR}); --data-dir`],
       ['PHONE_ENCRYPTION_KEY', `hashing key, >= ${D.MIN_KEY_LENGTH} characters; needed with DATABASE_URL`],
       ['PHONE_ENCRYPTION_KEY_PREVIOUS', 'during a key rotation, the key being retired'],
@@ -51,7 +52,7 @@ const GROUPS: ReadonlyArray<[title: string, rows: ReadonlyArray<[name: string, w
       ['RATELIMIT_SPOOL_MAX_BYTES', `durable spool of decisions made while the database is down (default ${D.DEFAULT_SPOOL_MAX_BYTES} bytes); when full, consumes fail closed`],
       ['RATELIMIT_AUDIT_RETENTION', `audit rows older than this are pruned (default ${formatDurationMs(D.DEFAULT_AUDIT_RETENTION_MS)})`],
       ['LOG_LEVEL', `pino level (default ${D.DEFAULT_LOG_LEVEL})`],
-      ['NODE_ENV', 'production: refuse to start without PHONE_ENCRYPTION_KEY'],
+      ['NODE_ENV', 'production: refuse to start without PHONE_ENCRYPTION_KEY, tokens, or TLS to a public database'],
       ['DEBUG', 'any value: a start-up failure is logged with its stack and causes'],
     ],
   ],
