@@ -1,4 +1,4 @@
-// Dockerfile, .dockerignore and DATABASE_SETUP.md: static checks that keep them in line with
+// Dockerfile, .dockerignore and docs/deploy-fly.md: static checks that keep them in line with
 // the code's defaults and the deployment requirements (no Docker daemon needed).
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -98,8 +98,8 @@ describe('.dockerignore', () => {
   });
 });
 
-describe('DATABASE_SETUP.md', () => {
-  const doc = read('DATABASE_SETUP.md');
+describe('docs/deploy-fly.md', () => {
+  const doc = read('docs/deploy-fly.md');
 
   it('covers create, attach, secret, deploy and verification with the real commands', () => {
     for (const text of [
