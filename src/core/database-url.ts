@@ -65,7 +65,7 @@ export function plainTextDatabaseProblem(url: string, source: string): string | 
   if (publicHosts.length === 0) return undefined;
   return (
     `${source} reaches ${publicHosts.join(', ')} without TLS, which NODE_ENV=production refuses outside loopback, private addresses ` +
-    `(10/8, 172.16/12, 192.168/16, fc00::/7) and *.internal/*.flycast: add sslmode=verify-full to the URL ` +
+    `(10/8, 172.16/12, 192.168/16, fc00::/7), names without a dot and *.internal/*.flycast: add sslmode=verify-full to the URL ` +
     `(with sslrootcert=/path/to/ca.pem when the server's certificate is not signed by a public CA), or sslmode=require to encrypt without checking the certificate`
   );
 }
