@@ -3,6 +3,7 @@
 #
 #   scripts/setup-database.sh [--dry-run] [--org SLUG] [--config PATH] [--pg-app NAME]
 #                             [--pg-cluster-size N] [--pg-vm-size SIZE] [--pg-volume-size GB]
+#                             [--token-file PATH]
 #
 # Steps (each skipped when already done, so re-running is safe):
 #   preflight  flyctl and curl installed, logged in to Fly
@@ -11,10 +12,14 @@
 #   postgres   create the Fly Postgres cluster         (skipped if it exists)
 #   attach     attach it, which sets DATABASE_URL      (skipped if DATABASE_URL is set)
 #   secret     generate PHONE_ENCRYPTION_KEY, once     (skipped if the secret is set)
+#   token      generate a service token for RATELIMIT_API_TOKENS, once, written to --token-file
+#              for your app                            (skipped if the secret is set)
 #   deploy     fly deploy (release_command runs `ratelimit db init` first)
 #   health     GET https://<app>.fly.dev/health until it reports "ok"
 #
-# The generated key is never printed. See DATABASE_SETUP.md for the manual steps.
+# The generated key and token are never printed, nor is any flyctl output that carries
+# DATABASE_URL (attach's output is hidden, and redacted when attach fails). See
+# docs/deploy-fly.md for the manual steps.
 
 set -euo pipefail
 
@@ -32,6 +37,7 @@ PG_VM_SIZE="shared-cpu-1x"
 PG_VOLUME_SIZE=10
 HEALTH_ATTEMPTS="${SETUP_HEALTH_ATTEMPTS:-20}"
 HEALTH_INTERVAL="${SETUP_HEALTH_INTERVAL:-6}"
+TOKEN_FILE="${SETUP_TOKEN_FILE:-${REPO_ROOT}/.ratelimit-api-token}"
 
 STEP="arguments"
 FLY=""
@@ -43,8 +49,9 @@ usage() {
 Usage: scripts/setup-database.sh [options]
 
 Creates (if missing) the Fly app, a Fly Postgres cluster in the app's primary region,
-attaches it (DATABASE_URL), generates PHONE_ENCRYPTION_KEY once, deploys, and checks
-/health. Safe to re-run: existing resources are kept.
+attaches it (DATABASE_URL), generates PHONE_ENCRYPTION_KEY once and a service token
+(RATELIMIT_API_TOKENS) once, deploys, and checks /health. Safe to re-run: existing
+resources and secrets are kept.
 
 Options:
   --dry-run               print what would be done; query Fly but change nothing
@@ -54,9 +61,12 @@ Options:
   --pg-cluster-size N     Postgres nodes; 3 for high availability (default: 1)
   --pg-vm-size SIZE       Postgres VM size (default: shared-cpu-1x)
   --pg-volume-size GB     Postgres volume size in GB (default: 10)
+  --token-file PATH       where the generated service token is written, mode 0600, for your
+                          app's secret store (default: .ratelimit-api-token in the repository)
   -h, --help              show this help
 
-Environment: SETUP_HEALTH_ATTEMPTS (default 20), SETUP_HEALTH_INTERVAL seconds (default 6).
+Environment: SETUP_HEALTH_ATTEMPTS (default 20), SETUP_HEALTH_INTERVAL seconds (default 6),
+SETUP_TOKEN_FILE (the --token-file default).
 EOF
 }
 
@@ -95,11 +105,12 @@ hint_for_step() {
     config) echo "fly.toml needs top-level 'app = \"<name>\"' and 'primary_region = \"<region>\"'" ;;
     app) echo "app names are global on Fly: if the name is taken, change 'app' in fly.toml" ;;
     postgres) echo "check 'fly postgres list' and your organization's billing; re-run when fixed" ;;
-    attach) echo "if the database user already exists, see 'Troubleshooting' in DATABASE_SETUP.md" ;;
+    attach) echo "if the database user already exists, see 'Troubleshooting' in docs/deploy-fly.md" ;;
     secret) echo "check 'fly secrets list --app ${APP:-<app>}'; the key is set only when absent" ;;
+    token) echo "check 'fly secrets list --app ${APP:-<app>}'; the token is set only when RATELIMIT_API_TOKENS is absent, and never over an existing --token-file" ;;
     deploy) echo "see 'fly logs --app ${APP:-<app>}'; a failed release_command means 'ratelimit db init' could not reach the database" ;;
     health) echo "see 'fly status --app ${APP:-<app>}' and 'fly logs --app ${APP:-<app>}'" ;;
-    *) echo "see DATABASE_SETUP.md" ;;
+    *) echo "see docs/deploy-fly.md" ;;
   esac
 }
 
@@ -131,6 +142,15 @@ json_has_name() {
   [[ $json =~ $re ]]
 }
 
+# flyctl output with any connection URL or DATABASE_URL value blanked (a failed attach may
+# print the URL it made, password included).
+redact() {
+  sed -E \
+    -e 's#(postgres(ql)?://)[^[:space:]"'"'"']*#\1<redacted>#g' \
+    -e 's#(DATABASE_URL[[:space:]]*[=:][[:space:]]*)[^[:space:]]*#\1<redacted>#g' \
+    -e 's#([Pp]assword[[:space:]]*[=:][[:space:]]*)[^[:space:]]*#\1<redacted>#g'
+}
+
 generate_key() {
   # 32 random bytes as 64 hex characters (>= 32 characters, as production requires).
   if command -v openssl >/dev/null 2>&1; then
@@ -154,6 +174,7 @@ while [[ $# -gt 0 ]]; do
     --pg-cluster-size) need_value "$@"; PG_CLUSTER_SIZE="$2"; shift ;;
     --pg-vm-size) need_value "$@"; PG_VM_SIZE="$2"; shift ;;
     --pg-volume-size) need_value "$@"; PG_VOLUME_SIZE="$2"; shift ;;
+    --token-file) need_value "$@"; TOKEN_FILE="$2"; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown option: $1" ;;
   esac
@@ -235,10 +256,12 @@ elif [[ "$DRY_RUN" == 1 ]]; then
 else
   printf '+ %s\n' "$(show_cmd "$FLY" postgres attach "$PG_APP" --app "$APP")"
   # flyctl prints the new DATABASE_URL, password included: show it only if attaching fails.
+  # On failure its error is shown, with any URL or password in it redacted.
   if ! attach_out="$("$FLY" postgres attach "$PG_APP" --app "$APP" 2>&1)"; then
-    printf '%s\n' "$attach_out" >&2
+    printf '%s\n' "$attach_out" | redact >&2
     die "fly postgres attach failed"
   fi
+  unset attach_out
   say "attached: DATABASE_URL is set as a secret of ${APP} (its value is not shown)"
 fi
 
@@ -258,7 +281,31 @@ else
   printf 'PHONE_ENCRYPTION_KEY=%s\n' "$key" | "$FLY" secrets import --app "$APP" --stage >/dev/null
   unset key
   say "PHONE_ENCRYPTION_KEY generated and staged (applied by the deploy below)"
-  say "back it up now: see 'Back up the key' in DATABASE_SETUP.md"
+  say "back it up now: see 'Back up the key' in docs/deploy-fly.md"
+fi
+
+# ---------------------------------------------------------------- token
+# NODE_ENV=production (fly.toml) refuses to serve without a token: the daemon would otherwise
+# let anyone on the internet consume any number's quota. Your app sends it as
+# "Authorization: Bearer <token>"; it is written to a file (never printed) for your app's secrets.
+step token "RATELIMIT_API_TOKENS (the service token your app sends)"
+if json_has_name "$secrets_json" "RATELIMIT_API_TOKENS"; then
+  say "RATELIMIT_API_TOKENS is already set: kept (to add one, see 'Tokens' in docs/deploy-fly.md)"
+elif [[ "$DRY_RUN" == 1 ]]; then
+  printf '[dry-run] would run: %s  (stdin: RATELIMIT_API_TOKENS=<64 random hex characters, written to %s, never shown>)\n' \
+    "$(show_cmd "$FLY" secrets import --app "$APP" --stage)" "$TOKEN_FILE"
+else
+  [[ ! -e "$TOKEN_FILE" ]] || die "${TOKEN_FILE} exists: it may hold a token your app uses; move it away or pass --token-file"
+  printf '+ %s  (stdin: RATELIMIT_API_TOKENS=<generated, written to %s>)\n' \
+    "$(show_cmd "$FLY" secrets import --app "$APP" --stage)" "$TOKEN_FILE"
+  token="$(generate_key)"
+  [[ ${#token} -ge 32 ]] || die "could not generate a random token"
+  # 0600 from the start (umask in a subshell), and never through a file someone planted (noclobber).
+  (umask 077 && set -o noclobber && printf '%s\n' "$token" >"$TOKEN_FILE")
+  printf 'RATELIMIT_API_TOKENS=%s\n' "$token" | "$FLY" secrets import --app "$APP" --stage >/dev/null
+  unset token
+  say "service token generated and staged (applied by the deploy below), and written to ${TOKEN_FILE} (mode 0600)"
+  say "store it in your app's secrets (e.g. RATELIMIT_TOKEN) and delete the file: your app sends it as 'Authorization: Bearer <token>'"
 fi
 
 # ---------------------------------------------------------------- deploy
@@ -301,6 +348,9 @@ printf '\n%s: done. %s is deployed with Fly Postgres %s.\n' "$PROG" "$APP" "$PG_
 cat <<EOF
 Next:
   fly ssh console --app ${APP} -C "ratelimit stats"      # counts from the database
-  fly secrets set --app ${APP} RATELIMIT_API_TOKENS=...   # require bearer tokens (recommended)
-  WebSocket endpoint: wss://${APP}.fly.dev/ws
+  WebSocket endpoint: wss://${APP}.fly.dev/ws, HTTP: https://${APP}.fly.dev/v1/consume
+  Your app authenticates with the service token (from ${TOKEN_FILE} if this run made it):
+    curl -H "Authorization: Bearer \$RATELIMIT_TOKEN" -H 'Content-Type: application/json' \\
+      -d '{"phoneNumber":"+14155552671"}' https://${APP}.fly.dev/v1/consume
+  (the header, not ?token=: query strings end up in proxy and access logs)
 EOF

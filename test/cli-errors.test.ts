@@ -12,7 +12,7 @@ import { createPool, type Pool } from '../src/db/pool.js';
 import { consumeBatch } from '../src/db/queries.js';
 import { hashPhone, maskPhone } from '../src/core/phone.js';
 import { makePolicy } from '../src/core/policy.js';
-import { GENERATE_KEY_HINT } from '../src/core/key.js';
+import { GENERATE_KEY_HINT, GENERATE_TOKEN_HINT } from '../src/core/key.js';
 import { startEmbeddedPostgres } from '../src/db/embedded/index.js';
 import { createTestDatabase } from './helpers/db.js';
 
@@ -134,7 +134,7 @@ describe('one error vocabulary for serve and the admin commands', () => {
     for (const out of [flag.stderr, variable.stderr, daemon.stderr]) expect(out).not.toMatch(/\((flag|env)\)/);
   });
 
-  it('the key hint is one and the same everywhere', async () => {
+  it('the key hint (and the token hint) is one and the same everywhere', async () => {
     const hints = new Set<string>();
     const walk = async (dir: string): Promise<void> => {
       for (const entry of await readdir(dir, { withFileTypes: true })) {
@@ -144,7 +144,7 @@ describe('one error vocabulary for serve and the admin commands', () => {
       }
     };
     await walk(join(ROOT, 'dist', 'src'));
-    expect([...hints]).toEqual([GENERATE_KEY_HINT.replace(/^generate one with: /, '')]);
+    expect([...hints].sort()).toEqual([GENERATE_KEY_HINT, GENERATE_TOKEN_HINT].map((h) => h.replace(/^generate one with: /, '')).sort());
     // Both places that ask for a key give it.
     const noKey = await run(['hash', NUMBER], { DATABASE_URL: db.url, PHONE_ENCRYPTION_KEY: undefined });
     const production = await run(['hash', NUMBER], { NODE_ENV: 'production', PHONE_ENCRYPTION_KEY: undefined });

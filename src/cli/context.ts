@@ -2,7 +2,7 @@
 // the configuration, key and database the same way.
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
-import { resolveConfig, type Config, type ConfigFlags } from '../core/config.js';
+import { resolveConfig, type Config, type ConfigFlags, type ResolveOptions } from '../core/config.js';
 import { ensureSchema, openDatabase, type Database } from '../db/open.js';
 import { findPhoneKey, loadPhoneKey } from '../db/key-file.js';
 import { isQueryCanceled } from '../db/errors.js';
@@ -32,8 +32,8 @@ interface GlobalFlags extends ConfigFlags {
   json?: boolean;
 }
 
-export function configFrom(cmd: Command, io: Io): Config {
-  return resolveConfig(cmd.optsWithGlobals<GlobalFlags>(), io.env);
+export function configFrom(cmd: Command, io: Io, options: ResolveOptions = {}): Config {
+  return resolveConfig(cmd.optsWithGlobals<GlobalFlags>(), io.env, options);
 }
 
 export function warnTo(io: Io) {

@@ -8,7 +8,8 @@ const GROUPS: ReadonlyArray<[title: string, rows: ReadonlyArray<[name: string, w
   [
     'Authentication',
     [
-      ['RATELIMIT_API_TOKENS', 'comma-separated bearer tokens; unset = no auth (warned at start)'],
+      ['RATELIMIT_API_TOKENS', `comma-separated bearer tokens (each >= ${D.MIN_TOKEN_LENGTH} characters); unset = anonymous, refused in production or off loopback`],
+      ['RATELIMIT_ALLOW_ANONYMOUS', '1: run without tokens where serve would otherwise refuse'],
       ['ALLOWED_ORIGINS', 'comma-separated browser origins that may check without a token; without tokens, no Origin may consume'],
       ['RATELIMIT_TRUST_PROXY', 'none (default) | fly: take the client address from Fly-Client-IP (on Fly, from a private peer)'],
     ],
@@ -16,7 +17,7 @@ const GROUPS: ReadonlyArray<[title: string, rows: ReadonlyArray<[name: string, w
   [
     'Database and key',
     [
-      ['DATABASE_URL', 'PostgreSQL URL (or FLY_DATABASE_URL); --database-url; unset = embedded'],
+      ['DATABASE_URL', 'PostgreSQL URL (or FLY_DATABASE_URL); --database-url; unset = embedded; sslmode=verify-full'],
       ['RATELIMIT_DATA_DIR', `embedded database and generated key (default ${D.DEFAULT_DATA_DIR}); --data-dir`],
       ['PHONE_ENCRYPTION_KEY', `hashing key, >= ${D.MIN_KEY_LENGTH} characters; needed with DATABASE_URL`],
       ['PHONE_ENCRYPTION_KEY_PREVIOUS', 'during a key rotation, the key being retired'],
@@ -54,7 +55,7 @@ const GROUPS: ReadonlyArray<[title: string, rows: ReadonlyArray<[name: string, w
       ['TWILIO_AUTH_TOKEN', 'accept Twilio status callbacks (POST /v1/twilio/status) signed with it; unset: that route is refused'],
       ['RATELIMIT_PUBLIC_URL', 'the scheme and host Twilio calls, e.g. https://ratelimit.example.com, when a proxy changes them'],
       ['LOG_LEVEL', `pino level (default ${D.DEFAULT_LOG_LEVEL})`],
-      ['NODE_ENV', 'production: refuse to start without PHONE_ENCRYPTION_KEY'],
+      ['NODE_ENV', 'production: refuse to start without PHONE_ENCRYPTION_KEY, tokens, or TLS to a public database'],
       ['DEBUG', 'any value: a start-up failure is logged with its stack and causes'],
     ],
   ],

@@ -3,7 +3,8 @@ import { parseDurationMs } from './duration.js';
 import { defaultPolicy } from './policy/default.js';
 import type { Policy as RulePolicy } from './policy/types.js';
 import * as D from './defaults.js';
-import { GENERATE_KEY_HINT } from './key.js';
+import { GENERATE_KEY_HINT, GENERATE_TOKEN_HINT } from './key.js';
+import { plainTextDatabaseProblem } from './database-url.js';
 
 /** Flags as commander hands them over: strings, all optional. */
 export interface ConfigFlags {
@@ -79,13 +80,27 @@ export interface Config {
 
 type Env = Readonly<Record<string, string | undefined>>;
 
+export interface ResolveOptions {
+  /**
+   * `serve`: also refuse what only a listening daemon must not do (anonymous production). Admin
+   * commands read the same variables but open no port, so they need no tokens.
+   */
+  serve?: boolean;
+}
+
+/** Addresses only this machine can connect to: a daemon listening there may run without tokens. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.trim().toLowerCase().replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) || /^::ffff:127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
 const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
 /**
  * The one place configuration is read: flags override environment variables, which override
  * the defaults in PROTOCOL.md. Every problem is reported at once, naming the flag or variable.
  */
-export function resolveConfig(flags: ConfigFlags, env: Env): Config {
+export function resolveConfig(flags: ConfigFlags, env: Env, options: ResolveOptions = {}): Config {
   const problems: string[] = [];
   // `source` is where the value came from, as the user typed it: the flag (`--phone-limit`) or
   // the variable (`RATE_LIMIT_PHONE_MAX`), so every problem names the thing to fix.
@@ -129,16 +144,38 @@ export function resolveConfig(flags: ConfigFlags, env: Env): Config {
     problems.push(`${url.source} must start with postgres:// or postgresql://`);
   }
 
+  if (url && production) {
+    const plain = plainTextDatabaseProblem(url.value, url.source);
+    if (plain) problems.push(plain);
+  }
+
+  // A named database is shared with other daemons and outlives this process: a short key there
+  // lets a guessed key be confirmed offline against its fingerprint (docs/protocol.md *Keys*).
+  // Only the embedded default, outside production, may run with a short (warned) key.
   const key = env.PHONE_ENCRYPTION_KEY;
-  if (production && (key === undefined || key.length < D.MIN_KEY_LENGTH)) {
-    problems.push(
-      `PHONE_ENCRYPTION_KEY must be set to at least ${D.MIN_KEY_LENGTH} characters when NODE_ENV=production ` +
-        `(${GENERATE_KEY_HINT})`,
-    );
+  if ((production || url) && (key === undefined || key.length < D.MIN_KEY_LENGTH)) {
+    if (production || (key !== undefined && key.length > 0)) {
+      problems.push(
+        `PHONE_ENCRYPTION_KEY must be set to at least ${D.MIN_KEY_LENGTH} characters ` +
+          `${production ? 'when NODE_ENV=production' : `with a database named (${url!.source})`} (${GENERATE_KEY_HINT})`,
+      );
+    } else if (key !== undefined) {
+      problems.push('PHONE_ENCRYPTION_KEY is set but empty');
+    }
+    // Unset with a DATABASE_URL and not production: only the commands that hash refuse, saying
+    // how to make a key (src/db/key-file.ts); `db init` and the read-only reports run without one.
   } else if (key !== undefined && key.length === 0) {
     problems.push('PHONE_ENCRYPTION_KEY is set but empty');
   }
 
+  const apiTokens = list('RATELIMIT_API_TOKENS');
+  const shortTokens = apiTokens.filter((t) => t.length < D.MIN_TOKEN_LENGTH).length;
+  if (shortTokens > 0) {
+    problems.push(
+      `RATELIMIT_API_TOKENS has ${shortTokens === 1 ? 'a token' : `${shortTokens} tokens`} shorter than ${D.MIN_TOKEN_LENGTH} characters: ` +
+        `a short token can be guessed (${GENERATE_TOKEN_HINT})`,
+    );
+  }
   const phoneMax = int(pick([flags.phoneLimit, '--phone-limit'], 'RATE_LIMIT_PHONE_MAX'), D.DEFAULT_PHONE_MAX, 1, 1000);
   const phoneWindowMs = duration(pick([flags.phoneWindow, '--phone-window'], 'RATE_LIMIT_PHONE_WINDOW'), D.DEFAULT_PHONE_WINDOW_MS);
   const ipMax = int(pick([flags.ipLimit, '--ip-limit'], 'RATE_LIMIT_IP_MAX'), D.DEFAULT_IP_MAX, 1, 1_000_000);
@@ -172,6 +209,22 @@ export function resolveConfig(flags: ConfigFlags, env: Env): Config {
   if (publicUrl && !/^https?:\/\/[^/\s?#]+$/.test(publicUrl.value.replace(/\/$/, ''))) {
     problems.push(`RATELIMIT_PUBLIC_URL must look like https://ratelimit.example.com (scheme and host, no path), got "${publicUrl.value}"`);
   }
+  const host = pick([flags.host, '--host'], 'HOST');
+  const allowAnonymous = (env.RATELIMIT_ALLOW_ANONYMOUS ?? '').trim();
+  if (allowAnonymous !== '' && allowAnonymous !== '1' && allowAnonymous !== '0') {
+    problems.push(`RATELIMIT_ALLOW_ANONYMOUS must be 1 (or unset), got "${allowAnonymous}"`);
+  }
+  if (options.serve && apiTokens.length === 0 && allowAnonymous !== '1') {
+    const hostValue = host?.value ?? D.DEFAULT_HOST;
+    const why = production ? 'NODE_ENV=production' : !isLoopbackHost(hostValue) ? `${host?.source ?? 'HOST'}=${hostValue} is not a loopback address` : undefined;
+    if (why) {
+      problems.push(
+        `RATELIMIT_API_TOKENS is not set and ${why}: anyone who can reach the port could consume and burn (or block) any number's quota. ` +
+          `Set RATELIMIT_API_TOKENS to one or more comma-separated tokens (${GENERATE_TOKEN_HINT}) and send one as "Authorization: Bearer <token>", ` +
+          `or set RATELIMIT_ALLOW_ANONYMOUS=1 if running without tokens is meant`,
+      );
+    }
+  }
 
   // Unset: the daemon derives it from its fd limit, which only the running process can read.
   const maxConnections = pick(undefined, 'RATELIMIT_MAX_CONNECTIONS');
@@ -184,10 +237,10 @@ export function resolveConfig(flags: ConfigFlags, env: Env): Config {
     production,
     port,
     metricsPort,
-    host: pick([flags.host, '--host'], 'HOST')?.value ?? D.DEFAULT_HOST,
+    host: host?.value ?? D.DEFAULT_HOST,
     defaultPolicy: defaultPolicy({ phoneMax, phoneWindowMs, ipMax, ipWindowMs }),
     defaultPolicySources: policySources,
-    apiTokens: list('RATELIMIT_API_TOKENS'),
+    apiTokens,
     allowedOrigins: origins,
     trustProxy: trust === 'fly' ? 'fly' : 'none',
     logLevel,

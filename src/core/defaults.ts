@@ -36,8 +36,10 @@ export const DEFAULT_LOG_LEVEL = 'info';
 /** Audit rows (resets, policy and list changes) older than this are pruned (RATELIMIT_AUDIT_RETENTION). */
 export const DEFAULT_AUDIT_RETENTION_MS = 90 * 24 * 60 * 60 * 1000;
 
-/** A production key shorter than this refuses to start. */
+/** A key shorter than this refuses to start in production or with a named database. */
 export const MIN_KEY_LENGTH = 32;
+/** A RATELIMIT_API_TOKENS entry shorter than this refuses to start. */
+export const MIN_TOKEN_LENGTH = 16;
 
 
 /** What Fly's release_command and operators run to migrate. */

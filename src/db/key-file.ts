@@ -29,7 +29,8 @@ export interface LoadKeyOptions {
 export async function loadPhoneKey(config: Config, warn: Warn, options: LoadKeyOptions = {}): Promise<string> {
   if (config.phoneKey !== undefined) {
     if (config.phoneKey.length < MIN_KEY_LENGTH) {
-      warn(`PHONE_ENCRYPTION_KEY is shorter than ${MIN_KEY_LENGTH} characters; production (NODE_ENV=production) refuses such a key`);
+      // Only the embedded default outside production gets here (src/core/config.ts refuses the rest).
+      warn(`PHONE_ENCRYPTION_KEY is shorter than ${MIN_KEY_LENGTH} characters; with DATABASE_URL or NODE_ENV=production it is refused`);
     }
     return config.phoneKey;
   }
@@ -54,7 +55,7 @@ export async function loadPhoneKey(config: Config, warn: Warn, options: LoadKeyO
         `Point this command at the daemon's data dir (--data-dir or RATELIMIT_DATA_DIR), or set PHONE_ENCRYPTION_KEY to the daemon's key`,
     );
   }
-  await mkdir(dir, { recursive: true, mode: 0o755 });
+  await mkdir(dir, { recursive: true, mode: embeddedDataDirMode(process.getuid?.() === 0) });
   const key = randomBytes(48).toString('base64url');
   try {
     // 'wx': when two processes start at once, exactly one key wins and both use it.
@@ -65,6 +66,16 @@ export async function loadPhoneKey(config: Config, warn: Warn, options: LoadKeyO
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     return (await readFile(file, 'utf8')).trim();
   }
+}
+
+/**
+ * The mode of a data dir this process creates for the embedded default: 0700, since it holds the
+ * key file and the spool. Root is the exception: PostgreSQL then runs as another OS user
+ * (src/db/embedded/os-user.ts) that must pass through the data dir to reach its cluster in
+ * <dataDir>/pg, so others get search (x) but still cannot list or read it.
+ */
+export function embeddedDataDirMode(root: boolean): number {
+  return root ? 0o701 : 0o700;
 }
 
 /**

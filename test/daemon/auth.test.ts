@@ -15,7 +15,7 @@ import {
   type DaemonProcess,
 } from './helpers.js';
 
-const TOKENS = ['token-alpha', 'token-beta'];
+const TOKENS = ['token-alpha-0123456789', 'token-beta-0123456789'];
 const ORIGIN = 'https://app.example.com';
 const FOREIGN = 'https://evil.example.net';
 

@@ -1,9 +1,9 @@
-// Dockerfile, .dockerignore and DATABASE_SETUP.md: static checks that keep them in line with
+// Dockerfile, .dockerignore and docs/deploy-fly.md: static checks that keep them in line with
 // the code's defaults and the deployment requirements (no Docker daemon needed).
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_PORT, MIGRATE_COMMAND, MIN_KEY_LENGTH } from '../../src/core/defaults.js';
+import { DEFAULT_PORT, MIGRATE_COMMAND, MIN_KEY_LENGTH, MIN_TOKEN_LENGTH } from '../../src/core/defaults.js';
 import { ROUTES } from '../../src/protocol/wire.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -27,10 +27,25 @@ describe('Dockerfile', () => {
     bin: Record<string, string>;
   };
 
-  it('is multi-stage on node:20-bookworm-slim, matching engines', () => {
+  it('is multi-stage on one maintained Node LTS, pinned by digest, within engines', () => {
     expect(froms.length).toBeGreaterThanOrEqual(2);
-    for (const from of froms) expect(from).toMatch(/^FROM node:20-bookworm-slim\b/);
+    // Every stage on the same base: the global ARG (a FROM may only use ARGs declared before the first FROM).
+    const args = Object.fromEntries(
+      lines.slice(0, lines.indexOf(froms[0]!)).filter((l) => /^ARG\s/.test(l)).map((l) => l.slice(4).trim().split('=') as [string, string]),
+    );
+    const images = froms.map((from) => from.split(/\s+/)[1]!.replace(/^\$\{(\w+)\}$/, (_, name: string) => args[name] ?? ''));
+    expect(new Set(images).size).toBe(1);
+    // Node 20 is end of life since 2026-04-30; 22 and 24 are LTS.
+    expect(images[0]).toMatch(/^node:(22|24)-bookworm-slim@sha256:[0-9a-f]{64}$/);
     expect(pkg.engines.node).toBe('>=20');
+  });
+
+  it('makes RATELIMIT_DATA_DIR for the runtime user, 0700, outside the read-only /app', () => {
+    const env = lastStage.filter((l) => /^ENV\s/.test(l)).join(' ');
+    const dataDir = /RATELIMIT_DATA_DIR=(\S+)/.exec(env)?.[1];
+    expect(dataDir).toBe('/data');
+    const user = lastStage.filter((l) => /^USER\s/.test(l)).at(-1)!.split(/\s+/)[1];
+    expect(lastStage.join('\n')).toContain(`install -d -o ${user} -g ${user} -m 0700 ${dataDir}`);
   });
 
   it('installs only production dependencies, without scripts, in the final stage', () => {
@@ -98,8 +113,8 @@ describe('.dockerignore', () => {
   });
 });
 
-describe('DATABASE_SETUP.md', () => {
-  const doc = read('DATABASE_SETUP.md');
+describe('docs/deploy-fly.md', () => {
+  const doc = read('docs/deploy-fly.md');
 
   it('covers create, attach, secret, deploy and verification with the real commands', () => {
     for (const text of [
@@ -123,5 +138,12 @@ describe('DATABASE_SETUP.md', () => {
 
   it('states the minimum key length the code enforces', () => {
     expect(doc).toContain(`${MIN_KEY_LENGTH} characters`);
+  });
+
+  it('says how the app authenticates, how to reach a database with TLS, and what happens to the spool', () => {
+    for (const text of ['Authorization: Bearer', '?token=', 'RATELIMIT_API_TOKENS', 'RATELIMIT_ALLOW_ANONYMOUS', 'sslmode=verify-full', '## The spool on Fly', 'forgets what it allowed', 'RATELIMIT_METRICS_PORT']) {
+      expect(doc, `mentions ${text}`).toContain(text);
+    }
+    expect(doc).toContain(`${MIN_TOKEN_LENGTH} characters`);
   });
 });

@@ -9,7 +9,8 @@ import { ROUTES } from '../../src/protocol/wire.js';
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 type Table = Record<string, unknown>;
-const config = parse(readFileSync(`${ROOT}fly.toml`, 'utf8')) as Table;
+const read = (path: string) => readFileSync(`${ROOT}${path}`, 'utf8');
+const config = parse(read('fly.toml')) as Table;
 
 function table(value: unknown, name: string): Table {
   expect(value, `${name} should be a table`).toBeTypeOf('object');
@@ -67,10 +68,19 @@ describe('fly.toml', () => {
     }
   });
 
-  it('lets Fly scrape /metrics on the service port', () => {
+  it('lets Fly scrape /metrics on a private port that the service does not publish', () => {
     const metrics = table(config.metrics, '[metrics]');
-    expect(metrics.port).toBe(DEFAULT_PORT);
+    expect(metrics.port).not.toBe(DEFAULT_PORT);
+    expect(String(metrics.port)).toBe(env.RATELIMIT_METRICS_PORT);
     expect(metrics.path).toBe(ROUTES.metrics);
+    expect(service.internal_port).not.toBe(metrics.port);
+  });
+
+  it('says what happens to the spool: no volume, and the deploy guide explains the consequence', () => {
+    // The decision recorded in fly.toml and docs/deploy-fly.md: the image's /data, no [mounts].
+    expect(config.mounts).toBeUndefined();
+    expect(read('fly.toml')).toContain('forgets what it allowed');
+    expect(read('docs/deploy-fly.md')).toMatch(/## The spool on Fly/);
   });
 
   it('limits concurrency by connections, as WebSockets are long-lived', () => {

@@ -219,6 +219,8 @@ describe('ops/compose/compose.yaml', () => {
       ports?: string[];
       healthcheck?: { test: string[] };
       stop_grace_period?: string;
+      read_only?: boolean;
+      volumes?: string[];
     }>;
     volumes?: Record<string, unknown>;
   };
@@ -241,10 +243,30 @@ describe('ops/compose/compose.yaml', () => {
     const env = ratelimit!.environment!;
     expect(new URL(env.DATABASE_URL!).host).toBe('postgres:5432');
     expect(env.PHONE_ENCRYPTION_KEY).toMatch(/^\$\{PHONE_ENCRYPTION_KEY:\?/);
-    expect(ratelimit?.ports).toEqual([`127.0.0.1:${DEFAULT_PORT}:${DEFAULT_PORT}`]);
+    // The service port and the private metrics port (RATELIMIT_METRICS_PORT), both on loopback.
+    expect(ratelimit?.ports).toEqual([`127.0.0.1:${DEFAULT_PORT}:${DEFAULT_PORT}`, `127.0.0.1:${env.RATELIMIT_METRICS_PORT}:${env.RATELIMIT_METRICS_PORT}`]);
+    expect(env.RATELIMIT_API_TOKENS).toMatch(/^\$\{RATELIMIT_API_TOKENS:\?/);
     expect(ratelimit?.healthcheck?.test.join(' ')).toContain(`http://127.0.0.1:${DEFAULT_PORT}${ROUTES.health}`);
     // Longer than the daemon's default 10 s drain, so it is not killed mid-write.
     expect(Number.parseInt(ratelimit!.stop_grace_period!, 10)).toBeGreaterThan(10);
+  });
+});
+
+describe('ops/compose/compose.yaml: the daemon writes only its data dir', () => {
+  const compose = parseYaml(read('ops/compose/compose.yaml')) as {
+    services: Record<string, { read_only?: boolean; volumes?: string[] }>;
+    volumes?: Record<string, unknown>;
+  };
+  const dockerfile = read('Dockerfile');
+
+  it('mounts a named volume on the image\'s RATELIMIT_DATA_DIR under a read-only root filesystem', () => {
+    const dataDir = /RATELIMIT_DATA_DIR=(\S+)/.exec(dockerfile)?.[1];
+    expect(dataDir).toBe('/data');
+    const ratelimit = compose.services.ratelimit!;
+    expect(ratelimit.read_only).toBe(true);
+    const mount = ratelimit.volumes?.find((v) => v.endsWith(`:${dataDir}`));
+    expect(mount, `a volume on ${dataDir}`).toBeDefined();
+    expect(Object.keys(compose.volumes ?? {})).toContain(mount!.split(':')[0]);
   });
 });
 

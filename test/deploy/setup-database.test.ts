@@ -68,7 +68,7 @@ function runScript(dir: string, args: string[] = [], extraEnv: Record<string, st
   const env: NodeJS.ProcessEnv = { ...process.env };
   // Nothing from the developer's shell may steer the script or reach a real Fly account.
   for (const name of Object.keys(env)) {
-    if (/^(FLY_|FAKE_|SETUP_HEALTH_)/.test(name) || name === 'PHONE_ENCRYPTION_KEY') {
+    if (/^(FLY_|FAKE_|SETUP_)/.test(name) || name === 'PHONE_ENCRYPTION_KEY' || name === 'RATELIMIT_API_TOKENS') {
       delete env[name];
     }
   }
@@ -78,6 +78,8 @@ function runScript(dir: string, args: string[] = [], extraEnv: Record<string, st
     FAKE_FLY_LOG: log,
     FAKE_FLY_STATE: dir,
     SETUP_HEALTH_INTERVAL: '0',
+    // In the sandbox, never in the repository.
+    SETUP_TOKEN_FILE: join(dir, 'api-token'),
     ...extraEnv,
   });
   const result = spawnSync('bash', [SCRIPT, ...args], {
@@ -118,6 +120,8 @@ const pgCreate = [
 const secretsList = ['fly', 'secrets', 'list', '--app', APP, '--json'];
 const attach = ['fly', 'postgres', 'attach', PG, '--app', APP];
 const importKey = ['fly', 'secrets', 'import', '--app', APP, '--stage'];
+/** The token goes through the same stdin import as the key, as its own call. */
+const importToken = importKey;
 const deploy = ['fly', 'deploy', '--config', FLY_TOML, '--app', APP, '--remote-only'];
 
 const MUTATIONS = new Set([
@@ -165,6 +169,7 @@ describe('scripts/setup-database.sh', { timeout: 30_000 }, () => {
       secretsList,
       attach,
       importKey,
+      importToken,
       deploy,
       HEALTH,
     ]);
@@ -173,10 +178,20 @@ describe('scripts/setup-database.sh', { timeout: 30_000 }, () => {
     expect(after.apps).toEqual([APP, PG]);
     expect(after.postgres).toEqual([PG]);
     const secrets = after.secrets[APP] ?? {};
-    expect(Object.keys(secrets).sort()).toEqual(['DATABASE_URL', 'PHONE_ENCRYPTION_KEY']);
+    expect(Object.keys(secrets).sort()).toEqual(['DATABASE_URL', 'PHONE_ENCRYPTION_KEY', 'RATELIMIT_API_TOKENS']);
     const key = secrets.PHONE_ENCRYPTION_KEY ?? '';
     expect(key.length).toBeGreaterThanOrEqual(MIN_KEY_LENGTH);
     expect(key).toMatch(/^[0-9a-f]{64}$/);
+    // One service token, 32+ random characters (the daemon wants >= 16), other than the key,
+    // written for the app to a 0600 file and nowhere else.
+    const token = secrets.RATELIMIT_API_TOKENS ?? '';
+    expect(token).toMatch(/^[0-9a-f]{64}$/);
+    expect(token).not.toBe(key);
+    const tokenFile = join(dir, 'api-token');
+    expect(readFileSync(tokenFile, 'utf8')).toBe(`${token}\n`);
+    expect(statSync(tokenFile).mode & 0o777).toBe(0o600);
+    expect(run.stdout).toContain(`written to ${tokenFile}`);
+    expect(run.stdout).toContain('Authorization: Bearer');
   });
 
   it('never prints the generated key or the database password, nor passes the key in argv', () => {
@@ -184,11 +199,14 @@ describe('scripts/setup-database.sh', { timeout: 30_000 }, () => {
     const run = runScript(dir);
     expect(run.status, run.output).toBe(0);
 
-    const key = state(dir).secrets[APP]?.PHONE_ENCRYPTION_KEY;
-    expect(key).toBeTruthy();
-    expect(run.output).not.toContain(key);
-    expect(JSON.stringify(run.calls)).not.toContain(key);
+    const { PHONE_ENCRYPTION_KEY: key, RATELIMIT_API_TOKENS: token } = state(dir).secrets[APP] ?? {};
+    for (const secret of [key, token]) {
+      expect(secret).toBeTruthy();
+      expect(run.output).not.toContain(secret);
+      expect(JSON.stringify(run.calls)).not.toContain(secret);
+    }
     expect(run.output).not.toContain(ATTACH_PASSWORD);
+    expect(run.output).not.toMatch(/postgres:\/\/[^<]/);
   });
 
   it('second run: creates nothing twice and keeps the key, then deploys and checks again', () => {
@@ -209,13 +227,14 @@ describe('scripts/setup-database.sh', { timeout: 30_000 }, () => {
     expect(run.stdout).toContain(`postgres ${PG} exists: skipped`);
     expect(run.stdout).toContain('DATABASE_URL is already set: skipped');
     expect(run.stdout).toContain('PHONE_ENCRYPTION_KEY is already set: kept');
+    expect(run.stdout).toContain('RATELIMIT_API_TOKENS is already set: kept');
   });
 
   it('partial setup: only the missing pieces are done', () => {
     const dir = sandbox({ apps: [APP, PG], postgres: [PG], secrets: {} });
     const run = runScript(dir);
     expect(run.status, run.output).toBe(0);
-    expect(run.calls).toEqual([whoami, appsList, pgList, secretsList, attach, importKey, deploy, HEALTH]);
+    expect(run.calls).toEqual([whoami, appsList, pgList, secretsList, attach, importKey, importToken, deploy, HEALTH]);
   });
 
   it('an existing key set by hand is never replaced', () => {
@@ -223,8 +242,38 @@ describe('scripts/setup-database.sh', { timeout: 30_000 }, () => {
     const dir = sandbox({ apps: [APP], postgres: [], secrets: { [APP]: { PHONE_ENCRYPTION_KEY: handSet } } });
     const run = runScript(dir);
     expect(run.status, run.output).toBe(0);
-    expect(mutations(run.calls)).toEqual([pgCreate, attach, deploy]);
+    expect(mutations(run.calls)).toEqual([pgCreate, attach, importToken, deploy]);
     expect(state(dir).secrets[APP]?.PHONE_ENCRYPTION_KEY).toBe(handSet);
+  });
+
+  it('an existing token set by hand is never replaced, and no token file is written', () => {
+    const handSet = 't'.repeat(40);
+    const dir = sandbox({ apps: [APP], postgres: [], secrets: { [APP]: { RATELIMIT_API_TOKENS: handSet } } });
+    const run = runScript(dir);
+    expect(run.status, run.output).toBe(0);
+    expect(mutations(run.calls)).toEqual([pgCreate, attach, importKey, deploy]);
+    expect(state(dir).secrets[APP]?.RATELIMIT_API_TOKENS).toBe(handSet);
+    expect(existsSync(join(dir, 'api-token'))).toBe(false);
+  });
+
+  it('never overwrites an existing token file: stops at the token step before setting anything', () => {
+    const dir = sandbox({ apps: [APP, PG], postgres: [PG], secrets: { [APP]: { DATABASE_URL: 'postgres://x', PHONE_ENCRYPTION_KEY: 'k'.repeat(40) } } });
+    writeFileSync(join(dir, 'api-token'), 'the-token-my-app-uses\n');
+    const run = runScript(dir);
+    expect(run.status).not.toBe(0);
+    expect(run.stderr).toContain('FAILED at step "token"');
+    expect(readFileSync(join(dir, 'api-token'), 'utf8')).toBe('the-token-my-app-uses\n');
+    expect(state(dir).secrets[APP]?.RATELIMIT_API_TOKENS).toBeUndefined();
+    expect(mutations(run.calls)).toEqual([]);
+  });
+
+  it('--token-file chooses where the token goes', () => {
+    const dir = sandbox();
+    const chosen = join(dir, 'chosen-token');
+    const run = runScript(dir, ['--token-file', chosen]);
+    expect(run.status, run.output).toBe(0);
+    expect(readFileSync(chosen, 'utf8').trim()).toBe(state(dir).secrets[APP]?.RATELIMIT_API_TOKENS);
+    expect(existsSync(join(dir, 'api-token'))).toBe(false);
   });
 
   it('--dry-run only queries, prints every step it would take, and changes nothing', () => {
@@ -240,6 +289,8 @@ describe('scripts/setup-database.sh', { timeout: 30_000 }, () => {
       expect(run.stdout).toContain(`[dry-run] would run: ${would.join(' ')}`);
     }
     expect(run.stdout).toContain('PHONE_ENCRYPTION_KEY=<64 random hex characters, never shown>');
+    expect(run.stdout).toContain('RATELIMIT_API_TOKENS=<64 random hex characters, written to');
+    expect(existsSync(join(dir, 'api-token'))).toBe(false);
   });
 
   it('--dry-run on an existing deployment lists what it would skip', () => {
@@ -257,7 +308,7 @@ describe('scripts/setup-database.sh', { timeout: 30_000 }, () => {
     ['postgres', 'postgres create', [whoami, appsList, appsCreate, pgList, pgCreate]],
     ['attach', 'postgres attach', [whoami, appsList, appsCreate, pgList, pgCreate, secretsList, attach]],
     ['secret', 'secrets import', [whoami, appsList, appsCreate, pgList, pgCreate, secretsList, attach, importKey]],
-    ['deploy', 'deploy', [whoami, appsList, appsCreate, pgList, pgCreate, secretsList, attach, importKey, deploy]],
+    ['deploy', 'deploy', [whoami, appsList, appsCreate, pgList, pgCreate, secretsList, attach, importKey, importToken, deploy]],
   ])('a failing %s step stops the script and is named', (stepName, failing, expected) => {
     const dir = sandbox();
     const run = runScript(dir, [], { FAKE_FLY_FAIL: failing });
@@ -273,6 +324,17 @@ describe('scripts/setup-database.sh', { timeout: 30_000 }, () => {
     expect(run.status).not.toBe(0);
     expect(run.stderr).toContain("simulated failure of 'fly postgres attach'");
     expect(run.output).not.toContain(ATTACH_PASSWORD);
+  });
+
+  it('a failing attach that printed the DATABASE_URL it made shows its error with the URL and password redacted', () => {
+    const dir = sandbox();
+    const run = runScript(dir, [], { FAKE_FLY_ATTACH_LEAK: '1' });
+    expect(run.status).not.toBe(0);
+    expect(run.stderr).toContain('failed to set secrets on the consumer app');
+    expect(run.stderr).toContain('DATABASE_URL=<redacted>');
+    expect(run.stderr).toContain('postgres://<redacted>');
+    expect(run.output).not.toContain(ATTACH_PASSWORD);
+    expect(run.output).not.toContain(`${PG}.flycast`);
   });
 
   it('not logged in: stops at preflight before touching anything', () => {

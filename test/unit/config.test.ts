@@ -63,8 +63,9 @@ describe('resolveConfig', () => {
   });
 
   it('reads token and origin lists', () => {
-    const c = resolveConfig({}, { RATELIMIT_API_TOKENS: ' a, b ,,c', ALLOWED_ORIGINS: 'https://app.example.com,http://localhost:3000' });
-    expect(c.apiTokens).toEqual(['a', 'b', 'c']);
+    const [a, b, c3] = ['token-a-0123456789', 'token-b-0123456789', 'token-c-0123456789'];
+    const c = resolveConfig({}, { RATELIMIT_API_TOKENS: ` ${a}, ${b} ,,${c3}`, ALLOWED_ORIGINS: 'https://app.example.com,http://localhost:3000' });
+    expect(c.apiTokens).toEqual([a, b, c3]);
     expect(c.allowedOrigins).toEqual(['https://app.example.com', 'http://localhost:3000']);
     expect(() => resolveConfig({}, { ALLOWED_ORIGINS: 'app.example.com/path' })).toThrow(/ALLOWED_ORIGINS/);
   });

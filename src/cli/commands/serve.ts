@@ -49,6 +49,7 @@ export async function startServe(config: Config, env: Readonly<Record<string, st
   }
   const { address } = handle;
   if (config.apiTokens.length === 0) {
+    // Only reached on loopback outside production, or with RATELIMIT_ALLOW_ANONYMOUS=1 (src/core/config.ts).
     logger.warn('RATELIMIT_API_TOKENS is not set: any client that can reach this port may consume (fine on 127.0.0.1, not on a network)');
   }
   logger.info(
@@ -76,7 +77,8 @@ export function register(program: Command, io: Io): void {
     .option('--ip-window <duration>', 'the per-IP rolling window (env RATE_LIMIT_IP_WINDOW)')
     .addHelpText('after', serveEnvironmentHelp())
     .action(async (_opts, cmd: Command) => {
-      const config = configFrom(cmd, io);
+      // { serve: true }: no tokens in production or off loopback refuses to start (src/core/config.ts).
+      const config = configFrom(cmd, io, { serve: true });
       const handle = await startServe(config, io.env, VERSION);
       let failure: RateLimitError | undefined;
       const clean = await new Promise<boolean>((resolve) => {

@@ -302,10 +302,44 @@ export function parsePolicyFile(text: string): ParsedPolicyFile {
     // toJS throws on alias bombs (too many alias expansions).
     return { ok: false, problems: [{ line: 1, column: 1, message: `YAML: ${(err as Error).message}` }] };
   }
-  const parsed = fileSchema.safeParse(data, { reportInput: true });
-  if (!parsed.success) return { ok: false, problems: sortProblems(problemsFromIssues(doc, lines, parsed.error.issues)) };
+  const reserved = withoutReservedKeys(data);
+  const problems = reservedKeyProblems(doc, lines, reserved.found);
+  const parsed = fileSchema.safeParse(reserved.data, { reportInput: true });
+  if (!parsed.success) problems.push(...problemsFromIssues(doc, lines, parsed.error.issues));
+  if (!parsed.success || problems.length > 0) return { ok: false, problems: sortProblems(problems) };
   const policy = toPolicy(parsed.data);
   return { ok: true, policy, warnings: policyWarnings(policy) };
+}
+
+// Names that mean something to JavaScript objects. The yaml parser keeps them as plain own keys
+// (it never assigns through `__proto__`), but zod's record drops a `__proto__` key without a word
+// (a `country.overrides` entry would vanish), and no policy key is spelt like them: so each is
+// reported as an unknown key wherever it appears, and removed before validation.
+const RESERVED_KEYS: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype']);
+
+/** `data` without reserved keys (fresh plain objects and arrays), and the path of each one removed. */
+function withoutReservedKeys(data: unknown, path: PropertyKey[] = [], found: PropertyKey[][] = []): { data: unknown; found: PropertyKey[][] } {
+  if (Array.isArray(data)) return { data: data.map((item, i) => withoutReservedKeys(item, [...path, i], found).data), found };
+  if (data === null || typeof data !== 'object') return { data, found };
+  const clean: Record<string, unknown> = {};
+  for (const key of Object.getOwnPropertyNames(data)) {
+    if (RESERVED_KEYS.has(key)) {
+      found.push([...path, key]);
+      continue;
+    }
+    clean[key] = withoutReservedKeys((data as Record<string, unknown>)[key], [...path, key], found).data;
+  }
+  return { data: clean, found };
+}
+
+function reservedKeyProblems(doc: Document, lines: LineCounter, found: readonly PropertyKey[][]): PolicyProblem[] {
+  return found.map((path) => {
+    const { line, col } = lines.linePos(locate(doc, path, true));
+    const key = String(path.at(-1));
+    const parent = path.slice(0, -1);
+    const expected = knownKeys(parent);
+    return { line, column: col, message: `${pathText(path)}: unknown key "${key}"` + (expected.length ? ` (expected ${expected.join(', ')})` : '') };
+  });
 }
 
 function sortProblems(problems: PolicyProblem[]): PolicyProblem[] {

@@ -142,7 +142,9 @@ export async function chownTree(target: string, user: ServerUser): Promise<void>
  * exception is a parent that is a private temp dir (mkdtemp makes them 0700), which is a caller's scratch.
  */
 export async function prepareParent(parent: string, user: ServerUser | undefined): Promise<void> {
-  const firstCreated = await fs.mkdir(parent, { recursive: true });
+  // 0700: the data dir also holds the key file and the spool (src/db/key-file.ts); for a server
+  // user, what we created gets search permission (x) below, never read.
+  const firstCreated = await fs.mkdir(parent, { recursive: true, mode: 0o700 });
   if (!user) return;
   const ours = new Set<string>();
   if (firstCreated) {
