@@ -2,7 +2,7 @@ import { parsePhoneNumber, ParseError, type PhoneNumber } from 'libphonenumber-j
 import { createHmac } from 'node:crypto';
 import { InvalidPhoneNumberError } from './errors.js';
 import { explainRefusedSpelling } from './phone-spelling.js';
-import { NUMBER_TYPES, type NumberType } from './policy/types.js';
+import { MIN_PREFIX_DIGITS, NUMBER_TYPES, type NumberType } from './policy/types.js';
 
 export interface NormalizedPhone {
   /** E.164, e.g. +14155552671. Never stored, never logged. */
@@ -83,16 +83,14 @@ export function hashPhone(e164: string, key: string): string {
 const MASK = '\u2022';
 
 /**
- * For humans: `+14155552671` → `+1415•••••71`. Never more than four leading and two trailing
- * digits show, and short numbers show less: about half of the digits at most.
+ * For humans: `+14155552671` → `+14155552•••`: the number's 1,000-number range (its range key
+ * with 3 digits, src/core/policy/counters.ts) and bullets for the digits it leaves out, so a
+ * mask never shows a digit a range key does not already show. Too-short input shows nothing.
  */
 export function maskPhone(e164: string): string {
   const digits = e164.startsWith('+') ? e164.slice(1) : e164;
-  const n = digits.length;
-  const hidden = Math.min(n, Math.max(n - 6, Math.ceil(n / 2) - 1, 1));
-  const tail = Math.min(2, Math.floor((n - hidden) / 2));
-  const head = n - hidden - tail;
-  return `+${digits.slice(0, head)}${MASK.repeat(hidden)}${digits.slice(n - tail)}`;
+  const shown = Math.max(0, digits.length - MIN_PREFIX_DIGITS);
+  return `+${digits.slice(0, shown)}${MASK.repeat(digits.length - shown)}`;
 }
 
 /** A short, log-safe handle on a hash (enough to correlate with `ratelimit hash`). */

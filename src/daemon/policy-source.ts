@@ -121,6 +121,7 @@ export class PolicySource {
         const eff = await readEffectivePolicy(pool, this.opts.defaultPolicy);
         const first = this.seen.policy === undefined;
         this.seen.policy = versions.policy;
+        for (const adjustment of eff.adjustments) logger.warn({ version: eff.version }, adjustment);
         this.swapPolicy(activePolicy(eff.policy, eff.version), eff.source === 'database', first);
       } catch (err) {
         // A stored policy this release cannot parse: keep enforcing the one in force, loudly.

@@ -2,7 +2,7 @@
 // use this one file. Zod-free on purpose (the client imports it); request validation is schema.ts.
 
 import { PROTOCOL_ERRORS, type ProtocolErrorCode } from './errors.js';
-import type { DecisionSource, DenyReason, ErrorReply, ExceededReply, Reply, RequestId, StatusReply } from './wire.js';
+import type { CoarseStatusReply, DecisionSource, DenyReason, ErrorReply, ExceededReply, Reply, RequestId, StatusReply } from './wire.js';
 
 export function errorReply(code: ProtocolErrorCode, message: string, reqId?: RequestId): ErrorReply {
   return { type: 'error', ...(reqId !== undefined ? { id: reqId } : {}), code, message };
@@ -23,6 +23,24 @@ export interface DecisionView {
 }
 
 /**
+ * Who the reply is for. `exact`: services with a token and local tools (no token configured, no
+ * Origin): the decision as made. `browser`: a page admitted by its Origin, so anyone: the
+ * number's own counts only, every time rounded up to the whole minute (docs/protocol.md).
+ */
+export type ReplyPrecision = 'exact' | 'browser';
+
+/** Browsers are told times to the minute: to the millisecond, `resetTime` minus the window is when the number last got a call. */
+export const BROWSER_TIME_STEP_MS = 60_000;
+
+/** Denials whose counts are the number's own (or a block's, or none): browsers may see those. */
+const OWN_REASONS: ReadonlySet<DenyReason> = new Set<DenyReason>(['phone_rate_limit_exceeded', 'number_blocked', 'destination_blocked']);
+
+/** Rounded up to the next multiple of the step; 0 and null stay. */
+export function roundUpToMinute<T extends number | null>(ms: T): T {
+  return (ms === null ? null : Math.ceil(ms / BROWSER_TIME_STEP_MS) * BROWSER_TIME_STEP_MS) as T;
+}
+
+/**
  * The reply for a decision: `rate_limit_status` for a check or an allowed consume,
  * `rate_limit_exceeded` (with the reason and rule that denied) for a denied consume (`consume`
  * true). A check that would be denied carries `reason` and `rule` too; `shadow` only when a
@@ -34,7 +52,9 @@ export function decisionReply(
   region: string | undefined,
   d: DecisionView,
   consume: boolean,
-): StatusReply | ExceededReply {
+  precision: ReplyPrecision = 'exact',
+): StatusReply | ExceededReply | CoarseStatusReply {
+  if (precision === 'browser') return browserReply(id, e164, region, d, consume);
   // Literal objects of one fixed shape each: this runs for every decision, and spreading
   // optional parts into it showed up in profiles.
   let reply: StatusReply | ExceededReply;
@@ -77,6 +97,32 @@ export function decisionReply(
   return reply;
 }
 
+/**
+ * A decision as a browser origin may see it: a denial by a rule over many numbers only as
+ * allowed/reason/rule and a rounded retry; otherwise the number's own counts with rounded times.
+ * Shadow rules are the operator's trial, not the browser's business: never shown.
+ */
+function browserReply(id: RequestId | undefined, e164: string, region: string | undefined, d: DecisionView, consume: boolean): StatusReply | ExceededReply | CoarseStatusReply {
+  const retryAfterMs = roundUpToMinute(d.retryAfterMs);
+  if (!d.allowed && (d.reason === null || !OWN_REASONS.has(d.reason))) {
+    const coarse: CoarseStatusReply = {
+      type: 'rate_limit_status',
+      id,
+      phoneNumber: e164,
+      allowed: false,
+      reason: d.reason ?? 'phone_rate_limit_exceeded',
+      rule: d.rule ?? '',
+      retryAfterMs,
+      region: region ?? null,
+      source: d.source,
+    };
+    // Browsers only check (a consume is refused before it is decided), so this is a check's reply.
+    return coarse;
+  }
+  const rounded = { ...d, resetTime: roundUpToMinute(d.resetTime), retryAfterMs, shadow: [] };
+  return decisionReply(id, e164, region, rounded, consume, 'exact');
+}
+
 /** The HTTP status a reply is sent with: 200 allowed or checked, 429 denied, errors by PROTOCOL_ERRORS. */
 export function httpStatus(reply: Reply): number {
   if (reply.type === 'rate_limit_status') return 200;
@@ -92,7 +138,7 @@ export function httpStatus(reply: Reply): number {
  */
 export function isDecisionReply(
   value: Record<string, unknown>,
-): value is Record<string, unknown> & (Omit<StatusReply, 'region'> | Omit<ExceededReply, 'region' | 'used' | 'rule'>) {
+): value is Record<string, unknown> & (Omit<StatusReply, 'region'> | Omit<ExceededReply, 'region' | 'used' | 'rule'> | Omit<CoarseStatusReply, 'region'>) {
   const common =
     typeof value.phoneNumber === 'string' &&
     typeof value.limit === 'number' &&
@@ -100,8 +146,23 @@ export function isDecisionReply(
     (typeof value.resetTime === 'number' || value.resetTime === null) &&
     (typeof value.retryAfterMs === 'number' || value.retryAfterMs === null) &&
     typeof value.source === 'string';
-  if (!common) return false;
+  if (!common) return isCoarseStatusReply(value);
   if (value.type === 'rate_limit_status') return typeof value.allowed === 'boolean' && typeof value.used === 'number';
   return value.type === 'rate_limit_exceeded' && typeof value.reason === 'string';
+}
+
+/** A browser's view of a denial by a rule over many numbers: no counts, no instants. */
+export function isCoarseStatusReply(value: Record<string, unknown>): value is Record<string, unknown> & CoarseStatusReply {
+  return (
+    value.type === 'rate_limit_status' &&
+    value.allowed === false &&
+    typeof value.phoneNumber === 'string' &&
+    typeof value.reason === 'string' &&
+    typeof value.rule === 'string' &&
+    (typeof value.retryAfterMs === 'number' || value.retryAfterMs === null) &&
+    typeof value.source === 'string' &&
+    value.limit === undefined &&
+    value.resetTime === undefined
+  );
 }
 
