@@ -50,8 +50,10 @@ export async function loadMigrations(dir = migrationsDir()): Promise<Migration[]
     if (!match) throw new Error(`migration file ${file} must be named NNN_name.sql`);
     migrations.push({ id: Number(match[1]), name: match[2]!, sql: await readFile(join(dir, file), 'utf8') });
   }
+  // Increasing and unique. Gaps are allowed: migration numbers are reserved per branch, so one
+  // may land before the numbers below it (migrate() applies whichever are missing, in order).
   migrations.forEach((m, i) => {
-    if (m.id !== i + 1) throw new Error(`migrations must be numbered 1, 2, 3… without gaps; found ${m.id} at position ${i + 1}`);
+    if (i === 0 ? m.id !== 1 : m.id <= migrations[i - 1]!.id) throw new Error(`migrations must be numbered 1, 2, 3… each once; found ${m.id} at position ${i + 1}`);
   });
   return migrations;
 }

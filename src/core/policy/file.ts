@@ -58,6 +58,14 @@ const positiveInt = (max: number) =>
     .min(1, { error: `must be an integer from 1 to ${max}` })
     .max(max, { error: `must be an integer from 1 to ${max}` });
 
+// 1 and 2 pass here so that parsePolicyFile can give them their own reason (and enforce a
+// stored one at the floor); the range said is the one a file may use.
+const prefixDigits = z
+  .number()
+  .int({ error: `must be an integer from ${MIN_PREFIX_DIGITS} to ${MAX_PREFIX_DIGITS}` })
+  .min(1, { error: `must be an integer from ${MIN_PREFIX_DIGITS} to ${MAX_PREFIX_DIGITS}` })
+  .max(MAX_PREFIX_DIGITS, { error: `must be an integer from ${MIN_PREFIX_DIGITS} to ${MAX_PREFIX_DIGITS}` });
+
 const duration = z.custom<string | number>(
   (v) => (typeof v === 'string' || typeof v === 'number') && parseDurationMs(String(v)) !== null,
   { error: (issue) => `${JSON.stringify(issue.input)} is not a duration (${DURATION_HINT})` },
@@ -107,7 +115,7 @@ const fileSchema = z.strictObject({
     })
     .optional(),
   prefix: z
-    .strictObject({ digits: positiveInt(MAX_PREFIX_DIGITS), limits: limitList(MAX_AGGREGATE_LIMIT), shadow })
+    .strictObject({ digits: prefixDigits, limits: limitList(MAX_AGGREGATE_LIMIT), shadow })
     .optional(),
   country: z
     .strictObject({
