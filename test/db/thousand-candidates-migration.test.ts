@@ -3,7 +3,10 @@
 // prefix counters keyed by ranges of 10 or 100 numbers.
 
 import { afterEach, describe, expect, it } from 'vitest';
+import { applicableCounters } from '../../src/core/policy/counters.js';
+import { defaultPolicy } from '../../src/core/policy/default.js';
 import { loadMigrations, migrate } from '../../src/db/migrate.js';
+import { readEffectivePolicy } from '../../src/db/policies.js';
 import { createPool, type Pool } from '../../src/db/pool.js';
 import { createTestDatabase } from '../helpers/db.js';
 
@@ -74,5 +77,19 @@ describe('migration 015', () => {
       const counters = await pool.query('SELECT 1 FROM rate_limit_counters WHERE rule_id LIKE $1', ['prefix:%']);
       expect(counters.rowCount, yaml).toBe(0);
     }
+  });
+});
+
+describe('a stored policy with prefix digits below 3', () => {
+  it('is enforced with ranges of 1,000 numbers, and the change is said', async () => {
+    const pool = await olderDatabase();
+    await migrate(pool);
+    await pool.query(`INSERT INTO rate_limit_policies (yaml, applied_by) VALUES ($1, 'an older release')`, ['prefix:\n  digits: 2\n  limits: [{limit: 4, window: 1h}]\n']);
+    const fallback = defaultPolicy({ phoneMax: 2, phoneWindowMs: 3_600_000, ipMax: 1, ipWindowMs: 1_000 });
+    const effective = await readEffectivePolicy(pool, fallback);
+    expect(effective.source).toBe('database');
+    expect(effective.policy.prefix?.digits).toBe(3);
+    expect(effective.adjustments).toEqual([expect.stringMatching(/^policy version 1: prefix\.digits 2 is enforced as 3 \(a range must hold at least 1,000 numbers/)]);
+    expect(applicableCounters(effective.policy, '+14155552671', 'US').map((c) => c.key)).toEqual(['+14155552']);
   });
 });
