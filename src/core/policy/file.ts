@@ -58,13 +58,10 @@ const positiveInt = (max: number) =>
     .min(1, { error: `must be an integer from 1 to ${max}` })
     .max(max, { error: `must be an integer from 1 to ${max}` });
 
-// 1 and 2 pass here so that parsePolicyFile can give them their own reason (and enforce a
-// stored one at the floor); the range said is the one a file may use.
-const prefixDigits = z
-  .number()
-  .int({ error: `must be an integer from ${MIN_PREFIX_DIGITS} to ${MAX_PREFIX_DIGITS}` })
-  .min(1, { error: `must be an integer from ${MIN_PREFIX_DIGITS} to ${MAX_PREFIX_DIGITS}` })
-  .max(MAX_PREFIX_DIGITS, { error: `must be an integer from ${MIN_PREFIX_DIGITS} to ${MAX_PREFIX_DIGITS}` });
+// 1 and 2 pass here so that parsePolicyFile gives them their own reason (and enforces a stored
+// one at the floor); the range said is the one a file may use.
+const DIGITS_RANGE = { error: `must be an integer from ${MIN_PREFIX_DIGITS} to ${MAX_PREFIX_DIGITS}` };
+const prefixDigits = z.number().int(DIGITS_RANGE).min(1, DIGITS_RANGE).max(MAX_PREFIX_DIGITS, DIGITS_RANGE);
 
 const duration = z.custom<string | number>(
   (v) => (typeof v === 'string' || typeof v === 'number') && parseDurationMs(String(v)) !== null,
@@ -320,16 +317,12 @@ export function parsePolicyFile(text: string, options: { stored?: boolean } = {}
   }
   const parsed = fileSchema.safeParse(data, { reportInput: true });
   const narrow = narrowPrefixDigits(data);
-  const narrowProblem = (): PolicyProblem => {
+  const problems = parsed.success ? [] : problemsFromIssues(doc, lines, parsed.error.issues);
+  if (narrow !== undefined && !options.stored) {
     const { line, col } = lines.linePos(locate(doc, ['prefix', 'digits'], false));
-    return { line, column: col, message: `prefix.digits: must be at least ${MIN_PREFIX_DIGITS}, not ${narrow}: ${MIN_PREFIX_DIGITS_REASON}` };
-  };
-  if (!parsed.success) {
-    const problems = problemsFromIssues(doc, lines, parsed.error.issues);
-    if (narrow !== undefined && !options.stored) problems.push(narrowProblem());
-    return { ok: false, problems: sortProblems(problems) };
+    problems.push({ line, column: col, message: `prefix.digits: must be at least ${MIN_PREFIX_DIGITS}, not ${narrow}: ${MIN_PREFIX_DIGITS_REASON}` });
   }
-  if (narrow !== undefined && !options.stored) return { ok: false, problems: [narrowProblem()] };
+  if (!parsed.success || problems.length > 0) return { ok: false, problems: sortProblems(problems) };
   let policy = toPolicy(parsed.data);
   const adjustments: string[] = [];
   if (narrow !== undefined && policy.prefix) {
