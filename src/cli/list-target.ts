@@ -65,7 +65,7 @@ export function cleanReason(reason: string | undefined): string | null {
 /** The JSON shape of one entry in `list`, `block`, `allow` and `unlist` (dates as ISO strings). */
 export interface EntryView {
   targetType: ListTargetType;
-  /** Masked number (`+1415•••••71`) or the prefix. */
+  /** Masked number (`+14155552•••`) or the prefix. */
   target: string;
   /** The number's full hash (correlate with `ratelimit hash`); null for a prefix. */
   hash: string | null;
