@@ -8,7 +8,7 @@ import type { ListIndex } from '../core/lists.js';
 import { InvalidPhoneNumberError } from '../core/errors.js';
 import { hashPhone, maskPhone, normalizePhoneWithType } from '../core/phone.js';
 import { destinationDenial } from '../core/policy/subject.js';
-import { decisionReply, errorReply } from '../protocol/replies.js';
+import { browserDecisionReply, decisionReply, errorReply } from '../protocol/replies.js';
 import type { Reply, Request } from '../protocol/wire.js';
 import type { Role } from './auth.js';
 import type { DecisionTally } from './counters.js';
@@ -68,7 +68,7 @@ export class Decider {
       const v = consume ? await this.consume(s, role === 'service' && req.ip ? req.ip : socketIp) : await this.check(s, role === 'service');
       this.count(consume, v);
       // Browsers (anyone who sets an allowed Origin) get minutes and the number's own counts only.
-      return decisionReply(id, s.e164, s.region, v, consume, role === 'browser' ? 'browser' : 'exact');
+      return role === 'browser' ? browserDecisionReply(id, s.e164, s.region, v, consume) : decisionReply(id, s.e164, s.region, v, consume);
     } catch (err) {
       this.opts.logger.error({ err: (err as Error).message }, 'request failed');
       return errorReply('internal_error', 'the request could not be decided; retry', id);

@@ -22,13 +22,6 @@ export interface DecisionView {
   source: DecisionSource;
 }
 
-/**
- * Who the reply is for. `exact`: services with a token and local tools (no token configured, no
- * Origin): the decision as made. `browser`: a page admitted by its Origin, so anyone: the
- * number's own counts only, every time rounded up to the whole minute (docs/protocol.md).
- */
-export type ReplyPrecision = 'exact' | 'browser';
-
 /** Browsers are told times to the minute: to the millisecond, `resetTime` minus the window is when the number last got a call. */
 export const BROWSER_TIME_STEP_MS = 60_000;
 
@@ -52,9 +45,7 @@ export function decisionReply(
   region: string | undefined,
   d: DecisionView,
   consume: boolean,
-  precision: ReplyPrecision = 'exact',
-): StatusReply | ExceededReply | CoarseStatusReply {
-  if (precision === 'browser') return browserReply(id, e164, region, d, consume);
+): StatusReply | ExceededReply {
   // Literal objects of one fixed shape each: this runs for every decision, and spreading
   // optional parts into it showed up in profiles.
   let reply: StatusReply | ExceededReply;
@@ -98,11 +89,13 @@ export function decisionReply(
 }
 
 /**
- * A decision as a browser origin may see it: a denial by a rule over many numbers only as
- * allowed/reason/rule and a rounded retry; otherwise the number's own counts with rounded times.
- * Shadow rules are the operator's trial, not the browser's business: never shown.
+ * The reply for a decision as a browser origin may see it (a page admitted by its Origin, so
+ * anyone; services and local tools get decisionReply's exact one). A denial by a rule over many
+ * numbers: only allowed/reason/rule and a retry rounded up to the minute. Otherwise the number's
+ * own counts, with every time rounded up to the minute (docs/protocol.md). Shadow rules are the
+ * operator's trial, not the browser's business: never shown.
  */
-function browserReply(id: RequestId | undefined, e164: string, region: string | undefined, d: DecisionView, consume: boolean): StatusReply | ExceededReply | CoarseStatusReply {
+export function browserDecisionReply(id: RequestId | undefined, e164: string, region: string | undefined, d: DecisionView, consume: boolean): StatusReply | ExceededReply | CoarseStatusReply {
   const retryAfterMs = roundUpToMinute(d.retryAfterMs);
   if (!d.allowed && (d.reason === null || !OWN_REASONS.has(d.reason))) {
     const coarse: CoarseStatusReply = {
@@ -120,7 +113,7 @@ function browserReply(id: RequestId | undefined, e164: string, region: string | 
     return coarse;
   }
   const rounded = { ...d, resetTime: roundUpToMinute(d.resetTime), retryAfterMs, shadow: [] };
-  return decisionReply(id, e164, region, rounded, consume, 'exact');
+  return decisionReply(id, e164, region, rounded, consume);
 }
 
 /** The HTTP status a reply is sent with: 200 allowed or checked, 429 denied, errors by PROTOCOL_ERRORS. */
