@@ -75,7 +75,7 @@ export function prefixRangeProblem(prefix: string): string | undefined {
   const most = longest - MIN_PREFIX_DIGITS;
   if (digits.length <= most) return undefined;
   return (
-    `prefix ${prefix} is too long: numbers starting with it have at most ${longest} digits, so it leaves fewer than ${MIN_PREFIX_DIGITS} ` +
-    `(${MIN_PREFIX_DIGITS_REASON}); use at most ${most} digits (${prefix.slice(0, most + 1)}), or give the number itself`
+    `prefix ${prefix} is too long: numbers starting with it have at most ${longest} digits, so it leaves fewer than ${MIN_PREFIX_DIGITS}, ` +
+    `and ${MIN_PREFIX_DIGITS_REASON}. Use at most ${most} digits (${prefix.slice(0, most + 1)}), or give the number itself`
   );
 }

@@ -226,6 +226,6 @@ describe('ranges narrower than 1,000 numbers are refused where they are typed', 
   it('block --prefix refuses a prefix a digit or two short of a whole number', async () => {
     const r = await runCli(['block', '--prefix', '+4420794601'], { DATABASE_URL: server!.url });
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/prefix \+4420794601 is too long: numbers starting with it have at most 12 digits.*use at most 9 digits \(\+442079460\)/);
+    expect(r.stderr).toMatch(/prefix \+4420794601 is too long: numbers starting with it have at most 12 digits.*Use at most 9 digits \(\+442079460\)/);
   });
 });

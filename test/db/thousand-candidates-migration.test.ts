@@ -7,6 +7,8 @@ import { applicableCounters } from '../../src/core/policy/counters.js';
 import { defaultPolicy } from '../../src/core/policy/default.js';
 import { loadMigrations, migrate } from '../../src/db/migrate.js';
 import { readEffectivePolicy } from '../../src/db/policies.js';
+import { PolicySource } from '../../src/daemon/policy-source.js';
+import { pino } from 'pino';
 import { createPool, type Pool } from '../../src/db/pool.js';
 import { createTestDatabase } from '../helpers/db.js';
 
@@ -91,5 +93,34 @@ describe('a stored policy with prefix digits below 3', () => {
     expect(effective.policy.prefix?.digits).toBe(3);
     expect(effective.adjustments).toEqual([expect.stringMatching(/^policy version 1: prefix\.digits 2 is enforced as 3 \(a range must hold at least 1,000 numbers/)]);
     expect(applicableCounters(effective.policy, '+14155552671', 'US').map((c) => c.key)).toEqual(['+14155552']);
+  });
+});
+
+describe('a daemon reading what an older release stored', () => {
+  it('says it enforces a narrow prefix policy with 3 digits, and that narrow list prefixes exist, without naming them', async () => {
+    const pool = await olderDatabase();
+    await migrate(pool);
+    await pool.query(`INSERT INTO rate_limit_policies (yaml, applied_by) VALUES ($1, 'an older release')`, ['prefix:\n  digits: 1\n  limits: [{limit: 4, window: 1h}]\n']);
+    await pool.query(`INSERT INTO rate_limit_lists (target_type, target, kind, masked, created_by) VALUES ('prefix', '+4420794601', 'block', '+4420794601', 'ops'), ('prefix', '+4470', 'block', '+4470', 'ops')`);
+    await pool.query(`UPDATE rate_limit_changes SET version = version + 1`);
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const fallback = defaultPolicy({ phoneMax: 2, phoneWindowMs: 3_600_000, ipMax: 1, ipWindowMs: 1_000 });
+    const source = new PolicySource({ pool, logger, defaultPolicy: fallback, defaultPolicySources: [], pollIntervalMs: 60_000, onChange: () => undefined });
+    try {
+      await source.start(true);
+      expect(source.current.policy.prefix?.digits).toBe(3);
+      const warnings = lines.filter((l) => l.level === 40).map((l) => String(l.msg));
+      expect(warnings).toEqual(
+        expect.arrayContaining([
+          expect.stringMatching(/^policy version 1: prefix\.digits 1 is enforced as 3/),
+          expect.stringMatching(/block or allow prefixes stored before ranges were held to 1,000 numbers/),
+        ]),
+      );
+      expect(lines.find((l) => /block or allow prefixes/.test(String(l.msg)))).toMatchObject({ entries: 1 });
+      expect(JSON.stringify(lines)).not.toContain('4420794601');
+    } finally {
+      source.stop();
+    }
   });
 });
