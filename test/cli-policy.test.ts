@@ -173,7 +173,7 @@ describe('block, allow, unlist, list', () => {
   it('round trip: block a number and a prefix, allow one briefly, list, unlist', async () => {
     const b = await run(['block', NUMBER, '--for', '2h', '--reason', 'fraud report']);
     expect(b.code).toBe(0);
-    expect(b.stdout).toContain('+1415•••••71');
+    expect(b.stdout).toContain('+14155552•••');
     expect(b.stdout).toMatch(/blocked until .*every daemon applies it within 2 s/);
     expect(b.stdout).not.toContain('4155552671');
     expect((await run(['block', '--prefix', '+44 70', '--json'])).code).toBe(0);
@@ -184,11 +184,11 @@ describe('block, allow, unlist, list', () => {
     const list = JSON.parse((await run(['list', '--json'])).stdout);
     expect(list.entries).toHaveLength(2);
     expect(list.entries).toContainEqual(
-      expect.objectContaining({ targetType: 'number', target: '+1415•••••71', hash: hashPhone(NUMBER, KEY), kind: 'block', createdBy: 'alice', reason: 'fraud report' }),
+      expect.objectContaining({ targetType: 'number', target: '+14155552•••', hash: hashPhone(NUMBER, KEY), kind: 'block', createdBy: 'alice', reason: 'fraud report' }),
     );
     expect(list.entries).toContainEqual(expect.objectContaining({ targetType: 'prefix', target: '+4470', hash: null, kind: 'block', expiresAt: null }));
     const human = await run(['list']);
-    expect(human.stdout).toMatch(/\+1415•••••71/);
+    expect(human.stdout).toMatch(/\+14155552•••/);
     expect(human.stdout).toMatch(/\+4470/);
     expect(human.stdout).toMatch(/fraud report/);
 
@@ -212,7 +212,7 @@ describe('status under a multi-rule policy', () => {
     '  limits: [{limit: 3, window: 1h}, {limit: 5, window: 1d}]',
     '  block_after: {denials: 2, within: 1h, for: 1h}',
     'prefix:',
-    '  digits: 1',
+    '  digits: 3',
     '  limits: [{limit: 4, window: 1h}]',
     'country:',
     '  limits: [{limit: 100, window: 1h}]',
@@ -249,7 +249,7 @@ describe('status under a multi-rule policy', () => {
 
     const s = await status(NUMBER, { RATE_LIMIT_PHONE_MAX: '9' }); // ignored: a policy is applied
     expect(s).toMatchObject({
-      phoneNumber: '+1415•••••71',
+      phoneNumber: '+14155552•••',
       policy: { source: 'database' },
       allowed: false,
       rule: 'number:1h',
@@ -270,7 +270,7 @@ describe('status under a multi-rule policy', () => {
     expect(Object.keys(rules)).toEqual(['number:1h', 'number:1d', 'prefix:1h', 'country:US:1h', 'global:1d']);
     expect(rules['number:1h']).toMatchObject({ key: null, used: 3, limit: 3, allows: false });
     expect(rules['number:1d']).toMatchObject({ key: null, used: 3, limit: 5, remaining: 2, allows: true });
-    expect(rules['prefix:1h']).toMatchObject({ key: '+1415555267', used: 4, limit: 4, allows: false, shadow: false });
+    expect(rules['prefix:1h']).toMatchObject({ key: '+14155552', used: 4, limit: 4, allows: false, shadow: false });
     expect(rules['country:US:1h']).toMatchObject({ key: 'US', used: 4, limit: 50 });
     expect(rules['global:1d']).toMatchObject({ key: '*', used: 4, shadow: true, allows: true });
 

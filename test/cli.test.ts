@@ -129,14 +129,14 @@ describe('ratelimit (admin CLI)', () => {
 
     const human = await run(['status', '+1 (415) 555-2671'], { DATABASE_URL: db.url });
     expect(human.code).toBe(0);
-    expect(human.stdout).toContain('+1415•••••71');
+    expect(human.stdout).toContain('+14155552•••');
     expect(human.stdout).toMatch(/2 of 2 per 1h/);
     expect(human.stdout).toMatch(/denied, allowed \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(in /);
     expect(human.stdout).not.toContain('4155552671');
 
     const json = await run(['status', NUMBER, '--json'], { DATABASE_URL: db.url });
     const s = JSON.parse(json.stdout);
-    expect(s).toMatchObject({ phoneNumber: '+1415•••••71', hash: req.hash, region: 'US', allowed: false, limit: 2, used: 2, remaining: 0, deniedInWindow: 1, deniedTotal: 1, tracked: true });
+    expect(s).toMatchObject({ phoneNumber: '+14155552•••', hash: req.hash, region: 'US', allowed: false, limit: 2, used: 2, remaining: 0, deniedInWindow: 1, deniedTotal: 1, tracked: true });
     expect(s.retryAfterMs).toBeGreaterThan(3_500_000);
     expect(s.resetTime - s.now).toBe(s.retryAfterMs);
 
@@ -150,7 +150,7 @@ describe('ratelimit (admin CLI)', () => {
 
     const reset = await run(['reset', NUMBER, '--reason', 'customer called support', '--json'], { DATABASE_URL: db.url, RATELIMIT_OPERATOR: 'alice' });
     expect(reset.code).toBe(0);
-    expect(JSON.parse(reset.stdout)).toMatchObject({ phoneNumber: '+1415•••••71', reset: true, previousCount: 2, resetBy: 'alice', reason: 'customer called support' });
+    expect(JSON.parse(reset.stdout)).toMatchObject({ phoneNumber: '+14155552•••', reset: true, previousCount: 2, resetBy: 'alice', reason: 'customer called support' });
 
     const after = JSON.parse((await run(['status', NUMBER, '--json'], { DATABASE_URL: db.url })).stdout);
     expect(after).toMatchObject({ allowed: true, used: 0, remaining: 2, lastReset: { by: 'alice', reason: 'customer called support', previousCount: 2 } });
@@ -158,7 +158,7 @@ describe('ratelimit (admin CLI)', () => {
     expect(rows).toEqual([{ phone_hash: req.hash, reset_by: 'alice', reason: 'customer called support' }]);
 
     const humanReset = await run(['reset', NUMBER], { DATABASE_URL: db.url });
-    expect(humanReset.stdout).toMatch(/Reset \+1415•••••71: cleared 0 calls/);
+    expect(humanReset.stdout).toMatch(/Reset \+14155552•••: cleared 0 calls/);
     const statsHuman = await run(['stats'], { DATABASE_URL: db.url });
     expect(statsHuman.stdout).toMatch(/numbers tracked/);
     expect(statsHuman.stdout).toMatch(/US/);

@@ -1,5 +1,6 @@
 // Turns a check's decision into the line the user reads. Separate from app.js so the wording
-// rules sit in one place: counts from limit/used/remaining, "next in …" from resetTime.
+// rules sit in one place: counts from limit/used/remaining, "next in …" from resetTime (or,
+// for a denial by a rule over many numbers, which browsers see without counts, retryAfterMs).
 
 const REASONS = {
   phone_rate_limit_exceeded: 'calls used',
@@ -34,7 +35,8 @@ export function describeDecision(d, nowMs) {
     const left = `${d.remaining} left`;
     return { kind: 'allowed', text: `${counts ? `${counts}, ${left}` : 'Can be called now'}${fallback}` };
   }
-  const waitMs = d.retryAfterMs === null ? null : d.resetTime - nowMs;
+  // A range, country or global denial tells a browser no instant, only the wait (in minutes).
+  const waitMs = d.retryAfterMs === null ? null : typeof d.resetTime === 'number' ? d.resetTime - nowMs : d.retryAfterMs;
   const next = waitMs === null ? ' until further notice' : waitMs > 0 ? `, next in ${formatWait(waitMs)}` : ', next any moment now';
   const why = d.reason === 'phone_rate_limit_exceeded' || d.reason === undefined ? counts ?? 'limit reached' : REASONS[d.reason] ?? d.reason;
   const text = `${why}${next}${fallback}`;

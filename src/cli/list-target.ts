@@ -2,7 +2,7 @@
 // the stored target (a number's hash, never the number; a prefix as given), and showing an
 // entry the same way everywhere (masked number or prefix, hash, kind, until, who, when, why).
 import { hashPhone, hashPrefix, maskPhone, normalizePhone } from '../core/phone.js';
-import { parsePrefix } from '../core/lists.js';
+import { parsePrefix, prefixRangeProblem } from '../core/lists.js';
 import { parseDurationMs } from '../core/duration.js';
 import type { ListEntry, ListTargetType } from '../db/lists.js';
 import { when } from './format.js';
@@ -26,6 +26,9 @@ export function checkTarget(command: string, a: TargetArgs): { type: ListTargetT
   if (a.prefix !== undefined) {
     const prefix = parsePrefix(a.prefix);
     if (!prefix) throw new UsageError(`--prefix must be "+" and 1 to 15 digits, e.g. +4470, got "${a.prefix}"`);
+    // `unlist` must still reach an entry stored before ranges were held to 1,000 numbers.
+    const narrow = command === 'unlist' ? undefined : prefixRangeProblem(prefix);
+    if (narrow) throw new UsageError(narrow);
     return { type: 'prefix', text: prefix };
   }
   if (a.phone === undefined) throw new UsageError(`${command} needs a number (e.g. +14155552671) or --prefix <+digits>`);
@@ -62,7 +65,7 @@ export function cleanReason(reason: string | undefined): string | null {
 /** The JSON shape of one entry in `list`, `block`, `allow` and `unlist` (dates as ISO strings). */
 export interface EntryView {
   targetType: ListTargetType;
-  /** Masked number (`+1415•••••71`) or the prefix. */
+  /** Masked number (`+14155552•••`) or the prefix. */
   target: string;
   /** The number's full hash (correlate with `ratelimit hash`); null for a prefix. */
   hash: string | null;

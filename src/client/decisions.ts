@@ -5,7 +5,7 @@
 
 import type { ProtocolErrorCode } from '../protocol/errors.js';
 import { isDecisionReply, isOutcomeRecordedReply } from '../protocol/replies.js';
-import type { DecisionSource as WireDecisionSource, DenyReason, ExceededReply, StatusReply } from '../protocol/wire.js';
+import type { CoarseStatusReply, DecisionSource as WireDecisionSource, DenyReason, ExceededReply, StatusReply } from '../protocol/wire.js';
 
 export type FailMode = 'open' | 'closed';
 export type ClientState = 'connecting' | 'open' | 'closed';
@@ -43,7 +43,13 @@ export interface RateLimitExceeded extends Omit<ExceededReply, 'region' | 'sourc
   rule?: string;
 }
 
-export type Decision = RateLimitStatus | RateLimitExceeded;
+/**
+ * What a browser origin is told of a check denied by a rule over many numbers (prefix, country,
+ * global, conversion, sweep): no counts, no instants, `retryAfterMs` rounded up to the minute.
+ */
+export interface RateLimitCoarseStatus extends Omit<CoarseStatusReply, 'region' | 'source'>, ClientSide {}
+
+export type Decision = RateLimitStatus | RateLimitExceeded | RateLimitCoarseStatus;
 
 /** True when the decision says the call may go ahead (a real or a fail-open answer). */
 export function isAllowed(decision: Decision): boolean {

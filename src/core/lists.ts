@@ -19,6 +19,9 @@ export interface ListMatch {
   readonly entry: ListIndexEntry;
 }
 
+import { longestNumberDigits } from './phone.js';
+import { MIN_PREFIX_DIGITS, MIN_PREFIX_DIGITS_REASON } from './policy/types.js';
+
 // E.164 has at most 15 digits after the `+`.
 const MAX_E164_LENGTH = 16;
 
@@ -57,4 +60,22 @@ function live(e: ListIndexEntry, nowMs: number): boolean {
 export function parsePrefix(text: string): string | undefined {
   const t = text.trim().replace(/[\s().-]/g, '');
   return /^\+[1-9][0-9]{0,14}$/.test(t) ? t : undefined;
+}
+
+/**
+ * Why a prefix may not be stored as a block or allow entry, or undefined. A prefix is policy
+ * typed by an operator, stored and printed as typed (`list`, the audit), so it must be a range,
+ * not a number: one that leaves fewer than 3 digits of the longest possible number of its
+ * country code would name a handful of numbers (`+4420794601` is 10 of them). Shorter prefixes
+ * are ranges of at least 1,000 possible numbers, as wide as a prefix rule's key.
+ */
+export function prefixRangeProblem(prefix: string): string | undefined {
+  const digits = prefix.slice(1);
+  const longest = longestNumberDigits(digits);
+  const most = longest - MIN_PREFIX_DIGITS;
+  if (digits.length <= most) return undefined;
+  return (
+    `prefix ${prefix} is too long: numbers starting with it have at most ${longest} digits, so it leaves fewer than ${MIN_PREFIX_DIGITS}, ` +
+    `and ${MIN_PREFIX_DIGITS_REASON}. Use at most ${most} digits (${prefix.slice(0, most + 1)}), or give the number itself`
+  );
 }

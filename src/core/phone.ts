@@ -1,8 +1,8 @@
-import { parsePhoneNumber, ParseError, type PhoneNumber } from 'libphonenumber-js/max';
+import { getCountries, getCountryCallingCode, Metadata, parsePhoneNumber, ParseError, type CountryCode, type PhoneNumber } from 'libphonenumber-js/max';
 import { createHmac } from 'node:crypto';
 import { InvalidPhoneNumberError } from './errors.js';
 import { explainRefusedSpelling } from './phone-spelling.js';
-import { NUMBER_TYPES, type NumberType } from './policy/types.js';
+import { MIN_PREFIX_DIGITS, NUMBER_TYPES, type NumberType } from './policy/types.js';
 
 export interface NormalizedPhone {
   /** E.164, e.g. +14155552671. Never stored, never logged. */
@@ -83,16 +83,59 @@ export function hashPhone(e164: string, key: string): string {
 const MASK = '\u2022';
 
 /**
- * For humans: `+14155552671` → `+1415•••••71`. Never more than four leading and two trailing
- * digits show, and short numbers show less: about half of the digits at most.
+ * For humans: `+14155552671` → `+14155552•••`: the number's 1,000-number range (its range key
+ * with 3 digits, src/core/policy/counters.ts) and bullets for the digits it leaves out, so a
+ * mask never shows a digit a range key does not already show. Too-short input shows nothing.
  */
 export function maskPhone(e164: string): string {
   const digits = e164.startsWith('+') ? e164.slice(1) : e164;
-  const n = digits.length;
-  const hidden = Math.min(n, Math.max(n - 6, Math.ceil(n / 2) - 1, 1));
-  const tail = Math.min(2, Math.floor((n - hidden) / 2));
-  const head = n - hidden - tail;
-  return `+${digits.slice(0, head)}${MASK.repeat(hidden)}${digits.slice(n - tail)}`;
+  const shown = Math.max(0, digits.length - MIN_PREFIX_DIGITS);
+  return `+${digits.slice(0, shown)}${MASK.repeat(digits.length - shown)}`;
+}
+
+// E.164: at most 15 digits, country code included.
+const MAX_E164_DIGITS = 15;
+let longestNational: Map<string, number> | undefined;
+
+/** The longest possible national number of each calling code (libphonenumber's metadata). */
+function longestNationalByCallingCode(): Map<string, number> {
+  if (longestNational) return longestNational;
+  const metadata = new Metadata();
+  const out = new Map<string, number>();
+  for (const country of getCountries()) {
+    metadata.selectNumberingPlan(country);
+    const lengths = metadata.numberingPlan?.possibleLengths() ?? [];
+    const code = getCountryCallingCode(country);
+    out.set(code, Math.max(out.get(code) ?? 0, ...lengths));
+  }
+  return (longestNational = out);
+}
+
+/** Non-geographic codes (+800, +882, ...) are not any country's: libphonenumber selects them by code. */
+function longestNonGeographic(code: string): number | undefined {
+  try {
+    const metadata = new Metadata();
+    (metadata.selectNumberingPlan as (country: CountryCode | undefined, callingCode: string) => void)(undefined, code);
+    const lengths = metadata.numberingPlan?.possibleLengths() ?? [];
+    return lengths.length > 0 ? Math.max(...lengths) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The most digits (country code included) a possible number starting with `digits` has: what a
+ * prefix must leave room in for its range to hold 1,000 numbers. Calling codes are prefix-free,
+ * so at most one of the first three digits' prefixes is one; none known: E.164's 15.
+ */
+export function longestNumberDigits(digits: string): number {
+  const national = longestNationalByCallingCode();
+  for (let n = 1; n <= 3 && n <= digits.length; n++) {
+    const code = digits.slice(0, n);
+    const longest = national.get(code) ?? longestNonGeographic(code);
+    if (longest !== undefined) return Math.min(MAX_E164_DIGITS, code.length + longest);
+  }
+  return MAX_E164_DIGITS;
 }
 
 /** A short, log-safe handle on a hash (enough to correlate with `ratelimit hash`). */

@@ -8,7 +8,7 @@ import type { ListIndex } from '../core/lists.js';
 import { InvalidPhoneNumberError } from '../core/errors.js';
 import { hashPhone, maskPhone, normalizePhoneWithType } from '../core/phone.js';
 import { destinationDenial } from '../core/policy/subject.js';
-import { decisionReply, errorReply } from '../protocol/replies.js';
+import { browserDecisionReply, decisionReply, errorReply } from '../protocol/replies.js';
 import type { DecisionReply, DecisionRequest, ErrorReply } from '../protocol/wire.js';
 import { rangeLabel, type DecisionIds } from '../core/decision-id.js';
 import type { Role } from './auth.js';
@@ -23,7 +23,6 @@ import type { KeyRotation } from './key-rotation.js';
 
 const PHONE_CACHE_SIZE = 50_000;
 export const LIST_BLOCK_RULE = 'list:block';
-const AGGREGATE_REASONS: ReadonlySet<string> = new Set(['prefix_rate_limit_exceeded', 'country_rate_limit_exceeded', 'global_rate_limit_exceeded']);
 
 export interface DeciderOptions {
   engine: DecisionEngine;
@@ -69,13 +68,13 @@ export class Decider {
       const consume = req.type === 'rate_limit_consume';
       if (consume && role === 'browser') return errorReply('forbidden', 'browser clients may only check; consume needs a token', id);
       // Only a token-holding service may speak for the end user's address.
-      const v = consume ? await this.consume(s, role === 'service' && req.ip ? req.ip : socketIp) : await this.check(s);
+      const v = consume ? await this.consume(s, role === 'service' && req.ip ? req.ip : socketIp) : await this.check(s, role === 'service');
       this.count(consume, v);
-      // Aggregate counts (prefix, country, global) are not for browsers: they see the number's own.
-      const shown = role === 'browser' && v.reason !== null && AGGREGATE_REASONS.has(v.reason) ? { ...v, limit: v.own.limit, used: v.own.used, remaining: v.own.remaining } : v;
       // Minted, not stored: the id carries what an outcome needs (src/core/decision-id.ts).
       const decisionId = consume && v.allowed ? this.opts.decisionIds.encode({ hash: s.hash, region: s.region, range: rangeLabel(s.e164), atMs: this.opts.engine.dbNow() }) : undefined;
-      return decisionReply(id, s.e164, s.region, shown, consume, decisionId);
+      // Browsers (anyone who sets an allowed Origin) get minutes and the number's own counts only;
+      // they never consume, so never get a decisionId.
+      return role === 'browser' ? browserDecisionReply(id, s.e164, s.region, v, consume) : decisionReply(id, s.e164, s.region, v, consume, decisionId);
     } catch (err) {
       this.opts.logger.error({ err: (err as Error).message }, 'request failed');
       return errorReply('internal_error', 'the request could not be decided; retry', id);
@@ -100,11 +99,16 @@ export class Decider {
     return false;
   }
 
-  private async check(s: PhoneSubject): Promise<Verdict> {
+  /**
+   * `learn`: whether what the database says of the number may be kept for the fallback. Only
+   * services' checks: anyone can send browser or anonymous checks, and a flood of them over
+   * other numbers must not push a victim's state out of memory before an outage.
+   */
+  private async check(s: PhoneSubject, learn: boolean): Promise<Verdict> {
     await this.foldPreviousKey(s);
     const early = this.listsAndDestination(s);
     if (typeof early !== 'boolean') return early;
-    return this.opts.engine.check(s, early);
+    return this.opts.engine.check(s, early, learn);
   }
 
   private async consume(s: PhoneSubject, ip: string): Promise<Verdict> {

@@ -5,7 +5,7 @@
 // what that is, and says so in the log.
 
 import type { Logger } from 'pino';
-import { ListIndex, type ListIndexEntry } from '../core/lists.js';
+import { ListIndex, prefixRangeProblem, type ListIndexEntry } from '../core/lists.js';
 import { decisionPolicy, type DecisionPolicy } from '../core/policy/decide.js';
 import type { Policy } from '../core/policy/types.js';
 import { readListEntries } from '../db/lists.js';
@@ -121,6 +121,7 @@ export class PolicySource {
         const eff = await readEffectivePolicy(pool, this.opts.defaultPolicy);
         const first = this.seen.policy === undefined;
         this.seen.policy = versions.policy;
+        for (const adjustment of eff.adjustments) logger.warn({ version: eff.version }, adjustment);
         this.swapPolicy(activePolicy(eff.policy, eff.version), eff.source === 'database', first);
       } catch (err) {
         // A stored policy this release cannot parse: keep enforcing the one in force, loudly.
@@ -141,6 +142,11 @@ export class PolicySource {
         this.index = new ListIndex(indexed);
         this.seen.lists = versions.lists;
         logger.info({ entries: indexed.length }, 'block and allow lists loaded');
+        // Still enforced (dropping a block would let pumping through), but said, without the prefixes.
+        const narrow = indexed.filter((e) => e.targetType === 'prefix' && prefixRangeProblem(e.target) !== undefined).length;
+        if (narrow > 0) {
+          logger.warn({ entries: narrow }, 'block or allow prefixes stored before ranges were held to 1,000 numbers narrow a number down: `ratelimit list` shows them; unlist each and list the number itself or a shorter prefix');
+        }
         this.opts.onChange('lists', this.active);
       } catch (err) {
         logger.warn({ err: (err as Error).message }, 'could not read the block and allow lists; retrying');

@@ -16,7 +16,7 @@ export const NOW_MS = `(extract(epoch FROM clock_timestamp()) * 1000)::bigint`;
 export interface DecideRequest {
   hash: string;
   region: string | undefined;
-  /** e.g. +1415•••••71: what dashboards show; the clear number never reaches the database. */
+  /** e.g. +14155552•••: what dashboards show; the clear number never reaches the database. */
   masked: string;
   allowlisted: boolean;
   /** applicableCounters() for this number, in evaluation order. */

@@ -12,7 +12,7 @@ export interface ListEntry {
   /** The number's HMAC hash, or the prefix as given (`+4470`). */
   target: string;
   kind: ListKind;
-  /** For humans: `+1415•••••71` for a number, the prefix itself for a prefix. */
+  /** For humans: `+14155552•••` for a number, the prefix itself for a prefix. */
   masked: string;
   /** null: until unlisted. */
   expiresAt: Date | null;

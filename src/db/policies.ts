@@ -128,6 +128,8 @@ export interface EffectivePolicy {
   version: number;
   source: 'database' | 'default';
   stored: StoredPolicy | null;
+  /** What this release changed in a stored policy to enforce it (a prefix range raised to 1,000 numbers). */
+  adjustments: string[];
 }
 
 /**
@@ -137,12 +139,17 @@ export interface EffectivePolicy {
  */
 export async function readEffectivePolicy(pool: Pool, fallback: Policy): Promise<EffectivePolicy> {
   const stored = await readActivePolicy(pool);
-  if (!stored) return { policy: fallback, version: 0, source: 'default', stored: null };
-  return { policy: parseStoredPolicy(stored), version: stored.version, source: 'database', stored };
+  if (!stored) return { policy: fallback, version: 0, source: 'default', stored: null, adjustments: [] };
+  const adjustments: string[] = [];
+  return { policy: parseStoredPolicy(stored, adjustments), version: stored.version, source: 'database', stored, adjustments };
 }
 
-export function parseStoredPolicy(stored: StoredPolicy): Policy {
-  const parsed = parsePolicyFile(stored.yaml);
+/**
+ * A stored policy as this release enforces it. Stored by an older release, it may have a prefix
+ * range narrower than 1,000 numbers: enforced at the floor instead, said in `adjustments`.
+ */
+export function parseStoredPolicy(stored: StoredPolicy, adjustments: string[] = []): Policy {
+  const parsed = parsePolicyFile(stored.yaml, { stored: true });
   if (!parsed.ok) {
     const first = parsed.problems[0]!;
     throw new RateLimitError(
@@ -151,5 +158,6 @@ export function parseStoredPolicy(stored: StoredPolicy): Policy {
         `(line ${first.line}: ${first.message}); upgrade ratelimit, or apply a policy this release understands`,
     );
   }
+  for (const a of parsed.adjustments) adjustments.push(`policy version ${stored.version}: ${a}`);
   return parsed.policy;
 }

@@ -2,7 +2,7 @@
 // use this one file. Zod-free on purpose (the client imports it); request validation is schema.ts.
 
 import { PROTOCOL_ERRORS, type ProtocolErrorCode } from './errors.js';
-import type { DecisionSource, DenyReason, ErrorReply, ExceededReply, OutcomeRecordedReply, Reply, RequestId, StatusReply } from './wire.js';
+import type { CoarseStatusReply, DecisionSource, DenyReason, ErrorReply, ExceededReply, OutcomeRecordedReply, Reply, RequestId, StatusReply } from './wire.js';
 
 export function errorReply(code: ProtocolErrorCode, message: string, reqId?: RequestId): ErrorReply {
   return { type: 'error', ...(reqId !== undefined ? { id: reqId } : {}), code, message };
@@ -20,6 +20,17 @@ export interface DecisionView {
   rule: string | null;
   shadow: readonly string[];
   source: DecisionSource;
+}
+
+/** Browsers are told times to the minute: to the millisecond, `resetTime` minus the window is when the number last got a call. */
+export const BROWSER_TIME_STEP_MS = 60_000;
+
+/** Denials whose counts are the number's own (or a block's, or none): browsers may see those. */
+const OWN_REASONS: ReadonlySet<DenyReason> = new Set<DenyReason>(['phone_rate_limit_exceeded', 'number_blocked', 'destination_blocked']);
+
+/** Rounded up to the next multiple of the step; 0 and null stay. */
+export function roundUpToMinute<T extends number | null>(ms: T): T {
+  return (ms === null ? null : Math.ceil(ms / BROWSER_TIME_STEP_MS) * BROWSER_TIME_STEP_MS) as T;
 }
 
 /**
@@ -79,6 +90,34 @@ export function decisionReply(
   return reply;
 }
 
+/**
+ * The reply for a decision as a browser origin may see it (a page admitted by its Origin, so
+ * anyone; services and local tools get decisionReply's exact one). A denial by a rule over many
+ * numbers: only allowed/reason/rule and a retry rounded up to the minute. Otherwise the number's
+ * own counts, with every time rounded up to the minute (docs/protocol.md). Shadow rules are the
+ * operator's trial, not the browser's business: never shown.
+ */
+export function browserDecisionReply(id: RequestId | undefined, e164: string, region: string | undefined, d: DecisionView, consume: boolean): StatusReply | ExceededReply | CoarseStatusReply {
+  const retryAfterMs = roundUpToMinute(d.retryAfterMs);
+  if (!d.allowed && (d.reason === null || !OWN_REASONS.has(d.reason))) {
+    const coarse: CoarseStatusReply = {
+      type: 'rate_limit_status',
+      id,
+      phoneNumber: e164,
+      allowed: false,
+      reason: d.reason ?? 'phone_rate_limit_exceeded',
+      rule: d.rule ?? '',
+      retryAfterMs,
+      region: region ?? null,
+      source: d.source,
+    };
+    // Browsers only check (a consume is refused before it is decided), so this is a check's reply.
+    return coarse;
+  }
+  const rounded = { ...d, resetTime: roundUpToMinute(d.resetTime), retryAfterMs, shadow: [] };
+  return decisionReply(id, e164, region, rounded, consume);
+}
+
 /** The HTTP status a reply is sent with: 200 allowed or checked, 429 denied, errors by PROTOCOL_ERRORS. */
 export function httpStatus(reply: Reply): number {
   if (reply.type === 'rate_limit_status' || reply.type === 'rate_limit_outcome_recorded') return 200;
@@ -94,7 +133,7 @@ export function httpStatus(reply: Reply): number {
  */
 export function isDecisionReply(
   value: Record<string, unknown>,
-): value is Record<string, unknown> & (Omit<StatusReply, 'region'> | Omit<ExceededReply, 'region' | 'used' | 'rule'>) {
+): value is Record<string, unknown> & (Omit<StatusReply, 'region'> | Omit<ExceededReply, 'region' | 'used' | 'rule'> | Omit<CoarseStatusReply, 'region'>) {
   const common =
     typeof value.phoneNumber === 'string' &&
     typeof value.limit === 'number' &&
@@ -102,7 +141,7 @@ export function isDecisionReply(
     (typeof value.resetTime === 'number' || value.resetTime === null) &&
     (typeof value.retryAfterMs === 'number' || value.retryAfterMs === null) &&
     typeof value.source === 'string';
-  if (!common) return false;
+  if (!common) return isCoarseStatusReply(value);
   if (value.type === 'rate_limit_status') return typeof value.allowed === 'boolean' && typeof value.used === 'number';
   return value.type === 'rate_limit_exceeded' && typeof value.reason === 'string';
 }
@@ -116,3 +155,19 @@ export function outcomeRecordedReply(id: RequestId | undefined, decisionId: stri
 export function isOutcomeRecordedReply(value: Record<string, unknown>): value is Record<string, unknown> & OutcomeRecordedReply {
   return value.type === 'rate_limit_outcome_recorded' && typeof value.decisionId === 'string' && typeof value.duplicate === 'boolean';
 }
+
+/** A browser's view of a denial by a rule over many numbers: no counts, no instants. */
+export function isCoarseStatusReply(value: Record<string, unknown>): value is Record<string, unknown> & CoarseStatusReply {
+  return (
+    value.type === 'rate_limit_status' &&
+    value.allowed === false &&
+    typeof value.phoneNumber === 'string' &&
+    typeof value.reason === 'string' &&
+    typeof value.rule === 'string' &&
+    (typeof value.retryAfterMs === 'number' || value.retryAfterMs === null) &&
+    typeof value.source === 'string' &&
+    value.limit === undefined &&
+    value.resetTime === undefined
+  );
+}
+

@@ -106,6 +106,24 @@ export interface ExceededReply {
   shadow?: string[];
 }
 
+/**
+ * What a browser origin is told of a denial by a rule over many numbers (prefix, country,
+ * global, conversion, sweep): whether, why, by which rule, and when to retry, rounded up to the
+ * minute; no counts or instants, which would tell it about other people's numbers.
+ */
+export interface CoarseStatusReply {
+  type: 'rate_limit_status';
+  id?: RequestId | undefined;
+  phoneNumber: string;
+  allowed: false;
+  reason: DenyReason;
+  rule: string;
+  /** A multiple of 60,000; null for a denial without an end. */
+  retryAfterMs: number | null;
+  region: string | null;
+  source: DecisionSource;
+}
+
 export interface ErrorReply {
   type: 'error';
   id?: RequestId;
@@ -121,7 +139,7 @@ export interface OutcomeRecordedReply {
   duplicate: boolean;
 }
 
-export type DecisionReply = StatusReply | ExceededReply;
+export type DecisionReply = StatusReply | ExceededReply | CoarseStatusReply;
 export type Reply = ErrorReply | DecisionReply | OutcomeRecordedReply;
 
 /** The daemon's routes (PROTOCOL.md *HTTP*). */

@@ -119,8 +119,11 @@ describe('each rule kind', () => {
     const browser = await WsClient.connect(daemons[0]!.wsUrl, { origin: ORIGIN });
     try {
       const r = await check('+442079460003', browser);
-      // The denying rule is the GB override (limit 1); the browser sees the number's own view.
-      expect(r).toMatchObject({ allowed: false, reason: 'country_rate_limit_exceeded', rule: 'country:GB:3h', limit: 1000, used: 0 });
+      // The denying rule is the GB override (limit 1): the browser is told whether, why, by
+      // which rule and when to retry (rounded up to the minute), no counts or instants.
+      expect(r).toMatchObject({ allowed: false, reason: 'country_rate_limit_exceeded', rule: 'country:GB:3h' });
+      for (const field of ['limit', 'used', 'remaining', 'resetTime']) expect(r).not.toHaveProperty(field);
+      expect((r.retryAfterMs as number) % 60_000).toBe(0);
     } finally {
       await browser.close();
     }

@@ -465,7 +465,7 @@ describe('concurrency', () => {
     const tag = '#conc-mix';
     const p = makeFullPolicy({
       number: [rule('number', 3, 3_600_000, false, tag)],
-      prefix: { digits: 2, rules: [rule('prefix', 10, 3_600_000, false, tag)] },
+      prefix: { digits: 3, rules: [rule('prefix', 10, 3_600_000, false, tag)] },
       country: { rules: [rule('country', 1000, 3_600_000, false, tag)], overrides: new Map() },
       global: [rule('global', 40, 3_600_000, false, tag)],
     });

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { hashPhone, maskPhone, normalizePhone } from '../../src/core/phone.js';
 import { InvalidPhoneNumberError } from '../../src/core/errors.js';
+import { prefixKey } from '../../src/core/policy/counters.js';
 
 const KEY = 'k'.repeat(40);
 
@@ -115,19 +116,24 @@ describe('hashPhone', () => {
 });
 
 describe('maskPhone', () => {
-  it('matches the contract example', () => {
-    expect(maskPhone('+14155552671')).toBe('+1415•••••71');
+  it('matches the contract example: the number without its last three digits', () => {
+    expect(maskPhone('+14155552671')).toBe('+14155552•••');
+    expect(maskPhone('+442079460123')).toBe('+442079460•••');
   });
 
-  it('hides all but 4 leading and 2 trailing digits, at least half of them less one, and keeps the length', () => {
+  it('shows exactly the digits of the number\'s 1,000-number range key, never one more, and keeps the length', () => {
     fc.assert(
-      fc.property(fc.stringMatching(/^\+[1-9]\d{3,14}$/), (e164) => {
+      fc.property(fc.stringMatching(/^\+[1-9]\d{0,14}$/), (e164) => {
         const m = maskPhone(e164);
-        const digits = e164.length - 1;
         const hidden = [...m].filter((c) => c === '•').length;
         expect(m.length).toBe(e164.length);
-        expect(hidden).toBeGreaterThanOrEqual(Math.max(digits - 6, Math.ceil(digits / 2) - 1));
-        expect(m.startsWith(e164.slice(0, m.indexOf('•')))).toBe(true);
+        // At least 3 hidden: at least 1,000 candidates, however short the number.
+        expect(hidden).toBeGreaterThanOrEqual(Math.min(3, e164.length - 1));
+        const shown = m.slice(0, m.indexOf('•'));
+        expect(e164.startsWith(shown)).toBe(true);
+        // Never more than the range key (prefix digits 3) shows.
+        expect(prefixKey(e164, 3).startsWith(shown)).toBe(true);
+        expect(/^\+\d*•+$/.test(m)).toBe(true);
       }),
     );
   });

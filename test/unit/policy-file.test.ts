@@ -40,7 +40,7 @@ const PROTOCOL_EXAMPLE = `number:                      # per E.164 number: exact
   limits: [{limit: 2, window: 1h}, {limit: 5, window: 1d}]
   block_after: {denials: 3, within: 1h, for: 24h}   # optional: then blocked, reason number_blocked
 prefix:                      # number ranges: the E.164 number without its last \`digits\` digits
-  digits: 3                  # 1..6; 3 = ranges of 1,000 consecutive numbers
+  digits: 3                  # 3..6; 3 = ranges of 1,000 consecutive numbers
   limits: [{limit: 10, window: 1h}]
 country:                     # per ISO 3166 region of the number (libphonenumber); unknown = "ZZ"
   limits: [{limit: 200, window: 1h}]
@@ -173,9 +173,30 @@ describe('parsePolicyFile: every problem, at its line', () => {
     expectProblemAt(`# a comment\nnumber:\n  limits: [{limit: ${limit}, window: 1h}]\n`, 3, 20, message);
   });
 
-  it('reports prefix digits out of 1..6', () => {
-    expectProblemAt('prefix:\n  digits: 7\n  limits: [{limit: 9, window: 1h}]\n', 2, 11, /prefix\.digits: must be an integer from 1 to 6/);
+  it('reports prefix digits out of 3..6', () => {
+    expectProblemAt('prefix:\n  digits: 7\n  limits: [{limit: 9, window: 1h}]\n', 2, 11, /prefix\.digits: must be an integer from 3 to 6/);
     expectProblemAt('prefix:\n  digits: 0\n  limits: [{limit: 9, window: 1h}]\n', 2, 11, /prefix\.digits/);
+  });
+
+  it('refuses prefix digits 1 and 2 with the 1,000-candidate reason, alongside every other problem', () => {
+    for (const digits of [1, 2]) {
+      expectProblemAt(`prefix:\n  digits: ${digits}\n  limits: [{limit: 9, window: 1h}]\n`, 2, 11, /prefix\.digits: must be at least 3, not \d: a range must hold at least 1,000 numbers/);
+    }
+    const both = parsePolicyFile('prefix:\n  digits: 2\n  limits: [{limit: 9, window: 1h}]\nglobal:\n  limits: [{limit: 0, window: 1h}]\n');
+    expect(both.ok).toBe(false);
+    if (!both.ok) expect(both.problems.map((p) => p.line)).toEqual([2, 5]);
+  });
+
+  it('enforces a stored policy with prefix digits below 3 at 3, and says so', () => {
+    const stored = parsePolicyFile('prefix:\n  digits: 2\n  limits: [{limit: 9, window: 1h}]\n', { stored: true });
+    expect(stored.ok).toBe(true);
+    if (!stored.ok) return;
+    expect(stored.policy.prefix?.digits).toBe(3);
+    expect(stored.adjustments).toEqual([expect.stringMatching(/prefix\.digits 2 is enforced as 3 \(a range must hold at least 1,000 numbers/)]);
+    // A valid stored policy is read as it is.
+    const fine = parsePolicyFile('prefix:\n  digits: 4\n  limits: [{limit: 9, window: 1h}]\n', { stored: true });
+    expect(fine.ok && fine.policy.prefix?.digits).toBe(4);
+    expect(fine.ok && fine.adjustments).toEqual([]);
   });
 
   it('reports unknown regions in overrides (at the key) and in destinations', () => {
@@ -274,7 +295,7 @@ const policyArb: fc.Arbitrary<Policy> = fc
         fc.record({ denials: fc.integer({ min: 1, max: 1000 }), withinMs: fc.integer({ min: 1, max: 31_622_400_000 }), forMs: fc.integer({ min: 1, max: 31_622_400_000 }) }),
         { nil: undefined },
       ),
-      prefix: fc.option(fc.record({ digits: fc.integer({ min: 1, max: 6 }), rules: listArb('prefix', 1e9, shadow.prefix) }), { nil: undefined }),
+      prefix: fc.option(fc.record({ digits: fc.integer({ min: 3, max: 6 }), rules: listArb('prefix', 1e9, shadow.prefix) }), { nil: undefined }),
       country: fc.option(
         fc
           .tuple(listArb('country', 1e9, shadow.country, undefined, 0), fc.uniqueArray(fc.oneof(regionArb, fc.constant('ZZ')), { maxLength: 3 }))

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parsePolicyFile } from '../../src/core/policy/file.js';
 import { countersFor, destinationDenial, ruleIds } from '../../src/core/policy/subject.js';
+import { prefixKey } from '../../src/core/policy/counters.js';
 import { defaultPolicy } from '../../src/core/policy/default.js';
 import { normalizePhone, normalizePhoneWithType } from '../../src/core/phone.js';
 import { InvalidPhoneNumberError } from '../../src/core/errors.js';
@@ -47,11 +48,16 @@ describe('countersFor', () => {
   });
 
   it('puts consecutive numbers in one range and the next range apart', () => {
-    const policy = parsed('prefix: {digits: 2, limits: [{limit: 10, window: 1h}]}');
+    const policy = parsed('prefix: {digits: 3, limits: [{limit: 10, window: 1h}]}');
     const key = (e164: string) => countersFor(policy, e164, 'GB')[0]?.key;
-    expect(key('+447700900100')).toBe(key('+447700900199'));
-    expect(key('+447700900100')).not.toBe(key('+447700900200'));
-    expect(key('+447700900100')).toBe('+4477009001');
+    expect(key('+447700900100')).toBe(key('+447700900999'));
+    expect(key('+447700900100')).not.toBe(key('+447700901000'));
+    expect(key('+447700900100')).toBe('+447700900');
+  });
+
+  it('never forms a range narrower than 1,000 numbers, whatever digits it is given', () => {
+    for (const digits of [0, 1, 2, 3]) expect(prefixKey('+14155552671', digits)).toBe('+14155552');
+    expect(prefixKey('+14155552671', 4)).toBe('+1415555');
   });
 
   it('carries the rule objects of the policy (limit, window, shadow)', () => {

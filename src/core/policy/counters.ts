@@ -2,18 +2,20 @@
 // (prefix, country, global; within a group, the policy's order). That order decides which rule
 // is reported when several would deny, so the daemon, the fallback and the SQL must share it.
 
-import { UNKNOWN_REGION, type AggregateCounter, type Policy } from './types.js';
+import { MIN_PREFIX_DIGITS, UNKNOWN_REGION, type AggregateCounter, type Policy } from './types.js';
 
 /** The global group's one key. */
 export const GLOBAL_KEY = '*';
 
 /**
- * `+14155552671` with 3 digits -> `+14155552`: the range of 1,000 numbers it belongs to. Keeps at
- * least "+" and one digit, so a (hypothetical) number shorter than the range width still lands
- * in a range rather than in one key shared with every other short number.
+ * `+14155552671` with 3 digits -> `+14155552`: the range of 1,000 numbers it belongs to. Never
+ * fewer than MIN_PREFIX_DIGITS left out, whatever a policy stored by an older release says: the
+ * key is stored in the clear and must not narrow a number below 1,000 candidates. Keeps at least
+ * "+" and one digit, so a (hypothetical) number shorter than the range width still lands in a
+ * range rather than in one key shared with every other short number.
  */
 export function prefixKey(e164: string, digits: number): string {
-  return e164.slice(0, Math.max(2, e164.length - digits));
+  return e164.slice(0, Math.max(2, e164.length - Math.max(digits, MIN_PREFIX_DIGITS)));
 }
 
 export function applicableCounters(

@@ -8,7 +8,7 @@ import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Docum
 import * as z from 'zod';
 import { getCountries } from 'libphonenumber-js/max';
 import { parseDurationMs } from '../duration.js';
-import { DEFAULT_BLOCK_TYPES, NUMBER_TYPES, UNKNOWN_REGION, type GroupName, type LimitRule, type NumberType, type Policy } from './types.js';
+import { DEFAULT_BLOCK_TYPES, MIN_PREFIX_DIGITS, MIN_PREFIX_DIGITS_REASON, NUMBER_TYPES, UNKNOWN_REGION, type GroupName, type LimitRule, type NumberType, type Policy } from './types.js';
 import { policyWarnings } from './warnings.js';
 
 export { formatPolicy, policyToYaml } from './print.js';
@@ -22,7 +22,13 @@ export interface PolicyProblem {
 }
 
 export type ParsedPolicyFile =
-  | { readonly ok: true; readonly policy: Policy; readonly warnings: string[] }
+  | {
+      readonly ok: true;
+      readonly policy: Policy;
+      readonly warnings: string[];
+      /** Only with `stored`: what was changed to enforce the policy (a prefix range raised to 1,000 numbers). */
+      readonly adjustments: string[];
+    }
   | { readonly ok: false; readonly problems: PolicyProblem[] };
 
 // Bounds that keep a valid file enforceable: a number keeps its latest `max(limit)` call times
@@ -51,6 +57,11 @@ const positiveInt = (max: number) =>
     .int({ error: `must be an integer from 1 to ${max}` })
     .min(1, { error: `must be an integer from 1 to ${max}` })
     .max(max, { error: `must be an integer from 1 to ${max}` });
+
+// 1 and 2 pass here so that parsePolicyFile gives them their own reason (and enforces a stored
+// one at the floor); the range said is the one a file may use.
+const DIGITS_RANGE = { error: `must be an integer from ${MIN_PREFIX_DIGITS} to ${MAX_PREFIX_DIGITS}` };
+const prefixDigits = z.number().int(DIGITS_RANGE).min(1, DIGITS_RANGE).max(MAX_PREFIX_DIGITS, DIGITS_RANGE);
 
 const duration = z.custom<string | number>(
   (v) => (typeof v === 'string' || typeof v === 'number') && parseDurationMs(String(v)) !== null,
@@ -101,7 +112,7 @@ const fileSchema = z.strictObject({
     })
     .optional(),
   prefix: z
-    .strictObject({ digits: positiveInt(MAX_PREFIX_DIGITS), limits: limitList(MAX_AGGREGATE_LIMIT), shadow })
+    .strictObject({ digits: prefixDigits, limits: limitList(MAX_AGGREGATE_LIMIT), shadow })
     .optional(),
   country: z
     .strictObject({
@@ -279,9 +290,11 @@ function problemsFromIssues(doc: Document, lines: LineCounter, issues: readonly 
 /**
  * Parses and validates a policy file. Every problem is reported at once, each at its line.
  * A file with YAML syntax errors reports those only: validating what the parser salvaged from a
- * broken document would add problems that are not in the file.
+ * broken document would add problems that are not in the file. `stored`: the text is a policy
+ * an older release accepted and stored; what this release refuses only to keep ranges wide
+ * (prefix.digits below MIN_PREFIX_DIGITS) is then enforced at the floor, with a warning.
  */
-export function parsePolicyFile(text: string): ParsedPolicyFile {
+export function parsePolicyFile(text: string, options: { stored?: boolean } = {}): ParsedPolicyFile {
   if (text.length > MAX_FILE_CHARS) {
     return { ok: false, problems: [{ line: 1, column: 1, message: `the file is larger than ${MAX_FILE_CHARS} characters; a policy is a few dozen lines` }] };
   }
@@ -305,10 +318,29 @@ export function parsePolicyFile(text: string): ParsedPolicyFile {
   const reserved = withoutReservedKeys(data);
   const problems = reservedKeyProblems(doc, lines, reserved.found);
   const parsed = fileSchema.safeParse(reserved.data, { reportInput: true });
+  const narrow = narrowPrefixDigits(reserved.data);
   if (!parsed.success) problems.push(...problemsFromIssues(doc, lines, parsed.error.issues));
+  if (narrow !== undefined && !options.stored) {
+    const { line, col } = lines.linePos(locate(doc, ['prefix', 'digits'], false));
+    problems.push({ line, column: col, message: `prefix.digits: must be at least ${MIN_PREFIX_DIGITS}, not ${narrow}: ${MIN_PREFIX_DIGITS_REASON}` });
+  }
   if (!parsed.success || problems.length > 0) return { ok: false, problems: sortProblems(problems) };
-  const policy = toPolicy(parsed.data);
-  return { ok: true, policy, warnings: policyWarnings(policy) };
+  let policy = toPolicy(parsed.data);
+  const adjustments: string[] = [];
+  if (narrow !== undefined && policy.prefix) {
+    // Stored by a release that allowed it: refusing it would stop every daemon, so it is
+    // enforced with the narrowest range allowed (prefix counts start over) and said loudly.
+    policy = { ...policy, prefix: { ...policy.prefix, digits: MIN_PREFIX_DIGITS } };
+    adjustments.push(`prefix.digits ${narrow} is enforced as ${MIN_PREFIX_DIGITS} (${MIN_PREFIX_DIGITS_REASON}); apply a policy with digits >= ${MIN_PREFIX_DIGITS} to silence this`);
+  }
+  return { ok: true, policy, warnings: policyWarnings(policy), adjustments };
+}
+
+/** `prefix.digits` when it is a whole number below MIN_PREFIX_DIGITS (other bad values are the schema's). */
+function narrowPrefixDigits(data: unknown): number | undefined {
+  const prefix = (data as { prefix?: unknown } | null)?.prefix;
+  const digits = typeof prefix === 'object' && prefix !== null ? (prefix as { digits?: unknown }).digits : undefined;
+  return typeof digits === 'number' && Number.isInteger(digits) && digits >= 1 && digits < MIN_PREFIX_DIGITS ? digits : undefined;
 }
 
 // Names that mean something to JavaScript objects. The yaml parser keeps them as plain own keys

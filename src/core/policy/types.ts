@@ -55,6 +55,16 @@ export interface CountryDestinations {
   readonly regions: readonly string[];
 }
 
+/**
+ * The fewest trailing digits a range (a prefix rule's key, a mask) may leave out: 3 digits are
+ * 1,000 numbers, the smallest anonymity set anything stored, logged or printed may leave
+ * (docs/protocol.md, *The limit's promise*). Prefix rules, masks and block prefixes all hold to it.
+ */
+export const MIN_PREFIX_DIGITS = 3;
+
+/** Why: said wherever a range narrower than that is refused. */
+export const MIN_PREFIX_DIGITS_REASON = `a range must hold at least 1,000 numbers (${MIN_PREFIX_DIGITS} digits left out), so that no stored, logged or printed key narrows a number to fewer candidates`;
+
 export interface Policy {
   /** Exact rolling windows over each number's call log; every one must allow. */
   readonly number: readonly LimitRule[];

@@ -201,8 +201,11 @@ export class DecisionEngine {
     this.denyCache?.clear();
   }
 
-  /** What a consume now would do; changes nothing. */
-  async check(s: PhoneSubject, allowlisted = false): Promise<Verdict> {
+  /**
+   * What a consume now would do; changes nothing. `learn`: keep what the database said of the
+   * number and its counters for the fallback (services only: the Decider says why).
+   */
+  async check(s: PhoneSubject, allowlisted = false, learn = true): Promise<Verdict> {
     const p = this.opts.policies.current;
     const input = this.input(s, p, allowlisted);
     if (this.mode === 'memory') return this.checkFromMemory(s, input, p);
@@ -211,8 +214,10 @@ export class DecisionEngine {
     try {
       const { nowMs, number, buckets, policy } = await this.peeker.submit({ hash: s.hash, counters: input.counters });
       this.clockOffsetMs = nowMs - Date.now();
-      this.memory.learnNumber(s.hash, number.summary, number.blockedUntil);
-      input.counters.forEach((c, i) => this.memory.learnCounter(c, buckets[i]!));
+      if (learn) {
+        this.memory.learnNumber(s.hash, number.summary, number.blockedUntil);
+        input.counters.forEach((c, i) => this.memory.learnCounter(c, buckets[i]!));
+      }
       return verdictOf(decideCheckFromSnapshot(number, buckets, input, policy.decision), { source: 'database', metricSource: 'database' });
     } catch (err) {
       if (!isConnectionError(err)) throw err;

@@ -14,7 +14,7 @@ import type { MetricSource } from '../metrics.js';
 export interface PhoneSubject {
   hash: string;
   region: string | undefined;
-  /** e.g. +1415•••••71, for dashboards. */
+  /** e.g. +14155552•••, for dashboards. */
   masked: string;
   e164: string;
   /** libphonenumber's type, for destination controls; undefined when it cannot tell. */

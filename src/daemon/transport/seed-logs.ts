@@ -144,17 +144,20 @@ export function seedReply(reply: ErrorReply | DecisionReply, sent: string): Seed
   }
   const allowed = reply.type === 'rate_limit_status' && reply.allowed;
   const retryAfterMs = reply.retryAfterMs === null ? null : ceilToMinute(reply.retryAfterMs);
-  const resetTime = reply.resetTime === null || (!allowed && retryAfterMs === null) ? NEVER_RESETS_MS : ceilToMinute(reply.resetTime);
+  // A browser's view of an aggregate denial carries no instant (protocol/replies.ts): the retry says when.
+  const counted = 'limit' in reply ? reply : undefined;
+  const replyResetMs = counted ? counted.resetTime : retryAfterMs === null ? null : Date.now() + retryAfterMs;
+  const resetTime = replyResetMs === null || (!allowed && retryAfterMs === null) ? NEVER_RESETS_MS : ceilToMinute(replyResetMs);
   const out: SeedStatusReply = {
     type: 'rate_limit_status',
     id: reply.id,
     phoneNumber: sent,
     allowed,
     // Denied is "no call now", whatever the number's own count says (an aggregate rule may deny).
-    remaining: allowed ? (reply.remaining ?? 0) : 0,
+    remaining: allowed ? (counted?.remaining ?? 0) : 0,
     resetTime,
-    limit: reply.limit,
-    used: reply.used,
+    limit: counted?.limit,
+    used: counted?.used,
     retryAfterMs,
     region: reply.region,
     source: reply.source,
