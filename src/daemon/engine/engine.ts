@@ -83,6 +83,8 @@ export class DecisionEngine {
   private latencyMs: number | null = null;
   private clockOffsetMs = 0;
   private stopped = false;
+  /** The listener's start-up check found that notifications do not arrive. */
+  private deaf = false;
 
   private readonly memory: MemoryState;
   private readonly inFlight = new InFlight();
@@ -144,6 +146,18 @@ export class DecisionEngine {
         // What was announced while the listener was down was missed: trust nothing cached.
         onReconnect: changed,
         onError: (err) => opts.logger.warn({ err: err.message }, 'notification listener lost its connection; retrying'),
+        notify: (channel, payload) => opts.pool.query('SELECT pg_notify($1, $2)', [channel, payload]).then(() => undefined),
+        onHeard: () => (this.deaf = false),
+        onDeaf: (err) => {
+          // A cached denial would outlive a reset nobody hears about.
+          this.deaf = true;
+          this.denyCache?.clear();
+          opts.logger.error(
+            { err: err.message },
+            'notifications do not arrive: resets, blocks and policy changes made elsewhere reach this daemon only by polling. ' +
+              'Behind a pooler in transaction mode, set RATELIMIT_LISTEN_URL to a session connection (PostgreSQL itself, or a session-mode pool)',
+          );
+        },
       });
     }
     this.flushTimer = setInterval(() => void this.flushInBackground(), opts.flushIntervalMs ?? 1_000);
@@ -310,6 +324,7 @@ export class DecisionEngine {
   }
 
   private cachedDenial(s: PhoneSubject, p: ActivePolicy): Verdict | undefined {
+    if (this.deaf) return undefined;
     const d = this.denyCache?.lookup(s.hash, this.dbNow(), p.decision, (h) => this.memory.log(h));
     return d ? { ...d, source: 'database', metricSource: 'cache' } : undefined;
   }
