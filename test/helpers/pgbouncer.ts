@@ -29,7 +29,7 @@ export async function startPgBouncer(opts: { server: string; poolMode?: 'session
   const port = await getPort({ host: '127.0.0.1' });
   const ini = path.join(dir, 'pgbouncer.ini');
   const write = async (host: string, serverPort: number) => {
-    const login = `user=${decodeURIComponent(server.username)} password=${decodeURIComponent(server.password)}`;
+    const login = `user=${decodeURIComponent(server.username)}${server.password ? ` password=${decodeURIComponent(server.password)}` : ''}`;
     const settings: Record<string, string> = {
       listen_addr: '127.0.0.1',
       listen_port: String(port),

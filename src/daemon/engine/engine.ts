@@ -58,6 +58,13 @@ export interface EngineOptions {
   spool: Spool;
   /** How often spools of daemons that died are looked for (and taken over). */
   spoolScanIntervalMs?: number;
+  /**
+   * Every database operation of the decision path (waiting for a connection, opening one, the
+   * statement) gives up after this long and counts as an outage; its outcome is then unknown and
+   * treated as such (Outage). Without it a reply could wait for a connection and then for the
+   * statement, each up to its own timeout (during a failover, twice RATELIMIT_DB_TIMEOUT).
+   */
+  operationDeadlineMs?: number;
 }
 
 // Consume statements overlap only when the one in flight is slow (stuck on a row lock): else the
@@ -313,9 +320,24 @@ export class DecisionEngine {
 
   private async timed<T>(op: string, size: number, fn: () => Promise<T>): Promise<T> {
     const start = performance.now();
+    const deadlineMs = this.opts.operationDeadlineMs;
+    let timer: NodeJS.Timeout | undefined;
     try {
-      return await fn();
+      if (deadlineMs === undefined) return await fn();
+      const work = fn();
+      // The operation goes on after the deadline (its connection is bounded by its own timeouts);
+      // its late result, or error, is dropped here.
+      work.catch(() => undefined);
+      return await Promise.race([
+        work,
+        new Promise<never>((_, reject) => {
+          // Worded like node-postgres's own client-side timeout, which isConnectionError knows
+          // and which mayHaveCommitted treats as "may have committed".
+          timer = setTimeout(() => reject(new Error(`Query read timeout: no answer from the database within ${deadlineMs} ms (RATELIMIT_DB_TIMEOUT and its margin)`)), deadlineMs);
+        }),
+      ]);
     } finally {
+      clearTimeout(timer);
       const ms = performance.now() - start;
       this.opts.metrics.dbLatency.observe({ op }, ms / 1000);
       this.opts.metrics.batchSize.observe({ op }, size);
