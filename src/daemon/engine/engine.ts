@@ -9,15 +9,15 @@ import { performance } from 'node:perf_hooks';
 import type { Pool } from '../../db/pool.js';
 import { decideBatch, type DecideOutcome, type DecideRequest } from '../../db/decisions.js';
 import { isConnectionError } from '../../db/errors.js';
-import { listen, type Listener } from '../../db/notify.js';
-import { CHANGES_CHANNEL } from '../../db/policies.js';
-import { RESET_CHANNEL } from '../../db/queries.js';
+import type { Listener } from '../../db/notify.js';
 import { applicableCounters } from '../../core/policy/counters.js';
 import { decideCheckFromSnapshot, type DecideInput } from '../../core/policy/decide.js';
 import { hashPrefix } from '../../core/phone.js';
 import type { Metrics, TimedQuery } from '../metrics.js';
 import type { ActivePolicy } from '../policy-source.js';
 import { Batcher } from './batcher.js';
+import { withDeadline } from './deadline.js';
+import { listenForChanges } from './notifications.js';
 import { peekBatch, type CheckRequest, type CheckSnapshot } from './peek.js';
 import { DenyCache } from './deny-cache.js';
 import { Fallback, type EngineMode } from './fallback.js';
@@ -59,10 +59,9 @@ export interface EngineOptions {
   /** How often spools of daemons that died are looked for (and taken over). */
   spoolScanIntervalMs?: number;
   /**
-   * Every database operation of the decision path (waiting for a connection, opening one, the
-   * statement) gives up after this long and counts as an outage; its outcome is then unknown and
-   * treated as such (Outage). Without it a reply could wait for a connection and then for the
-   * statement, each up to its own timeout (during a failover, twice RATELIMIT_DB_TIMEOUT).
+   * Each database operation (waiting for a connection, opening one, the statement) gives up after
+   * this long: an outage, its outcome unknown (Outage). Else a reply could wait out the connect
+   * timeout and then the statement's.
    */
   operationDeadlineMs?: number;
 }
@@ -147,24 +146,15 @@ export class DecisionEngine {
         this.denyCache?.clear();
         opts.onAnnouncedChange?.();
       };
-      this.listener = listen({
+      this.listener = listenForChanges({
         url: opts.url,
-        channels: { [RESET_CHANNEL]: (hash) => this.forget(hash), [CHANGES_CHANNEL]: changed },
-        // What was announced while the listener was down was missed: trust nothing cached.
-        onReconnect: changed,
-        onError: (err) => opts.logger.warn({ err: err.message }, 'notification listener lost its connection; retrying'),
-        notify: (channel, payload) => opts.pool.query('SELECT pg_notify($1, $2)', [channel, payload]).then(() => undefined),
-        onHeard: () => (this.deaf = false),
-        onDeaf: (err) => {
-          // A cached denial would outlive a reset nobody hears about.
-          this.deaf = true;
-          this.denyCache?.clear();
-          opts.logger.error(
-            { err: err.message },
-            'notifications do not arrive: resets, blocks and policy changes made elsewhere reach this daemon only by polling. ' +
-              'Behind a pooler in transaction mode, set RATELIMIT_LISTEN_URL to a session connection (PostgreSQL itself, or a session-mode pool)',
-          );
-        },
+        pool: opts.pool,
+        logger: opts.logger,
+        forget: (hash) => this.forget(hash),
+        changed,
+        // While deaf, cached denials are not used (they could outlive an unheard reset); hearing
+        // again follows a reconnection, which clears the cache.
+        deaf: (isDeaf) => (this.deaf = isDeaf),
       });
     }
     this.flushTimer = setInterval(() => void this.flushInBackground(), opts.flushIntervalMs ?? 1_000);
@@ -320,24 +310,9 @@ export class DecisionEngine {
 
   private async timed<T>(op: string, size: number, fn: () => Promise<T>): Promise<T> {
     const start = performance.now();
-    const deadlineMs = this.opts.operationDeadlineMs;
-    let timer: NodeJS.Timeout | undefined;
     try {
-      if (deadlineMs === undefined) return await fn();
-      const work = fn();
-      // The operation goes on after the deadline (its connection is bounded by its own timeouts);
-      // its late result, or error, is dropped here.
-      work.catch(() => undefined);
-      return await Promise.race([
-        work,
-        new Promise<never>((_, reject) => {
-          // Worded like node-postgres's own client-side timeout, which isConnectionError knows
-          // and which mayHaveCommitted treats as "may have committed".
-          timer = setTimeout(() => reject(new Error(`Query read timeout: no answer from the database within ${deadlineMs} ms (RATELIMIT_DB_TIMEOUT and its margin)`)), deadlineMs);
-        }),
-      ]);
+      return await withDeadline(fn(), this.opts.operationDeadlineMs);
     } finally {
-      clearTimeout(timer);
       const ms = performance.now() - start;
       this.opts.metrics.dbLatency.observe({ op }, ms / 1000);
       this.opts.metrics.batchSize.observe({ op }, size);
