@@ -113,6 +113,7 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
   let poolingChecked = false;
   let databaseId: string | undefined;
   let spool: Spool | undefined;
+  let engine: Daemon['engine'] | undefined;
   let fail: (err: RateLimitError) => void = () => undefined;
   const failed = new Promise<RateLimitError>((resolve) => (fail = resolve));
   // Migrations, then the key (its record is one of them), before anything is decided in the
@@ -142,6 +143,9 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
         );
       }
       databaseId = id;
+      // The database's own spools (of daemons that stopped during the outage, under any URL)
+      // join what is replayed before this daemon decides in the database again.
+      if (spool) await engine?.adoptSpools();
     }
     if (keyVerified) return;
     const check = await verifyKey(db.pool, { current: key, previous: config.previousPhoneKey });
@@ -202,6 +206,7 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
     version,
     engine: { beforeRecovery: ensureMigrated },
   });
+  engine = daemon.engine;
   if (startError) daemon.engine.startInMemory(startError);
   // Decide with the applied policy from the first request on, unless the database is down: then
   // the default one, said in the log, until the policy can be read.

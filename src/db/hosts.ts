@@ -73,7 +73,8 @@ export class HostSelector {
     const err = new Error(`no writable host among ${this.address.hosts.length} (${said})`);
     // Every host that answered is a standby: treat it like an outage (a promotion may be coming).
     if (anyAnswered) throw Object.assign(err, { code: '25006' });
-    throw Object.assign(err, { code: 'ECONNREFUSED' });
+    // sqlclient_unable_to_establish_sqlconnection: an outage, and the message says why per host.
+    throw Object.assign(err, { code: '08001' });
   }
 
   private async ask(i: number): Promise<{ ok: boolean; why?: string; role?: ServerRole }> {
