@@ -3,14 +3,14 @@
 //   daemons x (RATELIMIT_DB_POOL_SIZE + 1) + admin commands x 4 <= the limit.
 // The limit is a role's CONNECTION LIMIT on the shared test server: the same SQLSTATE (53300,
 // "too many connections") as max_connections, without a server of its own. Under load none of
-// the daemons may fall back to memory; and below the formula, a refused connection is retried as
-// the capacity problem it is, not taken for an outage.
+// the daemons may fall back to memory; and when the server is full, a refused connection is
+// retried as the capacity problem it is, not taken for an outage.
 
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase } from '../helpers/db.js';
-import { assertBuilt, closeAll, freshNumber, runCli, startDaemon, stopAll, WsClient, type DaemonProcess, type Reply } from './helpers.js';
+import { assertBuilt, closeAll, freshNumber, runCli, startDaemon, stopAll, waitFor, WsClient, type DaemonProcess, type Reply } from './helpers.js';
 
 const DAEMONS = 4;
 const POOL_SIZE = 4;
@@ -84,7 +84,8 @@ const fellBack = (d: DaemonProcess) => d.logs.filter((l) => /database unreachabl
 
 describe('connection budgets', () => {
   it(`${DAEMONS} daemons and ${ADMIN_COMMANDS} admin commands within a limit of ${FORMULA} connections never fall back to memory`, async () => {
-    const env = { RATELIMIT_DB_POOL_SIZE: String(POOL_SIZE), RATE_LIMIT_PHONE_MAX: String(N), RATE_LIMIT_IP_MAX: '1000000', RATELIMIT_MESSAGES_PER_SECOND: '1000000' };
+    // 5 s: room for the second test to free a connection while the daemons retry.
+    const env = { RATELIMIT_DB_TIMEOUT: '5s', RATELIMIT_DB_POOL_SIZE: String(POOL_SIZE), RATE_LIMIT_PHONE_MAX: String(N), RATE_LIMIT_IP_MAX: '1000000', RATELIMIT_MESSAGES_PER_SECOND: '1000000' };
     for (let i = 0; i < DAEMONS; i++) daemons.push(await startDaemon({ databaseUrl: roleUrl(), env }));
     // Admin commands while the daemons are busy: they count in the formula too.
     const adminRuns = Promise.all(Array.from({ length: ADMIN_COMMANDS }, () => runCli(['stats', '--json', '--database-url', roleUrl()])));
@@ -95,18 +96,33 @@ describe('connection budgets', () => {
     for (const d of daemons) expect(fellBack(d)).toStrictEqual([]);
   }, 90_000);
 
-  it('below the formula: "too many connections" is retried as capacity, logged as such, and does not make a daemon fall back', async () => {
-    // Room for every daemon's listener and a connection or two each, not for full pools.
-    await admin(`ALTER ROLE ${role} CONNECTION LIMIT ${DAEMONS * 3}`);
+  it('a full server: "too many connections" is retried as capacity, logged as such, and does not make a daemon fall back', async () => {
     const c = new pg.Client({ connectionString: process.env.RATELIMIT_TEST_ADMIN_URL });
     await c.connect();
-    // Idle connections closed, so that the daemons' pools grow into the lower limit again.
-    await c.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND application_name LIKE $2', [role, 'ratelimit serve%']);
-    await c.end();
-    const replies = await load();
-    expect(replies.filter((r) => r.type !== 'rate_limit_status' && r.type !== 'rate_limit_exceeded')).toStrictEqual([]);
-    const capacity = daemons.flatMap((d) => d.logs.filter((l) => /refused a connection for capacity/.test(l.msg ?? '')));
-    expect(capacity.length).toBeGreaterThan(0);
-    expect(replies.filter((r) => r.source !== 'database')).toStrictEqual([]);
+    try {
+      // The limit becomes what the listeners hold, then the pools' connections are closed: every
+      // daemon's next connection is refused with 53300 (a lower limit closes no connection).
+      await c.query(`ALTER ROLE ${role} CONNECTION LIMIT ${DAEMONS}`);
+      await c.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND application_name LIKE $2', [role, 'ratelimit serve%']);
+      const held = async () => (await c.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = $1', [role])).rows[0]!.n;
+      await waitFor('only the listeners connected', async () => ((await held()) === DAEMONS ? true : undefined), 10_000, 20);
+      const sockets = await Promise.all(daemons.map((d) => WsClient.connect(d.wsUrl)));
+      sockets.forEach((s) => clients.add(s));
+      const pending = sockets.map((s) => s.call({ type: 'rate_limit_consume', phoneNumber: freshNumber() }));
+      // Each daemon says it is retrying for capacity; then a connection frees up (here: the limit
+      // is raised back to the formula's), well within RATELIMIT_DB_TIMEOUT.
+      await waitFor(
+        'every daemon retrying for capacity',
+        async () => (daemons.every((d) => d.logs.some((l) => /refused a connection for capacity/.test(l.msg ?? ''))) ? true : undefined),
+        10_000,
+        20,
+      );
+      await c.query(`ALTER ROLE ${role} CONNECTION LIMIT ${FORMULA}`);
+      const replies = await Promise.all(pending);
+      expect(replies.map((r) => [r.type, r.source])).toStrictEqual(daemons.map(() => ['rate_limit_status', 'database']));
+      for (const d of daemons) expect(fellBack(d)).toStrictEqual([]);
+    } finally {
+      await c.end();
+    }
   }, 90_000);
 });
