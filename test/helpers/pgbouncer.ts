@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import getPort from 'get-port';
 import pg from 'pg';
+import { SERVER_OS_USER, serverUser } from '../../src/db/embedded/os-user.js';
 
 export const PGBOUNCER = ['/usr/sbin/pgbouncer', '/usr/bin/pgbouncer'].find((p) => spawnSync(p, ['--version']).status === 0);
 
@@ -42,7 +43,9 @@ export async function startPgBouncer(opts: { server: string; poolMode?: 'session
     await fs.writeFile(ini, text, { mode: 0o644 });
   };
   await write(server.hostname, Number(server.port));
-  const asPostgres = process.getuid?.() === 0 ? ['-u', 'postgres'] : [];
+  // Creates the `postgres` user where it is missing (a CI container with TEST_DATABASE_URL).
+  const user = await serverUser(() => undefined);
+  const asPostgres = user ? ['-u', SERVER_OS_USER] : [];
   const child: ChildProcess = spawn(PGBOUNCER, [...asPostgres, ini], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
