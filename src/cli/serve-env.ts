@@ -17,7 +17,8 @@ const GROUPS: ReadonlyArray<[title: string, rows: ReadonlyArray<[name: string, w
   [
     'Database and key',
     [
-      ['DATABASE_URL', 'PostgreSQL URL (or FLY_DATABASE_URL); --database-url; unset = embedded; sslmode=verify-full'],
+      ['DATABASE_URL', 'PostgreSQL URL (or FLY_DATABASE_URL); --database-url; unset = embedded; sslmode=verify-full; a:5432,b:5432 with target_session_attrs=read-write for failover'],
+      ['RATELIMIT_LISTEN_URL', 'the notification listener\'s own session connection (default DATABASE_URL)'],
       ['RATELIMIT_DATA_DIR', `embedded database and generated key (default ${D.DEFAULT_DATA_DIR}); --data-dir`],
       ['PHONE_ENCRYPTION_KEY', `hashing key, >= ${D.MIN_KEY_LENGTH} characters; needed with DATABASE_URL`],
       ['PHONE_ENCRYPTION_KEY_PREVIOUS', 'during a key rotation, the key being retired'],

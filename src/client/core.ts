@@ -24,7 +24,7 @@ import {
 export interface CommonClientOptions {
   /** e.g. `ws://127.0.0.1:8081/ws` */
   url: string;
-  /** Per request, from the call (queueing included) to the reply. Default 2000. */
+  /** Per request, from the call (queueing included) to the reply. Default DEFAULT_REQUEST_TIMEOUT_MS (3000). */
   requestTimeoutMs?: number;
   /** What a decision is when the daemon cannot be asked. Required on purpose: see docs/client.md. */
   failMode: FailMode;

@@ -79,7 +79,12 @@ export class RateLimitRequestError extends Error {
   }
 }
 
-export const DEFAULT_REQUEST_TIMEOUT_MS = 2000;
+/**
+ * The daemon's slowest answer with its defaults: RATELIMIT_DB_TIMEOUT (2 s, also its connect
+ * timeout) plus the 1 s it allows a statement past that before deciding from memory. Waiting
+ * less would call a daemon unavailable while it is about to answer (during a failover, say).
+ */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 3000;
 
 export function unavailableDecision(failMode: FailMode, phoneNumber: string, reason: UnavailableReason, nowMs = Date.now()): Decision {
   // Counts are unknown, so 0; resetTime "now" and retryAfterMs 0 because the daemon may be back any moment.

@@ -4,7 +4,8 @@ import { defaultPolicy } from './policy/default.js';
 import type { Policy as RulePolicy } from './policy/types.js';
 import * as D from './defaults.js';
 import { GENERATE_KEY_HINT, GENERATE_TOKEN_HINT } from './key.js';
-import { plainTextDatabaseProblem } from './database-url.js';
+import { plainTextDatabaseProblem } from './database-tls.js';
+import { parseDatabaseUrl } from './database-url.js';
 
 /** Flags as commander hands them over: strings, all optional. */
 export interface ConfigFlags {
@@ -23,6 +24,11 @@ export type TrustProxy = 'none' | 'fly';
 export interface Config {
   /** undefined: the embedded PostgreSQL in `dataDir`. */
   databaseUrl: string | undefined;
+  /**
+   * RATELIMIT_LISTEN_URL: the notification listener's own session connection (LISTEN does not
+   * cross a transaction-mode pooler); undefined: DATABASE_URL.
+   */
+  listenUrl: string | undefined;
   dataDir: string;
   /** undefined: a generated key kept in `dataDir` (refused in production). */
   phoneKey: string | undefined;
@@ -144,6 +150,18 @@ export function resolveConfig(flags: ConfigFlags, env: Env, options: ResolveOpti
     problems.push(`${url.source} must start with postgres:// or postgresql://`);
   }
 
+  const listenUrl = pick(undefined, 'RATELIMIT_LISTEN_URL');
+  if (listenUrl && !/^postgres(ql)?:\/\//.test(listenUrl.value)) problems.push('RATELIMIT_LISTEN_URL must start with postgres:// or postgresql://');
+  if (listenUrl && !url) problems.push('RATELIMIT_LISTEN_URL needs DATABASE_URL (the embedded PostgreSQL needs no separate listener)');
+  for (const u of [url, listenUrl]) {
+    if (!u || !/^postgres(ql)?:\/\//.test(u.value)) continue;
+    try {
+      parseDatabaseUrl(u.value);
+    } catch (err) {
+      problems.push(`${u.source}: ${(err as Error).message}`);
+    }
+  }
+
   if (url && production) {
     const plain = plainTextDatabaseProblem(url.value, url.source);
     if (plain) problems.push(plain);
@@ -231,6 +249,7 @@ export function resolveConfig(flags: ConfigFlags, env: Env, options: ResolveOpti
 
   const config: Config = {
     databaseUrl: url?.value,
+    listenUrl: listenUrl?.value,
     dataDir: pick([flags.dataDir, '--data-dir'], 'RATELIMIT_DATA_DIR')?.value ?? D.DEFAULT_DATA_DIR,
     phoneKey: key === undefined || key.length === 0 ? undefined : key,
     previousPhoneKey: env.PHONE_ENCRYPTION_KEY_PREVIOUS || undefined,

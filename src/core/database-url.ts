@@ -1,107 +1,90 @@
-// What a DATABASE_URL says about its transport, for the production refusal in src/core/config.ts:
-// a URL without TLS is fine to a host only this machine or its private network can reach, and
-// nowhere else (docs/protocol.md *Database*). Parsed by hand, not with `new URL`: a multi-host
-// URL (`postgres://a:5432,b:5432/db`) is valid for libpq but not for WHATWG URL parsing.
+// libpq's multi-host connection strings, which node-postgres does not understand (pg-connection-
+// string 2.14 throws "Invalid URL" on `postgresql://a:1,b:2/db` and takes `?host=a,b` as one host
+// name): both forms are split here into one single-host URL per host; src/db/hosts.ts picks the
+// writable one.
+//
+//   postgresql://user:pw@a:5432,b:5433/db?target_session_attrs=read-write
+//   postgresql://user:pw@/db?host=a,b&port=5432,5433&target_session_attrs=read-write
+//
+// The daemon writes on every decision, so a URL always looks for the writable host (libpq's
+// `read-write`, the default here); `primary` (not in recovery) is accepted as well. `any` and the
+// standby variants make no sense for it and are refused.
 
-/** sslmode values that encrypt (libpq's; `prefer`/`allow` may silently fall back to plain text). */
-const TLS_MODES = new Set(['require', 'verify-ca', 'verify-full']);
+export interface HostPort {
+  host: string;
+  port: number;
+}
 
-/** The hosts a postgres:// URL names: its authority's comma-separated list and any `host=` parameters. */
-export function databaseUrlHosts(url: string): string[] {
-  const rest = url.replace(/^postgres(ql)?:\/\//i, '');
-  const end = rest.search(/[/?#]/);
-  const authority = end === -1 ? rest : rest.slice(0, end);
-  const hostList = authority.slice(authority.lastIndexOf('@') + 1);
-  const hosts = hostList.split(',').map((h) => stripPort(decodeOr(h.trim())));
-  for (const [name, value] of queryParams(url)) {
-    if (name === 'host') hosts.push(...value.split(',').map((h) => stripPort(h.trim())));
+export interface DatabaseAddress {
+  hosts: HostPort[];
+  /** Which server counts as writable: libpq's target_session_attrs. */
+  target: 'read-write' | 'primary';
+  /** The URL for host `i`, without target_session_attrs and the multi-host parameters. */
+  urlFor(i: number): string;
+}
+
+const DEFAULT_PORT = 5432;
+const SESSION_ATTRS = new Set(['read-write', 'primary']);
+
+/** Throws an Error whose message names what is wrong (never the password). */
+export function parseDatabaseUrl(url: string): DatabaseAddress {
+  const m = /^(postgres(?:ql)?:\/\/)([^@/?#]*@)?([^/?#]*)([^?#]*)(\?[^#]*)?(#.*)?$/.exec(url);
+  if (!m) throw new Error('DATABASE_URL must look like postgresql://user:password@host:5432/database');
+  const [, scheme, userinfo = '', authority = '', path = '', query = ''] = m;
+  const params = new URLSearchParams(query.slice(1));
+  const attrs = params.get('target_session_attrs') ?? 'read-write';
+  if (!SESSION_ATTRS.has(attrs)) {
+    throw new Error(`target_session_attrs=${attrs} is not supported: the daemon writes, so use read-write (or primary)`);
   }
-  return hosts;
-}
-
-/** Does the URL ask for TLS, by `sslmode=require|verify-ca|verify-full` or `ssl=true|1`? */
-export function databaseUrlUsesTls(url: string): boolean {
-  let tls = false;
-  for (const [name, value] of queryParams(url)) {
-    const v = value.toLowerCase();
-    if (name === 'sslmode') tls = TLS_MODES.has(v);
-    else if (name === 'ssl' && (v === 'true' || v === '1')) tls = true;
+  const portsParam = params.get('port')?.split(',') ?? [];
+  let hosts: HostPort[];
+  if (params.has('host')) {
+    const names = params.get('host')!.split(',');
+    if (portsParam.length > 1 && portsParam.length !== names.length) throw new Error(`?host= names ${names.length} hosts but ?port= ${portsParam.length} ports`);
+    hosts = names.map((host, i) => ({ host: host.trim(), port: toPort(portsParam[portsParam.length > 1 ? i : 0]) }));
+  } else {
+    const parts = authority === '' ? [] : splitAuthority(authority);
+    hosts = parts.map(({ host, port }) => ({ host, port: toPort(port ?? portsParam[0]) }));
+    if (hosts.length === 0) hosts = [{ host: 'localhost', port: toPort(portsParam[0]) }];
   }
-  return tls;
+  if (hosts.some((h) => h.host === '')) throw new Error('DATABASE_URL names an empty host');
+  const rest = new URLSearchParams(params);
+  for (const k of ['host', 'port', 'target_session_attrs']) rest.delete(k);
+  const restQuery = rest.toString();
+  return {
+    hosts,
+    target: attrs as DatabaseAddress['target'],
+    urlFor(i) {
+      const h = hosts[i]!;
+      // A Unix socket directory goes back into ?host= (a path cannot sit in the authority).
+      if (h.host.startsWith('/')) {
+        const q = new URLSearchParams(rest);
+        q.set('host', h.host);
+        q.set('port', String(h.port));
+        return `${scheme}${userinfo}${path}?${q.toString()}`;
+      }
+      const name = h.host.includes(':') && !h.host.startsWith('[') ? `[${h.host}]` : h.host;
+      return `${scheme}${userinfo}${name}:${h.port}${path}${restQuery ? `?${restQuery}` : ''}`;
+    },
+  };
 }
 
-/**
- * A host reachable only from this machine or a private network: loopback, RFC 1918 and IPv6 ULA
- * addresses (Fly's 6PN is fdaa::/16), Fly's private names (`*.internal`, `*.flycast`), a Unix
- * socket path, no host at all (libpq's default: the local socket), and a name without a dot
- * (a compose service or /etc/hosts entry: public DNS names have one).
- */
-export function isPrivateDatabaseHost(host: string): boolean {
-  const h = host.toLowerCase().replace(/^\[|\]$/g, '').replace(/\.$/, '');
-  if (h === '' || h.startsWith('/') || h.startsWith('@')) return true;
-  if (h === 'localhost' || h.endsWith('.localhost') || h.endsWith('.internal') || h.endsWith('.flycast')) return true;
-  const v4 = ipv4(h);
-  if (v4) {
-    const [a, b] = v4;
-    return a === 127 || a === 10 || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168);
-  }
-  if (h.includes(':')) {
-    if (h === '::1') return true;
-    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(h);
-    if (mapped) return isPrivateDatabaseHost(mapped[1]!);
-    // fc00::/7: the first 16-bit group is fcxx or fdxx.
-    return /^f[cd][0-9a-f]{0,2}:/.test(h);
-  }
-  return !h.includes('.');
+function toPort(raw: string | undefined): number {
+  if (raw === undefined || raw.trim() === '') return DEFAULT_PORT;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new Error(`DATABASE_URL has an invalid port "${raw}"`);
+  return n;
 }
 
-/**
- * The production refusal: undefined when the URL is fine, otherwise the sentence saying what to
- * change. `source` names where the URL came from (DATABASE_URL, --database-url...).
- */
-export function plainTextDatabaseProblem(url: string, source: string): string | undefined {
-  if (databaseUrlUsesTls(url)) return undefined;
-  const publicHosts = databaseUrlHosts(url).filter((h) => !isPrivateDatabaseHost(h));
-  if (publicHosts.length === 0) return undefined;
-  return (
-    `${source} reaches ${publicHosts.join(', ')} without TLS, which NODE_ENV=production refuses outside loopback, private addresses ` +
-    `(10/8, 172.16/12, 192.168/16, fc00::/7), names without a dot and *.internal/*.flycast: add sslmode=verify-full to the URL ` +
-    `(with sslrootcert=/path/to/ca.pem when the server's certificate is not signed by a public CA), or sslmode=require to encrypt without checking the certificate`
-  );
+function splitAuthority(authority: string): Array<{ host: string; port: string | undefined }> {
+  return authority.split(',').map((part) => {
+    const v6 = /^\[([^\]]*)\](?::(.*))?$/.exec(part);
+    if (v6) return { host: v6[1]!, port: v6[2] };
+    const i = part.lastIndexOf(':');
+    return i < 0 ? { host: decodeURIComponent(part), port: undefined } : { host: decodeURIComponent(part.slice(0, i)), port: part.slice(i + 1) };
+  });
 }
 
-function queryParams(url: string): Array<[string, string]> {
-  const q = url.indexOf('?');
-  if (q === -1) return [];
-  const hash = url.indexOf('#', q);
-  return url
-    .slice(q + 1, hash === -1 ? undefined : hash)
-    .split('&')
-    .filter(Boolean)
-    .map((pair) => {
-      const eq = pair.indexOf('=');
-      return eq === -1 ? [decodeOr(pair).toLowerCase(), ''] : [decodeOr(pair.slice(0, eq)).toLowerCase(), decodeOr(pair.slice(eq + 1).replace(/\+/g, ' ')).trim()];
-    });
-}
-
-function stripPort(host: string): string {
-  if (host.startsWith('[')) return host.slice(0, host.indexOf(']') + 1 || undefined);
-  // A bare IPv6 address has several colons and no port.
-  const colons = host.split(':').length - 1;
-  return colons === 1 ? host.slice(0, host.indexOf(':')) : host;
-}
-
-function decodeOr(text: string): string {
-  try {
-    return decodeURIComponent(text);
-  } catch {
-    return text;
-  }
-}
-
-function ipv4(host: string): [number, number, number, number] | undefined {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(host);
-  if (!m) return undefined;
-  const parts = m.slice(1).map(Number) as [number, number, number, number];
-  return parts.every((p) => p <= 255) ? parts : undefined;
+export function hostLabel(h: HostPort): string {
+  return h.host.includes(':') ? `[${h.host}]:${h.port}` : `${h.host}:${h.port}`;
 }

@@ -12,6 +12,8 @@ import { loadPhoneKey } from '../db/key-file.js';
 import { verifyKey } from '../db/keys.js';
 import { migrate, migrationName } from '../db/migrate.js';
 import { openDatabase } from '../db/open.js';
+import { databaseIdentity } from '../db/identity.js';
+import { hasSessionPooling } from '../db/pool.js';
 import { Spool } from './engine/spool.js';
 import { startHeartbeat } from './heartbeat.js';
 import { startRetention } from './retention.js';
@@ -59,6 +61,16 @@ export interface DaemonHandle {
   failed: Promise<RateLimitError>;
 }
 
+/** Behind PgBouncer in transaction mode: refused at start (docs/self-hosting.md says why). */
+function transactionPooling(target: string): RateLimitError {
+  return new RateLimitError(
+    'invalid_config',
+    `${target} shares server connections between clients per transaction (PgBouncer pool_mode = transaction or statement): ` +
+      'ratelimit needs session pooling (its prepared statements, session settings and migration lock live in the session); ' +
+      'set pool_mode = session for this database in pgbouncer.ini (Supabase: the session pooler on port 5432), or point DATABASE_URL at PostgreSQL itself',
+  );
+}
+
 // Left at the end of the stop deadline for closing the pool.
 const POOL_CLOSE_RESERVE_MS = 1_000;
 
@@ -69,6 +81,17 @@ const POOL_CLOSE_RESERVE_MS = 1_000;
 export async function startDaemon(config: Config, opts: StartDaemonOptions): Promise<DaemonHandle> {
   const { logger, version } = opts;
   const { instanceId, host } = opts.identity;
+  let lastCapacityWarningMs = 0;
+  // Said at most once a minute: a full server refuses connection after connection.
+  const capacityWarning = (err: Error) => {
+    if (Date.now() - lastCapacityWarningMs < 60_000) return;
+    lastCapacityWarningMs = Date.now();
+    logger.warn(
+      { err: err.message, poolSize: config.dbPoolSize },
+      'the database refused a connection for capacity (too many connections), retrying within RATELIMIT_DB_TIMEOUT: not an outage. ' +
+        'Size max_connections (or the pooler\'s default_pool_size) to at least (RATELIMIT_DB_POOL_SIZE + 1) x daemons + admin commands',
+    );
+  };
   const key = await loadPhoneKey(config, (m) => logger.warn(m));
   const db = await openDatabase(config, {
     poolSize: config.dbPoolSize,
@@ -77,12 +100,20 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
     // An outage reports itself once through the engine's state change; one line per pooled
     // connection would only bury it.
     onIdleError: (err) => logger.debug({ err: err.message }, 'idle database connection failed'),
+    // No reply waits on a connection longer than on a statement (RATELIMIT_DB_TIMEOUT); the
+    // client library's default request timeout is set to match (src/client).
+    connectTimeoutMs: config.dbStatementTimeoutMs,
+    onCapacity: (err) => capacityWarning(err),
     verify: false,
     log: (m) => logger.info(m),
   });
   const databaseUrl = db.embedded?.url ?? config.databaseUrl!;
   let migrated = false;
   let keyVerified = false;
+  let poolingChecked = false;
+  let databaseId: string | undefined;
+  let spool: Spool | undefined;
+  let engine: Daemon['engine'] | undefined;
   let fail: (err: RateLimitError) => void = () => undefined;
   const failed = new Promise<RateLimitError>((resolve) => (fail = resolve));
   // Migrations, then the key (its record is one of them), before anything is decided in the
@@ -91,10 +122,30 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
   // closes its pool (what memory decided under that key is dropped, never written) and stops.
   const ensureReady = async () => {
     await db.revive();
+    // The check holds two connections at once: a pool of one cannot make it.
+    if (!poolingChecked && config.dbPoolSize >= 2) {
+      if (!(await hasSessionPooling(db.pool))) throw transactionPooling(db.target);
+      poolingChecked = true;
+    }
     if (!migrated) {
       const report = await migrate(db.pool);
       migrated = true;
       if (report.applied.length > 0) logger.info({ applied: report.applied.map(migrationName) }, 'applied migrations');
+    }
+    if (databaseId === undefined) {
+      const id = await databaseIdentity(db.pool);
+      // A spool opened while the database was down, under the scope its URL had last time.
+      if (spool && !(await spool.identify(id))) {
+        throw new RateLimitError(
+          'invalid_config',
+          `${db.target} is not the database this URL reached before (its id differs): the decisions spooled for that one in ${config.dataDir} are not written here; ` +
+            'start a daemon with the URL of that database to replay them, or move the data dir aside',
+        );
+      }
+      databaseId = id;
+      // The database's own spools (of daemons that stopped during the outage, under any URL)
+      // join what is replayed before this daemon decides in the database again.
+      if (spool) await engine?.adoptSpools();
     }
     if (keyVerified) return;
     const check = await verifyKey(db.pool, { current: key, previous: config.previousPhoneKey });
@@ -108,8 +159,8 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
     try {
       await ensureReady();
     } catch (err) {
-      if (err instanceof RateLimitError && err.code === 'key_mismatch') {
-        logger.fatal({ err: err.message }, 'wrong hashing key: stopping without writing anything');
+      if (err instanceof RateLimitError && (err.code === 'key_mismatch' || err.code === 'invalid_config')) {
+        logger.fatal({ err: err.message }, err.code === 'key_mismatch' ? 'wrong hashing key: stopping without writing anything' : 'cannot use this database: stopping without writing anything');
         await db.pool.end().catch(() => undefined);
         fail(err);
       }
@@ -128,9 +179,15 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
     startError = err;
   }
 
-  let spool: Spool;
   try {
-    spool = await Spool.open({ dataDir: config.dataDir, scope: { databaseUrl, phoneKey: key }, instanceId, maxBytes: config.spoolMaxBytes, logger });
+    spool = await Spool.open({
+      dataDir: config.dataDir,
+      // The configured URL (not one host of it): what a daemon started during an outage looks up.
+      scope: { databaseUrl: config.databaseUrl ?? databaseUrl, phoneKey: key, ...(databaseId !== undefined ? { databaseId } : {}) },
+      instanceId,
+      maxBytes: config.spoolMaxBytes,
+      logger,
+    });
   } catch (err) {
     await db.close();
     throw new RateLimitError(
@@ -143,12 +200,13 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
     spool,
     config,
     pool: db.pool,
-    databaseUrl,
+    databaseUrl: config.listenUrl ?? databaseUrl,
     phoneKey: key,
     logger,
     version,
     engine: { beforeRecovery: ensureMigrated },
   });
+  engine = daemon.engine;
   if (startError) daemon.engine.startInMemory(startError);
   // Decide with the applied policy from the first request on, unless the database is down: then
   // the default one, said in the log, until the policy can be read.

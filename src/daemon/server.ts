@@ -37,6 +37,10 @@ const KEEP_ALIVE_DIRECT_MS = 5_000;
 const HEADERS_TIMEOUT_MS = HANDSHAKE_TIMEOUT_MS * 2;
 const REQUEST_TIMEOUT_MS = HANDSHAKE_TIMEOUT_MS * 3;
 const CONNECTIONS_CHECK_INTERVAL_MS = 1_000;
+// A decision-path database operation may take RATELIMIT_DB_TIMEOUT plus this before the daemon
+// decides from memory: the rest of the 1 s the client library allows past RATELIMIT_DB_TIMEOUT
+// (src/client DEFAULT_REQUEST_TIMEOUT_MS) is for queueing and the reply itself.
+const OPERATION_MARGIN_MS = 500;
 
 export interface DaemonOptions {
   config: Config;
@@ -101,6 +105,7 @@ export class Daemon {
       denyCache: config.denyCache,
       onAnnouncedChange: () => this.policies.poke(),
       spool: opts.spool,
+      operationDeadlineMs: config.dbStatementTimeoutMs + OPERATION_MARGIN_MS,
       ...opts.engine,
     });
     const auth = new Authenticator(config.apiTokens, config.allowedOrigins);

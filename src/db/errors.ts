@@ -1,4 +1,5 @@
 import { FIX, failures, RateLimitError, sentence } from '../core/errors.js';
+import { describeRole, ReadOnlyTargetError } from './hosts.js';
 
 // Named SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html) we act on.
 export const SQLSTATE = {
@@ -109,9 +110,65 @@ export function explainDatabaseError(err: unknown, target: string): RateLimitErr
     case SQLSTATE.UNDEFINED_COLUMN:
       return new RateLimitError('database_error', sentence(`the database at ${target} is not initialised or is behind`, FIX.dbInit), o);
   }
+  const readOnly = findReadOnly(err);
+  if (readOnly) {
+    return new RateLimitError(
+      'database_unreachable',
+      sentence(
+        `the database at ${target} is ${readOnly}, and ratelimit writes on every decision`,
+        'point DATABASE_URL at the primary, or list every host with ?target_session_attrs=read-write (postgresql://a:5432,b:5432/db?target_session_attrs=read-write); after a failover, wait for the promotion',
+      ),
+      o,
+    );
+  }
+  if (sqlState(err) === SQLSTATE.TOO_MANY_CONNECTIONS) {
+    return new RateLimitError(
+      'database_unreachable',
+      sentence(
+        `PostgreSQL at ${target} refused a connection: too many connections (its capacity, not an outage)`,
+        'raise max_connections (or the pooler\'s default_pool_size) to at least RATELIMIT_DB_POOL_SIZE + 1 per daemon, plus the admin commands you run at once, or lower RATELIMIT_DB_POOL_SIZE',
+      ),
+      o,
+    );
+  }
+  const refused = refusedParameter(err);
+  if (refused) {
+    return new RateLimitError(
+      'database_unreachable',
+      sentence(
+        `the server or pooler at ${target} answered but refused the connection: ${refused}`,
+        'remove that parameter from DATABASE_URL (ratelimit sets its session settings itself), or add it to PgBouncer\'s ignore_startup_parameters',
+      ),
+      o,
+    );
+  }
   if (isConnectionError(err)) return failures.databaseUnreachable(target, unreachableReason(err), o);
   const detail = err instanceof Error ? err.message : String(err);
   return new RateLimitError('database_error', `database error at ${target}: ${detail}`, o);
+}
+
+/** "a standby (in recovery, read-only)" when the failure is a server that cannot take writes. */
+function findReadOnly(err: unknown): string | undefined {
+  for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    if (e instanceof ReadOnlyTargetError) return describeRole(e.role);
+    if (sqlState(e) === SQLSTATE.READ_ONLY_TRANSACTION) {
+      const message = e instanceof Error ? e.message : '';
+      // "no writable host among 2 (…)": the selector's own words say which host is what.
+      if (message.startsWith('no writable host')) return `unusable for writes (${message})`;
+      return 'read-only (a standby, or default_transaction_read_only is on)';
+    }
+  }
+  return undefined;
+}
+
+/**
+ * A server that answered and refused what the client sent at start-up (PgBouncer: "unsupported
+ * startup parameter: …", SQLSTATE 08P01): reachable, so "is it running?" would mislead.
+ */
+function refusedParameter(err: unknown): string | undefined {
+  const message = err instanceof Error ? err.message : '';
+  if (/unsupported startup parameter|unrecognized configuration parameter/i.test(message)) return message;
+  return sqlState(err) === '08P01' ? message : undefined;
 }
 
 /** A short reason: the system's code when there is one (ECONNREFUSED), else the driver's words. */

@@ -3,7 +3,7 @@
 import { join, resolve } from 'node:path';
 import type { Config } from '../core/config.js';
 import { failures, RateLimitError } from '../core/errors.js';
-import { createPool, redactUrl, verifyConnection, type Pool } from './pool.js';
+import { createPool, hostSelectorOf, redactUrl, verifyConnection, type Pool } from './pool.js';
 import { NoClusterError, startEmbeddedPostgres, type EmbeddedServer } from './embedded/index.js';
 import { explainDatabaseError } from './errors.js';
 import { migrate, schemaVersion, loadMigrations, type MigrationReport } from './migrate.js';
@@ -14,8 +14,8 @@ export interface Database {
   target: string;
   embedded: EmbeddedServer | undefined;
   /**
-   * Embedded only: starts the server again if whoever owned it (say, an admin command that
-   * started it first) has stopped it. No-op with a URL.
+   * Embedded: starts the server again if whoever owned it (say, an admin command that started
+   * it first) has stopped it. A URL: picks the writable host again (multi-host URLs).
    */
   revive(): Promise<void>;
   close(): Promise<void>;
@@ -28,6 +28,10 @@ export interface OpenOptions {
   clientTimeout?: boolean;
   applicationName?: string;
   onIdleError?: (err: Error) => void;
+  /** How long opening one connection may take (default 5 s); the daemon gives its DB timeout. */
+  connectTimeoutMs?: number;
+  /** See PoolOptions.onCapacity. */
+  onCapacity?: (err: Error) => void;
   /** Connect now, so a bad URL fails here with a clear message (default true). */
   verify?: boolean;
   log?: (message: string) => void;
@@ -76,13 +80,17 @@ export async function openDatabase(config: Config, opts: OpenOptions = {}): Prom
     ...(opts.clientTimeout !== undefined ? { clientTimeout: opts.clientTimeout } : {}),
     applicationName: opts.applicationName ?? 'ratelimit',
     onIdleError: opts.onIdleError ?? (() => undefined),
+    ...(opts.connectTimeoutMs ? { connectTimeoutMs: opts.connectTimeoutMs } : {}),
+    ...(opts.onCapacity ? { onCapacity: opts.onCapacity } : {}),
   });
   const close = async () => {
     await pool.end().catch(() => undefined);
     await embedded?.stop();
   };
   const revive = async () => {
-    if (!embedded || embedded.owned) return;
+    // A multi-host URL: after a failover the writable host may be another one.
+    if (!embedded) return hostSelectorOf(pool)?.select();
+    if (embedded.owned) return;
     // Called before every (re)migration: finding the same server still there is not news, so its
     // "attached" line is said once, by the open above; a server we had to start again is.
     const said: string[] = [];

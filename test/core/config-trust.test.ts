@@ -3,7 +3,7 @@
 // problems resolveConfig reports together.
 import { describe, expect, it } from 'vitest';
 import { isLoopbackHost, resolveConfig } from '../../src/core/config.js';
-import { databaseUrlHosts, databaseUrlUsesTls, isPrivateDatabaseHost, plainTextDatabaseProblem } from '../../src/core/database-url.js';
+import { databaseUrlHosts, databaseUrlUsesTls, isPrivateDatabaseHost, plainTextDatabaseProblem } from '../../src/core/database-tls.js';
 import { ConfigError } from '../../src/core/errors.js';
 
 const KEY = 'config-trust-key-0123456789abcdefghijkl';

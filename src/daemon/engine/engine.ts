@@ -9,15 +9,15 @@ import { performance } from 'node:perf_hooks';
 import type { Pool } from '../../db/pool.js';
 import { decideBatch, type DecideOutcome, type DecideRequest } from '../../db/decisions.js';
 import { isConnectionError } from '../../db/errors.js';
-import { listen, type Listener } from '../../db/notify.js';
-import { CHANGES_CHANNEL } from '../../db/policies.js';
-import { RESET_CHANNEL } from '../../db/queries.js';
+import type { Listener } from '../../db/notify.js';
 import { applicableCounters } from '../../core/policy/counters.js';
 import { decideCheckFromSnapshot, type DecideInput } from '../../core/policy/decide.js';
 import { hashPrefix } from '../../core/phone.js';
 import type { Metrics, TimedQuery } from '../metrics.js';
 import type { ActivePolicy } from '../policy-source.js';
 import { Batcher } from './batcher.js';
+import { withDeadline } from './deadline.js';
+import { listenForChanges } from './notifications.js';
 import { peekBatch, type CheckRequest, type CheckSnapshot } from './peek.js';
 import { DenyCache } from './deny-cache.js';
 import { Fallback, type EngineMode } from './fallback.js';
@@ -59,6 +59,12 @@ export interface EngineOptions {
   spool: Spool;
   /** How often spools of daemons that died are looked for (and taken over). */
   spoolScanIntervalMs?: number;
+  /**
+   * Each database operation (waiting for a connection, opening one, the statement) gives up after
+   * this long: an outage, its outcome unknown (Outage). Else a reply could wait out the connect
+   * timeout and then the statement's.
+   */
+  operationDeadlineMs?: number;
 }
 
 // Consume statements overlap only when the one in flight is slow (stuck on a row lock): else the
@@ -84,6 +90,8 @@ export class DecisionEngine {
   private latencyMs: number | null = null;
   private clockOffsetMs = 0;
   private stopped = false;
+  /** The listener's start-up check found that notifications do not arrive. */
+  private deaf = false;
 
   private readonly memory: MemoryState;
   private readonly inFlight = new InFlight();
@@ -139,12 +147,15 @@ export class DecisionEngine {
         this.denyCache?.clear();
         opts.onAnnouncedChange?.();
       };
-      this.listener = listen({
+      this.listener = listenForChanges({
         url: opts.url,
-        channels: { [RESET_CHANNEL]: (hash) => this.forget(hash), [CHANGES_CHANNEL]: changed },
-        // What was announced while the listener was down was missed: trust nothing cached.
-        onReconnect: changed,
-        onError: (err) => opts.logger.warn({ err: err.message }, 'notification listener lost its connection; retrying'),
+        pool: opts.pool,
+        logger: opts.logger,
+        forget: (hash) => this.forget(hash),
+        changed,
+        // While deaf, cached denials are not used (they could outlive an unheard reset); hearing
+        // again follows a reconnection, which clears the cache.
+        deaf: (isDeaf) => (this.deaf = isDeaf),
       });
     }
     this.flushTimer = setInterval(() => void this.flushInBackground(), opts.flushIntervalMs ?? 1_000);
@@ -315,7 +326,7 @@ export class DecisionEngine {
   private async timed<T>(op: string, size: number, fn: () => Promise<T>): Promise<T> {
     const start = performance.now();
     try {
-      return await fn();
+      return await withDeadline(fn(), this.opts.operationDeadlineMs);
     } finally {
       const ms = performance.now() - start;
       this.opts.metrics.dbLatency.observe({ op }, ms / 1000);
@@ -325,6 +336,7 @@ export class DecisionEngine {
   }
 
   private cachedDenial(s: PhoneSubject, p: ActivePolicy): Verdict | undefined {
+    if (this.deaf) return undefined;
     const d = this.denyCache?.lookup(s.hash, this.dbNow(), p.decision, (h) => this.memory.log(h));
     return d ? { ...d, source: 'database', metricSource: 'cache' } : undefined;
   }

@@ -7,8 +7,16 @@
 // second kind of line (`k: "o"`); writing one twice is harmless (one row per decision id).
 //
 // Layout: <dataDir>/spool/<scope>/<instance>.<startMs>.log, JSON lines, one event each. The
-// scope is a digest of the database URL and the phone key, so daemons of another database (or
-// another key) sharing the data dir never replay into the wrong one. Each file is locked with
+// scope is an HMAC under the phone key of the database's own id (src/db/identity.ts; a promoted
+// standby has its primary's id), so daemons of another database (or another key) sharing the data
+// dir never replay into the wrong one, a new URL to the same database (after a failover) replays
+// its spool, and a directory name cannot confirm a guessed key without the database's id.
+//
+// A daemon that starts while the database is down cannot read the id: <dataDir>/spool-index.json
+// maps an HMAC (under the key) of each URL that reached a database to that database's scope, so a
+// URL seen before finds its spool. A URL never seen before spools into a provisional scope (an
+// HMAC of the URL), which every later daemon with that URL also takes over; once the database
+// answers, identify() adds the real scope. Each file is locked with
 // proper-lockfile (a directory whose mtime the owner refreshes): a daemon takes over only files
 // whose lock went stale (owner gone for LOCK_STALE_MS), never a live peer's, at start and then
 // every LOCK_STALE_MS. A crash mid-write leaves at most a torn last line, skipped on replay.
@@ -17,7 +25,7 @@
 // unwritten tail once the file is mostly written). Between a database write and the compaction
 // a crash replays those events again: the database then counts them twice (over, never under).
 
-import { createHash } from 'node:crypto';
+import { createHmac } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -41,8 +49,11 @@ const REWRITE_MIN_BYTES = 1 << 20;
 
 export interface SpoolOptions {
   dataDir: string;
-  /** Identifies the database and key the decisions belong to (not stored in the clear). */
-  scope: { databaseUrl: string; phoneKey: string };
+  /**
+   * Identifies the database and key the decisions belong to (neither stored in the clear):
+   * `databaseId` when the database could be read at start, else the URL through the index.
+   */
+  scope: { databaseUrl: string; phoneKey: string; databaseId?: string };
   instanceId: string;
   maxBytes: number;
   logger: Logger;
@@ -72,18 +83,41 @@ export class Spool {
   private broken: unknown;
   private closed = false;
 
+  /** Directories whose abandoned spools this daemon takes over (its own first). */
+  private readonly dirs: string[];
+  /** How the scope was found: the database's id, the index (an assumption until identify()), or provisional. */
+  private basis: 'database' | 'index' | 'provisional';
+
   private constructor(
     private readonly opts: SpoolOptions,
     readonly dir: string,
     readonly file: string,
     private fh: fs.FileHandle,
     private readonly unlock: () => Promise<void>,
-  ) {}
+    basis: 'database' | 'index' | 'provisional',
+  ) {
+    this.basis = basis;
+    const provisional = path.join(path.dirname(dir), scopeNames(opts).provisional);
+    this.dirs = provisional === dir ? [dir] : [dir, provisional];
+  }
 
   /** Creates and locks this instance's spool file. Throws when the data dir is not writable. */
   static async open(opts: SpoolOptions): Promise<Spool> {
-    const scope = createHash('sha256').update(`${opts.scope.databaseUrl}\0${opts.scope.phoneKey}`).digest('hex').slice(0, 16);
-    const dir = path.join(path.resolve(opts.dataDir), 'spool', scope);
+    const root = path.join(path.resolve(opts.dataDir), 'spool');
+    await fs.mkdir(root, { recursive: true, mode: 0o700 });
+    const names = scopeNames(opts);
+    let scope: string;
+    let basis: 'database' | 'index' | 'provisional';
+    if (opts.scope.databaseId !== undefined) {
+      scope = names.forDatabase(opts.scope.databaseId);
+      basis = 'database';
+      await remember(root, names.urlKey, scope);
+    } else {
+      const known = (await readIndex(root))[names.urlKey];
+      scope = known ?? names.provisional;
+      basis = known ? 'index' : 'provisional';
+    }
+    const dir = path.join(root, scope);
     await fs.mkdir(dir, { recursive: true, mode: 0o700 });
     const safeId = opts.instanceId.replace(/[^A-Za-z0-9_.-]/g, '_');
     const file = path.join(dir, `${safeId}.${Date.now()}.log`);
@@ -97,7 +131,22 @@ export class Spool {
       // write it too: over-counting, never under-counting; keep going and say so.
       onCompromised: (err) => opts.logger.error({ err: err.message, file }, 'spool lock lost: another daemon may replay this spool too'),
     });
-    return new Spool(opts, dir, file, fh, release);
+    return new Spool(opts, dir, file, fh, release, basis);
+  }
+
+  /**
+   * The database answered with its id. Returns false when this spool was assumed (from the
+   * index) to belong to another database: its events must not be written there.
+   */
+  async identify(databaseId: string): Promise<boolean> {
+    const names = scopeNames(this.opts);
+    const scope = names.forDatabase(databaseId);
+    const dir = path.join(path.dirname(this.dir), scope);
+    if (this.basis === 'index' && dir !== this.dir) return false;
+    if (!this.dirs.includes(dir)) this.dirs.push(dir);
+    this.basis = 'database';
+    await remember(path.dirname(this.dir), names.urlKey, scope);
+    return true;
   }
 
   /** Events in the spool (or on their way to it) that the database does not hold yet. */
@@ -152,9 +201,10 @@ export class Spool {
    */
   async takeOver(adopt: (events: SpoolEvent[], from: string) => Promise<void>): Promise<number> {
     let adopted = 0;
-    const names = await fs.readdir(this.dir).catch(() => [] as string[]);
-    for (const name of names) {
-      const file = path.join(this.dir, name);
+    const files: string[] = [];
+    for (const dir of this.dirs) files.push(...(await fs.readdir(dir).catch(() => [] as string[])).map((name) => path.join(dir, name)));
+    for (const file of files) {
+      const name = path.basename(file);
       if (!name.endsWith('.log') || file === this.file) continue;
       let release: () => Promise<void>;
       try {
@@ -240,6 +290,42 @@ export class Spool {
     await dir.sync().finally(() => dir.close());
     this.fileBytes = Buffer.byteLength(content);
   }
+}
+
+// Beside the spool directory, not in it: everything in <dataDir>/spool is a scope directory.
+const INDEX_FILE = 'spool-index.json';
+
+function hmac(key: string, label: string, value: string): string {
+  return createHmac('sha256', key).update(`${label}\0${value}`).digest('hex').slice(0, 32);
+}
+
+function scopeNames(opts: SpoolOptions) {
+  const { phoneKey, databaseUrl } = opts.scope;
+  return {
+    forDatabase: (databaseId: string) => hmac(phoneKey, 'ratelimit spool scope', databaseId),
+    provisional: hmac(phoneKey, 'ratelimit provisional spool scope', databaseUrl),
+    urlKey: hmac(phoneKey, 'ratelimit spool index', databaseUrl),
+  };
+}
+
+async function readIndex(root: string): Promise<Record<string, string>> {
+  try {
+    const parsed = JSON.parse(await fs.readFile(path.join(path.dirname(root), INDEX_FILE), 'utf8')) as unknown;
+    if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) return {};
+    return Object.fromEntries(Object.entries(parsed as Record<string, unknown>).filter((e): e is [string, string] => typeof e[1] === 'string' && /^[0-9a-f]{32}$/.test(e[1])));
+  } catch {
+    return {};
+  }
+}
+
+/** Records url -> scope (write then rename: a crash leaves the old index or the new one). */
+async function remember(root: string, urlKey: string, scope: string): Promise<void> {
+  const index = await readIndex(root);
+  if (index[urlKey] === scope) return;
+  index[urlKey] = scope;
+  const tmp = path.join(path.dirname(root), `${INDEX_FILE}.${process.pid}.tmp`);
+  await fs.writeFile(tmp, JSON.stringify(index), { mode: 0o600 });
+  await fs.rename(tmp, path.join(path.dirname(root), INDEX_FILE));
 }
 
 /** Compact and self-contained: a spool may be replayed under another policy. */
