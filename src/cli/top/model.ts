@@ -8,6 +8,10 @@ import { hashPrefix } from '../../core/phone.js';
 import { evaluate } from '../../core/policy.js';
 import type { Policy } from '../../core/policy/types.js';
 import { readPolicyUsage, type AggregateUsage } from '../policy-usage.js';
+import { readListEntries } from '../../db/lists.js';
+import { readTrafficBaseline, readTrafficNow, type TrafficBaseline } from '../../db/traffic.js';
+import { blockedBy, movers, type Mover } from '../../core/traffic.js';
+import { DEFAULT_PRICES, type PriceTable } from '../../core/prices.js';
 
 export const SORTS = ['denials', 'calls', 'recent'] as const;
 export type HotSort = (typeof SORTS)[number];
@@ -20,6 +24,62 @@ const HOT_LIMIT = 50;
 const SPARKLINE_SECONDS = 60;
 // Busiest keys per aggregate rule: a screenful at most.
 const AGGREGATE_KEYS_PER_RULE = 10;
+
+/** "Now" for the movers: long enough to hold a few hundred calls, short enough to move within a minute of an attack. */
+export const TRAFFIC_WINDOW_MS = 10 * 60_000;
+/**
+ * Normal: the day before the window, from the active set (its retention). The last hours rather
+ * than the same hour on past days because the database keeps no older per-number history; a day
+ * rather than an hour so that an attack running for an hour is not yet its own normal.
+ */
+export const BASELINE_SPAN_MS = 24 * 3_600_000;
+// The baseline reads a day of the active set: once per this, not on every frame.
+const BASELINE_REFRESH_MS = 5 * 60_000;
+
+export interface MoversView {
+  windowMs: number;
+  baselineSpanMs: number;
+  /** 10-minute epochs with history in the baseline: 0 means no baseline yet. */
+  baselineEpochs: number;
+  rows: Mover[];
+  /** Active numbers whose stored mask names no range (older masks): counted by country only. */
+  unranged: number;
+  prices: Pick<PriceTable, 'currency' | 'unit' | 'isDefault'>;
+  /** Spend per minute over the window, every country. */
+  spendPerMin: number;
+}
+
+/** Reads the movers, re-reading the baseline only every few minutes (a live `top` keeps one). */
+export class TrafficReader {
+  private base: { atMs: number; value: TrafficBaseline } | undefined;
+
+  constructor(
+    private readonly prices: PriceTable = DEFAULT_PRICES,
+    private readonly windowMs: number = TRAFFIC_WINDOW_MS,
+  ) {}
+
+  async read(pool: Pool, blockedPrefixes: readonly string[]): Promise<MoversView> {
+    const fresh = this.base && performance.now() - this.base.atMs < BASELINE_REFRESH_MS ? this.base.value : undefined;
+    const [now, base] = await Promise.all([readTrafficNow(pool, this.windowMs), fresh ?? readTrafficBaseline(pool, BASELINE_SPAN_MS, this.windowMs)]);
+    if (!fresh) this.base = { atMs: performance.now(), value: base };
+    const rows = movers(now, base, this.prices, blockedBy(blockedPrefixes));
+    return {
+      windowMs: this.windowMs,
+      baselineSpanMs: BASELINE_SPAN_MS,
+      baselineEpochs: base.epochs,
+      rows,
+      unranged: now.unranged,
+      prices: { currency: this.prices.currency, unit: this.prices.unit, isDefault: this.prices.isDefault },
+      spendPerMin: rows.filter((r) => r.kind === 'country').reduce((n, r) => n + r.spendPerMin, 0),
+    };
+  }
+}
+
+/** The digits a mask shows before its first bullet: a prefix entry covering them covers the number. */
+export function visibleHead(masked: string): string {
+  const i = masked.indexOf('•');
+  return i < 0 ? masked : masked.slice(0, i);
+}
 
 export type InstanceState = 'up' | 'down' | 'stopped';
 
@@ -84,6 +144,8 @@ export interface HotRow {
   /** Until the next call is allowed (at its limit) or the oldest counted call leaves the window; 0 when nothing counts. */
   resetInMs: number;
   atLimit: boolean;
+  /** A block entry covers it (its own, or a prefix covering the digits its mask shows). */
+  blocked?: boolean;
 }
 
 export interface FleetTotals {
@@ -133,6 +195,8 @@ export interface TopFrame {
   aggregates: AggregateUsage[];
   /** Every daemon's denials in the window by reason, and shadow denials by rule (largest first). */
   windowDenials: { byReason: Array<[string, number]>; shadowByRule: Array<[string, number]> };
+  /** Countries and ranges by how far above normal; null when not read. */
+  movers?: MoversView | null;
 }
 
 // Trouble first: on a short terminal, a down instance must not be the one that scrolls away.
@@ -193,15 +257,22 @@ export function flyRegionTotals(instances: readonly TopInstance[]): FlyRegionTot
 }
 
 /** One frame of plain data: the effective policy first (everything is measured against it), then the rest at once. */
-export async function loadTopFrame(pool: Pool, fallback: Policy, sort: HotSort): Promise<TopFrame> {
+export async function loadTopFrame(pool: Pool, fallback: Policy, sort: HotSort, traffic: TrafficReader = new TrafficReader()): Promise<TopFrame> {
   const usage = await readPolicyUsage(pool, fallback, AGGREGATE_KEYS_PER_RULE);
   const numberPolicy = usage.numberPolicy;
   const started = performance.now();
-  const [timedFleet, stats, hot] = await Promise.all([
+  const lists = await readListEntries(pool);
+  const blocks = lists.entries.filter((e) => e.kind === 'block');
+  const blockedPrefixes = blocks.filter((e) => e.targetType === 'prefix').map((e) => e.target);
+  const blockedHashes = new Set(blocks.filter((e) => e.targetType === 'number').map((e) => e.target));
+  const [timedFleet, stats, hot, moversView] = await Promise.all([
     readFleet(pool).then((fleet) => ({ fleet, latencyMs: performance.now() - started })),
     readStats(pool, { rules: numberPolicy?.rules ?? [] }, usage.windowMs),
     hottestNumbers(pool, usage.windowMs, HOT_LIMIT, sort),
+    traffic.read(pool, blockedPrefixes),
   ]);
+  const isBlocked = (hash: string, masked: string | null) =>
+    blockedHashes.has(hash) || (masked !== null && blockedPrefixes.some((p) => visibleHead(masked).startsWith(p)));
   const { fleet, latencyMs } = timedFleet;
   const instances = fleet.instances.map(toTopInstance).sort((a, b) => STATE_ORDER[a.state] - STATE_ORDER[b.state] || a.instanceId.localeCompare(b.instanceId));
   const nowMs = hot.nowMs;
@@ -218,7 +289,7 @@ export async function loadTopFrame(pool: Pool, fallback: Policy, sort: HotSort):
     flyRegions: flyRegionTotals(instances),
     series: fleetSeries(instances),
     hottest: hot.rows.map((r): HotRow => {
-      const base = { hash: r.hash, hashPrefix: hashPrefix(r.hash), masked: r.masked, region: r.region, deniedInWindow: r.deniedInWindow };
+      const base = { hash: r.hash, hashPrefix: hashPrefix(r.hash), masked: r.masked, region: r.region, deniedInWindow: r.deniedInWindow, blocked: isBlocked(r.hash, r.masked) };
       if (!numberPolicy) {
         const used = r.calls.filter((t) => t > nowMs - usage.windowMs).length;
         return { ...base, used, limit: null, resetInMs: 0, atLimit: false };
@@ -231,11 +302,14 @@ export async function loadTopFrame(pool: Pool, fallback: Policy, sort: HotSort):
         resetInMs: d.allowed ? (d.used > 0 ? Math.max(0, d.resetTime - nowMs) : 0) : d.retryAfterMs,
         atLimit: !d.allowed,
       };
-    }),
+    })
+      // Blocked numbers cannot cost anything more: they go below the ones that still can.
+      .sort((a, b) => Number(a.blocked) - Number(b.blocked)),
     window: { tracked: stats.tracked, trackedEstimated: stats.trackedEstimated, active: stats.active, atLimit: stats.atLimit, calls: stats.calls, denials: stats.denials, resets: stats.resets },
     regions: stats.regions.map((r) => ({ region: r.region, active: r.active, atLimit: r.atLimit, calls: r.calls, denials: r.denials })),
     aggregates: usage.aggregates,
     windowDenials: { byReason: largestFirst(usage.decisions.deniedByReason), shadowByRule: largestFirst(usage.decisions.shadowByRule) },
+    movers: moversView,
   };
 }
 
