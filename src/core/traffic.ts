@@ -5,6 +5,7 @@
 // Distinct numbers, not calls, are compared: the baseline (the active set) records which numbers
 // were active in each 10-minute epoch, not how often; and a pumping run calls many numbers once
 // each, so numbers move exactly as much as its calls do.
+import { getCountries, getCountryCallingCode, type CountryCode } from 'libphonenumber-js/max';
 import { priceOf, type PriceTable } from './prices.js';
 
 export interface KeyNow {
@@ -92,4 +93,19 @@ export function movers(
 /** Whether a list of blocked prefixes covers a key (a range by its digits; a country never is by a prefix). */
 export function blockedBy(prefixes: readonly string[]): (kind: MoverKind, key: string) => boolean {
   return (kind, key) => kind === 'range' && prefixes.some((p) => rangePrefix(key).startsWith(p));
+}
+
+/**
+ * A country as a list prefix: its calling code, when no other country shares it (`NG` -> `+234`).
+ * A shared code (+1, +7, +44 with GG/IM/JE, ...) would block its neighbours too: then why not.
+ */
+export function countryPrefix(region: string): { prefix: string; why?: undefined } | { prefix?: undefined; why: string } {
+  const all = getCountries();
+  if (!all.includes(region as CountryCode)) return { why: `${region} is not a country libphonenumber knows` };
+  const code = getCountryCallingCode(region as CountryCode);
+  const sharing = all.filter((c) => c !== region && getCountryCallingCode(c) === code);
+  if (sharing.length > 0) {
+    return { why: `+${code} is shared with ${sharing.slice(0, 6).join(', ')}${sharing.length > 6 ? ', …' : ''}: block its ranges (--top range N) or deny it in the policy (policy set destinations.countries.deny=${region})` };
+  }
+  return { prefix: `+${code}` };
 }

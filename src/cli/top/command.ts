@@ -8,7 +8,7 @@ import { ensureSchema } from '../../db/open.js';
 import { withDatabaseNoKey, type Io } from '../context.js';
 import { operatorName } from '../operator.js';
 import { renderFrameText } from './frame.js';
-import { loadTopFrame, SORTS } from './model.js';
+import { loadTopFrame, SORTS, TrafficReader } from './model.js';
 
 const DEFAULT_INTERVAL_MS = 2_000;
 // Below this a dashboard is just load on the database; above, it is no longer live.
@@ -74,11 +74,11 @@ export function register(program: Command, io: Io): void {
       await withDatabaseNoKey(cmd, io, async ({ config, db }) => {
         await ensureSchema(db);
         if (runTop) {
-          await runTop({ pool: db.pool, policy: config.defaultPolicy, intervalMs, operator: operatorName(io.env) });
+          await runTop({ pool: db.pool, policy: config.defaultPolicy, intervalMs, operator: operatorName(io.env), prices: config.prices });
           return;
         }
         // Unlike the live view, a failure here is the command's failure (exit 1): a script asked.
-        const frame = await loadTopFrame(db.pool, config.defaultPolicy, SORTS[0]);
+        const frame = await loadTopFrame(db.pool, config.defaultPolicy, SORTS[0], new TrafficReader(config.prices));
         io.out(renderFrameText(frame, { columns: size!.columns, rows: size!.rows, intervalMs }));
       }, { readTimeout: true });
     });
