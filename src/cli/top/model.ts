@@ -8,7 +8,7 @@ import { hashPrefix } from '../../core/phone.js';
 import { evaluate } from '../../core/policy.js';
 import type { Policy } from '../../core/policy/types.js';
 import { readPolicyUsage, type AggregateUsage } from '../policy-usage.js';
-import { readListEntries } from '../../db/lists.js';
+import { readListEntries, setListEntries } from '../../db/lists.js';
 import { readTrafficBaseline, readTrafficNow, type TrafficBaseline } from '../../db/traffic.js';
 import { blockedBy, movers, type Mover } from '../../core/traffic.js';
 import { DEFAULT_PRICES, type PriceTable } from '../../core/prices.js';
@@ -344,4 +344,9 @@ const RESET_REASON = 'top';
  */
 export function resetFromTop(pool: Pool, windowMs: number, row: HotRow, operator: string): Promise<ResetResult> {
   return resetPhone(pool, row.hash, operator, RESET_REASON, { rules: [{ id: 'number', max: row.limit ?? 1, windowMs }] });
+}
+
+/** The dashboard's `b`: blocks a range for an hour, recorded as `operator` with reason "top". */
+export async function blockFromTop(pool: Pool, prefix: string, operator: string, forMs = 3_600_000): Promise<void> {
+  await setListEntries(pool, [{ targetType: 'prefix', target: prefix, masked: prefix, kind: 'block', forMs, by: operator, reason: RESET_REASON }]);
 }

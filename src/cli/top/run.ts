@@ -5,9 +5,9 @@ import { render } from 'ink';
 import type { Pool } from '../../db/pool.js';
 import type { Policy } from '../../core/policy/types.js';
 import { onStopSignals } from '../signals.js';
-import { loadTopFrame, resetFromTop, TrafficReader, type HotRow, type HotSort } from './model.js';
+import { blockFromTop, loadTopFrame, resetFromTop, TrafficReader, type HotRow, type HotSort } from './model.js';
 import type { PriceTable } from '../../core/prices.js';
-import { TopApp } from './TopApp.js';
+import { BLOCK_FROM_TOP_MS, TopApp } from './TopApp.js';
 
 const LEAVE_ALTERNATE_SCREEN = '\x1b[?1049l';
 
@@ -47,6 +47,7 @@ export async function runTop(opts: TopOptions): Promise<void> {
             return frame;
           }),
         onReset: (row: HotRow) => resetFromTop(pool, windowMs, row, opts.operator),
+        onBlock: (prefix: string) => blockFromTop(pool, prefix, opts.operator, BLOCK_FROM_TOP_MS),
         intervalMs: opts.intervalMs,
         inputActive,
       }),
