@@ -101,7 +101,7 @@ export class Daemon {
     const rotation = config.previousPhoneKey
       ? new KeyRotation({ pool: opts.pool, currentKey: opts.phoneKey, previousKey: config.previousPhoneKey, logger })
       : undefined;
-    const decider = new Decider({ engine: this.engine, policies: this.policies, ipRules, metrics: this.metrics, tally: this.tally, logger, phoneKey: opts.phoneKey, rotation });
+    const decider = new Decider({ engine: this.engine, policies: this.policies, ipRules, metrics: this.metrics, tally: this.tally, logger, phoneKey: opts.phoneKey, rotation, prices: config.prices });
     const isShuttingDown = () => this.shutdownPromise !== undefined;
     const addresses = new ClientAddresses(config.trustProxy, logger);
     this.gate = new ConnectionGate({
