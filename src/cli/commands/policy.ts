@@ -14,6 +14,7 @@ import { emit, withDatabaseNoKey, type Io } from '../context.js';
 import { operatorName } from '../operator.js';
 import { UsageError } from '../usage.js';
 import { isoTime } from '../format.js';
+import { mergePolicyText, parseAssignment, setPolicyText, type Assignment } from '../../core/policy/merge.js';
 
 const MAX_REASON_LENGTH = 500;
 /** What `policy apply` promises: daemons poll rate_limit_changes every second (NOTIFY is faster). */
@@ -29,14 +30,21 @@ export interface CheckedFile {
  * Reads and validates a policy file. Invalid: every problem on stderr as `file:line:column:
  * message` (the form editors and CI annotate), then a UsageError (exit 2).
  */
-export async function checkPolicyFile(file: string, io: Io, applying = false): Promise<CheckedFile> {
-  let text: string;
+export async function readPolicyFile(file: string): Promise<string> {
   try {
-    text = await readFile(file, 'utf8');
+    return await readFile(file, 'utf8');
   } catch (err) {
     const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message;
     throw new UsageError(`cannot read policy file ${file}: ${why}`, { cause: err });
   }
+}
+
+export async function checkPolicyFile(file: string, io: Io, applying = false): Promise<CheckedFile> {
+  return checkPolicyText(await readPolicyFile(file), file, io, applying);
+}
+
+/** Validates policy text (a file, or a merge's result named `file` in messages). */
+export function checkPolicyText(text: string, file: string, io: Io, applying = false): CheckedFile {
   const parsed = parsePolicyFile(text);
   if (!parsed.ok) {
     for (const p of parsed.problems) io.err(`${file}:${p.line}:${p.column}: ${p.message}`);
@@ -169,11 +177,52 @@ export function register(program: Command, io: Io): void {
     .description(`validate a policy file and make it the active policy (a new version, audited); ${PROPAGATION_NOTE}`)
     .argument('<file>', 'policy YAML')
     .option('--reason <text>', 'why (kept with the version and in the audit table)')
+    .option('--merge', 'replace only the groups the file names (null removes one); keep the active policy\'s other groups')
     .option('--json', 'print one JSON document')
-    .action(async (file: string, opts: { reason?: string }, cmd: Command) => {
-      const checked = await checkPolicyFile(file, io, true);
+    .action(async (file: string, opts: { reason?: string; merge?: boolean }, cmd: Command) => {
+      // A merge's file is checked once merged: alone it may be a fragment (one group).
+      const text = await readPolicyFile(file);
+      const whole = opts.merge ? undefined : checkPolicyText(text, file, io, true);
       const report = await withDatabaseNoKey(cmd, io, async ({ config, db }) => {
         await ensureSchema(db);
+        let checked = whole;
+        if (!checked) {
+          const effective = await readEffectivePolicy(db.pool, config.defaultPolicy);
+          let merged: string;
+          try {
+            merged = mergePolicyText(effective.policy, text);
+          } catch (err) {
+            throw new UsageError(`${file}: ${(err as Error).message}`, { cause: err });
+          }
+          checked = checkPolicyText(merged, `${file} (merged)`, io, true);
+        }
+        return applyPolicyCommand(db.pool, checked, config.defaultPolicy, operatorName(io.env), opts.reason);
+      });
+      emit(io, cmd, report, () => printApply(report));
+    });
+  policy
+    .command('set')
+    .description(`change keys of the active policy and apply the result, e.g. prefix.limits='[{limit: 10, window: 1h}]' or destinations.countries.deny='[CU, KP]' (null removes a key); ${PROPAGATION_NOTE}`)
+    .argument('<assignments...>', 'group.key=value, the value in YAML')
+    .option('--reason <text>', 'why (kept with the version and in the audit table)')
+    .option('--json', 'print one JSON document')
+    .action(async (texts: string[], opts: { reason?: string }, cmd: Command) => {
+      let assignments: Assignment[];
+      try {
+        assignments = texts.map(parseAssignment);
+      } catch (err) {
+        throw new UsageError((err as Error).message, { cause: err });
+      }
+      const report = await withDatabaseNoKey(cmd, io, async ({ config, db }) => {
+        await ensureSchema(db);
+        const effective = await readEffectivePolicy(db.pool, config.defaultPolicy);
+        let text: string;
+        try {
+          text = setPolicyText(effective.policy, assignments);
+        } catch (err) {
+          throw new UsageError((err as Error).message, { cause: err });
+        }
+        const checked = checkPolicyText(text, 'policy set', io, true);
         return applyPolicyCommand(db.pool, checked, config.defaultPolicy, operatorName(io.env), opts.reason);
       });
       emit(io, cmd, report, () => printApply(report));
