@@ -115,3 +115,31 @@ export async function readTrafficBaseline(pool: Pool, spanMs: number, excludeMs:
   }
   return out;
 }
+
+export interface CallRow {
+  hash: string;
+  country: string;
+  range: string | null;
+  /** Allowed calls in the window, ms since epoch. */
+  calls: number[];
+}
+
+/** Every number active in the last `windowMs` with its allowed calls in it (for the what-if replay). */
+export async function readRecentCalls(pool: Pool, windowMs: number): Promise<{ nowMs: number; rows: CallRow[] }> {
+  const { rows } = await pool.query<{ now_ms: string; phone_hash: string | null; country: string; range: string | null; calls: string[] | null }>({
+    name: 'ratelimit_recent_calls',
+    text: `WITH n AS (SELECT ${STABLE_NOW_MS} AS now_ms)
+           SELECT n.now_ms::text AS now_ms, r.* FROM n LEFT JOIN LATERAL (
+             SELECT p.phone_hash, COALESCE(p.region, 'ZZ') AS country, ${RANGE_SQL} AS range,
+                    ARRAY(SELECT t FROM unnest(p.calls) AS t WHERE t > n.now_ms - $1 ORDER BY t)::text[] AS calls
+               FROM ${activeRowsSql(`(${STABLE_NOW_MS} - $1::bigint)`, windowMs)}
+           ) AS r ON true`,
+    values: [windowMs],
+  });
+  return {
+    nowMs: Number(rows[0]!.now_ms),
+    rows: rows
+      .filter((r) => r.phone_hash !== null && (r.calls?.length ?? 0) > 0)
+      .map((r) => ({ hash: r.phone_hash!, country: r.country, range: r.range, calls: r.calls!.map(Number) })),
+  };
+}

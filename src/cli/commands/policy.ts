@@ -14,6 +14,10 @@ import { emit, withDatabaseNoKey, type Io } from '../context.js';
 import { operatorName } from '../operator.js';
 import { UsageError } from '../usage.js';
 import { isoTime } from '../format.js';
+import { countryListShare, replayPolicy, type WhatIf } from '../../core/policy/whatif.js';
+import { readRecentCalls, readTrafficBaseline } from '../../db/traffic.js';
+import { parseDurationMs, formatDurationMs } from '../../core/duration.js';
+import { table } from '../format.js';
 import { mergePolicyText, parseAssignment, setPolicyText, type Assignment } from '../../core/policy/merge.js';
 
 const MAX_REASON_LENGTH = 500;
@@ -53,6 +57,61 @@ export function checkPolicyText(text: string, file: string, io: Io, applying = f
   }
   for (const w of parsed.warnings) io.err(`warning: ${w}`);
   return { policy: parsed.policy, yaml: text, warnings: parsed.warnings };
+}
+
+// The longest --against: the active set's reach (about a day).
+const MAX_AGAINST_MS = 24 * 3_600_000;
+/** `policy apply` warns when the country list would have denied more than this share of the last day. */
+export const COUNTRY_LIST_WARN_SHARE = 0.03;
+
+export interface WhatIfReport extends WhatIf {
+  windowMs: number;
+  /** The active policy's longest number window: a row keeps its calls that long. */
+  keptMs: number | null;
+}
+
+export async function whatIfCommand(pool: Pool, candidate: Policy, fallback: Policy, windowMs: number): Promise<WhatIfReport> {
+  const [recent, effective] = await Promise.all([readRecentCalls(pool, windowMs), readEffectivePolicy(pool, fallback)]);
+  const calls = recent.rows.flatMap((r) => r.calls.map((t) => ({ number: r.hash, country: r.country, range: r.range, t })));
+  const out = replayPolicy(candidate, calls);
+  const keptMs = effective.policy.number.length > 0 ? Math.max(...effective.policy.number.map((r) => r.windowMs)) : null;
+  const notes = [...out.notReconstructed, 'calls the active policy denied: their times are not stored, so they are not replayed (only allowed calls are)'];
+  if (keptMs !== null && keptMs < windowMs) notes.unshift(`a number keeps its calls for the active policy's longest number window (${formatDurationMs(keptMs)}): older calls in the ${formatDurationMs(windowMs)} asked for are missing`);
+  if (keptMs === null) notes.unshift('the active policy has no number rule: how long a number keeps its calls depends on the last one that had');
+  return { ...out, notReconstructed: notes, windowMs, keptMs };
+}
+
+const pctOf = (n: number, total: number) => (total === 0 ? '0%' : `${((n * 100) / total).toFixed(1)}%`);
+
+export function printWhatIf(r: WhatIfReport): string {
+  const w = formatDurationMs(r.windowMs);
+  const lines = [`What-if against the last ${w}: ${r.calls} allowed calls to ${r.numbers} numbers replayed through this policy.`];
+  if (r.rules.length > 0) {
+    const t = table(['rule', 'would deny', 'of all calls', 'by country (share of that country\'s calls)']);
+    for (const o of r.rules) {
+      const by = Object.entries(o.byCountry)
+        .sort((a, b) => b[1] - a[1])
+        .slice(0, 8)
+        .map(([c, n]) => `${c} ${n} (${pctOf(n, r.callsByCountry[c] ?? 0)})`)
+        .join(', ');
+      t.push([o.shadow ? `${o.rule} (shadow)` : o.rule, String(o.denied), pctOf(o.denied, r.calls), by]);
+    }
+    lines.push(t.toString());
+  }
+  lines.push(`In all: ${r.denied} of ${r.calls} calls (${pctOf(r.denied, r.calls)}) would have been denied.`);
+  if (r.calls > 0 && r.denied / r.calls > COUNTRY_LIST_WARN_SHARE) lines.push(`WARNING: that is more than ${COUNTRY_LIST_WARN_SHARE * 100}% of real traffic; check the rules above before applying.`);
+  if (r.notReconstructed.length > 0) lines.push('Not reconstructed:', ...r.notReconstructed.map((n) => `  - ${n}`));
+  return lines.join('\n');
+}
+
+/** A warning when the candidate's country list would have denied more than a few percent of the last day's numbers. */
+async function countryListWarning(pool: Pool, candidate: Policy): Promise<string | null> {
+  if (!candidate.destinations.countries) return null;
+  const day = await readTrafficBaseline(pool, MAX_AGAINST_MS, 0);
+  const hit = countryListShare(candidate, day.countries);
+  if (!hit || hit.share <= COUNTRY_LIST_WARN_SHARE) return null;
+  const top = hit.countries.slice(0, 8).map(([c]) => c).join(', ');
+  return `destinations.countries would have denied ${(hit.share * 100).toFixed(1)}% of the last day's active numbers (${top}${hit.countries.length > 8 ? ', …' : ''}); run \`ratelimit policy check FILE --against 1h\` to see it rule by rule`;
 }
 
 export interface ApplyReport {
@@ -168,9 +227,25 @@ export function register(program: Command, io: Io): void {
     .command('check')
     .description('validate a policy file and print the policy it describes, or every problem with its line')
     .argument('<file>', 'policy YAML, e.g. docs/examples/policy.yaml')
-    .action(async (file: string) => {
+    .option('--against <duration>', 'also replay the last DURATION of stored calls (e.g. 1h, at most 1d) through it: what each rule would have denied, by country')
+    .option('--json', 'with --against: print one JSON document')
+    .action(async (file: string, opts: { against?: string }, cmd: Command) => {
+      let againstMs: number | undefined;
+      if (opts.against !== undefined) {
+        const ms = parseDurationMs(opts.against);
+        if (ms === null || ms <= 0 || ms > MAX_AGAINST_MS) throw new UsageError(`--against must be a duration up to 1d, e.g. 1h; got "${opts.against}"`);
+        againstMs = ms;
+      }
       const checked = await checkPolicyFile(file, io);
-      io.out(formatPolicy(checked.policy).replace(/\n$/, ''));
+      if (againstMs === undefined) {
+        io.out(formatPolicy(checked.policy).replace(/\n$/, ''));
+        return;
+      }
+      const report = await withDatabaseNoKey(cmd, io, async ({ config, db }) => {
+        await ensureSchema(db);
+        return whatIfCommand(db.pool, checked.policy, config.defaultPolicy, againstMs);
+      }, { readTimeout: true });
+      emit(io, cmd, report, () => printWhatIf(report));
     });
   policy
     .command('apply')
@@ -196,6 +271,8 @@ export function register(program: Command, io: Io): void {
           }
           checked = checkPolicyText(merged, `${file} (merged)`, io, true);
         }
+        const warning = await countryListWarning(db.pool, checked.policy);
+        if (warning) io.err(`ratelimit: warning: ${warning}`);
         return applyPolicyCommand(db.pool, checked, config.defaultPolicy, operatorName(io.env), opts.reason);
       });
       emit(io, cmd, report, () => printApply(report));
@@ -223,6 +300,8 @@ export function register(program: Command, io: Io): void {
           throw new UsageError((err as Error).message, { cause: err });
         }
         const checked = checkPolicyText(text, 'policy set', io, true);
+        const warning = await countryListWarning(db.pool, checked.policy);
+        if (warning) io.err(`ratelimit: warning: ${warning}`);
         return applyPolicyCommand(db.pool, checked, config.defaultPolicy, operatorName(io.env), opts.reason);
       });
       emit(io, cmd, report, () => printApply(report));
