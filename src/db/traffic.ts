@@ -98,7 +98,8 @@ export async function readTrafficBaseline(pool: Pool, spanMs: number, excludeMs:
                CROSS JOIN LATERAL (SELECT COALESCE(p.region, 'ZZ') AS country, ${RANGE_SQL} AS range
                                      FROM phone_rate_limits AS p WHERE p.phone_hash = a.phone_hash) AS p
               WHERE a.epoch >= (n.now_ms - $1::bigint - $2::bigint) / ratelimit_active_epoch_ms()
-                AND a.epoch < (n.now_ms - $2::bigint) / ratelimit_active_epoch_ms()
+                -- Excluding nothing (a whole day up to now): the current epoch too.
+                AND ($2::bigint = 0 OR a.epoch < (n.now_ms - $2::bigint) / ratelimit_active_epoch_ms())
            )
            SELECT 'country' AS kind, country AS key, count(*)::int AS n, (SELECT count(DISTINCT epoch) FROM b)::int AS epochs FROM b GROUP BY country
            UNION ALL
