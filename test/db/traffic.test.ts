@@ -3,6 +3,7 @@
 // The movers must name GB first and then exactly its two ranges, from masks alone.
 import { describe, expect, it } from 'vitest';
 import { readTrafficBaseline, readTrafficNow } from '../../src/db/traffic.js';
+import { hottestNumbers } from '../../src/db/stats.js';
 import { movers, rangePrefix } from '../../src/core/traffic.js';
 import { DEFAULT_PRICES, parsePrices } from '../../src/core/prices.js';
 import { migratedTestDatabase } from '../helpers/db.js';
@@ -55,6 +56,11 @@ describe('traffic by country and range', () => {
     expect(ranked[0]!.spendPerMin).toBeCloseTo(0.2, 5);
     const priced = movers(now, base, parsePrices('unit=sms,currency=GBP,default=0.01,GB=0.5', []), () => false);
     expect(priced.find((m) => m.key === 'GB')!.spendPerMin).toBeCloseTo(2, 5);
+    // top's hottest numbers leave out blocked ranges, so a blocked pump does not fill the list.
+    const hot = await hottestNumbers(db.pool, 10 * MINUTE, 100, 'calls', ['+4477009', '+4477008']);
+    expect(hot.rows.some((r) => r.masked?.startsWith('+447700'))).toBe(false);
+    expect(hot.rows.some((r) => r.masked === '+1415•••••71')).toBe(true);
+    expect((await hottestNumbers(db.pool, 10 * MINUTE, 100, 'calls')).rows.some((r) => r.masked?.startsWith('+4477009'))).toBe(true);
     // US is below its normal share now: at the bottom of the unblocked keys, never above GB.
     expect(ranked.findIndex((m) => m.key === 'US')).toBeGreaterThan(2);
   });

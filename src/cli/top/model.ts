@@ -268,7 +268,8 @@ export async function loadTopFrame(pool: Pool, fallback: Policy, sort: HotSort, 
   const [timedFleet, stats, hot, moversView] = await Promise.all([
     readFleet(pool).then((fleet) => ({ fleet, latencyMs: performance.now() - started })),
     readStats(pool, { rules: numberPolicy?.rules ?? [] }, usage.windowMs),
-    hottestNumbers(pool, usage.windowMs, HOT_LIMIT, sort),
+    // Numbers in a blocked range cost nothing more: left out, so the pump's numbers do not fill the list.
+    hottestNumbers(pool, usage.windowMs, HOT_LIMIT, sort, blockedPrefixes),
     traffic.read(pool, blockedPrefixes),
   ]);
   const isBlocked = (hash: string, masked: string | null) =>
