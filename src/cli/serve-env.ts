@@ -50,6 +50,7 @@ const GROUPS: ReadonlyArray<[title: string, rows: ReadonlyArray<[name: string, w
       ['RATELIMIT_HEARTBEAT_INTERVAL', `how often this daemon reports to \`top\` (default ${formatDurationMs(D.DEFAULT_HEARTBEAT_INTERVAL_MS)})`],
       ['RATELIMIT_SPOOL_MAX_BYTES', `durable spool of decisions made while the database is down (default ${D.DEFAULT_SPOOL_MAX_BYTES} bytes); when full, consumes fail closed`],
       ['RATELIMIT_AUDIT_RETENTION', `audit rows older than this are pruned (default ${formatDurationMs(D.DEFAULT_AUDIT_RETENTION_MS)})`],
+      ['RATELIMIT_PRICES', 'price per consume by destination country for ratelimit_spend_total, e.g. unit=sms,currency=USD,default=0.05,GB=0.04 (default: a flat 0.05)'],
       ['LOG_LEVEL', `pino level (default ${D.DEFAULT_LOG_LEVEL})`],
       ['NODE_ENV', 'production: refuse to start without PHONE_ENCRYPTION_KEY'],
       ['DEBUG', 'any value: a start-up failure is logged with its stack and causes'],

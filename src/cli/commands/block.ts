@@ -7,7 +7,7 @@ import type { Pool } from '../../db/pool.js';
 import { ensureSchema } from '../../db/open.js';
 import { setListEntries, setListEntry, readListEntries, type ListKind } from '../../db/lists.js';
 import { readPolicyUsage } from '../policy-usage.js';
-import { TrafficReader } from '../top/model.js';
+import { TrafficReader } from '../traffic-view.js';
 import { countryPrefix, rangePrefix } from '../../core/traffic.js';
 import type { Policy } from '../../core/policy/types.js';
 import type { PriceTable } from '../../core/prices.js';

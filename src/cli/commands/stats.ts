@@ -13,7 +13,7 @@ import { emit, withDatabaseNoKey, type Io } from '../context.js';
 import { readPolicyUsage, shortReason, type AggregateUsage, type PolicyUsage } from '../policy-usage.js';
 import { readListEntries } from '../../db/lists.js';
 import { DEFAULT_PRICES, formatMoney, type PriceTable } from '../../core/prices.js';
-import { TrafficReader, type MoversView } from '../top/model.js';
+import { TrafficReader, type MoversView } from '../traffic-view.js';
 import { pct, ratioText } from '../top/movers.js';
 
 // Busiest keys shown per aggregate rule.
