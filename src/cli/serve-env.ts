@@ -55,6 +55,7 @@ const GROUPS: ReadonlyArray<[title: string, rows: ReadonlyArray<[name: string, w
       ['RATELIMIT_METRICS_PORT', 'unset: /metrics on the main port; set: /metrics only on this port (on HOST)'],
       ['TWILIO_AUTH_TOKEN', 'accept Twilio status callbacks (POST /v1/twilio/status) signed with it; unset: that route is refused'],
       ['RATELIMIT_PUBLIC_URL', 'the scheme and host Twilio calls, e.g. https://ratelimit.example.com, when a proxy changes them'],
+      ['RATELIMIT_PRICES', 'price per consume by destination country for ratelimit_spend_total, e.g. unit=sms,currency=USD,default=0.05,GB=0.04 (default: a flat 0.05)'],
       ['LOG_LEVEL', `pino level (default ${D.DEFAULT_LOG_LEVEL})`],
       ['NODE_ENV', 'production: refuse to start without PHONE_ENCRYPTION_KEY, tokens, or TLS to a public database'],
       ['DEBUG', 'any value: a start-up failure is logged with its stack and causes'],

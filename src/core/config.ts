@@ -6,6 +6,7 @@ import * as D from './defaults.js';
 import { GENERATE_KEY_HINT, GENERATE_TOKEN_HINT } from './key.js';
 import { plainTextDatabaseProblem } from './database-tls.js';
 import { parseDatabaseUrl } from './database-url.js';
+import { parsePrices, type PriceTable } from './prices.js';
 
 /** Flags as commander hands them over: strings, all optional. */
 export interface ConfigFlags {
@@ -67,6 +68,8 @@ export interface Config {
   /** RATELIMIT_SPOOL_MAX_BYTES: decisions made from memory kept unwritten; beyond, memory-mode consumes are refused. */
   spoolMaxBytes: number;
   heartbeatIntervalMs: number;
+  /** RATELIMIT_PRICES (src/core/prices.ts): what a consume costs per country, for spend in top, stats and metrics. */
+  prices: PriceTable;
   /** RATELIMIT_AUDIT_RETENTION: audit rows older than this are pruned (src/db/retention.ts). */
   auditRetentionMs: number;
   /** Numbers known to be at their limit are denied from memory until their reset time. */
@@ -274,6 +277,7 @@ export function resolveConfig(flags: ConfigFlags, env: Env, options: ResolveOpti
     shutdownTimeoutMs: duration(pick(undefined, 'RATELIMIT_SHUTDOWN_TIMEOUT'), D.DEFAULT_SHUTDOWN_TIMEOUT_MS),
     spoolMaxBytes: int(pick(undefined, 'RATELIMIT_SPOOL_MAX_BYTES'), D.DEFAULT_SPOOL_MAX_BYTES, 4096, Number.MAX_SAFE_INTEGER),
     heartbeatIntervalMs: duration(pick(undefined, 'RATELIMIT_HEARTBEAT_INTERVAL'), D.DEFAULT_HEARTBEAT_INTERVAL_MS),
+    prices: parsePrices(env.RATELIMIT_PRICES, problems),
     auditRetentionMs: duration(pick(undefined, 'RATELIMIT_AUDIT_RETENTION'), D.DEFAULT_AUDIT_RETENTION_MS),
     denyCache: (env.RATELIMIT_DENY_CACHE ?? 'on') !== 'off',
     flyRegion: env.FLY_REGION || undefined,

@@ -2,7 +2,7 @@ import { getCountries, getCountryCallingCode, Metadata, parsePhoneNumber, ParseE
 import { createHmac } from 'node:crypto';
 import { InvalidPhoneNumberError } from './errors.js';
 import { explainRefusedSpelling } from './phone-spelling.js';
-import { MIN_PREFIX_DIGITS, NUMBER_TYPES, type NumberType } from './policy/types.js';
+import { MIN_PREFIX_DIGITS, NON_GEOGRAPHIC_CODES, NUMBER_TYPES, type NumberType } from './policy/types.js';
 
 export interface NormalizedPhone {
   /** E.164, e.g. +14155552671. Never stored, never logged. */
@@ -48,6 +48,8 @@ const KNOWN_TYPES: ReadonlySet<string> = new Set(NUMBER_TYPES);
  */
 export function normalizePhoneWithType(input: unknown): TypedPhone {
   const parsed = parseStrict(input);
+  // Before libphonenumber's own type: it calls +881 numbers mobile and +882 ones voip.
+  if (NON_GEOGRAPHIC_CODES.has(parsed.countryCallingCode)) return { e164: parsed.number, region: parsed.country, type: 'non_geographic' };
   const name = parsed.getType()?.toLowerCase();
   return { e164: parsed.number, region: parsed.country, type: name !== undefined && KNOWN_TYPES.has(name) ? (name as NumberType) : undefined };
 }

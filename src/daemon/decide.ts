@@ -17,6 +17,7 @@ import type { DecisionEngine } from './engine/engine.js';
 import { blockView, earlyDenial, type PhoneSubject, type Verdict } from './engine/verdict.js';
 import type { IpRules } from './ip-rules.js';
 import { boundedCache } from './bounded-cache.js';
+import { DEFAULT_PRICES, priceOf, type PriceTable } from '../core/prices.js';
 import type { Metrics } from './metrics.js';
 import type { ActivePolicy } from './policy-source.js';
 import type { KeyRotation } from './key-rotation.js';
@@ -37,6 +38,8 @@ export interface DeciderOptions {
   rotation?: KeyRotation | undefined;
   /** Mints the decisionId of every allowed consume (PROTOCOL.md *Outcomes*). */
   decisionIds: DecisionIds;
+  /** For ratelimit_spend_total; the flat default when absent. */
+  prices?: PriceTable | undefined;
 }
 
 export class Decider {
@@ -69,7 +72,7 @@ export class Decider {
       if (consume && role === 'browser') return errorReply('forbidden', 'browser clients may only check; consume needs a token', id);
       // Only a token-holding service may speak for the end user's address.
       const v = consume ? await this.consume(s, role === 'service' && req.ip ? req.ip : socketIp) : await this.check(s, role === 'service');
-      this.count(consume, v);
+      this.count(consume, v, s.region);
       // Minted, not stored: the id carries what an outcome needs (src/core/decision-id.ts).
       const decisionId = consume && v.allowed ? this.opts.decisionIds.encode({ hash: s.hash, region: s.region, range: rangeLabel(s.e164), atMs: this.opts.engine.dbNow() }) : undefined;
       // Browsers (anyone who sets an allowed Origin) get minutes and the number's own counts only;
@@ -85,13 +88,14 @@ export class Decider {
    * The lists, then the destination: a denial decided here, or whether the number is on the
    * allow list (exempt from every rule and destination control, still counted).
    */
-  private listsAndDestination(s: PhoneSubject): Verdict | boolean {
+  private listsAndDestination(s: PhoneSubject, onBlock?: (entry: string) => void): Verdict | boolean {
     const { engine, policies } = this.opts;
     const now = engine.dbNow();
     const local = { source: engine.mode, metricSource: 'local' } as const;
     let match = policies.lists.lookup(s.hash, s.e164, now);
     // Rotating: an entry made under the previous key still holds (own entry before any prefix).
     if (s.previousHash !== undefined && match?.entry.targetType !== 'number') match = policies.lists.lookup(s.previousHash, '', now) ?? match;
+    if (match?.kind === 'block') onBlock?.(`${match.entry.targetType}:${match.entry.target}`);
     if (match?.kind === 'block') return earlyDenial('number_blocked', LIST_BLOCK_RULE, blockView(match.entry.expiresAtMs, now), local);
     if (match?.kind === 'allow') return true;
     const dest = destinationDenial(policies.current.policy, s.region, s.type);
@@ -115,7 +119,7 @@ export class Decider {
     const { engine, ipRules } = this.opts;
     // First, even for a number denied by a list: the fold also moves its list entry to the new hash.
     await this.foldPreviousKey(s);
-    const early = this.listsAndDestination(s);
+    const early = this.listsAndDestination(s, (entry) => this.opts.tally.listHit(entry));
     if (typeof early !== 'boolean') {
       engine.recordDenial(s);
       return early;
@@ -153,11 +157,14 @@ export class Decider {
     }
   }
 
-  private count(consume: boolean, v: Verdict): void {
+  private count(consume: boolean, v: Verdict, region: string | undefined): void {
     const { metrics, tally } = this.opts;
     const kind = consume ? 'consume' : 'check';
     metrics.decisions.inc({ kind, result: v.allowed ? 'allowed' : 'denied', reason: v.reason ?? '', rule: v.rule ?? '', source: v.metricSource });
     if (!consume) return;
+    const country = region !== undefined && /^[A-Z]{2}$/.test(region) ? region : 'ZZ';
+    metrics.countryDecisions.inc({ country, result: v.allowed ? 'allowed' : 'denied' });
+    if (v.allowed) metrics.spend.inc({ country }, priceOf(this.opts.prices ?? DEFAULT_PRICES, country));
     tally.consume(v.reason, v.shadow);
     for (const rule of v.shadow) metrics.shadowDenials.inc({ rule });
   }

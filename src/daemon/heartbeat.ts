@@ -4,7 +4,7 @@
 // (rate_limit_decision_counts), which `ratelimit stats` sums over its window.
 import type { Pool } from '../db/pool.js';
 import { deleteStaleInstances, upsertHeartbeat } from '../db/fleet.js';
-import { addDecisionCounts, pruneDecisionCounts, SHADOW_REASON, type DecisionCountDelta } from '../db/decision-counts.js';
+import { addDecisionCounts, LIST_HIT_REASON, pruneDecisionCounts, SHADOW_REASON, type DecisionCountDelta } from '../db/decision-counts.js';
 import { pruneActiveNumbers } from '../db/active-numbers.js';
 import type { DecisionCounters } from './counters.js';
 
@@ -121,7 +121,7 @@ export function startHeartbeat(opts: HeartbeatOptions): HeartbeatHandle {
   const first = read();
   if (first) samples.push(toSample(first.atMs, first.snap));
   // What the rollup already holds: decisions are added to it once, when a beat has written them.
-  let rolledUp: { byReason: Counts; shadow: Counts } = { byReason: {}, shadow: {} };
+  let rolledUp: { byReason: Counts; shadow: Counts; listHits: Counts } = { byReason: {}, shadow: {}, listHits: {} };
 
   const sample = () => {
     const now = read();
@@ -158,10 +158,11 @@ export function startHeartbeat(opts: HeartbeatOptions): HeartbeatHandle {
   const rollUp = async (snap: InstanceSnapshot): Promise<void> => {
     const c = snap.counters;
     if (!c) return;
-    const now = { byReason: { ...c.deniedByReason }, shadow: { ...c.shadowDenied } };
+    const now = { byReason: { ...c.deniedByReason }, shadow: { ...c.shadowDenied }, listHits: { ...c.listHits } };
     await addDecisionCounts(pool, [
       ...deltas((reason) => [reason, ''], rolledUp.byReason, now.byReason),
       ...deltas((rule) => [SHADOW_REASON, rule], rolledUp.shadow, now.shadow),
+      ...deltas((entry) => [LIST_HIT_REASON, entry], rolledUp.listHits, now.listHits),
     ]);
     rolledUp = now;
   };

@@ -27,6 +27,20 @@ export function createMetrics() {
     labelNames: ['rule'] as const,
     registers: [registry],
   });
+  // Issue 20: a pump is all allowed calls, so only a country label shows it; never a number or a
+  // range (unbounded, and narrower than a country). Country is libphonenumber's region or ZZ.
+  const countryDecisions = new client.Counter({
+    name: 'ratelimit_country_consumes_total',
+    help: 'Consumes by destination country (ISO 3166, ZZ unknown) and result',
+    labelNames: ['country', 'result'] as const,
+    registers: [registry],
+  });
+  const spend = new client.Counter({
+    name: 'ratelimit_spend_total',
+    help: 'Estimated cost of allowed consumes by destination country, from RATELIMIT_PRICES (a flat default when unset)',
+    labelNames: ['country'] as const,
+    registers: [registry],
+  });
   const policyVersion = new client.Gauge({
     name: 'ratelimit_policy_version',
     help: 'Version of the policy in force (0: the default policy built from RATE_LIMIT_*)',
@@ -101,7 +115,7 @@ export function createMetrics() {
     buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
     registers: [registry],
   });
-  return { registry, decisions, shadowDenials, outcomes, policyVersion, errors, fallbackActive, fallbackTransitions, pendingWrites, unrecordedDenials, ipTableFull, connections, tcpConnections, connectionsMax, dbLatency, batchSize };
+  return { registry, decisions, countryDecisions, spend, shadowDenials, outcomes, policyVersion, errors, fallbackActive, fallbackTransitions, pendingWrites, unrecordedDenials, ipTableFull, connections, tcpConnections, connectionsMax, dbLatency, batchSize };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -5,6 +5,8 @@ import type { Pool } from './pool.js';
 
 /** Denials are kept under their reason with rule ''; shadow denials under this reason and their rule id. */
 export const SHADOW_REASON = 'shadow';
+/** Consumes a block entry denied, under this reason and the entry (`prefix:+4470`, `number:<hash>`): `ratelimit list`'s hits. */
+export const LIST_HIT_REASON = 'list_hit';
 /** The rollup only answers "the last window"; a day covers every window worth showing. */
 export const DECISION_COUNTS_RETENTION_MS = 24 * 3_600_000;
 
@@ -26,6 +28,18 @@ export async function addDecisionCounts(pool: Pool, deltas: readonly DecisionCou
            ON CONFLICT (minute, reason, rule) DO UPDATE SET n = c.n + EXCLUDED.n`,
     values: [rows.map((d) => d.reason), rows.map((d) => d.rule), rows.map((d) => Math.round(d.n))],
   });
+}
+
+/** Consumes each block entry denied since `sinceMs` ago (the rollup keeps a day), by `targetType:target`. */
+export async function readListHits(pool: Pool, sinceMs: number = DECISION_COUNTS_RETENTION_MS): Promise<Map<string, number>> {
+  const { rows } = await pool.query<{ rule: string; n: string }>({
+    name: 'ratelimit_read_list_hits',
+    text: `SELECT rule, sum(n)::text AS n FROM rate_limit_decision_counts
+            WHERE reason = $1 AND minute > NOW() - make_interval(secs => $2::float8 / 1000) - interval '1 minute'
+            GROUP BY rule`,
+    values: [LIST_HIT_REASON, Math.min(sinceMs, DECISION_COUNTS_RETENTION_MS)],
+  });
+  return new Map(rows.map((r) => [r.rule, Number(r.n)]));
 }
 
 /** Deletes minutes older than `olderThanMs`; returns how many rows went. */
@@ -58,6 +72,8 @@ export async function readDecisionCounts(pool: Pool, windowMs: number): Promise<
   });
   const out: DecisionCounts = { deniedByReason: {}, shadowByRule: {} };
   for (const r of rows) {
+    // Already counted under number_blocked: these only say which entry denied.
+    if (r.reason === LIST_HIT_REASON) continue;
     if (r.reason === SHADOW_REASON) out.shadowByRule[r.rule] = (out.shadowByRule[r.rule] ?? 0) + Number(r.n);
     else out.deniedByReason[r.reason] = (out.deniedByReason[r.reason] ?? 0) + Number(r.n);
   }

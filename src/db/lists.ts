@@ -72,29 +72,40 @@ export interface SetEntryInput {
 
 /** Adds or replaces the entry for a target (a number is either blocked or allowed, not both). */
 export async function setListEntry(pool: Pool, e: SetEntryInput): Promise<{ entry: ListEntry; replaced: ListEntry | null }> {
+  return (await setListEntries(pool, [e]))[0]!;
+}
+
+/**
+ * Adds or replaces several entries in one transaction with one announcement (an incident's
+ * `block --prefix A B C` or `block --top`): every daemon gets them all at once, or none. Rows are
+ * locked in (target_type, target) order, the global order of list rows.
+ */
+export async function setListEntries(pool: Pool, entries: readonly SetEntryInput[]): Promise<Array<{ entry: ListEntry; replaced: ListEntry | null }>> {
+  const sorted = [...entries].sort((a, b) => a.targetType.localeCompare(b.targetType) || (a.target < b.target ? -1 : a.target > b.target ? 1 : 0));
   return inTransaction(pool, async (client) => {
-    const old = await client.query<ListRowSql>(`SELECT ${COLUMNS} FROM rate_limit_lists WHERE target_type = $1 AND target = $2 FOR UPDATE`, [
-      e.targetType,
-      e.target,
-    ]);
-    const { rows } = await client.query<ListRowSql>(
-      `INSERT INTO rate_limit_lists (target_type, target, kind, masked, expires_at, created_by, reason)
-       VALUES ($1, $2, $3, $4, CASE WHEN $5::bigint IS NULL THEN NULL ELSE clock_timestamp() + $5::bigint * interval '1 millisecond' END, $6, $7)
-       ON CONFLICT (target_type, target) DO UPDATE SET
-         kind = EXCLUDED.kind, masked = EXCLUDED.masked, expires_at = EXCLUDED.expires_at,
-         created_by = EXCLUDED.created_by, created_at = clock_timestamp(), reason = EXCLUDED.reason
-       RETURNING ${COLUMNS}`,
-      [e.targetType, e.target, e.kind, e.masked, e.forMs ?? null, e.by, e.reason],
-    );
-    const entry = toEntry(rows[0]!);
-    await writeAudit(client, {
-      actor: e.by,
-      action: `list_${e.kind}`,
-      target: `${e.targetType}:${e.target}`,
-      detail: { masked: e.masked, expiresAt: entry.expiresAt, reason: e.reason, replaced: old.rows[0]?.kind ?? null },
-    });
+    const out: Array<{ entry: ListEntry; replaced: ListEntry | null }> = [];
+    for (const e of sorted) {
+      const old = await client.query<ListRowSql>(`SELECT ${COLUMNS} FROM rate_limit_lists WHERE target_type = $1 AND target = $2 FOR UPDATE`, [e.targetType, e.target]);
+      const { rows } = await client.query<ListRowSql>(
+        `INSERT INTO rate_limit_lists (target_type, target, kind, masked, expires_at, created_by, reason)
+         VALUES ($1, $2, $3, $4, CASE WHEN $5::bigint IS NULL THEN NULL ELSE clock_timestamp() + $5::bigint * interval '1 millisecond' END, $6, $7)
+         ON CONFLICT (target_type, target) DO UPDATE SET
+           kind = EXCLUDED.kind, masked = EXCLUDED.masked, expires_at = EXCLUDED.expires_at,
+           created_by = EXCLUDED.created_by, created_at = clock_timestamp(), reason = EXCLUDED.reason
+         RETURNING ${COLUMNS}`,
+        [e.targetType, e.target, e.kind, e.masked, e.forMs ?? null, e.by, e.reason],
+      );
+      const entry = toEntry(rows[0]!);
+      await writeAudit(client, {
+        actor: e.by,
+        action: `list_${e.kind}`,
+        target: `${e.targetType}:${e.target}`,
+        detail: { masked: e.masked, expiresAt: entry.expiresAt, reason: e.reason, replaced: old.rows[0]?.kind ?? null, batch: sorted.length },
+      });
+      out.push({ entry, replaced: old.rows[0] ? toEntry(old.rows[0]) : null });
+    }
     await announceChange(client, 'lists');
-    return { entry, replaced: old.rows[0] ? toEntry(old.rows[0]) : null };
+    return out;
   });
 }
 

@@ -178,8 +178,18 @@ const HOT_ORDER: Record<HotSort, string> = {
   recent: 'last_activity DESC, phone_hash',
 };
 
-/** The numbers most active in the window (the primary number rule's), read from the active set. */
-export async function hottestNumbers(pool: Pool, window: number | Pick<Policy, 'rules'>, limit: number, sort: HotSort = 'denials'): Promise<{ nowMs: number; rows: HotNumber[] }> {
+/**
+ * The numbers most active in the window (the primary number rule's), read from the active set.
+ * `hidePrefixes`: numbers whose mask starts with one of these (blocked ranges) are left out, so a
+ * blocked pump does not fill the list.
+ */
+export async function hottestNumbers(
+  pool: Pool,
+  window: number | Pick<Policy, 'rules'>,
+  limit: number,
+  sort: HotSort = 'denials',
+  hidePrefixes: readonly string[] = [],
+): Promise<{ nowMs: number; rows: HotNumber[] }> {
   // A window in ms, or a policy whose primary rule gives it (a policy may have no number rule).
   const windowMs = typeof window === 'number' ? window : window.rules[0]!.windowMs;
   const { rows } = await pool.query<{ now_ms: number; phone_hash: string | null; phone_masked: string | null; region: string | null; calls: number[]; denials: number; last_call_at: number | null; last_denied_at: number | null }>(
@@ -190,10 +200,12 @@ export async function hottestNumbers(pool: Pool, window: number | Pick<Policy, '
               (SELECT count(*) FROM unnest(p.calls) AS t WHERE t > n.now_ms - $1) AS used,
               ${ACTIVITY_SQL} AS last_activity
          FROM ${activeRowsSql(`(${STABLE_NOW_MS} - $1::bigint)`, windowMs)}
+        WHERE p.phone_masked IS NULL OR NOT p.phone_masked LIKE ANY ($3::text[])
         ORDER BY ${HOT_ORDER[sort]}
         LIMIT $2
      ) AS h ON true`,
-    [windowMs, limit],
+    // Prefixes are '+' and digits (parsePrefix): nothing in them is a LIKE wildcard.
+    [windowMs, limit, hidePrefixes.map((p) => `${p}%`)],
   );
   return {
     nowMs: rows[0]!.now_ms,

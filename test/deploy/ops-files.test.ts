@@ -20,6 +20,8 @@ const read = (path: string) => readFileSync(join(ROOT, path), 'utf8');
  */
 const KNOWN_METRICS = [
   'ratelimit_decisions_total',
+  'ratelimit_country_consumes_total',
+  'ratelimit_spend_total',
   'ratelimit_shadow_denials_total',
   'ratelimit_policy_version',
   'ratelimit_connections',

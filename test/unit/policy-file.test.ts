@@ -84,7 +84,7 @@ describe('parsePolicyFile: valid files', () => {
       country: undefined,
       global: [],
       ip: [rule('ip', 5, '30s')],
-      destinations: { countries: undefined, blockTypes: ['premium_rate', 'shared_cost'] },
+      destinations: { countries: undefined, blockTypes: ['premium_rate', 'shared_cost', 'non_geographic'] },
     });
   });
 
@@ -365,7 +365,7 @@ describe('defaultPolicy', () => {
       country: undefined,
       global: [],
       ip: [rule('ip', 20, '90s')],
-      destinations: { countries: undefined, blockTypes: ['premium_rate', 'shared_cost'] },
+      destinations: { countries: undefined, blockTypes: ['premium_rate', 'shared_cost', 'non_geographic'] },
     });
     expect(parsed(policyToYaml(policy))).toEqual(policy);
     expect(formatDurationMs(policy.number[0]?.windowMs as number)).toBe(policy.number[0]?.window);

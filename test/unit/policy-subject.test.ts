@@ -167,6 +167,7 @@ destinations: {countries: {deny: [CU]}, block_types: [premium_rate]}
       'ip:1m',
       'destination:premium_rate',
       'destination:shared_cost',
+      'destination:non_geographic',
     ]);
   });
 });

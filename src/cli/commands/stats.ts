@@ -11,6 +11,10 @@ import { table } from '../format.js';
 import { ensureSchema } from '../../db/open.js';
 import { emit, withDatabaseNoKey, type Io } from '../context.js';
 import { readPolicyUsage, shortReason, type AggregateUsage, type PolicyUsage } from '../policy-usage.js';
+import { readListEntries } from '../../db/lists.js';
+import { DEFAULT_PRICES, formatMoney, type PriceTable } from '../../core/prices.js';
+import { TrafficReader, type MoversView } from '../traffic-view.js';
+import { pct, ratioText } from '../top/movers.js';
 
 // Busiest keys shown per aggregate rule.
 const KEYS_PER_RULE = 5;
@@ -37,8 +41,16 @@ export interface StatsReport {
   shadowDenialsByRule: Record<string, number>;
   aggregates: AggregateUsage[];
   regions: Array<{ region: string; numbersActive: number; numbersAtLimit: number; callsInWindow: number; denialsInWindow: number }>;
+  /**
+   * Countries and 1,000-number ranges by how far above their normal share of active numbers they
+   * are (the last 10 minutes against the day before), with spend per minute; no rule needed.
+   */
+  movers?: MoversView;
   now: number;
 }
+
+// Countries and ranges listed under "above normal".
+const MOVERS_SHOWN = 15;
 
 export function toStatsReport(s: Stats, usage: PolicyUsage): StatsReport {
   return {
@@ -67,10 +79,25 @@ export function toStatsReport(s: Stats, usage: PolicyUsage): StatsReport {
 }
 
 /** `fallback`: the RATE_LIMIT_* default policy, used only while none has been applied. */
-export async function statsCommand(pool: Pool, fallback: Policy): Promise<StatsReport> {
+export async function statsCommand(pool: Pool, fallback: Policy, prices: PriceTable = DEFAULT_PRICES): Promise<StatsReport> {
   const usage = await readPolicyUsage(pool, fallback, KEYS_PER_RULE);
   const stats = await readStats(pool, { rules: usage.numberPolicy?.rules ?? [] }, usage.windowMs);
-  return toStatsReport(stats, usage);
+  const lists = await readListEntries(pool);
+  const blocked = lists.entries.filter((e) => e.kind === 'block' && e.targetType === 'prefix').map((e) => e.target);
+  const movers = await new TrafficReader(prices).read(pool, blocked);
+  return { ...toStatsReport(stats, usage), movers };
+}
+
+function printMovers(v: MoversView): string {
+  const base = v.baselineEpochs === 0 ? 'no history yet to compare with' : `share of active numbers vs the ${formatDurationMs(v.baselineSpanMs)} before`;
+  const head = `Above normal (last ${formatDurationMs(v.windowMs)}, ${base}); spend ${formatMoney(v.prices, v.spendPerMin)}/min${v.prices.isDefault ? ' at the default flat price (prices vary: set RATELIMIT_PRICES)' : ''}`;
+  const t = table(['country or range', 'numbers', 'calls', 'share', 'normal', 'vs normal', 'spend/min', '']);
+  for (const m of v.rows.slice(0, MOVERS_SHOWN)) {
+    t.push([m.kind === 'country' ? m.key : `${m.key} ${m.country}`, String(m.numbers), String(m.calls), pct(m.share), pct(m.normalShare), ratioText(m), formatMoney(v.prices, m.spendPerMin), m.blocked ? 'blocked' : '']);
+  }
+  const more = v.rows.length > MOVERS_SHOWN ? `\n… ${v.rows.length - MOVERS_SHOWN} more (--json lists them all)` : '';
+  const old = v.unranged > 0 ? `\n${v.unranged} active numbers have older masks that name no range: counted by country only.` : '';
+  return `${head}\n${t.toString()}${more}${old}`;
 }
 
 export function printStats(r: StatsReport): string {
@@ -104,6 +131,7 @@ export function printStats(r: StatsReport): string {
     }
     lines.push(regions.toString());
   }
+  if (r.movers && r.movers.rows.length > 0) lines.push(printMovers(r.movers));
   return lines.join('\n');
 }
 
@@ -115,7 +143,7 @@ export function register(program: Command, io: Io): void {
     .action(async (_opts, cmd: Command) => {
       const report = await withDatabaseNoKey(cmd, io, async ({ config, db }) => {
         await ensureSchema(db);
-        return statsCommand(db.pool, config.defaultPolicy);
+        return statsCommand(db.pool, config.defaultPolicy, config.prices);
       }, { readTimeout: true });
       emit(io, cmd, report, () => printStats(report));
     });

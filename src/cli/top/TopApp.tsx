@@ -10,6 +10,8 @@ import { TopView } from './TopView.js';
 export interface TopAppProps {
   load: (sort: HotSort) => Promise<TopFrame>;
   onReset: (row: HotRow) => Promise<ResetResult>;
+  /** `b`: blocks the selected number's range (a prefix entry for BLOCK_FROM_TOP_MS). */
+  onBlock?: (prefix: string) => Promise<void>;
   intervalMs: number;
   /** False without a terminal on stdin: Ink's raw mode would throw. */
   inputActive: boolean;
@@ -21,6 +23,9 @@ export interface TopAppProps {
   /** A query that hangs (a network partition) counts as a failure after this long. */
   loadTimeoutMs?: number;
 }
+
+/** How long `b` blocks a range: an incident's first response, to review (docs/incident-playbook.md). */
+export const BLOCK_FROM_TOP_MS = 3_600_000;
 
 // Retrying faster than this only adds connection attempts to a database that is struggling.
 const MIN_RETRY_MS = 1_000;
@@ -89,6 +94,13 @@ function numberLabel(row: HotRow): string {
   return row.masked ?? `hash ${row.hashPrefix}`;
 }
 
+/** What `b` blocks for a row: its range, when its mask is in the range form (`+14155552•••`). */
+export function rangeOfRow(row: HotRow): string | null {
+  return row.masked !== null && /^\+[0-9]+•{3,}$/.test(row.masked) ? row.masked.replace(/•+$/, '') : null;
+}
+
+type Asked = { action: 'reset'; row: HotRow } | { action: 'block'; row: HotRow; prefix: string };
+
 export function TopApp(props: TopAppProps) {
   const { exit } = useApp();
   const { stdout } = useStdout();
@@ -97,7 +109,7 @@ export function TopApp(props: TopAppProps) {
   const [paused, setPaused] = useState(false);
   const [sort, setSort] = useState<HotSort>(props.initialSort ?? 'denials');
   const [selectedHash, setSelectedHash] = useState<string | null>(null);
-  const [confirm, setConfirm] = useState<HotRow | null>(null);
+  const [confirm, setConfirm] = useState<Asked | null>(null);
   const [message, setMessage] = useState<string | null>(null);
   const [size, setSize] = useState({ columns: stdout.columns || 80, rows: stdout.rows || 24 });
 
@@ -112,7 +124,7 @@ export function TopApp(props: TopAppProps) {
     failingSinceMs: 0,
     frame: null as TopFrame | null,
     selectedHash: null as string | null,
-    confirm: null as HotRow | null,
+    confirm: null as Asked | null,
   });
   const refresher = useRef<Refresher | null>(null);
   const propsRef = useRef(props);
@@ -189,10 +201,19 @@ export function TopApp(props: TopAppProps) {
         live.current.confirm = null;
         setConfirm(null);
         if (input !== 'y' && input !== 'Y') {
-          setMessage('reset cancelled');
+          setMessage(`${asked.action} cancelled`);
           return;
         }
-        const row = asked;
+        if (asked.action === 'block') {
+          const prefix = asked.prefix;
+          setMessage(`blocking ${prefix}…`);
+          (propsRef.current.onBlock ?? (() => Promise.reject(new Error('not available here'))))(prefix)
+            .then(() => setMessage(`blocked ${prefix}••• for ${humanizeMs(BLOCK_FROM_TOP_MS)}: every daemon within 2 s`))
+            .catch((err: unknown) => setMessage(`block failed: ${describeError(err)}`))
+            .finally(refreshNow);
+          return;
+        }
+        const row = asked.row;
         setMessage(`resetting ${numberLabel(row)}…`);
         propsRef.current
           .onReset(row)
@@ -227,14 +248,35 @@ export function TopApp(props: TopAppProps) {
         // The selection follows the number through the reload, so the result is in view.
         live.current.selectedHash = row.hash;
         setSelectedHash(row.hash);
-        live.current.confirm = row;
-        setConfirm(row);
+        const ask: Asked = { action: 'reset', row };
+        live.current.confirm = ask;
+        setConfirm(ask);
+      } else if (input === 'b') {
+        const row = live.current.frame?.hottest[selectedIndex()];
+        if (!row) {
+          setMessage('no number to block the range of');
+          return;
+        }
+        const prefix = rangeOfRow(row);
+        if (prefix === null) {
+          setMessage('this mask names no range (an older row): use ratelimit block --top range N');
+          return;
+        }
+        live.current.selectedHash = row.hash;
+        setSelectedHash(row.hash);
+        const ask: Asked = { action: 'block', row, prefix };
+        live.current.confirm = ask;
+        setConfirm(ask);
       }
     },
     { isActive: props.inputActive },
   );
 
-  const prompt = confirm ? `Reset ${numberLabel(confirm)} (${confirm.hashPrefix})? Usage is cleared, audited as "top". y/n` : null;
+  const prompt = !confirm
+    ? null
+    : confirm.action === 'reset'
+      ? `Reset ${numberLabel(confirm.row)} (${confirm.row.hashPrefix})? Usage is cleared, audited as "top". y/n`
+      : `Block every number in ${confirm.prefix}••• for ${humanizeMs(BLOCK_FROM_TOP_MS)}? Audited as "top". y/n`;
   return (
     <TopView
       frame={frame}

@@ -9,8 +9,9 @@ import { clip, type Line } from './text.js';
 import { databaseSection, denialsSection, fleetSection, flyRegionLine, footerSection, headerSection, policyWarning, sparkSection } from './summary.js';
 import { hotAndRegionsSection, instancesSection } from './panels.js';
 import { aggregatesSection, aggregatesWanted } from './aggregates.js';
+import { moversSection, moversWanted } from './movers.js';
 
-type PanelName = 'warning' | 'denials' | 'fly' | 'spark' | 'instances' | 'hot' | 'aggregates';
+type PanelName = 'warning' | 'movers' | 'denials' | 'fly' | 'spark' | 'instances' | 'hot' | 'aggregates';
 
 /** All the lines of one frame, each at most `columns` wide and, given `rows`, at most that many. */
 export function frameLines(p: TopViewProps): Line[] {
@@ -26,11 +27,12 @@ export function frameLines(p: TopViewProps): Line[] {
     spark: sparkSection(f, p.columns),
   };
   const wanted = {
+    movers: moversWanted(f),
     instances: 1 + Math.max(1, f.instances.length),
     hot: 1 + Math.max(1, f.hottest.length, f.regions.length + 1) + 1,
     aggregates: aggregatesWanted(f),
   };
-  const rows: Record<PanelName, number> = { warning: 0, denials: 0, fly: 0, spark: 0, instances: 0, hot: 0, aggregates: 0 };
+  const rows: Record<PanelName, number> = { warning: 0, movers: 0, denials: 0, fly: 0, spark: 0, instances: 0, hot: 0, aggregates: 0 };
   if (p.rows === undefined) {
     for (const k of ['warning', 'denials', 'fly', 'spark'] as const) rows[k] = small[k].length;
     Object.assign(rows, wanted);
@@ -39,6 +41,8 @@ export function frameLines(p: TopViewProps): Line[] {
     // Most useful first; a panel that does not fit whole (at its minimum) is left out.
     const order: Array<[PanelName, number]> = [
       ['warning', small.warning.length],
+      // What is above normal names what to block: on the first screen, before the fleet's rows.
+      ['movers', Math.min(wanted.movers, 6)],
       ['instances', Math.min(wanted.instances, 3)],
       ['hot', Math.min(wanted.hot, 4)],
       ['denials', small.denials.length],
@@ -52,8 +56,8 @@ export function frameLines(p: TopViewProps): Line[] {
         left -= min;
       }
     }
-    // What is left grows the tables, instances first (down ones come first, see loadTopFrame).
-    for (const name of ['instances', 'hot', 'aggregates'] as const) {
+    // What is left grows the tables, movers then instances (down ones come first, see loadTopFrame).
+    for (const name of ['movers', 'instances', 'hot', 'aggregates'] as const) {
       if (rows[name] === 0) continue;
       const more = Math.min(left, wanted[name] - rows[name]);
       rows[name] += more;
@@ -67,6 +71,7 @@ export function frameLines(p: TopViewProps): Line[] {
     ...(rows.denials ? small.denials : []),
     ...(rows.fly ? small.fly : []),
     ...(rows.spark ? small.spark : []),
+    ...(rows.movers ? moversSection(f, p.columns, rows.movers) : []),
     ...(rows.instances ? instancesSection(f, p.columns, rows.instances) : []),
     ...(rows.hot ? hotAndRegionsSection(p, f, rows.hot) : []),
     ...(rows.aggregates ? aggregatesSection(f, p.columns, rows.aggregates) : []),
@@ -76,8 +81,17 @@ export function frameLines(p: TopViewProps): Line[] {
 }
 
 /** One frame as plain text (no colour, no trailing spaces): for `--once`, pipes and tickets. */
-export function renderFrameText(frame: TopFrame, opts: { columns: number; intervalMs: number }): string {
-  const lines = frameLines({ frame, columns: opts.columns, intervalMs: opts.intervalMs, sort: frame.sort, paused: false, interactive: false, connection: { ok: true } });
+export function renderFrameText(frame: TopFrame, opts: { columns: number; rows?: number | undefined; intervalMs: number }): string {
+  const lines = frameLines({
+    frame,
+    columns: opts.columns,
+    ...(opts.rows === undefined ? {} : { rows: opts.rows }),
+    intervalMs: opts.intervalMs,
+    sort: frame.sort,
+    paused: false,
+    interactive: false,
+    connection: { ok: true },
+  });
   return lines
     .map((line) => line.map((s) => s.text).join('').trimEnd())
     .join('\n')

@@ -8,6 +8,10 @@ import { hashPrefix } from '../../core/phone.js';
 import { evaluate } from '../../core/policy.js';
 import type { Policy } from '../../core/policy/types.js';
 import { readPolicyUsage, type AggregateUsage } from '../policy-usage.js';
+import { readListEntries, setListEntries } from '../../db/lists.js';
+import { TrafficReader, visibleHead, type MoversView } from '../traffic-view.js';
+
+export { TrafficReader, BASELINE_SPAN_MS, TRAFFIC_WINDOW_MS, visibleHead, type MoversView } from '../traffic-view.js';
 
 export const SORTS = ['denials', 'calls', 'recent'] as const;
 export type HotSort = (typeof SORTS)[number];
@@ -84,6 +88,8 @@ export interface HotRow {
   /** Until the next call is allowed (at its limit) or the oldest counted call leaves the window; 0 when nothing counts. */
   resetInMs: number;
   atLimit: boolean;
+  /** A block entry covers it (its own, or a prefix covering the digits its mask shows). */
+  blocked?: boolean;
 }
 
 export interface FleetTotals {
@@ -133,6 +139,8 @@ export interface TopFrame {
   aggregates: AggregateUsage[];
   /** Every daemon's denials in the window by reason, and shadow denials by rule (largest first). */
   windowDenials: { byReason: Array<[string, number]>; shadowByRule: Array<[string, number]> };
+  /** Countries and ranges by how far above normal; null when not read. */
+  movers?: MoversView | null;
 }
 
 // Trouble first: on a short terminal, a down instance must not be the one that scrolls away.
@@ -193,15 +201,23 @@ export function flyRegionTotals(instances: readonly TopInstance[]): FlyRegionTot
 }
 
 /** One frame of plain data: the effective policy first (everything is measured against it), then the rest at once. */
-export async function loadTopFrame(pool: Pool, fallback: Policy, sort: HotSort): Promise<TopFrame> {
+export async function loadTopFrame(pool: Pool, fallback: Policy, sort: HotSort, traffic: TrafficReader = new TrafficReader()): Promise<TopFrame> {
   const usage = await readPolicyUsage(pool, fallback, AGGREGATE_KEYS_PER_RULE);
   const numberPolicy = usage.numberPolicy;
   const started = performance.now();
-  const [timedFleet, stats, hot] = await Promise.all([
+  const lists = await readListEntries(pool);
+  const blocks = lists.entries.filter((e) => e.kind === 'block');
+  const blockedPrefixes = blocks.filter((e) => e.targetType === 'prefix').map((e) => e.target);
+  const blockedHashes = new Set(blocks.filter((e) => e.targetType === 'number').map((e) => e.target));
+  const [timedFleet, stats, hot, moversView] = await Promise.all([
     readFleet(pool).then((fleet) => ({ fleet, latencyMs: performance.now() - started })),
     readStats(pool, { rules: numberPolicy?.rules ?? [] }, usage.windowMs),
-    hottestNumbers(pool, usage.windowMs, HOT_LIMIT, sort),
+    // Numbers in a blocked range cost nothing more: left out, so the pump's numbers do not fill the list.
+    hottestNumbers(pool, usage.windowMs, HOT_LIMIT, sort, blockedPrefixes),
+    traffic.read(pool, blockedPrefixes),
   ]);
+  const isBlocked = (hash: string, masked: string | null) =>
+    blockedHashes.has(hash) || (masked !== null && blockedPrefixes.some((p) => visibleHead(masked).startsWith(p)));
   const { fleet, latencyMs } = timedFleet;
   const instances = fleet.instances.map(toTopInstance).sort((a, b) => STATE_ORDER[a.state] - STATE_ORDER[b.state] || a.instanceId.localeCompare(b.instanceId));
   const nowMs = hot.nowMs;
@@ -218,7 +234,7 @@ export async function loadTopFrame(pool: Pool, fallback: Policy, sort: HotSort):
     flyRegions: flyRegionTotals(instances),
     series: fleetSeries(instances),
     hottest: hot.rows.map((r): HotRow => {
-      const base = { hash: r.hash, hashPrefix: hashPrefix(r.hash), masked: r.masked, region: r.region, deniedInWindow: r.deniedInWindow };
+      const base = { hash: r.hash, hashPrefix: hashPrefix(r.hash), masked: r.masked, region: r.region, deniedInWindow: r.deniedInWindow, blocked: isBlocked(r.hash, r.masked) };
       if (!numberPolicy) {
         const used = r.calls.filter((t) => t > nowMs - usage.windowMs).length;
         return { ...base, used, limit: null, resetInMs: 0, atLimit: false };
@@ -231,11 +247,14 @@ export async function loadTopFrame(pool: Pool, fallback: Policy, sort: HotSort):
         resetInMs: d.allowed ? (d.used > 0 ? Math.max(0, d.resetTime - nowMs) : 0) : d.retryAfterMs,
         atLimit: !d.allowed,
       };
-    }),
+    })
+      // Blocked numbers cannot cost anything more: they go below the ones that still can.
+      .sort((a, b) => Number(a.blocked) - Number(b.blocked)),
     window: { tracked: stats.tracked, trackedEstimated: stats.trackedEstimated, active: stats.active, atLimit: stats.atLimit, calls: stats.calls, denials: stats.denials, resets: stats.resets },
     regions: stats.regions.map((r) => ({ region: r.region, active: r.active, atLimit: r.atLimit, calls: r.calls, denials: r.denials })),
     aggregates: usage.aggregates,
     windowDenials: { byReason: largestFirst(usage.decisions.deniedByReason), shadowByRule: largestFirst(usage.decisions.shadowByRule) },
+    movers: moversView,
   };
 }
 
@@ -270,4 +289,9 @@ const RESET_REASON = 'top';
  */
 export function resetFromTop(pool: Pool, windowMs: number, row: HotRow, operator: string): Promise<ResetResult> {
   return resetPhone(pool, row.hash, operator, RESET_REASON, { rules: [{ id: 'number', max: row.limit ?? 1, windowMs }] });
+}
+
+/** The dashboard's `b`: blocks a range for an hour, recorded as `operator` with reason "top". */
+export async function blockFromTop(pool: Pool, prefix: string, operator: string, forMs = 3_600_000): Promise<void> {
+  await setListEntries(pool, [{ targetType: 'prefix', target: prefix, masked: prefix, kind: 'block', forMs, by: operator, reason: RESET_REASON }]);
 }

@@ -76,6 +76,10 @@ function hotColumns(f: TopFrame): Column<HotRow>[] {
       cell: (r) => ({ text: count(r.deniedInWindow), ...(r.deniedInWindow > 0 ? { color: 'yellow' as const } : {}) }),
     },
     { title: 'RESET IN', width: 8, align: 'right', priority: 3, cell: (r) => ({ text: r.resetInMs > 0 ? humanizeMs(r.resetInMs) : '—' }) },
+    // Only when some row is blocked: an empty column would cost the narrow layouts a column.
+    ...(f.hottest.some((r) => r.blocked)
+      ? [{ title: '', width: 3, priority: 1, cell: (r: HotRow) => (r.blocked ? { text: 'BLK', color: 'magenta' as const, bold: true } : { text: '' }) }]
+      : []),
   ];
 }
 
@@ -144,7 +148,7 @@ export function hotAndRegionsSection(p: TopViewProps, f: TopFrame, maxRows: numb
     const start = p.interactive ? Math.max(0, Math.min(sel - height + 1, f.hottest.length - height)) : 0;
     f.hottest.slice(start, start + height).forEach((r, k) => {
       const selected = p.interactive && start + k === sel;
-      left.push([...(marker ? [{ text: selected ? '▶ ' : '  ', color: 'cyan' as const }] : []), ...rowLine(hot, r, selected ? { inverse: true } : {})]);
+      left.push([...(marker ? [{ text: selected ? '▶ ' : '  ', color: 'cyan' as const }] : []), ...rowLine(hot, r, selected ? { inverse: true } : r.blocked ? { dim: true } : {})]);
     });
   }
   if (regionCols.length > 0) {

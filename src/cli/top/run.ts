@@ -5,8 +5,9 @@ import { render } from 'ink';
 import type { Pool } from '../../db/pool.js';
 import type { Policy } from '../../core/policy/types.js';
 import { onStopSignals } from '../signals.js';
-import { loadTopFrame, resetFromTop, type HotRow, type HotSort } from './model.js';
-import { TopApp } from './TopApp.js';
+import { blockFromTop, loadTopFrame, resetFromTop, TrafficReader, type HotRow, type HotSort } from './model.js';
+import type { PriceTable } from '../../core/prices.js';
+import { BLOCK_FROM_TOP_MS, TopApp } from './TopApp.js';
 
 const LEAVE_ALTERNATE_SCREEN = '\x1b[?1049l';
 
@@ -17,6 +18,7 @@ export interface TopOptions {
   intervalMs: number;
   /** Who resets from the dashboard are recorded as. */
   operator: string;
+  prices: PriceTable;
 }
 
 export async function runTop(opts: TopOptions): Promise<void> {
@@ -34,15 +36,18 @@ export async function runTop(opts: TopOptions): Promise<void> {
   });
   // The window of the frame on screen: a reset counts what it clears over the same window.
   let windowMs = 0;
+  // One reader for the whole session: it keeps the baseline between frames.
+  const traffic = new TrafficReader(opts.prices);
   try {
     const app = render(
       createElement(TopApp, {
         load: (sort: HotSort) =>
-          loadTopFrame(pool, policy, sort).then((frame) => {
+          loadTopFrame(pool, policy, sort, traffic).then((frame) => {
             windowMs = frame.windowMs;
             return frame;
           }),
         onReset: (row: HotRow) => resetFromTop(pool, windowMs, row, opts.operator),
+        onBlock: (prefix: string) => blockFromTop(pool, prefix, opts.operator, BLOCK_FROM_TOP_MS),
         intervalMs: opts.intervalMs,
         inputActive,
       }),

@@ -131,7 +131,7 @@ export function sparkSection(f: TopFrame, columns: number): Line[] {
 export function footerSection(p: TopViewProps): Line[] {
   if (p.prompt) return wrapWords(p.prompt, p.columns).map((t) => [{ text: t, color: 'yellow' as const, bold: true }]);
   if (!p.interactive) return p.message ? wrapWords(p.message, p.columns).map((t) => [{ text: t }]) : [];
-  const keys: Line = [{ text: 'q quit · p pause · s sort · ↑↓ select · r reset', dim: true }];
+  const keys: Line = [{ text: 'q quit · p pause · s sort · ↑↓ select · r reset · b block range', dim: true }];
   if (!p.message) return lineWidth(keys) <= p.columns ? [keys] : [[{ text: 'q quit · r reset', dim: true }]];
   const message: Line = [{ text: p.message, color: 'cyan' }];
   // What just happened matters more than the key help, which never changes.

@@ -15,10 +15,21 @@ export const NUMBER_TYPES = [
   'mobile',
   'fixed_line',
   'fixed_line_or_mobile',
+  // Not a libphonenumber type: numbers under a non-geographic calling code (NON_GEOGRAPHIC_CODES).
+  'non_geographic',
 ] as const;
 export type NumberType = (typeof NUMBER_TYPES)[number];
 
-export const DEFAULT_BLOCK_TYPES: readonly NumberType[] = ['premium_rate', 'shared_cost'];
+export const DEFAULT_BLOCK_TYPES: readonly NumberType[] = ['premium_rate', 'shared_cost', 'non_geographic'];
+
+/**
+ * Calling codes of no country, the IRSF destinations after premium rate: satellite (+870
+ * Inmarsat, +881 GMSS), international networks (+882, +883: roaming SIMs and carriers' ranges,
+ * resold per minute), UPT (+878), OCHA (+888) and international premium rate (+979). Their
+ * numbers get the type `non_geographic`, blocked by default; +800 (international freephone) and
+ * +808 (shared cost, typed so by libphonenumber) are left to their libphonenumber types.
+ */
+export const NON_GEOGRAPHIC_CODES: ReadonlySet<string> = new Set(['870', '878', '881', '882', '883', '888', '979']);
 
 /** Region used for numbers whose country libphonenumber cannot tell (fictional +1555…). */
 export const UNKNOWN_REGION = 'ZZ';

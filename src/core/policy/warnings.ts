@@ -36,7 +36,10 @@ export function policyWarnings(policy: Policy): string[] {
   for (const list of [policy.number, policy.prefix?.rules ?? [], policy.country?.rules ?? [], ...(policy.country?.overrides.values() ?? []), policy.global, policy.ip]) {
     warnings.push(...shadowedBy(list));
   }
-  for (const type of DEFAULT_BLOCK_TYPES) {
+  // Not non_geographic: files written before it existed list [premium_rate, shared_cost] as "the
+  // default" (PROTOCOL.md's example does); they keep working without a warning, and the shipped
+  // examples list it.
+  for (const type of DEFAULT_BLOCK_TYPES.filter((t) => t !== 'non_geographic')) {
     if (!policy.destinations.blockTypes.includes(type)) {
       warnings.push(`destinations.block_types leaves out ${type}: ${TYPE_RISK[type] ?? `${type} numbers can be called`}`);
     }
