@@ -96,6 +96,7 @@ export class DecisionEngine {
   private readonly peeker: Batcher<CheckRequest, CheckSnapshot>;
   private readonly flushTimer: NodeJS.Timeout;
   private readonly listener: Listener | undefined;
+  private listening = false;
 
   constructor(private readonly opts: EngineOptions) {
     const memoryKeys = opts.memoryKeys ?? DEFAULT_MEMORY_KEYS;
@@ -142,8 +143,14 @@ export class DecisionEngine {
         url: opts.url,
         channels: { [RESET_CHANNEL]: (hash) => this.forget(hash), [CHANGES_CHANNEL]: changed },
         // What was announced while the listener was down was missed: trust nothing cached.
-        onReconnect: changed,
-        onError: (err) => opts.logger.warn({ err: err.message }, 'notification listener lost its connection; retrying'),
+        onReconnect: () => {
+          this.listening = true;
+          changed();
+        },
+        onError: (err) => {
+          this.listening = false;
+          opts.logger.warn({ err: err.message }, 'notification listener lost its connection; retrying');
+        },
       });
     }
     this.flushTimer = setInterval(() => void this.flushInBackground(), opts.flushIntervalMs ?? 1_000);
@@ -159,6 +166,11 @@ export class DecisionEngine {
   /** Smoothed round-trip time of decision statements, for the heartbeat. */
   get dbLatencyMs(): number | null {
     return this.latencyMs;
+  }
+
+  /** True while the notification listener is connected: changes reach this daemon as NOTIFYs. */
+  get changesAnnounced(): boolean {
+    return this.listening;
   }
 
   get pendingWrites(): number {
