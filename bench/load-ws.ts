@@ -4,7 +4,7 @@
 // parsing the reply: parsing JSON here would spend the CPU the daemon needs on a shared machine.
 import WebSocket from 'ws';
 import { LatencyHistogram, sleep } from './lib/stats.js';
-import { cpuWindow, emit, peakRssMb, workerArgs, workerResult } from './lib/child.js';
+import { cpuWindow, driveOpenLoop, emit, peakRssMb, workerArgs, workerResult } from './lib/child.js';
 import { clientIp, keySampler, phoneNumber, type KeyDistribution } from './lib/keys.js';
 
 export interface WsLoadConfig {
@@ -20,6 +20,8 @@ export interface WsLoadConfig {
   ipBase?: number;
   /** consume: send this many in all, then stop (measuring all of them) instead of running for warmupMs + measureMs. */
   stopAfter?: number;
+  /** consume: open loop at this many requests a second over `sockets` (round robin) instead of `perSocket` in flight. */
+  rate?: number;
   /** idle: how long to hold the connections open at most (the parent normally says when). */
   holdMs?: number;
 }
@@ -142,5 +144,37 @@ async function load(): Promise<void> {
   });
 }
 
-await (cfg.mode === 'idle' ? idle() : load());
+/** Open loop: each reply settles the oldest request of its socket (replies keep request order). */
+async function openLoad(rate: number): Promise<void> {
+  const nextKey = keySampler(cfg.dist);
+  const sockets = await openAll(cfg.sockets);
+  const waiting = sockets.map(() => [] as { resolve: (o: 'allowed' | 'denied') => void; reject: (e: Error) => void }[]);
+  sockets.forEach((ws, i) => {
+    ws.on('message', (data: Buffer) => {
+      const w = waiting[i]!.shift();
+      const kind = String.fromCharCode(data[20] ?? 0);
+      if (kind === 's') w?.resolve('allowed');
+      else if (kind === 'e') w?.resolve('denied');
+      else w?.reject(new Error(data.toString().slice(0, 200)));
+    });
+    ws.on('error', () => undefined);
+  });
+  let seq = 0;
+  let ipCounter = cfg.ipBase ?? 0;
+  const result = await driveOpenLoop({
+    ratePerS: rate,
+    warmupMs: cfg.warmupMs,
+    measureMs: cfg.measureMs,
+    op: () =>
+      new Promise((resolve, reject) => {
+        const i = seq % sockets.length;
+        waiting[i]!.push({ resolve, reject });
+        sockets[i]!.send(`{"type":"rate_limit_consume","id":${seq++},"phoneNumber":"${phoneNumber(nextKey())}","ip":"${clientIp(ipCounter++)}"}`);
+      }),
+  });
+  for (const ws of sockets) ws.terminate();
+  emit({ event: 'result', result });
+}
+
+await (cfg.mode === 'idle' ? idle() : cfg.rate ? openLoad(cfg.rate) : load());
 process.exit(0);

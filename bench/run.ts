@@ -55,6 +55,12 @@ const PHONE_KEY = 'bench-phone-key-0123456789abcdefghijklmnopqrstuvwxyz';
 const RUN_TIMEOUT_MS = WARMUP_MS + MEASURE_MS + 60_000;
 const DAEMON_START_TIMEOUT_MS = 30_000;
 const IDLE_SETTLE_MS = 2_000;
+// The idle-CPU scenario: a daemon with no connections, after start-up has settled, measured this long.
+const IDLE_CPU_SETTLE_MS = 8_000;
+const IDLE_CPU_MS = envNumber('BENCH_IDLE_CPU_SECONDS', QUICK ? 10 : 20) * 1000;
+// Open-loop (fixed-rate) scenarios: requests a second, spread over this many sockets.
+const OPEN_LOOP_RATES = [500, 2_000];
+const OPEN_LOOP_SOCKETS = 4;
 // The machine may be shared: a run starts once others use less than this much of one core.
 const QUIET_FOREIGN_PERCENT = 15;
 const QUIET_MAX_WAIT_MS = 60_000;
@@ -63,15 +69,18 @@ const CONTAMINATED_PERCENT = 25;
 const MAX_ATTEMPTS = 3;
 
 type Scenario =
-  | { kind: 'store'; name: string; system: StoreSystem; dist: KeyDistribution; inflight: number; limit: number }
+  | { kind: 'store'; name: string; system: StoreSystem; dist: KeyDistribution; inflight: number; limit: number; rate?: number }
   // limit: the daemon's RATE_LIMIT_PHONE_MAX (default LARGE_LIMIT); warmDistinct: decisions on
   // that many never-seen numbers sent through the daemon before the measured run; restartAfterWarm:
   // the measured run goes to a new daemon on the table the fill grew (history in the table, not in
   // the process), so the two rows together say which of them costs.
-  | { kind: 'ws'; name: string; dist: KeyDistribution; inflight: number; sockets: number; limit?: number; warmDistinct?: number; restartAfterWarm?: boolean }
+  // rate: open loop at that many decisions a second (inflight is then only a label).
+  | { kind: 'ws'; name: string; dist: KeyDistribution; inflight: number; sockets: number; limit?: number; warmDistinct?: number; restartAfterWarm?: boolean; rate?: number }
   | { kind: 'http'; name: string; dist: KeyDistribution; inflight: number }
   | { kind: 'echo'; name: string; inflight: number; sockets: number }
   | { kind: 'idle'; name: string; connections: number }
+  // A daemon with nothing to do: what its timers cost it and PostgreSQL (CPU ms per second).
+  | { kind: 'idlecpu'; name: string }
   | PolicyScenario;
 
 interface RunResult {
@@ -91,6 +100,8 @@ function scenarios(): Scenario[] {
       { kind: 'http', name: 'http uniform 64', dist: 'uniform', inflight: 64 },
       { kind: 'echo', name: 'ws echo 64', inflight: 64, sockets: 16 },
       { kind: 'idle', name: `idle ${IDLE_CONNECTIONS} ws`, connections: IDLE_CONNECTIONS },
+      { kind: 'idlecpu', name: 'idle cpu' },
+      ...openLoopScenarios().slice(0, 2),
     ];
   }
   const out: Scenario[] = [];
@@ -116,8 +127,18 @@ function scenarios(): Scenario[] {
   for (const inflight of [64, 256]) out.push({ kind: 'http', name: `http uniform ${inflight}`, dist: 'uniform', inflight });
   for (const inflight of [64, 256]) out.push({ kind: 'echo', name: `ws echo ${inflight}`, inflight, sockets: socketsFor(inflight) });
   out.push({ kind: 'idle', name: `idle ${IDLE_CONNECTIONS} ws`, connections: IDLE_CONNECTIONS });
+  out.push({ kind: 'idlecpu', name: 'idle cpu' });
+  out.push(...openLoopScenarios());
   out.push(...policyScenarios());
   return out;
+}
+
+/** Issue 22: the rates apps really send, the daemon end to end beside rate-limiter-flexible. */
+function openLoopScenarios(): Scenario[] {
+  return OPEN_LOOP_RATES.flatMap((rate): Scenario[] => [
+    { kind: 'ws', name: `ws open ${rate}/s`, dist: 'uniform', inflight: 0, sockets: OPEN_LOOP_SOCKETS, rate },
+    { kind: 'store', name: `store rlf open ${rate}/s`, system: 'rlf', dist: 'uniform', inflight: 0, limit: LARGE_LIMIT, rate },
+  ]);
 }
 
 // ---- processes ----------------------------------------------------------------------------
@@ -310,6 +331,7 @@ async function runStore(e: Env, s: Extract<Scenario, { kind: 'store' }>): Promis
     measureMs: MEASURE_MS,
     url: e.pg.url,
     keysFile: e.keysFile,
+    ...(s.rate ? { rate: s.rate } : {}),
   };
   const child = nodeScript('store-worker.js', config);
   const { result, cpu, walBytes } = await runWorker(child, () => ({ pg: e.postmasterPid }), { wal: e.admin });
@@ -359,6 +381,7 @@ async function runE2e(e: Env, s: Extract<Scenario, { kind: 'ws' | 'http' }>): Pr
             dist: s.dist,
             warmupMs: WARMUP_MS,
             measureMs: MEASURE_MS,
+            ...(s.rate ? { rate: s.rate } : {}),
           } satisfies WsLoadConfig)
         : nodeScript('load-http.js', {
             host: '127.0.0.1',
@@ -460,6 +483,21 @@ async function runIdle(e: Env, s: Extract<Scenario, { kind: 'idle' }>): Promise<
   }
 }
 
+async function runIdleCpu(e: Env): Promise<RunResult> {
+  const daemon = await startDaemon(e.pg.url, e.tmp);
+  try {
+    await sleep(IDLE_CPU_SETTLE_MS);
+    const meter = new CpuMeter({ subject: daemon.child.pid!, pg: e.postmasterPid });
+    meter.start();
+    await sleep(IDLE_CPU_MS);
+    const cpu = meter.stop();
+    const worker: WorkerResult = { decisions: 0, allowed: 0, denied: 0, errors: 0, measuredS: IDLE_CPU_MS / 1000, p50Ms: NaN, p99Ms: NaN, maxMs: NaN, cpuPercent: NaN, peakRssMb: NaN };
+    return { worker, cpu, peakRssMb: processMemoryMb(daemon.child.pid!)?.peakRssMb ?? NaN, extra: { daemonErrors: daemon.errorLines.slice(0, 3) } };
+  } finally {
+    await terminate(daemon.child);
+  }
+}
+
 function fetchText(url: string): Promise<string> {
   return fetch(url, { signal: AbortSignal.timeout(5_000) }).then((r) => r.text());
 }
@@ -543,16 +581,28 @@ async function codeFingerprint(): Promise<string> {
 function aggregate(s: Scenario, runs: RunResult[]): Row {
   const rate = runs.map((r) => r.worker.decisions / r.worker.measuredS);
   const pick = (f: (r: RunResult) => number | undefined) => median(runs.map((r) => f(r) ?? NaN));
+  // CPU % of one core over the window, per decision: % / 100 × 1e6 µs/s ÷ decisions/s.
+  const usPer = (r: RunResult, name: string) => {
+    const pct = r.cpu?.processPercent[name];
+    const perS = r.worker.decisions / r.worker.measuredS;
+    return pct === undefined || !(perS > 0) ? NaN : (pct * 10_000) / perS;
+  };
+  const noRate = s.kind === 'idle' || s.kind === 'idlecpu';
   const decisions = runs.reduce((a, r) => a + r.worker.decisions, 0);
   const allowed = runs.reduce((a, r) => a + r.worker.allowed, 0);
   return {
     name: s.name,
     kind: s.kind,
-    ratePerS: s.kind === 'idle' ? NaN : median(rate),
-    rateMinPerS: s.kind === 'idle' ? NaN : Math.min(...rate),
-    rateMaxPerS: s.kind === 'idle' ? NaN : Math.max(...rate),
+    ratePerS: noRate ? NaN : median(rate),
+    rateMinPerS: noRate ? NaN : Math.min(...rate),
+    rateMaxPerS: noRate ? NaN : Math.max(...rate),
+    subjectUsPerDecision: pick((r) => usPer(r, 'subject')),
+    pgUsPerDecision: pick((r) => usPer(r, 'pg')),
+    genUsPerDecision: pick((r) => usPer(r, 'loadgen')),
+    totalUsPerDecision: pick((r) => usPer(r, 'subject') + (Number.isFinite(usPer(r, 'pg')) ? usPer(r, 'pg') : 0)),
     p50Ms: pick((r) => r.worker.p50Ms),
     p99Ms: pick((r) => r.worker.p99Ms),
+    p999Ms: pick((r) => r.worker.p999Ms),
     subjectCpuPercent: pick((r) => r.cpu?.processPercent.subject),
     pgCpuPercent: pick((r) => r.cpu?.processPercent.pg),
     genCpuPercent: pick((r) => r.cpu?.processPercent.loadgen),
@@ -567,12 +617,19 @@ function aggregate(s: Scenario, runs: RunResult[]): Row {
 }
 
 function rlfBaseline(rows: Row[], scenarioOf: Map<string, Scenario>, s: Scenario): Row | undefined {
-  if (s.kind === 'idle') return undefined;
+  if (s.kind === 'idle' || s.kind === 'idlecpu') return undefined;
+  const rate = s.kind === 'ws' || s.kind === 'store' ? s.rate : undefined;
+  if (rate !== undefined) {
+    return rows.find((r) => {
+      const o = scenarioOf.get(r.name);
+      return o?.kind === 'store' && o.system === 'rlf' && o.rate === rate;
+    });
+  }
   const dist = s.kind === 'echo' ? 'uniform' : s.dist;
   const limit = s.kind === 'store' ? s.limit : LARGE_LIMIT;
   return rows.find((r) => {
     const o = scenarioOf.get(r.name);
-    return o?.kind === 'store' && o.system === 'rlf' && o.dist === dist && o.inflight === s.inflight && o.limit === limit;
+    return o?.kind === 'store' && o.system === 'rlf' && o.rate === undefined && o.dist === dist && o.inflight === s.inflight && o.limit === limit;
   });
 }
 
@@ -624,6 +681,18 @@ function targets(rows: Row[]): Target[] {
   }
   if (fresh && warmed) {
     out.push({ what: `ws uniform 256 after ${WARM_DISTINCT_LABEL} distinct numbers, against a fresh daemon on a fresh table`, value: `${(warmed.ratePerS / fresh.ratePerS).toFixed(2)}×`, met: undefined });
+  }
+  const idleCpu = rows.find((r) => r.kind === 'idlecpu');
+  if (idleCpu) {
+    out.push({ what: 'idle daemon ≤ 5 ms CPU per second', value: `${(idleCpu.subjectCpuPercent * 10).toFixed(1)} ms/s (PostgreSQL ${(idleCpu.pgCpuPercent * 10).toFixed(1)} ms/s)`, met: idleCpu.subjectCpuPercent * 10 <= 5 });
+  }
+  for (const rate of OPEN_LOOP_RATES) {
+    const open = row(`ws open ${rate}/s`);
+    const rlf = row(`store rlf open ${rate}/s`);
+    if (!open) continue;
+    const beside = rlf ? ` (rate-limiter-flexible p50 ${rlf.p50Ms.toFixed(2)} p99 ${rlf.p99Ms.toFixed(2)} p99.9 ${rlf.p999Ms.toFixed(2)} ms)` : '';
+    const p50Max = rate <= 500 ? 1.5 : 3;
+    out.push({ what: `ws open loop ${rate}/s: p50 ≤ ${p50Max} ms${rate <= 500 ? ', p99 ≤ 10 ms' : ''}`, value: `p50 ${open.p50Ms.toFixed(2)} p99 ${open.p99Ms.toFixed(2)} p99.9 ${open.p999Ms.toFixed(2)} ms${beside}`, met: open.p50Ms <= p50Max && (rate > 500 || open.p99Ms <= 10) });
   }
   const idle = rows.find((r) => r.kind === 'idle');
   if (idle) out.push({ what: `${IDLE_CONNECTIONS} idle ws: daemon RSS ≤ 150 MB`, value: `${idle.peakRssMb.toFixed(1)} MB`, met: idle.peakRssMb <= 150 });
@@ -691,7 +760,17 @@ async function main(): Promise<void> {
             console.log(`  (other processes use ${quiet.foreignPercent.toFixed(0)}% of a core; running anyway after ${Math.round(quiet.waitedMs / 1000)} s)`);
           }
           const attemptResult =
-            s.kind === 'policy' ? await runPolicy(policyHarness(env), s) : s.kind === 'store' ? await runStore(env, s) : s.kind === 'echo' ? await runEcho(s) : s.kind === 'idle' ? await runIdle(env, s) : await runE2e(env, s);
+            s.kind === 'policy'
+              ? await runPolicy(policyHarness(env), s)
+              : s.kind === 'store'
+                ? await runStore(env, s)
+                : s.kind === 'echo'
+                  ? await runEcho(s)
+                  : s.kind === 'idle'
+                    ? await runIdle(env, s)
+                    : s.kind === 'idlecpu'
+                      ? await runIdleCpu(env)
+                      : await runE2e(env, s);
           const foreign = attemptResult.cpu?.foreignPercent ?? 0;
           attemptResult.extra.attempt = attempt;
           if (!best || foreign < (best.cpu?.foreignPercent ?? 0)) best = attemptResult;
@@ -703,12 +782,19 @@ async function main(): Promise<void> {
         const r = best!;
         runs.push(r);
         const w = r.worker;
+        const usLine = Number.isFinite(w.decisions) && w.decisions > 0 && r.cpu
+          ? ` µs/decision ${Object.entries(r.cpu.processPercent).filter(([, v]) => Number.isFinite(v)).map(([k, v]) => `${k} ${((v * 10_000) / (w.decisions / w.measuredS)).toFixed(1)}`).join(' ')}`
+          : '';
         const line =
-          s.kind === 'idle'
+          s.kind === 'idlecpu' && r.cpu
+            ? `daemon ${(r.cpu.processPercent.subject! * 10).toFixed(1)} ms CPU/s, PostgreSQL ${(r.cpu.processPercent.pg! * 10).toFixed(1)} ms CPU/s (other ${r.cpu.foreignPercent.toFixed(0)}%)`
+            : s.kind === 'idle'
             ? `daemon RSS ${Number(r.extra.daemonRssWithConnectionsMb).toFixed(1)} MB with ${w.extra?.alive ?? '?'} open (was ${Number(r.extra.daemonRssBeforeMb).toFixed(1)} MB)`
             : `${Math.round(w.decisions / w.measuredS)}/s p50 ${w.p50Ms.toFixed(2)} ms p99 ${w.p99Ms.toFixed(2)} ms` +
               (r.cpu ? ` cpu ${Object.entries(r.cpu.processPercent).filter(([, v]) => Number.isFinite(v)).map(([k, v]) => `${k} ${v.toFixed(0)}%`).join(' ')} machine ${r.cpu.machineBusyPercent.toFixed(0)}% other ${r.cpu.foreignPercent.toFixed(0)}%` : '') +
               (Number.isFinite(r.extra.walBytesPerDecision) ? ` WAL ${Math.round(Number(r.extra.walBytesPerDecision))} B/decision` : '') +
+              usLine +
+              (w.p999Ms !== undefined ? ` p99.9 ${w.p999Ms.toFixed(2)} ms` : '') +
               (w.errors ? ` errors ${w.errors}` : '') +
               (r.extra.meanBatch ? ` batch ${Number(r.extra.meanBatch).toFixed(1)}` : '');
         console.log(`  ${s.name.padEnd(30)} run ${i + 1}: ${line}`);
@@ -736,7 +822,7 @@ async function main(): Promise<void> {
     const goalText = goals.map((g) => `- ${g.met === undefined ? 'SHOWN' : g.met ? 'MET ' : 'MISSED'} ${g.what}: ${g.value}`).join('\n');
     const ratioText = ratios(rows).join('\n');
     const elapsedS = Math.round((Date.now() - started) / 1000);
-    const idleRuns = [...results.entries()].find(([name]) => name.startsWith('idle'))?.[1] ?? [];
+    const idleRuns = [...results.entries()].find(([name]) => scenarioOf.get(name)?.kind === 'idle')?.[1] ?? [];
     const idleNote = idleRuns.length
       ? `Idle: ${IDLE_CONNECTIONS} connections opened in ${median(idleRuns.map((r) => Number(r.extra.openMs))).toFixed(0)} ms; daemon RSS ${median(idleRuns.map((r) => Number(r.extra.daemonRssBeforeMb))).toFixed(1)} MB before, ${median(idleRuns.map((r) => Number(r.extra.daemonRssWithConnectionsMb))).toFixed(1)} MB with them open (${median(idleRuns.map((r) => Number(r.extra.perConnectionKb))).toFixed(1)} KB each); the "peak RSS" column is the RSS with them open.`
       : '';

@@ -11,7 +11,7 @@ import { fixedPolicy } from '../src/daemon/policy-source.js';
 import { DecisionEngine, type PhoneSubject } from '../src/daemon/engine/engine.js';
 import { createMetrics } from '../src/daemon/metrics.js';
 import { Spool } from '../src/daemon/engine/spool.js';
-import { driveLanes, emit, workerArgs } from './lib/child.js';
+import { driveLanes, driveOpenLoop, emit, workerArgs } from './lib/child.js';
 import { keySampler, type KeyDistribution } from './lib/keys.js';
 
 export type StoreSystem = 'ours' | 'rlf' | 'upsert';
@@ -27,6 +27,8 @@ export interface StoreWorkerConfig {
   measureMs: number;
   url: string;
   keysFile: string;
+  /** Open loop at this many decisions a second instead of `inflight` lanes. */
+  rate?: number;
 }
 
 export const RLF_TABLE = 'bench_rlf';
@@ -89,7 +91,9 @@ if (cfg.system === 'ours') {
   };
 }
 
-const result = await driveLanes({ lanes: cfg.inflight, warmupMs: cfg.warmupMs, measureMs: cfg.measureMs, op });
+const result = cfg.rate
+  ? await driveOpenLoop({ ratePerS: cfg.rate, warmupMs: cfg.warmupMs, measureMs: cfg.measureMs, op })
+  : await driveLanes({ lanes: cfg.inflight, warmupMs: cfg.warmupMs, measureMs: cfg.measureMs, op });
 await close();
 await pool.end();
 emit({ event: 'result', result });

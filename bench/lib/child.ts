@@ -17,6 +17,8 @@ export interface WorkerResult {
   measuredS: number;
   p50Ms: number;
   p99Ms: number;
+  /** Open-loop runs only (closed-loop tails mostly measure the queue the driver itself builds). */
+  p999Ms?: number;
   maxMs: number;
   /** The worker's own CPU over the measured window, % of one core. */
   cpuPercent: number;
@@ -102,6 +104,78 @@ export async function driveLanes(opts: {
   stopped = true;
   await Promise.race([Promise.all(running), new Promise((r) => setTimeout(r, 10_000))]);
   return workerResult({ allowed, denied, errors, measuredS, hist, cpuPercent, firstError });
+}
+
+/**
+ * An open-loop driver: issues `ratePerS` operations a second on a fixed schedule whatever the
+ * replies do, and times each from when it was due (not when it was sent), so a stall shows up
+ * in the latencies of everything scheduled behind it instead of silently lowering the rate.
+ * `maxOutstanding` bounds what a stalled subject can pile up; what it refuses counts as errors.
+ */
+export async function driveOpenLoop(opts: {
+  ratePerS: number;
+  warmupMs: number;
+  measureMs: number;
+  maxOutstanding?: number;
+  op: () => Promise<'allowed' | 'denied'>;
+}): Promise<WorkerResult> {
+  const hist = new LatencyHistogram();
+  const maxOutstanding = opts.maxOutstanding ?? 10_000;
+  let allowed = 0;
+  let denied = 0;
+  let errors = 0;
+  let outstanding = 0;
+  let firstError: string | undefined;
+  const issue = (dueMs: number, counted: boolean) => {
+    if (outstanding >= maxOutstanding) {
+      if (counted) errors++;
+      firstError ??= `more than ${maxOutstanding} operations outstanding`;
+      return;
+    }
+    outstanding++;
+    opts.op().then(
+      (outcome) => {
+        outstanding--;
+        if (!counted) return;
+        hist.recordMs(performance.now() - dueMs);
+        if (outcome === 'allowed') allowed++;
+        else denied++;
+      },
+      (err: unknown) => {
+        outstanding--;
+        if (counted) errors++;
+        firstError ??= (err as Error).message;
+      },
+    );
+  };
+  const startMs = performance.now();
+  const intervalMs = 1000 / opts.ratePerS;
+  let issued = 0;
+  let measureStartMs = Infinity;
+  let measureEndMs = Infinity;
+  // A 1 ms timer issues whatever has come due since the last tick, each with its own due time.
+  const timer = setInterval(() => {
+    const now = performance.now();
+    while (startMs + issued * intervalMs <= now) {
+      const due = startMs + issued * intervalMs;
+      issued++;
+      issue(due, due >= measureStartMs && due < measureEndMs);
+    }
+  }, 1);
+  await new Promise((r) => setTimeout(r, opts.warmupMs));
+  emit({ event: 'measure-start' });
+  const cpu = cpuWindow();
+  measureStartMs = performance.now();
+  await new Promise((r) => setTimeout(r, opts.measureMs));
+  measureEndMs = performance.now();
+  const measuredS = (measureEndMs - measureStartMs) / 1000;
+  const cpuPercent = cpu();
+  emit({ event: 'measure-end' });
+  clearInterval(timer);
+  const drainUntil = performance.now() + 10_000;
+  while (outstanding > 0 && performance.now() < drainUntil) await new Promise((r) => setTimeout(r, 5));
+  const result = workerResult({ allowed, denied, errors, measuredS, hist, cpuPercent, firstError });
+  return { ...result, p999Ms: hist.quantileMs(0.999) };
 }
 
 /** What every load worker reports at the end of its measured window. */

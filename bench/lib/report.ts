@@ -2,13 +2,21 @@ import { readFile, writeFile } from 'node:fs/promises';
 
 export interface Row {
   name: string;
-  kind: 'store' | 'ws' | 'http' | 'echo' | 'idle' | 'policy';
+  kind: 'store' | 'ws' | 'http' | 'echo' | 'idle' | 'idlecpu' | 'policy';
   /** e.g. "uniform 256" */
   ratePerS: number;
   rateMinPerS: number;
   rateMaxPerS: number;
+  /** CPU time per decision (µs) of the subject (daemon or store worker), PostgreSQL (every backend), the load generator. */
+  subjectUsPerDecision: number;
+  pgUsPerDecision: number;
+  genUsPerDecision: number;
+  /** Subject + PostgreSQL: what a decision costs the deployment. */
+  totalUsPerDecision: number;
   p50Ms: number;
   p99Ms: number;
+  /** Open-loop rows only. */
+  p999Ms: number;
   subjectCpuPercent: number;
   pgCpuPercent: number;
   genCpuPercent: number;
@@ -26,13 +34,18 @@ const fmt = (x: number, digits = 0): string => (Number.isFinite(x) ? x.toFixed(d
 const thousands = (x: number): string => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : '–');
 
 export function renderTable(rows: readonly Row[]): string {
-  const header = ['scenario', 'decisions/s', 'min–max', 'p50 ms', 'p99 ms', 'CPU % subject', 'CPU % PG', 'CPU % loadgen', 'machine busy %', 'other CPU %', 'WAL B/decision', 'peak RSS MB', '× RLF', 'allowed %'];
+  const header = ['scenario', 'decisions/s', 'µs/decision subject', 'µs PG', 'µs subject+PG', 'µs loadgen', 'min–max', 'p50 ms', 'p99 ms', 'p99.9 ms', 'CPU % subject', 'CPU % PG', 'CPU % loadgen', 'machine busy %', 'other CPU %', 'WAL B/decision', 'peak RSS MB', '× RLF', 'allowed %'];
   const body = rows.map((r) => [
     r.name,
     thousands(r.ratePerS),
+    fmt(r.subjectUsPerDecision, 1),
+    fmt(r.pgUsPerDecision, 1),
+    fmt(r.totalUsPerDecision, 1),
+    fmt(r.genUsPerDecision, 1),
     Number.isFinite(r.rateMinPerS) ? `${thousands(r.rateMinPerS)}–${thousands(r.rateMaxPerS)}` : '–',
     fmt(r.p50Ms, 2),
     fmt(r.p99Ms, 2),
+    fmt(r.p999Ms, 2),
     fmt(r.subjectCpuPercent),
     fmt(r.pgCpuPercent),
     fmt(r.genCpuPercent),
@@ -73,6 +86,12 @@ How to read it:
 - **ws** / **http** rows are end to end: \`ratelimit serve\` (the subject) in one process, a load
   generator in another, PostgreSQL in a third set, all on the same cores.
 - **echo** is a \`ws\` server that only echoes, driven by the same generator: the transport ceiling.
+- **µs/decision** is the headline: CPU time (utime + stime from /proc) of each process over the
+  measured window divided by the decisions made in it, for the subject, every PostgreSQL process,
+  and the load generator. Unlike rates and tails it survives a shared machine. \`idle cpu\` has
+  no decisions: its CPU % × 10 is CPU ms per second of a daemon with nothing to do.
+- **open** rows are open loop (fixed rate, latency timed from when each request was due);
+  p99.9 is shown for them only.
 - CPU % is CPU time over wall time (100 = one core); "machine busy" is the whole machine
   (100 = every core); "other CPU" is CPU used by processes outside the benchmark during the
   measured window: kernel threads doing this benchmark's I/O (WAL fsyncs) show up there too,

@@ -16,6 +16,10 @@ export type CanonicalAddress =
     }
   | { ok: false; message: string };
 
+// The form nearly every address arrives in (a socket's peer, Fly-Client-IP): four decimal parts
+// 0-255 without leading zeros. Such text is already its own canonical form, so it needs no parse.
+const CANONICAL_IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+
 /** The longest IPv6 text form is 45 characters (with an embedded IPv4), plus brackets. */
 const MAX_INPUT_LENGTH = 64;
 const IPV6_KEY_PREFIX_BITS = 64;
@@ -40,6 +44,7 @@ function fail(message: string): CanonicalAddress {
  * - ports (`[::1]:80`, `1.2.3.4:80`): the caller must strip them; guessing would accept junk.
  */
 export function canonicalAddress(text: string): CanonicalAddress {
+  if (CANONICAL_IPV4.test(text)) return { ok: true, key: text, address: text };
   let s = text.trim();
   if (s.length === 0) return fail('the address is empty');
   if (s.length > MAX_INPUT_LENGTH) return fail(`${quote(s)} is longer than ${MAX_INPUT_LENGTH} characters, so it is not an IP address`);

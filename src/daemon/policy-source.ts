@@ -1,6 +1,6 @@
 // The policy and the block/allow lists this daemon enforces, kept current: read at start, then
-// re-read whenever `rate_limit_changes` moves (polled every second; a NOTIFY on CHANGES_CHANNEL
-// makes it sooner), and swapped whole, so a decision sees one policy from start to end.
+// re-read whenever `rate_limit_changes` moves (a NOTIFY on CHANGES_CHANNEL says so at once; polled
+// every second while no listener is connected, and every SAFETY_POLL_MS while one is), and swapped whole, so a decision sees one policy from start to end.
 // Separate from the engine: the engine decides with whatever it is handed; this file decides
 // what that is, and says so in the log.
 
@@ -37,11 +37,19 @@ export interface PolicySourceOptions {
   /** Config.defaultPolicySources: RATE_LIMIT_* settings given, to be called ignored under an applied policy. */
   defaultPolicySources: readonly string[];
   pollIntervalMs?: number;
+  /**
+   * True while changes are announced by NOTIFY (the listener is connected, and it re-reads on
+   * every reconnection): then polling is only a safety net, run every SAFETY_POLL_MS.
+   */
+  announced?: () => boolean;
   /** After every swap of the policy or of the lists (the deny cache must forget). */
   onChange: (what: ChangeName, active: ActivePolicy) => void;
 }
 
 const DEFAULT_POLL_INTERVAL_MS = 1_000;
+// An idle daemon's poll was a statement per second per daemon; with NOTIFY working it finds
+// nothing, so it runs this rarely, against a listener that is dead without knowing it.
+const SAFETY_POLL_MS = 15_000;
 
 export class PolicySource {
   private active: ActivePolicy;
@@ -53,6 +61,8 @@ export class PolicySource {
   private timer: NodeJS.Timeout | undefined;
   private warnedIgnored = false;
   private unreadSince: number | undefined;
+  /** performance.now() of the last read of the change counters. */
+  private lastReadAtMs = -Infinity;
 
   constructor(private readonly opts: PolicySourceOptions) {
     this.active = activePolicy(opts.defaultPolicy, 0);
@@ -72,7 +82,7 @@ export class PolicySource {
    */
   async start(wait: boolean): Promise<void> {
     if (this.timer) return;
-    this.timer = setInterval(() => void this.refresh(), this.opts.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS);
+    this.timer = setInterval(() => this.poll(), this.opts.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS);
     this.timer.unref();
     const first = this.refresh();
     if (wait) await first;
@@ -86,6 +96,11 @@ export class PolicySource {
 
   stop(): void {
     if (this.timer) clearInterval(this.timer);
+  }
+
+  private poll(): void {
+    if (this.seen.policy !== undefined && this.opts.announced?.() && performance.now() - this.lastReadAtMs < SAFETY_POLL_MS) return;
+    void this.refresh();
   }
 
   /** One reader at a time; a poke during a read runs one more read after it. */
@@ -110,6 +125,7 @@ export class PolicySource {
   private async load(): Promise<void> {
     const { pool, logger } = this.opts;
     let versions: Record<ChangeName, number>;
+    this.lastReadAtMs = performance.now();
     try {
       versions = await readChangeVersions(pool);
     } catch (err) {

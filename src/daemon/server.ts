@@ -87,6 +87,7 @@ export class Daemon {
       defaultPolicy: config.defaultPolicy,
       defaultPolicySources: config.defaultPolicySources,
       pollIntervalMs: opts.policyPollIntervalMs,
+      announced: () => this.engine.changesAnnounced,
       onChange: (what, active) => {
         // Cached denials were decided under the old policy or lists.
         this.engine.policyChanged();

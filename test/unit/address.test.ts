@@ -92,3 +92,33 @@ describe('canonicalAddress', () => {
     );
   });
 });
+
+describe('canonicalAddress IPv4 fast path', () => {
+  // The fast path returns canonical dotted quads unparsed; anything near that form must get the
+  // same answer as the full parse (ipaddr.js), accepted or refused.
+  const slow = (text: string) => canonicalAddress(` ${text}`); // leading space: never the fast path
+  const part = fc.oneof(fc.integer({ min: 0, max: 300 }).map(String), fc.constantFrom('00', '01', '010', '0x1', '', '-1', '255', '256', '1e1', ' 1'));
+  it('agrees with the full parse on dotted quads, valid or not', () => {
+    fc.assert(
+      fc.property(fc.array(part, { minLength: 3, maxLength: 5 }), fc.constantFrom('.', ':', '..'), (parts, sep) => {
+        const text = parts.join(sep);
+        const fast = canonicalAddress(text);
+        const full = slow(text);
+        expect(fast.ok).toBe(full.ok);
+        if (fast.ok && full.ok) expect({ key: fast.key, address: fast.address }).toEqual({ key: full.key, address: full.address });
+      }),
+      { numRuns: 5_000 },
+    );
+  });
+  it('agrees with the full parse on arbitrary strings', () => {
+    fc.assert(
+      fc.property(fc.string({ maxLength: 20 }), (text) => {
+        const fast = canonicalAddress(text);
+        const full = slow(text);
+        expect(fast.ok).toBe(full.ok);
+        if (fast.ok && full.ok) expect(fast.key).toBe(full.key);
+      }),
+      { numRuns: 5_000 },
+    );
+  });
+});

@@ -105,6 +105,7 @@ export class DecisionEngine {
   private readonly peeker: Batcher<CheckRequest, CheckSnapshot>;
   private readonly flushTimer: NodeJS.Timeout;
   private readonly listener: Listener | undefined;
+  private listening = false;
 
   constructor(private readonly opts: EngineOptions) {
     const memoryKeys = opts.memoryKeys ?? DEFAULT_MEMORY_KEYS;
@@ -156,6 +157,7 @@ export class DecisionEngine {
         // While deaf, cached denials are not used (they could outlive an unheard reset); hearing
         // again follows a reconnection, which clears the cache.
         deaf: (isDeaf) => (this.deaf = isDeaf),
+        listening: (up) => (this.listening = up),
       });
     }
     this.flushTimer = setInterval(() => void this.flushInBackground(), opts.flushIntervalMs ?? 1_000);
@@ -171,6 +173,11 @@ export class DecisionEngine {
   /** Smoothed round-trip time of decision statements, for the heartbeat. */
   get dbLatencyMs(): number | null {
     return this.latencyMs;
+  }
+
+  /** True while the notification listener is connected: changes reach this daemon as NOTIFYs. */
+  get changesAnnounced(): boolean {
+    return this.listening && !this.deaf;
   }
 
   get pendingWrites(): number {

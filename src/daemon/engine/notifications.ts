@@ -21,13 +21,21 @@ export function listenForChanges(opts: {
   changed: () => void;
   /** Whether notifications are known not to arrive (the check failed), so nothing cached can be trusted. */
   deaf: (isDeaf: boolean) => void;
+  /** Whether the listener is connected now (the policy poll slows down while it is). */
+  listening: (up: boolean) => void;
 }): Listener {
   return listen({
     url: opts.url,
     channels: { [RESET_CHANNEL]: opts.forget, [CHANGES_CHANNEL]: opts.changed },
     // What was announced while the listener was down was missed: trust nothing cached.
-    onReconnect: opts.changed,
-    onError: (err) => opts.logger.warn({ err: err.message }, 'notification listener lost its connection; retrying'),
+    onReconnect: () => {
+      opts.listening(true);
+      opts.changed();
+    },
+    onError: (err) => {
+      opts.listening(false);
+      opts.logger.warn({ err: err.message }, 'notification listener lost its connection; retrying');
+    },
     notify: (channel, payload) => opts.pool.query('SELECT pg_notify($1, $2)', [channel, payload]).then(() => undefined),
     onHeard: () => opts.deaf(false),
     onDeaf: (err) => {
