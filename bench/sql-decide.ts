@@ -8,7 +8,7 @@
 // On a shared machine wall time swings with the neighbours' load, so every case is run in
 // rounds, interleaved with the others, and the server process's own CPU time per batch (from
 // /proc, when the server runs on this machine) is reported next to the wall times.
-// SQL_BENCH_BASELINE=<git ref> adds the ratelimit_decide of migration 006 at that ref as
+// SQL_BENCH_BASELINE=<git ref> adds the ratelimit_decide of src/db/functions/decide.sql at that ref as
 // cases of its own (`full@ref`, `number-only@ref`), for before/after figures from one run (the
 // ref's function must take the same arguments as today's: it is called through decideQuery).
 //
@@ -27,7 +27,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { startEmbeddedPostgres } from '../src/db/embedded/index.js';
 import { createPool, type Pool } from '../src/db/pool.js';
-import { migrate } from '../src/db/migrate.js';
+import { FUNCTION_CONSTANTS, migrate } from '../src/db/migrate.js';
 import { decideBatch, decideQuery, type DecideRequest } from '../src/db/decisions.js';
 import { consumeBatch } from '../src/db/queries.js';
 import { makePolicy } from '../src/core/policy.js';
@@ -75,12 +75,13 @@ function request(p: Policy, i: number): DecideRequest {
 
 type Case = 'full' | 'number-only' | 'consume';
 
-/** ratelimit_decide as migration 006 defined it at `ref`. */
+/** ratelimit_decide as src/db/functions/decide.sql defined it at `ref` (its constants filled in). */
 function baselineDecide(ref: string): string {
-  const sql = execFileSync('git', ['show', `${ref}:src/db/migrations/006_policy_engine.sql`], { encoding: 'utf8' });
+  const raw = execFileSync('git', ['show', `${ref}:src/db/functions/decide.sql`], { encoding: 'utf8' });
+  const sql = raw.replace(/\{\{(\w+)\}\}/g, (_, key: string) => FUNCTION_CONSTANTS[key] ?? `{{${key}}}`);
   const start = sql.indexOf('CREATE OR REPLACE FUNCTION ratelimit_decide(');
   const end = sql.indexOf('$fn$;', sql.indexOf('$fn$', start) + 4);
-  if (start < 0 || end < 0) throw new Error(`no ratelimit_decide in 006 at ${ref}`);
+  if (start < 0 || end < 0) throw new Error(`no ratelimit_decide in src/db/functions/decide.sql at ${ref}`);
   return sql.slice(start, end + 5);
 }
 

@@ -200,7 +200,7 @@ export function startHeartbeat(opts: HeartbeatOptions): HeartbeatHandle {
       lastCleanupAt = atMs;
       await deleteStaleInstances(pool, STALE_INSTANCE_MS).catch(report);
       await pruneDecisionCounts(pool).catch(report);
-      // The active-number set of `stats` and `top` (012): epochs no window needs any more.
+      // The active-number set of `stats` and `top` (migrations 011, 013): epochs no window needs any more.
       await pruneActiveNumbers(pool).catch(report);
     }
   };

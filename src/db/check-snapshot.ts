@@ -5,7 +5,7 @@
 // decisions.ts still reads whole logs, for `status` and tests.
 
 import type { Pool } from './pool.js';
-import { NOW_MS } from './decisions.js';
+import { NOW_MS } from './clock.js';
 import { counterMapKey } from '../core/policy/counters.js';
 import type { NumberSnapshot } from '../core/policy/decide.js';
 import { ruleStates, type LogSummary } from '../core/policy/log-summary.js';

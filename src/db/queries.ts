@@ -223,5 +223,5 @@ export async function resetPhone(pool: Pool, hash: string, by: string, reason: s
   }
 }
 
-// stats and top's readers live in stats.ts (they read through the active-number set, 012).
+// stats and top's readers live in stats.ts (they read through the active-number set, migrations 011 and 013).
 export { readStats, hottestNumbers, type RegionStats, type Stats, type HotSort, type HotNumber } from './stats.js';

@@ -4,7 +4,7 @@
 // and then it counts everywhere; a denial spends nothing anywhere.
 //
 // This is what the daemon's in-memory fallback runs, and what the SQL function ratelimit_decide
-// (src/db/migrations/006_policy_engine.sql) computes decision by decision;
+// (src/db/functions/decide.sql) computes decision by decision;
 // test/db/policy-decisions.test.ts holds the two to each other.
 
 import { appendCall, decisionTime, evaluate, evaluateStates, makePolicy, type Decision, type Policy as LogPolicy, type RuleState } from '../policy.js';

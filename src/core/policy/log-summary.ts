@@ -1,6 +1,6 @@
 // What the database sends back about a number instead of its whole call log (issue #12: at
 // limit 1000 a 256-decision batch returned 2 MB of logs). Two parts, both computed by
-// ratelimit_decide (src/db/migrations/006_policy_engine.sql) exactly as here:
+// ratelimit_decide (src/db/functions/decide.sql) exactly as here:
 //
 // - per number rule, its state at the decision instant (RuleState: used, resetTime), enough
 //   for evaluateStates() to give the reply's number view and the deny cache's reset time
