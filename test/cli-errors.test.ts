@@ -9,7 +9,7 @@ import { chmod, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createPool, type Pool } from '../src/db/pool.js';
-import { consumeBatch } from '../src/db/queries.js';
+import { seedConsumes } from './helpers/seed.js';
 import { hashPhone, maskPhone } from '../src/core/phone.js';
 import { makePolicy } from '../src/core/policy.js';
 import { GENERATE_KEY_HINT } from '../src/core/key.js';
@@ -173,7 +173,7 @@ describe('one error vocabulary for serve and the admin commands', () => {
   it('status and reset print times alike: ISO 8601 UTC with Z, plus "in 43m" where useful', async () => {
     const policy = makePolicy([{ id: 'phone', max: 2, windowMs: 3_600_000 }]);
     const req = { hash: hashPhone(NUMBER, KEY), region: 'US', masked: maskPhone(NUMBER) };
-    await consumeBatch(pool, [req, req], policy);
+    await seedConsumes(pool, [req, req], policy);
     const status = await run(['status', NUMBER], { DATABASE_URL: db.url });
     expect(status.code).toBe(0);
     expect(status.stdout).toMatch(new RegExp(`${ISO.source} \\(in \\d`));

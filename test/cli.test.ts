@@ -6,7 +6,7 @@ import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createPool, type Pool } from '../src/db/pool.js';
-import { consumeBatch } from '../src/db/queries.js';
+import { seedConsumes } from './helpers/seed.js';
 import { hashPhone, maskPhone } from '../src/core/phone.js';
 import { makePolicy } from '../src/core/policy.js';
 import { loadMigrations } from '../src/db/migrate.js';
@@ -124,7 +124,7 @@ describe('ratelimit (admin CLI)', () => {
   it('status, reset and stats report what the database holds', async () => {
     const policy = makePolicy([{ id: 'phone', max: 2, windowMs: 3_600_000 }]);
     const req = { hash: hashPhone(NUMBER, KEY), region: 'US', masked: maskPhone(NUMBER) };
-    await consumeBatch(pool, [req, req, req], policy);
+    await seedConsumes(pool, [req, req, req], policy);
 
     const human = await run(['status', '+1 (415) 555-2671'], { DATABASE_URL: db.url });
     expect(human.code).toBe(0);

@@ -3,7 +3,7 @@ import { createTestDatabase } from './helpers/db.js';
 import { createPool, type Pool } from '../src/db/pool.js';
 import { migrate } from '../src/db/migrate.js';
 import { deleteStaleInstances, readFleet, upsertHeartbeat, type Heartbeat } from '../src/db/fleet.js';
-import { consumeBatch } from '../src/db/queries.js';
+import { seedConsumes } from './helpers/seed.js';
 import { makePolicy } from '../src/core/policy.js';
 import { defaultPolicy } from '../src/core/policy/default.js';
 import { startHeartbeat, type InstanceSnapshot } from '../src/daemon/heartbeat.js';
@@ -140,7 +140,7 @@ describe('loadTopFrame', () => {
     const policy = makePolicy([{ id: 'phone', max: 2, windowMs: 3_600_000 }]);
     const hot = { hash: 'f'.repeat(64), region: 'US', masked: '+1415•••••71' };
     const calm = { hash: 'e'.repeat(64), region: 'GB', masked: '+4479••••••56' };
-    await consumeBatch(pool, [hot, hot, hot, hot, calm], policy);
+    await seedConsumes(pool, [hot, hot, hot, hot, calm], policy);
     await upsertHeartbeat(pool, beat({ instanceId: 'a', connections: 3, allowedPerS: 2, deniedPerS: 1, allowedSeries: [1, 1, 5], deniedSeries: [0, 0, 2] }));
     await upsertHeartbeat(pool, beat({ instanceId: 'b', connections: 4, allowedPerS: 3, deniedPerS: 0, allowedSeries: [2, 2], deniedSeries: [0, 0] }));
     await upsertHeartbeat(pool, beat({ instanceId: 'c', connections: 100, allowedPerS: 100, allowedSeries: [100] }));

@@ -123,19 +123,3 @@ export function appendCall(log: readonly number[], atMs: number, policy: Policy)
   next.push(atMs);
   return next.length > policy.capacity ? next.slice(next.length - policy.capacity) : next;
 }
-
-export interface ConsumeResult {
-  decision: Decision;
-  /** The key's log after this consume (unchanged when denied). */
-  log: number[];
-  atMs: number;
-}
-
-/** One consume against a log: decide, and record the call when allowed. */
-export function consume(log: readonly number[], nowMs: number, policy: Policy): ConsumeResult {
-  const atMs = decisionTime(log, nowMs);
-  const before = evaluate(log, atMs, policy);
-  if (!before.allowed) return { decision: before, log: [...log], atMs };
-  const after = appendCall(log, atMs, policy);
-  return { decision: { ...evaluate(after, atMs, policy), allowed: true, retryAfterMs: 0 }, log: after, atMs };
-}

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { consume, evaluate, makePolicy } from '../../src/core/policy.js';
+import { evaluate, makePolicy } from '../../src/core/policy.js';
+import { consumeLog as consume } from '../helpers/seed.js';
 
 const HOUR = 3_600_000;
 const twoPerHour = makePolicy([{ id: 'phone', max: 2, windowMs: HOUR }]);
