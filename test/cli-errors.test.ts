@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { createPool, type Pool } from '../src/db/pool.js';
 import { seedConsumes } from './helpers/seed.js';
 import { hashPhone, maskPhone } from '../src/core/phone.js';
-import { makePolicy } from '../src/core/policy.js';
+import { makeLogPolicy } from '../src/core/policy/log.js';
 import { GENERATE_KEY_HINT } from '../src/core/key.js';
 import { startEmbeddedPostgres } from '../src/db/embedded/index.js';
 import { createTestDatabase } from './helpers/db.js';
@@ -171,7 +171,7 @@ describe('one error vocabulary for serve and the admin commands', () => {
   });
 
   it('status and reset print times alike: ISO 8601 UTC with Z, plus "in 43m" where useful', async () => {
-    const policy = makePolicy([{ id: 'phone', max: 2, windowMs: 3_600_000 }]);
+    const policy = makeLogPolicy([{ id: 'phone', limit: 2, windowMs: 3_600_000 }]);
     const req = { hash: hashPhone(NUMBER, KEY), region: 'US', masked: maskPhone(NUMBER) };
     await seedConsumes(pool, [req, req], policy);
     const status = await run(['status', NUMBER], { DATABASE_URL: db.url });

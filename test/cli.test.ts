@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { createPool, type Pool } from '../src/db/pool.js';
 import { seedConsumes } from './helpers/seed.js';
 import { hashPhone, maskPhone } from '../src/core/phone.js';
-import { makePolicy } from '../src/core/policy.js';
+import { makeLogPolicy } from '../src/core/policy/log.js';
 import { loadMigrations } from '../src/db/migrate.js';
 import { createTestDatabase } from './helpers/db.js';
 
@@ -122,7 +122,7 @@ describe('ratelimit (admin CLI)', () => {
   });
 
   it('status, reset and stats report what the database holds', async () => {
-    const policy = makePolicy([{ id: 'phone', max: 2, windowMs: 3_600_000 }]);
+    const policy = makeLogPolicy([{ id: 'phone', limit: 2, windowMs: 3_600_000 }]);
     const req = { hash: hashPhone(NUMBER, KEY), region: 'US', masked: maskPhone(NUMBER) };
     await seedConsumes(pool, [req, req, req], policy);
 

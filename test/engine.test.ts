@@ -5,7 +5,7 @@ import { pino } from 'pino';
 import { createPool, type Pool } from '../src/db/pool.js';
 import { migrate } from '../src/db/migrate.js';
 import { lookupPhone, resetPhone } from '../src/db/queries.js';
-import { makePolicy } from '../src/core/policy.js';
+import { makeLogPolicy } from '../src/core/policy/log.js';
 import { hashPhone, maskPhone } from '../src/core/phone.js';
 import { DecisionEngine } from '../src/daemon/engine/engine.js';
 import { createMetrics } from '../src/daemon/metrics.js';
@@ -119,7 +119,7 @@ describe('DecisionEngine', () => {
     const s = subject('+14155550003');
     expect((await e.consume(s)).allowed).toBe(true);
     expect((await e.consume(s)).metricSource).toBe('cache');
-    await resetPhone(pool, s.hash, 'test', 'engine test', makePolicy([{ id: 'phone', max: 1, windowMs: 3_600_000 }]));
+    await resetPhone(pool, s.hash, 'test', 'engine test', makeLogPolicy([{ id: 'phone', limit: 1, windowMs: 3_600_000 }]));
     let allowed = false;
     for (let i = 0; i < 50 && !allowed; i++) {
       allowed = (await e.check(s)).allowed;

@@ -4,7 +4,7 @@ import { createPool, type Pool } from '../src/db/pool.js';
 import { migrate } from '../src/db/migrate.js';
 import { deleteStaleInstances, readFleet, upsertHeartbeat, type Heartbeat } from '../src/db/fleet.js';
 import { seedConsumes } from './helpers/seed.js';
-import { makePolicy } from '../src/core/policy.js';
+import { makeLogPolicy } from '../src/core/policy/log.js';
 import { defaultPolicy } from '../src/core/policy/default.js';
 import { startHeartbeat, type InstanceSnapshot } from '../src/daemon/heartbeat.js';
 import { loadTopFrame } from '../src/cli/top/model.js';
@@ -137,7 +137,7 @@ describe('heartbeat rows', () => {
 
 describe('loadTopFrame', () => {
   it('sums live instances only, and reads the hottest numbers masked with their usage', async () => {
-    const policy = makePolicy([{ id: 'phone', max: 2, windowMs: 3_600_000 }]);
+    const policy = makeLogPolicy([{ id: 'phone', limit: 2, windowMs: 3_600_000 }]);
     const hot = { hash: 'f'.repeat(64), region: 'US', masked: '+1415•••••71' };
     const calm = { hash: 'e'.repeat(64), region: 'GB', masked: '+4479••••••56' };
     await seedConsumes(pool, [hot, hot, hot, hot, calm], policy);

@@ -12,7 +12,7 @@ import { readListEntries } from '../db/lists.js';
 import { peekState } from '../db/decisions.js';
 import { foldNumber } from '../db/keys.js';
 import { hashPhone, maskPhone, normalizePhoneWithType } from '../core/phone.js';
-import { decisionTime, evaluate, makePolicy } from '../core/policy.js';
+import { decisionTime, evaluate, makeLogPolicy } from '../core/policy/log.js';
 import { EMPTY_BUCKETS, evaluateAggregate } from '../core/policy/aggregate.js';
 import { counterMapKey } from '../core/policy/counters.js';
 import { decideCheck, decisionPolicy, EMPTY_NUMBER } from '../core/policy/decide.js';
@@ -98,7 +98,7 @@ export async function statusCommand(pool: Pool, key: string, fallback: Policy, p
 
   const rules: RuleStatus[] = [
     ...policy.number.map((r): RuleStatus => {
-      const v = evaluate(state.log, at, makePolicy([{ id: r.id, max: r.limit, windowMs: r.windowMs }]));
+      const v = evaluate(state.log, at, makeLogPolicy([r]));
       return { id: r.id, group: 'number', key: null, limit: r.limit, windowMs: r.windowMs, used: v.used, remaining: v.remaining, resetTime: v.resetTime, allows: v.allowed, shadow: r.shadow };
     }),
     ...counters.map((c, i): RuleStatus => {

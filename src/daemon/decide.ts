@@ -8,6 +8,7 @@ import type { ListIndex } from '../core/lists.js';
 import { InvalidPhoneNumberError } from '../core/errors.js';
 import { hashPhone, maskPhone, normalizePhoneWithType } from '../core/phone.js';
 import { destinationDenial } from '../core/policy/subject.js';
+import { AGGREGATE_DENY_REASONS } from '../core/policy/types.js';
 import { decisionReply, errorReply } from '../protocol/replies.js';
 import type { Reply, Request } from '../protocol/wire.js';
 import type { Role } from './auth.js';
@@ -22,7 +23,6 @@ import type { KeyRotation } from './key-rotation.js';
 
 const PHONE_CACHE_SIZE = 50_000;
 export const LIST_BLOCK_RULE = 'list:block';
-const AGGREGATE_REASONS: ReadonlySet<string> = new Set(['prefix_rate_limit_exceeded', 'country_rate_limit_exceeded', 'global_rate_limit_exceeded']);
 
 export interface DeciderOptions {
   engine: DecisionEngine;
@@ -69,7 +69,7 @@ export class Decider {
       const v = consume ? await this.consume(s, role === 'service' && req.ip ? req.ip : socketIp) : await this.check(s);
       this.count(consume, v);
       // Aggregate counts (prefix, country, global) are not for browsers: they see the number's own.
-      const shown = role === 'browser' && v.reason !== null && AGGREGATE_REASONS.has(v.reason) ? { ...v, limit: v.own.limit, used: v.own.used, remaining: v.own.remaining } : v;
+      const shown = role === 'browser' && v.reason !== null && AGGREGATE_DENY_REASONS.has(v.reason) ? { ...v, limit: v.own.limit, used: v.own.used, remaining: v.own.remaining } : v;
       return decisionReply(id, s.e164, s.region, shown, consume);
     } catch (err) {
       this.opts.logger.error({ err: (err as Error).message }, 'request failed');

@@ -3,7 +3,7 @@
 // denies, so a denied consume spends nothing. Limiters survive a policy change for rules whose
 // id, limit and window are unchanged, so a new policy version does not hand out fresh quotas.
 
-import { makePolicy, type Decision } from '../core/policy.js';
+import { makeLogPolicy, type Decision } from '../core/policy/log.js';
 import type { LimitRule } from '../core/policy/types.js';
 import { IpLimiter } from './limits.js';
 
@@ -30,7 +30,7 @@ export class IpRules {
   update(rules: readonly LimitRule[]): void {
     const old = new Map(this.limiters.map((l) => [signature(l.rule), l]));
     this.limiters = rules.map(
-      (rule) => old.get(signature(rule)) ?? { rule, limiter: new IpLimiter(makePolicy([{ id: rule.id, max: rule.limit, windowMs: rule.windowMs }])) },
+      (rule) => old.get(signature(rule)) ?? { rule, limiter: new IpLimiter(makeLogPolicy([rule])) },
     );
   }
 

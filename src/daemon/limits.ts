@@ -1,4 +1,4 @@
-import type { Decision, Policy } from '../core/policy.js';
+import type { Decision, LogPolicy } from '../core/policy/log.js';
 import type { LRUCache } from 'lru-cache';
 import { boundedCache } from './bounded-cache.js';
 
@@ -34,9 +34,9 @@ export class IpLimiter {
   private readonly windowMs: number;
   private readonly bucketMs: number;
 
-  constructor(policy: Policy, capacity = 100_000) {
+  constructor(policy: LogPolicy, capacity = 100_000) {
     const rule = policy.rules[0]!;
-    this.max = rule.max;
+    this.max = rule.limit;
     this.windowMs = rule.windowMs;
     this.bucketMs = Math.max(1, Math.ceil(rule.windowMs / IP_BUCKETS));
     this.byIp = boundedCache(capacity);

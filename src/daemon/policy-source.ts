@@ -9,7 +9,8 @@ import { ListIndex, type ListIndexEntry } from '../core/lists.js';
 import { decisionPolicy, type DecisionPolicy } from '../core/policy/decide.js';
 import type { Policy } from '../core/policy/types.js';
 import { readListEntries } from '../db/lists.js';
-import { readChangeVersions, readEffectivePolicy, type ChangeName } from '../db/policies.js';
+import { readChangeVersions, type ChangeName } from '../db/changes.js';
+import { readEffectivePolicy } from '../db/policies.js';
 import type { Pool } from '../db/pool.js';
 
 /** One policy as the decision path uses it, prepared once per version. */

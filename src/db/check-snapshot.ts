@@ -99,5 +99,5 @@ export async function peekSnapshot(
 }
 
 function logRule(r: LimitRule) {
-  return { id: r.id, max: r.limit, windowMs: r.windowMs };
+  return { id: r.id, limit: r.limit, windowMs: r.windowMs };
 }

@@ -10,7 +10,7 @@ import { counterMapKey } from '../core/policy/counters.js';
 import type { DecisionPolicy, NumberState } from '../core/policy/decide.js';
 import type { AggregateCounter, Buckets } from '../core/policy/types.js';
 import type { LogSummary } from '../core/policy/log-summary.js';
-import type { RuleState } from '../core/policy.js';
+import type { RuleState } from '../core/policy/log.js';
 
 
 export interface DecideRequest {

@@ -1,7 +1,8 @@
 import type { Pool } from './pool.js';
-import type { Policy } from '../core/policy.js';
+import type { LogPolicy } from '../core/policy/log.js';
 
 import { NOW_MS } from './clock.js';
+import { withTransaction } from './transaction.js';
 
 export interface PhoneRow {
   hash: string;
@@ -97,10 +98,8 @@ export const RESET_CHANNEL = 'ratelimit_reset';
  * audit row, atomically; announces it to the daemons. `policy`: the number rules in force
  * (numberRules(...).log); previousCount counts over the first one's window.
  */
-export async function resetPhone(pool: Pool, hash: string, by: string, reason: string | null, policy: Pick<Policy, 'rules'>): Promise<ResetOutcome> {
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
+export async function resetPhone(pool: Pool, hash: string, by: string, reason: string | null, policy: Pick<LogPolicy, 'rules'>): Promise<ResetOutcome> {
+  return withTransaction(pool, async (client) => {
     const locked = await client.query<{ calls: number[]; blocked_until: number | null }>(
       'SELECT calls, blocked_until FROM phone_rate_limits WHERE phone_hash = $1 FOR UPDATE',
       [hash],
@@ -127,15 +126,9 @@ export async function resetPhone(pool: Pool, hash: string, by: string, reason: s
       [hash, by, reason, previousCount],
     );
     await client.query('SELECT pg_notify($1, $2)', [RESET_CHANNEL, hash]);
-    await client.query('COMMIT');
     const liftedBlockUntil = blockedUntil !== null && blockedUntil > nowMs ? blockedUntil : null;
     return { existed: calls !== null, previousCount, liftedBlockUntil, resetAt: audit.rows[0]!.reset_at };
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 // stats and top's readers live in stats.ts (they read through the active-number set, migrations 011 and 013).

@@ -16,6 +16,7 @@
 //
 // Times are the database's clock, as in the decisions (ratelimit_decide).
 import type { Pool, PoolClient } from './pool.js';
+import { NOW_MS } from './clock.js';
 
 /** One advisory lock key for every process pruning this database. */
 const PRUNE_LOCK_SQL = "hashtext('ratelimit_retention')";
@@ -53,7 +54,7 @@ export interface PruneResult {
   counts: PruneCounts;
 }
 
-const NOW_SQL = '(COALESCE($1::BIGINT, (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT))';
+const NOW_SQL = `(COALESCE($1::BIGINT, ${NOW_MS}))`;
 
 // $1 now (or NULL), $2 horizon ms, $3 batch size, $4 the last key of the previous slice.
 const PRUNE_NUMBERS_SQL = `

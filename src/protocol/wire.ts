@@ -3,6 +3,7 @@
 // pulling the daemon's dependencies (zod and friends live in schema.ts).
 
 import type { ProtocolErrorCode } from './errors.js';
+import type { RuleDenyReason } from '../core/policy/types.js';
 
 export type RequestId = string | number;
 
@@ -20,6 +21,9 @@ export const DENY_REASONS = [
   'destination_blocked',
 ] as const;
 export type DenyReason = (typeof DENY_REASONS)[number];
+// Every reason the policy's rules give (src/core/policy/types.ts) is on this list: a compile error otherwise.
+const RULE_REASONS_ARE_ON_THE_WIRE: Exclude<RuleDenyReason, DenyReason> extends never ? true : never = true;
+void RULE_REASONS_ARE_ON_THE_WIRE;
 
 /** Who decided: PostgreSQL, or this instance's memory while the database is unreachable. */
 export const DECISION_SOURCES = ['database', 'memory'] as const;

@@ -4,7 +4,7 @@ import { createPool, type Pool } from '../../src/db/pool.js';
 import { migrate } from '../../src/db/migrate.js';
 import { hottestNumbers, lookupPhone, readStats, resetPhone } from '../../src/db/queries.js';
 import { peekState } from '../../src/db/decisions.js';
-import { evaluate, makePolicy, type Policy } from '../../src/core/policy.js';
+import { evaluate, makeLogPolicy, type LogPolicy } from '../../src/core/policy/log.js';
 import { hashPhone, maskPhone, normalizePhone } from '../../src/core/phone.js';
 import { createTestDatabase } from '../helpers/db.js';
 import { consumeLog, seedConsumes, type SeedRequest } from '../helpers/seed.js';
@@ -33,7 +33,7 @@ afterAll(async () => {
 });
 
 const HOUR = 3_600_000;
-const twoPerHour = makePolicy([{ id: 'phone', max: 2, windowMs: HOUR }]);
+const twoPerHour = makeLogPolicy([{ id: 'phone', limit: 2, windowMs: HOUR }]);
 
 describe('decisions through ratelimit_decide, number rules only', () => {
   it('allows max, then denies without spending quota, counting the denials', async () => {
@@ -58,9 +58,9 @@ describe('decisions through ratelimit_decide, number rules only', () => {
   });
 
   it('agrees with the pure policy, request by request (property)', async () => {
-    const policy = makePolicy([
-      { id: 'short', max: 3, windowMs: 200 },
-      { id: 'long', max: 5, windowMs: 10_000 },
+    const policy = makeLogPolicy([
+      { id: 'short', limit: 3, windowMs: 200 },
+      { id: 'long', limit: 5, windowMs: 10_000 },
     ]);
     await fc.assert(
       fc.asyncProperty(fc.array(fc.array(fc.integer({ min: 0, max: 2 }), { minLength: 1, maxLength: 12 }), { minLength: 1, maxLength: 6 }), fc.integer({ min: 0, max: 60 }), async (batches, pauseMs) => {
@@ -85,7 +85,7 @@ describe('decisions through ratelimit_decide, number rules only', () => {
 
   it('hundreds of concurrent consumes for one number from several pools: never more than max allowed', async () => {
     const { req } = freshNumber();
-    const policy = makePolicy([{ id: 'phone', max: 7, windowMs: HOUR }]);
+    const policy = makeLogPolicy([{ id: 'phone', limit: 7, windowMs: HOUR }]);
     const pools = Array.from({ length: 4 }, () => createPool({ url: db.url, max: 6 }));
     extraPools.push(...pools);
     const results = await Promise.all(
@@ -104,7 +104,7 @@ describe('decisions through ratelimit_decide, number rules only', () => {
 
   it('concurrent batches over overlapping numbers in any order neither deadlock nor overshoot', async () => {
     const numbers = Array.from({ length: 12 }, () => freshNumber().req);
-    const policy = makePolicy([{ id: 'phone', max: 3, windowMs: HOUR }]);
+    const policy = makeLogPolicy([{ id: 'phone', limit: 3, windowMs: HOUR }]);
     const pools = Array.from({ length: 3 }, () => createPool({ url: db.url, max: 4 }));
     extraPools.push(...pools);
     let seed = 7;
@@ -127,7 +127,7 @@ describe('decisions through ratelimit_decide, number rules only', () => {
     const { req } = freshNumber();
     const windowMs = 300;
     const max = 3;
-    const policy = makePolicy([{ id: 'phone', max, windowMs }]);
+    const policy = makeLogPolicy([{ id: 'phone', limit: max, windowMs }]);
     const pools = Array.from({ length: 3 }, () => createPool({ url: db.url, max: 4 }));
     extraPools.push(...pools);
     const allowedAt: number[] = [];
@@ -152,7 +152,7 @@ describe('decisions through ratelimit_decide, number rules only', () => {
 
   it('lets the next call through once the oldest leaves the window', async () => {
     const { req } = freshNumber();
-    const policy = makePolicy([{ id: 'phone', max: 1, windowMs: 250 }]);
+    const policy = makeLogPolicy([{ id: 'phone', limit: 1, windowMs: 250 }]);
     const [first] = await seedConsumes(pool, [req], policy);
     const [second] = await seedConsumes(pool, [req], policy);
     expect([first!.allowed, second!.allowed]).toEqual([true, false]);
@@ -165,7 +165,7 @@ describe('decisions through ratelimit_decide, number rules only', () => {
 });
 
 describe('peek, reset, stats, hottest', () => {
-  let policy: Policy;
+  let policy: LogPolicy;
   beforeAll(() => {
     policy = twoPerHour;
   });

@@ -5,7 +5,7 @@
 import type { Pool } from '../../src/db/pool.js';
 import { decideBatch } from '../../src/db/decisions.js';
 import { decideConsume, decisionPolicy, EMPTY_NUMBER, type DecisionPolicy } from '../../src/core/policy/decide.js';
-import type { Decision, Policy as LogPolicy } from '../../src/core/policy.js';
+import type { Decision, LogPolicy } from '../../src/core/policy/log.js';
 import type { LimitRule } from '../../src/core/policy/types.js';
 
 export interface SeedRequest {
@@ -24,7 +24,7 @@ export interface SeedOutcome {
 
 /** A number-only decision policy from a log policy's rules (ids kept). */
 export function numberOnly(policy: Pick<LogPolicy, 'rules'>): DecisionPolicy {
-  const rules: LimitRule[] = policy.rules.map((r) => ({ id: r.id, group: 'number', limit: r.max, windowMs: r.windowMs, window: `${r.windowMs}ms`, shadow: false }));
+  const rules: LimitRule[] = policy.rules.map((r) => ({ id: r.id, group: 'number', limit: r.limit, windowMs: r.windowMs, window: `${r.windowMs}ms`, shadow: false }));
   return decisionPolicy({ number: rules, blockAfter: undefined });
 }
 

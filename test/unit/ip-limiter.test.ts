@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { IpLimiter } from '../../src/daemon/limits.js';
-import { makePolicy } from '../../src/core/policy.js';
+import { makeLogPolicy } from '../../src/core/policy/log.js';
 
 describe('IpLimiter (bucketed)', () => {
   it('allows max per window, then denies with a reset time when a slot frees', () => {
-    const lim = new IpLimiter(makePolicy([{ id: 'ip', max: 3, windowMs: 60_000 }]));
+    const lim = new IpLimiter(makeLogPolicy([{ id: 'ip', limit: 3, windowMs: 60_000 }]));
     const t0 = 1_000_000;
     expect([0, 1, 2].map((i) => lim.reserve('a', t0 + i).decision.allowed)).toEqual([true, true, true]);
     const denied = lim.reserve('a', t0 + 10).decision;
@@ -19,7 +19,7 @@ describe('IpLimiter (bucketed)', () => {
   });
 
   it('a refund gives the slot back', () => {
-    const lim = new IpLimiter(makePolicy([{ id: 'ip', max: 1, windowMs: 1_000 }]));
+    const lim = new IpLimiter(makeLogPolicy([{ id: 'ip', limit: 1, windowMs: 1_000 }]));
     const r = lim.reserve('a', 5_000);
     expect(lim.reserve('a', 5_001).decision.allowed).toBe(false);
     lim.refund('a', r.atMs);
@@ -33,7 +33,7 @@ describe('IpLimiter (bucketed)', () => {
         fc.integer({ min: 60, max: 10_000 }),
         fc.array(fc.integer({ min: 0, max: 400 }), { minLength: 1, maxLength: 400 }),
         (max, windowMs, gaps) => {
-          const lim = new IpLimiter(makePolicy([{ id: 'ip', max, windowMs }]));
+          const lim = new IpLimiter(makeLogPolicy([{ id: 'ip', limit: max, windowMs }]));
           let now = 1_000_000;
           const allowed: number[] = [];
           for (const g of gaps) {
@@ -58,7 +58,7 @@ describe('IpLimiter (bucketed)', () => {
         fc.integer({ min: 60, max: 6_000 }),
         fc.array(fc.record({ gap: fc.integer({ min: 0, max: 300 }), refund: fc.option(fc.nat(), { nil: undefined }) }), { minLength: 1, maxLength: 300 }),
         (max, windowMs, ops) => {
-          const lim = new IpLimiter(makePolicy([{ id: 'ip', max, windowMs }]));
+          const lim = new IpLimiter(makeLogPolicy([{ id: 'ip', limit: max, windowMs }]));
           const bucketMs = Math.ceil(windowMs / 60);
           let now = 1_000_000;
           const kept: number[] = []; // reservation times not refunded
@@ -83,7 +83,7 @@ describe('IpLimiter (bucketed)', () => {
   });
 
   it('keeps counting when the clock steps back a little', () => {
-    const lim = new IpLimiter(makePolicy([{ id: 'ip', max: 3, windowMs: 60_000 }]));
+    const lim = new IpLimiter(makeLogPolicy([{ id: 'ip', limit: 3, windowMs: 60_000 }]));
     expect(lim.reserve('a', 100_000).decision.used).toBe(1);
     expect(lim.reserve('a', 97_500).decision.used).toBe(2); // two buckets earlier
     expect(lim.reserve('a', 100_001).decision.used).toBe(3);

@@ -2,7 +2,7 @@
 // and otherwise never letting the in-memory fallback allow a call the real log would deny.
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { appendCall } from '../../src/core/policy.js';
+import { appendCall } from '../../src/core/policy/log.js';
 import { decideCheck, decideConsume, decisionPolicy, EMPTY_NUMBER, type NumberState } from '../../src/core/policy/decide.js';
 import { EXACT_LOG_ENTRIES, expandLog, summarizeLog } from '../../src/core/policy/log-summary.js';
 import { policy, rule } from '../helpers/policy.js';

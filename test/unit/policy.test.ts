@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { evaluate, makePolicy } from '../../src/core/policy.js';
+import { evaluate, makeLogPolicy } from '../../src/core/policy/log.js';
 import { consumeLog as consume } from '../helpers/seed.js';
 
 const HOUR = 3_600_000;
-const twoPerHour = makePolicy([{ id: 'phone', max: 2, windowMs: HOUR }]);
+const twoPerHour = makeLogPolicy([{ id: 'phone', limit: 2, windowMs: HOUR }]);
 
 describe('evaluate and consume', () => {
   it('allows max calls, then denies until the oldest leaves the window', () => {
@@ -29,15 +29,15 @@ describe('evaluate and consume', () => {
   });
 
   it('never records a call before the latest one (clock going backwards)', () => {
-    const r = consume([2000], 1000, makePolicy([{ id: 'p', max: 5, windowMs: HOUR }]));
+    const r = consume([2000], 1000, makeLogPolicy([{ id: 'p', limit: 5, windowMs: HOUR }]));
     expect(r.atMs).toBe(2000);
     expect(r.log).toEqual([2000, 2000]);
   });
 
   it('with two rules, reports the one that denies', () => {
-    const policy = makePolicy([
-      { id: 'hour', max: 2, windowMs: HOUR },
-      { id: 'day', max: 3, windowMs: 24 * HOUR },
+    const policy = makeLogPolicy([
+      { id: 'hour', limit: 2, windowMs: HOUR },
+      { id: 'day', limit: 3, windowMs: 24 * HOUR },
     ]);
     let log: number[] = [];
     for (const t of [0, 2 * HOUR, 4 * HOUR]) log = consume(log, t, policy).log;
@@ -46,7 +46,7 @@ describe('evaluate and consume', () => {
   });
 
   it('after an outage merge over the limit, denies until enough calls left', () => {
-    const d = evaluate([100, 150, 200, 250], 300, makePolicy([{ id: 'p', max: 2, windowMs: 1000 }, { id: 'q', max: 4, windowMs: 1000 }]));
+    const d = evaluate([100, 150, 200, 250], 300, makeLogPolicy([{ id: 'p', limit: 2, windowMs: 1000 }, { id: 'q', limit: 4, windowMs: 1000 }]));
     expect(d).toMatchObject({ allowed: false, used: 4 });
     // p (2 per 1000 ms): the 2nd most recent call (200) must leave: 1200.
     expect(d.resetTime).toBe(1200);
@@ -59,7 +59,7 @@ describe('evaluate and consume', () => {
         fc.integer({ min: 1, max: 500 }),
         fc.array(fc.integer({ min: 0, max: 200 }), { minLength: 1, maxLength: 300 }),
         (max, windowMs, gaps) => {
-          const policy = makePolicy([{ id: 'p', max, windowMs }]);
+          const policy = makeLogPolicy([{ id: 'p', limit: max, windowMs }]);
           let log: number[] = [];
           let now = 0;
           const allowed: number[] = [];
@@ -86,7 +86,7 @@ describe('evaluate and consume', () => {
   it('property: consume allows exactly when evaluate said allowed', () => {
     fc.assert(
       fc.property(fc.array(fc.integer({ min: 0, max: 50 }), { maxLength: 100 }), (gaps) => {
-        const policy = makePolicy([{ id: 'a', max: 3, windowMs: 100 }, { id: 'b', max: 5, windowMs: 400 }]);
+        const policy = makeLogPolicy([{ id: 'a', limit: 3, windowMs: 100 }, { id: 'b', limit: 5, windowMs: 400 }]);
         let log: number[] = [];
         let now = 0;
         for (const g of gaps) {
@@ -102,8 +102,8 @@ describe('evaluate and consume', () => {
   });
 
   it('refuses nonsense rules', () => {
-    expect(() => makePolicy([])).toThrow();
-    expect(() => makePolicy([{ id: 'x', max: 0, windowMs: 1 }])).toThrow(/max/);
-    expect(() => makePolicy([{ id: 'x', max: 1, windowMs: 0.5 }])).toThrow(/window/);
+    expect(() => makeLogPolicy([])).toThrow();
+    expect(() => makeLogPolicy([{ id: 'x', limit: 0, windowMs: 1 }])).toThrow(/limit/);
+    expect(() => makeLogPolicy([{ id: 'x', limit: 1, windowMs: 0.5 }])).toThrow(/window/);
   });
 });

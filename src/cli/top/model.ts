@@ -5,7 +5,7 @@ import type { Pool } from '../../db/pool.js';
 import { readFleet, type FleetInstance } from '../../db/fleet.js';
 import { hottestNumbers, readStats, resetPhone, type HotSort as DbHotSort } from '../../db/queries.js';
 import { hashPrefix } from '../../core/phone.js';
-import { evaluate } from '../../core/policy.js';
+import { evaluate } from '../../core/policy/log.js';
 import type { Policy } from '../../core/policy/types.js';
 import { readPolicyUsage, type AggregateUsage } from '../policy-usage.js';
 
@@ -269,5 +269,5 @@ const RESET_REASON = 'top';
  * `windowMs`: the frame's window, over which the cleared calls are counted.
  */
 export function resetFromTop(pool: Pool, windowMs: number, row: HotRow, operator: string): Promise<ResetResult> {
-  return resetPhone(pool, row.hash, operator, RESET_REASON, { rules: [{ id: 'number', max: row.limit ?? 1, windowMs }] });
+  return resetPhone(pool, row.hash, operator, RESET_REASON, { rules: [{ id: 'number', limit: row.limit ?? 1, windowMs }] });
 }

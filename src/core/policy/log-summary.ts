@@ -20,7 +20,7 @@
 // it may deny early, by less than one run (1/16 of the log). test/unit/log-summary.test.ts
 // checks this against the real log.
 
-import { ruleState, type Rule, type RuleState } from '../policy.js';
+import { ruleState, type LogRule, type RuleState } from './log.js';
 
 export const EXACT_LOG_ENTRIES = 16;
 
@@ -56,7 +56,7 @@ export function expandLog(s: LogSummary): number[] {
 }
 
 /** Each number rule's state at `atMs`, in `rules` order (what ratelimit_decide returns per request). */
-export function ruleStates(log: readonly number[], atMs: number, rules: readonly Rule[]): RuleState[] {
+export function ruleStates(log: readonly number[], atMs: number, rules: readonly LogRule[]): RuleState[] {
   return rules.map((r) => ruleState(log, atMs, r));
 }
 

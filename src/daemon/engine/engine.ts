@@ -10,7 +10,7 @@ import type { Pool } from '../../db/pool.js';
 import { decideBatch, type DecideOutcome, type DecideRequest } from '../../db/decisions.js';
 import { isConnectionError } from '../../db/errors.js';
 import { listen, type Listener } from '../../db/notify.js';
-import { CHANGES_CHANNEL } from '../../db/policies.js';
+import { CHANGES_CHANNEL } from '../../db/changes.js';
 import { RESET_CHANNEL } from '../../db/queries.js';
 import { applicableCounters } from '../../core/policy/counters.js';
 import { decideCheckFromSnapshot, type DecideInput } from '../../core/policy/decide.js';

@@ -1,33 +1,37 @@
-// The limit's promise (PROTOCOL.md): at most `max` allowed consumes in ANY rolling window of
-// `windowMs`. A counter per clock-aligned window cannot keep it (2×max slip through around a
-// boundary), so each key keeps a short log: the timestamps of its latest allowed calls. With
-// the latest `capacity = max(rule.max)` timestamps every rule over that key is decided exactly,
-// whatever its window, so a number can carry "2 an hour" and "5 a day" at once.
+// A key's call log and the rules decided on it. The limit's promise (docs/protocol.md): at most
+// `limit` allowed consumes in ANY rolling window of `windowMs`. A counter per clock-aligned
+// window cannot keep it (2×limit slip through around a boundary), so each key keeps a short log:
+// the timestamps of its latest allowed calls. With the latest `capacity = max(rule.limit)`
+// timestamps every rule over that key is decided exactly, whatever its window, so a number can
+// carry "2 an hour" and "5 a day" at once.
 //
-// The SQL in src/db/migrations implements the same decision for the database path; the
-// in-memory fallback and the per-IP limits use these functions. test/db/decisions.test.ts
-// ("agrees with the pure policy, request by request") holds the two to each other.
+// The number rules of a Policy (types.ts) are decided on such a log (decide.ts), in memory and
+// by ratelimit_decide (src/db/functions/decide.sql); the per-IP limits use it too.
+// test/db/decisions.test.ts ("agrees with the pure policy, request by request") holds the SQL
+// to these functions.
 
-export interface Rule {
+/** A rule over a log; a LimitRule (types.ts) is one. */
+export interface LogRule {
   /** Stable name, reported when this rule is the one that denies. */
   readonly id: string;
-  readonly max: number;
+  readonly limit: number;
   readonly windowMs: number;
 }
 
-export interface Policy {
-  readonly rules: readonly Rule[];
+/** Rules decided together on one log. */
+export interface LogPolicy {
+  readonly rules: readonly LogRule[];
   /** How many timestamps a key must keep to decide every rule exactly. */
   readonly capacity: number;
   /** The longest window: timestamps older than this can never count again. */
   readonly horizonMs: number;
 }
 
-export function makePolicy(rules: readonly Rule[]): Policy {
+export function makeLogPolicy(rules: readonly LogRule[]): LogPolicy {
   if (rules.length === 0) throw new RangeError('a policy needs at least one rule');
   for (const rule of rules) {
-    if (!Number.isSafeInteger(rule.max) || rule.max < 1) {
-      throw new RangeError(`rule ${rule.id}: max must be a positive integer, got ${rule.max}`);
+    if (!Number.isSafeInteger(rule.limit) || rule.limit < 1) {
+      throw new RangeError(`rule ${rule.id}: limit must be a positive integer, got ${rule.limit}`);
     }
     if (!Number.isSafeInteger(rule.windowMs) || rule.windowMs < 1) {
       throw new RangeError(`rule ${rule.id}: window must be a positive number of ms, got ${rule.windowMs}`);
@@ -35,7 +39,7 @@ export function makePolicy(rules: readonly Rule[]): Policy {
   }
   return {
     rules: [...rules],
-    capacity: Math.max(...rules.map((r) => r.max)),
+    capacity: Math.max(...rules.map((r) => r.limit)),
     horizonMs: Math.max(...rules.map((r) => r.windowMs)),
   };
 }
@@ -56,26 +60,26 @@ export interface Decision {
 export interface RuleState {
   /** Calls inside the window. */
   used: number;
-  /** used < max: when the oldest counted call leaves (now when none); else when one more call fits. */
+  /** used < limit: when the oldest counted call leaves (now when none); else when one more call fits. */
   resetTime: number;
 }
 
 /** `log` ascending. A call at t counts while now < t + windowMs. */
-export function ruleState(log: readonly number[], nowMs: number, rule: Rule): RuleState {
+export function ruleState(log: readonly number[], nowMs: number, rule: LogRule): RuleState {
   const since = nowMs - rule.windowMs;
   let first = log.length;
   while (first > 0 && log[first - 1]! > since) first--;
   const used = log.length - first;
-  if (used < rule.max) return { used, resetTime: used > 0 ? log[first]! + rule.windowMs : nowMs };
-  // One more call fits once the max-th most recent call has left the window. After an outage
-  // merge `used` can exceed `max`; this still names the right call.
-  return { used, resetTime: log[log.length - rule.max]! + rule.windowMs };
+  if (used < rule.limit) return { used, resetTime: used > 0 ? log[first]! + rule.windowMs : nowMs };
+  // One more call fits once the limit-th most recent call has left the window. After an outage
+  // merge `used` can exceed `limit`; this still names the right call.
+  return { used, resetTime: log[log.length - rule.limit]! + rule.windowMs };
 }
 
 /**
  * Describes a key's state at `nowMs`. `allowed` is whether a consume now would be allowed.
  */
-export function evaluate(log: readonly number[], nowMs: number, policy: Policy): Decision {
+export function evaluate(log: readonly number[], nowMs: number, policy: LogPolicy): Decision {
   return evaluateStates((rule) => ruleState(log, nowMs, rule), nowMs, policy);
 }
 
@@ -83,15 +87,15 @@ export function evaluate(log: readonly number[], nowMs: number, policy: Policy):
  * evaluate() from each rule's state rather than from the log (the database computes the states
  * and ships those instead of the log: issue #12).
  */
-export function evaluateStates(stateOf: (rule: Rule) => RuleState, nowMs: number, policy: Policy): Decision {
-  let binding: { rule: Rule; used: number; resetTime: number } | undefined;
+export function evaluateStates(stateOf: (rule: LogRule) => RuleState, nowMs: number, policy: LogPolicy): Decision {
+  let binding: { rule: LogRule; used: number; resetTime: number } | undefined;
   let denied = false;
   for (const rule of policy.rules) {
     const state = { rule, ...stateOf(rule) };
-    if (state.used >= rule.max) {
+    if (state.used >= rule.limit) {
       if (!denied || state.resetTime > binding!.resetTime) binding = state;
       denied = true;
-    } else if (!denied && (binding === undefined || rule.max - state.used < binding.rule.max - binding.used)) {
+    } else if (!denied && (binding === undefined || rule.limit - state.used < binding.rule.limit - binding.used)) {
       binding = state;
     }
   }
@@ -99,9 +103,9 @@ export function evaluateStates(stateOf: (rule: Rule) => RuleState, nowMs: number
   return {
     allowed: !denied,
     ruleId: b.rule.id,
-    limit: b.rule.max,
+    limit: b.rule.limit,
     used: b.used,
-    remaining: Math.max(0, b.rule.max - b.used),
+    remaining: Math.max(0, b.rule.limit - b.used),
     resetTime: b.resetTime,
     retryAfterMs: denied ? Math.max(0, b.resetTime - nowMs) : 0,
   };
@@ -117,7 +121,7 @@ export function decisionTime(log: readonly number[], nowMs: number): number {
 }
 
 /** Appends a call at `atMs` and drops what can never count again. Returns a new array. */
-export function appendCall(log: readonly number[], atMs: number, policy: Policy): number[] {
+export function appendCall(log: readonly number[], atMs: number, policy: LogPolicy): number[] {
   const since = atMs - policy.horizonMs;
   const next = log.filter((t) => t > since);
   next.push(atMs);
