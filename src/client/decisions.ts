@@ -1,7 +1,7 @@
 // What every client entry (Node and browser) hands its caller: decisions, the fail-mode answer
 // it makes up when the daemon cannot be asked, and the error for a request that is itself wrong.
 // Runs in browsers too: no Node API, and only the zod-free protocol files
-// (test/client-imports.test.ts checks).
+// (test/client/imports.test.ts checks).
 
 import type { ProtocolErrorCode } from '../protocol/errors.js';
 import { isDecisionReply } from '../protocol/replies.js';

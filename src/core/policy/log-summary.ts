@@ -17,7 +17,7 @@
 // denies, it denies too, and it frees up no sooner. appendCall keeps that relation (both drop
 // the same prefix of expired calls or fewer, both keep the newest `capacity`), so a fallback
 // deciding from it never allows more calls in any window than one deciding from the real log;
-// it may deny early, by less than one run (1/16 of the log). test/unit/log-summary.test.ts
+// it may deny early, by less than one run (1/16 of the log). test/core/log-summary.test.ts
 // checks this against the real log.
 
 import { ruleState, type LogRule, type RuleState } from './log.js';

@@ -1,14 +1,14 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { cleanup, render } from 'ink-testing-library';
 import { stripVTControlCharacters } from 'node:util';
-import { TopView } from '../src/cli/top/TopView.js';
-import type { TopViewProps } from '../src/cli/top/props.js';
-import { sparkline } from '../src/cli/top/text.js';
-import { TopApp, type TopAppProps } from '../src/cli/top/TopApp.js';
-import { fleetSeries, fleetTotals, flyRegionTotals, type HotRow, type TopFrame } from '../src/cli/top/model.js';
-import { renderFrameText } from '../src/cli/top/frame.js';
-import type { FleetInstance } from '../src/db/fleet.js';
-import type { HotSort, ResetOutcome } from '../src/db/queries.js';
+import { TopView } from '../../src/cli/top/TopView.js';
+import type { TopViewProps } from '../../src/cli/top/props.js';
+import { sparkline } from '../../src/cli/top/text.js';
+import { TopApp, type TopAppProps } from '../../src/cli/top/TopApp.js';
+import { fleetSeries, fleetTotals, flyRegionTotals, type HotRow, type TopFrame } from '../../src/cli/top/model.js';
+import { renderFrameText } from '../../src/cli/top/frame.js';
+import type { FleetInstance } from '../../src/db/fleet.js';
+import type { HotSort, ResetOutcome } from '../../src/db/queries.js';
 
 afterEach(() => cleanup());
 

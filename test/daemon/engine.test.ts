@@ -2,17 +2,17 @@
 // the deny cache and its invalidation, and the in-memory fallback's bookkeeping.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
-import { createPool, type Pool } from '../src/db/pool.js';
-import { migrate } from '../src/db/migrate.js';
-import { lookupPhone, resetPhone } from '../src/db/queries.js';
-import { makeLogPolicy } from '../src/core/policy/log.js';
-import { hashPhone, maskPhone } from '../src/core/phone.js';
-import { DecisionEngine } from '../src/daemon/engine/engine.js';
-import { createMetrics } from '../src/daemon/metrics.js';
-import { defaultPolicy } from '../src/core/policy/default.js';
-import { fixedPolicy } from '../src/daemon/policy-source.js';
-import { Spool } from '../src/daemon/engine/spool.js';
-import { createTestDatabase } from './helpers/db.js';
+import { createPool, type Pool } from '../../src/db/pool.js';
+import { migrate } from '../../src/db/migrate.js';
+import { lookupPhone, resetPhone } from '../../src/db/queries.js';
+import { makeLogPolicy } from '../../src/core/policy/log.js';
+import { hashPhone, maskPhone } from '../../src/core/phone.js';
+import { DecisionEngine } from '../../src/daemon/engine/engine.js';
+import { createMetrics } from '../../src/daemon/metrics.js';
+import { defaultPolicy } from '../../src/core/policy/default.js';
+import { fixedPolicy } from '../../src/daemon/policy-source.js';
+import { Spool } from '../../src/daemon/engine/spool.js';
+import { createTestDatabase } from '../helpers/db.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';

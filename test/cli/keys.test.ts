@@ -8,12 +8,12 @@ import { execFile } from 'node:child_process';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createPool, type Pool } from '../src/db/pool.js';
-import { keyFingerprint } from '../src/core/key.js';
-import { hashPhone } from '../src/core/phone.js';
-import { createTestDatabase } from './helpers/db.js';
+import { createPool, type Pool } from '../../src/db/pool.js';
+import { keyFingerprint } from '../../src/core/key.js';
+import { hashPhone } from '../../src/core/phone.js';
+import { createTestDatabase } from '../helpers/db.js';
 
-const BIN = join(import.meta.dirname, '..', 'bin', 'ratelimit.js');
+const BIN = join(import.meta.dirname, '../..', 'bin', 'ratelimit.js');
 const KEY_A = 'keys-cli-key-a-0123456789abcdefghijklmnop';
 const KEY_B = 'keys-cli-key-b-0123456789abcdefghijklmnop';
 const FP_A = keyFingerprint(KEY_A);

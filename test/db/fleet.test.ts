@@ -1,13 +1,13 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { createTestDatabase } from './helpers/db.js';
-import { createPool, type Pool } from '../src/db/pool.js';
-import { migrate } from '../src/db/migrate.js';
-import { deleteStaleInstances, readFleet, upsertHeartbeat, type Heartbeat } from '../src/db/fleet.js';
-import { seedConsumes } from './helpers/seed.js';
-import { makeLogPolicy } from '../src/core/policy/log.js';
-import { defaultPolicy } from '../src/core/policy/default.js';
-import { startHeartbeat, type InstanceSnapshot } from '../src/daemon/heartbeat.js';
-import { loadTopFrame } from '../src/cli/top/model.js';
+import { createTestDatabase } from '../helpers/db.js';
+import { createPool, type Pool } from '../../src/db/pool.js';
+import { migrate } from '../../src/db/migrate.js';
+import { deleteStaleInstances, readFleet, upsertHeartbeat, type Heartbeat } from '../../src/db/fleet.js';
+import { seedConsumes } from '../helpers/seed.js';
+import { makeLogPolicy } from '../../src/core/policy/log.js';
+import { defaultPolicy } from '../../src/core/policy/default.js';
+import { startHeartbeat, type InstanceSnapshot } from '../../src/daemon/heartbeat.js';
+import { loadTopFrame } from '../../src/cli/top/model.js';
 
 let db: { url: string; drop(): Promise<void> };
 let pool: Pool;

@@ -4,10 +4,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { cleanup, render } from 'ink-testing-library';
 import { stripVTControlCharacters } from 'node:util';
-import { TopView } from '../src/cli/top/TopView.js';
-import type { TopViewProps } from '../src/cli/top/props.js';
-import { fleetSeries, fleetTotals, flyRegionTotals, type HotRow, type TopFrame, type TopInstance } from '../src/cli/top/model.js';
-import { renderFrameText } from '../src/cli/top/frame.js';
+import { TopView } from '../../src/cli/top/TopView.js';
+import type { TopViewProps } from '../../src/cli/top/props.js';
+import { fleetSeries, fleetTotals, flyRegionTotals, type HotRow, type TopFrame, type TopInstance } from '../../src/cli/top/model.js';
+import { renderFrameText } from '../../src/cli/top/frame.js';
 
 afterEach(() => cleanup());
 

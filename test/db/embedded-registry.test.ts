@@ -6,10 +6,10 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BIN, spawnServe } from './helpers/serve.js';
-import { findPostgresBinaries, REGISTRY_PACKAGE } from '../src/db/embedded/index.js';
-import { probeBindir, registryPackageDir } from '../src/db/embedded/binaries.js';
-import { reachableBinaries, serverUser } from '../src/db/embedded/os-user.js';
+import { BIN, spawnServe } from '../helpers/serve.js';
+import { findPostgresBinaries, REGISTRY_PACKAGE } from '../../src/db/embedded/index.js';
+import { probeBindir, registryPackageDir } from '../../src/db/embedded/binaries.js';
+import { reachableBinaries, serverUser } from '../../src/db/embedded/os-user.js';
 
 const children: ChildProcess[] = [];
 const dirs: string[] = [];
@@ -88,7 +88,7 @@ describe('embedded default without an installed PostgreSQL', () => {
     expect(output).toMatch(/no PostgreSQL server binaries \(postgres and initdb\) found \(RATELIMIT_PG_SEARCH=none\); searched nothing/);
     expect(output).toContain('Install a PostgreSQL server with');
     // One sentence, said once per channel: the stderr line for a person, the same sentence in
-    // the fatal log line for log search (test/cli-errors.test.ts holds the two equal).
+    // the fatal log line for log search (test/cli/errors.test.ts holds the two equal).
     expect(stderr.match(/DATABASE_URL/g)).toHaveLength(1);
     expect(stderr.trim().split('\n')).toHaveLength(1);
     expect(output).not.toMatch(/\.;|;\s*;|\.\./);

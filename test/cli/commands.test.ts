@@ -5,14 +5,14 @@ import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createPool, type Pool } from '../src/db/pool.js';
-import { seedConsumes } from './helpers/seed.js';
-import { hashPhone, maskPhone } from '../src/core/phone.js';
-import { makeLogPolicy } from '../src/core/policy/log.js';
-import { loadMigrations } from '../src/db/migrate.js';
-import { createTestDatabase } from './helpers/db.js';
+import { createPool, type Pool } from '../../src/db/pool.js';
+import { seedConsumes } from '../helpers/seed.js';
+import { hashPhone, maskPhone } from '../../src/core/phone.js';
+import { makeLogPolicy } from '../../src/core/policy/log.js';
+import { loadMigrations } from '../../src/db/migrate.js';
+import { createTestDatabase } from '../helpers/db.js';
 
-const BIN = join(import.meta.dirname, '..', 'bin', 'ratelimit.js');
+const BIN = join(import.meta.dirname, '../..', 'bin', 'ratelimit.js');
 const KEY = 'cli-test-key-0123456789abcdefghijklmnop';
 const NUMBER = '+14155552671';
 

@@ -14,7 +14,7 @@ import {
   type ClientOptions,
   type ClientState,
   type FailMode,
-} from '../src/client/index.js';
+} from '../../src/client/index.js';
 
 // Generous: these tests never wait for a timeout unless the timeout is what they test.
 const PATIENT_TIMEOUT_MS = 30_000;

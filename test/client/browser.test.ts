@@ -5,7 +5,7 @@
 import type { AddressInfo } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
-import { BrowserRateLimitClient, RateLimitRequestError, isAllowed, type ClientState } from '../src/client/browser.js';
+import { BrowserRateLimitClient, RateLimitRequestError, isAllowed, type ClientState } from '../../src/client/browser.js';
 
 const PATIENT_TIMEOUT_MS = 30_000;
 const globals = globalThis as { WebSocket?: unknown };

@@ -4,8 +4,8 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase } from './helpers/db.js';
-import { assertBuilt, closeAll, postJson, ROOT, runCli, startDaemon, stopAll, waitFor, WsClient, type CliResult, type DaemonProcess } from './daemon/helpers.js';
+import { createTestDatabase } from '../helpers/db.js';
+import { assertBuilt, closeAll, postJson, ROOT, runCli, startDaemon, stopAll, waitFor, WsClient, type CliResult, type DaemonProcess } from '../daemon/helpers.js';
 
 const HOT = '+14155552671';
 const HOT_MASKED = '+1415•••••71';

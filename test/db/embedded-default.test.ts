@@ -1,7 +1,7 @@
 // The newcomer's path: `ratelimit serve` with no configuration at all, and `ratelimit status`
 // in another terminal seeing the counts it made.
 import { afterAll, describe, expect, it } from 'vitest';
-import { BIN, spawnServe } from './helpers/serve.js';
+import { BIN, spawnServe } from '../helpers/serve.js';
 import { execFile, type ChildProcess } from 'node:child_process';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findPostgresBinaries, startEmbeddedPostgres, type EmbeddedServer } from '../src/db/embedded/index.js';
+import { findPostgresBinaries, startEmbeddedPostgres, type EmbeddedServer } from '../../src/db/embedded/index.js';
 
 let root: string;
 const started: EmbeddedServer[] = [];
