@@ -46,7 +46,7 @@ export interface StatusReport {
   numberType: string | null;
   tracked: boolean;
   policy: { version: number; source: 'database' | 'default' };
-  /** Would a consume be allowed now? With the rule and reason (PROTOCOL.md ids) when not. */
+  /** Would a consume be allowed now? With the rule and reason (docs/protocol.md ids) when not. */
   allowed: boolean;
   rule: string | null;
   reason: string | null;

@@ -39,7 +39,7 @@ export interface RateLimitStatus extends Omit<StatusReply, 'region' | 'source'>,
 export interface RateLimitExceeded extends Omit<ExceededReply, 'region' | 'source' | 'reason' | 'used' | 'rule'>, ClientSide {
   reason: DenyReason | 'daemon_unavailable';
   used?: number;
-  /** The rule that denied (PROTOCOL.md rule ids); absent on fail-mode answers and from older daemons. */
+  /** The rule that denied (docs/protocol.md rule ids); absent on fail-mode answers and from older daemons. */
   rule?: string;
 }
 
@@ -51,7 +51,7 @@ export function isAllowed(decision: Decision): boolean {
 }
 
 export type RequestErrorCode =
-  // from the daemon (PROTOCOL.md)
+  // from the daemon (docs/protocol.md)
   | ProtocolErrorCode
   // from this client
   | 'unauthorized' // the daemon refused the token (HTTP 401/403 on the upgrade or request)

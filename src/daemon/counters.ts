@@ -7,7 +7,7 @@ export interface DecisionCounters {
   allowed: number;
   /** Every denied consume, WHATEVER the reason (ip, list, destination, rules). */
   denied: number;
-  /** Keys: PROTOCOL.md reasons (phone_rate_limit_exceeded, ip_rate_limit_exceeded, ...). */
+  /** Keys: docs/protocol.md reasons (phone_rate_limit_exceeded, ip_rate_limit_exceeded, ...). */
   deniedByReason: Record<string, number>;
   /** By rule id: consumes a shadow rule would have denied. */
   shadowDenied: Record<string, number>;

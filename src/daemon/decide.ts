@@ -116,7 +116,7 @@ export class Decider {
       engine.recordDenial(s);
       const d = slot.denied.decision;
       const view = { limit: d.limit, used: d.used, remaining: d.remaining, resetTime: d.resetTime, retryAfterMs: d.retryAfterMs };
-      // Decided by this instance's per-IP memory whatever the database's state (PROTOCOL.md: source says who decided).
+      // Decided by this instance's per-IP memory whatever the database's state (docs/protocol.md: source says who decided).
       return { ...earlyDenial('ip_rate_limit_exceeded', slot.denied.rule, view, { source: 'memory', metricSource: 'local' }), shadow: slot.shadow };
     }
     let v: Verdict;

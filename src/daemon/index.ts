@@ -53,7 +53,7 @@ export interface DaemonHandle {
   stop(opts?: { timeoutMs?: number }): Promise<boolean>;
   /**
    * Settles when the daemon must stop on its own: the database, reached after an outage at start,
-   * records another hashing key (PROTOCOL.md *Keys*). By then the pool is closed, so nothing is
+   * records another hashing key (docs/protocol.md *Keys*). By then the pool is closed, so nothing is
    * written under the wrong key; the caller stops the daemon and exits 1.
    */
   failed: Promise<RateLimitError>;

@@ -1,4 +1,4 @@
-// The database's record of its hashing key (PROTOCOL.md *Keys*; schema and design in
+// The database's record of its hashing key (docs/protocol.md *Keys*; schema and design in
 // migrations/007_key_fingerprints.sql). verifyKey runs before a process hashes anything: a wrong
 // key must stop it, because it would otherwise read every tracked number as untracked.
 import type { Pool, PoolClient } from './pool.js';

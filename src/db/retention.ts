@@ -1,4 +1,4 @@
-// Retention (issue #12, PROTOCOL.md `db prune`): deletes the rows that can no longer affect any
+// Retention (issue #12, docs/protocol.md `db prune`): deletes the rows that can no longer affect any
 // decision, and audit rows past RATELIMIT_AUDIT_RETENTION, in small batches so decisions never
 // queue behind it. One process at a time (a session advisory lock): two daemons pruning would
 // only fight over the same rows.

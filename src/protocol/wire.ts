@@ -1,4 +1,4 @@
-// The shapes on the wire (PROTOCOL.md): requests, decision replies, error replies. Types and
+// The shapes on the wire (docs/protocol.md): requests, decision replies, error replies. Types and
 // const lists only, no validation library, so the client package can import this file without
 // pulling the daemon's dependencies (zod and friends live in schema.ts).
 
@@ -10,7 +10,7 @@ export type RequestId = string | number;
 export const REQUEST_TYPES = ['rate_limit_check', 'rate_limit_consume'] as const;
 export type RequestType = (typeof REQUEST_TYPES)[number];
 
-/** Why a consume was (or, for a check, would be) denied (PROTOCOL.md *WebSocket*). */
+/** Why a consume was (or, for a check, would be) denied (docs/protocol.md *WebSocket*). */
 export const DENY_REASONS = [
   'phone_rate_limit_exceeded',
   'prefix_rate_limit_exceeded',
@@ -97,7 +97,7 @@ export interface ErrorReply {
 export type DecisionReply = StatusReply | ExceededReply;
 export type Reply = ErrorReply | DecisionReply;
 
-/** The daemon's routes (PROTOCOL.md *HTTP*). */
+/** The daemon's routes (docs/protocol.md *HTTP*). */
 export const ROUTES = {
   ws: '/ws',
   health: '/health',

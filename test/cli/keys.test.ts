@@ -1,4 +1,4 @@
-// The hashing key and the admin commands (PROTOCOL.md *Keys*, issue #11), through the real
+// The hashing key and the admin commands (docs/protocol.md *Keys*, issue #11), through the real
 // binary: `db init` records the key on first use; every command that hashes or reads hashed rows
 // refuses another key with exit 1 naming both fingerprints; no key is ever generated for a
 // DATABASE_URL; no command but `db init` creates an embedded cluster.

@@ -1,5 +1,6 @@
 // The client against real sockets: a scripted ws server on 127.0.0.1 plays the daemon, so
 // framing, headers, reconnects and close codes are the library's, not a mock's.
+// Longer than 350 lines because each reconnect, timeout and close case needs its own scripted server.
 
 import http from 'node:http';
 import net from 'node:net';

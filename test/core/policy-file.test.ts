@@ -1,3 +1,5 @@
+// The policy file's parser and printer, every rule of the format with its error message: longer than
+// 350 lines because each field's refusal is its own case.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
@@ -56,7 +58,7 @@ destinations:
 `;
 
 describe('parsePolicyFile: valid files', () => {
-  it("parses PROTOCOL.md's example to its rules and ids", () => {
+  it("parses docs/protocol.md's example to its rules and ids", () => {
     const result = parsePolicyFile(PROTOCOL_EXAMPLE);
     expect(result).toMatchObject({ ok: true, warnings: [] });
     expect(parsed(PROTOCOL_EXAMPLE)).toEqual({
@@ -300,7 +302,7 @@ const policyArb: fc.Arbitrary<Policy> = fc
   );
 
 describe('policyToYaml', () => {
-  it('prints PROTOCOL.md\'s example back to the same policy, in its layout', () => {
+  it('prints docs/protocol.md\'s example back to the same policy, in its layout', () => {
     const policy = parsed(PROTOCOL_EXAMPLE);
     const yaml = policyToYaml(policy);
     expect(yaml).toContain('  limits: [{limit: 2, window: 1h}, {limit: 5, window: 1d}]\n');

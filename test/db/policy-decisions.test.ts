@@ -1,3 +1,6 @@
+// ratelimit_decide and ratelimit_record_v2 held to the pure model (src/core/policy/decide.ts) by
+// property tests, plus their locking and upgrades: longer than 350 lines because the model-side
+// harness and every rule group's cases belong together.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { createPool, type Pool } from '../../src/db/pool.js';

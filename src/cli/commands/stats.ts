@@ -31,7 +31,7 @@ export interface StatsReport {
   /** Denials recorded against numbers in the window (what a number's own row holds). */
   denialsInWindow: number;
   resetsInWindow: number;
-  /** Every daemon's denials in the window by PROTOCOL.md reason, IP denials included. */
+  /** Every daemon's denials in the window by docs/protocol.md reason, IP denials included. */
   denialsByReason: Record<string, number>;
   /** Consumes each shadow rule would have denied in the window. */
   shadowDenialsByRule: Record<string, number>;

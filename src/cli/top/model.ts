@@ -42,7 +42,7 @@ export interface TopInstance {
   deniedSeries: number[];
   /** The policy version the daemon enforces (0: the RATE_LIMIT_* default). */
   policyVersion: number;
-  /** Denials per second by PROTOCOL.md reason, every reason (ip included). */
+  /** Denials per second by docs/protocol.md reason, every reason (ip included). */
   deniedPerSByReason: Record<string, number>;
 }
 

@@ -1,6 +1,6 @@
 // One consume (or check) against every rule of the policy at once: the number's exact windows,
-// its block_after state, and each aggregate counter that applies (policy-design.md, "One
-// consume, all rules at once"). A consume is allowed only if every enforcing rule allows it,
+// its block_after state, and each aggregate counter that applies (docs/protocol.md *Policy*).
+// A consume is allowed only if every enforcing rule allows it,
 // and then it counts everywhere; a denial spends nothing anywhere.
 //
 // This is what the daemon's in-memory fallback runs, and what the SQL function ratelimit_decide

@@ -54,7 +54,7 @@ function policyObject(policy: Policy): Record<string, unknown> {
   return out;
 }
 
-/** The policy as a YAML file, in the layout of PROTOCOL.md's example. */
+/** The policy as a YAML file, in the layout of docs/protocol.md's example. */
 export function policyToYaml(policy: Policy): string {
   const doc = new Document(policyObject(policy));
   // Lists, and the small mappings inside them or under block_after/countries, on one line each.

@@ -1,4 +1,4 @@
-// The policy as the decision path sees it (PROTOCOL.md *Policy*), after the YAML file (or the
+// The policy as the decision path sees it (docs/protocol.md *Policy*), after the YAML file (or the
 // RATE_LIMIT_* defaults) has been parsed and validated. Parsing lives in file.ts, decisions in
 // decide.ts and aggregate.ts; this file is the one vocabulary they and the SQL share.
 

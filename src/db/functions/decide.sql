@@ -6,8 +6,9 @@
 -- array order (requests for different numbers share counters, so the order matters: it is the
 -- callers' arrival order). The whole batch is decided at one instant, read once the rows are
 -- locked (decideConsume's `nowMs`); each decision's instant is still never before its number's
--- latest call nor, for a counter, before that counter's newest bucket. test/db/policy-decisions
--- holds it to the TypeScript model with property tests; docs/architecture.md pairs each part.
+-- latest call nor, for a counter, before that counter's newest bucket.
+-- test/db/policy-decisions.test.ts holds it to the TypeScript model with property tests;
+-- docs/architecture.md pairs each part.
 --
 -- ARGUMENTS (call by name, as src/db/decisions.ts does):
 --   per request:   p_hashes, p_regions, p_masked, p_allowlisted (same length)
@@ -57,7 +58,7 @@
 --   r_allowed, r_at (the decision instant), r_rule (the denying rule, NULL when allowed),
 --   r_shadow (shadow rules that would have denied),
 --   r_used[], r_reset[]: each number rule's state after the request (calls in its window and its
---     reset time, as ruleState() in src/core/policy.ts; the first call inside the window is
+--     reset time, as ruleState() in src/core/policy/log.ts; the first call inside the window is
 --     found by binary search in the ascending log, so the cost does not grow with the limit),
 --   r_calls[], r_counts[]: the log after the request for the daemon's in-memory fallback: the log
 --     itself when it holds at most {{LOG_SUMMARY_ENTRIES}} calls (r_counts NULL), else at most
