@@ -344,8 +344,11 @@ describe('RateLimitClient', () => {
 });
 
 describe('RateLimitHttpClient', () => {
-  async function httpServer(handler: http.RequestListener): Promise<string> {
-    const server = http.createServer(handler);
+  /** A scripted HTTP daemon; a handler that fails ends its request (the client sees a reset). */
+  async function httpServer(handler: (req: http.IncomingMessage, res: http.ServerResponse) => void | Promise<void>): Promise<string> {
+    const server = http.createServer((req, res) => {
+      Promise.resolve(handler(req, res)).catch((err: unknown) => res.destroy(err instanceof Error ? err : new Error(String(err))));
+    });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     cleanups.push(
       () =>
