@@ -72,7 +72,7 @@ export class Decider {
       const shown = role === 'browser' && v.reason !== null && AGGREGATE_DENY_REASONS.has(v.reason) ? { ...v, limit: v.own.limit, used: v.own.used, remaining: v.own.remaining } : v;
       return decisionReply(id, s.e164, s.region, shown, consume);
     } catch (err) {
-      this.opts.logger.error({ err: (err as Error).message }, 'request failed');
+      this.opts.logger.error({ err }, 'request failed');
       return errorReply('internal_error', 'the request could not be decided; retry', id);
     }
   }
@@ -140,7 +140,7 @@ export class Decider {
     } catch (err) {
       // The engine meets an outage itself and falls back; anything else is retried at the
       // number's next decision. Either way this decision goes ahead.
-      logger.warn({ err: (err as Error).message }, 'could not fold a number from the previous key; retrying at its next decision');
+      logger.warn({ err }, 'could not fold a number from the previous key; retrying at its next decision');
     }
   }
 

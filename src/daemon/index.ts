@@ -76,7 +76,7 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
     applicationName: `ratelimit serve ${instanceId}`,
     // An outage reports itself once through the engine's state change; one line per pooled
     // connection would only bury it.
-    onIdleError: (err) => logger.debug({ err: err.message }, 'idle database connection failed'),
+    onIdleError: (err) => logger.debug({ err }, 'idle database connection failed'),
     verify: false,
     log: (m) => logger.info(m),
   });
@@ -109,7 +109,7 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
       await ensureReady();
     } catch (err) {
       if (err instanceof RateLimitError && err.code === 'key_mismatch') {
-        logger.fatal({ err: err.message }, 'wrong hashing key: stopping without writing anything');
+        logger.fatal({ err }, 'wrong hashing key: stopping without writing anything');
         await db.pool.end().catch(() => undefined);
         fail(err);
       }
@@ -181,7 +181,7 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
         policyVersion: daemon.policyVersion,
       };
     },
-    onError: (err) => logger.warn({ err: err.message }, 'heartbeat not written'),
+    onError: (err) => logger.warn({ err }, 'heartbeat not written'),
   });
   const retention = startRetention({ pool: db.pool, config, logger });
 

@@ -126,7 +126,7 @@ export class PolicySource {
       } catch (err) {
         // A stored policy this release cannot parse: keep enforcing the one in force, loudly.
         if (this.seen.policy === undefined) this.reportUnread(err);
-        else logger.error({ err: (err as Error).message }, 'could not read the applied policy; the previous one stays in force');
+        else logger.error({ err }, 'could not read the applied policy; the previous one stays in force');
         return;
       }
     }
@@ -144,7 +144,7 @@ export class PolicySource {
         logger.info({ entries: indexed.length }, 'block and allow lists loaded');
         this.opts.onChange('lists', this.active);
       } catch (err) {
-        logger.warn({ err: (err as Error).message }, 'could not read the block and allow lists; retrying');
+        logger.warn({ err }, 'could not read the block and allow lists; retrying');
       }
     }
   }
@@ -174,7 +174,7 @@ export class PolicySource {
     this.unreadSince = Date.now();
     this.opts.onChange('policy', this.active);
     this.opts.logger.error(
-      { err: (err as Error).message, policyVersion: 0 },
+      { err, policyVersion: 0 },
       'could not read the applied policy: enforcing the default policy from RATE_LIMIT_* until the database can be read',
     );
   }

@@ -41,8 +41,8 @@ export function startRetention(opts: RetentionOptions): RetentionLoop {
       if (deleted > 0) opts.logger.info({ deleted: result.counts, horizonMs }, 'retention pruned rows');
       else opts.logger.debug({ ran: result.ran }, 'retention: nothing to prune');
     } catch (err) {
-      if (isConnectionError(err)) opts.logger.debug({ err: (err as Error).message }, 'retention skipped: database unreachable');
-      else opts.logger.warn({ err: (err as Error).message }, 'retention round failed');
+      if (isConnectionError(err)) opts.logger.debug({ err }, 'retention skipped: database unreachable');
+      else opts.logger.warn({ err }, 'retention round failed');
     }
   };
   const schedule = () => {

@@ -143,7 +143,7 @@ export class DecisionEngine {
         channels: { [RESET_CHANNEL]: (hash) => this.forget(hash), [CHANGES_CHANNEL]: changed },
         // What was announced while the listener was down was missed: trust nothing cached.
         onReconnect: changed,
-        onError: (err) => opts.logger.warn({ err: err.message }, 'notification listener lost its connection; retrying'),
+        onError: (err) => opts.logger.warn({ err }, 'notification listener lost its connection; retrying'),
       });
     }
     this.flushTimer = setInterval(() => void this.flushInBackground(), opts.flushIntervalMs ?? 1_000);
@@ -332,7 +332,7 @@ export class DecisionEngine {
       await this.writes.flush();
     } catch (err) {
       if (isConnectionError(err)) this.enterMemory(err);
-      else this.opts.logger.error({ err: (err as Error).message, sample: hashPrefix(this.writes.oldestHash ?? '') }, 'could not write queued decisions');
+      else this.opts.logger.error({ err, sample: hashPrefix(this.writes.oldestHash ?? '') }, 'could not write queued decisions');
     }
   }
 }

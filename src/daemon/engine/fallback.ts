@@ -44,7 +44,7 @@ export class Fallback {
     this.current = 'memory';
     this.opts.metrics.fallbackActive.set(1);
     this.opts.metrics.fallbackTransitions.inc({ state: 'memory' });
-    this.opts.logger.error({ err: (err as Error).message }, 'database unreachable: answering from memory (per instance) until it is back');
+    this.opts.logger.error({ err }, 'database unreachable: answering from memory (per instance) until it is back');
     this.scheduleProbe(this.opts.probeInitialDelayMs ?? DEFAULT_PROBE_INITIAL_DELAY_MS);
   }
 
@@ -75,7 +75,7 @@ export class Fallback {
       this.opts.logger.info({ droppedWrites }, 'database is back: decisions made from memory written, deciding in the database again');
     } catch (err) {
       if (this.stopped) return;
-      this.opts.logger.debug({ err: (err as Error).message }, 'database still unreachable');
+      this.opts.logger.debug({ err }, 'database still unreachable');
       this.scheduleProbe(Math.min(delayMs * 2, this.opts.probeMaxDelayMs ?? DEFAULT_PROBE_MAX_DELAY_MS));
     }
   }

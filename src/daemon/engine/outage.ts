@@ -116,7 +116,7 @@ export class Outage {
         logger.warn({ from, decisions: events.length }, 'took over the spool of a daemon that stopped before the database had its decisions');
       });
     } catch (err) {
-      logger.error({ err: (err as Error).message }, 'could not take over a spool');
+      logger.error({ err }, 'could not take over a spool');
       return 0;
     }
   }
