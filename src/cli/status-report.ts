@@ -6,7 +6,7 @@
 // the daemon's fallback and the SQL implement. Printed by status-print.ts; the command is
 // src/cli/commands/status.ts.
 import type { Pool } from '../db/pool.js';
-import { lookupPhone } from '../db/queries.js';
+import { lookupPhone } from '../db/phones.js';
 import { readEffectivePolicy } from '../db/policies.js';
 import { readListEntries } from '../db/lists.js';
 import { peekState } from '../db/decisions.js';

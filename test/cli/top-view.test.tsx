@@ -8,7 +8,8 @@ import { TopApp, type TopAppProps } from '../../src/cli/top/TopApp.js';
 import { fleetSeries, fleetTotals, flyRegionTotals, type HotRow, type TopFrame } from '../../src/cli/top/model.js';
 import { renderFrameText } from '../../src/cli/top/frame.js';
 import type { FleetInstance } from '../../src/db/fleet.js';
-import type { HotSort, ResetOutcome } from '../../src/db/queries.js';
+import type { ResetOutcome } from '../../src/db/phones.js';
+import type { HotSort } from '../../src/db/stats.js';
 
 afterEach(() => cleanup());
 

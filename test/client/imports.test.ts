@@ -62,7 +62,7 @@ describe('client entry', () => {
   });
 
   it('the recorder does see them when the daemon entry is loaded', () => {
-    const loaded = packagesLoadedBy(path.join(ROOT, 'dist/src/daemon/index.js'));
+    const loaded = packagesLoadedBy(path.join(ROOT, 'dist/src/daemon/start.js'));
     expect(loaded.has('pg')).toBe(true);
     expect(loaded.has('zod')).toBe(true);
     expect(loaded.has('prom-client')).toBe(true);

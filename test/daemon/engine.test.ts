@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { createPool, type Pool } from '../../src/db/pool.js';
 import { migrate } from '../../src/db/migrate.js';
-import { lookupPhone, resetPhone } from '../../src/db/queries.js';
+import { lookupPhone, resetPhone } from '../../src/db/phones.js';
 import { makeLogPolicy } from '../../src/core/policy/log.js';
 import { hashPhone, maskPhone } from '../../src/core/phone.js';
 import { DecisionEngine } from '../../src/daemon/engine/engine.js';

@@ -4,7 +4,7 @@
 // busiest keys of the aggregate rules, and the breakdown by region. Numbers only ever masked.
 import type { Command } from 'commander';
 import type { Pool } from '../../db/pool.js';
-import { readStats, type Stats } from '../../db/queries.js';
+import { readStats, type Stats } from '../../db/stats.js';
 import type { Policy } from '../../core/policy/types.js';
 import { formatDurationMs } from '../../core/duration.js';
 import { table } from '../format.js';

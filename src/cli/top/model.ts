@@ -3,7 +3,8 @@
 // The frame is plain data in the view's own types: the ink views import this file, never src/db.
 import type { Pool } from '../../db/pool.js';
 import { readFleet, type FleetInstance } from '../../db/fleet.js';
-import { hottestNumbers, readStats, resetPhone, type HotSort as DbHotSort } from '../../db/queries.js';
+import { resetPhone } from '../../db/phones.js';
+import { hottestNumbers, readStats, type HotSort as DbHotSort } from '../../db/stats.js';
 import { hashPrefix } from '../../core/phone.js';
 import { evaluate } from '../../core/policy/log.js';
 import type { Policy } from '../../core/policy/types.js';

@@ -11,7 +11,7 @@ import { decideBatch, type DecideOutcome, type DecideRequest } from '../../db/de
 import { isConnectionError } from '../../db/errors.js';
 import { listen, type Listener } from '../../db/notify.js';
 import { CHANGES_CHANNEL } from '../../db/changes.js';
-import { RESET_CHANNEL } from '../../db/queries.js';
+import { RESET_CHANNEL } from '../../db/phones.js';
 import { applicableCounters } from '../../core/policy/counters.js';
 import { decideCheckFromSnapshot, type DecideInput } from '../../core/policy/decide.js';
 import { hashPrefix } from '../../core/phone.js';

@@ -10,7 +10,7 @@ import { errorReply, httpStatus } from '../../protocol/replies.js';
 import { RequestParser } from '../../protocol/schema.js';
 import { canonicalAddress } from '../../core/address.js';
 import type { Authenticator } from '../auth.js';
-import type { Decider } from '../decide.js';
+import type { Decider } from '../decider.js';
 import { TokenBucket } from '../limits.js';
 import { boundedCache } from '../bounded-cache.js';
 import type { Metrics } from '../metrics.js';

@@ -15,7 +15,7 @@ import { peekRequestId, RequestParser } from '../../protocol/schema.js';
 import { canonicalAddress } from '../../core/address.js';
 import type { Reply } from '../../protocol/wire.js';
 import type { Authenticator, Role } from '../auth.js';
-import type { Decider } from '../decide.js';
+import type { Decider } from '../decider.js';
 import { ConnectionCounter, TokenBucket } from '../limits.js';
 import type { Metrics } from '../metrics.js';
 import { BacklogBudget, type BacklogLimits, type BacklogShare } from './backlog.js';

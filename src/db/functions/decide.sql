@@ -244,7 +244,7 @@ BEGIN
   IF v_counter_count > 0 AND (SELECT count(DISTINCT (r, k)) FROM unnest(p_counter_rules, p_counter_keys) AS t(r, k)) <> v_counter_count THEN
     RAISE EXCEPTION 'ratelimit_decide: a counter is listed twice' USING ERRCODE = '22023';
   END IF;
-  -- Without number rules the log keeps the latest call only (capacity 1, as decide.ts).
+  -- Without number rules the log keeps the latest call only (capacity 1, as src/core/policy/decide.ts).
   FOR v_r IN 1 .. v_rule_count LOOP
     v_log_capacity := GREATEST(v_log_capacity, p_rule_limits[v_r]);
     v_log_horizon := GREATEST(v_log_horizon, p_rule_windows[v_r]);
@@ -568,7 +568,7 @@ BEGIN
       last_denied_at = COALESCE(u.last_denied, p.last_denied_at),
       blocked_until = u.blocked,
       -- Untouched when this batch recorded no denial for block_after (it may hold more than
-      -- p_block_denials entries after a policy change; decide.ts leaves it as it is too).
+      -- p_block_denials entries after a policy change; src/core/policy/decide.ts leaves it as it is too).
       denials = CASE WHEN u.dtouched THEN coalesce(d.denials, '{}') ELSE p.denials END,
       updated_at = NOW()
     FROM u LEFT JOIN l ON l.k = u.k LEFT JOIN d ON d.k = u.k

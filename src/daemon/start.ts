@@ -15,9 +15,9 @@ import { openDatabase } from '../db/open.js';
 import { Spool } from './engine/spool.js';
 import { startHeartbeat } from './heartbeat.js';
 import { startRetention } from './retention.js';
-import { Daemon } from './server.js';
+import { Daemon } from './daemon.js';
 
-export { Daemon } from './server.js';
+export { Daemon } from './daemon.js';
 
 export interface InstanceIdentity {
   /** Stable per machine on Fly; otherwise host, pid and a few random bytes. */

@@ -12,7 +12,7 @@ import { AGGREGATE_DENY_REASONS } from '../core/policy/types.js';
 import { decisionReply, errorReply } from '../protocol/replies.js';
 import type { Reply, Request } from '../protocol/wire.js';
 import type { Role } from './auth.js';
-import type { DecisionTally } from './counters.js';
+import type { DecisionTally } from './tally.js';
 import type { DecisionEngine } from './engine/engine.js';
 import { blockView, earlyDenial, type PhoneSubject, type Verdict } from './engine/verdict.js';
 import type { IpRules } from './ip-rules.js';

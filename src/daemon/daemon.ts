@@ -1,6 +1,6 @@
 // The Daemon: builds the engine, the Decider and both transports on one node:http server, and
 // owns listening, /health's numbers and the ordered graceful shutdown. Routing, sockets and
-// decisions live in transport/ and decide.ts; start-up (database, key, heartbeat) in index.ts.
+// decisions live in transport/ and decider.ts; start-up (database, key, heartbeat) in start.ts.
 
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
@@ -8,8 +8,8 @@ import type { Logger } from 'pino';
 import type { Config } from '../core/config.js';
 import type { Pool } from '../db/pool.js';
 import { Authenticator } from './auth.js';
-import { DecisionTally, type DecisionCounters } from './counters.js';
-import { Decider } from './decide.js';
+import { DecisionTally, type DecisionCounters } from './tally.js';
+import { Decider } from './decider.js';
 import { KeyRotation } from './key-rotation.js';
 import { DecisionEngine, type EngineOptions } from './engine/engine.js';
 import type { Spool } from './engine/spool.js';
@@ -42,7 +42,7 @@ export interface DaemonOptions {
   phoneKey: string;
   logger: Logger;
   version: string;
-  /** Where decisions made from memory are kept until the database has them (index.ts opens it). */
+  /** Where decisions made from memory are kept until the database has them (start.ts opens it). */
   spool: Spool;
   /** Overrides for tests and benchmarks. */
   engine?: Partial<Pick<EngineOptions, 'maxBatch' | 'maxInFlight' | 'probeInitialDelayMs' | 'probeMaxDelayMs' | 'beforeRecovery'>>;
@@ -55,7 +55,7 @@ export interface DaemonOptions {
 export class Daemon {
   readonly metrics: Metrics;
   readonly engine: DecisionEngine;
-  /** The policy and the block/allow lists in force; index.ts starts it. */
+  /** The policy and the block/allow lists in force; start.ts starts it. */
   readonly policies: PolicySource;
   private readonly tally = new DecisionTally();
   private readonly http: Server;

@@ -1,3 +1,6 @@
+// One number's row, for the admin commands: `status` reads it (lookupPhone), `reset` clears it
+// with its audit row and tells every daemon (resetPhone). The decision path writes rows through
+// src/db/decisions.ts; stats and top read many through src/db/stats.ts.
 import type { Pool } from './pool.js';
 import type { LogPolicy } from '../core/policy/log.js';
 
@@ -130,6 +133,3 @@ export async function resetPhone(pool: Pool, hash: string, by: string, reason: s
     return { existed: calls !== null, previousCount, liftedBlockUntil, resetAt: audit.rows[0]!.reset_at };
   });
 }
-
-// stats and top's readers live in stats.ts (they read through the active-number set, migrations 011 and 013).
-export { readStats, hottestNumbers, type RegionStats, type Stats, type HotSort, type HotNumber } from './stats.js';
