@@ -106,12 +106,7 @@ describe('DecisionEngine', () => {
     const denied = await Promise.all(Array.from({ length: 50 }, () => e.consume(s)));
     expect(denied.every((d) => !d.allowed && d.metricSource === 'cache' && d.source === 'database')).toBe(true);
     expect((await histogramCount(metrics, 'consume')).count).toBe(before.count);
-    for (let i = 0; i < 40; i++) {
-      const { row } = await lookupPhone(pool, s.hash);
-      if (row!.deniedTotal === 50) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    expect((await lookupPhone(pool, s.hash)).row).toMatchObject({ deniedTotal: 50, callCount: 2 });
+    await expect.poll(async () => (await lookupPhone(pool, s.hash)).row, { timeout: 4_000, interval: 100 }).toMatchObject({ deniedTotal: 50, callCount: 2 });
   });
 
   it('a reset anywhere reaches the deny cache (LISTEN/NOTIFY)', async () => {
@@ -120,12 +115,7 @@ describe('DecisionEngine', () => {
     expect((await e.consume(s)).allowed).toBe(true);
     expect((await e.consume(s)).metricSource).toBe('cache');
     await resetPhone(pool, s.hash, 'test', 'engine test', makeLogPolicy([{ id: 'phone', limit: 1, windowMs: 3_600_000 }]));
-    let allowed = false;
-    for (let i = 0; i < 50 && !allowed; i++) {
-      allowed = (await e.check(s)).allowed;
-      if (!allowed) await new Promise((r) => setTimeout(r, 100));
-    }
-    expect(allowed).toBe(true);
+    await expect.poll(async () => (await e.check(s)).allowed, { timeout: 5_000, interval: 100 }).toBe(true);
     expect((await e.consume(s)).allowed).toBe(true);
   });
 

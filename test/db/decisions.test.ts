@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import fc from 'fast-check';
 import { createPool, type Pool } from '../../src/db/pool.js';
 import { migrate } from '../../src/db/migrate.js';
@@ -154,13 +154,16 @@ describe('decisions through ratelimit_decide, number rules only', () => {
   it('lets the next call through once the oldest leaves the window', async () => {
     const { req } = freshNumber();
     const policy = makeLogPolicy([{ id: 'phone', limit: 1, windowMs: 250 }]);
-    const [first] = await seedConsumes(pool, [req], policy);
-    const [second] = await seedConsumes(pool, [req], policy);
+    // A test clock for the database (p_now): the window passes without waiting for it.
+    const t0 = 2_000_000_000_000;
+    const [first] = await seedConsumes(pool, [req], policy, t0);
+    const [second] = await seedConsumes(pool, [req], policy, t0 + 10);
     expect([first!.allowed, second!.allowed]).toEqual([true, false]);
     const d = evaluate(second!.log, second!.atMs, policy);
     expect(d.resetTime).toBe(first!.atMs + 250);
-    await new Promise((r) => setTimeout(r, Math.max(0, d.resetTime - second!.atMs) + 30));
-    const [third] = await seedConsumes(pool, [req], policy);
+    const [early] = await seedConsumes(pool, [req], policy, d.resetTime - 1);
+    expect(early!.allowed).toBe(false);
+    const [third] = await seedConsumes(pool, [req], policy, d.resetTime);
     expect(third!.allowed).toBe(true);
   });
 });
@@ -197,8 +200,7 @@ describe('peek, reset, stats, hottest', () => {
       expect(lastReset).toMatchObject({ resetBy: 'alice@support', reason: 'customer called', previousCount: 2 });
       const [next] = await seedConsumes(pool, [req], policy);
       expect(next!.allowed).toBe(true);
-      for (let i = 0; i < 50 && notes.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
-      expect(notes).toContain(req.hash);
+      await vi.waitFor(() => expect(notes).toContain(req.hash));
     } finally {
       await listener.query('UNLISTEN *');
       listener.release();
