@@ -3,6 +3,7 @@
 // their reserve and refund), the engine for everything else, counting, and the reply. Separate
 // from the transports so WebSocket and HTTP cannot decide differently.
 
+import { errForLog } from '../db/errors.js';
 import type { Logger } from 'pino';
 import type { ListIndex } from '../core/lists.js';
 import { InvalidPhoneNumberError } from '../core/errors.js';
@@ -140,7 +141,7 @@ export class Decider {
     } catch (err) {
       // The engine meets an outage itself and falls back; anything else is retried at the
       // number's next decision. Either way this decision goes ahead.
-      logger.warn({ err }, 'could not fold a number from the previous key; retrying at its next decision');
+      logger.warn({ err: errForLog(err) }, 'could not fold a number from the previous key; retrying at its next decision');
     }
   }
 

@@ -4,6 +4,8 @@
 // Separate from the engine: the engine decides with whatever it is handed; this file decides
 // what that is, and says so in the log.
 
+import { errForLog } from '../db/errors.js';
+import { RateLimitError } from '../core/errors.js';
 import type { Logger } from 'pino';
 import { ListIndex, type ListIndexEntry } from '../core/lists.js';
 import { decisionPolicy, type DecisionPolicy } from '../core/policy/decide.js';
@@ -77,7 +79,7 @@ export class PolicySource {
     this.timer.unref();
     const first = this.refresh();
     if (wait) await first;
-    else if (this.seen.policy === undefined) this.reportUnread(new Error('database unreachable at start'));
+    else if (this.seen.policy === undefined) this.reportUnread(new RateLimitError('database_unreachable', 'database unreachable at start'));
   }
 
   /** A change was announced (NOTIFY), or the listener reconnected: look now, not at the next poll. */
@@ -126,7 +128,7 @@ export class PolicySource {
       } catch (err) {
         // A stored policy this release cannot parse: keep enforcing the one in force, loudly.
         if (this.seen.policy === undefined) this.reportUnread(err);
-        else logger.error({ err }, 'could not read the applied policy; the previous one stays in force');
+        else logger.error({ err: errForLog(err) }, 'could not read the applied policy; the previous one stays in force');
         return;
       }
     }
@@ -144,7 +146,7 @@ export class PolicySource {
         logger.info({ entries: indexed.length }, 'block and allow lists loaded');
         this.opts.onChange('lists', this.active);
       } catch (err) {
-        logger.warn({ err }, 'could not read the block and allow lists; retrying');
+        logger.warn({ err: errForLog(err) }, 'could not read the block and allow lists; retrying');
       }
     }
   }
@@ -174,7 +176,7 @@ export class PolicySource {
     this.unreadSince = Date.now();
     this.opts.onChange('policy', this.active);
     this.opts.logger.error(
-      { err, policyVersion: 0 },
+      { err: errForLog(err), policyVersion: 0 },
       'could not read the applied policy: enforcing the default policy from RATE_LIMIT_* until the database can be read',
     );
   }

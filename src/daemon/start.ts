@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../core/config.js';
 import { explainListenError, RateLimitError } from '../core/errors.js';
-import { explainDatabaseError, isConnectionError } from '../db/errors.js';
+import { errForLog, explainDatabaseError, isConnectionError } from '../db/errors.js';
 import { loadPhoneKey } from '../db/key-file.js';
 import { verifyKey } from '../db/keys.js';
 import { migrate, migrationName } from '../db/migrate.js';
@@ -76,7 +76,7 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
     applicationName: `ratelimit serve ${instanceId}`,
     // An outage reports itself once through the engine's state change; one line per pooled
     // connection would only bury it.
-    onIdleError: (err) => logger.debug({ err }, 'idle database connection failed'),
+    onIdleError: (err) => logger.debug({ err: errForLog(err) }, 'idle database connection failed'),
     verify: false,
     log: (m) => logger.info(m),
   });
@@ -109,7 +109,7 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
       await ensureReady();
     } catch (err) {
       if (err instanceof RateLimitError && err.code === 'key_mismatch') {
-        logger.fatal({ err }, 'wrong hashing key: stopping without writing anything');
+        logger.fatal({ err: err.message }, 'wrong hashing key: stopping without writing anything');
         await db.pool.end().catch(() => undefined);
         fail(err);
       }
@@ -181,7 +181,7 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
         policyVersion: daemon.policyVersion,
       };
     },
-    onError: (err) => logger.warn({ err }, 'heartbeat not written'),
+    onError: (err) => logger.warn({ err: errForLog(err) }, 'heartbeat not written'),
   });
   const retention = startRetention({ pool: db.pool, config, logger });
 

@@ -57,6 +57,15 @@ export function isConnectionError(err: unknown): boolean {
   );
 }
 
+/**
+ * What a log line's `err` should hold: the database being unreachable is expected (the daemon
+ * answers from memory meanwhile), so only its message; anything else is a bug or a surprise, so
+ * the error itself, which pino writes with its stack and cause.
+ */
+export function errForLog(err: unknown): unknown {
+  return isConnectionError(err) ? (err instanceof Error ? err.message : String(err)) : err;
+}
+
 /** A statement cancelled by statement_timeout (or by an operator), here or anywhere in the cause chain. */
 export function isQueryCanceled(err: unknown): boolean {
   for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {

@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { performance } from 'node:perf_hooks';
 import type { Pool } from '../../db/pool.js';
 import { decideBatch, type DecideOutcome, type DecideRequest } from '../../db/decisions.js';
-import { isConnectionError } from '../../db/errors.js';
+import { errForLog, isConnectionError } from '../../db/errors.js';
 import { listen, type Listener } from '../../db/notify.js';
 import { CHANGES_CHANNEL } from '../../db/changes.js';
 import { RESET_CHANNEL } from '../../db/phones.js';
@@ -143,7 +143,7 @@ export class DecisionEngine {
         channels: { [RESET_CHANNEL]: (hash) => this.forget(hash), [CHANGES_CHANNEL]: changed },
         // What was announced while the listener was down was missed: trust nothing cached.
         onReconnect: changed,
-        onError: (err) => opts.logger.warn({ err }, 'notification listener lost its connection; retrying'),
+        onError: (err) => opts.logger.warn({ err: errForLog(err) }, 'notification listener lost its connection; retrying'),
       });
     }
     this.flushTimer = setInterval(() => void this.flushInBackground(), opts.flushIntervalMs ?? 1_000);
@@ -332,7 +332,7 @@ export class DecisionEngine {
       await this.writes.flush();
     } catch (err) {
       if (isConnectionError(err)) this.enterMemory(err);
-      else this.opts.logger.error({ err, sample: hashPrefix(this.writes.oldestHash ?? '') }, 'could not write queued decisions');
+      else this.opts.logger.error({ err: errForLog(err), sample: hashPrefix(this.writes.oldestHash ?? '') }, 'could not write queued decisions');
     }
   }
 }
