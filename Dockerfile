@@ -53,9 +53,10 @@ RUN npm ci --omit=dev --omit=optional --ignore-scripts \
 
 COPY --from=build /app/dist ./dist
 COPY --from=build /app/bin ./bin
-# SQL read at run time (migrations, by `ratelimit db init` and `serve`). Any other folder of SQL
-# files under src/db that the code reads at run time needs its own line here, next to this one.
+# SQL read at run time by `ratelimit db init` and `serve`: the migrations, then the current source
+# of every SQL function (re-applied after them). Another folder of SQL files needs its own line.
 COPY --from=build /app/src/db/migrations ./src/db/migrations
+COPY --from=build /app/src/db/functions ./src/db/functions
 
 # `ratelimit` on PATH, for Fly's release_command and `fly ssh console -C "ratelimit stats"`.
 # The data dir belongs to the runtime user, mode 0700: the spool holds hashes and masks only,

@@ -1,6 +1,6 @@
 // WebSocket load generator, in its own process so its CPU is not the daemon's. `sockets`
 // connections each keep `perSocket` consumes in flight (closed loop). Replies on one socket keep
-// request order (PROTOCOL.md), so a FIFO of send times gives each request's latency without
+// request order (docs/protocol.md), so a FIFO of send times gives each request's latency without
 // parsing the reply: parsing JSON here would spend the CPU the daemon needs on a shared machine.
 import WebSocket from 'ws';
 import { LatencyHistogram, sleep } from './lib/stats.js';

@@ -8,7 +8,7 @@
 import { performance } from 'node:perf_hooks';
 import { LRUCache } from 'lru-cache';
 
-/** The hand-written LRU that src/daemon/lru-map.ts held before lru-cache replaced it. */
+/** A hand-written LRU (the daemon used one before lru-cache), the baseline lru-cache is measured against. */
 class MapLru<K, V> {
   private readonly map = new Map<K, V>();
   constructor(private readonly capacity: number) {}

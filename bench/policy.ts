@@ -13,7 +13,7 @@ import type { Row } from './lib/report.js';
 import type { PolicyStoreSystem, PolicyStoreWorkerConfig } from './policy-store-worker.js';
 import type { WsLoadConfig } from './load-ws.js';
 
-/** PROTOCOL.md's example policy with the brief's numbers; ip as the documented example, 20/h. */
+/** docs/protocol.md's example policy with the brief's numbers; ip as the documented example, 20/h. */
 export const BENCH_POLICY_YAML = `number:
   limits: [{limit: 2, window: 1h}, {limit: 5, window: 1d}]
 prefix:

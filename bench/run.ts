@@ -1,3 +1,4 @@
+// Longer than 350 lines because it is the one driver of every scenario and of the report.
 // `npm run bench` (issue 5): one run measures our decision path against rate-limiter-flexible on
 // the same PostgreSQL, the daemon end to end over WebSocket and HTTP, the ceilings (a bare upsert
 // loop, a bare ws echo server) and 10k idle sockets, then prints and records the medians.

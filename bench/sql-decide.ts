@@ -1,6 +1,6 @@
 // One-off timing of the policy engine's SQL (not part of `npm run bench`): 256-decision batches
-// through ratelimit_decide with the full policy and with a number-only policy, against the old
-// number-only ratelimit_consume (migration 004), one batch at a time on one connection, so the
+// through ratelimit_decide with the full policy and with a number-only policy, one batch at a
+// time on one connection, so the
 // figure is the SQL's own cost plus one loopback round trip. Each case runs on a fresh table and
 // on one pre-filled with 100k numbers (the counters then hold a realistic number of buckets).
 // Also reports how many of a 100k-new-number fill's row updates were HOT (issue #12).
@@ -8,7 +8,7 @@
 // On a shared machine wall time swings with the neighbours' load, so every case is run in
 // rounds, interleaved with the others, and the server process's own CPU time per batch (from
 // /proc, when the server runs on this machine) is reported next to the wall times.
-// SQL_BENCH_BASELINE=<git ref> adds the ratelimit_decide of migration 006 at that ref as
+// SQL_BENCH_BASELINE=<git ref> adds the ratelimit_decide of src/db/functions/decide.sql at that ref as
 // cases of its own (`full@ref`, `number-only@ref`), for before/after figures from one run (the
 // ref's function must take the same arguments as today's: it is called through decideQuery).
 //
@@ -27,10 +27,8 @@ import path from 'node:path';
 import pg from 'pg';
 import { startEmbeddedPostgres } from '../src/db/embedded/index.js';
 import { createPool, type Pool } from '../src/db/pool.js';
-import { migrate } from '../src/db/migrate.js';
+import { FUNCTION_CONSTANTS, migrate } from '../src/db/migrate.js';
 import { decideBatch, decideQuery, type DecideRequest } from '../src/db/decisions.js';
-import { consumeBatch } from '../src/db/queries.js';
-import { makePolicy } from '../src/core/policy.js';
 import { applicableCounters } from '../src/core/policy/counters.js';
 import { decisionPolicy } from '../src/core/policy/decide.js';
 import type { GroupName, LimitRule, Policy } from '../src/core/policy/types.js';
@@ -59,7 +57,6 @@ const FULL: Policy = {
   destinations: { countries: undefined, blockTypes: [] },
 };
 const NUMBER_ONLY: Policy = { ...FULL, blockAfter: undefined, prefix: undefined, country: undefined, global: [] };
-const LEGACY = makePolicy(NUMBER_RULES.map((r) => ({ id: r.id, max: r.limit, windowMs: r.windowMs })));
 
 /** Number i: 100 US area codes (so 100 prefix keys of ~1,000 numbers each), every tenth in GB. */
 function subject(i: number): { e164: string; region: string } {
@@ -73,14 +70,15 @@ function request(p: Policy, i: number): DecideRequest {
   return { hash: `h${i}:${e164}`, region, masked: e164.slice(0, 5) + '•••', allowlisted: false, counters: applicableCounters(p, e164, region) };
 }
 
-type Case = 'full' | 'number-only' | 'consume';
+type Case = 'full' | 'number-only';
 
-/** ratelimit_decide as migration 006 defined it at `ref`. */
+/** ratelimit_decide as src/db/functions/decide.sql defined it at `ref` (its constants filled in). */
 function baselineDecide(ref: string): string {
-  const sql = execFileSync('git', ['show', `${ref}:src/db/migrations/006_policy_engine.sql`], { encoding: 'utf8' });
+  const raw = execFileSync('git', ['show', `${ref}:src/db/functions/decide.sql`], { encoding: 'utf8' });
+  const sql = raw.replace(/\{\{(\w+)\}\}/g, (_, key: string) => FUNCTION_CONSTANTS[key] ?? `{{${key}}}`);
   const start = sql.indexOf('CREATE OR REPLACE FUNCTION ratelimit_decide(');
   const end = sql.indexOf('$fn$;', sql.indexOf('$fn$', start) + 4);
-  if (start < 0 || end < 0) throw new Error(`no ratelimit_decide in 006 at ${ref}`);
+  if (start < 0 || end < 0) throw new Error(`no ratelimit_decide in src/db/functions/decide.sql at ${ref}`);
   return sql.slice(start, end + 5);
 }
 
@@ -99,8 +97,6 @@ async function installBaseline(pool: Pool, sql: string): Promise<void> {
 async function runBatch(pool: Pool, c: Case, ids: number[], baseline = false): Promise<void> {
   if (baseline) {
     await runBaselineBatch(pool, c, ids);
-  } else if (c === 'consume') {
-    await consumeBatch(pool, ids.map((i) => request(NUMBER_ONLY, i)), LEGACY);
   } else {
     const p = c === 'full' ? FULL : NUMBER_ONLY;
     await decideBatch(pool, ids.map((i) => request(p, i)), decisionPolicy(p));
@@ -196,7 +192,6 @@ async function policyCases(): Promise<void> {
   const cases: { label: string; c: Case; sql?: string }[] = [
     { label: 'full', c: 'full' },
     { label: 'number-only', c: 'number-only' },
-    { label: 'consume (004)', c: 'consume' },
   ];
   if (BASELINE) {
     const sql = baselineDecide(BASELINE);

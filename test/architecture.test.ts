@@ -1,5 +1,6 @@
-// The shape of src/ as tests: no import circles, the layers import only downwards, only src/db
-// talks to PostgreSQL, and a file over MAX_LINES says at its top why it is that long.
+// The shape of the code as tests: no import circles in src/, the layers import only downwards,
+// only src/db talks to PostgreSQL, a file in src/, test/ or bench/ over MAX_LINES says at its top
+// why it is that long, and comments name only files, documents and migrations that exist.
 //
 // Circles come from madge (the graph as the compiler resolves it, `.js` specifiers to `.ts`
 // files); the layer rules read each file's import declarations with the TypeScript parser,
@@ -139,9 +140,10 @@ describe('import graph', () => {
 });
 
 describe('file length', () => {
-  it(`a file in src over ${MAX_LINES} lines says at its top why`, async () => {
+  it(`a file in src, test or bench over ${MAX_LINES} lines says at its top why`, async () => {
     const unexplained: string[] = [];
-    for (const file of await sourceFiles(SRC)) {
+    const files = (await Promise.all(['src', 'test', 'bench'].map((d) => sourceFiles(path.join(ROOT, d))))).flat();
+    for (const file of files) {
       const text = await readFile(file, 'utf8');
       const lines = text.split('\n').length - (text.endsWith('\n') ? 1 : 0);
       if (lines <= MAX_LINES) continue;
@@ -150,5 +152,95 @@ describe('file length', () => {
       if (!LENGTH_JUSTIFICATION.test(comment)) unexplained.push(`${path.relative(ROOT, file)} (${lines} lines)`);
     }
     expect(unexplained).toStrictEqual([]);
+  });
+});
+
+// ---- comments that name files -------------------------------------------------------------
+// A comment naming a file, a migration or a document that does not exist sends the reader
+// nowhere. Migrations are committed history (never edited), so their own comments are not read.
+
+const SCANNED = ['src', 'test', 'bench'];
+const FROZEN = [path.join('src', 'db', 'migrations')];
+const COMMENTED = /\.(tsx?|mjs|sql)$/;
+const ROOTED_PATH = /(?<![\w/.:-])((?:src|test|bench|docs|ops|scripts|bin|examples)\/[\w./-]*[\w-])/g;
+const FILE_NAME = /(?<![\w/.-])([\w-]+(?:\.[\w-]+)*\.(?:ts|tsx|mjs|sql|md|yaml|yml|sh))\b/g;
+const MIGRATIONS = /\bmigrations? ((?:\d{3})(?:(?:, | and | or |-|–)\d{3})*)/g;
+
+/** The comment text of a file: `//` and block comments, `--` lines in SQL (strings are not parsed: close enough). */
+function commentsOf(file: string, text: string): string[] {
+  if (file.endsWith('.sql')) return [...text.matchAll(/--(.*)$/gm)].map((m) => m[1]!);
+  const out: string[] = [];
+  const scanner = ts.createScanner(ts.ScriptTarget.Latest, false, file.endsWith('.tsx') ? ts.LanguageVariant.JSX : ts.LanguageVariant.Standard, text);
+  for (let kind = scanner.scan(); kind !== ts.SyntaxKind.EndOfFileToken; kind = scanner.scan()) {
+    if (kind === ts.SyntaxKind.SingleLineCommentTrivia || kind === ts.SyntaxKind.MultiLineCommentTrivia) out.push(scanner.getTokenText());
+  }
+  return out;
+}
+
+async function repoFiles(): Promise<{ paths: Set<string>; names: Set<string> }> {
+  const paths = new Set<string>();
+  const names = new Set<string>();
+  for (const top of await readdir(ROOT, { withFileTypes: true })) {
+    if (['node_modules', 'dist', '.git'].includes(top.name)) continue;
+    if (top.isFile()) {
+      paths.add(top.name);
+      names.add(top.name);
+      continue;
+    }
+    for (const e of await readdir(path.join(ROOT, top.name), { recursive: true, withFileTypes: true })) {
+      const rel = path.relative(ROOT, path.join(e.parentPath, e.name));
+      if (rel.split(path.sep).includes('node_modules')) continue;
+      paths.add(rel.split(path.sep).join('/'));
+      if (e.isFile()) names.add(e.name);
+    }
+    paths.add(top.name);
+  }
+  return { paths, names };
+}
+
+/** Every reference in `comments` that names nothing in the repository. */
+function danglingIn(comments: readonly string[], repo: { paths: Set<string>; names: Set<string> }, migrationIds: Set<string>): string[] {
+  const out: string[] = [];
+  const exists = (p: string) => repo.paths.has(p) || (p.endsWith('.js') && (repo.paths.has(`${p.slice(0, -3)}.ts`) || repo.paths.has(`${p.slice(0, -3)}.tsx`)));
+  for (const c of comments) {
+    for (const m of c.matchAll(ROOTED_PATH)) {
+      const p = m[1]!.replace(/\/$/, '');
+      if (!exists(p) && !p.includes('*')) out.push(p);
+    }
+    for (const m of c.matchAll(FILE_NAME)) {
+      const name = m[1]!;
+      if (!repo.names.has(name) && !name.includes('/')) out.push(name);
+    }
+    for (const m of c.matchAll(MIGRATIONS)) {
+      for (const id of m[1]!.split(/, | and | or |-|–/)) if (!migrationIds.has(id)) out.push(`migration ${id}`);
+    }
+  }
+  return out;
+}
+
+async function migrationIds(): Promise<Set<string>> {
+  return new Set((await readdir(path.join(SRC, 'db', 'migrations'))).map((f) => f.slice(0, 3)));
+}
+
+describe('comments', () => {
+  it('the reference check sees a missing file, document and migration (so the next test can fail)', async () => {
+    const repo = await repoFiles();
+    const comments = ['// see src/core/no-such-file.ts and policy-design.md, from migration 999', '// src/core/policy/log.ts, docs/protocol.md, migration 001'];
+    expect(danglingIn(comments, repo, await migrationIds())).toStrictEqual(['src/core/no-such-file.ts', 'policy-design.md', 'migration 999']);
+  });
+
+  it('in src, test and bench name only files, documents and migrations that exist', async () => {
+    const repo = await repoFiles();
+    const ids = await migrationIds();
+    const dangling: string[] = [];
+    for (const dir of SCANNED) {
+      for (const e of await readdir(path.join(ROOT, dir), { recursive: true, withFileTypes: true })) {
+        const file = path.join(e.parentPath, e.name);
+        const rel = path.relative(ROOT, file);
+        if (!e.isFile() || !COMMENTED.test(e.name) || FROZEN.some((f) => rel.startsWith(f)) || rel.includes(`${path.sep}fixtures${path.sep}`)) continue;
+        for (const d of danglingIn(commentsOf(file, await readFile(file, 'utf8')), repo, ids)) dangling.push(`${rel}: ${d}`);
+      }
+    }
+    expect(dangling).toStrictEqual([]);
   });
 });

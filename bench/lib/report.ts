@@ -77,7 +77,7 @@ Environment: \`BENCH_SECONDS\` (measured seconds per run), \`BENCH_WARMUP_SECOND
 
 How to read it:
 - **store** rows run in one process (the "subject"): our decision path (the daemon's
-  \`DecisionEngine\`: group commit, one \`ratelimit_consume\` statement per batch, no deny cache),
+  \`DecisionEngine\`: group commit, one \`ratelimit_decide\` statement per batch, no deny cache),
   rate-limiter-flexible's \`RateLimiterPostgres.consume()\`, and a bare one-upsert-per-decision loop
   (the per-commit ceiling). Same pool size, same keys (HMAC hashes of +1415550xxxx numbers,
   uniform or Zipf s=1.1 over 100k), same number of decisions in flight.

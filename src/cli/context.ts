@@ -51,7 +51,7 @@ export interface CommandKeys {
  * block/allow/unlist of a number) and always closes them. The key is never generated (the
  * daemon's key file or PHONE_ENCRYPTION_KEY), the embedded cluster never created, and the key is
  * checked against the database's record before `fn` runs: a wrong key exits 1 naming both
- * fingerprints (PROTOCOL.md *Keys*).
+ * fingerprints (docs/protocol.md *Keys*).
  */
 export interface DatabaseOptions {
   /**
@@ -78,7 +78,7 @@ export async function withDatabase<T>(
 
 /**
  * For commands that hash nothing (`policy`, `list`, `stats`, `top`, prefix entries): no key is
- * demanded (PROTOCOL.md: only commands that hash need one), but one that is given (or found in
+ * demanded (docs/protocol.md: only commands that hash need one), but one that is given (or found in
  * the data dir) is checked like withDatabase's, so a misconfigured shell is caught whatever
  * command it runs first. Never creates the embedded cluster.
  */

@@ -29,7 +29,7 @@ const COMMANDS: ReadonlyArray<{ name: string; load: () => Promise<CommandModule>
   { name: 'key', load: () => import('./commands/key-status.js') },
 ];
 
-/** The options every command takes (PROTOCOL.md: each command's --help lists them too). */
+/** The options every command takes (docs/protocol.md: each command's --help lists them too). */
 function globalOptions(): Option[] {
   return [
     new Option('--database-url <url>', 'PostgreSQL URL (env DATABASE_URL, FLY_DATABASE_URL; default: embedded)'),
@@ -64,7 +64,7 @@ async function buildProgram(io: Io, argv: readonly string[]): Promise<{ program:
     .version(VERSION);
   for (const o of globalOptions()) program.addOption(o);
   program
-    // PROTOCOL.md: every command's --help lists the global flags too (--database-url, --data-dir).
+    // docs/protocol.md: every command's --help lists the global flags too (--database-url, --data-dir).
     .configureHelp({ showGlobalOptions: true })
     .exitOverride()
     .configureOutput({
@@ -98,7 +98,7 @@ function commandPath(cmd: Command): string {
   return ['ratelimit', ...names].join(' ');
 }
 
-/** Every failure kind's exit code (PROTOCOL.md's command table): 2 for what retyping fixes, else 1. */
+/** Every failure kind's exit code (docs/protocol.md's command table): 2 for what retyping fixes, else 1. */
 const EXIT_FOR: Record<FailureKind, number> = {
   invalid_phone_number: EXIT.USAGE,
   invalid_usage: EXIT.USAGE,
@@ -119,7 +119,7 @@ export function exitCodeFor(err: unknown, command: string | undefined): number {
   if (err instanceof CommanderError) {
     return err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
   }
-  // `serve` that cannot start exits 1, whatever the reason (PROTOCOL.md), a bad setting included.
+  // `serve` that cannot start exits 1, whatever the reason (docs/protocol.md), a bad setting included.
   if (command === 'serve') return EXIT.FAILURE;
   return EXIT_FOR[describeFailure(err).code];
 }

@@ -6,7 +6,8 @@ import type { Pool } from '../db/pool.js';
 import { readEffectivePolicy } from '../db/policies.js';
 import { readAggregateUsage, type AggregateRuleRef } from '../db/stats.js';
 import { readDecisionCounts, type DecisionCounts } from '../db/decision-counts.js';
-import { makePolicy, type Policy as LogPolicy } from '../core/policy.js';
+import { makeLogPolicy, type LogPolicy } from '../core/policy/log.js';
+import { aggregateRules } from '../core/policy/rules.js';
 import type { GroupName, LimitRule, Policy } from '../core/policy/types.js';
 
 // The window reported when the policy has no number rule and no aggregate rule either.
@@ -36,16 +37,10 @@ export interface PolicyUsage {
 }
 
 export function numberPolicyOf(policy: Policy): LogPolicy | undefined {
-  return policy.number.length > 0 ? makePolicy(policy.number.map((r) => ({ id: r.id, max: r.limit, windowMs: r.windowMs }))) : undefined;
+  return policy.number.length > 0 ? makeLogPolicy(policy.number) : undefined;
 }
 
-/** Every prefix, country (default and overrides) and global rule, each once. */
-export function aggregateRules(policy: Policy): LimitRule[] {
-  const out: LimitRule[] = [...(policy.prefix?.rules ?? []), ...(policy.country?.rules ?? [])];
-  for (const rules of policy.country?.overrides.values() ?? []) out.push(...rules);
-  out.push(...policy.global);
-  return out;
-}
+export { aggregateRules };
 
 /** A prefix key shows the digits it leaves out as dots, so it never reads as a number. */
 export function aggregateLabel(policy: Policy, rule: LimitRule, key: string): string {

@@ -1,6 +1,6 @@
 // The environment `ratelimit serve` reads, for the end of its --help: support staff reaching a
 // production daemon need the variables (auth above all) as much as the flags. README.md's
-// configuration table has the long form; test/cli-errors.test.ts checks none is missing here.
+// configuration table has the long form; test/cli/errors.test.ts checks none is missing here.
 import * as D from '../core/defaults.js';
 import { formatDurationMs } from '../core/duration.js';
 

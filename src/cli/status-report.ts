@@ -6,14 +6,14 @@
 // the daemon's fallback and the SQL implement. Printed by status-print.ts; the command is
 // src/cli/commands/status.ts.
 import type { Pool } from '../db/pool.js';
-import { lookupPhone } from '../db/queries.js';
+import { lookupPhone } from '../db/phones.js';
 import { readEffectivePolicy } from '../db/policies.js';
 import { readListEntries } from '../db/lists.js';
 import { peekState } from '../db/decisions.js';
 import { foldNumber } from '../db/keys.js';
 import { recentOutcomes, type StoredOutcome } from '../db/outcomes.js';
 import { hashPhone, maskPhone, normalizePhoneWithType } from '../core/phone.js';
-import { decisionTime, evaluate, makePolicy } from '../core/policy.js';
+import { decisionTime, evaluate, makeLogPolicy } from '../core/policy/log.js';
 import { EMPTY_BUCKETS, evaluateAggregate } from '../core/policy/aggregate.js';
 import { counterMapKey } from '../core/policy/counters.js';
 import { decideCheck, decisionPolicy, EMPTY_NUMBER } from '../core/policy/decide.js';
@@ -47,7 +47,7 @@ export interface StatusReport {
   numberType: string | null;
   tracked: boolean;
   policy: { version: number; source: 'database' | 'default' };
-  /** Would a consume be allowed now? With the rule and reason (PROTOCOL.md ids) when not. */
+  /** Would a consume be allowed now? With the rule and reason (docs/protocol.md ids) when not. */
   allowed: boolean;
   rule: string | null;
   reason: string | null;
@@ -111,7 +111,7 @@ export async function statusCommand(pool: Pool, key: string, fallback: Policy, p
 
   const rules: RuleStatus[] = [
     ...policy.number.map((r): RuleStatus => {
-      const v = evaluate(state.log, at, makePolicy([{ id: r.id, max: r.limit, windowMs: r.windowMs }]));
+      const v = evaluate(state.log, at, makeLogPolicy([r]));
       return { id: r.id, group: 'number', key: null, limit: r.limit, windowMs: r.windowMs, used: v.used, remaining: v.remaining, resetTime: v.resetTime, allows: v.allowed, shadow: r.shadow };
     }),
     ...counters.map((c, i): RuleStatus => {

@@ -3,7 +3,7 @@
 // press Call. A browser authenticates by its Origin (the daemon's ALLOWED_ORIGINS), never with a
 // token (anything in a page is public), and may only check: consume is refused here, before the
 // daemon would answer `forbidden`. Imports no package and no Node builtin, so it loads from
-// plain relative ESM paths (test/client-imports.test.ts checks its import graph).
+// plain relative ESM paths (test/client/imports.test.ts checks its import graph).
 
 import { ClientCore, type CommonClientOptions, type Connect, type Connection } from './core.js';
 import { RateLimitRequestError, type ClientState, type Decision } from './decisions.js';

@@ -2,7 +2,7 @@
 // connection, per-request timeouts, a bounded queue while disconnected, reconnects with backoff
 // and jitter, and failMode answers. The Node entry (index.ts, the `ws` package) and the browser
 // entry (browser.ts, the native WebSocket) each give it a Connect function. Runs in browsers:
-// no Node API here (test/client-imports.test.ts checks the browser entry's import graph).
+// no Node API here (test/client/imports.test.ts checks the browser entry's import graph).
 
 import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/wire.js';
 import {

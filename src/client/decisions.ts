@@ -1,7 +1,7 @@
 // What every client entry (Node and browser) hands its caller: decisions, the fail-mode answer
 // it makes up when the daemon cannot be asked, and the error for a request that is itself wrong.
 // Runs in browsers too: no Node API, and only the zod-free protocol files
-// (test/client-imports.test.ts checks).
+// (test/client/imports.test.ts checks).
 
 import type { ProtocolErrorCode } from '../protocol/errors.js';
 import { isDecisionReply, isOutcomeRecordedReply } from '../protocol/replies.js';
@@ -39,7 +39,7 @@ export interface RateLimitStatus extends Omit<StatusReply, 'region' | 'source'>,
 export interface RateLimitExceeded extends Omit<ExceededReply, 'region' | 'source' | 'reason' | 'used' | 'rule'>, ClientSide {
   reason: DenyReason | 'daemon_unavailable';
   used?: number;
-  /** The rule that denied (PROTOCOL.md rule ids); absent on fail-mode answers and from older daemons. */
+  /** The rule that denied (docs/protocol.md rule ids); absent on fail-mode answers and from older daemons. */
   rule?: string;
 }
 
@@ -57,7 +57,7 @@ export function isAllowed(decision: Decision): boolean {
 }
 
 export type RequestErrorCode =
-  // from the daemon (PROTOCOL.md)
+  // from the daemon (docs/protocol.md)
   | ProtocolErrorCode
   // from this client
   | 'unauthorized' // the daemon refused the token (HTTP 401/403 on the upgrade or request)

@@ -1,5 +1,5 @@
 // The client services use to ask the daemon before placing a call or sending an SMS
-// (PROTOCOL.md), published as `phone-ratelimit/client`: the Node entry. One socket per client,
+// (docs/protocol.md), published as `phone-ratelimit/client`: the Node entry. One socket per client,
 // pipelined requests matched by id (core.ts), the `ws` package for the socket (ws-node.ts) so a
 // token can travel in the Authorization header, and an explicit failMode, because "the daemon
 // cannot be asked" is a business decision, not a library's. Browsers: browser.ts.

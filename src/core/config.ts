@@ -33,7 +33,7 @@ export interface Config {
   dataDir: string;
   /** undefined: a generated key kept in `dataDir` (refused in production). */
   phoneKey: string | undefined;
-  /** PHONE_ENCRYPTION_KEY_PREVIOUS: during a key rotation, the key being retired (PROTOCOL.md *Keys*). */
+  /** PHONE_ENCRYPTION_KEY_PREVIOUS: during a key rotation, the key being retired (docs/protocol.md *Keys*). */
   previousPhoneKey: string | undefined;
   production: boolean;
   port: number;
@@ -107,7 +107,7 @@ const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 
 
 /**
  * The one place configuration is read: flags override environment variables, which override
- * the defaults in PROTOCOL.md. Every problem is reported at once, naming the flag or variable.
+ * the defaults in docs/protocol.md. Every problem is reported at once, naming the flag or variable.
  */
 export function resolveConfig(flags: ConfigFlags, env: Env, options: ResolveOptions = {}): Config {
   const problems: string[] = [];

@@ -1,4 +1,4 @@
-// The contract's defaults (../shared/PROTOCOL.md), in one place so the daemon, the CLI,
+// The contract's defaults (docs/protocol.md), in one place so the daemon, the CLI,
 // the deployment files and their tests cannot drift apart.
 
 export const DEFAULT_PORT = 8081;
@@ -10,7 +10,7 @@ export const DEFAULT_PHONE_WINDOW_MS = 60 * 60 * 1000;
 export const DEFAULT_IP_MAX = 20;
 export const DEFAULT_IP_WINDOW_MS = 60 * 60 * 1000;
 
-/** Frames larger than this close the socket with 1009 (PROTOCOL.md). */
+/** Frames larger than this close the socket with 1009 (docs/protocol.md). */
 export const DEFAULT_MAX_FRAME_BYTES = 4 * 1024;
 
 /** Open TCP connections (HTTP and WebSocket) one client address may hold (RATELIMIT_MAX_CONNECTIONS_PER_IP). */

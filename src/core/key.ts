@@ -1,4 +1,4 @@
-// Naming hashing keys without revealing them (PROTOCOL.md *Keys*). A fingerprint is stored in the
+// Naming hashing keys without revealing them (docs/protocol.md *Keys*). A fingerprint is stored in the
 // database and printed in errors and `ratelimit key status`, so it must not help anyone guess
 // the key or a phone number's hash: it is an HMAC under the key itself of a fixed label, cut to
 // 64 bits, which is plenty to tell a handful of keys apart and useless for anything else.

@@ -6,7 +6,7 @@ import type { Pool } from '../db/pool.js';
 import { deleteStaleInstances, upsertHeartbeat } from '../db/fleet.js';
 import { addDecisionCounts, LIST_HIT_REASON, pruneDecisionCounts, SHADOW_REASON, type DecisionCountDelta } from '../db/decision-counts.js';
 import { pruneActiveNumbers } from '../db/active-numbers.js';
-import type { DecisionCounters } from './counters.js';
+import type { DecisionCounters } from './tally.js';
 
 export interface InstanceSnapshot {
   connections: number;
@@ -17,7 +17,7 @@ export interface InstanceSnapshot {
   dbLatencyMs: number | null;
   /** The policy version being enforced (0: the RATE_LIMIT_* default). */
   policyVersion?: number;
-  /** Every consume by outcome, denial reason and shadow rule (src/daemon/counters.ts). */
+  /** Every consume by outcome, denial reason and shadow rule (src/daemon/tally.ts). */
   counters?: DecisionCounters;
 }
 
@@ -201,7 +201,7 @@ export function startHeartbeat(opts: HeartbeatOptions): HeartbeatHandle {
       lastCleanupAt = atMs;
       await deleteStaleInstances(pool, STALE_INSTANCE_MS).catch(report);
       await pruneDecisionCounts(pool).catch(report);
-      // The active-number set of `stats` and `top` (012): epochs no window needs any more.
+      // The active-number set of `stats` and `top` (migrations 011, 013): epochs no window needs any more.
       await pruneActiveNumbers(pool).catch(report);
     }
   };

@@ -9,7 +9,7 @@
 // worth, not 65,536. The wider limiters deny like the rule (same id in the reply, their limit).
 
 import { widerIpv6Networks, IPV6_WIDER_LIMIT_FACTORS } from '../core/address.js';
-import { makePolicy, type Decision } from '../core/policy.js';
+import { makeLogPolicy, type Decision } from '../core/policy/log.js';
 import type { LimitRule } from '../core/policy/types.js';
 import { IpLimiter } from './limits.js';
 
@@ -44,7 +44,7 @@ export class IpRules {
   constructor(private readonly opts: IpRulesOptions = {}) {}
 
   private limiter(rule: LimitRule, factor: number): IpLimiter {
-    return new IpLimiter(makePolicy([{ id: rule.id, max: rule.limit * factor, windowMs: rule.windowMs }]), this.opts.capacity, this.opts.onFull);
+    return new IpLimiter(makeLogPolicy([{ id: rule.id, limit: rule.limit * factor, windowMs: rule.windowMs }]), this.opts.capacity, this.opts.onFull);
   }
 
   /** Swaps in the policy's ip rules, keeping the counts of rules that did not change. */

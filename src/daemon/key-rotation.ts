@@ -1,4 +1,4 @@
-// Key rotation on the decision path (PROTOCOL.md *Keys*; SQL in migrations/010_key_rotation.sql).
+// Key rotation on the decision path (docs/protocol.md *Keys*; SQL in src/db/functions/fold_key_rows.sql).
 // While PHONE_ENCRYPTION_KEY_PREVIOUS is set, a number has two hashes: its row under the old key
 // holds the calls counted before the rotation, its row under the new key those after. Limits must
 // keep holding across the change, so before this daemon first decides a number in the database,

@@ -1,4 +1,4 @@
-import type { Decision, Policy } from '../core/policy.js';
+import type { Decision, LogPolicy } from '../core/policy/log.js';
 import type { LRUCache } from 'lru-cache';
 import { boundedCache } from './bounded-cache.js';
 
@@ -47,12 +47,12 @@ export class IpLimiter {
    * the shared overflow entry instead (for a metric).
    */
   constructor(
-    policy: Policy,
+    policy: LogPolicy,
     private readonly capacity = 100_000,
     private readonly onFull?: () => void,
   ) {
     const rule = policy.rules[0]!;
-    this.max = rule.max;
+    this.max = rule.limit;
     this.windowMs = rule.windowMs;
     this.bucketMs = Math.max(1, Math.ceil(rule.windowMs / IP_BUCKETS));
     this.byIp = boundedCache(capacity);

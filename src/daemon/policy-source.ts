@@ -4,12 +4,15 @@
 // Separate from the engine: the engine decides with whatever it is handed; this file decides
 // what that is, and says so in the log.
 
+import { errForLog } from '../db/errors.js';
+import { RateLimitError } from '../core/errors.js';
 import type { Logger } from 'pino';
 import { ListIndex, prefixRangeProblem, type ListIndexEntry } from '../core/lists.js';
 import { decisionPolicy, type DecisionPolicy } from '../core/policy/decide.js';
 import type { Policy } from '../core/policy/types.js';
 import { readListEntries } from '../db/lists.js';
-import { readChangeVersions, readEffectivePolicy, type ChangeName } from '../db/policies.js';
+import { readChangeVersions, type ChangeName } from '../db/changes.js';
+import { readEffectivePolicy } from '../db/policies.js';
 import type { Pool } from '../db/pool.js';
 
 /** One policy as the decision path uses it, prepared once per version. */
@@ -86,7 +89,7 @@ export class PolicySource {
     this.timer.unref();
     const first = this.refresh();
     if (wait) await first;
-    else if (this.seen.policy === undefined) this.reportUnread(new Error('database unreachable at start'));
+    else if (this.seen.policy === undefined) this.reportUnread(new RateLimitError('database_unreachable', 'database unreachable at start'));
   }
 
   /** A change was announced (NOTIFY), or the listener reconnected: look now, not at the next poll. */
@@ -142,7 +145,7 @@ export class PolicySource {
       } catch (err) {
         // A stored policy this release cannot parse: keep enforcing the one in force, loudly.
         if (this.seen.policy === undefined) this.reportUnread(err);
-        else logger.error({ err: (err as Error).message }, 'could not read the applied policy; the previous one stays in force');
+        else logger.error({ err: errForLog(err) }, 'could not read the applied policy; the previous one stays in force');
         return;
       }
     }
@@ -165,7 +168,7 @@ export class PolicySource {
         }
         this.opts.onChange('lists', this.active);
       } catch (err) {
-        logger.warn({ err: (err as Error).message }, 'could not read the block and allow lists; retrying');
+        logger.warn({ err: errForLog(err) }, 'could not read the block and allow lists; retrying');
       }
     }
   }
@@ -195,7 +198,7 @@ export class PolicySource {
     this.unreadSince = Date.now();
     this.opts.onChange('policy', this.active);
     this.opts.logger.error(
-      { err: (err as Error).message, policyVersion: 0 },
+      { err: errForLog(err), policyVersion: 0 },
       'could not read the applied policy: enforcing the default policy from RATE_LIMIT_* until the database can be read',
     );
   }

@@ -6,7 +6,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../core/config.js';
 import { retentionHorizonMs } from '../core/policy/horizon.js';
-import { isConnectionError } from '../db/errors.js';
+import { errForLog, isConnectionError } from '../db/errors.js';
 import { readEffectivePolicy } from '../db/policies.js';
 import type { Pool } from '../db/pool.js';
 import { pruneOnce } from '../db/retention.js';
@@ -41,8 +41,8 @@ export function startRetention(opts: RetentionOptions): RetentionLoop {
       if (deleted > 0) opts.logger.info({ deleted: result.counts, horizonMs }, 'retention pruned rows');
       else opts.logger.debug({ ran: result.ran }, 'retention: nothing to prune');
     } catch (err) {
-      if (isConnectionError(err)) opts.logger.debug({ err: (err as Error).message }, 'retention skipped: database unreachable');
-      else opts.logger.warn({ err: (err as Error).message }, 'retention round failed');
+      if (isConnectionError(err)) opts.logger.debug({ err: errForLog(err) }, 'retention skipped: database unreachable');
+      else opts.logger.warn({ err: errForLog(err) }, 'retention round failed');
     }
   };
   const schedule = () => {

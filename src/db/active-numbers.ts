@@ -2,8 +2,9 @@
 // 10-minute epoch, written by a trigger only when a number's activity enters a new epoch. `stats`
 // and `top` read the numbers of a window through it instead of scanning every number ever seen.
 import type { Pool } from './pool.js';
+import { STABLE_NOW_MS } from './clock.js';
 
-/** ratelimit_active_epoch_ms() in migration 011. */
+/** The epoch length; src/db/functions/active_epoch_ms.sql gets it as {{ACTIVE_EPOCH_MS}}. */
 export const ACTIVE_EPOCH_MS = 600_000;
 /**
  * Epochs older than this are pruned. Readers of a longer window fall back to scanning the whole
@@ -13,13 +14,9 @@ export const ACTIVE_RETENTION_MS = 25 * 3_600_000;
 /** The longest window the set answers for: one epoch is kept beyond it for the rounding. */
 export const ACTIVE_MAX_WINDOW_MS = ACTIVE_RETENTION_MS - ACTIVE_EPOCH_MS;
 
-/**
- * The statement's clock in ms for the readers of the set (stats, top, the prune): now(), stable,
- * not clock_timestamp(). With the volatile clock (even through a CTE) the planner guessed a third
- * of the set for an epoch bound, scanned all of it, and the inflated cost switched JIT on: 1.2 s
- * for `stats` at 1M rows, ~1 s of it compiling. With now() the bound is an index condition.
- */
-export const STABLE_NOW_MS = `(extract(epoch FROM now()) * 1000)::bigint`;
+// The readers' clock is STABLE_NOW_MS (src/db/clock.ts): now(), which the planner can read, so
+// an epoch bound is an index condition.
+export { STABLE_NOW_MS };
 
 /** A number's latest activity, for a query over `phone_rate_limits AS p`. */
 export const ACTIVITY_SQL = `GREATEST(COALESCE(p.last_call_at, 0), COALESCE(p.last_denied_at, 0))`;

@@ -5,10 +5,10 @@
 // decisions.ts still reads whole logs, for `status` and tests.
 
 import type { Pool } from './pool.js';
-import { NOW_MS } from './decisions.js';
+import { NOW_MS } from './clock.js';
 import { counterMapKey } from '../core/policy/counters.js';
 import type { NumberSnapshot } from '../core/policy/decide.js';
-import { ruleStates, type LogSummary } from '../core/policy/log-summary.js';
+import { EXACT_LOG_ENTRIES, ruleStates, type LogSummary } from '../core/policy/log-summary.js';
 import type { AggregateCounter, Buckets, LimitRule } from '../core/policy/types.js';
 
 export interface NumberPeek extends NumberSnapshot {
@@ -57,7 +57,7 @@ export async function peekSnapshot(
     text: `WITH clock AS (SELECT ${NOW_MS} AS now_ms),
            num AS (
              SELECT p.phone_hash, p.calls, cardinality(p.calls) AS len, p.blocked_until,
-                    GREATEST(clock.now_ms, p.calls[cardinality(p.calls)]) AS at, GREATEST(1, (cardinality(p.calls) + 15) / 16) AS run
+                    GREATEST(clock.now_ms, p.calls[cardinality(p.calls)]) AS at, GREATEST(1, (cardinality(p.calls) + ${EXACT_LOG_ENTRIES - 1}) / ${EXACT_LOG_ENTRIES}) AS run
                FROM phone_rate_limits AS p, clock WHERE p.phone_hash = ANY($1::text[])
            )
            SELECT clock.now_ms, s.* FROM clock LEFT JOIN (
@@ -99,5 +99,5 @@ export async function peekSnapshot(
 }
 
 function logRule(r: LimitRule) {
-  return { id: r.id, max: r.limit, windowMs: r.windowMs };
+  return { id: r.id, limit: r.limit, windowMs: r.windowMs };
 }

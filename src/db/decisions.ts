@@ -1,17 +1,17 @@
-// Typed access to the policy engine's SQL (src/db/migrations/006_policy_engine.sql): the only
+// Typed access to the policy engine's SQL (src/db/functions/decide.sql, record_v2.sql): the only
 // code that knows the argument arrays of ratelimit_decide and ratelimit_record_v2. Their
 // decisions equal decideConsume in src/core/policy/decide.ts request by request.
 
 import type { Pool } from './pool.js';
+import { NOW_MS } from './clock.js';
 import { SQLSTATE } from './errors.js';
 import { bucketCalls } from '../core/policy/aggregate.js';
 import { counterMapKey } from '../core/policy/counters.js';
 import type { DecisionPolicy, NumberState } from '../core/policy/decide.js';
 import type { AggregateCounter, Buckets } from '../core/policy/types.js';
 import type { LogSummary } from '../core/policy/log-summary.js';
-import type { RuleState } from '../core/policy.js';
+import type { RuleState } from '../core/policy/log.js';
 
-export const NOW_MS = `(extract(epoch FROM clock_timestamp()) * 1000)::bigint`;
 
 export interface DecideRequest {
   hash: string;
@@ -122,34 +122,60 @@ export function decideQuery(requests: readonly DecideRequest[], policy: Decision
       entries.counter.push(at);
     }
   });
-  const [ids, maxes, windows, shadows] = numberArrays(policy);
-  return {
-    name: 'ratelimit_decide',
-    text: `SELECT * FROM ratelimit_decide($1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[], $6::int[], $7::bigint[],
-             $8::boolean[], $9::int, $10::bigint, $11::bigint, $12::int[], $13::int[], $14::text[], $15::text[], $16::int[],
-             $17::bigint[], $18::int[], $19::boolean[], $20::bigint)`,
-    values: [
-      requests.map((r) => r.hash),
-      requests.map((r) => r.region ?? null),
-      requests.map((r) => r.masked),
-      requests.map((r) => r.allowlisted),
-      ids,
-      maxes,
-      windows,
-      shadows,
-      ...blockAfterArgs(policy),
-      entries.req,
-      entries.counter,
-      k.rule,
-      k.key,
-      k.limit,
-      k.window,
-      k.bucket,
-      k.shadow,
-      nowMs ?? null,
-    ],
-  };
+  const [ids, limits, windows, shadows] = numberArrays(policy);
+  const [blockDenials, blockWithinMs, blockForMs] = blockAfterArgs(policy);
+  // In DECIDE_ARGUMENTS' order.
+  const values = [
+    requests.map((r) => r.hash),
+    requests.map((r) => r.region ?? null),
+    requests.map((r) => r.masked),
+    requests.map((r) => r.allowlisted),
+    ids,
+    limits,
+    windows,
+    shadows,
+    blockDenials,
+    blockWithinMs,
+    blockForMs,
+    entries.req,
+    entries.counter,
+    k.rule,
+    k.key,
+    k.limit,
+    k.window,
+    k.bucket,
+    k.shadow,
+    nowMs ?? null,
+  ];
+  return { name: 'ratelimit_decide', text: DECIDE_STATEMENT, values };
 }
+
+/** ratelimit_decide's arguments by name (src/db/functions/decide.sql explains each). */
+const DECIDE_ARGUMENTS = [
+  ['p_hashes', 'text[]'],
+  ['p_regions', 'text[]'],
+  ['p_masked', 'text[]'],
+  ['p_allowlisted', 'boolean[]'],
+  ['p_rule_ids', 'text[]'],
+  ['p_rule_limits', 'int[]'],
+  ['p_rule_windows', 'bigint[]'],
+  ['p_rule_shadow', 'boolean[]'],
+  ['p_block_denials', 'int'],
+  ['p_block_within', 'bigint'],
+  ['p_block_for', 'bigint'],
+  ['p_entry_request', 'int[]'],
+  ['p_entry_counter', 'int[]'],
+  ['p_counter_rules', 'text[]'],
+  ['p_counter_keys', 'text[]'],
+  ['p_counter_limits', 'int[]'],
+  ['p_counter_windows', 'bigint[]'],
+  ['p_counter_bucket_calls', 'int[]'],
+  ['p_counter_shadow', 'boolean[]'],
+  ['p_now', 'bigint'],
+] as const;
+
+// Named arguments cost nothing per call: the statement is prepared once per connection.
+const DECIDE_STATEMENT = `SELECT * FROM ratelimit_decide(${DECIDE_ARGUMENTS.map(([name, type], i) => `${name} => $${i + 1}::${type}`).join(', ')})`;
 
 /**
  * A number new to the database is only written at the end of its batch (once, with its final

@@ -8,6 +8,7 @@ export const SQLSTATE = {
   INVALID_CATALOG_NAME: '3D000',
   UNDEFINED_TABLE: '42P01',
   UNDEFINED_FUNCTION: '42883',
+  INVALID_FUNCTION_DEFINITION: '42P13',
   UNDEFINED_COLUMN: '42703',
   ADMIN_SHUTDOWN: '57P01',
   CRASH_SHUTDOWN: '57P02',
@@ -55,6 +56,15 @@ export function isConnectionError(err: unknown): boolean {
   return /Connection terminated|connection timeout|timeout exceeded when trying to connect|Query read timeout|Client has encountered a connection error/i.test(
     message,
   );
+}
+
+/**
+ * What a log line's `err` should hold: the database being unreachable is expected (the daemon
+ * answers from memory meanwhile), so only its message; anything else is a bug or a surprise, so
+ * the error itself, which pino writes with its stack and cause.
+ */
+export function errForLog(err: unknown): unknown {
+  return isConnectionError(err) ? (err instanceof Error ? err.message : String(err)) : err;
 }
 
 /** A statement cancelled by statement_timeout (or by an operator), here or anywhere in the cause chain. */

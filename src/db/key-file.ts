@@ -1,7 +1,7 @@
 // The hashing key: PHONE_ENCRYPTION_KEY, or for the embedded default one generated once and kept
 // in the data dir, so every process on this machine (daemon and admin commands) hashes alike.
 // Never generated for a DATABASE_URL: processes on other machines share that database, and a key
-// made up here would give every number a fresh quota there (PROTOCOL.md *Configuration*).
+// made up here would give every number a fresh quota there (docs/protocol.md *Configuration*).
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';

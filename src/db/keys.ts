@@ -1,7 +1,9 @@
-// The database's record of its hashing key (PROTOCOL.md *Keys*; schema and design in
+// The database's record of its hashing key (docs/protocol.md *Keys*; schema and design in
 // migrations/007_key_fingerprints.sql). verifyKey runs before a process hashes anything: a wrong
 // key must stop it, because it would otherwise read every tracked number as untracked.
 import type { Pool, PoolClient } from './pool.js';
+import { withTransaction } from './transaction.js';
+import { STABLE_NOW_MS } from './clock.js';
 import { SQLSTATE } from './errors.js';
 import { RateLimitError } from '../core/errors.js';
 import { keyFingerprint } from '../core/key.js';
@@ -108,22 +110,15 @@ async function tagNewRowsWith(client: PoolClient, fingerprint: string): Promise<
   if (rows.length > 0) await client.query(`ALTER TABLE rate_limit_lists ALTER COLUMN key_fp SET DEFAULT '${fingerprint}'`);
 }
 
-async function inTransaction<T>(pool: Pool, work: (client: PoolClient) => Promise<T>): Promise<T> {
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
-    // Serialises every verification, so two processes starting together on an empty database
-    // agree on one first key, and two rotating at once rotate once.
+/**
+ * Serialises every verification, so two processes starting together on an empty database agree
+ * on one first key, and two rotating at once rotate once.
+ */
+function lockedTransaction<T>(pool: Pool, work: (client: PoolClient) => Promise<T>): Promise<T> {
+  return withTransaction(pool, async (client) => {
     await client.query('SELECT pg_advisory_xact_lock($1)', [KEYS_LOCK_KEY.toString()]);
-    const result = await work(client);
-    await client.query('COMMIT');
-    return result;
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+    return work(client);
+  });
 }
 
 /** What the database's record says to do with this process's keys; throws on a mismatch. */
@@ -193,7 +188,7 @@ function fingerprints(keys: KeyInput): { fp: string; prevFp: string | undefined 
  */
 export async function verifyKey(pool: Pool, keys: KeyInput): Promise<KeyCheck> {
   const { fp, prevFp } = fingerprints(keys);
-  return inTransaction(pool, async (client) => {
+  return lockedTransaction(pool, async (client) => {
     const known = await readKeys(client);
     const { action, warnings } = judge(known, fp, prevFp);
     if (action === 'record') {
@@ -289,7 +284,7 @@ export async function keyStatus(pool: Pool, keys: KeyInput, longestWindowMs: num
     `SELECT (SELECT count(*)::int FROM phone_rate_limits p WHERE ${underPrevious}) AS rows,
             (SELECT count(*)::int FROM rate_limit_lists p WHERE p.target_type = 'number' AND ${underPrevious}) AS lists,
             (SELECT count(*)::int FROM phone_rate_limits p
-              WHERE ${underPrevious} AND p.last_call_at > (extract(epoch FROM NOW()) * 1000)::bigint - $3::bigint) AS active,
+              WHERE ${underPrevious} AND p.last_call_at > ${STABLE_NOW_MS} - $3::bigint) AS active,
             NOW() - $4::timestamptz >= make_interval(secs => $3::bigint / 1000.0) AS window_passed`,
     [previous.fingerprint, previous.owns_untagged_rows, longestWindowMs, previous.role_since],
   );

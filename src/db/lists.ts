@@ -2,7 +2,9 @@
 // prefixes as given (`+4470`), each with an optional expiry, audited and announced so every
 // daemon sees the change within its poll interval.
 import type { Pool } from './pool.js';
-import { announceChange, inTransaction, writeAudit } from './policies.js';
+import { announceChange, writeAudit } from './changes.js';
+import { withTransaction } from './transaction.js';
+import { NOW_MS } from './clock.js';
 
 export type ListKind = 'block' | 'allow';
 export type ListTargetType = 'number' | 'prefix';
@@ -50,7 +52,7 @@ const COLUMNS = 'target_type, target, kind, masked, expires_at, created_by, crea
 /** Entries in force now (expired ones are ignored here and deleted by retention). */
 export async function readListEntries(pool: Pool): Promise<{ nowMs: number; entries: ListEntry[] }> {
   const { rows } = await pool.query<ListRowSql & { now_ms: number }>(
-    `SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms, l.*
+    `SELECT ${NOW_MS} AS now_ms, l.*
        FROM (SELECT 1) AS one
        LEFT JOIN LATERAL (SELECT ${COLUMNS} FROM rate_limit_lists
                            WHERE expires_at IS NULL OR expires_at > clock_timestamp()
@@ -82,7 +84,7 @@ export async function setListEntry(pool: Pool, e: SetEntryInput): Promise<{ entr
  */
 export async function setListEntries(pool: Pool, entries: readonly SetEntryInput[]): Promise<Array<{ entry: ListEntry; replaced: ListEntry | null }>> {
   const sorted = [...entries].sort((a, b) => a.targetType.localeCompare(b.targetType) || (a.target < b.target ? -1 : a.target > b.target ? 1 : 0));
-  return inTransaction(pool, async (client) => {
+  return withTransaction(pool, async (client) => {
     const out: Array<{ entry: ListEntry; replaced: ListEntry | null }> = [];
     for (const e of sorted) {
       const old = await client.query<ListRowSql>(`SELECT ${COLUMNS} FROM rate_limit_lists WHERE target_type = $1 AND target = $2 FOR UPDATE`, [e.targetType, e.target]);
@@ -111,7 +113,7 @@ export async function setListEntries(pool: Pool, entries: readonly SetEntryInput
 
 /** Removes the entry for a target; null when there was none (nothing is audited then). */
 export async function removeListEntry(pool: Pool, targetType: ListTargetType, target: string, by: string, reason: string | null): Promise<ListEntry | null> {
-  return inTransaction(pool, async (client) => {
+  return withTransaction(pool, async (client) => {
     const { rows } = await client.query<ListRowSql>(`DELETE FROM rate_limit_lists WHERE target_type = $1 AND target = $2 RETURNING ${COLUMNS}`, [
       targetType,
       target,

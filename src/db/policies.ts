@@ -2,14 +2,11 @@
 // as given, who, when, why), audited and announced; the highest version is the active one.
 // Daemons notice a new version through `rate_limit_changes` (polled) and NOTIFY (faster).
 import type { Pool, PoolClient } from './pool.js';
+import { announceChange, writeAudit } from './changes.js';
+import { withTransaction } from './transaction.js';
 import { RateLimitError } from '../core/errors.js';
 import { parsePolicyFile } from '../core/policy/file.js';
 import type { Policy } from '../core/policy/types.js';
-
-/** Channel on which policy and list changes are announced; the payload names what changed. */
-export const CHANGES_CHANNEL = 'ratelimit_changes';
-
-export type ChangeName = 'policy' | 'lists';
 
 export interface StoredPolicy {
   version: number;
@@ -39,58 +36,6 @@ export async function readActivePolicy(pool: Pool | PoolClient): Promise<StoredP
   return rows[0] ? toStored(rows[0]) : null;
 }
 
-/** Bumps a change counter and announces it, inside the caller's transaction (sent at commit). */
-export async function announceChange(client: PoolClient, name: ChangeName): Promise<number> {
-  const { rows } = await client.query<{ version: number }>(
-    `INSERT INTO rate_limit_changes AS c (name, version) VALUES ($1, 1)
-     ON CONFLICT (name) DO UPDATE SET version = c.version + 1
-     RETURNING version`,
-    [name],
-  );
-  await client.query('SELECT pg_notify($1, $2)', [CHANGES_CHANNEL, name]);
-  return rows[0]!.version;
-}
-
-/** Change counters, for daemons that poll: a different number means reload. */
-export async function readChangeVersions(pool: Pool): Promise<Record<ChangeName, number>> {
-  const { rows } = await pool.query<{ name: ChangeName; version: number }>('SELECT name, version FROM rate_limit_changes');
-  const out: Record<ChangeName, number> = { policy: 0, lists: 0 };
-  for (const r of rows) if (r.name === 'policy' || r.name === 'lists') out[r.name] = r.version;
-  return out;
-}
-
-export interface AuditEntry {
-  actor: string;
-  action: string;
-  target: string | null;
-  detail: Record<string, unknown>;
-}
-
-export async function writeAudit(client: PoolClient, e: AuditEntry): Promise<void> {
-  await client.query('INSERT INTO rate_limit_audit (actor, action, target, detail) VALUES ($1, $2, $3, $4::jsonb)', [
-    e.actor,
-    e.action,
-    e.target,
-    JSON.stringify(e.detail),
-  ]);
-}
-
-/** Runs `fn` in one transaction on one connection; rolls back on any error. */
-export async function inTransaction<T>(pool: Pool, fn: (client: PoolClient) => Promise<T>): Promise<T> {
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
-    const out = await fn(client);
-    await client.query('COMMIT');
-    return out;
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
-}
-
 export interface ApplyOutcome {
   applied: StoredPolicy;
   previous: StoredPolicy | null;
@@ -102,7 +47,7 @@ export interface ApplyOutcome {
  * once get consecutive versions and each sees the other's as its "previous".
  */
 export async function applyPolicy(pool: Pool, p: { yaml: string; by: string; reason: string | null }): Promise<ApplyOutcome> {
-  return inTransaction(pool, async (client) => {
+  return withTransaction(pool, async (client) => {
     await client.query("SELECT pg_advisory_xact_lock(hashtext('ratelimit_policy_apply'))");
     const previous = await readActivePolicy(client);
     const { rows } = await client.query<PolicyRowSql>(

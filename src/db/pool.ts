@@ -82,6 +82,8 @@ export function createPool(opts: PoolOptions): Pool {
       idleTimeoutMillis: 30_000,
       application_name: opts.applicationName ?? 'ratelimit',
       ...(opts.statementTimeoutMs && opts.clientTimeout !== false ? { query_timeout: opts.statementTimeoutMs + 1_000 } : {}),
+      // @types/pg declares onConnect as returning void; pg-pool awaits the promise it returns.
+      // eslint-disable-next-line @typescript-eslint/no-misused-promises
       onConnect: async (client) => {
         const results = (await client.query(setup)) as unknown as pg.QueryResult | pg.QueryResult[];
         const last = Array.isArray(results) ? results[results.length - 1]! : results;

@@ -1,4 +1,4 @@
-// Retention (issue #12, PROTOCOL.md `db prune`): deletes the rows that can no longer affect any
+// Retention (issue #12, docs/protocol.md `db prune`): deletes the rows that can no longer affect any
 // decision, and audit rows past RATELIMIT_AUDIT_RETENTION, in small batches so decisions never
 // queue behind it. One process at a time (a session advisory lock): two daemons pruning would
 // only fight over the same rows.
@@ -17,6 +17,7 @@
 // Times are the database's clock, as in the decisions (ratelimit_decide).
 import type { Pool, PoolClient } from './pool.js';
 import { DECISION_ID_HORIZON_MS } from '../core/decision-id.js';
+import { NOW_MS } from './clock.js';
 
 /** One advisory lock key for every process pruning this database. */
 const PRUNE_LOCK_SQL = "hashtext('ratelimit_retention')";
@@ -55,7 +56,7 @@ export interface PruneResult {
   counts: PruneCounts;
 }
 
-const NOW_SQL = '(COALESCE($1::BIGINT, (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT))';
+const NOW_SQL = `(COALESCE($1::BIGINT, ${NOW_MS}))`;
 
 // $1 now (or NULL), $2 horizon ms, $3 batch size, $4 the last key of the previous slice.
 const PRUNE_NUMBERS_SQL = `

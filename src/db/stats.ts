@@ -5,7 +5,7 @@
 // the way the decisions count them (src/core/policy/aggregate.ts `used`: a bucket counts while
 // its newest call is inside the window).
 import type { Pool } from './pool.js';
-import type { Policy } from '../core/policy.js';
+import type { LogPolicy } from '../core/policy/log.js';
 import { ACTIVITY_SQL, activeRowsSql, STABLE_NOW_MS } from './active-numbers.js';
 
 export interface AggregateRuleRef {
@@ -103,8 +103,8 @@ export interface Stats {
 }
 
 /** A number policy's rules as the parallel (max, window) arrays the SQL functions take. */
-export function ruleArrays(policy: Pick<Policy, 'rules'>): [number[], number[]] {
-  return [policy.rules.map((r) => r.max), policy.rules.map((r) => r.windowMs)];
+export function ruleArrays(policy: Pick<LogPolicy, 'rules'>): [number[], number[]] {
+  return [policy.rules.map((r) => r.limit), policy.rules.map((r) => r.windowMs)];
 }
 
 /**
@@ -113,7 +113,7 @@ export function ruleArrays(policy: Pick<Policy, 'rules'>): [number[], number[]] 
  * over its current denial window (which starts at its first denial once the previous one
  * expired), so they approximate "the last window". Only numbers active in those windows are read.
  */
-export async function readStats(pool: Pool, policy: Pick<Policy, 'rules'>, windowMs: number = policy.rules[0]!.windowMs): Promise<Stats> {
+export async function readStats(pool: Pool, policy: Pick<LogPolicy, 'rules'>, windowMs: number = policy.rules[0]!.windowMs): Promise<Stats> {
   const [maxes, windows] = ruleArrays(policy);
   const horizonMs = Math.max(windowMs, ...windows);
   const [tracked, { rows }] = await Promise.all([
@@ -185,7 +185,7 @@ const HOT_ORDER: Record<HotSort, string> = {
  */
 export async function hottestNumbers(
   pool: Pool,
-  window: number | Pick<Policy, 'rules'>,
+  window: number | Pick<LogPolicy, 'rules'>,
   limit: number,
   sort: HotSort = 'denials',
   hidePrefixes: readonly string[] = [],

@@ -1,4 +1,4 @@
-// The error codes of PROTOCOL.md with the HTTP status each one answers with, side by side in
+// The error codes of docs/protocol.md with the HTTP status each one answers with, side by side in
 // one table so a new code cannot be added without its status. Zod-free: the client reads it too.
 
 export const PROTOCOL_ERRORS = {

@@ -30,7 +30,7 @@ function schemas(readAddress: AddressReader): { check: z.ZodType<CheckRequest>; 
       return z.NEVER;
     })
     .optional();
-  // PROTOCOL.md gives /v1/check and /v1/consume one body, `ip` included, so a client may send the
+  // docs/protocol.md gives /v1/check and /v1/consume one body, `ip` included, so a client may send the
   // same payload to both; a check has no use for it.
   // Unknown fields are ignored (z.object strips them): a newer client adding a field must keep
   // working against an older daemon. Known fields are checked strictly.
@@ -72,7 +72,7 @@ function salvageId(value: unknown): RequestId | undefined {
 
 /**
  * The `id` of a frame that will not be validated (a throttled one), so even `too_many_requests`
- * echoes it (PROTOCOL.md). Only JSON.parse, no schema: frames are size-capped, so this is cheap.
+ * echoes it (docs/protocol.md). Only JSON.parse, no schema: frames are size-capped, so this is cheap.
  */
 export function peekRequestId(text: string): RequestId | undefined {
   if (!text.includes('"id"')) return undefined;

@@ -1,15 +1,16 @@
-// The shapes on the wire (PROTOCOL.md): requests, decision replies, error replies. Types and
+// The shapes on the wire (docs/protocol.md): requests, decision replies, error replies. Types and
 // const lists only, no validation library, so the client package can import this file without
 // pulling the daemon's dependencies (zod and friends live in schema.ts).
 
 import type { ProtocolErrorCode } from './errors.js';
+import type { RuleDenyReason } from '../core/policy/types.js';
 
 export type RequestId = string | number;
 
 export const REQUEST_TYPES = ['rate_limit_check', 'rate_limit_consume', 'rate_limit_outcome'] as const;
 export type RequestType = (typeof REQUEST_TYPES)[number];
 
-/** Why a consume was (or, for a check, would be) denied (PROTOCOL.md *WebSocket*). */
+/** Why a consume was (or, for a check, would be) denied (docs/protocol.md *WebSocket*). */
 export const DENY_REASONS = [
   'phone_rate_limit_exceeded',
   'prefix_rate_limit_exceeded',
@@ -20,6 +21,9 @@ export const DENY_REASONS = [
   'destination_blocked',
 ] as const;
 export type DenyReason = (typeof DENY_REASONS)[number];
+// Every reason the policy's rules give (src/core/policy/types.ts) is on this list: a compile error otherwise.
+const RULE_REASONS_ARE_ON_THE_WIRE: Exclude<RuleDenyReason, DenyReason> extends never ? true : never = true;
+void RULE_REASONS_ARE_ON_THE_WIRE;
 
 /** Who decided: PostgreSQL, or this instance's memory while the database is unreachable. */
 export const DECISION_SOURCES = ['database', 'memory'] as const;
@@ -142,7 +146,7 @@ export interface OutcomeRecordedReply {
 export type DecisionReply = StatusReply | ExceededReply | CoarseStatusReply;
 export type Reply = ErrorReply | DecisionReply | OutcomeRecordedReply;
 
-/** The daemon's routes (PROTOCOL.md *HTTP*). */
+/** The daemon's routes (docs/protocol.md *HTTP*). */
 export const ROUTES = {
   ws: '/ws',
   health: '/health',

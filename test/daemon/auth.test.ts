@@ -1,4 +1,4 @@
-// Tokens and browser origins (PROTOCOL.md "Auth"), on the upgrade and on the HTTP routes.
+// Tokens and browser origins (docs/protocol.md "Auth"), on the upgrade and on the HTTP routes.
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase } from '../helpers/db.js';

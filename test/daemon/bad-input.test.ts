@@ -1,5 +1,5 @@
 // Hostile and malformed input against the running binary: every frame gets exactly one answer
-// of the class PROTOCOL.md implies, the socket stays open (or closes with 1009 when oversized),
+// of the class docs/protocol.md implies, the socket stays open (or closes with 1009 when oversized),
 // and the daemon neither crashes nor logs unhandled errors.
 
 import fc from 'fast-check';
@@ -54,7 +54,7 @@ async function connect(): Promise<WsClient> {
   return c;
 }
 
-// ---- the oracle: what PROTOCOL.md says each input deserves ---------------------------------
+// ---- the oracle: what docs/protocol.md says each input deserves ---------------------------------
 
 type Expected = { kind: 'error'; code: string; id?: unknown } | { kind: 'decision'; e164: string; id?: unknown } | { kind: 'too_large' };
 

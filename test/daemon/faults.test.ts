@@ -1,3 +1,4 @@
+// Longer than 350 lines because each fault needs its own daemon and database set-up.
 // The limit's promise through faults (issue #11), through the binary against a real PostgreSQL
 // of its own: a table lock stalling every decision under load, an immediate stop of the server,
 // a read-only database, restarts of a daemon during an outage, and two daemons in one. Each

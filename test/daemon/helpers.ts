@@ -1,3 +1,4 @@
+// Longer than 350 lines because it is the one harness every daemon test shares (spawn, sockets, CLI).
 // The daemon under test is the real binary (`node bin/ratelimit.js serve`) in a child process,
 // reached over real sockets. bin/ratelimit.js runs dist/, so dist/ must be built from the
 // current src/: `npm test` does that (its `pretest` is `npm run build`); when running vitest

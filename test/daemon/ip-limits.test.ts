@@ -3,7 +3,7 @@
 // state that can still deny, whatever a flood of fresh addresses does.
 import { describe, expect, it } from 'vitest';
 import { canonicalAddress, IPV6_WIDER_LIMIT_FACTORS, widerIpv6Networks } from '../../src/core/address.js';
-import { makePolicy } from '../../src/core/policy.js';
+import { makeLogPolicy } from '../../src/core/policy/log.js';
 import type { LimitRule } from '../../src/core/policy/types.js';
 import { IpRules } from '../../src/daemon/ip-rules.js';
 import { IpLimiter, OVERFLOW_KEY } from '../../src/daemon/limits.js';
@@ -71,7 +71,7 @@ describe('IpLimiter under a flood of fresh addresses', () => {
   it('never evicts live counts: a full table sends new addresses to a shared overflow entry, reported', () => {
     const capacity = 1_000;
     let full = 0;
-    const lim = new IpLimiter(makePolicy([{ id: 'ip', max: 1, windowMs: 60_000 }]), capacity, () => full++);
+    const lim = new IpLimiter(makeLogPolicy([{ id: 'ip', limit: 1, windowMs: 60_000 }]), capacity, () => full++);
     // The victim address is at its limit...
     expect(lim.reserve('198.51.100.7', T).decision.allowed).toBe(true);
     expect(lim.reserve('198.51.100.7', T).decision.allowed).toBe(false);
@@ -90,7 +90,7 @@ describe('IpLimiter under a flood of fresh addresses', () => {
   it('makes room by evicting only entries whose counts have left the window', () => {
     const capacity = 100;
     let full = 0;
-    const lim = new IpLimiter(makePolicy([{ id: 'ip', max: 1, windowMs: 60_000 }]), capacity, () => full++);
+    const lim = new IpLimiter(makeLogPolicy([{ id: 'ip', limit: 1, windowMs: 60_000 }]), capacity, () => full++);
     for (let i = 0; i < capacity; i++) lim.reserve(sixtyFour(i), T);
     // A window and a bucket later every entry is dead: fresh addresses replace them one by one.
     const later = T + 62_000;
@@ -104,7 +104,7 @@ describe('IpLimiter under a flood of fresh addresses', () => {
   });
 
   it('a refund that empties an entry frees its slot', () => {
-    const lim = new IpLimiter(makePolicy([{ id: 'ip', max: 5, windowMs: 60_000 }]), 10);
+    const lim = new IpLimiter(makeLogPolicy([{ id: 'ip', limit: 5, windowMs: 60_000 }]), 10);
     const r = lim.reserve('192.0.2.1', T);
     expect(lim.size).toBe(1);
     lim.refund(r.key, r.atMs);

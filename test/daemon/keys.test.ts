@@ -1,4 +1,4 @@
-// The daemon and the hashing key (PROTOCOL.md *Keys*, issue #11): it records the key on first use,
+// The daemon and the hashing key (docs/protocol.md *Keys*, issue #11): it records the key on first use,
 // refuses to start with another one (exit 1, both fingerprints), and across a rotation
 // (PHONE_ENCRYPTION_KEY_PREVIOUS) a number at its limit under the old key stays at its limit under
 // the new one; `status` shows it, and `key status` follows the rotation until the previous key can

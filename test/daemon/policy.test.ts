@@ -12,7 +12,7 @@ import { migrate } from '../../src/db/migrate.js';
 import { removeListEntry, setListEntry } from '../../src/db/lists.js';
 import { applyPolicy } from '../../src/db/policies.js';
 import { createPool, type Pool } from '../../src/db/pool.js';
-import { lookupPhone } from '../../src/db/queries.js';
+import { lookupPhone } from '../../src/db/phones.js';
 import { createTestDatabase } from '../helpers/db.js';
 import { assertBuilt, closeAll, httpRequest, postJson, startDaemon, stopAll, TEST_KEY, waitFor, WsClient, type DaemonProcess, type Reply } from './helpers.js';
 

@@ -1,4 +1,4 @@
-// PROTOCOL.md's WebSocket and HTTP surface, against the real binary and a real PostgreSQL.
+// docs/protocol.md's WebSocket and HTTP surface, against the real binary and a real PostgreSQL.
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase } from '../helpers/db.js';

@@ -6,7 +6,7 @@ import fc from 'fast-check';
 import { hottestNumbers, readStats } from '../../src/db/stats.js';
 import { ACTIVE_EPOCH_MS, ACTIVE_MAX_WINDOW_MS, ACTIVE_RETENTION_MS, pruneActiveNumbers } from '../../src/db/active-numbers.js';
 import { decideBatch } from '../../src/db/decisions.js';
-import { makePolicy } from '../../src/core/policy.js';
+import { makeLogPolicy } from '../../src/core/policy/log.js';
 import { decisionPolicy } from '../../src/core/policy/decide.js';
 import { defaultPolicy } from '../../src/core/policy/default.js';
 import { migratedTestDatabase } from '../helpers/db.js';
@@ -89,13 +89,13 @@ async function writeRows(rows: Row[], specs: RowSpec[]): Promise<void> {
 
 const activity = (r: Row) => Math.max(r.lastCallAt ?? 0, r.lastDeniedAt ?? 0);
 
-function bruteForceStats(rows: Row[], nowMs: number, rules: readonly { max: number; windowMs: number }[], windowMs: number) {
+function bruteForceStats(rows: Row[], nowMs: number, rules: readonly { limit: number; windowMs: number }[], windowMs: number) {
   const regions = new Map<string, { region: string; active: number; atLimit: number; calls: number; denials: number }>();
   for (const r of rows) {
     const region = r.region ?? 'unknown';
     const g = regions.get(region) ?? { region, active: 0, atLimit: 0, calls: 0, denials: 0 };
     if (activity(r) > nowMs - windowMs) g.active++;
-    if (rules.some((rule) => r.calls.length >= rule.max && r.calls[r.calls.length - rule.max]! > nowMs - rule.windowMs)) g.atLimit++;
+    if (rules.some((rule) => r.calls.length >= rule.limit && r.calls[r.calls.length - rule.limit]! > nowMs - rule.windowMs)) g.atLimit++;
     g.calls += r.calls.filter((t) => t > nowMs - windowMs).length;
     if (r.deniedWindowStart > nowMs - windowMs) g.denials += r.deniedInWindow;
     regions.set(region, g);
@@ -108,8 +108,8 @@ function bruteForceStats(rows: Row[], nowMs: number, rules: readonly { max: numb
 describe('stats and top through the active-number set', () => {
   it('equal a brute-force recount of every row, after pruning, for any window', async () => {
     const policies = [
-      makePolicy([{ id: 'a', max: 2, windowMs: HOUR }]),
-      makePolicy([{ id: 'a', max: 2, windowMs: 10 * MINUTE }, { id: 'b', max: 4, windowMs: 6 * HOUR }]),
+      makeLogPolicy([{ id: 'a', limit: 2, windowMs: HOUR }]),
+      makeLogPolicy([{ id: 'a', limit: 2, windowMs: 10 * MINUTE }, { id: 'b', limit: 4, windowMs: 6 * HOUR }]),
     ];
     await fc.assert(
       fc.asyncProperty(fc.array(rowSpec, { minLength: 1, maxLength: 40 }), fc.constantFrom(...policies), async (specs, policy) => {

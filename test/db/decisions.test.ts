@@ -1,11 +1,14 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import fc from 'fast-check';
 import { createPool, type Pool } from '../../src/db/pool.js';
 import { migrate } from '../../src/db/migrate.js';
-import { consumeBatch, hottestNumbers, lookupPhone, peekLogs, readStats, recordEvents, resetPhone, type ConsumeRequest } from '../../src/db/queries.js';
-import { consume as consumeLog, evaluate, makePolicy, type Policy } from '../../src/core/policy.js';
+import { lookupPhone, resetPhone } from '../../src/db/phones.js';
+import { hottestNumbers, readStats } from '../../src/db/stats.js';
+import { peekState } from '../../src/db/decisions.js';
+import { evaluate, makeLogPolicy, type LogPolicy } from '../../src/core/policy/log.js';
 import { hashPhone, maskPhone, normalizePhone } from '../../src/core/phone.js';
 import { createTestDatabase } from '../helpers/db.js';
+import { consumeLog, seedConsumes, type SeedRequest } from '../helpers/seed.js';
 
 const KEY = 'test-key-'.repeat(5);
 let db: { url: string; drop(): Promise<void> };
@@ -14,7 +17,7 @@ const extraPools: Pool[] = [];
 
 let counter = 0;
 /** A fresh number per test, so tests sharing the database never share a row. */
-function freshNumber(): { e164: string; req: ConsumeRequest } {
+function freshNumber(): { e164: string; req: SeedRequest } {
   const e164 = `+1415555${String(1000 + counter++).padStart(4, '0')}`;
   const { region } = normalizePhone(e164);
   return { e164, req: { hash: hashPhone(e164, KEY), region, masked: maskPhone(e164) } };
@@ -31,12 +34,12 @@ afterAll(async () => {
 });
 
 const HOUR = 3_600_000;
-const twoPerHour = makePolicy([{ id: 'phone', max: 2, windowMs: HOUR }]);
+const twoPerHour = makeLogPolicy([{ id: 'phone', limit: 2, windowMs: HOUR }]);
 
-describe('consumeBatch', () => {
+describe('decisions through ratelimit_decide, number rules only', () => {
   it('allows max, then denies without spending quota, counting the denials', async () => {
     const { req } = freshNumber();
-    const out = await consumeBatch(pool, [req, req, req, req], twoPerHour);
+    const out = await seedConsumes(pool, [req, req, req, req], twoPerHour);
     expect(out.map((o) => o.allowed)).toEqual([true, true, false, false]);
     expect(out[1]!.log).toHaveLength(2);
     expect(out[3]!.log).toEqual(out[1]!.log);
@@ -51,14 +54,14 @@ describe('consumeBatch', () => {
   it('decides each request of a batch in order and reports per request', async () => {
     const a = freshNumber().req;
     const b = freshNumber().req;
-    const out = await consumeBatch(pool, [a, b, a, b, a, b], twoPerHour);
+    const out = await seedConsumes(pool, [a, b, a, b, a, b], twoPerHour);
     expect(out.map((o) => o.allowed)).toEqual([true, true, true, true, false, false]);
   });
 
   it('agrees with the pure policy, request by request (property)', async () => {
-    const policy = makePolicy([
-      { id: 'short', max: 3, windowMs: 200 },
-      { id: 'long', max: 5, windowMs: 10_000 },
+    const policy = makeLogPolicy([
+      { id: 'short', limit: 3, windowMs: 200 },
+      { id: 'long', limit: 5, windowMs: 10_000 },
     ]);
     await fc.assert(
       fc.asyncProperty(fc.array(fc.array(fc.integer({ min: 0, max: 2 }), { minLength: 1, maxLength: 12 }), { minLength: 1, maxLength: 6 }), fc.integer({ min: 0, max: 60 }), async (batches, pauseMs) => {
@@ -66,7 +69,7 @@ describe('consumeBatch', () => {
         const logs = new Map<string, number[]>();
         for (const batch of batches) {
           const reqs = batch.map((k) => keys[k]!);
-          const out = await consumeBatch(pool, reqs, policy);
+          const out = await seedConsumes(pool, reqs, policy);
           reqs.forEach((r, i) => {
             const o = out[i]!;
             const expected = consumeLog(logs.get(r.hash) ?? [], o.atMs, policy);
@@ -83,14 +86,14 @@ describe('consumeBatch', () => {
 
   it('hundreds of concurrent consumes for one number from several pools: never more than max allowed', async () => {
     const { req } = freshNumber();
-    const policy = makePolicy([{ id: 'phone', max: 7, windowMs: HOUR }]);
+    const policy = makeLogPolicy([{ id: 'phone', limit: 7, windowMs: HOUR }]);
     const pools = Array.from({ length: 4 }, () => createPool({ url: db.url, max: 6 }));
     extraPools.push(...pools);
     const results = await Promise.all(
       Array.from({ length: 400 }, (_, i) => {
         // Mixed shapes: lone requests and batches carrying the same number several times.
         const n = (i % 5) + 1;
-        return consumeBatch(pools[i % pools.length]!, Array.from({ length: n }, () => req), policy);
+        return seedConsumes(pools[i % pools.length]!, Array.from({ length: n }, () => req), policy);
       }),
     );
     const allowed = results.flat().filter((o) => o.allowed).length;
@@ -102,7 +105,7 @@ describe('consumeBatch', () => {
 
   it('concurrent batches over overlapping numbers in any order neither deadlock nor overshoot', async () => {
     const numbers = Array.from({ length: 12 }, () => freshNumber().req);
-    const policy = makePolicy([{ id: 'phone', max: 3, windowMs: HOUR }]);
+    const policy = makeLogPolicy([{ id: 'phone', limit: 3, windowMs: HOUR }]);
     const pools = Array.from({ length: 3 }, () => createPool({ url: db.url, max: 4 }));
     extraPools.push(...pools);
     let seed = 7;
@@ -110,7 +113,7 @@ describe('consumeBatch', () => {
     const results = await Promise.all(
       Array.from({ length: 120 }, (_, i) => {
         const batch = Array.from({ length: 1 + rand(20) }, () => numbers[rand(numbers.length)]!);
-        return consumeBatch(pools[i % pools.length]!, batch, policy).then((out) => out.map((o, j) => ({ hash: batch[j]!.hash, allowed: o.allowed })));
+        return seedConsumes(pools[i % pools.length]!, batch, policy).then((out) => out.map((o, j) => ({ hash: batch[j]!.hash, allowed: o.allowed })));
       }),
     );
     const allowedPerNumber = new Map<string, number>();
@@ -125,7 +128,7 @@ describe('consumeBatch', () => {
     const { req } = freshNumber();
     const windowMs = 300;
     const max = 3;
-    const policy = makePolicy([{ id: 'phone', max, windowMs }]);
+    const policy = makeLogPolicy([{ id: 'phone', limit: max, windowMs }]);
     const pools = Array.from({ length: 3 }, () => createPool({ url: db.url, max: 4 }));
     extraPools.push(...pools);
     const allowedAt: number[] = [];
@@ -134,7 +137,7 @@ describe('consumeBatch', () => {
     const rand = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
     const worker = async (p: Pool) => {
       while (Date.now() < deadline) {
-        const out = await consumeBatch(p, Array.from({ length: 1 + Math.floor(rand() * 3) }, () => req), policy);
+        const out = await seedConsumes(p, Array.from({ length: 1 + Math.floor(rand() * 3) }, () => req), policy);
         for (const o of out) if (o.allowed) allowedAt.push(o.atMs);
         await new Promise((r) => setTimeout(r, rand() * 40));
       }
@@ -150,65 +153,41 @@ describe('consumeBatch', () => {
 
   it('lets the next call through once the oldest leaves the window', async () => {
     const { req } = freshNumber();
-    const policy = makePolicy([{ id: 'phone', max: 1, windowMs: 250 }]);
-    const [first] = await consumeBatch(pool, [req], policy);
-    const [second] = await consumeBatch(pool, [req], policy);
+    const policy = makeLogPolicy([{ id: 'phone', limit: 1, windowMs: 250 }]);
+    // A test clock for the database (p_now): the window passes without waiting for it.
+    const t0 = 2_000_000_000_000;
+    const [first] = await seedConsumes(pool, [req], policy, t0);
+    const [second] = await seedConsumes(pool, [req], policy, t0 + 10);
     expect([first!.allowed, second!.allowed]).toEqual([true, false]);
     const d = evaluate(second!.log, second!.atMs, policy);
     expect(d.resetTime).toBe(first!.atMs + 250);
-    await new Promise((r) => setTimeout(r, Math.max(0, d.resetTime - second!.atMs) + 30));
-    const [third] = await consumeBatch(pool, [req], policy);
+    const [early] = await seedConsumes(pool, [req], policy, d.resetTime - 1);
+    expect(early!.allowed).toBe(false);
+    const [third] = await seedConsumes(pool, [req], policy, d.resetTime);
     expect(third!.allowed).toBe(true);
-  });
-
-  it('refuses mismatched argument arrays rather than guessing', async () => {
-    await expect(
-      pool.query('SELECT * FROM ratelimit_consume($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[])', [['a', 'b'], ['US'], ['x', 'y'], [2], [1000]]),
-    ).rejects.toThrow(/mismatched/);
-  });
-});
-
-describe('recordEvents (catching up after an outage)', () => {
-  it('merges calls decided elsewhere, keeps logs ascending and counts denials', async () => {
-    const { req } = freshNumber();
-    const policy = makePolicy([{ id: 'phone', max: 5, windowMs: HOUR }]);
-    const [a] = await consumeBatch(pool, [req], policy);
-    const t = a!.atMs;
-    await recordEvents(
-      pool,
-      [
-        { ...req, atMs: t - 10, allowed: true },
-        { ...req, atMs: t + 10, allowed: true },
-        { ...req, atMs: t + 20, allowed: false },
-      ],
-      policy,
-    );
-    const { row } = await lookupPhone(pool, req.hash);
-    expect(row!.calls).toEqual([t - 10, t, t + 10]);
-    expect(row).toMatchObject({ callCount: 3, deniedTotal: 1, deniedInWindow: 1, lastDeniedAt: t + 20 });
   });
 });
 
 describe('peek, reset, stats, hottest', () => {
-  let policy: Policy;
+  let policy: LogPolicy;
   beforeAll(() => {
     policy = twoPerHour;
   });
 
   it('peek reads without changing anything', async () => {
     const { req } = freshNumber();
-    const before = await peekLogs(pool, [req.hash]);
-    expect(before.logs.get(req.hash)).toBeUndefined();
-    await consumeBatch(pool, [req], policy);
-    const after = await peekLogs(pool, [req.hash]);
-    expect(after.logs.get(req.hash)).toHaveLength(1);
-    const again = await peekLogs(pool, [req.hash]);
-    expect(again.logs.get(req.hash)).toEqual(after.logs.get(req.hash));
+    const before = await peekState(pool, [req.hash], []);
+    expect(before.numbers.get(req.hash)).toBeUndefined();
+    await seedConsumes(pool, [req], policy);
+    const after = await peekState(pool, [req.hash], []);
+    expect(after.numbers.get(req.hash)?.log).toHaveLength(1);
+    const again = await peekState(pool, [req.hash], []);
+    expect(again.numbers.get(req.hash)).toEqual(after.numbers.get(req.hash));
   });
 
   it('reset clears usage, writes an audit row and notifies listeners', async () => {
     const { req } = freshNumber();
-    await consumeBatch(pool, [req, req, req], policy);
+    await seedConsumes(pool, [req, req, req], policy);
     const listener = await pool.connect();
     const notes: string[] = [];
     listener.on('notification', (n) => notes.push(n.payload ?? ''));
@@ -219,10 +198,9 @@ describe('peek, reset, stats, hottest', () => {
       const { row, lastReset } = await lookupPhone(pool, req.hash);
       expect(row).toMatchObject({ calls: [], callCount: 0, deniedInWindow: 0 });
       expect(lastReset).toMatchObject({ resetBy: 'alice@support', reason: 'customer called', previousCount: 2 });
-      const [next] = await consumeBatch(pool, [req], policy);
+      const [next] = await seedConsumes(pool, [req], policy);
       expect(next!.allowed).toBe(true);
-      for (let i = 0; i < 50 && notes.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
-      expect(notes).toContain(req.hash);
+      await vi.waitFor(() => expect(notes).toContain(req.hash));
     } finally {
       await listener.query('UNLISTEN *');
       listener.release();
@@ -247,7 +225,7 @@ describe('peek, reset, stats, hottest', () => {
       const gbE164 = '+442079460958';
       const gb = { hash: hashPhone(gbE164, KEY), region: 'GB', masked: maskPhone(gbE164) };
       const fictional = { hash: hashPhone('+15555550100', KEY), region: undefined, masked: maskPhone('+15555550100') };
-      await consumeBatch(p, [us, us, us, us, gb, fictional], policy);
+      await seedConsumes(p, [us, us, us, us, gb, fictional], policy);
       const s = await readStats(p, policy);
       expect(s).toMatchObject({ tracked: 3, trackedEstimated: false, active: 3, atLimit: 1, calls: 4, denials: 2 });
       expect(s.regions).toEqual([

@@ -39,7 +39,7 @@ describe('migrations', () => {
     expect(await schemaVersion(p)).toBe(all.at(-1)!.id);
   });
 
-  it('keep the seed schema of PROTOCOL.md intact', async () => {
+  it('keep the seed schema of docs/protocol.md intact', async () => {
     const { rows } = await pool().query<{ column_name: string; data_type: string; is_nullable: string }>(
       `SELECT column_name, data_type, is_nullable FROM information_schema.columns
         WHERE table_name = 'phone_rate_limits' ORDER BY ordinal_position`,

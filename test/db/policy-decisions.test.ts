@@ -1,13 +1,14 @@
+// ratelimit_decide and ratelimit_record_v2 held to the pure model (src/core/policy/decide.ts) by
+// property tests, plus their locking and upgrades: longer than 350 lines because the model-side
+// harness and every rule group's cases belong together.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { createPool, type Pool } from '../../src/db/pool.js';
 import { loadMigrations, migrate } from '../../src/db/migrate.js';
 import { decideBatch, peekState, recordDecisions, type DecideRequest, type DecisionEvent } from '../../src/db/decisions.js';
 import { peekSnapshot } from '../../src/db/check-snapshot.js';
-import { evaluateStates } from '../../src/core/policy.js';
+import { evaluateStates } from '../../src/core/policy/log.js';
 import { ruleStates, stateLookup, summarizeLog } from '../../src/core/policy/log-summary.js';
-import { consumeBatch } from '../../src/db/queries.js';
-import { makePolicy } from '../../src/core/policy.js';
 import { bucketCalls, EMPTY_BUCKETS } from '../../src/core/policy/aggregate.js';
 import { applicableCounters, counterMapKey } from '../../src/core/policy/counters.js';
 import { decideCheck, decideCheckFromSnapshot, decideConsume, decisionPolicy, EMPTY_NUMBER, type DecideResult, type DecideState, type NumberState } from '../../src/core/policy/decide.js';
@@ -144,7 +145,7 @@ async function compare(p: Policy, batches: { reqs: Req[]; advanceMs: number }[],
   return results;
 }
 
-const logRule = (r: LimitRule) => ({ id: r.id, max: r.limit, windowMs: r.windowMs });
+const logRule = (r: LimitRule) => (r);
 
 const windowArb = fc.integer({ min: 5, max: 50 }).map((x) => x * 10);
 const rulesArb = (group: 'number' | 'prefix' | 'country' | 'global', min: number, max: number, limit: fc.Arbitrary<number>, region?: string) =>
@@ -571,27 +572,36 @@ describe('ratelimit_record_v2 and new numbers', () => {
 });
 
 describe('migration 006', () => {
-  it('applies on a database with rows from 001-005, keeps them working, and re-runs idempotently', async () => {
+  it('applies on a database with rows from 001-005, keeps them counting, and re-runs idempotently', async () => {
     const old = await createTestDatabase();
     const p = createPool({ url: old.url, max: 2 });
     try {
       const all = await loadMigrations();
       const six = all.findIndex((m) => m.name === 'policy_engine');
       expect(six).toBe(5);
-      await migrate(p, all.slice(0, six));
-      const legacy = makePolicy([{ id: 'phone', max: 2, windowMs: 3_600_000 }]);
+      await migrate(p, all.slice(0, six), []);
+      // A row as 001-005's ratelimit_consume left it: two calls in the hour and one denial.
       const req = { hash: 'legacy-hash', region: 'US', masked: '+1415•••' };
-      await consumeBatch(p, [req, req, req], legacy);
+      const t = Date.now();
+      await p.query(
+        `INSERT INTO phone_rate_limits (phone_hash, region, phone_masked, calls, call_count, window_start, last_call_at,
+                                        denied_total, denied_in_window, denied_window_start, last_denied_at)
+         VALUES ($1, $2, $3, $4, 2, $5, $6, 1, 1, $7, $7)`,
+        [req.hash, req.region, req.masked, [t - 2_000, t - 1_000], t - 2_000, t - 1_000, t - 500],
+      );
       await migrate(p);
       const { rows } = await p.query('SELECT cardinality(calls) AS n, blocked_until, denials, denied_total FROM phone_rate_limits WHERE phone_hash = $1', [req.hash]);
       expect(rows[0]).toEqual({ n: 2, blocked_until: null, denials: [], denied_total: 1 });
-      // The new function sees the old rows' calls; the old one keeps working.
+      // ratelimit_decide sees the old rows' calls.
       const dp = decisionPolicy(makeFullPolicy({ number: [rule('number', 2, 3_600_000)] }));
       const [d] = await decideBatch(p, [{ ...req, allowlisted: false, counters: [] }], dp);
       expect(d).toMatchObject({ allowed: false, rule: 'number:3600000ms' });
-      expect((await consumeBatch(p, [req], legacy))[0]!.allowed).toBe(false);
+      // 006 re-runs idempotently (every statement IF NOT EXISTS / OR REPLACE); then the current
+      // sources are applied again over its copies.
       await p.query(all[six]!.sql);
       await p.query(all[six]!.sql);
+      await p.query('DELETE FROM ratelimit_functions');
+      await migrate(p);
       const changes = await p.query('SELECT name, version FROM rate_limit_changes ORDER BY name');
       expect(changes.rows).toEqual([
         { name: 'lists', version: 0 },

@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPool, type Pool } from '../../src/db/pool.js';
 import { migrate } from '../../src/db/migrate.js';
-import { applyPolicy, readChangeVersions, readEffectivePolicy } from '../../src/db/policies.js';
+import { applyPolicy, readEffectivePolicy } from '../../src/db/policies.js';
+import { readChangeVersions } from '../../src/db/changes.js';
 import { readListEntries, removeListEntry, setListEntry } from '../../src/db/lists.js';
 import { defaultPolicy } from '../../src/core/policy/default.js';
 import { createTestDatabase } from '../helpers/db.js';

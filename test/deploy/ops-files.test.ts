@@ -15,7 +15,7 @@ const read = (path: string) => readFileSync(join(ROOT, path), 'utf8');
 
 /**
  * Every metric the dashboard and the alerts may name: what src/daemon/metrics.ts registers,
- * what PROTOCOL.md's Policy work adds, prom-client's default process metrics we chart, and
+ * what docs/protocol.md's Policy work adds, prom-client's default process metrics we chart, and
  * Prometheus's own `up`. A name outside this list is a panel that would stay empty.
  */
 const KNOWN_METRICS = [

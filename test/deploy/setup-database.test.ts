@@ -1,3 +1,4 @@
+// Longer than 350 lines because every branch of the script runs against its own fake account.
 // scripts/setup-database.sh run against fake `fly` and `curl` executables (fixtures/bin) that
 // record their argv and answer from a per-test state directory: an empty directory is a
 // fresh Fly account, and what one run creates is what the next run finds.

@@ -1,6 +1,6 @@
 // `ratelimit key status`: the fingerprint of the key in use, the fingerprints the database knows,
 // and during a rotation how many rows are still under the previous key and whether it can be
-// dropped (PROTOCOL.md *Keys*). It reports a key that does not match, then exits 1 like every
+// dropped (docs/protocol.md *Keys*). It reports a key that does not match, then exits 1 like every
 // command that reads hashed rows: the report is what the operator needs to fix it.
 import type { Command } from 'commander';
 import type { Pool } from '../../db/pool.js';

@@ -1,5 +1,5 @@
 import type { Pool } from '../../db/pool.js';
-import { resetPhone } from '../../db/queries.js';
+import { resetPhone } from '../../db/phones.js';
 import { foldNumber } from '../../db/keys.js';
 import { hashPhone, hashPrefix, maskPhone, normalizePhone } from '../../core/phone.js';
 import type { Policy } from '../../core/policy/types.js';

@@ -1,11 +1,11 @@
-// `ratelimit serve`: starts the daemon (src/daemon/index.ts) and owns only its output: the
+// `ratelimit serve`: starts the daemon (src/daemon/start.ts) and owns only its output: the
 // logger's destination, the start-up lines, and waiting for a stop signal (src/cli/signals.ts).
 
 import { pino, type Logger } from 'pino';
 import type { Config } from '../../core/config.js';
 import { describeFailure, RateLimitError } from '../../core/errors.js';
 import type { Command } from 'commander';
-import { instanceIdentity, startDaemon, type Daemon } from '../../daemon/index.js';
+import { instanceIdentity, startDaemon, type Daemon } from '../../daemon/start.js';
 import { configFrom, VERSION, type Io } from '../context.js';
 import { onLastResort, onStopSignals } from '../signals.js';
 import { serveEnvironmentHelp } from '../serve-env.js';

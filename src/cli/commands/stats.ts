@@ -4,7 +4,7 @@
 // busiest keys of the aggregate rules, and the breakdown by region. Numbers only ever masked.
 import type { Command } from 'commander';
 import type { Pool } from '../../db/pool.js';
-import { readStats, type Stats } from '../../db/queries.js';
+import { readStats, type Stats } from '../../db/stats.js';
 import type { Policy } from '../../core/policy/types.js';
 import { formatDurationMs } from '../../core/duration.js';
 import { table } from '../format.js';
@@ -35,7 +35,7 @@ export interface StatsReport {
   /** Denials recorded against numbers in the window (what a number's own row holds). */
   denialsInWindow: number;
   resetsInWindow: number;
-  /** Every daemon's denials in the window by PROTOCOL.md reason, IP denials included. */
+  /** Every daemon's denials in the window by docs/protocol.md reason, IP denials included. */
   denialsByReason: Record<string, number>;
   /** Consumes each shadow rule would have denied in the window. */
   shadowDenialsByRule: Record<string, number>;

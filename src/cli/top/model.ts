@@ -3,9 +3,10 @@
 // The frame is plain data in the view's own types: the ink views import this file, never src/db.
 import type { Pool } from '../../db/pool.js';
 import { readFleet, type FleetInstance } from '../../db/fleet.js';
-import { hottestNumbers, readStats, resetPhone, type HotSort as DbHotSort } from '../../db/queries.js';
+import { resetPhone } from '../../db/phones.js';
+import { hottestNumbers, readStats, type HotSort as DbHotSort } from '../../db/stats.js';
 import { hashPrefix } from '../../core/phone.js';
-import { evaluate } from '../../core/policy.js';
+import { evaluate } from '../../core/policy/log.js';
 import type { Policy } from '../../core/policy/types.js';
 import { readPolicyUsage, type AggregateUsage } from '../policy-usage.js';
 import { readListEntries, setListEntries } from '../../db/lists.js';
@@ -46,7 +47,7 @@ export interface TopInstance {
   deniedSeries: number[];
   /** The policy version the daemon enforces (0: the RATE_LIMIT_* default). */
   policyVersion: number;
-  /** Denials per second by PROTOCOL.md reason, every reason (ip included). */
+  /** Denials per second by docs/protocol.md reason, every reason (ip included). */
   deniedPerSByReason: Record<string, number>;
 }
 
@@ -288,7 +289,7 @@ const RESET_REASON = 'top';
  * `windowMs`: the frame's window, over which the cleared calls are counted.
  */
 export function resetFromTop(pool: Pool, windowMs: number, row: HotRow, operator: string): Promise<ResetResult> {
-  return resetPhone(pool, row.hash, operator, RESET_REASON, { rules: [{ id: 'number', max: row.limit ?? 1, windowMs }] });
+  return resetPhone(pool, row.hash, operator, RESET_REASON, { rules: [{ id: 'number', limit: row.limit ?? 1, windowMs }] });
 }
 
 /** The dashboard's `b`: blocks a range for an hour, recorded as `operator` with reason "top". */

@@ -1,12 +1,12 @@
 // Aggregate rules (prefix, country, global) count many numbers' calls under one key: a hot
 // counter. An exact log would hold `limit` timestamps (10,000 for a daily global budget) and be
 // rewritten on every call, so calls are grouped into buckets of at most bucketCalls(rule) calls,
-// each carrying its newest call's time (see Buckets in types.ts and docs in policy-design.md).
+// each carrying its newest call's time (see Buckets in types.ts).
 // A bucket counts, whole, until its newest call leaves the window: the count is never below the
 // true rolling count (the promise holds) and above it by less than one bucket, so a consume may
-// be denied early by < bucketCalls <= ceil(2% of limit) calls, as PROTOCOL.md allows.
+// be denied early by < bucketCalls <= ceil(2% of limit) calls, as docs/protocol.md allows.
 //
-// The SQL function ratelimit_decide (src/db/migrations/006_policy_engine.sql) implements the
+// The SQL function ratelimit_decide (src/db/functions/decide.sql) implements the
 // same arithmetic; test/db/policy-decisions.test.ts holds the two to each other.
 
 import { AGGREGATE_SLACK, type Buckets, type LimitRule } from './types.js';
@@ -22,7 +22,7 @@ export function bucketCalls(rule: Pick<LimitRule, 'limit'>): number {
  * A counter's own clock: never before its newest bucket, so its buckets stay ascending and its
  * window never moves backwards, even when decision times of different numbers (each never
  * before that number's last call) arrive out of order. The number log does the same
- * (decisionTime in src/core/policy.ts).
+ * (decisionTime in src/core/policy/log.ts).
  */
 export function counterTime(buckets: Buckets, nowMs: number): number {
   const last = buckets.ts.length > 0 ? buckets.ts[buckets.ts.length - 1]! : nowMs;

@@ -1,31 +1,20 @@
 // One consume (or check) against every rule of the policy at once: the number's exact windows,
-// its block_after state, and each aggregate counter that applies (policy-design.md, "One
-// consume, all rules at once"). A consume is allowed only if every enforcing rule allows it,
+// its block_after state, and each aggregate counter that applies (docs/protocol.md *Policy*).
+// A consume is allowed only if every enforcing rule allows it,
 // and then it counts everywhere; a denial spends nothing anywhere.
 //
 // This is what the daemon's in-memory fallback runs, and what the SQL function ratelimit_decide
-// (src/db/migrations/006_policy_engine.sql) computes decision by decision;
+// (src/db/functions/decide.sql) computes decision by decision;
 // test/db/policy-decisions.test.ts holds the two to each other.
 
-import { appendCall, decisionTime, evaluate, evaluateStates, makePolicy, type Decision, type Policy as LogPolicy, type RuleState } from '../policy.js';
+import { appendCall, decisionTime, evaluate, evaluateStates, makeLogPolicy, type Decision, type LogPolicy, type RuleState } from './log.js';
 import { addCall, evaluateAggregate, type AggregateView } from './aggregate.js';
 import { stateLookup } from './log-summary.js';
-import type { AggregateCounter, BlockAfter, Buckets, LimitRule, Policy } from './types.js';
+import { GROUP_DENY_REASON, type AggregateCounter, type BlockAfter, type Buckets, type LimitRule, type Policy, type RuleDenyReason } from './types.js';
 
 export const BLOCK_AFTER_RULE = 'number:block_after';
 
-export type DenyReason =
-  | 'phone_rate_limit_exceeded'
-  | 'prefix_rate_limit_exceeded'
-  | 'country_rate_limit_exceeded'
-  | 'global_rate_limit_exceeded'
-  | 'number_blocked';
-
-const AGGREGATE_REASON: Record<string, DenyReason> = {
-  prefix: 'prefix_rate_limit_exceeded',
-  country: 'country_rate_limit_exceeded',
-  global: 'global_rate_limit_exceeded',
-};
+export type DenyReason = Exclude<RuleDenyReason, 'ip_rate_limit_exceeded'>;
 
 /** The number group, prepared once per policy. */
 export interface NumberRules {
@@ -42,7 +31,7 @@ export interface NumberRules {
 }
 
 export function numberRules(rules: readonly LimitRule[]): NumberRules {
-  const toLog = (rs: readonly LimitRule[]) => (rs.length > 0 ? makePolicy(rs.map((r) => ({ id: r.id, max: r.limit, windowMs: r.windowMs }))) : undefined);
+  const toLog = (rs: readonly LimitRule[]) => (rs.length > 0 ? makeLogPolicy(rs) : undefined);
   const all = toLog(rules);
   const enforcing = toLog(rules.filter((r) => !r.shadow));
   return {
@@ -157,9 +146,13 @@ function result(j: Judgement, blockedUntil: number | null, view: Decision | null
   const base = { atMs: j.at, shadow: j.shadow, number, blockedUntil: blockedUntil !== null && blockedUntil > j.at ? blockedUntil : null };
   if (allowed) return { ...base, allowed, rule: null, reason: null, aggregate: null };
   if (j.blocked) return { ...base, allowed, rule: BLOCK_AFTER_RULE, reason: 'number_blocked', aggregate: null };
-  if (j.numberDenial) return { ...base, allowed, rule: j.numberDenial.ruleId, reason: 'phone_rate_limit_exceeded', aggregate: null };
+  if (j.numberDenial) return { ...base, allowed, rule: j.numberDenial.ruleId, reason: GROUP_DENY_REASON.number, aggregate: null };
   const { view: agg, rule } = j.aggregateDenial!;
-  return { ...base, allowed, rule: rule.id, reason: AGGREGATE_REASON[rule.group] ?? 'global_rate_limit_exceeded', aggregate: agg };
+  return { ...base, allowed, rule: rule.id, reason: aggregateReason(rule.group), aggregate: agg };
+}
+
+function aggregateReason(group: LimitRule['group']): DenyReason {
+  return group === 'prefix' || group === 'country' ? GROUP_DENY_REASON[group] : GROUP_DENY_REASON.global;
 }
 
 function denies(j: Judgement): boolean {

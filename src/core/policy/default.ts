@@ -1,4 +1,4 @@
-// The policy in force while none has been applied to the database (PROTOCOL.md *Policy*): built
+// The policy in force while none has been applied to the database (docs/protocol.md *Policy*): built
 // from RATE_LIMIT_PHONE_* / RATE_LIMIT_IP_*, so a deployment without a policy file keeps
 // behaving as before policies existed, plus the default destination block.
 

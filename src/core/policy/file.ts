@@ -1,4 +1,4 @@
-// A policy file (PROTOCOL.md *Policy*) to a validated `Policy`, or every problem with its line.
+// A policy file (docs/protocol.md *Policy*) to a validated `Policy`, or every problem with its line.
 // The `yaml` parser keeps node positions, so a zod issue's path is mapped back to the line of
 // the key or value it is about: an operator fixing a file must not have to guess, and a typo
 // (an unknown key) must never silently drop a rule. Printing a policy back (print.ts) and the

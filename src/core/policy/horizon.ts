@@ -1,7 +1,8 @@
 // How far back the database's rows can still matter to a decision under a policy: the
 // retention horizon of src/db/retention.ts. Pure, so the daemon's retention loop and
 // `ratelimit db prune` compute the same one.
-import type { LimitRule, Policy } from './types.js';
+import type { Policy } from './types.js';
+import { allRules } from './rules.js';
 
 /**
  * Never less than this: a policy with no windowed rule (destinations only, say) still keeps an
@@ -15,15 +16,7 @@ export const MIN_RETENTION_HORIZON_MS = 60 * 60 * 1000;
  * decision: every rule looks at most one window back, block_after `within` back.
  */
 export function retentionHorizonMs(policy: Policy): number {
-  const rules: LimitRule[] = [
-    ...policy.number,
-    ...(policy.prefix?.rules ?? []),
-    ...(policy.country?.rules ?? []),
-    ...[...(policy.country?.overrides.values() ?? [])].flat(),
-    ...policy.global,
-    ...policy.ip,
-  ];
-  const windows = rules.map((r) => r.windowMs);
+  const windows = allRules(policy).map((r) => r.windowMs);
   if (policy.blockAfter) windows.push(policy.blockAfter.withinMs);
   return Math.max(MIN_RETENTION_HORIZON_MS, ...windows);
 }

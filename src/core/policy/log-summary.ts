@@ -1,6 +1,6 @@
 // What the database sends back about a number instead of its whole call log (issue #12: at
 // limit 1000 a 256-decision batch returned 2 MB of logs). Two parts, both computed by
-// ratelimit_decide (src/db/migrations/006_policy_engine.sql) exactly as here:
+// ratelimit_decide (src/db/functions/decide.sql) exactly as here:
 //
 // - per number rule, its state at the decision instant (RuleState: used, resetTime), enough
 //   for evaluateStates() to give the reply's number view and the deny cache's reset time
@@ -17,10 +17,10 @@
 // denies, it denies too, and it frees up no sooner. appendCall keeps that relation (both drop
 // the same prefix of expired calls or fewer, both keep the newest `capacity`), so a fallback
 // deciding from it never allows more calls in any window than one deciding from the real log;
-// it may deny early, by less than one run (1/16 of the log). test/unit/log-summary.test.ts
+// it may deny early, by less than one run (1/16 of the log). test/core/log-summary.test.ts
 // checks this against the real log.
 
-import { ruleState, type Rule, type RuleState } from '../policy.js';
+import { ruleState, type LogRule, type RuleState } from './log.js';
 
 export const EXACT_LOG_ENTRIES = 16;
 
@@ -56,7 +56,7 @@ export function expandLog(s: LogSummary): number[] {
 }
 
 /** Each number rule's state at `atMs`, in `rules` order (what ratelimit_decide returns per request). */
-export function ruleStates(log: readonly number[], atMs: number, rules: readonly Rule[]): RuleState[] {
+export function ruleStates(log: readonly number[], atMs: number, rules: readonly LogRule[]): RuleState[] {
   return rules.map((r) => ruleState(log, atMs, r));
 }
 

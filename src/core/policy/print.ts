@@ -6,6 +6,7 @@ import { Document, isMap, isSeq, visit } from 'yaml';
 import { formatDurationMs } from '../duration.js';
 import type { LimitRule, Policy } from './types.js';
 import { ruleIds } from './subject.js';
+import { allRules } from './rules.js';
 
 type Limits = { limit: number; window: string }[];
 
@@ -53,7 +54,7 @@ function policyObject(policy: Policy): Record<string, unknown> {
   return out;
 }
 
-/** The policy as a YAML file, in the layout of PROTOCOL.md's example. */
+/** The policy as a YAML file, in the layout of docs/protocol.md's example. */
 export function policyToYaml(policy: Policy): string {
   const doc = new Document(policyObject(policy));
   // Lists, and the small mappings inside them or under block_after/countries, on one line each.
@@ -74,14 +75,7 @@ export function policyToYaml(policy: Policy): string {
 
 /** policyToYaml with a header naming every rule id (and which only report), for people. */
 export function formatPolicy(policy: Policy): string {
-  const shadowIds = [
-    ...policy.number,
-    ...(policy.prefix?.rules ?? []),
-    ...(policy.country?.rules ?? []),
-    ...[...(policy.country?.overrides.values() ?? [])].flat(),
-    ...policy.global,
-    ...policy.ip,
-  ]
+  const shadowIds = allRules(policy)
     .filter((r) => r.shadow)
     .map((r) => r.id);
   const ids = ruleIds(policy);

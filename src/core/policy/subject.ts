@@ -2,6 +2,7 @@
 // checked against, and whether its destination (country, number type) is denied outright.
 
 import { UNKNOWN_REGION, type NumberType, type Policy } from './types.js';
+import { aggregateRules } from './rules.js';
 
 export { applicableCounters as countersFor } from './counters.js';
 
@@ -31,10 +32,7 @@ export function destinationDenial(policy: Policy, region: string | undefined, ty
 export function ruleIds(policy: Policy): string[] {
   const ids = policy.number.map((r) => r.id);
   if (policy.blockAfter) ids.push('number:block_after');
-  ids.push(...(policy.prefix?.rules ?? []).map((r) => r.id));
-  ids.push(...(policy.country?.rules ?? []).map((r) => r.id));
-  for (const list of policy.country?.overrides.values() ?? []) ids.push(...list.map((r) => r.id));
-  ids.push(...policy.global.map((r) => r.id), ...policy.ip.map((r) => r.id));
+  ids.push(...aggregateRules(policy).map((r) => r.id), ...policy.ip.map((r) => r.id));
   if (policy.destinations.countries) ids.push('destination:country');
   ids.push(...policy.destinations.blockTypes.map((t) => `destination:${t}`));
   return ids;

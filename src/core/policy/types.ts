@@ -1,4 +1,4 @@
-// The policy as the decision path sees it (PROTOCOL.md *Policy*), after the YAML file (or the
+// The policy as the decision path sees it (docs/protocol.md *Policy*), after the YAML file (or the
 // RATE_LIMIT_* defaults) has been parsed and validated. Parsing lives in file.ts, decisions in
 // decide.ts and aggregate.ts; this file is the one vocabulary they and the SQL share.
 
@@ -38,6 +38,31 @@ export const UNKNOWN_REGION = 'ZZ';
 export const AGGREGATE_SLACK = 0.02;
 
 export type GroupName = 'number' | 'prefix' | 'country' | 'global' | 'ip';
+
+/**
+ * The reason a denial by each group's rules gives (docs/protocol.md). src/protocol/wire.ts's
+ * DENY_REASONS is the full list (these, number_blocked and destination_blocked); it checks at
+ * compile time that it holds these.
+ */
+export const GROUP_DENY_REASON = {
+  number: 'phone_rate_limit_exceeded',
+  prefix: 'prefix_rate_limit_exceeded',
+  country: 'country_rate_limit_exceeded',
+  global: 'global_rate_limit_exceeded',
+  ip: 'ip_rate_limit_exceeded',
+} as const satisfies Record<GroupName, string>;
+
+/** The reasons the policy's rules give: a group's, or block_after's. */
+export type RuleDenyReason = (typeof GROUP_DENY_REASON)[GroupName] | 'number_blocked';
+
+/** Reasons given by aggregate counters (prefix, country, global): a budget shared by many numbers. */
+export const AGGREGATE_DENY_REASONS: ReadonlySet<string> = new Set([GROUP_DENY_REASON.prefix, GROUP_DENY_REASON.country, GROUP_DENY_REASON.global]);
+
+/** The group a rule id names (`prefix:1h` -> prefix), or undefined for ids that are not limit rules. */
+export function groupOfRuleId(id: string): GroupName | undefined {
+  const group = id.slice(0, id.indexOf(':'));
+  return Object.hasOwn(GROUP_DENY_REASON, group) ? (group as GroupName) : undefined;
+}
 
 /** One `{limit, window}` of a group, with its id as replies, metrics and the CLI name it. */
 export interface LimitRule {

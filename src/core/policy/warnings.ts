@@ -2,6 +2,7 @@
 // error, because each of these can be meant.
 
 import { DEFAULT_BLOCK_TYPES, type LimitRule, type Policy } from './types.js';
+import { ruleLists } from './rules.js';
 
 const TYPE_RISK: Record<string, string> = {
   premium_rate: 'premium-rate numbers (the IRSF fraud target) can be called',
@@ -33,7 +34,7 @@ export function policyWarnings(policy: Policy): string[] {
     policy.global.length > 0 ||
     policy.ip.length > 0;
   if (!hasLimit) warnings.push('the policy has no rate limit: every consume is allowed unless a destination control denies it');
-  for (const list of [policy.number, policy.prefix?.rules ?? [], policy.country?.rules ?? [], ...(policy.country?.overrides.values() ?? []), policy.global, policy.ip]) {
+  for (const list of ruleLists(policy)) {
     warnings.push(...shadowedBy(list));
   }
   // Not non_geographic: files written before it existed list [premium_rate, shared_cost] as "the

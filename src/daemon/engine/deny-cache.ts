@@ -7,7 +7,7 @@
 // With block_after in the policy, number-rule denials are NOT cached: block_after counts the
 // denials the database decides, and a cached denial never reaches ratelimit_decide.
 
-import { evaluate, evaluateStates, type Decision, type RuleState } from '../../core/policy.js';
+import { evaluate, evaluateStates, type Decision, type RuleState } from '../../core/policy/log.js';
 import { stateLookup } from '../../core/policy/log-summary.js';
 import { BLOCK_AFTER_RULE, type DecisionPolicy } from '../../core/policy/decide.js';
 import type { LRUCache } from 'lru-cache';

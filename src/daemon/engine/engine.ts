@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { performance } from 'node:perf_hooks';
 import type { Pool } from '../../db/pool.js';
 import { decideBatch, type DecideOutcome, type DecideRequest } from '../../db/decisions.js';
-import { isConnectionError } from '../../db/errors.js';
+import { errForLog, isConnectionError } from '../../db/errors.js';
 import type { Listener } from '../../db/notify.js';
 import { applicableCounters } from '../../core/policy/counters.js';
 import { decideCheckFromSnapshot, type DecideInput } from '../../core/policy/decide.js';
@@ -366,7 +366,7 @@ export class DecisionEngine {
       await this.writes.flush();
     } catch (err) {
       if (isConnectionError(err)) this.enterMemory(err);
-      else this.opts.logger.error({ err: (err as Error).message, sample: hashPrefix(this.writes.oldestHash ?? '') }, 'could not write queued decisions');
+      else this.opts.logger.error({ err: errForLog(err), sample: hashPrefix(this.writes.oldestHash ?? '') }, 'could not write queued decisions');
     }
   }
 }

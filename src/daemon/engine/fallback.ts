@@ -2,6 +2,7 @@
 // answering, probe with jittered exponential backoff, and switch back only once what memory
 // decided is written. Separate so the state machine's rules sit in one place, with one owner.
 
+import { errForLog } from '../../db/errors.js';
 import type { Logger } from 'pino';
 import type { Pool } from '../../db/pool.js';
 import type { Metrics } from '../metrics.js';
@@ -44,7 +45,7 @@ export class Fallback {
     this.current = 'memory';
     this.opts.metrics.fallbackActive.set(1);
     this.opts.metrics.fallbackTransitions.inc({ state: 'memory' });
-    this.opts.logger.error({ err: (err as Error).message }, 'database unreachable: answering from memory (per instance) until it is back');
+    this.opts.logger.error({ err: errForLog(err) }, 'database unreachable: answering from memory (per instance) until it is back');
     this.scheduleProbe(this.opts.probeInitialDelayMs ?? DEFAULT_PROBE_INITIAL_DELAY_MS);
   }
 
@@ -75,7 +76,7 @@ export class Fallback {
       this.opts.logger.info({ droppedWrites }, 'database is back: decisions made from memory written, deciding in the database again');
     } catch (err) {
       if (this.stopped) return;
-      this.opts.logger.debug({ err: (err as Error).message }, 'database still unreachable');
+      this.opts.logger.debug({ err: errForLog(err) }, 'database still unreachable');
       this.scheduleProbe(Math.min(delayMs * 2, this.opts.probeMaxDelayMs ?? DEFAULT_PROBE_MAX_DELAY_MS));
     }
   }

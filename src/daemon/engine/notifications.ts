@@ -3,9 +3,9 @@
 
 import type { Logger } from 'pino';
 import { listen, type Listener } from '../../db/notify.js';
-import { CHANGES_CHANNEL } from '../../db/policies.js';
+import { CHANGES_CHANNEL } from '../../db/changes.js';
 import type { Pool } from '../../db/pool.js';
-import { RESET_CHANNEL } from '../../db/queries.js';
+import { RESET_CHANNEL } from '../../db/phones.js';
 
 const DEAF_MESSAGE =
   'notifications do not arrive: resets, blocks and policy changes made elsewhere reach this daemon only by polling. ' +

@@ -7,7 +7,7 @@
 import type { Logger } from 'pino';
 import type { DecideInput, DecideResult, DecisionPolicy } from '../../core/policy/decide.js';
 import type { DecideOutcome, DecideRequest } from '../../db/decisions.js';
-import { isConnectionError, mayHaveCommitted } from '../../db/errors.js';
+import { errForLog, isConnectionError, mayHaveCommitted } from '../../db/errors.js';
 import type { InFlight } from './in-flight.js';
 import type { MemoryState } from './memory.js';
 import { isOutcomeEvent, SpoolUnavailableError, type Spool } from './spool.js';
@@ -116,7 +116,7 @@ export class Outage {
         logger.warn({ from, decisions: events.length }, 'took over the spool of a daemon that stopped before the database had its decisions');
       });
     } catch (err) {
-      logger.error({ err: (err as Error).message }, 'could not take over a spool');
+      logger.error({ err: errForLog(err) }, 'could not take over a spool');
       return 0;
     }
   }

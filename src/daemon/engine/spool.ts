@@ -129,7 +129,7 @@ export class Spool {
       retries: 0,
       // The default throws from a timer. A lost lock means a peer may take this spool over and
       // write it too: over-counting, never under-counting; keep going and say so.
-      onCompromised: (err) => opts.logger.error({ err: err.message, file }, 'spool lock lost: another daemon may replay this spool too'),
+      onCompromised: (err) => opts.logger.error({ err, file }, 'spool lock lost: another daemon may replay this spool too'),
     });
     return new Spool(opts, dir, file, fh, release, basis);
   }
@@ -212,7 +212,7 @@ export class Spool {
       } catch (err) {
         // ELOCKED: a live daemon's spool. ENOENT: another daemon took it over meanwhile.
         const code = (err as NodeJS.ErrnoException).code;
-        if (code !== 'ELOCKED' && code !== 'ENOENT') this.opts.logger.warn({ err: (err as Error).message, file }, 'cannot lock a spool to take it over');
+        if (code !== 'ELOCKED' && code !== 'ENOENT') this.opts.logger.warn({ err, file }, 'cannot lock a spool to take it over');
         continue;
       }
       try {
@@ -247,7 +247,7 @@ export class Spool {
 
   private enqueue(op: () => Promise<void>): void {
     this.chain = this.chain.then(op).catch((err: unknown) => {
-      if (!this.broken) this.opts.logger.error({ err: (err as Error).message, file: this.file }, 'cannot write the spool: consumes decided from memory are refused from now on');
+      if (!this.broken) this.opts.logger.error({ err, file: this.file }, 'cannot write the spool: consumes decided from memory are refused from now on');
       this.broken ??= err;
     });
   }

@@ -2,11 +2,11 @@
 // the daemon's own checks before them: lists, destinations, ip). One shape so the reply, the
 // metrics and the heartbeat read every decision the same way.
 
-import { evaluateStates, type Decision } from '../../core/policy.js';
+import { evaluateStates, type Decision } from '../../core/policy/log.js';
 import { stateLookup } from '../../core/policy/log-summary.js';
 import type { AggregateView } from '../../core/policy/aggregate.js';
 import { BLOCK_AFTER_RULE, type DecideResult, type DecisionPolicy } from '../../core/policy/decide.js';
-import type { AggregateCounter, NumberType } from '../../core/policy/types.js';
+import { GROUP_DENY_REASON, groupOfRuleId, type AggregateCounter, type NumberType } from '../../core/policy/types.js';
 import type { DecideOutcome } from '../../db/decisions.js';
 import type { DenyReason } from '../../protocol/wire.js';
 import type { MetricSource } from '../metrics.js';
@@ -57,10 +57,8 @@ function viewOf(d: Decision | AggregateView): View {
 
 export function reasonOf(rule: string): DenyReason {
   if (rule === BLOCK_AFTER_RULE) return 'number_blocked';
-  if (rule.startsWith('prefix:')) return 'prefix_rate_limit_exceeded';
-  if (rule.startsWith('country:')) return 'country_rate_limit_exceeded';
-  if (rule.startsWith('global:')) return 'global_rate_limit_exceeded';
-  return 'phone_rate_limit_exceeded';
+  const group = groupOfRuleId(rule);
+  return group === 'prefix' || group === 'country' || group === 'global' ? GROUP_DENY_REASON[group] : GROUP_DENY_REASON.number;
 }
 
 type Source = Pick<Verdict, 'source' | 'metricSource'>;

@@ -8,6 +8,7 @@
 // Decisions made from memory also go to the spool (queueDurable) before they are answered; once
 // a chunk is in the database the spool is told (release), so it only keeps what is unwritten.
 
+import { errForLog } from '../../db/errors.js';
 import type { Logger } from 'pino';
 import type { DecisionPolicy } from '../../core/policy/decide.js';
 import { recordDecisions, type DecisionEvent } from '../../db/decisions.js';
@@ -189,7 +190,7 @@ export class WriteBehind {
               this.loose -= loose.length;
               await durable;
             }
-            this.opts.logger.warn({ err: (err as Error).message, spooled: this.pending.length, spool: this.opts.spool.file }, 'database unreachable at exit: decisions made from memory stay in the spool; the next daemon with this data dir writes them');
+            this.opts.logger.warn({ err: errForLog(err), spooled: this.pending.length, spool: this.opts.spool.file }, 'database unreachable at exit: decisions made from memory stay in the spool; the next daemon with this data dir writes them');
             return { lost: 0, spooled: this.pending.length };
           } catch {
             // The spool failed too: fall back to retrying the database until the deadline.
@@ -197,7 +198,7 @@ export class WriteBehind {
         }
         if (Date.now() + DRAIN_RETRY_MS >= untilMs) {
           const lost = this.pending.filter((p) => p.seq === undefined || this.opts.spool.failed).length;
-          this.opts.logger.error({ err: (err as Error).message, unwritten: lost }, 'could not write decisions made from memory before exit, nor spool them');
+          this.opts.logger.error({ err: errForLog(err), unwritten: lost }, 'could not write decisions made from memory before exit, nor spool them');
           return { lost, spooled: this.pending.length - lost };
         }
         await new Promise((r) => setTimeout(r, DRAIN_RETRY_MS));

@@ -12,7 +12,7 @@ import { canonicalAddress } from '../../core/address.js';
 import { mayReportOutcomes, type Authenticator } from '../auth.js';
 import type { OutcomeRecorder } from '../outcomes.js';
 import { answerTwilio, TWILIO_MAX_BODY_BYTES } from './twilio.js';
-import type { Decider } from '../decide.js';
+import type { Decider } from '../decider.js';
 import { TokenBucket } from '../limits.js';
 import { boundedCache } from '../bounded-cache.js';
 import type { Metrics } from '../metrics.js';

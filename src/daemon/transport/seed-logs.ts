@@ -8,10 +8,10 @@
 // number's own counts), the number echoed as sent, `reason` a sentence, and a resetTime that does
 // not promise an end to a block that has none.
 
-import type { DecisionReply, ErrorReply, Reply, RequestId } from '../../protocol/wire.js';
+import type { DecisionReply, ErrorReply, RequestId } from '../../protocol/wire.js';
 import { errorReply } from '../../protocol/replies.js';
 import type { RequestParser } from '../../protocol/schema.js';
-import type { Decider } from '../decide.js';
+import type { Decider } from '../decider.js';
 
 export const SEED_LOGS_PATH = '/logs';
 

@@ -16,7 +16,7 @@ import { canonicalAddress } from '../../core/address.js';
 import type { Reply } from '../../protocol/wire.js';
 import { mayReportOutcomes, type Authenticator, type Role } from '../auth.js';
 import type { OutcomeRecorder } from '../outcomes.js';
-import type { Decider } from '../decide.js';
+import type { Decider } from '../decider.js';
 import { ConnectionCounter, TokenBucket } from '../limits.js';
 import type { Metrics } from '../metrics.js';
 import { BacklogBudget, type BacklogLimits, type BacklogShare } from './backlog.js';

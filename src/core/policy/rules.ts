@@ -1,0 +1,26 @@
+// Every rule of a policy, in one place: the order is the decision order (number, prefix,
+// country's default rules then its overrides, global, ip), which is also the order rule ids are
+// listed and reported in.
+import type { LimitRule, Policy } from './types.js';
+
+/** Each group's rule list, in decision order; country's overrides are one list per country. */
+export function ruleLists(policy: Policy): (readonly LimitRule[])[] {
+  return [
+    policy.number,
+    policy.prefix?.rules ?? [],
+    policy.country?.rules ?? [],
+    ...(policy.country?.overrides.values() ?? []),
+    policy.global,
+    policy.ip,
+  ];
+}
+
+/** Every limit rule of the policy, in decision order. */
+export function allRules(policy: Policy): LimitRule[] {
+  return ruleLists(policy).flat();
+}
+
+/** The aggregate rules (prefix, country and its overrides, global): those kept in counters. */
+export function aggregateRules(policy: Policy): LimitRule[] {
+  return allRules(policy).filter((r) => r.group === 'prefix' || r.group === 'country' || r.group === 'global');
+}

@@ -1,0 +1,419 @@
+// The policy file's parser and printer, every rule of the format with its error message: longer than
+// 350 lines because each field's refusal is its own case.
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { getCountries } from 'libphonenumber-js/max';
+import { describePolicyChanges, formatPolicy, parsePolicyFile, policyToYaml, type PolicyProblem } from '../../src/core/policy/file.js';
+import { defaultPolicy } from '../../src/core/policy/default.js';
+import { NUMBER_TYPES, type GroupName, type LimitRule, type Policy } from '../../src/core/policy/types.js';
+import { formatDurationMs, parseDurationMs } from '../../src/core/duration.js';
+
+function parsed(text: string): Policy {
+  const result = parsePolicyFile(text);
+  if (!result.ok) throw new Error(`expected a valid policy, got ${JSON.stringify(result.problems)}`);
+  return result.policy;
+}
+
+function problems(text: string): PolicyProblem[] {
+  const result = parsePolicyFile(text);
+  if (result.ok) throw new Error(`expected problems, got a policy for:\n${text}`);
+  return result.problems;
+}
+
+/** The one problem of `text`, which must be at `line`:`column` and mention `message`. */
+function expectProblemAt(text: string, line: number, column: number, message: RegExp): void {
+  const found = problems(text);
+  expect(found).toHaveLength(1);
+  expect(found[0]).toMatchObject({ line, column });
+  expect(found[0]?.message).toMatch(message);
+}
+
+const rule = (group: GroupName, limit: number, window: string, shadow = false, region?: string): LimitRule => ({
+  id: region ? `${group}:${region}:${window}` : `${group}:${window}`,
+  group,
+  limit,
+  window,
+  windowMs: parseDurationMs(window) as number,
+  shadow,
+});
+
+const PROTOCOL_EXAMPLE = `number:                      # per E.164 number: exact rolling windows, every one must allow
+  limits: [{limit: 2, window: 1h}, {limit: 5, window: 1d}]
+  block_after: {denials: 3, within: 1h, for: 24h}   # optional: then blocked, reason number_blocked
+prefix:                      # number ranges: the E.164 number without its last \`digits\` digits
+  digits: 3                  # 3..6; 3 = ranges of 1,000 consecutive numbers
+  limits: [{limit: 10, window: 1h}]
+country:                     # per ISO 3166 region of the number (libphonenumber); unknown = "ZZ"
+  limits: [{limit: 200, window: 1h}]
+  overrides: {GB: [{limit: 500, window: 1h}], NG: [{limit: 5, window: 1h}]}
+global:                      # all numbers together
+  limits: [{limit: 10000, window: 1d}]
+  shadow: true               # any group: evaluated, counted and reported, never denies
+ip:                          # per client IP (IPv6: per /64), in memory, per instance
+  limits: [{limit: 20, window: 1h}]
+destinations:
+  countries: {deny: [CU, KP]}            # or {allow: [US, CA, GB]}; absent = every country
+  block_types: [premium_rate, shared_cost]   # libphonenumber types; this is the default
+`;
+
+describe('parsePolicyFile: valid files', () => {
+  it("parses docs/protocol.md's example to its rules and ids", () => {
+    const result = parsePolicyFile(PROTOCOL_EXAMPLE);
+    expect(result).toMatchObject({ ok: true, warnings: [] });
+    expect(parsed(PROTOCOL_EXAMPLE)).toEqual({
+      number: [rule('number', 2, '1h'), rule('number', 5, '1d')],
+      blockAfter: { denials: 3, withinMs: 3_600_000, forMs: 86_400_000 },
+      prefix: { digits: 3, rules: [rule('prefix', 10, '1h')] },
+      country: {
+        rules: [rule('country', 200, '1h')],
+        overrides: new Map([
+          ['GB', [rule('country', 500, '1h', false, 'GB')]],
+          ['NG', [rule('country', 5, '1h', false, 'NG')]],
+        ]),
+      },
+      global: [rule('global', 10000, '1d', true)],
+      ip: [rule('ip', 20, '1h')],
+      destinations: { countries: { mode: 'deny', regions: ['CU', 'KP'] }, blockTypes: ['premium_rate', 'shared_cost'] },
+    } satisfies Policy);
+  });
+
+  it('treats every absent group as no rule, and blocks premium_rate and shared_cost by default', () => {
+    expect(parsed('ip: {limits: [{limit: 5, window: 30s}]}\n')).toEqual({
+      number: [],
+      blockAfter: undefined,
+      prefix: undefined,
+      country: undefined,
+      global: [],
+      ip: [rule('ip', 5, '30s')],
+      destinations: { countries: undefined, blockTypes: ['premium_rate', 'shared_cost', 'non_geographic'] },
+    });
+  });
+
+  it('blocks no number type for an explicit empty block_types, and warns', () => {
+    const result = parsePolicyFile('number: {limits: [{limit: 2, window: 1h}]}\ndestinations: {block_types: []}\n');
+    expect(result.ok && result.policy.destinations.blockTypes).toEqual([]);
+    expect(result.ok && result.warnings.join('\n')).toMatch(/premium_rate[\s\S]*shared_cost/);
+  });
+
+  it('accepts an empty file as a policy without rate limits, with a warning', () => {
+    const result = parsePolicyFile('# nothing yet\n');
+    expect(result).toMatchObject({ ok: true, warnings: [expect.stringMatching(/no rate limit/)] });
+  });
+
+  it('reads NO (Norway) as a region, not as false (YAML 1.2, not 1.1)', () => {
+    expect(parsed('destinations: {countries: {deny: [NO]}}').destinations.countries).toEqual({ mode: 'deny', regions: ['NO'] });
+  });
+
+  it('uses the window as written in ids, plain milliseconds included', () => {
+    const policy = parsed('number: {limits: [{limit: 2, window: 90m}, {limit: 3, window: 10800000}, {limit: 9, window: "500ms"}]}');
+    expect(policy.number.map((r) => [r.id, r.windowMs])).toEqual([
+      ['number:90m', 5_400_000],
+      ['number:10800000', 10_800_000],
+      ['number:500ms', 500],
+    ]);
+  });
+
+  it('applies a group shadow flag to every rule of the group, country overrides included', () => {
+    const policy = parsed('country: {limits: [{limit: 9, window: 1h}], overrides: {ZZ: [{limit: 1, window: 1h}]}, shadow: true}');
+    expect(policy.country?.rules[0]?.shadow).toBe(true);
+    expect(policy.country?.overrides.get('ZZ')).toEqual([rule('country', 1, '1h', true, 'ZZ')]);
+  });
+
+  it('accepts block_after without number limits, and country overrides without a default list', () => {
+    expect(parsed('number: {block_after: {denials: 2, within: 10m, for: 1d}}').blockAfter).toEqual({ denials: 2, withinMs: 600_000, forMs: 86_400_000 });
+    expect(parsed('country: {overrides: {NG: [{limit: 5, window: 1h}]}}').country?.rules).toEqual([]);
+  });
+
+  it('warns about a rule another rule of its list always outlasts', () => {
+    const result = parsePolicyFile('number: {limits: [{limit: 5, window: 1h}, {limit: 3, window: 1d}]}');
+    expect(result).toMatchObject({ ok: true, warnings: [expect.stringMatching(/^number:1h .*never decides: number:1d/)] });
+  });
+
+  it('parses docs/examples/policy.yaml without warnings, every group present', () => {
+    const result = parsePolicyFile(readFileSync(new URL('../../docs/examples/policy.yaml', import.meta.url), 'utf8'));
+    expect(result).toMatchObject({ ok: true, warnings: [] });
+    const policy = parsed(readFileSync(new URL('../../docs/examples/policy.yaml', import.meta.url), 'utf8'));
+    expect(policy.number.length).toBeGreaterThan(0);
+    expect(policy.blockAfter).toBeDefined();
+    expect(policy.prefix).toBeDefined();
+    expect(policy.country?.overrides.size).toBeGreaterThan(0);
+    expect(policy.global.every((r) => r.shadow)).toBe(true);
+    expect(policy.ip.length).toBeGreaterThan(0);
+    expect(policy.destinations.countries?.mode).toBe('allow');
+  });
+});
+
+describe('parsePolicyFile: every problem, at its line', () => {
+  it('reports an unknown top-level key at its line, with the keys it expected', () => {
+    expectProblemAt('number:\n  limits: [{limit: 2, window: 1h}]\nglobl:\n  limits: [{limit: 9, window: 1d}]\n', 3, 1, /unknown key "globl" \(expected number, prefix, country, global, ip, destinations\)/);
+  });
+
+  it('reports unknown nested keys at their line, whatever the depth', () => {
+    expectProblemAt('number:\n  limits:\n    - {limit: 2, window: 1h, shdow: true}\n', 3, 30, /number\.limits\[0\]\.shdow: unknown key/);
+    expectProblemAt('prefix:\n  digits: 3\n  limits: [{limit: 9, window: 1h}]\n  shaddow: true\n', 4, 3, /prefix\.shaddow: unknown key .*expected digits, limits, shadow/);
+    expectProblemAt('destinations:\n  countries: {deny: [CU], alow: [US]}\n', 2, 27, /destinations\.countries\.alow: unknown key/);
+  });
+
+  it('refuses block_after anywhere but under number', () => {
+    expectProblemAt('ip:\n  limits: [{limit: 9, window: 1h}]\n  block_after: {denials: 3, within: 1h, for: 1d}\n', 3, 3, /ip\.block_after: unknown key/);
+  });
+
+  it('reports a bad duration with its value', () => {
+    expectProblemAt('number:\n  limits: [{limit: 2, window: 1hr}]\n', 2, 31, /number\.limits\[0\]\.window: "1hr" is not a duration/);
+    expectProblemAt('number: {block_after: {denials: 3, within: 1h, for: 400d}}\n', 1, 53, /number\.block_after\.for: "400d" is not a duration/);
+    expectProblemAt('ip: {limits: [{limit: 2, window: 0}]}\n', 1, 34, /not a duration/);
+  });
+
+  it.each([
+    ['0', /must be an integer from 1 to 1000\b/],
+    ['-1', /must be an integer from 1 to 1000\b/],
+    ['2.5', /must be an integer, not 2.5/],
+    ['1001', /must be an integer from 1 to 1000\b/],
+    ['"2"', /must be a number, not "2"/],
+  ])('reports a bad number limit %s', (limit, message) => {
+    expectProblemAt(`# a comment\nnumber:\n  limits: [{limit: ${limit}, window: 1h}]\n`, 3, 20, message);
+  });
+
+  it('reports prefix digits out of 3..6', () => {
+    expectProblemAt('prefix:\n  digits: 7\n  limits: [{limit: 9, window: 1h}]\n', 2, 11, /prefix\.digits: must be an integer from 3 to 6/);
+    expectProblemAt('prefix:\n  digits: 0\n  limits: [{limit: 9, window: 1h}]\n', 2, 11, /prefix\.digits/);
+  });
+
+  it('refuses prefix digits 1 and 2 with the 1,000-candidate reason, alongside every other problem', () => {
+    for (const digits of [1, 2]) {
+      expectProblemAt(`prefix:\n  digits: ${digits}\n  limits: [{limit: 9, window: 1h}]\n`, 2, 11, /prefix\.digits: must be at least 3, not \d: a range must hold at least 1,000 numbers/);
+    }
+    const both = parsePolicyFile('prefix:\n  digits: 2\n  limits: [{limit: 9, window: 1h}]\nglobal:\n  limits: [{limit: 0, window: 1h}]\n');
+    expect(both.ok).toBe(false);
+    if (!both.ok) expect(both.problems.map((p) => p.line)).toEqual([2, 5]);
+  });
+
+  it('enforces a stored policy with prefix digits below 3 at 3, and says so', () => {
+    const stored = parsePolicyFile('prefix:\n  digits: 2\n  limits: [{limit: 9, window: 1h}]\n', { stored: true });
+    expect(stored.ok).toBe(true);
+    if (!stored.ok) return;
+    expect(stored.policy.prefix?.digits).toBe(3);
+    expect(stored.adjustments).toEqual([expect.stringMatching(/prefix\.digits 2 is enforced as 3 \(a range must hold at least 1,000 numbers/)]);
+    // A valid stored policy is read as it is.
+    const fine = parsePolicyFile('prefix:\n  digits: 4\n  limits: [{limit: 9, window: 1h}]\n', { stored: true });
+    expect(fine.ok && fine.policy.prefix?.digits).toBe(4);
+    expect(fine.ok && fine.adjustments).toEqual([]);
+  });
+
+  it('reports unknown regions in overrides (at the key) and in destinations', () => {
+    expectProblemAt('country:\n  limits: [{limit: 9, window: 1h}]\n  overrides:\n    XX: [{limit: 1, window: 1h}]\n', 4, 5, /overrides\.XX: "XX" is not an ISO 3166-1 alpha-2 region/);
+    expectProblemAt('country:\n  overrides:\n    gb: [{limit: 1, window: 1h}]\n', 3, 5, /upper case \(GB\)/);
+    expectProblemAt('destinations:\n  countries: {deny: [CU, UK]}\n', 2, 26, /countries\.deny\[1\]: "UK" is not an ISO 3166-1 alpha-2 region/);
+    expectProblemAt('destinations:\n  countries: {allow: [ZZ]}\n', 2, 23, /"ZZ" is not an ISO/);
+  });
+
+  it('refuses a countries control with both allow and deny, or neither', () => {
+    expectProblemAt('destinations:\n  countries: {allow: [US], deny: [CU]}\n', 2, 3, /either `allow` or `deny`, not both/);
+    expectProblemAt('destinations:\n  countries: {}\n', 2, 3, /either `allow` or `deny`/);
+  });
+
+  it('reports a bad block type', () => {
+    expectProblemAt('destinations:\n  block_types: [premium_rate, premium]\n', 2, 31, /block_types\[1\]: "premium" is not a number type; use one of premium_rate/);
+  });
+
+  it('reports a duplicate window in one list, by duration, not only by spelling', () => {
+    expectProblemAt('global:\n  limits:\n    - {limit: 9, window: 1h}\n    - {limit: 5, window: 60m}\n', 4, 26, /window 60m repeats window 1h/);
+    expectProblemAt('country:\n  overrides:\n    GB: [{limit: 9, window: 1d}, {limit: 5, window: 1d}]\n', 3, 53, /overrides\.GB\[1\]\.window: window 1d repeats/);
+  });
+
+  it('reports empty groups and empty limit lists instead of reading them as "no rule"', () => {
+    expectProblemAt('global:\nip: {limits: [{limit: 1, window: 1h}]}\n', 1, 1, /global: must be a mapping .*not nothing/);
+    expectProblemAt('ip: {limits: []}\n', 1, 6, /needs at least one \{limit, window\}/);
+    expectProblemAt('number: {shadow: true}\n', 1, 1, /number: needs `limits` or `block_after`/);
+    expectProblemAt('prefix: {limits: [{limit: 1, window: 1h}]}\n', 1, 9, /prefix\.digits: missing/);
+  });
+
+  it('refuses YAML that is not a mapping of groups', () => {
+    expectProblemAt('- number\n', 1, 1, /must be a mapping/);
+  });
+
+  it('reports YAML syntax errors with their lines, all of them', () => {
+    const found = problems('number:\n  limits: [{limit: 2, window: 1h}\nip: {limits: [}\n');
+    expect(found.length).toBeGreaterThanOrEqual(2);
+    expect(found.every((p) => p.message.startsWith('YAML: '))).toBe(true);
+    expect(found.map((p) => p.line)).toContain(3);
+    expectProblemAt('number: {limits: [{limit: 1, window: 1h}]}\nnumber: {block_after: {denials: 1, within: 1h, for: 1h}}\n', 2, 1, /YAML: Map keys must be unique/);
+    expect(problems('a: 1\n---\nb: 2\n')[0]?.message).toMatch(/^YAML: /);
+  });
+
+  it('reports several problems at once, in line order', () => {
+    const found = problems(
+      [
+        'number:',
+        '  limits: [{limit: 0, window: 1h}]',
+        'prefix:',
+        '  digits: 9',
+        '  limits: [{limit: 5, window: soon}]',
+        'destinations:',
+        '  countries: {deny: [CU, XX]}',
+        '  block_types: [voip, fax]',
+        'extra: true',
+      ].join('\n'),
+    );
+    expect(found.map((p) => [p.line, p.message.split(':')[0]])).toEqual([
+      [2, 'number.limits[0].limit'],
+      [4, 'prefix.digits'],
+      [5, 'prefix.limits[0].window'],
+      [7, 'destinations.countries.deny[1]'],
+      [8, 'destinations.block_types[1]'],
+      [9, 'extra'],
+    ]);
+  });
+
+  it('refuses an alias bomb instead of expanding it', () => {
+    const lines = ['a: &a [x, x, x, x, x, x, x, x, x, x]'];
+    for (let i = 1; i < 8; i++) lines.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(10).fill(`*${String.fromCharCode(96 + i)}`).join(', ')}]`);
+    expect(problems(lines.join('\n'))[0]?.message).toMatch(/^YAML: /);
+  });
+});
+
+// Random valid policies, built the way a file describes them (one shadow flag per group).
+const windowArb = fc.oneof(
+  fc.tuple(fc.integer({ min: 1, max: 300 }), fc.constantFrom('ms', 's', 'm', 'h', 'd')).map(([n, unit]) => `${n}${unit}`),
+  fc.integer({ min: 1, max: 31_622_400_000 }).map(String),
+).filter((w) => parseDurationMs(w) !== null);
+
+const listArb = (group: GroupName, maxLimit: number, shadow: boolean, region?: string, minLength = 1) =>
+  fc
+    .uniqueArray(fc.tuple(windowArb, fc.integer({ min: 1, max: maxLimit })), { minLength, maxLength: 3, selector: ([w]) => parseDurationMs(w) })
+    .map((pairs) => pairs.map(([w, limit]) => rule(group, limit, w, shadow, region)));
+
+const regionArb = fc.constantFrom(...getCountries());
+
+const policyArb: fc.Arbitrary<Policy> = fc
+  .record({
+    shadow: fc.record({ number: fc.boolean(), prefix: fc.boolean(), country: fc.boolean(), global: fc.boolean(), ip: fc.boolean() }),
+  })
+  .chain(({ shadow }) =>
+    fc.record({
+      number: listArb('number', 1000, shadow.number, undefined, 0),
+      blockAfter: fc.option(
+        fc.record({ denials: fc.integer({ min: 1, max: 1000 }), withinMs: fc.integer({ min: 1, max: 31_622_400_000 }), forMs: fc.integer({ min: 1, max: 31_622_400_000 }) }),
+        { nil: undefined },
+      ),
+      prefix: fc.option(fc.record({ digits: fc.integer({ min: 3, max: 6 }), rules: listArb('prefix', 1e9, shadow.prefix) }), { nil: undefined }),
+      country: fc.option(
+        fc
+          .tuple(listArb('country', 1e9, shadow.country, undefined, 0), fc.uniqueArray(fc.oneof(regionArb, fc.constant('ZZ')), { maxLength: 3 }))
+          .chain(([rules, codes]) =>
+            fc.tuple(...codes.map((code) => listArb('country', 1e9, shadow.country, code))).map((lists) => ({
+              rules,
+              overrides: new Map(codes.map((code, i) => [code, lists[i] as LimitRule[]])),
+            })),
+          )
+          .filter((c) => c.rules.length > 0 || c.overrides.size > 0),
+        { nil: undefined },
+      ),
+      global: listArb('global', 1e9, shadow.global, undefined, 0),
+      ip: listArb('ip', 1_000_000, shadow.ip, undefined, 0),
+      destinations: fc.record({
+        countries: fc.option(
+          fc.record({ mode: fc.constantFrom('allow' as const, 'deny' as const), regions: fc.uniqueArray(regionArb, { minLength: 1, maxLength: 5 }) }),
+          { nil: undefined },
+        ),
+        blockTypes: fc.uniqueArray(fc.constantFrom(...NUMBER_TYPES), { maxLength: 4 }),
+      }),
+    }),
+  );
+
+describe('policyToYaml', () => {
+  it('prints docs/protocol.md\'s example back to the same policy, in its layout', () => {
+    const policy = parsed(PROTOCOL_EXAMPLE);
+    const yaml = policyToYaml(policy);
+    expect(yaml).toContain('  limits: [{limit: 2, window: 1h}, {limit: 5, window: 1d}]\n');
+    expect(yaml).toContain('  block_after: {denials: 3, within: 1h, for: 1d}\n');
+    expect(yaml).toContain('    GB: [{limit: 500, window: 1h}]\n');
+    expect(parsed(yaml)).toEqual(policy);
+  });
+
+  it('round-trips every valid policy through parsePolicyFile', () => {
+    fc.assert(
+      fc.property(policyArb, (policy) => {
+        expect(parsed(policyToYaml(policy))).toEqual(policy);
+        expect(parsed(formatPolicy(policy))).toEqual(policy);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('formatPolicy names every rule id and the shadow ones in a header', () => {
+    const text = formatPolicy(parsed(PROTOCOL_EXAMPLE));
+    expect(text.split('\n')[0]).toBe(
+      '# rules: number:1h, number:1d, number:block_after, prefix:1h, country:1h, country:GB:1h, country:NG:1h, global:1d, ip:1h, destination:country, destination:premium_rate, destination:shared_cost',
+    );
+    expect(text.split('\n')[1]).toBe('# shadow (reported, never deny): global:1d');
+  });
+
+  it('refuses to print a group mixing shadow and enforcing rules, which no file can say', () => {
+    const policy = parsed('global: {limits: [{limit: 9, window: 1h}, {limit: 99, window: 1d}]}');
+    const mixed: Policy = { ...policy, global: [policy.global[0] as LimitRule, { ...(policy.global[1] as LimitRule), shadow: true }] };
+    expect(() => policyToYaml(mixed)).toThrow(/global mixes shadow and enforcing/);
+  });
+});
+
+describe('defaultPolicy', () => {
+  it('is the RATE_LIMIT_* number and ip rules plus the default destination block, with formatted windows in ids', () => {
+    const policy = defaultPolicy({ phoneMax: 2, phoneWindowMs: 3_600_000, ipMax: 20, ipWindowMs: 90_000 });
+    expect(policy).toEqual({
+      number: [rule('number', 2, '1h')],
+      blockAfter: undefined,
+      prefix: undefined,
+      country: undefined,
+      global: [],
+      ip: [rule('ip', 20, '90s')],
+      destinations: { countries: undefined, blockTypes: ['premium_rate', 'shared_cost', 'non_geographic'] },
+    });
+    expect(parsed(policyToYaml(policy))).toEqual(policy);
+    expect(formatDurationMs(policy.number[0]?.windowMs as number)).toBe(policy.number[0]?.window);
+  });
+});
+
+describe('describePolicyChanges', () => {
+  const base = parsed(PROTOCOL_EXAMPLE);
+  const edit = (from: string, to: string): Policy => {
+    expect(PROTOCOL_EXAMPLE).toContain(from);
+    return parsed(PROTOCOL_EXAMPLE.replace(from, to));
+  };
+
+  it('says nothing when nothing changed', () => {
+    expect(describePolicyChanges(base, parsed(policyToYaml(base)))).toEqual([]);
+  });
+
+  it('names a changed limit by rule id', () => {
+    expect(describePolicyChanges(base, edit('{limit: 10, window: 1h}', '{limit: 20, window: 1h}'))).toEqual(['prefix:1h limit 10 -> 20']);
+  });
+
+  it('names added and removed rules, a shadow switch, block_after and prefix digits', () => {
+    const after = edit('{limit: 5, window: 1d}]', '{limit: 5, window: 2d}]');
+    expect(describePolicyChanges(base, after)).toEqual(['removed number:1d (5 per 1d)', 'added number:2d (5 per 2d)']);
+    expect(describePolicyChanges(base, edit('  shadow: true ', '  shadow: false'))).toEqual(['global:1d shadow -> enforcing']);
+    expect(describePolicyChanges(base, edit('{denials: 3, within: 1h, for: 24h}', '{denials: 5, within: 1h, for: 2d}'))).toEqual([
+      'number:block_after denials 3 -> 5, for 1d -> 2d',
+    ]);
+    expect(describePolicyChanges(base, edit('digits: 3', 'digits: 4'))).toEqual(['prefix digits 3 -> 4 (prefix counts start over)']);
+  });
+
+  it('names destination changes', () => {
+    const after = edit('countries: {deny: [CU, KP]}', 'countries: {allow: [US]}');
+    expect(describePolicyChanges(base, after)).toEqual(['destination:country deny CU, KP -> allow US']);
+    expect(describePolicyChanges(base, edit('[CU, KP]', '[KP, CU]'))).toEqual([]);
+    expect(describePolicyChanges(base, edit('block_types: [premium_rate, shared_cost]', 'block_types: [premium_rate, voip]'))).toEqual([
+      'removed destination:shared_cost (shared_cost numbers can be called)',
+      'added destination:voip (voip numbers are denied)',
+    ]);
+  });
+
+  it('describes the switch from the default policy to a file', () => {
+    const lines = describePolicyChanges(defaultPolicy({ phoneMax: 2, phoneWindowMs: 3_600_000, ipMax: 20, ipWindowMs: 3_600_000 }), base);
+    expect(lines).toContain('added number:1d (5 per 1d)');
+    expect(lines).toContain('added global:1d (10000 per 1d, shadow)');
+    expect(lines).toContain('destination:country every country -> deny CU, KP');
+    expect(lines).not.toContainEqual(expect.stringMatching(/number:1h|ip:1h/));
+  });
+});

@@ -1,0 +1,57 @@
+// The newcomer's path: `ratelimit serve` with no configuration at all, and `ratelimit status`
+// in another terminal seeing the counts it made.
+import { afterAll, describe, expect, it } from 'vitest';
+import { BIN, spawnServe } from '../helpers/serve.js';
+import { execFile, type ChildProcess } from 'node:child_process';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const children: ChildProcess[] = [];
+const dirs: string[] = [];
+
+afterAll(async () => {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+});
+
+function cleanEnv(): NodeJS.ProcessEnv {
+  // No DATABASE_URL, no key: the embedded default.
+  return { PATH: process.env.PATH, HOME: process.env.HOME };
+}
+
+describe('embedded default', () => {
+  it('serve starts with no configuration; status in another process sees its counts; SIGTERM exits 0', async () => {
+    const cwd = await mkdtemp(join(tmpdir(), 'ratelimit-newcomer-'));
+    dirs.push(cwd);
+    await chmod(cwd, 0o755);
+    const { daemon, port, lines, exited } = await spawnServe(cwd, cleanEnv(), (c) => children.push(c));
+    expect(lines.join('\n')).toMatch(/generated a key/);
+
+    for (let i = 0; i < 3; i++) {
+      await fetch(`http://127.0.0.1:${port}/v1/consume`, { method: 'POST', body: JSON.stringify({ phoneNumber: '+1 415 555 2671' }) });
+    }
+
+    const status = () =>
+      new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+        execFile(process.execPath, [BIN, 'status', '+14155552671', '--json'], { cwd, env: cleanEnv() }, (err, stdout, stderr) =>
+          resolve({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr }),
+        ),
+      );
+    const first = await status();
+    expect(first.stderr).toBe('');
+    expect(first.code).toBe(0);
+    expect(JSON.parse(first.stdout)).toMatchObject({ used: 2, limit: 2, allowed: false });
+    // The third call was denied from the daemon's cache of numbers at their limit; that denial
+    // reaches the database with the next background flush (about a second).
+    let denied = 0;
+    for (let i = 0; i < 20 && denied === 0; i++) {
+      denied = (JSON.parse((await status()).stdout) as { deniedInWindow: number }).deniedInWindow;
+      if (denied === 0) await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(denied).toBe(1);
+
+    daemon.kill('SIGTERM');
+    expect(await exited).toBe(0);
+  });
+});
