@@ -72,7 +72,7 @@ export interface StatusReport {
   deniedTotal: number;
   lastCallAt: number | null;
   lastReset: { by: string; reason: string | null; at: string; previousCount: number } | null;
-  /** The number's most recent reported outcomes (PROTOCOL.md *Outcomes*), newest decision first. */
+  /** The number's most recent reported outcomes (docs/protocol.md *Outcomes*), newest decision first. */
   outcomes: StoredOutcome[];
   now: number;
 }

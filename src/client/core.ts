@@ -80,7 +80,7 @@ interface PendingRequest {
   readonly timer: Timer;
 }
 
-/** What the daemon says to an outcome (PROTOCOL.md *Outcomes*). */
+/** What the daemon says to an outcome (docs/protocol.md *Outcomes*). */
 export interface OutcomeRecorded {
   decisionId: string;
   /** This decision's outcome had been reported already (the same one): counted once. */

@@ -57,7 +57,7 @@ export class RateLimitClient extends EventEmitter<{ state: [state: ClientState, 
   }
 
   /**
-   * Reports what happened to an allowed consume (PROTOCOL.md *Outcomes*): `decisionId` from its
+   * Reports what happened to an allowed consume (docs/protocol.md *Outcomes*): `decisionId` from its
    * reply; `durationMs` required for `answered`. Needs a token. Resolves once recorded (or kept
    * by the daemon until its database is back); `duplicate` when it was reported already.
    * Rejects with RateLimitRequestError: `unknown_decision` (not issued, or older than 7 days),

@@ -91,7 +91,7 @@ export class Authenticator {
 }
 
 /**
- * Who may report outcomes (PROTOCOL.md *Outcomes*: the service role). With tokens configured,
+ * Who may report outcomes (docs/protocol.md *Outcomes*: the service role). With tokens configured,
  * only a token holder. In anonymous mode (development), a local tool, which sends no Origin:
  * a request with an Origin is a browser's, and a web page must never speak for the service.
  */

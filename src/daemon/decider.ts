@@ -40,7 +40,7 @@ export interface DeciderOptions {
   phoneKey: string;
   /** While PHONE_ENCRYPTION_KEY_PREVIOUS is set. */
   rotation?: KeyRotation | undefined;
-  /** Mints the decisionId of every allowed consume (PROTOCOL.md *Outcomes*). */
+  /** Mints the decisionId of every allowed consume (docs/protocol.md *Outcomes*). */
   decisionIds: DecisionIds;
   /** For ratelimit_spend_total; the flat default when absent. */
   prices?: PriceTable | undefined;

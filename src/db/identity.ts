@@ -27,8 +27,10 @@ export async function databaseIdentity(pool: Pool): Promise<string> {
   try {
     await pool.query(CREATE);
   } catch (err) {
-    // Two first starts at once: CREATE TABLE IF NOT EXISTS can still collide in the catalog.
-    if ((err as { code?: unknown }).code !== SQLSTATE.UNIQUE_VIOLATION) throw err;
+    // Two first starts at once: CREATE TABLE IF NOT EXISTS can still collide in the catalog, on
+    // the table's name, its row type's name or a unique index, depending on which insert loses.
+    const code = (err as { code?: unknown }).code;
+    if (code !== SQLSTATE.UNIQUE_VIOLATION && code !== SQLSTATE.DUPLICATE_OBJECT && code !== SQLSTATE.DUPLICATE_TABLE) throw err;
   }
   await pool.query('INSERT INTO ratelimit_database_identity (id) VALUES ($1) ON CONFLICT (singleton) DO NOTHING', [randomBytes(16).toString('hex')]);
   const id = await read();

@@ -48,7 +48,7 @@ export interface ConsumeRequest {
 /** What the Decider answers: a check or a consume. */
 export type DecisionRequest = CheckRequest | ConsumeRequest;
 
-/** What happened to an allowed call or message (PROTOCOL.md *Outcomes*). */
+/** What happened to an allowed call or message (docs/protocol.md *Outcomes*). */
 export const OUTCOMES = ['verified', 'answered', 'unanswered', 'failed'] as const;
 export type Outcome = (typeof OUTCOMES)[number];
 
@@ -87,7 +87,7 @@ export interface StatusReply {
   rule?: string;
   /** Only when non-empty: shadow rules that would have denied. */
   shadow?: string[];
-  /** Only on an allowed consume: what to report its outcome with (PROTOCOL.md *Outcomes*). */
+  /** Only on an allowed consume: what to report its outcome with (docs/protocol.md *Outcomes*). */
   decisionId?: string;
 }
 

@@ -1,3 +1,4 @@
+// Longer than 350 lines because every file in ops/ gets its checks here, one describe each.
 // The operators' kit (ops/) and the documentation's links: static checks that keep them
 // loadable and in line with the metrics the daemon exposes. No Grafana, Prometheus or Docker
 // daemon needed; `promtool check rules` runs too when promtool is installed.

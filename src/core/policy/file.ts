@@ -1,3 +1,5 @@
+// Longer than 350 lines because the schema, the line mapping and the range/reserved-key checks
+// read one parsed document together; split, each would re-walk it.
 // A policy file (docs/protocol.md *Policy*) to a validated `Policy`, or every problem with its line.
 // The `yaml` parser keeps node positions, so a zod issue's path is mapped back to the line of
 // the key or value it is about: an operator fixing a file must not have to guess, and a typo

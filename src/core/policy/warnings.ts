@@ -38,7 +38,7 @@ export function policyWarnings(policy: Policy): string[] {
     warnings.push(...shadowedBy(list));
   }
   // Not non_geographic: files written before it existed list [premium_rate, shared_cost] as "the
-  // default" (PROTOCOL.md's example does); they keep working without a warning, and the shipped
+  // default" (docs/protocol.md's example does); they keep working without a warning, and the shipped
   // examples list it.
   for (const type of DEFAULT_BLOCK_TYPES.filter((t) => t !== 'non_geographic')) {
     if (!policy.destinations.blockTypes.includes(type)) {

@@ -1,3 +1,5 @@
+// Longer than 350 lines because it is the one place the database and memory paths meet; the
+// parts it composes live beside it (batcher, fallback, write-behind, deadline, notifications).
 // Decides for phone numbers by composing the parts in this folder: the batchers in front of
 // PostgreSQL, the deny cache, the memory of numbers and counters, the write-behind queue and the
 // database/memory fallback. Every decision runs the whole policy in force (number rules,

@@ -1,3 +1,5 @@
+// Longer than 350 lines because the spool's scope (database id, index, provisional scopes) and
+// its files' locking and replay must agree on one layout; both halves are kept in this file.
 // The durable spool: decisions made from memory, written to the data dir (one fsync per batch)
 // before their replies are sent, so a daemon that stops or crashes while the database is down
 // loses none of them. A restarted daemon replays its predecessors' spools into memory before it

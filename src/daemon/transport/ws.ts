@@ -1,3 +1,5 @@
+// Longer than 350 lines because one socket's whole life (upgrade, auth, backpressure, replies in
+// order, the seed's /logs dialect and outcomes) shares its per-socket state.
 // The WebSocket transport: the upgrade (route, auth, per-address connection cap), per-socket
 // client state, replies in request order for pipelining clients, corked writes, backpressure
 // (pause past a reply backlog, 1008 when it persists), idle and dead sockets. Separate from HTTP

@@ -143,8 +143,9 @@ export async function chownTree(target: string, user: ServerUser): Promise<void>
  */
 export async function prepareParent(parent: string, user: ServerUser | undefined): Promise<void> {
   // 0700: the data dir also holds the key file and the spool (src/db/key-file.ts); for a server
-  // user, what we created gets search permission (x) below, never read.
-  const firstCreated = await fs.mkdir(parent, { recursive: true, mode: 0o700 });
+  // user, what we create gets search permission (x), never read: at creation, so that a second
+  // process starting at the same moment (whose mkdir creates nothing) never sees it closed.
+  const firstCreated = await fs.mkdir(parent, { recursive: true, mode: user ? 0o701 : 0o700 });
   if (!user) return;
   const ours = new Set<string>();
   if (firstCreated) {

@@ -1,4 +1,4 @@
--- The seed schema from PROTOCOL.md, verbatim. IF NOT EXISTS adopts a database that an earlier
+-- The seed schema from docs/protocol.md, verbatim. IF NOT EXISTS adopts a database that an earlier
 -- deployment of the original design created by hand.
 CREATE TABLE IF NOT EXISTS phone_rate_limits (
   phone_hash TEXT PRIMARY KEY,           -- HMAC-SHA256 of the E.164 number

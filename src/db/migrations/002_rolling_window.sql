@@ -9,7 +9,7 @@ ALTER TABLE phone_rate_limits
   ADD COLUMN IF NOT EXISTS denied_in_window INTEGER NOT NULL DEFAULT 0,
   ADD COLUMN IF NOT EXISTS denied_window_start BIGINT NOT NULL DEFAULT 0,
   ADD COLUMN IF NOT EXISTS last_denied_at BIGINT,
-  -- The masked form (+1415•••••71) PROTOCOL.md allows, so dashboards can show which number
+  -- The masked form (+1415•••••71) docs/protocol.md allows, so dashboards can show which number
   -- is hammered without the clear number ever being stored.
   ADD COLUMN IF NOT EXISTS phone_masked TEXT;
 

@@ -1,4 +1,4 @@
--- Which hashing key this database's hashes were made with (PROTOCOL.md *Keys*, issue #11). A
+-- Which hashing key this database's hashes were made with (docs/protocol.md *Keys*, issue #11). A
 -- process with another key would read "not tracked" for every tracked number and give each a
 -- fresh quota, so src/db/keys.ts compares fingerprints (src/core/key.ts; never the key) before
 -- anything hashes. Independent of migration 006: it touches only phone_rate_limits and this table.

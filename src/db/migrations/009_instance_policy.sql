@@ -12,7 +12,7 @@ ALTER TABLE ratelimit_instances
 -- Per-minute rollup of every daemon's decisions, so `stats` can say "denials in the last window,
 -- by reason" after the daemons that made them have gone. Each heartbeat adds its deltas in one
 -- statement; rows older than a day are pruned by the heartbeats. `rule` is '' for a denial
--- (reason = its PROTOCOL.md reason) and the rule id for a shadow denial (reason = 'shadow').
+-- (reason = its docs/protocol.md reason) and the rule id for a shadow denial (reason = 'shadow').
 -- Logged (unlike ratelimit_instances): it is history an operator may be asked about.
 CREATE TABLE IF NOT EXISTS rate_limit_decision_counts (
   minute TIMESTAMP WITH TIME ZONE NOT NULL,

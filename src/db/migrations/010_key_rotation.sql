@@ -1,4 +1,4 @@
--- Key rotation (PROTOCOL.md *Keys*, issue #11): limits keep holding while PHONE_ENCRYPTION_KEY
+-- Key rotation (docs/protocol.md *Keys*, issue #11): limits keep holding while PHONE_ENCRYPTION_KEY
 -- changes. A number's hash is a function of the key, so under the new key a number is a new row;
 -- its calls under the old hash must still count. A daemon given both keys computes both hashes and,
 -- the first time it meets a number (src/db/keys.ts foldKeyRows, called by the engine before it
