@@ -67,7 +67,19 @@ async function idle(): Promise<void> {
   for (const ws of sockets) ws.terminate();
   emit({
     event: 'result',
-    result: { decisions: 0, allowed: 0, denied: 0, errors: cfg.sockets - alive, measuredS: 0, p50Ms: NaN, p99Ms: NaN, maxMs: NaN, cpuPercent: NaN, peakRssMb: peakRssMb(), extra: { alive } },
+    result: {
+      decisions: 0,
+      allowed: 0,
+      denied: 0,
+      errors: cfg.sockets - alive,
+      measuredS: 0,
+      p50Ms: NaN,
+      p99Ms: NaN,
+      maxMs: NaN,
+      cpuPercent: NaN,
+      peakRssMb: peakRssMb(),
+      extra: { alive },
+    },
   });
 }
 
@@ -86,8 +98,7 @@ async function load(): Promise<void> {
   let ipCounter = cfg.ipBase ?? 0;
   let drained: (() => void) | undefined;
 
-  const frame = (): string =>
-    `{"type":"rate_limit_consume","id":${seq++},"phoneNumber":"${phoneNumber(nextKey())}","ip":"${clientIp(ipCounter++)}"}`;
+  const frame = (): string => `{"type":"rate_limit_consume","id":${seq++},"phoneNumber":"${phoneNumber(nextKey())}","ip":"${clientIp(ipCounter++)}"}`;
 
   for (const ws of sockets) {
     const sent: number[] = [];

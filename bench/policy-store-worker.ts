@@ -55,8 +55,21 @@ let close = async () => undefined as void;
 if (cfg.system === 'ours') {
   // The daemon's Decider minus parsing and the wire: ip rules reserved in memory, then the engine.
   const spoolDir = mkdtempSync(path.join(tmpdir(), 'ratelimit-bench-spool-'));
-  const spool = await Spool.open({ dataDir: spoolDir, scope: { databaseUrl: cfg.url, phoneKey: 'bench' }, instanceId: 'bench-policy', maxBytes: 64 << 20, logger: pino({ level: 'silent' }) });
-  const engine = new DecisionEngine({ pool, policies: fixedPolicy(policy), logger: pino({ level: 'silent' }), metrics: createMetrics(), denyCache: false, spool });
+  const spool = await Spool.open({
+    dataDir: spoolDir,
+    scope: { databaseUrl: cfg.url, phoneKey: 'bench' },
+    instanceId: 'bench-policy',
+    maxBytes: 64 << 20,
+    logger: pino({ level: 'silent' }),
+  });
+  const engine = new DecisionEngine({
+    pool,
+    policies: fixedPolicy(policy),
+    logger: pino({ level: 'silent' }),
+    metrics: createMetrics(),
+    denyCache: false,
+    spool,
+  });
   const ipRules = new IpRules();
   ipRules.update(policy.ip);
   op = async () => {
@@ -91,7 +104,15 @@ if (cfg.system === 'ours') {
     ...cfg.unionLimiters.map(
       (l) =>
         new KeyedLimiter(
-          { storeClient: pool, tableName: cfg.unionTable, tableCreated: true, clearExpiredByTimeout: false, keyPrefix: l.keyPrefix, points: l.points, duration: l.durationS },
+          {
+            storeClient: pool,
+            tableName: cfg.unionTable,
+            tableCreated: true,
+            clearExpiredByTimeout: false,
+            keyPrefix: l.keyPrefix,
+            points: l.points,
+            duration: l.durationS,
+          },
           partIndex[l.on],
         ),
     ),

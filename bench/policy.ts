@@ -149,7 +149,13 @@ export async function runPolicy(h: PolicyHarness, s: PolicyScenario): Promise<Po
       worker: result,
       cpu,
       peakRssMb: h.peakRssMb(daemon.child.pid!),
-      extra: { ...(result.extra ?? {}), walBytesPerDecision: walBytes / result.decisions, loadgenPeakRssMb: result.peakRssMb, ...stats, daemonErrors: daemon.errorLines.slice(0, 3) },
+      extra: {
+        ...(result.extra ?? {}),
+        walBytesPerDecision: walBytes / result.decisions,
+        loadgenPeakRssMb: result.peakRssMb,
+        ...stats,
+        daemonErrors: daemon.errorLines.slice(0, 3),
+      },
     };
   } finally {
     await h.terminate(daemon.child);
@@ -170,7 +176,12 @@ export function policyTargets(rows: readonly Row[]): Array<{ what: string; value
   const union = rows.find((r) => r.name === `policy store union zipf ${INFLIGHT}`);
   if (!ws) return [];
   const out = [{ what: `policy ws zipf ${INFLIGHT}: ≥ 20k decisions/s`, value: `${Math.round(ws.ratePerS)}/s`, met: ws.ratePerS >= 20_000 }];
-  if (union) out.push({ what: `policy ws zipf ${INFLIGHT}: ≥ 5× RateLimiterUnion store level`, value: `${(ws.ratePerS / union.ratePerS).toFixed(2)}×`, met: ws.ratePerS >= 5 * union.ratePerS });
+  if (union)
+    out.push({
+      what: `policy ws zipf ${INFLIGHT}: ≥ 5× RateLimiterUnion store level`,
+      value: `${(ws.ratePerS / union.ratePerS).toFixed(2)}×`,
+      met: ws.ratePerS >= 5 * union.ratePerS,
+    });
   out.push({ what: `policy ws zipf ${INFLIGHT}: p99 ≤ 25 ms`, value: `${ws.p99Ms.toFixed(1)} ms`, met: ws.p99Ms <= 25 });
   return out;
 }

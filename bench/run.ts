@@ -76,7 +76,17 @@ type Scenario =
   // the measured run goes to a new daemon on the table the fill grew (history in the table, not in
   // the process), so the two rows together say which of them costs.
   // rate: open loop at that many decisions a second (inflight is then only a label).
-  | { kind: 'ws'; name: string; dist: KeyDistribution; inflight: number; sockets: number; limit?: number; warmDistinct?: number; restartAfterWarm?: boolean; rate?: number }
+  | {
+      kind: 'ws';
+      name: string;
+      dist: KeyDistribution;
+      inflight: number;
+      sockets: number;
+      limit?: number;
+      warmDistinct?: number;
+      restartAfterWarm?: boolean;
+      rate?: number;
+    }
   | { kind: 'http'; name: string; dist: KeyDistribution; inflight: number }
   | { kind: 'echo'; name: string; inflight: number; sockets: number }
   | { kind: 'idle'; name: string; connections: number }
@@ -96,7 +106,14 @@ function scenarios(): Scenario[] {
   const socketsFor = (inflight: number) => (inflight <= 64 ? 16 : 32);
   if (QUICK) {
     return [
-      ...(['ours', 'rlf', 'upsert'] as const).map((system): Scenario => ({ kind: 'store', name: `store ${system} uniform 64`, system, dist: 'uniform', inflight: 64, limit: LARGE_LIMIT })),
+      ...(['ours', 'rlf', 'upsert'] as const).map((system): Scenario => ({
+        kind: 'store',
+        name: `store ${system} uniform 64`,
+        system,
+        dist: 'uniform',
+        inflight: 64,
+        limit: LARGE_LIMIT,
+      })),
       { kind: 'ws', name: 'ws uniform 64', dist: 'uniform', inflight: 64, sockets: 16 },
       { kind: 'http', name: 'http uniform 64', dist: 'uniform', inflight: 64 },
       { kind: 'echo', name: 'ws echo 64', inflight: 64, sockets: 16 },
@@ -121,8 +138,23 @@ function scenarios(): Scenario[] {
   }
   // Issue #12 part 4: a daemon that has seen 1M distinct numbers against a fresh one (same load as
   // `ws uniform 256`), one number pipelined deep, and what the limit (the log's length) costs.
-  out.push({ kind: 'ws', name: `ws uniform 256 after ${WARM_DISTINCT_LABEL} distinct`, dist: 'uniform', inflight: 256, sockets: 32, warmDistinct: WARM_DISTINCT });
-  out.push({ kind: 'ws', name: `ws uniform 256 after ${WARM_DISTINCT_LABEL} distinct, restarted`, dist: 'uniform', inflight: 256, sockets: 32, warmDistinct: WARM_DISTINCT, restartAfterWarm: true });
+  out.push({
+    kind: 'ws',
+    name: `ws uniform 256 after ${WARM_DISTINCT_LABEL} distinct`,
+    dist: 'uniform',
+    inflight: 256,
+    sockets: 32,
+    warmDistinct: WARM_DISTINCT,
+  });
+  out.push({
+    kind: 'ws',
+    name: `ws uniform 256 after ${WARM_DISTINCT_LABEL} distinct, restarted`,
+    dist: 'uniform',
+    inflight: 256,
+    sockets: 32,
+    warmDistinct: WARM_DISTINCT,
+    restartAfterWarm: true,
+  });
   for (const inflight of [512, 8192]) out.push({ kind: 'ws', name: `ws single ${inflight}`, dist: 'single', inflight, sockets: 1 });
   for (const limit of [2, 100, 1000]) out.push({ kind: 'ws', name: `ws zipf 256 limit ${limit}/h`, dist: 'zipf', inflight: 256, sockets: 32, limit });
   for (const inflight of [64, 256]) out.push({ kind: 'http', name: `http uniform ${inflight}`, dist: 'uniform', inflight });
@@ -234,7 +266,9 @@ interface Daemon {
 
 async function startDaemon(databaseUrl: string, dataDir: string, extraEnv: Record<string, string> = {}): Promise<Daemon> {
   // Nothing from the caller's shell may change what is measured.
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(RATE_?LIMIT|DATABASE_URL|FLY_|PHONE_|PG|PORT$|HOST$|LOG_LEVEL|NODE_ENV|ALLOWED_ORIGINS)/.test(k)));
+  const env = Object.fromEntries(
+    Object.entries(process.env).filter(([k]) => !/^(RATE_?LIMIT|DATABASE_URL|FLY_|PHONE_|PG|PORT$|HOST$|LOG_LEVEL|NODE_ENV|ALLOWED_ORIGINS)/.test(k)),
+  );
   const child = track(
     spawn(process.execPath, [...DAEMON_NODE_ARGS, path.join(ROOT, 'bin', 'ratelimit.js'), 'serve'], {
       cwd: ROOT,
@@ -365,7 +399,11 @@ async function runE2e(e: Env, s: Extract<Scenario, { kind: 'ws' | 'http' }>): Pr
         ipBase: 1 << 23,
       } satisfies WsLoadConfig);
       const filled = await runWorker(filler, () => ({}), { timeoutMs: WARM_TIMEOUT_MS });
-      warm = { warmDecisions: filled.result.decisions, warmS: (performance.now() - started) / 1000, daemonRssAfterWarmMb: processMemoryMb(daemon.child.pid!)?.peakRssMb };
+      warm = {
+        warmDecisions: filled.result.decisions,
+        warmS: (performance.now() - started) / 1000,
+        daemonRssAfterWarmMb: processMemoryMb(daemon.child.pid!)?.peakRssMb,
+      };
       if (s.restartAfterWarm) {
         await terminate(daemon.child);
         daemon = await startDaemon(e.pg.url, e.tmp, daemonEnv);
@@ -492,7 +530,18 @@ async function runIdleCpu(e: Env): Promise<RunResult> {
     meter.start();
     await sleep(IDLE_CPU_MS);
     const cpu = meter.stop();
-    const worker: WorkerResult = { decisions: 0, allowed: 0, denied: 0, errors: 0, measuredS: IDLE_CPU_MS / 1000, p50Ms: NaN, p99Ms: NaN, maxMs: NaN, cpuPercent: NaN, peakRssMb: NaN };
+    const worker: WorkerResult = {
+      decisions: 0,
+      allowed: 0,
+      denied: 0,
+      errors: 0,
+      measuredS: IDLE_CPU_MS / 1000,
+      p50Ms: NaN,
+      p99Ms: NaN,
+      maxMs: NaN,
+      cpuPercent: NaN,
+      peakRssMb: NaN,
+    };
     return { worker, cpu, peakRssMb: processMemoryMb(daemon.child.pid!)?.peakRssMb ?? NaN, extra: { daemonErrors: daemon.errorLines.slice(0, 3) } };
   } finally {
     await terminate(daemon.child);
@@ -516,7 +565,23 @@ function batchStats(metrics: string): Record<string, number> {
 function policyHarness(e: Env): PolicyHarness {
   const daemonStats = async (port: number) => batchStats(await fetchText(`http://127.0.0.1:${port}/metrics`));
   const peakRssMb = (pid: number) => processMemoryMb(pid)?.peakRssMb ?? NaN;
-  return { url: e.pg.url, admin: e.admin, postmasterPid: e.postmasterPid, keysFile: e.keysFile, tmp: e.tmp, token: TOKEN, poolSize: POOL_SIZE, warmupMs: WARMUP_MS, measureMs: MEASURE_MS, nodeScript, runWorker, startDaemon, terminate, daemonStats, peakRssMb };
+  return {
+    url: e.pg.url,
+    admin: e.admin,
+    postmasterPid: e.postmasterPid,
+    keysFile: e.keysFile,
+    tmp: e.tmp,
+    token: TOKEN,
+    poolSize: POOL_SIZE,
+    warmupMs: WARMUP_MS,
+    measureMs: MEASURE_MS,
+    nodeScript,
+    runWorker,
+    startDaemon,
+    terminate,
+    daemonStats,
+    peakRssMb,
+  };
 }
 
 // ---- setup ----------------------------------------------------------------------------------
@@ -668,7 +733,12 @@ function targets(rows: Row[]): Target[] {
       const rlf = row(`store rlf ${dist} ${inflight}`);
       if (!ws) continue;
       out.push({ what: `ws ${dist} ${inflight}: ≥ 25k decisions/s`, value: `${Math.round(ws.ratePerS)}/s`, met: ws.ratePerS >= 25_000 });
-      if (rlf) out.push({ what: `ws ${dist} ${inflight}: ≥ 5× RLF store level`, value: `${(ws.ratePerS / rlf.ratePerS).toFixed(2)}×`, met: ws.ratePerS >= 5 * rlf.ratePerS });
+      if (rlf)
+        out.push({
+          what: `ws ${dist} ${inflight}: ≥ 5× RLF store level`,
+          value: `${(ws.ratePerS / rlf.ratePerS).toFixed(2)}×`,
+          met: ws.ratePerS >= 5 * rlf.ratePerS,
+        });
       if (inflight === 256) out.push({ what: `ws ${dist} 256: p99 ≤ 15 ms`, value: `${ws.p99Ms.toFixed(1)} ms`, met: ws.p99Ms <= 15 });
     }
   }
@@ -678,14 +748,26 @@ function targets(rows: Row[]): Target[] {
   const warmed = row(`ws uniform 256 after ${WARM_DISTINCT_LABEL} distinct`);
   const restarted = row(`ws uniform 256 after ${WARM_DISTINCT_LABEL} distinct, restarted`);
   if (restarted && warmed) {
-    out.push({ what: `ws uniform 256 after ${WARM_DISTINCT_LABEL} distinct numbers: within 10% of a fresh daemon on the same table`, value: `${(warmed.ratePerS / restarted.ratePerS).toFixed(2)}×`, met: warmed.ratePerS >= 0.9 * restarted.ratePerS });
+    out.push({
+      what: `ws uniform 256 after ${WARM_DISTINCT_LABEL} distinct numbers: within 10% of a fresh daemon on the same table`,
+      value: `${(warmed.ratePerS / restarted.ratePerS).toFixed(2)}×`,
+      met: warmed.ratePerS >= 0.9 * restarted.ratePerS,
+    });
   }
   if (fresh && warmed) {
-    out.push({ what: `ws uniform 256 after ${WARM_DISTINCT_LABEL} distinct numbers, against a fresh daemon on a fresh table`, value: `${(warmed.ratePerS / fresh.ratePerS).toFixed(2)}×`, met: undefined });
+    out.push({
+      what: `ws uniform 256 after ${WARM_DISTINCT_LABEL} distinct numbers, against a fresh daemon on a fresh table`,
+      value: `${(warmed.ratePerS / fresh.ratePerS).toFixed(2)}×`,
+      met: undefined,
+    });
   }
   const idleCpu = rows.find((r) => r.kind === 'idlecpu');
   if (idleCpu) {
-    out.push({ what: 'idle daemon ≤ 5 ms CPU per second', value: `${(idleCpu.subjectCpuPercent * 10).toFixed(1)} ms/s (PostgreSQL ${(idleCpu.pgCpuPercent * 10).toFixed(1)} ms/s)`, met: idleCpu.subjectCpuPercent * 10 <= 5 });
+    out.push({
+      what: 'idle daemon ≤ 5 ms CPU per second',
+      value: `${(idleCpu.subjectCpuPercent * 10).toFixed(1)} ms/s (PostgreSQL ${(idleCpu.pgCpuPercent * 10).toFixed(1)} ms/s)`,
+      met: idleCpu.subjectCpuPercent * 10 <= 5,
+    });
   }
   for (const rate of OPEN_LOOP_RATES) {
     const open = row(`ws open ${rate}/s`);
@@ -693,7 +775,11 @@ function targets(rows: Row[]): Target[] {
     if (!open) continue;
     const beside = rlf ? ` (rate-limiter-flexible p50 ${rlf.p50Ms.toFixed(2)} p99 ${rlf.p99Ms.toFixed(2)} p99.9 ${rlf.p999Ms.toFixed(2)} ms)` : '';
     const p50Max = rate <= 500 ? 1.5 : 3;
-    out.push({ what: `ws open loop ${rate}/s: p50 ≤ ${p50Max} ms${rate <= 500 ? ', p99 ≤ 10 ms' : ''}`, value: `p50 ${open.p50Ms.toFixed(2)} p99 ${open.p99Ms.toFixed(2)} p99.9 ${open.p999Ms.toFixed(2)} ms${beside}`, met: open.p50Ms <= p50Max && (rate > 500 || open.p99Ms <= 10) });
+    out.push({
+      what: `ws open loop ${rate}/s: p50 ≤ ${p50Max} ms${rate <= 500 ? ', p99 ≤ 10 ms' : ''}`,
+      value: `p50 ${open.p50Ms.toFixed(2)} p99 ${open.p99Ms.toFixed(2)} p99.9 ${open.p999Ms.toFixed(2)} ms${beside}`,
+      met: open.p50Ms <= p50Max && (rate > 500 || open.p99Ms <= 10),
+    });
   }
   const idle = rows.find((r) => r.kind === 'idle');
   if (idle) out.push({ what: `${IDLE_CONNECTIONS} idle ws: daemon RSS ≤ 150 MB`, value: `${idle.peakRssMb.toFixed(1)} MB`, met: idle.peakRssMb <= 150 });
@@ -783,21 +869,30 @@ async function main(): Promise<void> {
         const r = best!;
         runs.push(r);
         const w = r.worker;
-        const usLine = Number.isFinite(w.decisions) && w.decisions > 0 && r.cpu
-          ? ` µs/decision ${Object.entries(r.cpu.processPercent).filter(([, v]) => Number.isFinite(v)).map(([k, v]) => `${k} ${((v * 10_000) / (w.decisions / w.measuredS)).toFixed(1)}`).join(' ')}`
-          : '';
+        const usLine =
+          Number.isFinite(w.decisions) && w.decisions > 0 && r.cpu
+            ? ` µs/decision ${Object.entries(r.cpu.processPercent)
+                .filter(([, v]) => Number.isFinite(v))
+                .map(([k, v]) => `${k} ${((v * 10_000) / (w.decisions / w.measuredS)).toFixed(1)}`)
+                .join(' ')}`
+            : '';
         const line =
           s.kind === 'idlecpu' && r.cpu
             ? `daemon ${(r.cpu.processPercent.subject! * 10).toFixed(1)} ms CPU/s, PostgreSQL ${(r.cpu.processPercent.pg! * 10).toFixed(1)} ms CPU/s (other ${r.cpu.foreignPercent.toFixed(0)}%)`
             : s.kind === 'idle'
-            ? `daemon RSS ${Number(r.extra.daemonRssWithConnectionsMb).toFixed(1)} MB with ${w.extra?.alive ?? '?'} open (was ${Number(r.extra.daemonRssBeforeMb).toFixed(1)} MB)`
-            : `${Math.round(w.decisions / w.measuredS)}/s p50 ${w.p50Ms.toFixed(2)} ms p99 ${w.p99Ms.toFixed(2)} ms` +
-              (r.cpu ? ` cpu ${Object.entries(r.cpu.processPercent).filter(([, v]) => Number.isFinite(v)).map(([k, v]) => `${k} ${v.toFixed(0)}%`).join(' ')} machine ${r.cpu.machineBusyPercent.toFixed(0)}% other ${r.cpu.foreignPercent.toFixed(0)}%` : '') +
-              (Number.isFinite(r.extra.walBytesPerDecision) ? ` WAL ${Math.round(Number(r.extra.walBytesPerDecision))} B/decision` : '') +
-              usLine +
-              (w.p999Ms !== undefined ? ` p99.9 ${w.p999Ms.toFixed(2)} ms` : '') +
-              (w.errors ? ` errors ${w.errors}` : '') +
-              (r.extra.meanBatch ? ` batch ${Number(r.extra.meanBatch).toFixed(1)}` : '');
+              ? `daemon RSS ${Number(r.extra.daemonRssWithConnectionsMb).toFixed(1)} MB with ${w.extra?.alive ?? '?'} open (was ${Number(r.extra.daemonRssBeforeMb).toFixed(1)} MB)`
+              : `${Math.round(w.decisions / w.measuredS)}/s p50 ${w.p50Ms.toFixed(2)} ms p99 ${w.p99Ms.toFixed(2)} ms` +
+                (r.cpu
+                  ? ` cpu ${Object.entries(r.cpu.processPercent)
+                      .filter(([, v]) => Number.isFinite(v))
+                      .map(([k, v]) => `${k} ${v.toFixed(0)}%`)
+                      .join(' ')} machine ${r.cpu.machineBusyPercent.toFixed(0)}% other ${r.cpu.foreignPercent.toFixed(0)}%`
+                  : '') +
+                (Number.isFinite(r.extra.walBytesPerDecision) ? ` WAL ${Math.round(Number(r.extra.walBytesPerDecision))} B/decision` : '') +
+                usLine +
+                (w.p999Ms !== undefined ? ` p99.9 ${w.p999Ms.toFixed(2)} ms` : '') +
+                (w.errors ? ` errors ${w.errors}` : '') +
+                (r.extra.meanBatch ? ` batch ${Number(r.extra.meanBatch).toFixed(1)}` : '');
         console.log(`  ${s.name.padEnd(30)} run ${i + 1}: ${line}`);
         if (w.errors && w.extra?.firstError) console.log(`    first error: ${String(w.extra.firstError)}`);
       }
@@ -832,7 +927,18 @@ async function main(): Promise<void> {
 
     const json = {
       machine: facts,
-      settings: { quick: QUICK, warmupMs: WARMUP_MS, measureMs: MEASURE_MS, repeats: REPEATS, poolSize: POOL_SIZE, keyCount: KEY_COUNT, zipfExponent: ZIPF_EXPONENT, largeLimit: LARGE_LIMIT, windowMs: WINDOW_MS, only: ONLY?.source ?? null },
+      settings: {
+        quick: QUICK,
+        warmupMs: WARMUP_MS,
+        measureMs: MEASURE_MS,
+        repeats: REPEATS,
+        poolSize: POOL_SIZE,
+        keyCount: KEY_COUNT,
+        zipfExponent: ZIPF_EXPONENT,
+        largeLimit: LARGE_LIMIT,
+        windowMs: WINDOW_MS,
+        only: ONLY?.source ?? null,
+      },
       rows,
       targets: goals,
       runs: Object.fromEntries([...results].map(([name, rs]) => [name, rs])),
@@ -848,7 +954,9 @@ async function main(): Promise<void> {
       const section = [
         `Latest run: ${String(m.date)}, commit ${String(m.gitCommit)}.${codeNote ? ` ${codeNote}` : ''}`,
         `Machine: ${String(m.nproc)} × ${String(m.cpuModel)}, ${String(m.memoryGb)} GB, ${String(m.kernel)}; Node ${String(m.node)}; PostgreSQL ${String(m.postgres)} ` +
-          `(${Object.entries(m.postgresSettings as Record<string, string>).map(([k, v]) => `${k}=${v}`).join(', ')}).`,
+          `(${Object.entries(m.postgresSettings as Record<string, string>)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(', ')}).`,
         `Each row: median of ${REPEATS} runs of ${WARMUP_MS / 1000} s warm-up + ${MEASURE_MS / 1000} s measured; pool ${POOL_SIZE}; ` +
           `${KEY_COUNT.toLocaleString('en-US')} keys; limit ${LARGE_LIMIT}/h unless the row says 2/h; the daemon keeps its deny cache on.`,
         '',
@@ -881,7 +989,10 @@ async function mainTableSizes(): Promise<void> {
   console.log(`\n${section}`);
   const resultsDir = path.join(ROOT, 'bench', 'results');
   await mkdir(resultsDir, { recursive: true });
-  await writeFile(path.join(resultsDir, ONLY ? 'table-size-partial.json' : 'table-size.json'), `${JSON.stringify({ date: new Date().toISOString(), load: os.loadavg(), ...result }, null, 2)}\n`);
+  await writeFile(
+    path.join(resultsDir, ONLY ? 'table-size-partial.json' : 'table-size.json'),
+    `${JSON.stringify({ date: new Date().toISOString(), load: os.loadavg(), ...result }, null, 2)}\n`,
+  );
   if (!ONLY) await updateSizeSection(path.join(ROOT, 'BENCHMARKS.md'), section);
 }
 

@@ -85,7 +85,13 @@ function baselineDecide(ref: string): string {
 /** A batch through the baseline's ratelimit_decide (same arguments, another result shape: rows are not read). */
 async function runBaselineBatch(pool: Pool, c: Case, ids: number[]): Promise<void> {
   const p = c === 'full' ? FULL : NUMBER_ONLY;
-  await pool.query({ ...decideQuery(ids.map((i) => request(p, i)), decisionPolicy(p)), name: 'baseline_decide' });
+  await pool.query({
+    ...decideQuery(
+      ids.map((i) => request(p, i)),
+      decisionPolicy(p),
+    ),
+    name: 'baseline_decide',
+  });
 }
 
 /** Installs the baseline's ratelimit_decide in place of today's (their result columns differ, so drop first). */
@@ -99,7 +105,11 @@ async function runBatch(pool: Pool, c: Case, ids: number[], baseline = false): P
     await runBaselineBatch(pool, c, ids);
   } else {
     const p = c === 'full' ? FULL : NUMBER_ONLY;
-    await decideBatch(pool, ids.map((i) => request(p, i)), decisionPolicy(p));
+    await decideBatch(
+      pool,
+      ids.map((i) => request(p, i)),
+      decisionPolicy(p),
+    );
   }
 }
 
@@ -108,7 +118,7 @@ function quantile(sorted: number[], q: number): number {
 }
 
 let seed = 42;
-const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n);
+const rand = (n: number) => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n;
 
 /** The server's CPU ms for this connection's backend, or NaN when /proc does not show it. */
 async function backendCpuMs(pool: Pool): Promise<() => number> {
@@ -173,7 +183,11 @@ async function policyCases(): Promise<void> {
   await tpl.query('SELECT pg_stat_reset()');
   const fillStart = Date.now();
   for (let i = 0; i < PREFILL; i += BATCH) {
-    await runBatch(tpl, 'full', Array.from({ length: Math.min(BATCH, PREFILL - i) }, (_, j) => i + j));
+    await runBatch(
+      tpl,
+      'full',
+      Array.from({ length: Math.min(BATCH, PREFILL - i) }, (_, j) => i + j),
+    );
   }
   const fillMs = Date.now() - fillStart;
   await tpl.query('SELECT pg_stat_force_next_flush()');
@@ -183,7 +197,9 @@ async function policyCases(): Promise<void> {
   await tpl.end();
   const s = rows[0]!;
   const hotPct = Number(s.upd) > 0 ? (100 * Number(s.hot)) / Number(s.upd) : 0;
-  console.log(`fill of ${PREFILL} new numbers (full policy): ${fillMs} ms; phone_rate_limits updates ${s.upd}, HOT ${s.hot} (${hotPct.toFixed(1)}%), dead tuples ${s.dead}`);
+  console.log(
+    `fill of ${PREFILL} new numbers (full policy): ${fillMs} ms; phone_rate_limits updates ${s.upd}, HOT ${s.hot} (${hotPct.toFixed(1)}%), dead tuples ${s.dead}`,
+  );
   await admin(server.url, 'VACUUM ANALYZE'); // connected to postgres; the template gets its own below
   await admin(tplUrl, 'VACUUM ANALYZE');
 
@@ -256,7 +272,9 @@ async function fillLogs(pool: Pool, limit: number): Promise<void> {
 /** Per limit: ms and reply bytes per batch, today's function and (SQL_BENCH_BASELINE) the baseline's, interleaved. */
 async function limitCases(): Promise<void> {
   const baseline = BASELINE ? baselineDecide(BASELINE) : undefined;
-  console.log(`\n${BATCHES} batches of ${LIMIT_NUMBERS} decisions over ${LIMIT_NUMBERS} numbers with long logs, one rule of N a day (one connection, loopback):`);
+  console.log(
+    `\n${BATCHES} batches of ${LIMIT_NUMBERS} decisions over ${LIMIT_NUMBERS} numbers with long logs, one rule of N a day (one connection, loopback):`,
+  );
   console.log('limit  function            median ms  p95 ms  reply bytes/batch  allowed');
   for (const limit of LIMITS) {
     const p = limitPolicy(limit);
@@ -296,7 +314,11 @@ async function limitCases(): Promise<void> {
     for (const [i, st] of stats.entries()) {
       const ms = [...st.ms].sort((a, b) => a - b);
       console.log(
-        `${String(limit).padStart(5)}  ${variants[i]!.label.padEnd(18)} ${quantile(ms, 0.5).toFixed(1).padStart(9)} ${quantile(ms, 0.95).toFixed(1).padStart(7)} ${Math.round(st.bytes / st.ms.length).toString().padStart(18)}  ${((100 * st.allowed) / st.decisions).toFixed(0).padStart(6)}%`,
+        `${String(limit).padStart(5)}  ${variants[i]!.label.padEnd(18)} ${quantile(ms, 0.5).toFixed(1).padStart(9)} ${quantile(ms, 0.95).toFixed(1).padStart(7)} ${Math.round(
+          st.bytes / st.ms.length,
+        )
+          .toString()
+          .padStart(18)}  ${((100 * st.allowed) / st.decisions).toFixed(0).padStart(6)}%`,
       );
     }
     await Promise.all(clients.map((c) => c.end()));

@@ -22,7 +22,14 @@ import type { LimitRule } from '../src/core/policy/types.js';
 const CALLS = Number(process.env.SQL_SINGLE_CALLS ?? 2_000);
 const PREFILL = Number(process.env.SQL_SINGLE_PREFILL ?? 20_000);
 const ROUNDS = 4;
-const rule = (limit: number, windowMs: number): LimitRule => ({ id: `number:${windowMs}`, group: 'number', limit, windowMs, window: `${windowMs}ms`, shadow: false });
+const rule = (limit: number, windowMs: number): LimitRule => ({
+  id: `number:${windowMs}`,
+  group: 'number',
+  limit,
+  windowMs,
+  window: `${windowMs}ms`,
+  shadow: false,
+});
 const dp = decisionPolicy({
   number: [rule(5, 3_600_000), rule(20, 86_400_000)],
   blockAfter: undefined,
@@ -39,7 +46,12 @@ const server = await startEmbeddedPostgres({ dataDir: path.join(dir, 'pg'), data
 try {
   const pool: Pool = createPool({ url: server.url, max: 1 });
   await migrate(pool);
-  for (let i = 0; i < PREFILL; i += 256) await decideBatch(pool, Array.from({ length: 256 }, (_, j) => request(i + j)), dp);
+  for (let i = 0; i < PREFILL; i += 256)
+    await decideBatch(
+      pool,
+      Array.from({ length: 256 }, (_, j) => request(i + j)),
+      dp,
+    );
   await pool.query('VACUUM ANALYZE phone_rate_limits');
   const decide = (await loadFunctions()).find((f) => f.name === 'ratelimit_decide')!.sql;
   const variants = {

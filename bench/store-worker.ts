@@ -49,7 +49,13 @@ if (cfg.system === 'ours') {
   // No LISTEN url, so no deny cache: every decision here is made by PostgreSQL.
   const spoolDir = mkdtempSync(path.join(tmpdir(), 'ratelimit-bench-spool-'));
   const engine = new DecisionEngine({
-    spool: await Spool.open({ dataDir: spoolDir, scope: { databaseUrl: cfg.url, phoneKey: 'bench' }, instanceId: 'bench', maxBytes: 64 << 20, logger: pino({ level: 'silent' }) }),
+    spool: await Spool.open({
+      dataDir: spoolDir,
+      scope: { databaseUrl: cfg.url, phoneKey: 'bench' },
+      instanceId: 'bench',
+      maxBytes: 64 << 20,
+      logger: pino({ level: 'silent' }),
+    }),
     pool,
     policies: fixedPolicy(defaultPolicy({ phoneMax: cfg.limit, phoneWindowMs: cfg.windowMs, ipMax: 1, ipWindowMs: 1_000 })),
     logger: pino({ level: 'silent' }),

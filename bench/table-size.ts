@@ -65,7 +65,10 @@ interface Marker {
 }
 
 function loadAverage(): string {
-  return os.loadavg().map((l) => l.toFixed(2)).join(' ');
+  return os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ');
 }
 
 async function readMarker(file: string): Promise<Marker | undefined> {
@@ -110,7 +113,9 @@ async function openSize(rows: number, log: (s: string) => void): Promise<{ pg: E
       );
       built = to;
       await writeFile(markerFile, JSON.stringify({ shape: SHAPE_VERSION, rowsBuilt: built, complete: false } satisfies Marker));
-      log(`    built ${built.toLocaleString('en-US')} of ${historyRows.toLocaleString('en-US')} history rows (${Math.round((Date.now() - started) / 1000)} s, load ${loadAverage()})`);
+      log(
+        `    built ${built.toLocaleString('en-US')} of ${historyRows.toLocaleString('en-US')} history rows (${Math.round((Date.now() - started) / 1000)} s, load ${loadAverage()})`,
+      );
     }
     await pool.query('ALTER TABLE phone_rate_limits ENABLE TRIGGER phone_rate_limits_mark_active_insert');
     if (built >= historyRows) {
@@ -151,7 +156,18 @@ function runCli(url: string, args: string[]): Promise<{ ms: number; code: number
     execFile(
       process.execPath,
       [BIN, ...args],
-      { env: { PATH: process.env.PATH, HOME: process.env.HOME, DATABASE_URL: url, PHONE_ENCRYPTION_KEY: PHONE_KEY, RATELIMIT_CLI_TIMEOUT: '120s', COLUMNS: '120' }, timeout: 180_000, maxBuffer: 16 << 20 },
+      {
+        env: {
+          PATH: process.env.PATH,
+          HOME: process.env.HOME,
+          DATABASE_URL: url,
+          PHONE_ENCRYPTION_KEY: PHONE_KEY,
+          RATELIMIT_CLI_TIMEOUT: '120s',
+          COLUMNS: '120',
+        },
+        timeout: 180_000,
+        maxBuffer: 16 << 20,
+      },
       (err, _stdout, stderr) => resolve({ ms: performance.now() - started, code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stderr }),
     );
   });
@@ -226,14 +242,18 @@ async function decideRate(pool: Pool, hashesFor: (batch: number) => string[], se
 }
 
 async function hotShare(pool: Pool, before: { upd: number; hot: number }): Promise<number> {
-  const { rows } = await pool.query<{ upd: number; hot: number }>(`SELECT n_tup_upd::float8 AS upd, n_tup_hot_upd::float8 AS hot FROM pg_stat_user_tables WHERE relname = 'phone_rate_limits'`);
+  const { rows } = await pool.query<{ upd: number; hot: number }>(
+    `SELECT n_tup_upd::float8 AS upd, n_tup_hot_upd::float8 AS hot FROM pg_stat_user_tables WHERE relname = 'phone_rate_limits'`,
+  );
   const d = rows[0]!.upd - before.upd;
   return d > 0 ? (rows[0]!.hot - before.hot) / d : NaN;
 }
 
 async function statCounters(pool: Pool): Promise<{ upd: number; hot: number }> {
   await pool.query('SELECT pg_stat_force_next_flush()').catch(() => undefined);
-  const { rows } = await pool.query<{ upd: number; hot: number }>(`SELECT n_tup_upd::float8 AS upd, n_tup_hot_upd::float8 AS hot FROM pg_stat_user_tables WHERE relname = 'phone_rate_limits'`);
+  const { rows } = await pool.query<{ upd: number; hot: number }>(
+    `SELECT n_tup_upd::float8 AS upd, n_tup_hot_upd::float8 AS hot FROM pg_stat_user_tables WHERE relname = 'phone_rate_limits'`,
+  );
   return rows[0]!;
 }
 
@@ -286,7 +306,14 @@ async function measureDecide(pool: Pool, log: (s: string) => void): Promise<Deci
       }
     }
     await pool.query('ALTER TABLE phone_rate_limits ENABLE TRIGGER phone_rate_limits_mark_active');
-    results.push({ name: `size decide ${kind}`, triggerOn: median(rates.on), triggerOff: median(rates.off), hotShareOn: median(hot.on), hotShareOff: median(hot.off), load: loadAverage() });
+    results.push({
+      name: `size decide ${kind}`,
+      triggerOn: median(rates.on),
+      triggerOff: median(rates.off),
+      hotShareOn: median(hot.on),
+      hotShareOff: median(hot.off),
+      load: loadAverage(),
+    });
   }
   return results;
 }
@@ -327,7 +354,9 @@ export async function runTableSizes(only: RegExp | undefined, log: (s: string) =
         const legacySqlMs = legacy ? await timeSql(pool, legacy, LEGACY_RUNS) : null;
         const row: SizeRow = { name, rows: sizeRows[0]!.n, tableMb, medianMs: median(times), minMs: Math.min(...times), legacySqlMs, load: loadAverage() };
         out.push(row);
-        log(`  ${name.padEnd(22)} ${row.medianMs.toFixed(0)} ms (min ${row.minMs.toFixed(0)})${legacySqlMs !== null ? `; the pre-011 query alone ${legacySqlMs.toFixed(0)} ms` : ''}; load ${row.load}`);
+        log(
+          `  ${name.padEnd(22)} ${row.medianMs.toFixed(0)} ms (min ${row.minMs.toFixed(0)})${legacySqlMs !== null ? `; the pre-011 query alone ${legacySqlMs.toFixed(0)} ms` : ''}; load ${row.load}`,
+        );
       }
       if (decideHere) decide = await measureDecide(pool, log);
     } finally {
@@ -345,7 +374,10 @@ export function renderSizeSection(result: { rows: SizeRow[]; decide: DecideRow[]
     '',
     '| scenario | rows | table MB | median ms | min ms | pre-011 SQL ms | load |',
     '|---|---:|---:|---:|---:|---:|---|',
-    ...result.rows.map((r) => `| ${r.name} | ${r.rows.toLocaleString('en-US')} | ${r.tableMb.toFixed(0)} | ${r.medianMs.toFixed(0)} | ${r.minMs.toFixed(0)} | ${r.legacySqlMs === null ? '—' : r.legacySqlMs.toFixed(0)} | ${r.load} |`),
+    ...result.rows.map(
+      (r) =>
+        `| ${r.name} | ${r.rows.toLocaleString('en-US')} | ${r.tableMb.toFixed(0)} | ${r.medianMs.toFixed(0)} | ${r.minMs.toFixed(0)} | ${r.legacySqlMs === null ? '—' : r.legacySqlMs.toFixed(0)} | ${r.load} |`,
+    ),
   ];
   if (result.decide.length > 0) {
     lines.push(
@@ -354,7 +386,10 @@ export function renderSizeSection(result: { rows: SizeRow[]; decide: DecideRow[]
       '',
       '| scenario | trigger on /s | trigger off /s | on/off | HOT updates on / off | load |',
       '|---|---:|---:|---:|---:|---|',
-      ...result.decide.map((d) => `| ${d.name} | ${Math.round(d.triggerOn)} | ${Math.round(d.triggerOff)} | ${(d.triggerOn / d.triggerOff).toFixed(2)} | ${(d.hotShareOn * 100).toFixed(0)} % / ${(d.hotShareOff * 100).toFixed(0)} % | ${d.load} |`),
+      ...result.decide.map(
+        (d) =>
+          `| ${d.name} | ${Math.round(d.triggerOn)} | ${Math.round(d.triggerOff)} | ${(d.triggerOn / d.triggerOff).toFixed(2)} | ${(d.hotShareOn * 100).toFixed(0)} % / ${(d.hotShareOff * 100).toFixed(0)} % | ${d.load} |`,
+      ),
     );
   }
   return lines.join('\n');
@@ -367,7 +402,8 @@ export async function updateSizeSection(file: string, section: string): Promise<
   const text = await readFile(file, 'utf8');
   const a = text.indexOf(SIZE_START);
   const b = text.indexOf(SIZE_END);
-  const next = a >= 0 && b > a ? `${text.slice(0, a + SIZE_START.length)}\n${section}\n${text.slice(b)}` : `${text.trimEnd()}\n\n${SIZE_START}\n${section}\n${SIZE_END}\n`;
+  const next =
+    a >= 0 && b > a ? `${text.slice(0, a + SIZE_START.length)}\n${section}\n${text.slice(b)}` : `${text.trimEnd()}\n\n${SIZE_START}\n${section}\n${SIZE_END}\n`;
   await writeFile(file, next);
 }
 

@@ -44,11 +44,18 @@ function importsOf(file: string, text: string): Import[] {
     if (ts.isImportDeclaration(node) && ts.isStringLiteral(node.moduleSpecifier)) {
       const clause = node.importClause;
       const named = clause?.namedBindings && ts.isNamedImports(clause.namedBindings) ? clause.namedBindings.elements : undefined;
-      const typeOnly = clause !== undefined && (clause.isTypeOnly || (clause.name === undefined && named !== undefined && named.length > 0 && named.every((e) => e.isTypeOnly)));
+      const typeOnly =
+        clause !== undefined &&
+        (clause.isTypeOnly || (clause.name === undefined && named !== undefined && named.length > 0 && named.every((e) => e.isTypeOnly)));
       out.push({ from: file, specifier: node.moduleSpecifier.text, typeOnly });
     } else if (ts.isExportDeclaration(node) && node.moduleSpecifier && ts.isStringLiteral(node.moduleSpecifier)) {
       out.push({ from: file, specifier: node.moduleSpecifier.text, typeOnly: node.isTypeOnly });
-    } else if (ts.isCallExpression(node) && node.expression.kind === ts.SyntaxKind.ImportKeyword && node.arguments[0] && ts.isStringLiteral(node.arguments[0])) {
+    } else if (
+      ts.isCallExpression(node) &&
+      node.expression.kind === ts.SyntaxKind.ImportKeyword &&
+      node.arguments[0] &&
+      ts.isStringLiteral(node.arguments[0])
+    ) {
       out.push({ from: file, specifier: node.arguments[0].text, typeOnly: false });
     }
     ts.forEachChild(node, visit);
@@ -108,12 +115,24 @@ describe('import graph', () => {
   type Rule = (t: ReturnType<typeof target>, i: Import) => boolean;
   const rules: Array<[string, Layer, Rule]> = [
     // core is pure: no other layer, no database, no terminal UI.
-    ['core imports no other layer, nor pg, ink or react', 'core', (t) => (t.layer !== undefined && t.layer !== 'core') || ['pg', 'ink', 'react'].includes(t.pkg ?? '')],
+    [
+      'core imports no other layer, nor pg, ink or react',
+      'core',
+      (t) => (t.layer !== undefined && t.layer !== 'core') || ['pg', 'ink', 'react'].includes(t.pkg ?? ''),
+    ],
     ['db imports nothing from daemon, cli or client', 'db', (t) => t.layer === 'daemon' || t.layer === 'cli' || t.layer === 'client'],
     // The wire contract stands alone; it may name core's types (a decision's shape), nothing at run time.
-    ['protocol imports no other layer (core: types only)', 'protocol', (t, i) => (t.layer !== undefined && t.layer !== 'protocol' && t.layer !== 'core') || (t.layer === 'core' && !i.typeOnly)],
+    [
+      'protocol imports no other layer (core: types only)',
+      'protocol',
+      (t, i) => (t.layer !== undefined && t.layer !== 'protocol' && t.layer !== 'core') || (t.layer === 'core' && !i.typeOnly),
+    ],
     // What services install: the protocol, ws and Node, nothing of the daemon's.
-    ['client imports only protocol, ws and node builtins', 'client', (t) => (t.layer !== undefined && t.layer !== 'client' && t.layer !== 'protocol') || (t.pkg !== undefined && t.pkg !== 'ws')],
+    [
+      'client imports only protocol, ws and node builtins',
+      'client',
+      (t) => (t.layer !== undefined && t.layer !== 'client' && t.layer !== 'protocol') || (t.pkg !== undefined && t.pkg !== 'ws'),
+    ],
     ['daemon imports nothing from cli or client', 'daemon', (t) => t.layer === 'cli' || t.layer === 'client'],
   ];
   it.each(rules)('%s', async (_name, layer, rule) => {
@@ -123,7 +142,9 @@ describe('import graph', () => {
 
   it("top's views import no database types: model.ts maps the rows", async () => {
     const imports = await allImports();
-    const views = imports.filter((i) => path.dirname(i.from) === path.join(SRC, 'cli', 'top') && !['model.ts', 'run.ts', 'command.ts'].includes(path.basename(i.from)));
+    const views = imports.filter(
+      (i) => path.dirname(i.from) === path.join(SRC, 'cli', 'top') && !['model.ts', 'run.ts', 'command.ts'].includes(path.basename(i.from)),
+    );
     expect(views.length).toBeGreaterThan(0);
     expect(show(views.filter((i) => target(i).layer === 'db'))).toStrictEqual([]);
   });

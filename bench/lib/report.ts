@@ -34,7 +34,27 @@ const fmt = (x: number, digits = 0): string => (Number.isFinite(x) ? x.toFixed(d
 const thousands = (x: number): string => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : '–');
 
 export function renderTable(rows: readonly Row[]): string {
-  const header = ['scenario', 'decisions/s', 'µs/decision subject', 'µs PG', 'µs subject+PG', 'µs loadgen', 'min–max', 'p50 ms', 'p99 ms', 'p99.9 ms', 'CPU % subject', 'CPU % PG', 'CPU % loadgen', 'machine busy %', 'other CPU %', 'WAL B/decision', 'peak RSS MB', '× RLF', 'allowed %'];
+  const header = [
+    'scenario',
+    'decisions/s',
+    'µs/decision subject',
+    'µs PG',
+    'µs subject+PG',
+    'µs loadgen',
+    'min–max',
+    'p50 ms',
+    'p99 ms',
+    'p99.9 ms',
+    'CPU % subject',
+    'CPU % PG',
+    'CPU % loadgen',
+    'machine busy %',
+    'other CPU %',
+    'WAL B/decision',
+    'peak RSS MB',
+    '× RLF',
+    'allowed %',
+  ];
   const body = rows.map((r) => [
     r.name,
     thousands(r.ratePerS),

@@ -44,7 +44,11 @@ function globalOptions(): Option[] {
  * (no command, --help, --version, a typo commander should suggest a fix for) loads them all.
  */
 export function commandWord(argv: readonly string[]): string | undefined {
-  const takesValue = new Set(globalOptions().filter((o) => o.required || o.optional).map((o) => o.long));
+  const takesValue = new Set(
+    globalOptions()
+      .filter((o) => o.required || o.optional)
+      .map((o) => o.long),
+  );
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--') return undefined;
@@ -59,9 +63,7 @@ export function commandWord(argv: readonly string[]): string | undefined {
 }
 
 async function buildProgram(io: Io, argv: readonly string[]): Promise<{ program: Command; invoked: () => Command }> {
-  const program = new Command('ratelimit')
-    .description('Phone-number and client-IP rate limiting for apps that place calls or send SMS.')
-    .version(VERSION);
+  const program = new Command('ratelimit').description('Phone-number and client-IP rate limiting for apps that place calls or send SMS.').version(VERSION);
   for (const o of globalOptions()) program.addOption(o);
   program
     // docs/protocol.md: every command's --help lists the global flags too (--database-url, --data-dir).

@@ -8,7 +8,10 @@ const GROUPS: ReadonlyArray<[title: string, rows: ReadonlyArray<[name: string, w
   [
     'Authentication',
     [
-      ['RATELIMIT_API_TOKENS', `comma-separated bearer tokens (each >= ${D.MIN_TOKEN_LENGTH} characters); unset = anonymous, refused in production or off loopback`],
+      [
+        'RATELIMIT_API_TOKENS',
+        `comma-separated bearer tokens (each >= ${D.MIN_TOKEN_LENGTH} characters); unset = anonymous, refused in production or off loopback`,
+      ],
       ['RATELIMIT_ALLOW_ANONYMOUS', '1: run without tokens where serve would otherwise refuse'],
       ['ALLOWED_ORIGINS', 'comma-separated browser origins that may check without a token; without tokens, no Origin may consume'],
       ['RATELIMIT_TRUST_PROXY', 'none (default) | fly: take the client address from Fly-Client-IP (on Fly, from a private peer)'],
@@ -17,8 +20,11 @@ const GROUPS: ReadonlyArray<[title: string, rows: ReadonlyArray<[name: string, w
   [
     'Database and key',
     [
-      ['DATABASE_URL', 'PostgreSQL URL (or FLY_DATABASE_URL); --database-url; unset = embedded; sslmode=verify-full; a:5432,b:5432 with target_session_attrs=read-write for failover'],
-      ['RATELIMIT_LISTEN_URL', 'the notification listener\'s own session connection (default DATABASE_URL)'],
+      [
+        'DATABASE_URL',
+        'PostgreSQL URL (or FLY_DATABASE_URL); --database-url; unset = embedded; sslmode=verify-full; a:5432,b:5432 with target_session_attrs=read-write for failover',
+      ],
+      ['RATELIMIT_LISTEN_URL', "the notification listener's own session connection (default DATABASE_URL)"],
       ['RATELIMIT_DATA_DIR', `embedded database and generated key (default ${D.DEFAULT_DATA_DIR}); --data-dir`],
       ['PHONE_ENCRYPTION_KEY', `hashing key, >= ${D.MIN_KEY_LENGTH} characters; needed with DATABASE_URL`],
       ['PHONE_ENCRYPTION_KEY_PREVIOUS', 'during a key rotation, the key being retired'],
@@ -50,12 +56,18 @@ const GROUPS: ReadonlyArray<[title: string, rows: ReadonlyArray<[name: string, w
     [
       ['RATELIMIT_SHUTDOWN_TIMEOUT', `graceful-stop deadline (default ${formatDurationMs(D.DEFAULT_SHUTDOWN_TIMEOUT_MS)})`],
       ['RATELIMIT_HEARTBEAT_INTERVAL', `how often this daemon reports to \`top\` (default ${formatDurationMs(D.DEFAULT_HEARTBEAT_INTERVAL_MS)})`],
-      ['RATELIMIT_SPOOL_MAX_BYTES', `durable spool of decisions made while the database is down (default ${D.DEFAULT_SPOOL_MAX_BYTES} bytes); when full, consumes fail closed`],
+      [
+        'RATELIMIT_SPOOL_MAX_BYTES',
+        `durable spool of decisions made while the database is down (default ${D.DEFAULT_SPOOL_MAX_BYTES} bytes); when full, consumes fail closed`,
+      ],
       ['RATELIMIT_AUDIT_RETENTION', `audit rows older than this are pruned (default ${formatDurationMs(D.DEFAULT_AUDIT_RETENTION_MS)})`],
       ['RATELIMIT_METRICS_PORT', 'unset: /metrics on the main port; set: /metrics only on this port (on HOST)'],
       ['TWILIO_AUTH_TOKEN', 'accept Twilio status callbacks (POST /v1/twilio/status) signed with it; unset: that route is refused'],
       ['RATELIMIT_PUBLIC_URL', 'the scheme and host Twilio calls, e.g. https://ratelimit.example.com, when a proxy changes them'],
-      ['RATELIMIT_PRICES', 'price per consume by destination country for ratelimit_spend_total, e.g. unit=sms,currency=USD,default=0.05,GB=0.04 (default: a flat 0.05)'],
+      [
+        'RATELIMIT_PRICES',
+        'price per consume by destination country for ratelimit_spend_total, e.g. unit=sms,currency=USD,default=0.05,GB=0.04 (default: a flat 0.05)',
+      ],
       ['LOG_LEVEL', `pino level (default ${D.DEFAULT_LOG_LEVEL})`],
       ['NODE_ENV', 'production: refuse to start without PHONE_ENCRYPTION_KEY, tokens, or TLS to a public database'],
       ['DEBUG', 'any value: a start-up failure is logged with its stack and causes'],

@@ -41,7 +41,10 @@ export function onStopSignals(handlers: SignalHandlers): () => void {
  * shutdown path; the caller then exits non-zero and a supervisor restarts the daemon. A second
  * error while draining is only logged (`again`): the drain already under way is the way out.
  */
-export function onLastResort(handlers: { fatal: (err: unknown, origin: 'uncaughtException' | 'unhandledRejection') => void; again: (err: unknown) => void }): () => void {
+export function onLastResort(handlers: {
+  fatal: (err: unknown, origin: 'uncaughtException' | 'unhandledRejection') => void;
+  again: (err: unknown) => void;
+}): () => void {
   let fired = false;
   const onError = (origin: 'uncaughtException' | 'unhandledRejection') => (err: unknown) => {
     if (fired) return handlers.again(err);

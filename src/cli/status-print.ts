@@ -37,7 +37,10 @@ export function printStatus(r: StatusReport): string {
     rows.push(['used', `${r.used} of ${r.limit} per ${formatDurationMs(r.windowMs)}`], ['remaining', String(r.remaining)]);
   }
   rows.push(['allowed now?', verdict(r)]);
-  rows.push(['next call', r.allowed ? 'allowed now' : `denied, allowed ${r.resetTime === null ? 'only once unlisted or the policy changes' : when(r.resetTime, r.now)}`]);
+  rows.push([
+    'next call',
+    r.allowed ? 'allowed now' : `denied, allowed ${r.resetTime === null ? 'only once unlisted or the policy changes' : when(r.resetTime, r.now)}`,
+  ]);
   if (r.allowed && r.used && r.resetTime !== null) rows.push(['window frees', when(r.resetTime, r.now)]);
   if (r.shadow.length > 0) rows.push(['shadow', `would deny: ${r.shadow.join(', ')}`]);
   if (r.list) {
@@ -51,12 +54,20 @@ export function printStatus(r: StatusReport): string {
   if (r.blockAfter) {
     const b = r.blockAfter;
     const state = r.blockedUntil ? `blocked until ${when(r.blockedUntil, r.now)}` : 'not blocked';
-    rows.push(['block_after', `${b.recentDenials} of ${b.denials} denials within ${formatDurationMs(b.withinMs)} (blocks for ${formatDurationMs(b.forMs)}); ${state}`]);
+    rows.push([
+      'block_after',
+      `${b.recentDenials} of ${b.denials} denials within ${formatDurationMs(b.withinMs)} (blocks for ${formatDurationMs(b.forMs)}); ${state}`,
+    ]);
   } else if (r.blockedUntil) {
     rows.push(['block_after', `blocked until ${isoTime(r.blockedUntil)} (set under an earlier policy)`]);
   }
   const dest = r.destination;
-  rows.push(['destination', dest.deniedBy ? `denied by ${dest.deniedBy} (${dest.region}, ${dest.numberType ?? 'type unknown'})` : `allowed (${dest.region}, ${dest.numberType ?? 'type unknown'})`]);
+  rows.push([
+    'destination',
+    dest.deniedBy
+      ? `denied by ${dest.deniedBy} (${dest.region}, ${dest.numberType ?? 'type unknown'})`
+      : `allowed (${dest.region}, ${dest.numberType ?? 'type unknown'})`,
+  ]);
   rows.push(['denied', `${r.deniedInWindow} this window, ${r.deniedTotal} in all`]);
   rows.push(['last call', r.lastCallAt ? when(r.lastCallAt, r.now) : r.tracked ? '—' : 'never (not tracked)']);
   if (r.lastReset) {

@@ -112,12 +112,34 @@ export async function statusCommand(pool: Pool, key: string, fallback: Policy, p
   const rules: RuleStatus[] = [
     ...policy.number.map((r): RuleStatus => {
       const v = evaluate(state.log, at, makeLogPolicy([r]));
-      return { id: r.id, group: 'number', key: null, limit: r.limit, windowMs: r.windowMs, used: v.used, remaining: v.remaining, resetTime: v.resetTime, allows: v.allowed, shadow: r.shadow };
+      return {
+        id: r.id,
+        group: 'number',
+        key: null,
+        limit: r.limit,
+        windowMs: r.windowMs,
+        used: v.used,
+        remaining: v.remaining,
+        resetTime: v.resetTime,
+        allows: v.allowed,
+        shadow: r.shadow,
+      };
     }),
     ...counters.map((c, i): RuleStatus => {
       const v = evaluateAggregate(buckets[i]!, now, c.rule);
       const group = c.rule.group as RuleStatus['group'];
-      return { id: c.rule.id, group, key: c.key, limit: c.rule.limit, windowMs: c.rule.windowMs, used: v.used, remaining: v.remaining, resetTime: v.resetTime, allows: v.allowed, shadow: c.rule.shadow };
+      return {
+        id: c.rule.id,
+        group,
+        key: c.key,
+        limit: c.rule.limit,
+        windowMs: c.rule.windowMs,
+        used: v.used,
+        remaining: v.remaining,
+        resetTime: v.resetTime,
+        allows: v.allowed,
+        shadow: c.rule.shadow,
+      };
     }),
   ];
 
@@ -135,7 +157,17 @@ export async function statusCommand(pool: Pool, key: string, fallback: Policy, p
         retryAfterMs: 0,
       }
     : null;
-  const base: Verdict = numberView ?? { allowed: true, rule: null, reason: null, limit: null, used: null, remaining: null, windowMs: null, resetTime: null, retryAfterMs: null };
+  const base: Verdict = numberView ?? {
+    allowed: true,
+    rule: null,
+    reason: null,
+    limit: null,
+    used: null,
+    remaining: null,
+    windowMs: null,
+    resetTime: null,
+    retryAfterMs: null,
+  };
   const until = (resetTime: number | null): Pick<Verdict, 'resetTime' | 'retryAfterMs'> => ({
     resetTime,
     retryAfterMs: resetTime === null ? null : Math.max(0, resetTime - now),

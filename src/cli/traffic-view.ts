@@ -60,4 +60,3 @@ export function visibleHead(masked: string): string {
   const i = masked.indexOf('•');
   return i < 0 ? masked : masked.slice(0, i);
 }
-

@@ -80,9 +80,7 @@ function connectNative(ctor: NativeWebSocketConstructor): Connect {
       const origin = pageOrigin();
       const error = opened
         ? undefined
-        : new Error(
-            `could not connect to ${url}: the daemon is unreachable, or ${origin ?? 'this page'}'s origin is not in its ALLOWED_ORIGINS`,
-          );
+        : new Error(`could not connect to ${url}: the daemon is unreachable, or ${origin ?? 'this page'}'s origin is not in its ALLOWED_ORIGINS`);
       end(event.code, event.reason, error);
     };
     return {
@@ -102,9 +100,7 @@ export class BrowserRateLimitClient {
 
   constructor(opts: BrowserClientOptions) {
     if ((opts as { token?: unknown }).token !== undefined) {
-      throw new TypeError(
-        'a browser client takes no token: anything in a page is public. List the page origin in the daemon ALLOWED_ORIGINS instead',
-      );
+      throw new TypeError('a browser client takes no token: anything in a page is public. List the page origin in the daemon ALLOWED_ORIGINS instead');
     }
     const onState = opts.onState;
     this.core = new ClientCore(opts, connectNative(nativeWebSocket()), (state, cause) => onState?.(state, cause));

@@ -99,7 +99,10 @@ export interface ResolveOptions {
 
 /** Addresses only this machine can connect to: a daemon listening there may run without tokens. */
 export function isLoopbackHost(host: string): boolean {
-  const h = host.trim().toLowerCase().replace(/^\[|\]$/g, '');
+  const h = host
+    .trim()
+    .toLowerCase()
+    .replace(/^\[|\]$/g, '');
   return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) || /^::ffff:127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }
 
@@ -237,7 +240,11 @@ export function resolveConfig(flags: ConfigFlags, env: Env, options: ResolveOpti
   }
   if (options.serve && apiTokens.length === 0 && allowAnonymous !== '1') {
     const hostValue = host?.value ?? D.DEFAULT_HOST;
-    const why = production ? 'NODE_ENV=production' : !isLoopbackHost(hostValue) ? `${host?.source ?? 'HOST'}=${hostValue} is not a loopback address` : undefined;
+    const why = production
+      ? 'NODE_ENV=production'
+      : !isLoopbackHost(hostValue)
+        ? `${host?.source ?? 'HOST'}=${hostValue} is not a loopback address`
+        : undefined;
     if (why) {
       problems.push(
         `RATELIMIT_API_TOKENS is not set and ${why}: anyone who can reach the port could consume and burn (or block) any number's quota. ` +

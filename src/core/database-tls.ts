@@ -37,7 +37,10 @@ export function databaseUrlUsesTls(url: string): boolean {
  * (a compose service or /etc/hosts entry: public DNS names have one).
  */
 export function isPrivateDatabaseHost(host: string): boolean {
-  const h = host.toLowerCase().replace(/^\[|\]$/g, '').replace(/\.$/, '');
+  const h = host
+    .toLowerCase()
+    .replace(/^\[|\]$/g, '')
+    .replace(/\.$/, '');
   if (h === '' || h.startsWith('/') || h.startsWith('@')) return true;
   if (h === 'localhost' || h.endsWith('.localhost') || h.endsWith('.internal') || h.endsWith('.flycast')) return true;
   const v4 = ipv4(h);
@@ -80,7 +83,9 @@ function queryParams(url: string): Array<[string, string]> {
     .filter(Boolean)
     .map((pair) => {
       const eq = pair.indexOf('=');
-      return eq === -1 ? [decodeOr(pair).toLowerCase(), ''] : [decodeOr(pair.slice(0, eq)).toLowerCase(), decodeOr(pair.slice(eq + 1).replace(/\+/g, ' ')).trim()];
+      return eq === -1
+        ? [decodeOr(pair).toLowerCase(), '']
+        : [decodeOr(pair.slice(0, eq)).toLowerCase(), decodeOr(pair.slice(eq + 1).replace(/\+/g, ' ')).trim()];
     });
 }
 

@@ -40,7 +40,8 @@ export function parseDatabaseUrl(url: string): DatabaseAddress {
   let hosts: HostPort[];
   if (params.has('host')) {
     const names = params.get('host')!.split(',');
-    if (portsParam.length > 1 && portsParam.length !== names.length) throw new Error(`?host= names ${names.length} hosts but ?port= ${portsParam.length} ports`);
+    if (portsParam.length > 1 && portsParam.length !== names.length)
+      throw new Error(`?host= names ${names.length} hosts but ?port= ${portsParam.length} ports`);
     hosts = names.map((host, i) => ({ host: host.trim(), port: toPort(portsParam[portsParam.length > 1 ? i : 0]) }));
   } else {
     const parts = authority === '' ? [] : splitAuthority(authority);

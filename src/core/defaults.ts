@@ -41,6 +41,5 @@ export const MIN_KEY_LENGTH = 32;
 /** A RATELIMIT_API_TOKENS entry shorter than this refuses to start. */
 export const MIN_TOKEN_LENGTH = 16;
 
-
 /** What Fly's release_command and operators run to migrate. */
 export const MIGRATE_COMMAND = 'ratelimit db init';

@@ -64,26 +64,43 @@ export const failures = {
   portInUse: (host: string, port: number, o?: Cause): RateLimitError =>
     new RateLimitError(
       'port_in_use',
-      sentence(`cannot listen on ${hostPort(host, port)}: the port is already in use (another ratelimit serve?)`, 'stop that process, or choose another port with --port or PORT'),
+      sentence(
+        `cannot listen on ${hostPort(host, port)}: the port is already in use (another ratelimit serve?)`,
+        'stop that process, or choose another port with --port or PORT',
+      ),
       o,
     ),
   portDenied: (host: string, port: number, o?: Cause): RateLimitError =>
     new RateLimitError(
       'invalid_config',
-      sentence(`cannot listen on ${hostPort(host, port)}: permission denied (ports below 1024 need privileges)`, 'choose a port from 1024 up with --port or PORT'),
+      sentence(
+        `cannot listen on ${hostPort(host, port)}: permission denied (ports below 1024 need privileges)`,
+        'choose a port from 1024 up with --port or PORT',
+      ),
       o,
     ),
   hostUnavailable: (host: string, port: number, o?: Cause): RateLimitError =>
     new RateLimitError(
       'invalid_config',
-      sentence(`cannot listen on ${hostPort(host, port)}: ${host} is not an address of this machine`, 'choose another with --host or HOST (127.0.0.1, or 0.0.0.0 for every interface)'),
+      sentence(
+        `cannot listen on ${hostPort(host, port)}: ${host} is not an address of this machine`,
+        'choose another with --host or HOST (127.0.0.1, or 0.0.0.0 for every interface)',
+      ),
       o,
     ),
 
   databaseAuth: (target: string, o?: Cause): RateLimitError =>
-    new RateLimitError('database_auth', sentence(`PostgreSQL at ${target} refused the user name or password`, 'check both in DATABASE_URL (or --database-url)'), o),
+    new RateLimitError(
+      'database_auth',
+      sentence(`PostgreSQL at ${target} refused the user name or password`, 'check both in DATABASE_URL (or --database-url)'),
+      o,
+    ),
   databaseMissing: (target: string, o?: Cause): RateLimitError =>
-    new RateLimitError('database_unreachable', sentence(`PostgreSQL at ${target} has no such database`, 'create it, or fix the database name in DATABASE_URL'), o),
+    new RateLimitError(
+      'database_unreachable',
+      sentence(`PostgreSQL at ${target} has no such database`, 'create it, or fix the database name in DATABASE_URL'),
+      o,
+    ),
   databaseUnreachable: (target: string, reason: string, o?: Cause): RateLimitError =>
     new RateLimitError('database_unreachable', sentence(`cannot reach PostgreSQL at ${target} (${reason}); is it running?`, FIX.databaseUrl), o),
   schemaMissing: (target: string, o?: Cause): RateLimitError =>

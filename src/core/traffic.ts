@@ -105,7 +105,9 @@ export function countryPrefix(region: string): { prefix: string; why?: undefined
   const code = getCountryCallingCode(region as CountryCode);
   const sharing = all.filter((c) => c !== region && getCountryCallingCode(c) === code);
   if (sharing.length > 0) {
-    return { why: `+${code} is shared with ${sharing.slice(0, 6).join(', ')}${sharing.length > 6 ? ', …' : ''}: block its ranges (--top range N) or deny it in the policy (policy set destinations.countries.deny=${region})` };
+    return {
+      why: `+${code} is shared with ${sharing.slice(0, 6).join(', ')}${sharing.length > 6 ? ', …' : ''}: block its ranges (--top range N) or deny it in the policy (policy set destinations.countries.deny=${region})`,
+    };
   }
   return { prefix: `+${code}` };
 }

@@ -67,7 +67,19 @@ const CALL_INTERMEDIATE = new Set(['queued', 'initiated', 'ringing', 'in-progres
 // that the code in it was entered: a delivered message converts only when the service reports
 // `verified`, so delivery is no outcome. Until then (and after `pending_after`) it is unconverted.
 const MESSAGE_FAILED = new Set(['failed', 'undelivered']);
-const MESSAGE_NO_OUTCOME = new Set(['accepted', 'scheduled', 'queued', 'sending', 'sent', 'delivered', 'read', 'receiving', 'received', 'canceled', 'partially_delivered']);
+const MESSAGE_NO_OUTCOME = new Set([
+  'accepted',
+  'scheduled',
+  'queued',
+  'sending',
+  'sent',
+  'delivered',
+  'read',
+  'receiving',
+  'received',
+  'canceled',
+  'partially_delivered',
+]);
 // AnsweredBy (answering machine detection): a machine or a fax is no person: unanswered, like voicemail.
 const NOT_A_PERSON = /^(machine_|fax$)/;
 // CallDuration is whole seconds; a day is far past any real call.

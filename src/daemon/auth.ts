@@ -74,7 +74,12 @@ export class Authenticator {
       // (cross-site WebSocket hijacking) once origins are listed; with none listed, a page may
       // check but never consume (role browser).
       if (this.origins.size > 0) {
-        return { ok: false, status: 403, kind: 'origin_not_allowed', message: `origin ${shown} is not allowed: ${this.originsText()} (add the page's exact origin, scheme://host[:port], to ALLOWED_ORIGINS)` };
+        return {
+          ok: false,
+          status: 403,
+          kind: 'origin_not_allowed',
+          message: `origin ${shown} is not allowed: ${this.originsText()} (add the page's exact origin, scheme://host[:port], to ALLOWED_ORIGINS)`,
+        };
       }
       return { ok: true, role: 'browser' };
     }
@@ -86,7 +91,12 @@ export class Authenticator {
         message: `origin ${shown} may not connect without a token: ${this.originsText()} (add the page's exact origin to it, or send Authorization: Bearer <token>)`,
       };
     }
-    return { ok: false, status: 401, kind: 'token_required', message: 'a bearer token is required (Authorization: Bearer <token>; ?token= works but ends up in access logs)' };
+    return {
+      ok: false,
+      status: 401,
+      kind: 'token_required',
+      message: 'a bearer token is required (Authorization: Bearer <token>; ?token= works but ends up in access logs)',
+    };
   }
 }
 

@@ -114,7 +114,18 @@ export class Daemon {
       ? new KeyRotation({ pool: opts.pool, currentKey: opts.phoneKey, previousKey: config.previousPhoneKey, logger })
       : undefined;
     const decisionIds = new DecisionIds(opts.phoneKey, config.previousPhoneKey);
-    const decider = new Decider({ engine: this.engine, policies: this.policies, ipRules, metrics: this.metrics, tally: this.tally, logger, phoneKey: opts.phoneKey, rotation, decisionIds, prices: config.prices });
+    const decider = new Decider({
+      engine: this.engine,
+      policies: this.policies,
+      ipRules,
+      metrics: this.metrics,
+      tally: this.tally,
+      logger,
+      phoneKey: opts.phoneKey,
+      rotation,
+      decisionIds,
+      prices: config.prices,
+    });
     const outcomes = new OutcomeRecorder({ engine: this.engine, pool: opts.pool, ids: decisionIds, metrics: this.metrics, logger });
     const isShuttingDown = () => this.shutdownPromise !== undefined;
     const clientLog = new ClientLog(logger);

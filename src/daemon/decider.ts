@@ -78,7 +78,10 @@ export class Decider {
       const v = consume ? await this.consume(s, role === 'service' && req.ip ? req.ip : socketIp) : await this.check(s, role === 'service');
       this.count(consume, v, s.region);
       // Minted, not stored: the id carries what an outcome needs (src/core/decision-id.ts).
-      const decisionId = consume && v.allowed ? this.opts.decisionIds.encode({ hash: s.hash, region: s.region, range: rangeLabel(s.e164), atMs: this.opts.engine.dbNow() }) : undefined;
+      const decisionId =
+        consume && v.allowed
+          ? this.opts.decisionIds.encode({ hash: s.hash, region: s.region, range: rangeLabel(s.e164), atMs: this.opts.engine.dbNow() })
+          : undefined;
       // Browsers (anyone who sets an allowed Origin) get minutes and the number's own counts only;
       // they never consume, so never get a decisionId.
       return role === 'browser' ? browserDecisionReply(id, s.e164, s.region, v, consume) : decisionReply(id, s.e164, s.region, v, consume, decisionId);

@@ -79,7 +79,15 @@ export class IpLimiter {
     const used = live.reduce((n, [, c]) => n + c, 0);
     const leaves = (bucket: number) => (bucket + 1) * this.bucketMs + this.windowMs;
     if (used < this.max) {
-      return { allowed: true, ruleId: 'ip', limit: this.max, used, remaining: this.max - used, resetTime: live.length ? leaves(live[0]![0]) : nowMs, retryAfterMs: 0 };
+      return {
+        allowed: true,
+        ruleId: 'ip',
+        limit: this.max,
+        used,
+        remaining: this.max - used,
+        resetTime: live.length ? leaves(live[0]![0]) : nowMs,
+        retryAfterMs: 0,
+      };
     }
     // One more call fits once enough of the oldest buckets have left the window.
     let left = used;

@@ -119,7 +119,26 @@ export function createMetrics() {
     buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
     registers: [registry],
   });
-  return { registry, decisions, countryDecisions, spend, shadowDenials, outcomes, policyVersion, errors, fallbackActive, fallbackTransitions, pendingWrites, unrecordedDenials, ipTableFull, connections, tcpConnections, connectionsMax, dbLatency, batchSize };
+  return {
+    registry,
+    decisions,
+    countryDecisions,
+    spend,
+    shadowDenials,
+    outcomes,
+    policyVersion,
+    errors,
+    fallbackActive,
+    fallbackTransitions,
+    pendingWrites,
+    unrecordedDenials,
+    ipTableFull,
+    connections,
+    tcpConnections,
+    connectionsMax,
+    dbLatency,
+    batchSize,
+  };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

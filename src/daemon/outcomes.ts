@@ -69,7 +69,11 @@ export class OutcomeRecorder {
       return outcomeRecordedReply(reqId, report.decisionId, result.stored === 'duplicate');
     } catch (err) {
       if (err instanceof SpoolUnavailableError) {
-        return errorReply('internal_error', 'the database is unreachable and this daemon cannot keep the outcome (spool full or unwritable); retry later', reqId);
+        return errorReply(
+          'internal_error',
+          'the database is unreachable and this daemon cannot keep the outcome (spool full or unwritable); retry later',
+          reqId,
+        );
       }
       logger.error({ err }, 'could not record an outcome');
       return errorReply('internal_error', 'the outcome could not be recorded; retry', reqId);

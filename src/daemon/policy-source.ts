@@ -164,7 +164,10 @@ export class PolicySource {
         // Still enforced (dropping a block would let pumping through), but said, without the prefixes.
         const narrow = indexed.filter((e) => e.targetType === 'prefix' && prefixRangeProblem(e.target) !== undefined).length;
         if (narrow > 0) {
-          logger.warn({ entries: narrow }, 'block or allow prefixes stored before ranges were held to 1,000 numbers narrow a number down: `ratelimit list` shows them; unlist each and list the number itself or a shorter prefix');
+          logger.warn(
+            { entries: narrow },
+            'block or allow prefixes stored before ranges were held to 1,000 numbers narrow a number down: `ratelimit list` shows them; unlist each and list the number itself or a shorter prefix',
+          );
         }
         this.opts.onChange('lists', this.active);
       } catch (err) {

@@ -89,7 +89,7 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
     logger.warn(
       { err: err.message, poolSize: config.dbPoolSize },
       'the database refused a connection for capacity (too many connections), retrying within RATELIMIT_DB_TIMEOUT: not an outage. ' +
-        'Size max_connections (or the pooler\'s default_pool_size) to at least (RATELIMIT_DB_POOL_SIZE + 1) x daemons + admin commands',
+        "Size max_connections (or the pooler's default_pool_size) to at least (RATELIMIT_DB_POOL_SIZE + 1) x daemons + admin commands",
     );
   };
   const key = await loadPhoneKey(config, (m) => logger.warn(m));
@@ -152,7 +152,8 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
     keyVerified = true;
     for (const w of check.warnings) logger.warn(w);
     if (check.outcome === 'recorded') logger.info({ key: check.fingerprint }, 'recorded the hashing key (first use of this database)');
-    else if (check.outcome === 'rotated') logger.warn({ key: check.fingerprint, previous: check.previousFingerprint }, 'started a key rotation: see ratelimit key status');
+    else if (check.outcome === 'rotated')
+      logger.warn({ key: check.fingerprint, previous: check.previousFingerprint }, 'started a key rotation: see ratelimit key status');
     else logger.info({ key: check.fingerprint, previous: check.previousFingerprint }, 'hashing key matches the database');
   };
   const ensureMigrated = async () => {
@@ -160,7 +161,10 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
       await ensureReady();
     } catch (err) {
       if (err instanceof RateLimitError && (err.code === 'key_mismatch' || err.code === 'invalid_config')) {
-        logger.fatal({ err: err.message }, err.code === 'key_mismatch' ? 'wrong hashing key: stopping without writing anything' : 'cannot use this database: stopping without writing anything');
+        logger.fatal(
+          { err: err.message },
+          err.code === 'key_mismatch' ? 'wrong hashing key: stopping without writing anything' : 'cannot use this database: stopping without writing anything',
+        );
         await db.pool.end().catch(() => undefined);
         fail(err);
       }

@@ -93,7 +93,8 @@ export async function peekSnapshot(
     }
   }
   for (const h of hashes) {
-    if (!numbers.has(h)) numbers.set(h, { atMs: nowMs, rules: ruleStates([], nowMs, rules.map(logRule)), blockedUntil: null, summary: { calls: [], counts: null } });
+    if (!numbers.has(h))
+      numbers.set(h, { atMs: nowMs, rules: ruleStates([], nowMs, rules.map(logRule)), blockedUntil: null, summary: { calls: [], counts: null } });
   }
   return { nowMs, numbers, counters: buckets };
 }

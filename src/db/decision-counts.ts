@@ -44,10 +44,9 @@ export async function readListHits(pool: Pool, sinceMs: number = DECISION_COUNTS
 
 /** Deletes minutes older than `olderThanMs`; returns how many rows went. */
 export async function pruneDecisionCounts(pool: Pool, olderThanMs: number = DECISION_COUNTS_RETENTION_MS): Promise<number> {
-  const { rowCount } = await pool.query(
-    `DELETE FROM rate_limit_decision_counts WHERE minute < NOW() - make_interval(secs => $1::float8 / 1000)`,
-    [olderThanMs],
-  );
+  const { rowCount } = await pool.query(`DELETE FROM rate_limit_decision_counts WHERE minute < NOW() - make_interval(secs => $1::float8 / 1000)`, [
+    olderThanMs,
+  ]);
   return rowCount ?? 0;
 }
 

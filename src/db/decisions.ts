@@ -12,7 +12,6 @@ import type { AggregateCounter, Buckets } from '../core/policy/types.js';
 import type { LogSummary } from '../core/policy/log-summary.js';
 import type { RuleState } from '../core/policy/log.js';
 
-
 export interface DecideRequest {
   hash: string;
   region: string | undefined;
@@ -104,7 +103,15 @@ export function decideQuery(requests: readonly DecideRequest[], policy: Decision
   // Each counter once (the SQL reads and writes each row once), and per request the indexes
   // of the counters that apply, in evaluation order.
   const entries = { req: [] as number[], counter: [] as number[] };
-  const k = { index: new Map<string, number>(), rule: [] as string[], key: [] as string[], limit: [] as number[], window: [] as number[], bucket: [] as number[], shadow: [] as boolean[] };
+  const k = {
+    index: new Map<string, number>(),
+    rule: [] as string[],
+    key: [] as string[],
+    limit: [] as number[],
+    window: [] as number[],
+    bucket: [] as number[],
+    shadow: [] as boolean[],
+  };
   requests.forEach((r, i) => {
     for (const counter of r.counters) {
       const id = counterMapKey(counter.rule.id, counter.key);

@@ -138,7 +138,7 @@ export function explainDatabaseError(err: unknown, target: string): RateLimitErr
       'database_unreachable',
       sentence(
         `PostgreSQL at ${target} refused a connection: too many connections (its capacity, not an outage)`,
-        'raise max_connections (or the pooler\'s default_pool_size) to at least RATELIMIT_DB_POOL_SIZE + 1 per daemon, plus the admin commands you run at once, or lower RATELIMIT_DB_POOL_SIZE',
+        "raise max_connections (or the pooler's default_pool_size) to at least RATELIMIT_DB_POOL_SIZE + 1 per daemon, plus the admin commands you run at once, or lower RATELIMIT_DB_POOL_SIZE",
       ),
       o,
     );
@@ -149,7 +149,7 @@ export function explainDatabaseError(err: unknown, target: string): RateLimitErr
       'database_unreachable',
       sentence(
         `the server or pooler at ${target} answered but refused the connection: ${refused}`,
-        'remove that parameter from DATABASE_URL (ratelimit sets its session settings itself), or add it to PgBouncer\'s ignore_startup_parameters',
+        "remove that parameter from DATABASE_URL (ratelimit sets its session settings itself), or add it to PgBouncer's ignore_startup_parameters",
       ),
       o,
     );

@@ -91,10 +91,9 @@ export async function upsertHeartbeat(pool: Pool, hb: Heartbeat): Promise<void> 
 
 /** Removes rows not refreshed for `olderThanMs` (crashed or long-stopped instances). Returns how many. */
 export async function deleteStaleInstances(pool: Pool, olderThanMs: number): Promise<number> {
-  const { rowCount } = await pool.query(
-    `DELETE FROM ratelimit_instances WHERE last_seen < clock_timestamp() - make_interval(secs => $1::float8 / 1000)`,
-    [olderThanMs],
-  );
+  const { rowCount } = await pool.query(`DELETE FROM ratelimit_instances WHERE last_seen < clock_timestamp() - make_interval(secs => $1::float8 / 1000)`, [
+    olderThanMs,
+  ]);
   return rowCount ?? 0;
 }
 

@@ -44,7 +44,10 @@ export async function loadPhoneKey(config: Config, warn: Warn, options: LoadKeyO
       if (mode & 0o077) warn(`${file} is readable by others (mode ${mode.toString(8)}); run: chmod 600 ${file}`);
       return key;
     }
-    throw new RateLimitError('key_missing', `${file} holds a key shorter than ${MIN_KEY_LENGTH} characters; fix or delete it (deleting it forgets every stored count)`);
+    throw new RateLimitError(
+      'key_missing',
+      `${file} holds a key shorter than ${MIN_KEY_LENGTH} characters; fix or delete it (deleting it forgets every stored count)`,
+    );
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
@@ -60,7 +63,9 @@ export async function loadPhoneKey(config: Config, warn: Warn, options: LoadKeyO
   try {
     // 'wx': when two processes start at once, exactly one key wins and both use it.
     await writeFile(file, `${key}\n`, { mode: 0o600, flag: 'wx' });
-    warn(`PHONE_ENCRYPTION_KEY is not set: generated a key in ${file}. Keep it: a new key makes every stored count unreachable. Set PHONE_ENCRYPTION_KEY in production.`);
+    warn(
+      `PHONE_ENCRYPTION_KEY is not set: generated a key in ${file}. Keep it: a new key makes every stored count unreachable. Set PHONE_ENCRYPTION_KEY in production.`,
+    );
     return key;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
@@ -88,7 +93,12 @@ export async function findPhoneKey(config: Config, warn: Warn): Promise<string |
   try {
     return await loadPhoneKey(config, warn, { existingOnly: true });
   } catch (err) {
-    if (err instanceof RateLimitError && err.code === 'invalid_config' && config.phoneKey === undefined && !(await exists(join(resolve(config.dataDir), KEY_FILE)))) {
+    if (
+      err instanceof RateLimitError &&
+      err.code === 'invalid_config' &&
+      config.phoneKey === undefined &&
+      !(await exists(join(resolve(config.dataDir), KEY_FILE)))
+    ) {
       return undefined;
     }
     throw err;

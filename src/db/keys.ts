@@ -94,7 +94,11 @@ async function readKeys(client: PoolClient | Pool): Promise<KeyRow[]> {
     return rows.sort((a, b) => ROLE_ORDER[a.role] - ROLE_ORDER[b.role] || b.role_since.getTime() - a.role_since.getTime());
   } catch (err) {
     if ((err as { code?: unknown }).code === SQLSTATE.UNDEFINED_TABLE) {
-      throw new RateLimitError('database_error', 'the database has no record of its hashing key (it is behind: migration 7 is missing); run: ratelimit db init', { cause: err });
+      throw new RateLimitError(
+        'database_error',
+        'the database has no record of its hashing key (it is behind: migration 7 is missing); run: ratelimit db init',
+        { cause: err },
+      );
     }
     throw err;
   }
@@ -136,7 +140,9 @@ function judge(known: KeyRow[], fp: string, prevFp: string | undefined): Judgeme
       const was = role === 'retired' ? 'a retired key' : 'not a key this database knows';
       throw mismatch(
         `PHONE_ENCRYPTION_KEY_PREVIOUS (${prevFp}) is ${was}; the database's previous key is ${previous ? previous.fingerprint : 'none (no rotation is under way)'}. ` +
-          (previous ? `Set PHONE_ENCRYPTION_KEY_PREVIOUS to the key with fingerprint ${previous.fingerprint}, or unset it` : 'Unset PHONE_ENCRYPTION_KEY_PREVIOUS'),
+          (previous
+            ? `Set PHONE_ENCRYPTION_KEY_PREVIOUS to the key with fingerprint ${previous.fingerprint}, or unset it`
+            : 'Unset PHONE_ENCRYPTION_KEY_PREVIOUS'),
       );
     }
     if (prevFp === undefined && previous !== undefined) {
@@ -161,9 +167,7 @@ function judge(known: KeyRow[], fp: string, prevFp: string | undefined): Judgeme
   if (prevFp === current.fingerprint) return { action: 'rotate', warnings: [] };
 
   const givenPrevious =
-    prevFp === undefined
-      ? ''
-      : ` PHONE_ENCRYPTION_KEY_PREVIOUS (${prevFp}) is not the database's current key either, so this is not a rotation from it.`;
+    prevFp === undefined ? '' : ` PHONE_ENCRYPTION_KEY_PREVIOUS (${prevFp}) is not the database's current key either, so this is not a rotation from it.`;
   throw mismatch(
     `PHONE_ENCRYPTION_KEY (${fp}) is not the key this database's hashes were made with: it knows ${current.fingerprint} (current since ${date(current.role_since)})` +
       `${previous ? ` and ${previous.fingerprint} (previous)` : ''}.${givenPrevious} ` +
@@ -175,7 +179,9 @@ function fingerprints(keys: KeyInput): { fp: string; prevFp: string | undefined 
   const fp = keyFingerprint(keys.current);
   const prevFp = keys.previous === undefined ? undefined : keyFingerprint(keys.previous);
   if (prevFp === fp) {
-    throw mismatch(`PHONE_ENCRYPTION_KEY_PREVIOUS is the same key as PHONE_ENCRYPTION_KEY (${fp}); during a rotation it must be the old key, otherwise unset it`);
+    throw mismatch(
+      `PHONE_ENCRYPTION_KEY_PREVIOUS is the same key as PHONE_ENCRYPTION_KEY (${fp}); during a rotation it must be the old key, otherwise unset it`,
+    );
   }
   return { fp, prevFp };
 }
@@ -195,10 +201,10 @@ export async function verifyKey(pool: Pool, keys: KeyInput): Promise<KeyCheck> {
       // First use. With a previous key, this database was filled before fingerprints were kept,
       // under that previous key: record it as such so its rows keep counting.
       if (prevFp !== undefined) {
-        await client.query(
-          `INSERT INTO rate_limit_keys (fingerprint, role, owns_untagged_rows) VALUES ($1, 'previous', true), ($2, 'current', false)`,
-          [prevFp, fp],
-        );
+        await client.query(`INSERT INTO rate_limit_keys (fingerprint, role, owns_untagged_rows) VALUES ($1, 'previous', true), ($2, 'current', false)`, [
+          prevFp,
+          fp,
+        ]);
       } else {
         await client.query(`INSERT INTO rate_limit_keys (fingerprint, role, owns_untagged_rows) VALUES ($1, 'current', true)`, [fp]);
       }

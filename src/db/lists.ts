@@ -87,7 +87,10 @@ export async function setListEntries(pool: Pool, entries: readonly SetEntryInput
   return withTransaction(pool, async (client) => {
     const out: Array<{ entry: ListEntry; replaced: ListEntry | null }> = [];
     for (const e of sorted) {
-      const old = await client.query<ListRowSql>(`SELECT ${COLUMNS} FROM rate_limit_lists WHERE target_type = $1 AND target = $2 FOR UPDATE`, [e.targetType, e.target]);
+      const old = await client.query<ListRowSql>(`SELECT ${COLUMNS} FROM rate_limit_lists WHERE target_type = $1 AND target = $2 FOR UPDATE`, [
+        e.targetType,
+        e.target,
+      ]);
       const { rows } = await client.query<ListRowSql>(
         `INSERT INTO rate_limit_lists (target_type, target, kind, masked, expires_at, created_by, reason)
          VALUES ($1, $2, $3, $4, CASE WHEN $5::bigint IS NULL THEN NULL ELSE clock_timestamp() + $5::bigint * interval '1 millisecond' END, $6, $7)
@@ -120,7 +123,12 @@ export async function removeListEntry(pool: Pool, targetType: ListTargetType, ta
     ]);
     if (!rows[0]) return null;
     const removed = toEntry(rows[0]);
-    await writeAudit(client, { actor: by, action: 'list_remove', target: `${targetType}:${target}`, detail: { kind: removed.kind, masked: removed.masked, reason } });
+    await writeAudit(client, {
+      actor: by,
+      action: 'list_remove',
+      target: `${targetType}:${target}`,
+      detail: { kind: removed.kind, masked: removed.masked, reason },
+    });
     await announceChange(client, 'lists');
     return removed;
   });

@@ -106,7 +106,8 @@ export async function loadMigrations(dir = sqlDir('migrations')): Promise<Migrat
   // Increasing and unique. Gaps are allowed: migration numbers are reserved per branch, so one
   // may land before the numbers below it (migrate() applies whichever are missing, in order).
   migrations.forEach((m, i) => {
-    if (i === 0 ? m.id !== 1 : m.id <= migrations[i - 1]!.id) throw new Error(`migrations must be numbered 1, 2, 3… each once; found ${m.id} at position ${i + 1}`);
+    if (i === 0 ? m.id !== 1 : m.id <= migrations[i - 1]!.id)
+      throw new Error(`migrations must be numbered 1, 2, 3… each once; found ${m.id} at position ${i + 1}`);
   });
   return migrations;
 }

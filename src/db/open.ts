@@ -144,4 +144,3 @@ export async function ensureSchema(db: Database): Promise<MigrationReport | unde
     throw explainDatabaseError(err, db.target);
   }
 }
-

@@ -99,5 +99,11 @@ export async function recentOutcomes(pool: Pool, hashes: readonly string[], limi
        FROM rate_limit_outcomes WHERE phone_hash = ANY($1::TEXT[]) ORDER BY decided_at DESC LIMIT $2`,
     [hashes, limit],
   );
-  return rows.map((r) => ({ decidedAtMs: Number(r.decided_ms), recordedAtMs: Number(r.recorded_ms), outcome: r.outcome, durationMs: r.duration_ms, source: r.source }));
+  return rows.map((r) => ({
+    decidedAtMs: Number(r.decided_ms),
+    recordedAtMs: Number(r.recorded_ms),
+    outcome: r.outcome,
+    durationMs: r.duration_ms,
+    source: r.source,
+  }));
 }

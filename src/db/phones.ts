@@ -68,7 +68,9 @@ function toPhoneRow(r: PhoneRowSql): PhoneRow {
 }
 
 export async function lookupPhone(pool: Pool, hash: string): Promise<PhoneLookup> {
-  const { rows } = await pool.query<PhoneRowSql & { now_ms: number; reset_by: string | null; reason: string | null; previous_count: number | null; reset_at: Date | null }>(
+  const { rows } = await pool.query<
+    PhoneRowSql & { now_ms: number; reset_by: string | null; reason: string | null; previous_count: number | null; reset_at: Date | null }
+  >(
     `SELECT n.now_ms, p.*, r.reset_by, r.reason, r.previous_count, r.reset_at
        FROM (SELECT ${NOW_MS} AS now_ms) AS n
        LEFT JOIN phone_rate_limits AS p ON p.phone_hash = $1

@@ -8,7 +8,9 @@ import { HostSelector, isWritable, ReadOnlyTargetError, ROLE_QUERY } from './hos
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
 // BIGINT[] (oid 1016): the call logs. Integer arrays in text form are just `{1,2,3}`.
 const INT8_ARRAY_OID = 1016;
-(pg.types.setTypeParser as (oid: number, parse: (v: string) => unknown) => void)(INT8_ARRAY_OID, (v: string) => (v === '{}' ? [] : v.slice(1, -1).split(',').map(Number)));
+(pg.types.setTypeParser as (oid: number, parse: (v: string) => unknown) => void)(INT8_ARRAY_OID, (v: string) =>
+  v === '{}' ? [] : v.slice(1, -1).split(',').map(Number),
+);
 
 export type Pool = pg.Pool;
 export type PoolClient = pg.PoolClient;

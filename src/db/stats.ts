@@ -25,7 +25,11 @@ export interface AggregateUsageRow {
  * The `perRule` keys of each rule closest to their limit (then busiest), skipping keys with
  * nothing in the window. One statement; counters touched outside the window are not read.
  */
-export async function readAggregateUsage(pool: Pool, rules: readonly AggregateRuleRef[], perRule: number): Promise<{ nowMs: number; rows: AggregateUsageRow[] }> {
+export async function readAggregateUsage(
+  pool: Pool,
+  rules: readonly AggregateRuleRef[],
+  perRule: number,
+): Promise<{ nowMs: number; rows: AggregateUsageRow[] }> {
   const { rows } = await pool.query<{ now_ms: number; rule_id: string | null; key: string; used: number }>({
     name: 'ratelimit_aggregate_usage',
     text: `WITH n AS (SELECT ${STABLE_NOW_MS} AS now_ms),
@@ -192,7 +196,16 @@ export async function hottestNumbers(
 ): Promise<{ nowMs: number; rows: HotNumber[] }> {
   // A window in ms, or a policy whose primary rule gives it (a policy may have no number rule).
   const windowMs = typeof window === 'number' ? window : window.rules[0]!.windowMs;
-  const { rows } = await pool.query<{ now_ms: number; phone_hash: string | null; phone_masked: string | null; region: string | null; calls: number[]; denials: number; last_call_at: number | null; last_denied_at: number | null }>(
+  const { rows } = await pool.query<{
+    now_ms: number;
+    phone_hash: string | null;
+    phone_masked: string | null;
+    region: string | null;
+    calls: number[];
+    denials: number;
+    last_call_at: number | null;
+    last_denied_at: number | null;
+  }>(
     `WITH n AS (SELECT ${STABLE_NOW_MS} AS now_ms)
      SELECT n.now_ms, h.* FROM n LEFT JOIN LATERAL (
        SELECT p.phone_hash, p.phone_masked, p.region, p.calls, p.last_call_at, p.last_denied_at,

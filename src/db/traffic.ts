@@ -38,7 +38,15 @@ export interface TrafficNow {
  * country: there are about 250). Only numbers active in the window are read.
  */
 export async function readTrafficNow(pool: Pool, windowMs: number, perKind = 200): Promise<TrafficNow> {
-  const { rows } = await pool.query<{ now_ms: string; kind: string | null; key: string | null; country: string; numbers: number; calls: number; denials: number }>({
+  const { rows } = await pool.query<{
+    now_ms: string;
+    kind: string | null;
+    key: string | null;
+    country: string;
+    numbers: number;
+    calls: number;
+    denials: number;
+  }>({
     name: 'ratelimit_traffic_now',
     text: `WITH n AS (SELECT ${STABLE_NOW_MS} AS now_ms),
            r AS (

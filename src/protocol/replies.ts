@@ -97,7 +97,13 @@ export function decisionReply(
  * own counts, with every time rounded up to the minute (docs/protocol.md). Shadow rules are the
  * operator's trial, not the browser's business: never shown.
  */
-export function browserDecisionReply(id: RequestId | undefined, e164: string, region: string | undefined, d: DecisionView, consume: boolean): StatusReply | ExceededReply | CoarseStatusReply {
+export function browserDecisionReply(
+  id: RequestId | undefined,
+  e164: string,
+  region: string | undefined,
+  d: DecisionView,
+  consume: boolean,
+): StatusReply | ExceededReply | CoarseStatusReply {
   const retryAfterMs = roundUpToMinute(d.retryAfterMs);
   if (!d.allowed && (d.reason === null || !OWN_REASONS.has(d.reason))) {
     const coarse: CoarseStatusReply = {
@@ -146,7 +152,6 @@ export function isDecisionReply(
   return value.type === 'rate_limit_exceeded' && typeof value.reason === 'string';
 }
 
-
 export function outcomeRecordedReply(id: RequestId | undefined, decisionId: string, duplicate: boolean): OutcomeRecordedReply {
   return { type: 'rate_limit_outcome_recorded', id, decisionId, duplicate };
 }
@@ -170,4 +175,3 @@ export function isCoarseStatusReply(value: Record<string, unknown>): value is Re
     value.resetTime === undefined
   );
 }
-

@@ -64,7 +64,15 @@ describe.skipIf(!haveChromium)(title, () => {
     browser = await chromium.launchPersistentContext(userDataDir, {
       executablePath: CHROMIUM,
       headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
     });
     page = browser.pages()[0] ?? (await browser.newPage());
     page.setDefaultTimeout(UI_TIMEOUT_MS);
@@ -142,7 +150,15 @@ describe.skipIf(!haveChromium)(title, () => {
       { ...base, type: 'rate_limit_status', allowed: false, reason: 'number_blocked', limit: 0, used: 0, resetTime: now, retryAfterMs: null },
       { ...base, type: 'rate_limit_status', allowed: true, used: 1, remaining: 1, resetTime: now, retryAfterMs: 0, source: 'memory' },
       // What a browser is told of a range denial: no counts, no instant, a wait in minutes.
-      { type: 'rate_limit_status', phoneNumber: '+14155552671', allowed: false, reason: 'prefix_rate_limit_exceeded', rule: 'prefix:1h', retryAfterMs: 21 * 60_000, source: 'database' },
+      {
+        type: 'rate_limit_status',
+        phoneNumber: '+14155552671',
+        allowed: false,
+        reason: 'prefix_rate_limit_exceeded',
+        rule: 'prefix:1h',
+        retryAfterMs: 21 * 60_000,
+        source: 'database',
+      },
     ];
     const texts = await page.evaluate(`(async () => {
       const { describeDecision } = await import('/examples/browser/describe.js');

@@ -86,7 +86,15 @@ describe.skipIf(!haveChromium)(title, () => {
     browser = await chromium.launchPersistentContext(userDataDir, {
       executablePath: CHROMIUM,
       headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
     });
     page = browser.pages()[0] ?? (await browser.newPage());
     page.setDefaultTimeout(UI_TIMEOUT_MS);
@@ -104,7 +112,11 @@ describe.skipIf(!haveChromium)(title, () => {
   });
 
   /** Types the number as a user would (clearing first) and waits for the box to show `kind`. */
-  async function show(number: string, kind: string, shot: string): Promise<{ text: string; callEnabled: boolean; callText: string; state: Record<string, unknown> | null }> {
+  async function show(
+    number: string,
+    kind: string,
+    shot: string,
+  ): Promise<{ text: string; callEnabled: boolean; callText: string; state: Record<string, unknown> | null }> {
     await page.fill('#phone', '');
     await page.waitForSelector('#indicator[data-kind="none"]', { state: 'attached' });
     await page.locator('#phone').pressSequentially(number);
@@ -152,7 +164,8 @@ describe.skipIf(!haveChromium)(title, () => {
 
     expect((await consume(written)).status).toBe(200);
     const two = await show(written, 'limited', '3-after-two-consumes');
-    const limitedText = /^Call limit reached \| This number has reached its call limit; try again in (1 hour|[1-5]?\d minutes) \| Limit resets in (1h 0m|59m|58m) \| 0\/2 calls$/;
+    const limitedText =
+      /^Call limit reached \| This number has reached its call limit; try again in (1 hour|[1-5]?\d minutes) \| Limit resets in (1h 0m|59m|58m) \| 0\/2 calls$/;
     expect(two.text).toMatch(limitedText);
     expect(two.callEnabled).toBe(false);
     expect(two.callText).toBe('Call Limit Reached');
@@ -169,7 +182,9 @@ describe.skipIf(!haveChromium)(title, () => {
 
   it('says a premium-rate number is never allowed, without promising a reset in an hour', async () => {
     const premium = await show('+44 909 879 0000', 'limited', '5-premium-rate');
-    expect(premium.text).toMatch(/^Call limit reached \| Calls to premium-rate numbers are not allowed; this does not expire \| Limit resets in (\d+)h \d+m \| 0\/2 calls$/);
+    expect(premium.text).toMatch(
+      /^Call limit reached \| Calls to premium-rate numbers are not allowed; this does not expire \| Limit resets in (\d+)h \d+m \| 0\/2 calls$/,
+    );
     // JavaScript's last date, not now + 1 h: more than two billion hours.
     const hours = Number(/resets in (\d+)h/.exec(premium.text)![1]);
     expect(hours).toBeGreaterThan(2_000_000_000);

@@ -60,9 +60,10 @@ describe('block --top', () => {
     const nowMs = Number(rows[0]!.now_ms);
     let i = 0;
     const add = (region: string, masked: string, agoMs: number) =>
-      pool.query(`INSERT INTO phone_rate_limits (phone_hash, window_start, region, phone_masked, calls, last_call_at) VALUES ($1, 0, $2, $3, ARRAY[$4::bigint], $4::bigint)`, [
-        `b${i++}`, region, masked, nowMs - agoMs,
-      ]);
+      pool.query(
+        `INSERT INTO phone_rate_limits (phone_hash, window_start, region, phone_masked, calls, last_call_at) VALUES ($1, 0, $2, $3, ARRAY[$4::bigint], $4::bigint)`,
+        [`b${i++}`, region, masked, nowMs - agoMs],
+      );
     for (let k = 0; k < 30; k++) await add('GB', '+4477009•••', MINUTE);
     for (let k = 0; k < 20; k++) await add('GB', '+4477005•••', MINUTE);
     for (let k = 0; k < 10; k++) await add('GB', '+4477001•••', MINUTE);

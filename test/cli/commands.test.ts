@@ -136,7 +136,18 @@ describe('ratelimit (admin CLI)', () => {
 
     const json = await run(['status', NUMBER, '--json'], { DATABASE_URL: db.url });
     const s = JSON.parse(json.stdout);
-    expect(s).toMatchObject({ phoneNumber: '+14155552•••', hash: req.hash, region: 'US', allowed: false, limit: 2, used: 2, remaining: 0, deniedInWindow: 1, deniedTotal: 1, tracked: true });
+    expect(s).toMatchObject({
+      phoneNumber: '+14155552•••',
+      hash: req.hash,
+      region: 'US',
+      allowed: false,
+      limit: 2,
+      used: 2,
+      remaining: 0,
+      deniedInWindow: 1,
+      deniedTotal: 1,
+      tracked: true,
+    });
     expect(s.retryAfterMs).toBeGreaterThan(3_500_000);
     expect(s.resetTime - s.now).toBe(s.retryAfterMs);
 
@@ -145,12 +156,27 @@ describe('ratelimit (admin CLI)', () => {
     expect(wider).toMatchObject({ allowed: true, used: 2, remaining: 3, limit: 5 });
 
     const stats = JSON.parse((await run(['stats', '--json'], { DATABASE_URL: db.url })).stdout);
-    expect(stats).toMatchObject({ numbersTracked: 1, numbersTrackedEstimated: false, numbersActive: 1, numbersAtLimit: 1, callsInWindow: 2, denialsInWindow: 1, limit: 2, windowMs: 3_600_000 });
+    expect(stats).toMatchObject({
+      numbersTracked: 1,
+      numbersTrackedEstimated: false,
+      numbersActive: 1,
+      numbersAtLimit: 1,
+      callsInWindow: 2,
+      denialsInWindow: 1,
+      limit: 2,
+      windowMs: 3_600_000,
+    });
     expect(stats.regions).toEqual([{ region: 'US', numbersActive: 1, numbersAtLimit: 1, callsInWindow: 2, denialsInWindow: 1 }]);
 
     const reset = await run(['reset', NUMBER, '--reason', 'customer called support', '--json'], { DATABASE_URL: db.url, RATELIMIT_OPERATOR: 'alice' });
     expect(reset.code).toBe(0);
-    expect(JSON.parse(reset.stdout)).toMatchObject({ phoneNumber: '+14155552•••', reset: true, previousCount: 2, resetBy: 'alice', reason: 'customer called support' });
+    expect(JSON.parse(reset.stdout)).toMatchObject({
+      phoneNumber: '+14155552•••',
+      reset: true,
+      previousCount: 2,
+      resetBy: 'alice',
+      reason: 'customer called support',
+    });
 
     const after = JSON.parse((await run(['status', NUMBER, '--json'], { DATABASE_URL: db.url })).stdout);
     expect(after).toMatchObject({ allowed: true, used: 0, remaining: 2, lastReset: { by: 'alice', reason: 'customer called support', previousCount: 2 } });
@@ -194,7 +220,7 @@ describe('ratelimit (admin CLI)', () => {
     expect(dump).toContain(hashPhone(NUMBER, KEY));
   });
 
-  it('without PHONE_ENCRYPTION_KEY, hash uses the daemon\'s key file and never generates one', async () => {
+  it("without PHONE_ENCRYPTION_KEY, hash uses the daemon's key file and never generates one", async () => {
     const dataDir = join(cwd, 'data');
     const none = await run(['hash', NUMBER, '--data-dir', dataDir], { PHONE_ENCRYPTION_KEY: undefined });
     expect(none.code).toBe(1);

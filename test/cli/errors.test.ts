@@ -154,7 +154,7 @@ describe('one error vocabulary for serve and the admin commands', () => {
     }
   });
 
-  it('migrations are named as their files, 001_seed_schema, by db init and in serve\'s log', async () => {
+  it("migrations are named as their files, 001_seed_schema, by db init and in serve's log", async () => {
     const [forServe, forInit] = await Promise.all([createTestDatabase(), createTestDatabase()]);
     try {
       const daemon = await serve([], { DATABASE_URL: forServe.url });
@@ -217,7 +217,7 @@ describe('help that tells support staff how to reach production', () => {
     return found;
   }
 
-  it('every command\'s --help lists --database-url and --data-dir', async () => {
+  it("every command's --help lists --database-url and --data-dir", async () => {
     const helps = await commandHelps();
     expect(helps.map(([path]) => path)).toEqual(expect.arrayContaining(['serve', 'db init', 'status', 'policy apply', 'list']));
     for (const [path, help] of helps) {
@@ -232,7 +232,9 @@ describe('help that tells support staff how to reach production', () => {
     for (const name of ['RATELIMIT_API_TOKENS', 'ALLOWED_ORIGINS', 'RATELIMIT_TRUST_PROXY']) expect(help).toContain(name);
     // README's configuration table, less what only the admin commands read.
     const readme = await readFile(join(ROOT, 'README.md'), 'utf8');
-    const documented = [...readme.matchAll(/^\| `([A-Z][A-Z0-9_]+)`/gm)].map((m) => m[1]!).filter((n) => n !== 'RATELIMIT_OPERATOR' && n !== 'RATELIMIT_CLI_TIMEOUT');
+    const documented = [...readme.matchAll(/^\| `([A-Z][A-Z0-9_]+)`/gm)]
+      .map((m) => m[1]!)
+      .filter((n) => n !== 'RATELIMIT_OPERATOR' && n !== 'RATELIMIT_CLI_TIMEOUT');
     expect(documented.length).toBeGreaterThan(15);
     for (const name of documented) expect(help, name).toContain(name);
   });

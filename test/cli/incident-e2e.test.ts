@@ -10,7 +10,12 @@ import { cli } from './run.js';
 
 let db: Awaited<ReturnType<typeof createTestDatabase>> | undefined;
 let daemon: DaemonProcess | undefined;
-const ENV = { PHONE_ENCRYPTION_KEY: TEST_KEY, RATELIMIT_HEARTBEAT_INTERVAL: '300ms', RATE_LIMIT_IP_MAX: '100000', RATELIMIT_PRICES: 'unit=sms,currency=USD,default=0.01,GB=0.05' };
+const ENV = {
+  PHONE_ENCRYPTION_KEY: TEST_KEY,
+  RATELIMIT_HEARTBEAT_INTERVAL: '300ms',
+  RATE_LIMIT_IP_MAX: '100000',
+  RATELIMIT_PRICES: 'unit=sms,currency=USD,default=0.01,GB=0.05',
+};
 
 beforeAll(async () => {
   assertBuilt();

@@ -29,10 +29,15 @@ interface Run {
 /** The binary with exactly `env` (plus PATH and HOME): nothing configures it by accident. */
 function run(args: string[], env: Record<string, string>, cwd = process.cwd()): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { cwd, env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env }, timeout: 60_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-      resolve({ code, stdout, stderr });
-    });
+    execFile(
+      process.execPath,
+      [BIN, ...args],
+      { cwd, env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env }, timeout: 60_000 },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
   });
 }
 
@@ -109,7 +114,12 @@ describe('hashing key (admin commands)', () => {
   });
 
   it('never generates a key for a DATABASE_URL: exit 1 with how to make one', async () => {
-    for (const args of [['status', NUMBER], ['reset', NUMBER], ['block', NUMBER], ['key', 'status']]) {
+    for (const args of [
+      ['status', NUMBER],
+      ['reset', NUMBER],
+      ['block', NUMBER],
+      ['key', 'status'],
+    ]) {
       const r = await run(args, { DATABASE_URL: db.url }, empty);
       expect(r.code, args.join(' ')).toBe(1);
       expect(r.stderr, args.join(' ')).toContain('openssl rand -base64 48');

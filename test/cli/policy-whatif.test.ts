@@ -44,10 +44,15 @@ afterAll(async () => {
 });
 
 describe('policy check --against', () => {
-  it('reports the example policy trap: its allow list would deny 40% of last hour\'s calls, by country', async () => {
+  it("reports the example policy trap: its allow list would deny 40% of last hour's calls, by country", async () => {
     const r = await cli(['policy', 'check', EXAMPLE, '--against', '1h', '--json'], db.url);
     expect(r.code, r.stderr).toBe(0);
-    const out = JSON.parse(r.stdout) as { calls: number; denied: number; rules: Array<{ rule: string; denied: number; byCountry: Record<string, number> }>; notReconstructed: string[] };
+    const out = JSON.parse(r.stdout) as {
+      calls: number;
+      denied: number;
+      rules: Array<{ rule: string; denied: number; byCountry: Record<string, number> }>;
+      notReconstructed: string[];
+    };
     expect(out.calls).toBe(150);
     const dest = out.rules.find((o) => o.rule === 'destination:country')!;
     expect(dest.denied).toBe(60);
@@ -83,7 +88,10 @@ describe('replayPolicy', () => {
     ];
     const r = replayPolicy(parsed.policy, calls);
     // a's third call: number:1h. Its denial spends nothing, so the range has 2+1 = 3 by t=4: b5, b6 denied by prefix.
-    expect(r.rules.map((o) => [o.rule, o.denied])).toEqual([['prefix:1h', 2], ['number:1h', 1]]);
+    expect(r.rules.map((o) => [o.rule, o.denied])).toEqual([
+      ['prefix:1h', 2],
+      ['number:1h', 1],
+    ]);
     expect(r.denied).toBe(3);
     expect(r.notReconstructed.join('\n')).toMatch(/1 calls to numbers whose stored mask names no range/);
   });

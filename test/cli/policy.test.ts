@@ -120,7 +120,13 @@ describe('ratelimit policy apply / show', () => {
     expect(r.stdout).toMatch(/version 1 is active; every daemon switches to it within 2 s/);
 
     const show = JSON.parse((await run(['policy', 'show', '--json'])).stdout);
-    expect(show).toMatchObject({ version: 1, source: 'database', appliedBy: 'alice', reason: 'tighter', appliedYaml: 'number:\n  limits: [{limit: 3, window: 1h}]\n' });
+    expect(show).toMatchObject({
+      version: 1,
+      source: 'database',
+      appliedBy: 'alice',
+      reason: 'tighter',
+      appliedYaml: 'number:\n  limits: [{limit: 3, window: 1h}]\n',
+    });
     expect(Date.parse(show.appliedAt)).not.toBeNaN();
     const human = await run(['policy', 'show']);
     expect(human.stdout).toMatch(/^# version 1, applied by alice at \S+: tighter\n# rules: number:1h/);
@@ -140,7 +146,12 @@ describe('ratelimit policy apply / show', () => {
     expect(bad.stderr).toMatch(/nothing was applied/);
     expect(await policyCount()).toBe(1);
 
-    const next = await run(['policy', 'apply', await file('p2.yaml', 'number:\n  limits: [{limit: 3, window: 1h}]\nglobal:\n  limits: [{limit: 100, window: 1d}]\n'), '--json']);
+    const next = await run([
+      'policy',
+      'apply',
+      await file('p2.yaml', 'number:\n  limits: [{limit: 3, window: 1h}]\nglobal:\n  limits: [{limit: 100, window: 1d}]\n'),
+      '--json',
+    ]);
     expect(JSON.parse(next.stdout)).toMatchObject({ changed: true, version: 2, previousVersion: 1, changes: ['added global:1d (100 per 1d)'] });
     const audit = await pool.query("SELECT actor FROM rate_limit_audit WHERE action = 'policy_apply' ORDER BY id");
     expect(audit.rows).toEqual([{ actor: 'alice' }, { actor: 'alice' }]);
@@ -184,7 +195,14 @@ describe('block, allow, unlist, list', () => {
     const list = JSON.parse((await run(['list', '--json'])).stdout);
     expect(list.entries).toHaveLength(2);
     expect(list.entries).toContainEqual(
-      expect.objectContaining({ targetType: 'number', target: '+14155552•••', hash: hashPhone(NUMBER, KEY), kind: 'block', createdBy: 'alice', reason: 'fraud report' }),
+      expect.objectContaining({
+        targetType: 'number',
+        target: '+14155552•••',
+        hash: hashPhone(NUMBER, KEY),
+        kind: 'block',
+        createdBy: 'alice',
+        reason: 'fraud report',
+      }),
     );
     expect(list.entries).toContainEqual(expect.objectContaining({ targetType: 'prefix', target: '+4470', hash: null, kind: 'block', expiresAt: null }));
     const human = await run(['list']);
@@ -227,7 +245,11 @@ describe('status under a multi-rule policy', () => {
   let policy: Policy;
   const consume = async (phone: string, times: number) => {
     const req = { hash: hashPhone(phone, KEY), region: 'US', masked: maskPhone(phone), allowlisted: false, counters: countersFor(policy, phone, 'US') };
-    return decideBatch(pool, Array.from({ length: times }, () => req), decisionPolicy(policy));
+    return decideBatch(
+      pool,
+      Array.from({ length: times }, () => req),
+      decisionPolicy(policy),
+    );
   };
   const status = async (phone: string, env: Record<string, string> = {}) => {
     const r = await run(['status', phone, '--json'], env);
@@ -292,17 +314,37 @@ describe('status under a multi-rule policy', () => {
     const reset = await run(['reset', NUMBER, '--json']);
     expect(JSON.parse(reset.stdout)).toMatchObject({ reset: true, previousCount: 3, liftedBlockUntil: blocked.blockedUntil });
     const after = await status(NUMBER);
-    expect(after).toMatchObject({ allowed: false, rule: 'prefix:1h', reason: 'prefix_rate_limit_exceeded', limit: 4, used: 4, blockedUntil: null, blockAfter: { recentDenials: 0 } });
+    expect(after).toMatchObject({
+      allowed: false,
+      rule: 'prefix:1h',
+      reason: 'prefix_rate_limit_exceeded',
+      limit: 4,
+      used: 4,
+      blockedUntil: null,
+      blockAfter: { recentDenials: 0 },
+    });
 
     expect((await run(['block', '--prefix', '+1415555', '--reason', 'pumping'])).code).toBe(0);
     const listed = await status(OTHER);
-    expect(listed).toMatchObject({ allowed: false, rule: 'list:block', reason: 'number_blocked', retryAfterMs: null, list: { targetType: 'prefix', target: '+1415555', kind: 'block', reason: 'pumping' } });
+    expect(listed).toMatchObject({
+      allowed: false,
+      rule: 'list:block',
+      reason: 'number_blocked',
+      retryAfterMs: null,
+      list: { targetType: 'prefix', target: '+1415555', kind: 'block', reason: 'pumping' },
+    });
     expect((await run(['allow', OTHER])).code).toBe(0);
     expect(await status(OTHER)).toMatchObject({ allowed: true, rule: null, list: { targetType: 'number', kind: 'allow' } });
     expect((await run(['status', OTHER])).stdout).toMatch(/yes \(allow list/);
 
     const cuba = await status('+53 5 1234567');
-    expect(cuba).toMatchObject({ allowed: false, rule: 'destination:country', reason: 'destination_blocked', retryAfterMs: null, destination: { region: 'CU', deniedBy: 'destination:country' } });
+    expect(cuba).toMatchObject({
+      allowed: false,
+      rule: 'destination:country',
+      reason: 'destination_blocked',
+      retryAfterMs: null,
+      destination: { region: 'CU', deniedBy: 'destination:country' },
+    });
   });
 
   it('db init summarises under the applied policy', async () => {

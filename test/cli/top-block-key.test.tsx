@@ -32,7 +32,7 @@ function app(over: Partial<TopAppProps> = {}) {
 }
 
 describe('top b key', () => {
-  it('asks, then blocks the selected number\'s range; n cancels', async () => {
+  it("asks, then blocks the selected number's range; n cancels", async () => {
     const t = app();
     await t.until((f) => expect(f).toContain('+4477009•••'));
     t.ui.stdin.write('b');

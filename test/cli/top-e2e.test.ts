@@ -5,7 +5,19 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase } from '../helpers/db.js';
-import { assertBuilt, closeAll, postJson, ROOT, runCli, startDaemon, stopAll, waitFor, WsClient, type CliResult, type DaemonProcess } from '../daemon/helpers.js';
+import {
+  assertBuilt,
+  closeAll,
+  postJson,
+  ROOT,
+  runCli,
+  startDaemon,
+  stopAll,
+  waitFor,
+  WsClient,
+  type CliResult,
+  type DaemonProcess,
+} from '../daemon/helpers.js';
 
 const HOT = '+14155552671';
 const HOT_MASKED = '+14155552•••';
@@ -30,7 +42,10 @@ function assertViewsBuilt(): void {
 }
 
 function top(...args: string[]): Promise<CliResult> {
-  return runCli(['top', ...args, '--database-url', db!.url], { RATE_LIMIT_PHONE_MAX: ENV.RATE_LIMIT_PHONE_MAX, RATE_LIMIT_PHONE_WINDOW: ENV.RATE_LIMIT_PHONE_WINDOW });
+  return runCli(['top', ...args, '--database-url', db!.url], {
+    RATE_LIMIT_PHONE_MAX: ENV.RATE_LIMIT_PHONE_MAX,
+    RATE_LIMIT_PHONE_WINDOW: ENV.RATE_LIMIT_PHONE_WINDOW,
+  });
 }
 
 function line(out: string, needle: string): string {

@@ -51,8 +51,28 @@ const INSTANCES = [
 ];
 
 const HOTTEST: HotRow[] = [
-  { hash: 'a'.repeat(64), hashPrefix: 'aaaaaaaaaaaa', masked: '+1415•••••71', region: 'US', used: 2, limit: 2, deniedInWindow: 17, resetInMs: 1_234_567, atLimit: true },
-  { hash: 'b'.repeat(64), hashPrefix: 'bbbbbbbbbbbb', masked: '+4479••••••56', region: 'GB', used: 2, limit: 2, deniedInWindow: 3, resetInMs: 60_000, atLimit: true },
+  {
+    hash: 'a'.repeat(64),
+    hashPrefix: 'aaaaaaaaaaaa',
+    masked: '+1415•••••71',
+    region: 'US',
+    used: 2,
+    limit: 2,
+    deniedInWindow: 17,
+    resetInMs: 1_234_567,
+    atLimit: true,
+  },
+  {
+    hash: 'b'.repeat(64),
+    hashPrefix: 'bbbbbbbbbbbb',
+    masked: '+4479••••••56',
+    region: 'GB',
+    used: 2,
+    limit: 2,
+    deniedInWindow: 3,
+    resetInMs: 60_000,
+    atLimit: true,
+  },
   { hash: 'c'.repeat(64), hashPrefix: 'cccccccccccc', masked: null, region: null, used: 1, limit: 2, deniedInWindow: 0, resetInMs: 3_000_000, atLimit: false },
 ];
 
@@ -135,7 +155,11 @@ describe('TopView', () => {
 
   it('fits an 80x24 terminal with a large fleet, keeping down instances visible as a count', () => {
     const many = Array.from({ length: 30 }, (_, i) =>
-      instance({ instanceId: `instance-${String(i).padStart(2, '0')}-with-a-long-id`, host: 'a-rather-long-host-name.internal', ...(i >= 27 ? { state: 'down' as const, down: true } : {}) }),
+      instance({
+        instanceId: `instance-${String(i).padStart(2, '0')}-with-a-long-id`,
+        host: 'a-rather-long-host-name.internal',
+        ...(i >= 27 ? { state: 'down' as const, down: true } : {}),
+      }),
     );
     const hottest = Array.from({ length: 40 }, (_, i) => ({ ...HOTTEST[0]!, hash: `${i}`.padEnd(64, 'f'), hashPrefix: `${i}`.padEnd(12, 'f') }));
     const out = view({ frame: makeFrame(many, hottest), columns: 80, rows: 24 });
@@ -310,7 +334,9 @@ describe('TopApp keys', () => {
       load: async (sort) => {
         if (failures < 2) {
           failures++;
-          throw Object.assign(new AggregateError([Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' })], ''), { code: 'ECONNREFUSED' });
+          throw Object.assign(new AggregateError([Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' })], ''), {
+            code: 'ECONNREFUSED',
+          });
         }
         return makeFrame(INSTANCES, HOTTEST, sort);
       },

@@ -40,7 +40,9 @@ async function server(opts: { refuse?: number } = {}): Promise<{ url: string; fr
       const frame = JSON.parse(String(data)) as Record<string, unknown>;
       frames.push(frame);
       const reply = { type: 'rate_limit_status', id: frame.id, phoneNumber: frame.phoneNumber, allowed: false, reason: 'phone_rate_limit_exceeded' };
-      socket.send(JSON.stringify({ ...reply, limit: 2, used: 2, remaining: 0, resetTime: 1_764_072_000_000, retryAfterMs: 2_580_000, region: 'US', source: 'database' }));
+      socket.send(
+        JSON.stringify({ ...reply, limit: 2, used: 2, remaining: 0, resetTime: 1_764_072_000_000, retryAfterMs: 2_580_000, region: 'US', source: 'database' }),
+      );
     });
   });
   cleanups.push(

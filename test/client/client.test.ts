@@ -155,11 +155,7 @@ describe('RateLimitClient', () => {
     });
     const c = client({ url: server.url, failMode: 'closed', requestTimeoutMs: PATIENT_TIMEOUT_MS });
 
-    const [first, second, third] = await Promise.all([
-      c.check('+14155550001'),
-      c.consume('+14155550002', { ip: '203.0.113.9' }),
-      c.consume('+14155550003'),
-    ]);
+    const [first, second, third] = await Promise.all([c.check('+14155550001'), c.consume('+14155550002', { ip: '203.0.113.9' }), c.consume('+14155550003')]);
 
     expect(first).toMatchObject({ type: 'rate_limit_status', phoneNumber: '+14155550001', allowed: true, used: 0, source: 'database' });
     expect(second).toMatchObject({ type: 'rate_limit_exceeded', phoneNumber: '+14155550002', reason: 'phone_rate_limit_exceeded', retryAfterMs: 1_234_567 });
@@ -263,7 +259,8 @@ describe('RateLimitClient', () => {
 
   it('rejects error replies with RateLimitRequestError, even when failing open, and keeps the socket', async () => {
     const server = await scriptedServer((frame, socket) => {
-      if (frame.phoneNumber === 'nope') socket.send(JSON.stringify({ type: 'error', id: frame.id, code: 'invalid_phone_number', message: 'not a phone number' }));
+      if (frame.phoneNumber === 'nope')
+        socket.send(JSON.stringify({ type: 'error', id: frame.id, code: 'invalid_phone_number', message: 'not a phone number' }));
       else if (frame.type === 'rate_limit_consume') socket.send(JSON.stringify({ type: 'error', id: frame.id, code: 'forbidden', message: 'check only' }));
       else socket.send(statusReply(frame));
     });

@@ -12,7 +12,10 @@ const OLD_KEY = 'o'.repeat(40);
 
 describe('resolveConfig: keys', () => {
   it('reads PHONE_ENCRYPTION_KEY_PREVIOUS as previousPhoneKey', () => {
-    expect(resolveConfig({}, { PHONE_ENCRYPTION_KEY: KEY, PHONE_ENCRYPTION_KEY_PREVIOUS: OLD_KEY })).toMatchObject({ phoneKey: KEY, previousPhoneKey: OLD_KEY });
+    expect(resolveConfig({}, { PHONE_ENCRYPTION_KEY: KEY, PHONE_ENCRYPTION_KEY_PREVIOUS: OLD_KEY })).toMatchObject({
+      phoneKey: KEY,
+      previousPhoneKey: OLD_KEY,
+    });
   });
 
   it('has no previous key unless one is set (an empty variable is unset)', () => {

@@ -29,7 +29,13 @@ describe('resolveConfig', () => {
   });
 
   it('flags beat environment variables, which beat defaults', () => {
-    const env = { RATE_LIMIT_PHONE_MAX: '5', RATE_LIMIT_PHONE_WINDOW: '15m', PORT: '9000', DATABASE_URL: 'postgres://env/db', FLY_DATABASE_URL: 'postgres://fly/db' };
+    const env = {
+      RATE_LIMIT_PHONE_MAX: '5',
+      RATE_LIMIT_PHONE_WINDOW: '15m',
+      PORT: '9000',
+      DATABASE_URL: 'postgres://env/db',
+      FLY_DATABASE_URL: 'postgres://fly/db',
+    };
     const fromEnv = resolveConfig({}, env);
     expect(fromEnv.defaultPolicy.number[0]).toMatchObject({ limit: 5, windowMs: 900_000 });
     expect(fromEnv.port).toBe(9000);

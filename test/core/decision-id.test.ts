@@ -53,7 +53,19 @@ describe('decision ids', () => {
       const c = id[i] === 'A' ? 'B' : 'A';
       expect(ids.decode(id.slice(0, i) + c + id.slice(i + 1), NOW).ok).toBe(false);
     }
-    for (const junk of [undefined, null, 42, {}, '', id.slice(1), `${id}=`, `${id}A`, id.replace(/./, '+'), 'x'.repeat(DECISION_ID_LENGTH), '\u0000'.repeat(DECISION_ID_LENGTH)]) {
+    for (const junk of [
+      undefined,
+      null,
+      42,
+      {},
+      '',
+      id.slice(1),
+      `${id}=`,
+      `${id}A`,
+      id.replace(/./, '+'),
+      'x'.repeat(DECISION_ID_LENGTH),
+      '\u0000'.repeat(DECISION_ID_LENGTH),
+    ]) {
       expect(ids.decode(junk, NOW).ok).toBe(false);
     }
   });

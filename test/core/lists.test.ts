@@ -51,7 +51,9 @@ describe('prefixRangeProblem: a block or allow prefix must be a range of at leas
   it('accepts ranges and refuses prefixes that leave fewer than 3 digits of the longest number of their code', () => {
     for (const ok of ['+4', '+4470', '+1415555', '+14155552', '+442079460', '+8008', '+80012345', '+99']) expect(prefixRangeProblem(ok), ok).toBeUndefined();
     // The issue's example: with 10 of a UK number's 12 digits, 10 candidates are left.
-    expect(prefixRangeProblem('+4420794601')).toMatch(/too long: numbers starting with it have at most 12 digits.*1,000 numbers.*Use at most 9 digits \(\+442079460\)/);
+    expect(prefixRangeProblem('+4420794601')).toMatch(
+      /too long: numbers starting with it have at most 12 digits.*1,000 numbers.*Use at most 9 digits \(\+442079460\)/,
+    );
     expect(prefixRangeProblem('+141555526')).toMatch(/at most 11 digits/);
     expect(prefixRangeProblem('+800123456')).toMatch(/at most 11 digits/);
     // No known calling code: E.164's 15 digits bound it.

@@ -41,7 +41,11 @@ describe('summarizeLog', () => {
 
 describe('the fallback deciding from a summary', () => {
   const rulesArb = fc.uniqueArray(
-    fc.record({ limit: fc.integer({ min: 1, max: 80 }), windowMs: fc.integer({ min: 5, max: 60 }).map((x) => x * 50), shadow: fc.integer({ min: 0, max: 9 }).map((x) => x < 2) }),
+    fc.record({
+      limit: fc.integer({ min: 1, max: 80 }),
+      windowMs: fc.integer({ min: 5, max: 60 }).map((x) => x * 50),
+      shadow: fc.integer({ min: 0, max: 9 }).map((x) => x < 2),
+    }),
     { minLength: 1, maxLength: 3, selector: (r) => r.windowMs },
   );
   // size 'max': fast-check's default size keeps arrays near 10 elements, too short to be summarized.

@@ -121,7 +121,7 @@ describe('maskPhone', () => {
     expect(maskPhone('+442079460123')).toBe('+442079460•••');
   });
 
-  it('shows exactly the digits of the number\'s 1,000-number range key, never one more, and keeps the length', () => {
+  it("shows exactly the digits of the number's 1,000-number range key, never one more, and keeps the length", () => {
     fc.assert(
       fc.property(fc.stringMatching(/^\+[1-9]\d{0,14}$/), (e164) => {
         const m = maskPhone(e164);

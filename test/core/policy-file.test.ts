@@ -146,12 +146,22 @@ describe('parsePolicyFile: valid files', () => {
 
 describe('parsePolicyFile: every problem, at its line', () => {
   it('reports an unknown top-level key at its line, with the keys it expected', () => {
-    expectProblemAt('number:\n  limits: [{limit: 2, window: 1h}]\nglobl:\n  limits: [{limit: 9, window: 1d}]\n', 3, 1, /unknown key "globl" \(expected number, prefix, country, global, ip, destinations\)/);
+    expectProblemAt(
+      'number:\n  limits: [{limit: 2, window: 1h}]\nglobl:\n  limits: [{limit: 9, window: 1d}]\n',
+      3,
+      1,
+      /unknown key "globl" \(expected number, prefix, country, global, ip, destinations\)/,
+    );
   });
 
   it('reports unknown nested keys at their line, whatever the depth', () => {
     expectProblemAt('number:\n  limits:\n    - {limit: 2, window: 1h, shdow: true}\n', 3, 30, /number\.limits\[0\]\.shdow: unknown key/);
-    expectProblemAt('prefix:\n  digits: 3\n  limits: [{limit: 9, window: 1h}]\n  shaddow: true\n', 4, 3, /prefix\.shaddow: unknown key .*expected digits, limits, shadow/);
+    expectProblemAt(
+      'prefix:\n  digits: 3\n  limits: [{limit: 9, window: 1h}]\n  shaddow: true\n',
+      4,
+      3,
+      /prefix\.shaddow: unknown key .*expected digits, limits, shadow/,
+    );
     expectProblemAt('destinations:\n  countries: {deny: [CU], alow: [US]}\n', 2, 27, /destinations\.countries\.alow: unknown key/);
   });
 
@@ -182,7 +192,12 @@ describe('parsePolicyFile: every problem, at its line', () => {
 
   it('refuses prefix digits 1 and 2 with the 1,000-candidate reason, alongside every other problem', () => {
     for (const digits of [1, 2]) {
-      expectProblemAt(`prefix:\n  digits: ${digits}\n  limits: [{limit: 9, window: 1h}]\n`, 2, 11, /prefix\.digits: must be at least 3, not \d: a range must hold at least 1,000 numbers/);
+      expectProblemAt(
+        `prefix:\n  digits: ${digits}\n  limits: [{limit: 9, window: 1h}]\n`,
+        2,
+        11,
+        /prefix\.digits: must be at least 3, not \d: a range must hold at least 1,000 numbers/,
+      );
     }
     const both = parsePolicyFile('prefix:\n  digits: 2\n  limits: [{limit: 9, window: 1h}]\nglobal:\n  limits: [{limit: 0, window: 1h}]\n');
     expect(both.ok).toBe(false);
@@ -202,7 +217,12 @@ describe('parsePolicyFile: every problem, at its line', () => {
   });
 
   it('reports unknown regions in overrides (at the key) and in destinations', () => {
-    expectProblemAt('country:\n  limits: [{limit: 9, window: 1h}]\n  overrides:\n    XX: [{limit: 1, window: 1h}]\n', 4, 5, /overrides\.XX: "XX" is not an ISO 3166-1 alpha-2 region/);
+    expectProblemAt(
+      'country:\n  limits: [{limit: 9, window: 1h}]\n  overrides:\n    XX: [{limit: 1, window: 1h}]\n',
+      4,
+      5,
+      /overrides\.XX: "XX" is not an ISO 3166-1 alpha-2 region/,
+    );
     expectProblemAt('country:\n  overrides:\n    gb: [{limit: 1, window: 1h}]\n', 3, 5, /upper case \(GB\)/);
     expectProblemAt('destinations:\n  countries: {deny: [CU, UK]}\n', 2, 26, /countries\.deny\[1\]: "UK" is not an ISO 3166-1 alpha-2 region/);
     expectProblemAt('destinations:\n  countries: {allow: [ZZ]}\n', 2, 23, /"ZZ" is not an ISO/);
@@ -214,12 +234,22 @@ describe('parsePolicyFile: every problem, at its line', () => {
   });
 
   it('reports a bad block type', () => {
-    expectProblemAt('destinations:\n  block_types: [premium_rate, premium]\n', 2, 31, /block_types\[1\]: "premium" is not a number type; use one of premium_rate/);
+    expectProblemAt(
+      'destinations:\n  block_types: [premium_rate, premium]\n',
+      2,
+      31,
+      /block_types\[1\]: "premium" is not a number type; use one of premium_rate/,
+    );
   });
 
   it('reports a duplicate window in one list, by duration, not only by spelling', () => {
     expectProblemAt('global:\n  limits:\n    - {limit: 9, window: 1h}\n    - {limit: 5, window: 60m}\n', 4, 26, /window 60m repeats window 1h/);
-    expectProblemAt('country:\n  overrides:\n    GB: [{limit: 9, window: 1d}, {limit: 5, window: 1d}]\n', 3, 53, /overrides\.GB\[1\]\.window: window 1d repeats/);
+    expectProblemAt(
+      'country:\n  overrides:\n    GB: [{limit: 9, window: 1d}, {limit: 5, window: 1d}]\n',
+      3,
+      53,
+      /overrides\.GB\[1\]\.window: window 1d repeats/,
+    );
   });
 
   it('reports empty groups and empty limit lists instead of reading them as "no rule"', () => {
@@ -238,7 +268,12 @@ describe('parsePolicyFile: every problem, at its line', () => {
     expect(found.length).toBeGreaterThanOrEqual(2);
     expect(found.every((p) => p.message.startsWith('YAML: '))).toBe(true);
     expect(found.map((p) => p.line)).toContain(3);
-    expectProblemAt('number: {limits: [{limit: 1, window: 1h}]}\nnumber: {block_after: {denials: 1, within: 1h, for: 1h}}\n', 2, 1, /YAML: Map keys must be unique/);
+    expectProblemAt(
+      'number: {limits: [{limit: 1, window: 1h}]}\nnumber: {block_after: {denials: 1, within: 1h, for: 1h}}\n',
+      2,
+      1,
+      /YAML: Map keys must be unique/,
+    );
     expect(problems('a: 1\n---\nb: 2\n')[0]?.message).toMatch(/^YAML: /);
   });
 
@@ -268,16 +303,23 @@ describe('parsePolicyFile: every problem, at its line', () => {
 
   it('refuses an alias bomb instead of expanding it', () => {
     const lines = ['a: &a [x, x, x, x, x, x, x, x, x, x]'];
-    for (let i = 1; i < 8; i++) lines.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(10).fill(`*${String.fromCharCode(96 + i)}`).join(', ')}]`);
+    for (let i = 1; i < 8; i++)
+      lines.push(
+        `${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(10)
+          .fill(`*${String.fromCharCode(96 + i)}`)
+          .join(', ')}]`,
+      );
     expect(problems(lines.join('\n'))[0]?.message).toMatch(/^YAML: /);
   });
 });
 
 // Random valid policies, built the way a file describes them (one shadow flag per group).
-const windowArb = fc.oneof(
-  fc.tuple(fc.integer({ min: 1, max: 300 }), fc.constantFrom('ms', 's', 'm', 'h', 'd')).map(([n, unit]) => `${n}${unit}`),
-  fc.integer({ min: 1, max: 31_622_400_000 }).map(String),
-).filter((w) => parseDurationMs(w) !== null);
+const windowArb = fc
+  .oneof(
+    fc.tuple(fc.integer({ min: 1, max: 300 }), fc.constantFrom('ms', 's', 'm', 'h', 'd')).map(([n, unit]) => `${n}${unit}`),
+    fc.integer({ min: 1, max: 31_622_400_000 }).map(String),
+  )
+  .filter((w) => parseDurationMs(w) !== null);
 
 const listArb = (group: GroupName, maxLimit: number, shadow: boolean, region?: string, minLength = 1) =>
   fc
@@ -294,7 +336,11 @@ const policyArb: fc.Arbitrary<Policy> = fc
     fc.record({
       number: listArb('number', 1000, shadow.number, undefined, 0),
       blockAfter: fc.option(
-        fc.record({ denials: fc.integer({ min: 1, max: 1000 }), withinMs: fc.integer({ min: 1, max: 31_622_400_000 }), forMs: fc.integer({ min: 1, max: 31_622_400_000 }) }),
+        fc.record({
+          denials: fc.integer({ min: 1, max: 1000 }),
+          withinMs: fc.integer({ min: 1, max: 31_622_400_000 }),
+          forMs: fc.integer({ min: 1, max: 31_622_400_000 }),
+        }),
         { nil: undefined },
       ),
       prefix: fc.option(fc.record({ digits: fc.integer({ min: 3, max: 6 }), rules: listArb('prefix', 1e9, shadow.prefix) }), { nil: undefined }),
@@ -323,7 +369,7 @@ const policyArb: fc.Arbitrary<Policy> = fc
   );
 
 describe('policyToYaml', () => {
-  it('prints docs/protocol.md\'s example back to the same policy, in its layout', () => {
+  it("prints docs/protocol.md's example back to the same policy, in its layout", () => {
     const policy = parsed(PROTOCOL_EXAMPLE);
     const yaml = policyToYaml(policy);
     expect(yaml).toContain('  limits: [{limit: 2, window: 1h}, {limit: 5, window: 1d}]\n');

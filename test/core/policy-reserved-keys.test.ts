@@ -23,7 +23,9 @@ afterEach(() => {
 
 describe('reserved keys in a policy file', () => {
   it.each(['__proto__', 'constructor', 'prototype'])('%s at the top level is an unknown key, at its line', (key) => {
-    expect(problems(`${NUMBER}${key}:\n  polluted: true\n`)).toEqual([`3:1 ${key}: unknown key "${key}" (expected number, prefix, country, global, ip, destinations)`]);
+    expect(problems(`${NUMBER}${key}:\n  polluted: true\n`)).toEqual([
+      `3:1 ${key}: unknown key "${key}" (expected number, prefix, country, global, ip, destinations)`,
+    ]);
   });
 
   it.each(['__proto__', 'constructor', 'prototype'])('%s inside a group or a rule is an unknown key', (key) => {
@@ -38,7 +40,9 @@ describe('reserved keys in a policy file', () => {
   it('__proto__ as a country override is an error, not a rule silently dropped (it was before)', () => {
     const text = 'country:\n  overrides:\n    GB: [{limit: 2, window: 1h}]\n    __proto__: [{limit: 3, window: 1h}]\n';
     expect(problems(text)).toEqual(['4:5 country.overrides.__proto__: unknown key "__proto__"']);
-    expect(problems('country:\n  overrides:\n    constructor: [{limit: 3, window: 1h}]\n')).toEqual(['3:5 country.overrides.constructor: unknown key "constructor"']);
+    expect(problems('country:\n  overrides:\n    constructor: [{limit: 3, window: 1h}]\n')).toEqual([
+      '3:5 country.overrides.constructor: unknown key "constructor"',
+    ]);
   });
 
   it('quoted, explicit, aliased and merged spellings are caught too', () => {
@@ -61,7 +65,11 @@ describe('reserved keys in a policy file', () => {
 
   it('a valid file is unaffected, and deep nesting never throws', () => {
     expect(parsePolicyFile(NUMBER).ok).toBe(true);
-    for (const text of [`${'['.repeat(5000)}${']'.repeat(5000)}`, `${'{a: '.repeat(2000)}1${'}'.repeat(2000)}`, `__proto__: ${'['.repeat(2000)}${']'.repeat(2000)}`]) {
+    for (const text of [
+      `${'['.repeat(5000)}${']'.repeat(5000)}`,
+      `${'{a: '.repeat(2000)}1${'}'.repeat(2000)}`,
+      `__proto__: ${'['.repeat(2000)}${']'.repeat(2000)}`,
+    ]) {
       expect(() => parsePolicyFile(text)).not.toThrow();
       expect(parsePolicyFile(text).ok).toBe(false);
     }

@@ -23,18 +23,11 @@ global: {limits: [{limit: 10000, window: 1d}], shadow: true}
 ip: {limits: [{limit: 20, window: 1h}]}
 `);
 
-const keys = (policy: Policy, e164: string, region: string | undefined) =>
-  countersFor(policy, e164, region).map((c) => `${c.rule.id}@${c.key}`);
+const keys = (policy: Policy, e164: string, region: string | undefined) => countersFor(policy, e164, region).map((c) => `${c.rule.id}@${c.key}`);
 
 describe('countersFor', () => {
   it('lists prefix, country (the default list) and global counters in that order, with their keys', () => {
-    expect(keys(AGGREGATES, '+14155552671', 'US')).toEqual([
-      'prefix:1h@+14155552',
-      'prefix:1d@+14155552',
-      'country:1h@US',
-      'country:1d@US',
-      'global:1d@*',
-    ]);
+    expect(keys(AGGREGATES, '+14155552671', 'US')).toEqual(['prefix:1h@+14155552', 'prefix:1d@+14155552', 'country:1h@US', 'country:1d@US', 'global:1d@*']);
   });
 
   it('uses only the override list for a region that has one', () => {

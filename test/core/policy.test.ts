@@ -46,7 +46,14 @@ describe('evaluate and consume', () => {
   });
 
   it('after an outage merge over the limit, denies until enough calls left', () => {
-    const d = evaluate([100, 150, 200, 250], 300, makeLogPolicy([{ id: 'p', limit: 2, windowMs: 1000 }, { id: 'q', limit: 4, windowMs: 1000 }]));
+    const d = evaluate(
+      [100, 150, 200, 250],
+      300,
+      makeLogPolicy([
+        { id: 'p', limit: 2, windowMs: 1000 },
+        { id: 'q', limit: 4, windowMs: 1000 },
+      ]),
+    );
     expect(d).toMatchObject({ allowed: false, used: 4 });
     // p (2 per 1000 ms): the 2nd most recent call (200) must leave: 1200.
     expect(d.resetTime).toBe(1200);
@@ -86,7 +93,10 @@ describe('evaluate and consume', () => {
   it('property: consume allows exactly when evaluate said allowed', () => {
     fc.assert(
       fc.property(fc.array(fc.integer({ min: 0, max: 50 }), { maxLength: 100 }), (gaps) => {
-        const policy = makeLogPolicy([{ id: 'a', limit: 3, windowMs: 100 }, { id: 'b', limit: 5, windowMs: 400 }]);
+        const policy = makeLogPolicy([
+          { id: 'a', limit: 3, windowMs: 100 },
+          { id: 'b', limit: 5, windowMs: 400 },
+        ]);
         let log: number[] = [];
         let now = 0;
         for (const g of gaps) {

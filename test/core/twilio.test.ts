@@ -34,7 +34,14 @@ describe("Twilio's signature", () => {
     expect(validTwilioSignature('54321', PUBLISHED, URL_, PARAMS)).toBe(false);
     expect(validTwilioSignature(TOKEN, PUBLISHED, 'https://mycompany.com/myapp.php?foo=1&bar=3', PARAMS)).toBe(false);
     expect(validTwilioSignature(TOKEN, PUBLISHED, URL_, [...PARAMS, ['CallStatus', 'completed']])).toBe(false);
-    expect(validTwilioSignature(TOKEN, PUBLISHED, URL_, PARAMS.map(([k, v]) => [k, k === 'Digits' ? '1235' : v] as [string, string]))).toBe(false);
+    expect(
+      validTwilioSignature(
+        TOKEN,
+        PUBLISHED,
+        URL_,
+        PARAMS.map(([k, v]) => [k, k === 'Digits' ? '1235' : v] as [string, string]),
+      ),
+    ).toBe(false);
     for (const bad of [undefined, '', 'RSOYDt4T1cUTdK1PDd93/VVr8B8', PUBLISHED.toLowerCase(), 'x'.repeat(10_000)]) {
       expect(validTwilioSignature(TOKEN, bad, URL_, PARAMS)).toBe(false);
     }
@@ -45,10 +52,22 @@ describe("Twilio's signature", () => {
 describe('status callbacks as outcomes', () => {
   const of = (o: Record<string, string>) => twilioStatus(new Map(Object.entries(o)));
   it.each([
-    [{ CallStatus: 'completed', CallDuration: '42' }, { kind: 'outcome', outcome: 'answered', durationMs: 42_000 }],
-    [{ CallStatus: 'completed', CallDuration: '0' }, { kind: 'outcome', outcome: 'answered', durationMs: 0 }],
-    [{ CallStatus: 'completed', CallDuration: '30', AnsweredBy: 'machine_end_beep' }, { kind: 'outcome', outcome: 'unanswered' }],
-    [{ CallStatus: 'completed', CallDuration: '30', AnsweredBy: 'human' }, { kind: 'outcome', outcome: 'answered', durationMs: 30_000 }],
+    [
+      { CallStatus: 'completed', CallDuration: '42' },
+      { kind: 'outcome', outcome: 'answered', durationMs: 42_000 },
+    ],
+    [
+      { CallStatus: 'completed', CallDuration: '0' },
+      { kind: 'outcome', outcome: 'answered', durationMs: 0 },
+    ],
+    [
+      { CallStatus: 'completed', CallDuration: '30', AnsweredBy: 'machine_end_beep' },
+      { kind: 'outcome', outcome: 'unanswered' },
+    ],
+    [
+      { CallStatus: 'completed', CallDuration: '30', AnsweredBy: 'human' },
+      { kind: 'outcome', outcome: 'answered', durationMs: 30_000 },
+    ],
     [{ CallStatus: 'no-answer' }, { kind: 'outcome', outcome: 'unanswered' }],
     [{ CallStatus: 'busy' }, { kind: 'outcome', outcome: 'unanswered' }],
     [{ CallStatus: 'canceled' }, { kind: 'outcome', outcome: 'unanswered' }],
@@ -56,8 +75,14 @@ describe('status callbacks as outcomes', () => {
     [{ CallStatus: 'queued' }, { kind: 'ignored' }],
     [{ CallStatus: 'ringing' }, { kind: 'ignored' }],
     [{ CallStatus: 'in-progress' }, { kind: 'ignored' }],
-    [{ MessageStatus: 'undelivered', ErrorCode: '30003' }, { kind: 'outcome', outcome: 'failed' }],
-    [{ MessageStatus: 'failed', ErrorCode: '30008' }, { kind: 'outcome', outcome: 'failed' }],
+    [
+      { MessageStatus: 'undelivered', ErrorCode: '30003' },
+      { kind: 'outcome', outcome: 'failed' },
+    ],
+    [
+      { MessageStatus: 'failed', ErrorCode: '30008' },
+      { kind: 'outcome', outcome: 'failed' },
+    ],
     [{ MessageStatus: 'delivered' }, { kind: 'ignored' }],
     [{ MessageStatus: 'sent' }, { kind: 'ignored' }],
     [{ MessageStatus: 'queued' }, { kind: 'ignored' }],

@@ -15,7 +15,21 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEmbeddedPostgres, type EmbeddedServer } from '../../src/db/embedded/index.js';
-import { assertBuilt, closeAll, health, httpRequest, postJson, runCli, startDaemon, stopAll, TEST_KEY, waitFor, WsClient, type DaemonProcess, type Reply } from './helpers.js';
+import {
+  assertBuilt,
+  closeAll,
+  health,
+  httpRequest,
+  postJson,
+  runCli,
+  startDaemon,
+  stopAll,
+  TEST_KEY,
+  waitFor,
+  WsClient,
+  type DaemonProcess,
+  type Reply,
+} from './helpers.js';
 
 const TOKEN = 'anonymity-set-service-token-0123';
 const ORIGIN = 'https://app.example.com';
@@ -94,7 +108,9 @@ async function everyTable(url: string): Promise<void> {
     const tables = await client.query<{ table_name: string }>(
       `SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY table_name`,
     );
-    expect(tables.rows.map((t) => t.table_name)).toEqual(expect.arrayContaining(['phone_rate_limits', 'rate_limit_counters', 'rate_limit_lists', 'rate_limit_audit']));
+    expect(tables.rows.map((t) => t.table_name)).toEqual(
+      expect.arrayContaining(['phone_rate_limits', 'rate_limit_counters', 'rate_limit_lists', 'rate_limit_audit']),
+    );
     for (const { table_name } of tables.rows) {
       const rows = await client.query<{ row: string }>(`SELECT row_to_json(t)::text AS row FROM "${table_name}" t`);
       artefacts.set(`table ${table_name}`, rows.rows.map((r) => r.row).join('\n'));

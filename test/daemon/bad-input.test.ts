@@ -7,21 +7,19 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { canonicalAddress } from '../../src/core/address.js';
 import { normalizePhone } from '../../src/core/phone.js';
 import { createTestDatabase } from '../helpers/db.js';
-import {
-  assertBuilt,
-  closeAll,
-  crashSigns,
-  health,
-  postJson,
-  startDaemon,
-  stopAll,
-  WsClient,
-  type DaemonProcess,
-  type Reply,
-} from './helpers.js';
+import { assertBuilt, closeAll, crashSigns, health, postJson, startDaemon, stopAll, WsClient, type DaemonProcess, type Reply } from './helpers.js';
 
 const MAX_FRAME = 4096;
-const ERROR_CODES = ['invalid_json', 'invalid_message', 'unknown_type', 'invalid_phone_number', 'unauthorized', 'forbidden', 'too_many_requests', 'internal_error'];
+const ERROR_CODES = [
+  'invalid_json',
+  'invalid_message',
+  'unknown_type',
+  'invalid_phone_number',
+  'unauthorized',
+  'forbidden',
+  'too_many_requests',
+  'internal_error',
+];
 const TYPES = ['rate_limit_check', 'rate_limit_consume'];
 
 let db: Awaited<ReturnType<typeof createTestDatabase>> | undefined;
@@ -140,15 +138,46 @@ const anyString = fc.oneof(fc.string(), fc.string({ unit: 'binary' }), fc.string
 /** Raw JSON text for a value, including numbers JSON.parse turns into Infinity, -0 or rounds. */
 const rawValue = fc.oneof(
   fc.jsonValue({ maxDepth: 3 }).map((v) => JSON.stringify(v)),
-  fc.constantFrom('1e400', '-1e400', '-0', '1e-400', '123456789012345678901234567890', '9007199254740993', 'null', 'true', '""', '[]', '{}', '{"__proto__":{"type":"rate_limit_check"}}'),
+  fc.constantFrom(
+    '1e400',
+    '-1e400',
+    '-0',
+    '1e-400',
+    '123456789012345678901234567890',
+    '9007199254740993',
+    'null',
+    'true',
+    '""',
+    '[]',
+    '{}',
+    '{"__proto__":{"type":"rate_limit_check"}}',
+  ),
   quoted(anyString),
 );
 const phoneText = fc.oneof(
-  { weight: 4, arbitrary: quoted(fc.constantFrom('+14155552671', '+1 (415) 555-2671', '+442079460958', '+4915123456789', '+33 6 12 34 56 78', '+1\u00a0415 555 2671', '+1-415-555-2671')) },
+  {
+    weight: 4,
+    arbitrary: quoted(
+      fc.constantFrom('+14155552671', '+1 (415) 555-2671', '+442079460958', '+4915123456789', '+33 6 12 34 56 78', '+1\u00a0415 555 2671', '+1-415-555-2671'),
+    ),
+  },
   {
     weight: 3,
     arbitrary: quoted(
-      fc.constantFrom('+1555', '+999123456', '', ' ', '+', '14155552671', '+1415555267\uff11', '+1-415-555-2671 ext 3', 'x'.repeat(65), `+${'1'.repeat(64)}`, '+1 415 CALL NOW', '\u202e+14155552671'),
+      fc.constantFrom(
+        '+1555',
+        '+999123456',
+        '',
+        ' ',
+        '+',
+        '14155552671',
+        '+1415555267\uff11',
+        '+1-415-555-2671 ext 3',
+        'x'.repeat(65),
+        `+${'1'.repeat(64)}`,
+        '+1 415 CALL NOW',
+        '\u202e+14155552671',
+      ),
     ),
   },
   { weight: 1, arbitrary: quoted(fc.stringMatching(/^\+[0-9 ()-]{0,20}$/)) },
@@ -156,7 +185,10 @@ const phoneText = fc.oneof(
 );
 const typeText = fc.oneof(
   { weight: 6, arbitrary: quoted(fc.constantFrom(...TYPES)) },
-  { weight: 2, arbitrary: quoted(fc.constantFrom('RATE_LIMIT_CHECK', 'rate_limit_status', 'error', '__proto__', 'constructor', 'toString', 'hasOwnProperty', '')) },
+  {
+    weight: 2,
+    arbitrary: quoted(fc.constantFrom('RATE_LIMIT_CHECK', 'rate_limit_status', 'error', '__proto__', 'constructor', 'toString', 'hasOwnProperty', '')),
+  },
   { weight: 1, arbitrary: rawValue },
 );
 const idText = fc.oneof(
@@ -183,7 +215,10 @@ const objectText = fc
     id: fc.option(idText, { nil: undefined }),
     phoneNumber: fc.option(phoneText, { nil: undefined, freq: 8 }),
     ip: fc.option(ipText, { nil: undefined }),
-    extra: fc.oneof({ weight: 4, arbitrary: fc.constant([] as Array<[string, string]>) }, { weight: 1, arbitrary: fc.array(fc.tuple(keyName, rawValue), { minLength: 1, maxLength: 3 }) }),
+    extra: fc.oneof(
+      { weight: 4, arbitrary: fc.constant([] as Array<[string, string]>) },
+      { weight: 1, arbitrary: fc.array(fc.tuple(keyName, rawValue), { minLength: 1, maxLength: 3 }) },
+    ),
     reversed: fc.boolean(),
   })
   .map(({ extra, reversed, ...fields }) => {
@@ -194,7 +229,9 @@ const objectText = fc
     return `{${(reversed ? entries.reverse() : entries).join(',')}}`;
   });
 const deeplyNested = fc.integer({ min: 1, max: 1500 }).map((d) => `${'['.repeat(d)}${']'.repeat(d)}`);
-const oversized = fc.integer({ min: MAX_FRAME + 1, max: 3 * MAX_FRAME }).map((n) => `{"type":"rate_limit_check","phoneNumber":"+14155552671","pad":"${'p'.repeat(n)}"}`);
+const oversized = fc
+  .integer({ min: MAX_FRAME + 1, max: 3 * MAX_FRAME })
+  .map((n) => `{"type":"rate_limit_check","phoneNumber":"+14155552671","pad":"${'p'.repeat(n)}"}`);
 
 const frameArb = fc.oneof(
   { weight: 6, arbitrary: objectText },
@@ -263,7 +300,19 @@ describe('WebSocket frames', () => {
       c.send(frame);
       const reply = await c.next();
       expect(reply).toMatchObject({ type: 'rate_limit_status', phoneNumber: '+14155552671' });
-      expect(Object.keys(reply).sort()).toEqual(['allowed', 'id', 'limit', 'phoneNumber', 'region', 'remaining', 'resetTime', 'retryAfterMs', 'source', 'type', 'used']);
+      expect(Object.keys(reply).sort()).toEqual([
+        'allowed',
+        'id',
+        'limit',
+        'phoneNumber',
+        'region',
+        'remaining',
+        'resetTime',
+        'retryAfterMs',
+        'source',
+        'type',
+        'used',
+      ]);
     }
     expect(({} as Record<string, unknown>).allowed).toBeUndefined();
   });
@@ -288,7 +337,10 @@ describe('WebSocket frames', () => {
 
   it('survives many bad frames pipelined on one socket, answering in order', async () => {
     const c = await connect();
-    const frames = fc.sample(frameArb.filter((f) => Buffer.byteLength(f) <= MAX_FRAME), { numRuns: 300, seed: 4242 });
+    const frames = fc.sample(
+      frameArb.filter((f) => Buffer.byteLength(f) <= MAX_FRAME),
+      { numRuns: 300, seed: 4242 },
+    );
     for (const f of frames) c.send(f);
     for (const f of frames) checkReply(await c.next(), expectForFrame(Buffer.from(f)), f);
     expect(c.isOpen).toBe(true);
@@ -331,7 +383,10 @@ describe('after the barrage', () => {
   it('has no polluted prototypes: a message without a type is still refused', async () => {
     const c = await connect();
     expect(await c.call({ phoneNumber: '+14155552671', id: 'probe-1' })).toMatchObject({ type: 'error', code: 'invalid_message' });
-    expect(await c.call({ type: 'rate_limit_check', phoneNumber: '+14155552671', id: 'probe-2' })).toMatchObject({ type: 'rate_limit_status', allowed: expect.any(Boolean) });
+    expect(await c.call({ type: 'rate_limit_check', phoneNumber: '+14155552671', id: 'probe-2' })).toMatchObject({
+      type: 'rate_limit_status',
+      allowed: expect.any(Boolean),
+    });
   });
 
   it('is still up and healthy, and logged no crash or unhandled error', async () => {

@@ -4,8 +4,7 @@ import { Batcher } from '../../src/daemon/engine/batcher.js';
 /** A statement runner the test completes by hand, to control the order in which they finish. */
 function manual() {
   const calls: Array<{ reqs: string[]; finish: () => void }> = [];
-  const run = (reqs: string[]) =>
-    new Promise<string[]>((resolve) => calls.push({ reqs: [...reqs], finish: () => resolve(reqs.map((r) => `done:${r}`)) }));
+  const run = (reqs: string[]) => new Promise<string[]>((resolve) => calls.push({ reqs: [...reqs], finish: () => resolve(reqs.map((r) => `done:${r}`)) }));
   return { calls, run };
 }
 
@@ -80,10 +79,13 @@ describe('Batcher', () => {
 
   it('rejects every request of a failed statement and carries on', async () => {
     let fail = true;
-    const b = new Batcher(async (reqs: string[]) => {
-      if (fail) throw new Error('boom');
-      return reqs;
-    }, { maxBatch: 5, maxInFlight: 1 });
+    const b = new Batcher(
+      async (reqs: string[]) => {
+        if (fail) throw new Error('boom');
+        return reqs;
+      },
+      { maxBatch: 5, maxInFlight: 1 },
+    );
     await expect(b.submit('a')).rejects.toThrow('boom');
     fail = false;
     expect(await b.submit('b')).toBe('b');

@@ -44,7 +44,12 @@ async function apply(yaml: string): Promise<void> {
   const parsed = parsePolicyFile(yaml);
   if (!parsed.ok) throw new Error(JSON.stringify(parsed.problems));
   const { version } = (await applyPolicy(pool, { yaml, by: 'browser precision test', reason: null })).applied;
-  await waitFor(`policy version ${version}`, async () => (new RegExp(`^ratelimit_policy_version ${version}$`, 'm').test((await httpRequest(`${daemon!.url}/metrics`)).text) ? true : undefined), 10_000, 50);
+  await waitFor(
+    `policy version ${version}`,
+    async () => (new RegExp(`^ratelimit_policy_version ${version}$`, 'm').test((await httpRequest(`${daemon!.url}/metrics`)).text) ? true : undefined),
+    10_000,
+    50,
+  );
 }
 
 const check = (c: WsClient, phoneNumber: string) => c.call({ type: 'rate_limit_check', phoneNumber });

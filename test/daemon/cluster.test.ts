@@ -4,19 +4,7 @@
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase } from '../helpers/db.js';
-import {
-  assertBuilt,
-  closeAll,
-  freshNumber,
-  postJson,
-  runCli,
-  startDaemon,
-  stopAll,
-  waitFor,
-  WsClient,
-  type DaemonProcess,
-  type Reply,
-} from './helpers.js';
+import { assertBuilt, closeAll, freshNumber, postJson, runCli, startDaemon, stopAll, waitFor, WsClient, type DaemonProcess, type Reply } from './helpers.js';
 
 const TOKEN = 'cluster-test-token';
 const PHONE_MAX = 5;
@@ -106,7 +94,12 @@ describe('two daemons sharing one database', () => {
     const status = await cliStatus(phone);
     expect(status).toMatchObject({ used: PHONE_MAX, limit: PHONE_MAX, remaining: 0, allowed: false });
     // Denials answered from a daemon's deny cache are written behind; all of them arrive.
-    await waitFor(`${total - PHONE_MAX} denials recorded`, async () => ((await cliStatus(phone)).deniedTotal === total - PHONE_MAX ? true : undefined), 20_000, 250);
+    await waitFor(
+      `${total - PHONE_MAX} denials recorded`,
+      async () => ((await cliStatus(phone)).deniedTotal === total - PHONE_MAX ? true : undefined),
+      20_000,
+      250,
+    );
   });
 
   it('a reset from the CLI makes the next consume allowed on both daemons', async () => {

@@ -85,7 +85,13 @@ const fellBack = (d: DaemonProcess) => d.logs.filter((l) => /database unreachabl
 describe('connection budgets', () => {
   it(`${DAEMONS} daemons and ${ADMIN_COMMANDS} admin commands within a limit of ${FORMULA} connections never fall back to memory`, async () => {
     // 5 s: room for the second test to free a connection while the daemons retry.
-    const env = { RATELIMIT_DB_TIMEOUT: '5s', RATELIMIT_DB_POOL_SIZE: String(POOL_SIZE), RATE_LIMIT_PHONE_MAX: String(N), RATE_LIMIT_IP_MAX: '1000000', RATELIMIT_MESSAGES_PER_SECOND: '1000000' };
+    const env = {
+      RATELIMIT_DB_TIMEOUT: '5s',
+      RATELIMIT_DB_POOL_SIZE: String(POOL_SIZE),
+      RATE_LIMIT_PHONE_MAX: String(N),
+      RATE_LIMIT_IP_MAX: '1000000',
+      RATELIMIT_MESSAGES_PER_SECOND: '1000000',
+    };
     for (let i = 0; i < DAEMONS; i++) daemons.push(await startDaemon({ databaseUrl: roleUrl(), env }));
     // Admin commands while the daemons are busy: they count in the formula too.
     const adminRuns = Promise.all(Array.from({ length: ADMIN_COMMANDS }, () => runCli(['stats', '--json', '--database-url', roleUrl()])));

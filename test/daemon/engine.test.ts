@@ -25,7 +25,8 @@ let spoolDir: string;
 const engines: DecisionEngine[] = [];
 let spools = 0;
 // Each engine its own spool scope, so none takes over another's.
-const spool = () => Spool.open({ dataDir: spoolDir, scope: { databaseUrl: `engine-test-${++spools}`, phoneKey: KEY }, instanceId: 'engine-test', maxBytes: 1 << 20, logger });
+const spool = () =>
+  Spool.open({ dataDir: spoolDir, scope: { databaseUrl: `engine-test-${++spools}`, phoneKey: KEY }, instanceId: 'engine-test', maxBytes: 1 << 20, logger });
 
 const subject = (e164: string) => ({ hash: hashPhone(e164, KEY), region: 'US', masked: maskPhone(e164), e164, type: undefined });
 // The policy the daemon runs without a policy file: one number rule (and ip, unused here).
@@ -82,10 +83,15 @@ describe('DecisionEngine', () => {
     const { row } = await lookupPhone(pool, s.hash);
     expect(row).toMatchObject({ callCount: 25, deniedTotal: 1_975 });
     // Each allowed reply reports the count after its own call: 1..25, once each.
-    expect(results.filter((r) => r.allowed).map((r) => r.used).sort((a, b) => a - b)).toEqual(Array.from({ length: 25 }, (_, i) => i + 1));
+    expect(
+      results
+        .filter((r) => r.allowed)
+        .map((r) => r.used)
+        .sort((a, b) => a - b),
+    ).toEqual(Array.from({ length: 25 }, (_, i) => i + 1));
   });
 
-  it('decides one number\'s consumes in the order they arrived, even across statements in flight', async () => {
+  it("decides one number's consumes in the order they arrived, even across statements in flight", async () => {
     const { e } = await engine({ max: 2, denyCache: false });
     for (let n = 0; n < 20; n++) {
       // A filler request first, so the number's requests span several statements.

@@ -104,11 +104,14 @@ class Tally {
     const c = new pg.Client({ connectionString: on.url(DATABASE) });
     await c.connect();
     try {
-      const { rows } = await c.query<{ phone_hash: string; n: number }>('SELECT phone_hash, cardinality(calls) AS n FROM phone_rate_limits WHERE phone_hash = ANY($1)', [
-        [...this.allowed.keys()].map(hashOf),
-      ]);
+      const { rows } = await c.query<{ phone_hash: string; n: number }>(
+        'SELECT phone_hash, cardinality(calls) AS n FROM phone_rate_limits WHERE phone_hash = ANY($1)',
+        [[...this.allowed.keys()].map(hashOf)],
+      );
       const stored = new Map(rows.map((r) => [r.phone_hash, r.n]));
-      const lost = [...this.allowed].filter(([p, n]) => (stored.get(hashOf(p)) ?? 0) !== n).map(([p, n]) => ({ p, allowed: n, stored: stored.get(hashOf(p)) ?? 0 }));
+      const lost = [...this.allowed]
+        .filter(([p, n]) => (stored.get(hashOf(p)) ?? 0) !== n)
+        .map(([p, n]) => ({ p, allowed: n, stored: stored.get(hashOf(p)) ?? 0 }));
       expect(lost).toStrictEqual([]);
     } finally {
       await c.end();
@@ -163,10 +166,18 @@ async function moreReplies(tally: Tally, more: number): Promise<void> {
 }
 
 async function backOnDatabase(d: DaemonProcess): Promise<void> {
-  await withLogs(d, waitFor('the daemon back on the database with everything written', async () => {
-    const h = await health(d.url);
-    return h.body.status === 'ok' && h.body.source === 'database' ? true : undefined;
-  }, 30_000, 50));
+  await withLogs(
+    d,
+    waitFor(
+      'the daemon back on the database with everything written',
+      async () => {
+        const h = await health(d.url);
+        return h.body.status === 'ok' && h.body.source === 'database' ? true : undefined;
+      },
+      30_000,
+      50,
+    ),
+  );
 }
 
 /** A failed wait says what the daemon logged. */
@@ -179,10 +190,18 @@ async function withLogs<T>(d: DaemonProcess, p: Promise<T>): Promise<T> {
 }
 
 async function allWritten(d: DaemonProcess): Promise<void> {
-  await withLogs(d, waitFor('every decision written', async () => {
-    const h = await health(d.url);
-    return h.body.status === 'ok' && h.body.pendingWrites === 0 ? true : undefined;
-  }, 30_000, 50));
+  await withLogs(
+    d,
+    waitFor(
+      'every decision written',
+      async () => {
+        const h = await health(d.url);
+        return h.body.status === 'ok' && h.body.pendingWrites === 0 ? true : undefined;
+      },
+      30_000,
+      50,
+    ),
+  );
 }
 
 /** The primary crashes and the standby is promoted, as an orchestrator would do it. */
@@ -192,29 +211,33 @@ async function failover(primary: PgNode, standby: PgNode): Promise<void> {
 }
 
 describe('a primary failover under load (synchronous standby)', () => {
-  it.skipIf(!PGBOUNCER)('through PgBouncer re-pointed at the promoted standby', async () => {
-    const { primary, standby } = await repl!.pair(DATABASE);
-    // server_login_retry = 1: PgBouncer's default waits 15 s before it tries a server again.
-    const bouncer = await startPgBouncer({ server: primary.url(DATABASE), extra: { server_login_retry: '1' } });
-    bouncers.push(bouncer);
-    const d = await daemon(bouncer.through(primary.url(DATABASE)), path.join(tempDir, 'bouncer'));
-    const tally = new Tally();
-    const l = await load(d, tally);
-    try {
-      await moreReplies(tally, 150);
-      await failover(primary, standby);
-      await bouncer.repoint('127.0.0.1', standby.port);
-      await moreReplies(tally, 50);
-      await backOnDatabase(d);
-      await moreReplies(tally, 150);
-    } finally {
-      await l.stop();
-    }
-    await allWritten(d);
-    tally.report('PgBouncer re-pointed');
-    await tally.expectPromiseKept(standby);
-    expect(crashSigns(d)).toStrictEqual([]);
-  }, 90_000);
+  it.skipIf(!PGBOUNCER)(
+    'through PgBouncer re-pointed at the promoted standby',
+    async () => {
+      const { primary, standby } = await repl!.pair(DATABASE);
+      // server_login_retry = 1: PgBouncer's default waits 15 s before it tries a server again.
+      const bouncer = await startPgBouncer({ server: primary.url(DATABASE), extra: { server_login_retry: '1' } });
+      bouncers.push(bouncer);
+      const d = await daemon(bouncer.through(primary.url(DATABASE)), path.join(tempDir, 'bouncer'));
+      const tally = new Tally();
+      const l = await load(d, tally);
+      try {
+        await moreReplies(tally, 150);
+        await failover(primary, standby);
+        await bouncer.repoint('127.0.0.1', standby.port);
+        await moreReplies(tally, 50);
+        await backOnDatabase(d);
+        await moreReplies(tally, 150);
+      } finally {
+        await l.stop();
+      }
+      await allWritten(d);
+      tally.report('PgBouncer re-pointed');
+      await tally.expectPromiseKept(standby);
+      expect(crashSigns(d)).toStrictEqual([]);
+    },
+    90_000,
+  );
 
   it('through a multi-host URL with target_session_attrs=read-write', async () => {
     const { primary, standby } = await repl!.pair(DATABASE);

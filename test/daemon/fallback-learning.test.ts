@@ -38,13 +38,43 @@ afterAll(async () => {
   await rm(spoolDir, { recursive: true, force: true });
 });
 
-async function daemon(name: string): Promise<{ engine: DecisionEngine; ask: (type: 'rate_limit_check' | 'rate_limit_consume', phoneNumber: string, role: Role) => Promise<Record<string, unknown>> }> {
+async function daemon(
+  name: string,
+): Promise<{
+  engine: DecisionEngine;
+  ask: (type: 'rate_limit_check' | 'rate_limit_consume', phoneNumber: string, role: Role) => Promise<Record<string, unknown>>;
+}> {
   const policies = fixedPolicy(defaultPolicy({ phoneMax: 2, phoneWindowMs: 3_600_000, ipMax: 1_000_000, ipWindowMs: 1_000 }));
   const metrics = createMetrics();
-  const spool = await Spool.open({ dataDir: spoolDir, scope: { databaseUrl: `fallback-learning-${name}`, phoneKey: KEY }, instanceId: name, maxBytes: 1 << 20, logger });
-  const engine = new DecisionEngine({ spool, pool: db.pool, policies, logger, metrics, denyCache: false, memoryKeys: MEMORY_KEYS, memoryCounters: MEMORY_KEYS, probeInitialDelayMs: 600_000 });
+  const spool = await Spool.open({
+    dataDir: spoolDir,
+    scope: { databaseUrl: `fallback-learning-${name}`, phoneKey: KEY },
+    instanceId: name,
+    maxBytes: 1 << 20,
+    logger,
+  });
+  const engine = new DecisionEngine({
+    spool,
+    pool: db.pool,
+    policies,
+    logger,
+    metrics,
+    denyCache: false,
+    memoryKeys: MEMORY_KEYS,
+    memoryCounters: MEMORY_KEYS,
+    probeInitialDelayMs: 600_000,
+  });
   engines.push(engine);
-  const decider = new Decider({ engine, policies: { ...policies, lists: new ListIndex([]) }, ipRules: new IpRules(), metrics, tally: new DecisionTally(), logger, phoneKey: KEY, decisionIds: new DecisionIds(KEY) });
+  const decider = new Decider({
+    engine,
+    policies: { ...policies, lists: new ListIndex([]) },
+    ipRules: new IpRules(),
+    metrics,
+    tally: new DecisionTally(),
+    logger,
+    phoneKey: KEY,
+    decisionIds: new DecisionIds(KEY),
+  });
   return {
     engine,
     ask: async (type, phoneNumber, role) => (await decider.decide({ type, phoneNumber }, role, '127.0.0.1')) as unknown as Record<string, unknown>,

@@ -12,7 +12,20 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startEmbeddedPostgres, type EmbeddedServer } from '../../src/db/embedded/index.js';
-import { assertBuilt, closeAll, crashSigns, freshNumber, health, postJson, startDaemon, stopAll, TEST_KEY, waitFor, WsClient, type DaemonProcess } from './helpers.js';
+import {
+  assertBuilt,
+  closeAll,
+  crashSigns,
+  freshNumber,
+  health,
+  postJson,
+  startDaemon,
+  stopAll,
+  TEST_KEY,
+  waitFor,
+  WsClient,
+  type DaemonProcess,
+} from './helpers.js';
 
 const N = 2;
 /** Consumes sent at once for each fresh number: more than N, so every burst must be cut. */
@@ -88,7 +101,9 @@ async function admin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
 /** Calls stored per number (every call is inside the 1 h window). */
 async function stored(numbers: string[]): Promise<Map<string, number>> {
   const { rows } = await admin((c) =>
-    c.query<{ phone_hash: string; n: number }>('SELECT phone_hash, cardinality(calls) AS n FROM phone_rate_limits WHERE phone_hash = ANY($1)', [numbers.map(hashOf)]),
+    c.query<{ phone_hash: string; n: number }>('SELECT phone_hash, cardinality(calls) AS n FROM phone_rate_limits WHERE phone_hash = ANY($1)', [
+      numbers.map(hashOf),
+    ]),
   );
   const byHash = new Map(rows.map((r) => [r.phone_hash, r.n]));
   return new Map(numbers.map((p) => [p, byHash.get(hashOf(p)) ?? 0]));
@@ -148,7 +163,12 @@ async function load(d: DaemonProcess, tally: Tally): Promise<{ stop: () => Promi
       const phone = freshNumber();
       const calls: Array<Promise<void>> = [];
       for (let i = 0; i < BURST; i++) {
-        calls.push(s.call({ type: 'rate_limit_consume', phoneNumber: phone }).then((r) => tally.add(phone, r), (err: Error) => tally.add(phone, { type: 'error', code: err.message })));
+        calls.push(
+          s.call({ type: 'rate_limit_consume', phoneNumber: phone }).then(
+            (r) => tally.add(phone, r),
+            (err: Error) => tally.add(phone, { type: 'error', code: err.message }),
+          ),
+        );
         await sleep(SPACING_MS);
       }
       await Promise.all(calls);
@@ -169,18 +189,28 @@ async function load(d: DaemonProcess, tally: Tally): Promise<{ stop: () => Promi
  * next flush, once a second), so waiting for 0 here measured luck: 20-28 s after a 0.7 s lock.
  */
 async function recovered(d: DaemonProcess): Promise<void> {
-  await waitFor('the daemon to write what memory decided and return to the database', async () => {
-    const h = await health(d.url);
-    return h.body.status === 'ok' && h.body.source === 'database' ? true : undefined;
-  }, 60_000, 50);
+  await waitFor(
+    'the daemon to write what memory decided and return to the database',
+    async () => {
+      const h = await health(d.url);
+      return h.body.status === 'ok' && h.body.source === 'database' ? true : undefined;
+    },
+    60_000,
+    50,
+  );
 }
 
 /** Every decision written (once the load has stopped). */
 async function written(d: DaemonProcess): Promise<void> {
-  await waitFor('the daemon to write every decision', async () => {
-    const h = await health(d.url);
-    return h.body.status === 'ok' && h.body.pendingWrites === 0 ? true : undefined;
-  }, 60_000, 50);
+  await waitFor(
+    'the daemon to write every decision',
+    async () => {
+      const h = await health(d.url);
+      return h.body.status === 'ok' && h.body.pendingWrites === 0 ? true : undefined;
+    },
+    60_000,
+    50,
+  );
 }
 
 const until = (what: string, pred: () => boolean) => waitFor(what, () => (pred() ? true : undefined), 60_000, 20);
@@ -213,135 +243,165 @@ async function underLoad(fault: { begin: () => Promise<void>; end: () => Promise
     await l.stop();
   }
   await written(d);
-  console.log(`${label}: ${tally.replies} replies, ${tally.allowed.size} numbers, ${tally.total} allowed (${tally.fromMemory.allowed} from memory, ${tally.fromMemory.denied} denied from memory)`);
+  console.log(
+    `${label}: ${tally.replies} replies, ${tally.allowed.size} numbers, ${tally.total} allowed (${tally.fromMemory.allowed} from memory, ${tally.fromMemory.denied} denied from memory)`,
+  );
   tally.expectAtMost(N);
   await tally.expectStored();
   expect(crashSigns(d)).toStrictEqual([]);
 }
 
 describe('the promise through faults', () => {
-  it('LOCK TABLE stalls under load: at most N per number, and every allowed call stored', async () => {
-    // Several holds: short ones end while the statements queued at the switch are still
-    // waiting on the lock (the case where the database used to commit what memory had also
-    // decided), the last one lasts seconds.
-    const d = await daemon(newDataDir());
-    const tally = new Tally();
-    const l = await load(d, tally);
-    try {
-      for (const holdMs of [700, 900, 1_200, 3_000]) {
-        await moreReplies(tally, 200, 'load from the database').catch(async (err: Error) => {
-          // For diagnosis: what the daemon said and thought when the load stopped being answered.
-          throw new Error(`${err.message}; health ${JSON.stringify((await health(d.url).catch(() => undefined))?.body)}; log tail ${d.stdout().slice(-3000)}`);
-        });
-        const locker = new pg.Client({ connectionString: server!.url });
-        await locker.connect();
-        try {
-          await locker.query('BEGIN');
-          await locker.query('LOCK TABLE phone_rate_limits IN ACCESS EXCLUSIVE MODE');
-          await sleep(holdMs);
-          await locker.query('COMMIT');
-        } finally {
-          await locker.end();
-        }
-        await recovered(d);
-      }
-      await moreReplies(tally, 200, 'answers from the database again');
-    } finally {
-      await l.stop();
-    }
-    await written(d);
-    console.log(`lock stalls: ${tally.replies} replies, ${tally.allowed.size} numbers, ${tally.total} allowed (${tally.fromMemory.allowed} from memory, ${tally.fromMemory.denied} denied from memory)`);
-    expect(tally.fromMemory.allowed).toBeGreaterThan(0);
-    tally.expectAtMost(N);
-    await tally.expectStored();
-    expect(crashSigns(d)).toStrictEqual([]);
-  }, FAULT_TIMEOUT_MS);
-
-  it('an immediate stop of PostgreSQL under load (pg_ctl stop -m immediate)', async () => {
-    await underLoad(
-      {
-        begin: async () => {
-          // SIGQUIT to the postmaster is what `pg_ctl stop -m immediate` sends.
-          const pid = Number((await fs.readFile(path.join(pgDir(), 'postmaster.pid'), 'utf8')).split('\n')[0]);
-          process.kill(pid, 'SIGQUIT');
-          await waitFor('the postmaster to exit', () => (alive(pid) ? undefined : true), 30_000, 50);
-        },
-        end: async () => {
-          await sleep(1_000);
-          await server!.stop();
-          await startServer();
-        },
-      },
-      'immediate stop',
-    );
-  }, FAULT_TIMEOUT_MS);
-
-  it('a read-only database: decided from memory, written once it is writable again', async () => {
-    const terminate = (c: pg.Client) => c.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()');
-    await underLoad(
-      {
-        begin: () => admin(async (c) => {
-          await c.query(`ALTER DATABASE ${await dbName(c)} SET default_transaction_read_only = on`);
-          await terminate(c);
-        }),
-        end: async () => {
-          await sleep(1_000);
-          await admin(async (c) => {
-            await c.query('SET default_transaction_read_only = off');
-            await c.query(`ALTER DATABASE ${await dbName(c)} RESET default_transaction_read_only`);
-            await terminate(c);
+  it(
+    'LOCK TABLE stalls under load: at most N per number, and every allowed call stored',
+    async () => {
+      // Several holds: short ones end while the statements queued at the switch are still
+      // waiting on the lock (the case where the database used to commit what memory had also
+      // decided), the last one lasts seconds.
+      const d = await daemon(newDataDir());
+      const tally = new Tally();
+      const l = await load(d, tally);
+      try {
+        for (const holdMs of [700, 900, 1_200, 3_000]) {
+          await moreReplies(tally, 200, 'load from the database').catch(async (err: Error) => {
+            // For diagnosis: what the daemon said and thought when the load stopped being answered.
+            throw new Error(
+              `${err.message}; health ${JSON.stringify((await health(d.url).catch(() => undefined))?.body)}; log tail ${d.stdout().slice(-3000)}`,
+            );
           });
+          const locker = new pg.Client({ connectionString: server!.url });
+          await locker.connect();
+          try {
+            await locker.query('BEGIN');
+            await locker.query('LOCK TABLE phone_rate_limits IN ACCESS EXCLUSIVE MODE');
+            await sleep(holdMs);
+            await locker.query('COMMIT');
+          } finally {
+            await locker.end();
+          }
+          await recovered(d);
+        }
+        await moreReplies(tally, 200, 'answers from the database again');
+      } finally {
+        await l.stop();
+      }
+      await written(d);
+      console.log(
+        `lock stalls: ${tally.replies} replies, ${tally.allowed.size} numbers, ${tally.total} allowed (${tally.fromMemory.allowed} from memory, ${tally.fromMemory.denied} denied from memory)`,
+      );
+      expect(tally.fromMemory.allowed).toBeGreaterThan(0);
+      tally.expectAtMost(N);
+      await tally.expectStored();
+      expect(crashSigns(d)).toStrictEqual([]);
+    },
+    FAULT_TIMEOUT_MS,
+  );
+
+  it(
+    'an immediate stop of PostgreSQL under load (pg_ctl stop -m immediate)',
+    async () => {
+      await underLoad(
+        {
+          begin: async () => {
+            // SIGQUIT to the postmaster is what `pg_ctl stop -m immediate` sends.
+            const pid = Number((await fs.readFile(path.join(pgDir(), 'postmaster.pid'), 'utf8')).split('\n')[0]);
+            process.kill(pid, 'SIGQUIT');
+            await waitFor('the postmaster to exit', () => (alive(pid) ? undefined : true), 30_000, 50);
+          },
+          end: async () => {
+            await sleep(1_000);
+            await server!.stop();
+            await startServer();
+          },
         },
-      },
-      'read-only',
-    );
-  }, FAULT_TIMEOUT_MS);
+        'immediate stop',
+      );
+    },
+    FAULT_TIMEOUT_MS,
+  );
 
-  it('restarts during an outage: the spool carries what each daemon allowed to the next', async () => {
-    const dataDir = newDataDir();
-    const phones = [freshNumber(), freshNumber()];
-    const tally = new Tally();
-    const consumeAll = async (d: DaemonProcess) => {
-      for (const phone of phones) for (let i = 0; i < N + 1; i++) tally.add(phone, (await postJson(d.url, '/v1/consume', { phoneNumber: phone })).json as Record<string, unknown>);
-    };
-    let d = await daemon(dataDir);
-    await server!.stop();
-    await consumeAll(d);
-    for (let restart = 0; restart < 3; restart++) {
-      const exit = await d.stop('SIGTERM');
-      // A shutdown whose unwritten decisions are safely spooled is a clean one.
-      expect(exit).toStrictEqual({ code: 0, signal: null });
-      expect(d.logs.some((l) => typeof l.msg === 'string' && l.msg.startsWith('database unreachable at exit'))).toBe(true);
-      d = await daemon(dataDir);
+  it(
+    'a read-only database: decided from memory, written once it is writable again',
+    async () => {
+      const terminate = (c: pg.Client) =>
+        c.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()');
+      await underLoad(
+        {
+          begin: () =>
+            admin(async (c) => {
+              await c.query(`ALTER DATABASE ${await dbName(c)} SET default_transaction_read_only = on`);
+              await terminate(c);
+            }),
+          end: async () => {
+            await sleep(1_000);
+            await admin(async (c) => {
+              await c.query('SET default_transaction_read_only = off');
+              await c.query(`ALTER DATABASE ${await dbName(c)} RESET default_transaction_read_only`);
+              await terminate(c);
+            });
+          },
+        },
+        'read-only',
+      );
+    },
+    FAULT_TIMEOUT_MS,
+  );
+
+  it(
+    'restarts during an outage: the spool carries what each daemon allowed to the next',
+    async () => {
+      const dataDir = newDataDir();
+      const phones = [freshNumber(), freshNumber()];
+      const tally = new Tally();
+      const consumeAll = async (d: DaemonProcess) => {
+        for (const phone of phones)
+          for (let i = 0; i < N + 1; i++) tally.add(phone, (await postJson(d.url, '/v1/consume', { phoneNumber: phone })).json as Record<string, unknown>);
+      };
+      let d = await daemon(dataDir);
+      await server!.stop();
       await consumeAll(d);
-    }
-    console.log(`restarts: ${tally.replies} consumes over 4 daemon lifetimes, allowed per number ${JSON.stringify([...tally.allowed.values()])}`);
-    tally.expectAtMost(N);
-    await startServer();
-    await written(d);
-    await tally.expectStored();
-    // Every spool was taken over and emptied: nothing is left to replay twice.
-    const left = await spoolEvents(dataDir);
-    expect(left).toBe(0);
-  }, FAULT_TIMEOUT_MS);
+      for (let restart = 0; restart < 3; restart++) {
+        const exit = await d.stop('SIGTERM');
+        // A shutdown whose unwritten decisions are safely spooled is a clean one.
+        expect(exit).toStrictEqual({ code: 0, signal: null });
+        expect(d.logs.some((l) => typeof l.msg === 'string' && l.msg.startsWith('database unreachable at exit'))).toBe(true);
+        d = await daemon(dataDir);
+        await consumeAll(d);
+      }
+      console.log(`restarts: ${tally.replies} consumes over 4 daemon lifetimes, allowed per number ${JSON.stringify([...tally.allowed.values()])}`);
+      tally.expectAtMost(N);
+      await startServer();
+      await written(d);
+      await tally.expectStored();
+      // Every spool was taken over and emptied: nothing is left to replay twice.
+      const left = await spoolEvents(dataDir);
+      expect(left).toBe(0);
+    },
+    FAULT_TIMEOUT_MS,
+  );
 
-  it('two daemons sharing a data dir during an outage: at most 2N, and neither replays the other', async () => {
-    const dataDir = newDataDir();
-    const phones = [freshNumber(), freshNumber(), freshNumber()];
-    const [a, b] = [await daemon(dataDir), await daemon(dataDir)];
-    await server!.stop();
-    const tally = new Tally();
-    for (let round = 0; round < N + 1; round++) {
-      for (const d of [a, b]) for (const phone of phones) tally.add(phone, (await postJson(d!.url, '/v1/consume', { phoneNumber: phone })).json as Record<string, unknown>);
-    }
-    console.log(`two daemons: allowed per number ${JSON.stringify([...tally.allowed.values()])}`);
-    tally.expectAtMost(2 * N);
-    // Each daemon alone kept to N.
-    expect(tally.total).toBe(2 * N * phones.length);
-    await startServer();
-    await Promise.all([written(a!), written(b!)]);
-    await tally.expectStored();
-  }, FAULT_TIMEOUT_MS);
+  it(
+    'two daemons sharing a data dir during an outage: at most 2N, and neither replays the other',
+    async () => {
+      const dataDir = newDataDir();
+      const phones = [freshNumber(), freshNumber(), freshNumber()];
+      const [a, b] = [await daemon(dataDir), await daemon(dataDir)];
+      await server!.stop();
+      const tally = new Tally();
+      for (let round = 0; round < N + 1; round++) {
+        for (const d of [a, b])
+          for (const phone of phones) tally.add(phone, (await postJson(d!.url, '/v1/consume', { phoneNumber: phone })).json as Record<string, unknown>);
+      }
+      console.log(`two daemons: allowed per number ${JSON.stringify([...tally.allowed.values()])}`);
+      tally.expectAtMost(2 * N);
+      // Each daemon alone kept to N.
+      expect(tally.total).toBe(2 * N * phones.length);
+      await startServer();
+      await Promise.all([written(a!), written(b!)]);
+      await tally.expectStored();
+    },
+    FAULT_TIMEOUT_MS,
+  );
 });
 
 function alive(pid: number): boolean {

@@ -44,7 +44,11 @@ export function assertBuilt(): void {
   // are not loaded by these tests, and others may be mid-edit there.
   const newest = ['src/daemon', 'src/protocol', 'src/cli/top', 'src/core', 'src/db', 'src/cli/commands']
     .map((dir) => newestMtime(path.join(ROOT, dir)))
-    .concat(readdirSync(path.join(ROOT, 'src/cli')).filter((f) => f.endsWith('.ts')).map((f) => ({ file: path.join(ROOT, 'src/cli', f), mtimeMs: statSync(path.join(ROOT, 'src/cli', f)).mtimeMs })))
+    .concat(
+      readdirSync(path.join(ROOT, 'src/cli'))
+        .filter((f) => f.endsWith('.ts'))
+        .map((f) => ({ file: path.join(ROOT, 'src/cli', f), mtimeMs: statSync(path.join(ROOT, 'src/cli', f)).mtimeMs })),
+    )
     .reduce((a, b) => (b.mtimeMs > a.mtimeMs ? b : a));
   if (newest.mtimeMs > built) {
     throw new Error(`dist/ is older than ${path.relative(ROOT, newest.file)}: run \`npm run build\` (\`npm test\` does it for you)`);
@@ -165,7 +169,10 @@ export async function startDaemon(opts: StartOptions): Promise<DaemonProcess> {
   const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
 
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`daemon did not log "listening" within ${START_TIMEOUT_MS} ms\nstdout: ${stdout}\nstderr: ${stderr}`)), START_TIMEOUT_MS);
+    const timer = setTimeout(
+      () => reject(new Error(`daemon did not log "listening" within ${START_TIMEOUT_MS} ms\nstdout: ${stdout}\nstderr: ${stderr}`)),
+      START_TIMEOUT_MS,
+    );
     createInterface({ input: child.stdout! }).on('line', (line) => {
       stdout += `${line}\n`;
       let parsed: LogLine;
@@ -248,10 +255,7 @@ export interface HttpResult {
 }
 
 /** node:http rather than fetch: fetch would refuse to send an `Origin` header of our choosing. */
-export function httpRequest(
-  url: string,
-  opts: { method?: string; headers?: Record<string, string>; body?: string | Buffer } = {},
-): Promise<HttpResult> {
+export function httpRequest(url: string, opts: { method?: string; headers?: Record<string, string>; body?: string | Buffer } = {}): Promise<HttpResult> {
   return new Promise((resolve, reject) => {
     const req = http.request(url, { method: opts.method ?? 'GET', headers: opts.headers, agent: false, timeout: REPLY_TIMEOUT_MS }, (res) => {
       const chunks: Buffer[] = [];

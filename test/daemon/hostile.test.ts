@@ -7,19 +7,7 @@ import { readFileSync } from 'node:fs';
 import net, { type Socket } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase } from '../helpers/db.js';
-import {
-  assertBuilt,
-  closeAll,
-  freshNumber,
-  health,
-  httpRequest,
-  postJson,
-  startDaemon,
-  stopAll,
-  waitFor,
-  WsClient,
-  type DaemonProcess,
-} from './helpers.js';
+import { assertBuilt, closeAll, freshNumber, health, httpRequest, postJson, startDaemon, stopAll, waitFor, WsClient, type DaemonProcess } from './helpers.js';
 
 const TOKEN = 'hostile-test-token';
 const ORIGIN = 'https://app.example.com';
@@ -156,7 +144,9 @@ describe('connection floods', () => {
       const n = flood.filter(closed).length;
       return n >= FLOOD - MAX ? n : undefined;
     });
-    console.log(`idle flood: ${FLOOD} idle TCP connections against RATELIMIT_MAX_CONNECTIONS=${MAX}; peak ratelimit_connections ${peak}; ${closedByDaemon} closed by the daemon; /health and /v1/check answered throughout`);
+    console.log(
+      `idle flood: ${FLOOD} idle TCP connections against RATELIMIT_MAX_CONNECTIONS=${MAX}; peak ratelimit_connections ${peak}; ${closedByDaemon} closed by the daemon; /health and /v1/check answered throughout`,
+    );
     // A few over the cap for evictions whose close has not been processed yet.
     expect(peak).toBeLessThanOrEqual(MAX + 10);
   });
@@ -180,7 +170,9 @@ describe('connection floods', () => {
       const r = await postJson(d.url, '/v1/check', { phoneNumber: freshNumber() });
       return r.status === 200 ? r : undefined;
     });
-    console.log(`reserve: ${MAX - 2} WebSockets held under RATELIMIT_MAX_CONNECTIONS=${MAX}; /health ${h.status}, /v1/check ${check.status}, upgrade 503; /v1/check ${after.status} once one closed`);
+    console.log(
+      `reserve: ${MAX - 2} WebSockets held under RATELIMIT_MAX_CONNECTIONS=${MAX}; /health ${h.status}, /v1/check ${check.status}, upgrade 503; /v1/check ${after.status} once one closed`,
+    );
   });
 
   it('closes connections that never complete a request (idle, or headers that never end)', async () => {
@@ -223,11 +215,21 @@ describe('address spellings share one per-IP quota', () => {
       const replies = [];
       for (const ip of spellings) replies.push(await c.call({ type: 'rate_limit_consume', phoneNumber: freshNumber(), ip }));
       expect(replies.slice(0, IP_MAX).map((r) => r.type)).toEqual(Array(IP_MAX).fill('rate_limit_status'));
-      expect(replies[IP_MAX]).toMatchObject({ type: 'rate_limit_exceeded', reason: 'ip_rate_limit_exceeded', source: 'memory', limit: IP_MAX, used: IP_MAX, remaining: 0 });
+      expect(replies[IP_MAX]).toMatchObject({
+        type: 'rate_limit_exceeded',
+        reason: 'ip_rate_limit_exceeded',
+        source: 'memory',
+        limit: IP_MAX,
+        used: IP_MAX,
+        remaining: 0,
+      });
       console.log(`ip field: ${spellings.join(', ')} -> ${replies.map((r) => r.type).join(', ')}`);
     }
     // Another /64 is another subscriber.
-    expect(await c.call({ type: 'rate_limit_consume', phoneNumber: freshNumber(), ip: '2001:db8:1:3::1' })).toMatchObject({ type: 'rate_limit_status', allowed: true });
+    expect(await c.call({ type: 'rate_limit_consume', phoneNumber: freshNumber(), ip: '2001:db8:1:3::1' })).toMatchObject({
+      type: 'rate_limit_status',
+      allowed: true,
+    });
     for (const ip of ['junk-1', '127.1', 'fe80::1%eth0', '1.2.3.4:80']) {
       const r = await c.call({ type: 'rate_limit_consume', id: `bad-${ip}`, phoneNumber: freshNumber(), ip });
       expect(r).toMatchObject({ type: 'error', id: `bad-${ip}`, code: 'invalid_message' });
@@ -236,7 +238,12 @@ describe('address spellings share one per-IP quota', () => {
   });
 
   it('in Fly-Client-IP under RATELIMIT_TRUST_PROXY=fly; a header that is not an address counts as the socket address', async () => {
-    const d = await daemonWith({ RATELIMIT_TRUST_PROXY: 'fly', FLY_APP_NAME: 'ratelimit-test', RATE_LIMIT_IP_MAX: String(IP_MAX), RATE_LIMIT_PHONE_MAX: '100' });
+    const d = await daemonWith({
+      RATELIMIT_TRUST_PROXY: 'fly',
+      FLY_APP_NAME: 'ratelimit-test',
+      RATE_LIMIT_IP_MAX: String(IP_MAX),
+      RATE_LIMIT_PHONE_MAX: '100',
+    });
     const consume = (flyClientIp: string) => postJson(d.url, '/v1/consume', { phoneNumber: freshNumber() }, { 'Fly-Client-IP': flyClientIp });
     const statuses = [];
     for (const ip of ['::ffff:9.8.7.6', '::FFFF:9.8.7.6', '0:0:0:0:0:ffff:9.8.7.6', '9.8.7.6', '9.8.7.6']) statuses.push((await consume(ip)).status);

@@ -109,7 +109,14 @@ describe('the daemon and its hashing key', () => {
     expect(rows).toEqual([{ phone_hash: hashPhone(AT_LIMIT, NEW_KEY), n: 2, key_fp: FP_NEW }]);
     const atLimit = await cli(['status', AT_LIMIT, '--json']);
     expect(atLimit.code, atLimit.stderr).toBe(0);
-    expect(JSON.parse(atLimit.stdout)).toMatchObject({ hash: hashPhone(AT_LIMIT, NEW_KEY), tracked: true, allowed: false, used: 2, limit: 2, reason: 'phone_rate_limit_exceeded' });
+    expect(JSON.parse(atLimit.stdout)).toMatchObject({
+      hash: hashPhone(AT_LIMIT, NEW_KEY),
+      tracked: true,
+      allowed: false,
+      used: 2,
+      limit: 2,
+      reason: 'phone_rate_limit_exceeded',
+    });
 
     // Before any daemon met it, status under the new key shows the number's usage all the same.
     const unmet = await cli(['status', SEEN_BY_STATUS, '--json']);
@@ -141,9 +148,15 @@ describe('outcomes across a key rotation', () => {
     const phone = '+14155550127';
     // Issued by a daemon that still had only the old key (ids are self-contained: minted here alike).
     const oldId = new DecisionIds(OLD_KEY).encode({ hash: hashPhone(phone, OLD_KEY), region: 'US', range: rangeLabel(phone), atMs: Date.now() - 60_000 });
-    expect(await ws.call({ type: 'rate_limit_outcome', id: 1, decisionId: oldId, outcome: 'verified' })).toMatchObject({ type: 'rate_limit_outcome_recorded', duplicate: false });
+    expect(await ws.call({ type: 'rate_limit_outcome', id: 1, decisionId: oldId, outcome: 'verified' })).toMatchObject({
+      type: 'rate_limit_outcome_recorded',
+      duplicate: false,
+    });
     const otherId = new DecisionIds(OTHER_KEY).encode({ hash: hashPhone(phone, OTHER_KEY), region: 'US', range: rangeLabel(phone), atMs: Date.now() });
-    expect(await ws.call({ type: 'rate_limit_outcome', id: 2, decisionId: otherId, outcome: 'verified' })).toMatchObject({ type: 'error', code: 'unknown_decision' });
+    expect(await ws.call({ type: 'rate_limit_outcome', id: 2, decisionId: otherId, outcome: 'verified' })).toMatchObject({
+      type: 'error',
+      code: 'unknown_decision',
+    });
     const status = await cli(['status', phone, '--json']);
     expect(status.code, status.stderr).toBe(0);
     expect(JSON.parse(status.stdout).outcomes).toEqual([expect.objectContaining({ outcome: 'verified', source: 'ws' })]);

@@ -47,7 +47,9 @@ for (const kind of ['exception', 'rejection'] as const) {
 
       const exit = await d.stop('SIGUSR2');
       expect(exit.code).toBe(1);
-      const fatal = d.logs.find((l) => l.level === 60 && typeof l.msg === 'string' && l.msg.includes(kind === 'exception' ? 'uncaughtException' : 'unhandledRejection'));
+      const fatal = d.logs.find(
+        (l) => l.level === 60 && typeof l.msg === 'string' && l.msg.includes(kind === 'exception' ? 'uncaughtException' : 'unhandledRejection'),
+      );
       expect(fatal, d.stdout()).toBeDefined();
       // pino's err serializer: the stack, not only the message.
       expect((fatal!.err as { stack?: string }).stack).toMatch(/injected .* \(test\)\n\s+at /);

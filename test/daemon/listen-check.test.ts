@@ -25,7 +25,12 @@ describe('the notification check', () => {
     const good = await startDaemon({ databaseUrl: db!.url, env: { RATELIMIT_LISTEN_URL: db!.url } });
     const deaf = await startDaemon({ databaseUrl: db!.url, env: { RATELIMIT_LISTEN_URL: other!.url } });
     daemons.push(good, deaf);
-    const warning = await waitFor('the deaf listener reported', async () => deaf.logs.find((l) => /notifications do not arrive/.test(l.msg ?? '')), 20_000, 100);
+    const warning = await waitFor(
+      'the deaf listener reported',
+      async () => deaf.logs.find((l) => /notifications do not arrive/.test(l.msg ?? '')),
+      20_000,
+      100,
+    );
     expect(warning.msg).toMatch(/RATELIMIT_LISTEN_URL/);
     expect(good.logs.filter((l) => /notifications do not arrive/.test(l.msg ?? ''))).toStrictEqual([]);
   }, 60_000);

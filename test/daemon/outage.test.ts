@@ -193,10 +193,15 @@ describe('database outage under load', () => {
         100,
       );
       expect(recovered.body).toMatchObject({ status: 'ok', database: 'up', pendingWrites: 0 });
-      const lateRecovered = await waitFor('the late daemon to recover', async () => {
-        const h = await health(lateDaemon!.url);
-        return h.body.status === 'ok' ? h : undefined;
-      }, 30_000, 100);
+      const lateRecovered = await waitFor(
+        'the late daemon to recover',
+        async () => {
+          const h = await health(lateDaemon!.url);
+          return h.body.status === 'ok' ? h : undefined;
+        },
+        30_000,
+        100,
+      );
       expect(lateRecovered.body).toMatchObject({ database: 'up', pendingWrites: 0 });
       const before = load.count(fromDb);
       await load.until('from the database after recovery', fromDb, before + 50);

@@ -24,7 +24,13 @@ beforeAll(async () => {
   db = await createTestDatabase();
   daemon = await startDaemon({
     databaseUrl: db.url,
-    env: { RATELIMIT_API_TOKENS: TOKEN, TWILIO_AUTH_TOKEN: TWILIO_TOKEN, RATELIMIT_PUBLIC_URL: PUBLIC_URL, RATE_LIMIT_PHONE_MAX: '1000', RATE_LIMIT_IP_MAX: '1000000' },
+    env: {
+      RATELIMIT_API_TOKENS: TOKEN,
+      TWILIO_AUTH_TOKEN: TWILIO_TOKEN,
+      RATELIMIT_PUBLIC_URL: PUBLIC_URL,
+      RATE_LIMIT_PHONE_MAX: '1000',
+      RATE_LIMIT_IP_MAX: '1000000',
+    },
   });
   for (let i = 0; i < 8; i++) {
     const r = await postJson(daemon.url, '/v1/consume', { phoneNumber: `+1415555${String(1000 + i)}` }, { authorization: `Bearer ${TOKEN}` });
@@ -41,7 +47,9 @@ afterAll(async () => {
 const decisionId = () =>
   fc.oneof(
     fc.constantFrom(...ids),
-    fc.tuple(fc.constantFrom(...ids), fc.nat({ max: 99 }), fc.constantFrom('A', 'z', '-', '+', '=', '\u00e9')).map(([id, i, c]) => id.slice(0, i) + c + id.slice(i + 1)),
+    fc
+      .tuple(fc.constantFrom(...ids), fc.nat({ max: 99 }), fc.constantFrom('A', 'z', '-', '+', '=', '\u00e9'))
+      .map(([id, i, c]) => id.slice(0, i) + c + id.slice(i + 1)),
     fc.string({ maxLength: 300 }),
     fc.anything(),
   );
@@ -81,10 +89,20 @@ describe('POST /v1/outcome under hostile input', () => {
 
   it('answers random bytes, bad UTF-8 and huge bodies without falling over', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.oneof(fc.uint8Array({ maxLength: 600 }), fc.constantFrom(Buffer.from([0xff, 0xfe, 0x7b]), Buffer.from('{"decisionId":"\xc3\x28","outcome":"failed"}', 'latin1'))), async (bytes) => {
-        const r = await httpRequest(`${daemon.url}/v1/outcome`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: Buffer.from(bytes) });
-        expectAnswer(r.status, r.json);
-      }),
+      fc.asyncProperty(
+        fc.oneof(
+          fc.uint8Array({ maxLength: 600 }),
+          fc.constantFrom(Buffer.from([0xff, 0xfe, 0x7b]), Buffer.from('{"decisionId":"\xc3\x28","outcome":"failed"}', 'latin1')),
+        ),
+        async (bytes) => {
+          const r = await httpRequest(`${daemon.url}/v1/outcome`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+            body: Buffer.from(bytes),
+          });
+          expectAnswer(r.status, r.json);
+        },
+      ),
       { numRuns: RUNS },
     );
     const huge = await httpRequest(`${daemon.url}/v1/outcome`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` }, body: 'x'.repeat(1 << 20) });
@@ -120,7 +138,13 @@ describe('POST /v1/twilio/status under hostile input', () => {
       ),
       { maxLength: 8 },
     );
-  const query = () => fc.oneof(fc.constantFrom(...ids).map((id) => `?decisionId=${id}`), fc.string({ maxLength: 60 }).map((s) => `?decisionId=${encodeURIComponent(s)}`), fc.constant(''), fc.constant('?decisionId=%zz%c3%28'));
+  const query = () =>
+    fc.oneof(
+      fc.constantFrom(...ids).map((id) => `?decisionId=${id}`),
+      fc.string({ maxLength: 60 }).map((s) => `?decisionId=${encodeURIComponent(s)}`),
+      fc.constant(''),
+      fc.constant('?decisionId=%zz%c3%28'),
+    );
 
   it('never accepts what is not signed, and answers what is with 200, 400 or 404', async () => {
     await fc.assert(
@@ -141,7 +165,8 @@ describe('POST /v1/twilio/status under hostile input', () => {
           return;
         }
         expect([200, 400, 404]).toContain(r.status);
-        if (r.status === 200) expect((r.json as Reply).type === 'rate_limit_outcome_recorded' || typeof (r.json as { ignored?: unknown }).ignored === 'string').toBe(true);
+        if (r.status === 200)
+          expect((r.json as Reply).type === 'rate_limit_outcome_recorded' || typeof (r.json as { ignored?: unknown }).ignored === 'string').toBe(true);
       }),
       { numRuns: RUNS },
     );
@@ -150,7 +175,11 @@ describe('POST /v1/twilio/status under hostile input', () => {
   it('answers random bytes, bad encodings, odd content types and huge bodies', async () => {
     await fc.assert(
       fc.asyncProperty(
-        fc.oneof(fc.uint8Array({ maxLength: 600 }).map((b) => Buffer.from(b)), fc.constant(Buffer.from('CallStatus=%E0%A4%A&CallDuration=%ff%fe', 'latin1')), fc.constant(Buffer.from([0xc3, 0x28, 0x3d, 0x26]))),
+        fc.oneof(
+          fc.uint8Array({ maxLength: 600 }).map((b) => Buffer.from(b)),
+          fc.constant(Buffer.from('CallStatus=%E0%A4%A&CallDuration=%ff%fe', 'latin1')),
+          fc.constant(Buffer.from([0xc3, 0x28, 0x3d, 0x26])),
+        ),
         fc.constantFrom('application/x-www-form-urlencoded', 'application/json', 'text/plain', 'application/x-www-form-urlencoded; charset=utf-8'),
         fc.option(fc.string({ maxLength: 40 })),
         async (body, type, signature) => {
@@ -165,7 +194,11 @@ describe('POST /v1/twilio/status under hostile input', () => {
       ),
       { numRuns: RUNS },
     );
-    const huge = await httpRequest(`${daemon.url}/v1/twilio/status`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'a='.padEnd(1 << 20, 'x') });
+    const huge = await httpRequest(`${daemon.url}/v1/twilio/status`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'a='.padEnd(1 << 20, 'x'),
+    });
     expect(huge.status).toBe(413);
   });
 

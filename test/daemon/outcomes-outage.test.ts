@@ -88,10 +88,14 @@ describe('outcomes across an outage and a restart', () => {
 
     server = await startEmbeddedPostgres({ dataDir: path.join(tempDir!, 'pg'), fsync: false });
     expect(server.url).toBe(url);
-    await waitFor('the daemon to write what it kept', async () => {
-      const h = await health(b.url);
-      return h.body.status === 'ok' && h.body.pendingWrites === 0 ? h : undefined;
-    }, 30_000);
+    await waitFor(
+      'the daemon to write what it kept',
+      async () => {
+        const h = await health(b.url);
+        return h.body.status === 'ok' && h.body.pendingWrites === 0 ? h : undefined;
+      },
+      30_000,
+    );
 
     const pool = new pg.Pool({ connectionString: url, max: 1 });
     try {

@@ -8,7 +8,20 @@ import { DECISION_ID_HORIZON_MS, DecisionIds, rangeLabel } from '../../src/core/
 import { hashPhone } from '../../src/core/phone.js';
 import { twilioSignature } from '../../src/core/twilio.js';
 import { createTestDatabase } from '../helpers/db.js';
-import { assertBuilt, closeAll, freshNumber, httpRequest, postJson, runCli, startDaemon, stopAll, TEST_KEY, WsClient, type DaemonProcess, type Reply } from './helpers.js';
+import {
+  assertBuilt,
+  closeAll,
+  freshNumber,
+  httpRequest,
+  postJson,
+  runCli,
+  startDaemon,
+  stopAll,
+  TEST_KEY,
+  WsClient,
+  type DaemonProcess,
+  type Reply,
+} from './helpers.js';
 
 const TOKEN = 'outcomes-test-token-0123';
 const TWILIO_TOKEN = '12345';
@@ -110,7 +123,14 @@ describe('reporting outcomes', () => {
     expect(other).toMatchObject({ type: 'error', id: 'c', code: 'invalid_message' });
     expect(other.message).toMatch(/already has the outcome "answered"/);
     expect(await rows(decisionId)).toEqual([
-      { outcome: 'answered', duration_ms: 42_000, source: 'ws', region: 'US', range_label: rangeLabel(phoneNumber), phone_hash: hashPhone(phoneNumber, TEST_KEY) },
+      {
+        outcome: 'answered',
+        duration_ms: 42_000,
+        source: 'ws',
+        region: 'US',
+        range_label: rangeLabel(phoneNumber),
+        phone_hash: hashPhone(phoneNumber, TEST_KEY),
+      },
     ]);
     expect((await metric(service, 'answered', 'ws')) - before).toBe(1);
   });
@@ -131,7 +151,13 @@ describe('reporting outcomes', () => {
     const noDuration = await post({ decisionId: other, outcome: 'answered' });
     expect([noDuration.status, (noDuration.json as Reply).code]).toEqual([400, 'invalid_message']);
     expect((noDuration.json as Reply).message).toMatch(/durationMs/);
-    for (const bad of [{ decisionId: other, outcome: 'converted' }, { decisionId: other, outcome: 'answered', durationMs: -1 }, { decisionId: other, outcome: 'answered', durationMs: 1.5 }, { outcome: 'failed' }, { decisionId: 7, outcome: 'failed' }]) {
+    for (const bad of [
+      { decisionId: other, outcome: 'converted' },
+      { decisionId: other, outcome: 'answered', durationMs: -1 },
+      { decisionId: other, outcome: 'answered', durationMs: 1.5 },
+      { outcome: 'failed' },
+      { decisionId: 7, outcome: 'failed' },
+    ]) {
       const r = await post(bad);
       expect([r.status, (r.json as Reply).code]).toEqual([400, 'invalid_message']);
     }
@@ -153,7 +179,11 @@ describe('reporting outcomes', () => {
     }
     expect(((await post(expired)).json as Reply).message).toMatch(/expired/);
     const ws = await connect(service, auth);
-    expect(await ws.call({ type: 'rate_limit_outcome', id: 9, decisionId: expired, outcome: 'failed' })).toMatchObject({ type: 'error', id: 9, code: 'unknown_decision' });
+    expect(await ws.call({ type: 'rate_limit_outcome', id: 9, decisionId: expired, outcome: 'failed' })).toMatchObject({
+      type: 'error',
+      id: 9,
+      code: 'unknown_decision',
+    });
     // A fresh id minted with the daemon's key is accepted: the id is self-contained.
     const minted = new DecisionIds(TEST_KEY).encode({ ...facts, atMs: Date.now() - 60_000 });
     expect((await post(minted)).status).toBe(200);
@@ -180,10 +210,13 @@ describe('reporting outcomes', () => {
     const tool = await postJson(open.url, '/v1/outcome', { decisionId, outcome: 'failed' });
     expect([tool.status, (tool.json as Reply).duplicate]).toEqual([200, false]);
     const toolWs = await connect(open);
-    expect(await toolWs.call({ type: 'rate_limit_outcome', id: 2, decisionId, outcome: 'failed' })).toMatchObject({ type: 'rate_limit_outcome_recorded', duplicate: true });
+    expect(await toolWs.call({ type: 'rate_limit_outcome', id: 2, decisionId, outcome: 'failed' })).toMatchObject({
+      type: 'rate_limit_outcome_recorded',
+      duplicate: true,
+    });
   });
 
-  it('`ratelimit status` shows the number\'s outcomes', async () => {
+  it("`ratelimit status` shows the number's outcomes", async () => {
     const { decisionId, phoneNumber } = await decide();
     expect((await postJson(service.url, '/v1/outcome', { decisionId, outcome: 'answered', durationMs: 15_000 }, auth)).status).toBe(200);
     const json = await runCli(['status', phoneNumber, '--json'], { DATABASE_URL: db!.url });
@@ -224,7 +257,9 @@ describe('POST /v1/twilio/status', () => {
     // Signed for another URL (the daemon's own, not the public one), or with another token.
     const local = twilioSignature(TWILIO_TOKEN, `${service.url}/v1/twilio/status${q}`, Object.entries(params));
     expect((await callback(service, q, params, { signature: local })).status).toBe(403);
-    expect((await callback(service, q, params, { signature: twilioSignature('54321', `${PUBLIC_URL}/v1/twilio/status${q}`, Object.entries(params)) })).status).toBe(403);
+    expect(
+      (await callback(service, q, params, { signature: twilioSignature('54321', `${PUBLIC_URL}/v1/twilio/status${q}`, Object.entries(params)) })).status,
+    ).toBe(403);
     // A parameter changed after signing.
     const sig = twilioSignature(TWILIO_TOKEN, `${PUBLIC_URL}/v1/twilio/status${q}`, Object.entries(params));
     expect((await callback(service, q, { ...params, CallDuration: '3000' }, { signature: sig })).status).toBe(403);
@@ -299,7 +334,11 @@ describe('the URL Twilio signed', () => {
     const params: Array<[string, string]> = [['CallStatus', 'busy']];
     return httpRequest(`${d.url}${target}`, {
       method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': twilioSignature(TWILIO_TOKEN, `${signedBase}${target}`, params), ...headers },
+      headers: {
+        'content-type': 'application/x-www-form-urlencoded',
+        'x-twilio-signature': twilioSignature(TWILIO_TOKEN, `${signedBase}${target}`, params),
+        ...headers,
+      },
       body: 'CallStatus=busy',
     });
   }
@@ -312,7 +351,10 @@ describe('the URL Twilio signed', () => {
   });
 
   it("is the proxy's (X-Forwarded-Proto and Host) with RATELIMIT_TRUST_PROXY=fly", async () => {
-    behindFly = await startDaemon({ databaseUrl: db!.url, env: { TWILIO_AUTH_TOKEN: TWILIO_TOKEN, RATELIMIT_TRUST_PROXY: 'fly', RATE_LIMIT_IP_MAX: '1000000' } });
+    behindFly = await startDaemon({
+      databaseUrl: db!.url,
+      env: { TWILIO_AUTH_TOKEN: TWILIO_TOKEN, RATELIMIT_TRUST_PROXY: 'fly', RATE_LIMIT_IP_MAX: '1000000' },
+    });
     const host = behindFly.url.replace('http://', '');
     expect((await signedCallback(behindFly, `https://${host}`, { 'x-forwarded-proto': 'https', 'fly-client-ip': '203.0.113.7' })).status).toBe(200);
     expect((await signedCallback(behindFly, `http://${host}`, { 'x-forwarded-proto': 'https', 'fly-client-ip': '203.0.113.7' })).status).toBe(403);

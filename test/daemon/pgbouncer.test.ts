@@ -102,7 +102,10 @@ describe.skipIf(!PGBOUNCER)('behind PgBouncer', () => {
 
     // Nothing of this was decided from memory, and notifications were heard.
     for (const d of daemons) {
-      expect(d.logs.filter((l) => /database unreachable|notifications do not arrive/.test(l.msg ?? '')), d.stdout().slice(-3000)).toStrictEqual([]);
+      expect(
+        d.logs.filter((l) => /database unreachable|notifications do not arrive/.test(l.msg ?? '')),
+        d.stdout().slice(-3000),
+      ).toStrictEqual([]);
     }
   });
 

@@ -61,7 +61,9 @@ describe('policy during an outage', () => {
     const c = await connect(d);
     const url = server!.url;
     await server!.stop();
-    await waitFor('memory mode', async () => ((await health(d.url)).body.database === 'down' ? true : (await c.call({ type: 'rate_limit_check', phoneNumber: '+14155550000' }), undefined)));
+    await waitFor('memory mode', async () =>
+      (await health(d.url)).body.database === 'down' ? true : (await c.call({ type: 'rate_limit_check', phoneNumber: '+14155550000' }), undefined),
+    );
 
     const consume = (phoneNumber: string, via = c) => via.call({ type: 'rate_limit_consume', phoneNumber });
     const x = [await consume('+14155550001'), await consume('+14155550001'), await consume('+14155550001')];

@@ -20,7 +20,13 @@ const TOKEN = 'policy-test-token';
 const ORIGIN = 'https://app.example.com';
 const auth = { Authorization: `Bearer ${TOKEN}` };
 // Given to the daemons, so they must say these are ignored once a policy is applied.
-const ENV = { RATELIMIT_API_TOKENS: TOKEN, ALLOWED_ORIGINS: ORIGIN, RATE_LIMIT_PHONE_MAX: '1000', RATE_LIMIT_IP_MAX: '1000000', RATELIMIT_MESSAGES_PER_SECOND: '1000000' };
+const ENV = {
+  RATELIMIT_API_TOKENS: TOKEN,
+  ALLOWED_ORIGINS: ORIGIN,
+  RATE_LIMIT_PHONE_MAX: '1000',
+  RATE_LIMIT_IP_MAX: '1000000',
+  RATELIMIT_MESSAGES_PER_SECOND: '1000000',
+};
 
 let db: Awaited<ReturnType<typeof createTestDatabase>> | undefined;
 let pool: Pool;
@@ -58,7 +64,8 @@ async function apply(yaml: string): Promise<void> {
   const parsed = parsePolicyFile(yaml);
   if (!parsed.ok) throw new Error(JSON.stringify(parsed.problems));
   version = (await applyPolicy(pool, { yaml, by: 'policy test', reason: null })).applied.version;
-  for (const d of daemons) await waitFor(`policy version ${version} on ${d.url}`, async () => ((await policyVersionOf(d)) === version ? true : undefined), 10_000, 50);
+  for (const d of daemons)
+    await waitFor(`policy version ${version} on ${d.url}`, async () => ((await policyVersionOf(d)) === version ? true : undefined), 10_000, 50);
 }
 
 /** Consumes until the first denial (at most `max` tries); returns every reply. */
@@ -80,7 +87,12 @@ describe('the default policy', () => {
     const http = await postJson(daemons[0]!.url, '/v1/consume', { phoneNumber: '+449098790000' }, auth);
     expect(http.status).toBe(429);
     expect(http.headers['retry-after']).toBeUndefined();
-    expect(await check('+449098790000')).toMatchObject({ type: 'rate_limit_status', allowed: false, reason: 'destination_blocked', rule: 'destination:premium_rate' });
+    expect(await check('+449098790000')).toMatchObject({
+      type: 'rate_limit_status',
+      allowed: false,
+      reason: 'destination_blocked',
+      rule: 'destination:premium_rate',
+    });
   });
 });
 
@@ -109,7 +121,9 @@ describe('each rule kind', () => {
   });
 
   it('country rules, an override replacing the default list', async () => {
-    await apply('number:\n  limits: [{limit: 1000, window: 3h}]\ncountry:\n  limits: [{limit: 100, window: 3h}]\n  overrides: {GB: [{limit: 1, window: 3h}]}\n');
+    await apply(
+      'number:\n  limits: [{limit: 1000, window: 3h}]\ncountry:\n  limits: [{limit: 100, window: 3h}]\n  overrides: {GB: [{limit: 1, window: 3h}]}\n',
+    );
     expect(await consume('+442079460001')).toMatchObject({ type: 'rate_limit_status', region: 'GB' });
     expect(await consume('+442079460002')).toMatchObject({ reason: 'country_rate_limit_exceeded', rule: 'country:GB:3h', limit: 1 });
     expect(await consume('+14155550401')).toMatchObject({ type: 'rate_limit_status', allowed: true });
@@ -171,25 +185,53 @@ describe('lists', () => {
     expect(await consume(phone)).toMatchObject({ allowed: true });
     // Denied by its number rule: from now on the deny cache may answer for it.
     expect(await consume(phone)).toMatchObject({ reason: 'phone_rate_limit_exceeded' });
-    await setListEntry(pool, { targetType: 'number', target: hash(phone), kind: 'allow', masked: maskPhone(phone), forMs: undefined, by: 'test', reason: null });
-    for (const c of clients) await waitFor('allow entry', async () => ((await consume(phone, undefined, c)).type === 'rate_limit_status' ? true : undefined), 10_000, 50);
+    await setListEntry(pool, {
+      targetType: 'number',
+      target: hash(phone),
+      kind: 'allow',
+      masked: maskPhone(phone),
+      forMs: undefined,
+      by: 'test',
+      reason: null,
+    });
+    for (const c of clients)
+      await waitFor('allow entry', async () => ((await consume(phone, undefined, c)).type === 'rate_limit_status' ? true : undefined), 10_000, 50);
     await removeListEntry(pool, 'number', hash(phone), 'test', null);
-    for (const c of clients) await waitFor('unlisted', async () => ((await consume(phone, undefined, c)).reason === 'phone_rate_limit_exceeded' ? true : undefined), 10_000, 50);
+    for (const c of clients)
+      await waitFor('unlisted', async () => ((await consume(phone, undefined, c)).reason === 'phone_rate_limit_exceeded' ? true : undefined), 10_000, 50);
 
     const other = '+14155550902';
-    await setListEntry(pool, { targetType: 'number', target: hash(other), kind: 'block', masked: maskPhone(other), forMs: 3_600_000, by: 'test', reason: null });
-    const blocked = await waitFor('block entry', async () => {
-      const r = await consume(other);
-      return r.reason === 'number_blocked' ? r : undefined;
-    }, 10_000, 50);
+    await setListEntry(pool, {
+      targetType: 'number',
+      target: hash(other),
+      kind: 'block',
+      masked: maskPhone(other),
+      forMs: 3_600_000,
+      by: 'test',
+      reason: null,
+    });
+    const blocked = await waitFor(
+      'block entry',
+      async () => {
+        const r = await consume(other);
+        return r.reason === 'number_blocked' ? r : undefined;
+      },
+      10_000,
+      50,
+    );
     expect(blocked).toMatchObject({ rule: 'list:block' });
     expect(blocked.retryAfterMs as number).toBeGreaterThan(3_500_000);
 
     await setListEntry(pool, { targetType: 'prefix', target: '+1415666', kind: 'block', masked: '+1415666', forMs: undefined, by: 'test', reason: null });
-    const byPrefix = await waitFor('prefix block', async () => {
-      const r = await consume('+14156661234');
-      return r.reason === 'number_blocked' ? r : undefined;
-    }, 10_000, 50);
+    const byPrefix = await waitFor(
+      'prefix block',
+      async () => {
+        const r = await consume('+14156661234');
+        return r.reason === 'number_blocked' ? r : undefined;
+      },
+      10_000,
+      50,
+    );
     expect(byPrefix).toMatchObject({ rule: 'list:block', retryAfterMs: null });
     expect(await check('+14156669999')).toMatchObject({ allowed: false, reason: 'number_blocked', rule: 'list:block' });
   });
@@ -224,16 +266,16 @@ describe('shadow rules', () => {
     expect(second).toMatchObject({ type: 'rate_limit_status', allowed: true, shadow: ['global:8h'] });
     const metrics = (await httpRequest(`${daemons[0]!.url}/metrics`)).text;
     expect(metrics).toMatch(/^ratelimit_shadow_denials_total\{rule="global:8h"\} [1-9]/m);
-    expect(metrics).toMatch(/^ratelimit_decisions_total\{kind="consume",result="denied",reason="prefix_rate_limit_exceeded",rule="prefix:2h",source="database"\} 1$/m);
+    expect(metrics).toMatch(
+      /^ratelimit_decisions_total\{kind="consume",result="denied",reason="prefix_rate_limit_exceeded",rule="prefix:2h",source="database"\} 1$/m,
+    );
   });
 });
 
 describe('two daemons', () => {
   it('a global limit of 50 admits 49 or 50 of 400 concurrent consumes over distinct numbers', async () => {
     await apply('global:\n  limits: [{limit: 50, window: 30s}]\n');
-    const replies = await Promise.all(
-      Array.from({ length: 400 }, (_, i) => consume(`+1415${String(3_000_000 + i)}`, undefined, clients[i % 2]!)),
-    );
+    const replies = await Promise.all(Array.from({ length: 400 }, (_, i) => consume(`+1415${String(3_000_000 + i)}`, undefined, clients[i % 2]!)));
     const allowed = replies.filter((r) => r.type === 'rate_limit_status').length;
     expect(allowed).toBeGreaterThanOrEqual(49);
     expect(allowed).toBeLessThanOrEqual(50);

@@ -2,18 +2,7 @@
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase } from '../helpers/db.js';
-import {
-  assertBuilt,
-  closeAll,
-  freshNumber,
-  httpRequest,
-  postJson,
-  startDaemon,
-  stopAll,
-  WsClient,
-  type DaemonProcess,
-  type Reply,
-} from './helpers.js';
+import { assertBuilt, closeAll, freshNumber, httpRequest, postJson, startDaemon, stopAll, WsClient, type DaemonProcess, type Reply } from './helpers.js';
 
 const TOKEN = 'protocol-test-token';
 const PHONE_MAX = 2;
@@ -80,7 +69,14 @@ describe('WebSocket check and consume', () => {
     const two = await c.call({ type: 'rate_limit_consume', phoneNumber: phone });
     expectStatus(two, { allowed: true, used: 2, remaining: 0, retryAfterMs: 0 });
     const three = await c.call({ type: 'rate_limit_consume', phoneNumber: phone });
-    expect(three).toMatchObject({ type: 'rate_limit_exceeded', reason: 'phone_rate_limit_exceeded', phoneNumber: phone, limit: PHONE_MAX, remaining: 0, source: 'database' });
+    expect(three).toMatchObject({
+      type: 'rate_limit_exceeded',
+      reason: 'phone_rate_limit_exceeded',
+      phoneNumber: phone,
+      limit: PHONE_MAX,
+      remaining: 0,
+      source: 'database',
+    });
     expect(three.retryAfterMs as number).toBeGreaterThan(0);
     expect(three.resetTime as number).toBeGreaterThan(before);
     const check = await c.call({ type: 'rate_limit_check', phoneNumber: phone });
@@ -120,7 +116,10 @@ describe('WebSocket check and consume', () => {
     for (let i = 0; i < N; i++) {
       const phoneNumber = numbers[i % numbers.length]!;
       // Every fifth is a check and every 37th is broken, so fast and slow answers interleave.
-      const frame = i % 37 === 36 ? { type: 'rate_limit_consume', id: i, phoneNumber: 'nope' } : { type: i % 5 === 0 ? 'rate_limit_check' : 'rate_limit_consume', id: i, phoneNumber };
+      const frame =
+        i % 37 === 36
+          ? { type: 'rate_limit_consume', id: i, phoneNumber: 'nope' }
+          : { type: i % 5 === 0 ? 'rate_limit_check' : 'rate_limit_consume', id: i, phoneNumber };
       c.sendJson(frame);
     }
     const replies: Reply[] = [];
@@ -277,9 +276,15 @@ describe('per-IP limit (RATE_LIMIT_IP_MAX=3)', () => {
     for (let i = 0; i < 3; i++) {
       expect(await c.call({ type: 'rate_limit_consume', phoneNumber: freshNumber(), ip: user })).toMatchObject({ type: 'rate_limit_status', allowed: true });
     }
-    expect(await c.call({ type: 'rate_limit_consume', phoneNumber: freshNumber(), ip: user })).toMatchObject({ type: 'rate_limit_exceeded', reason: 'ip_rate_limit_exceeded' });
+    expect(await c.call({ type: 'rate_limit_consume', phoneNumber: freshNumber(), ip: user })).toMatchObject({
+      type: 'rate_limit_exceeded',
+      reason: 'ip_rate_limit_exceeded',
+    });
     // Another end user behind the same service is not affected, nor is the service's own address.
-    expect(await c.call({ type: 'rate_limit_consume', phoneNumber: freshNumber(), ip: '2001:db8::1' })).toMatchObject({ type: 'rate_limit_status', allowed: true });
+    expect(await c.call({ type: 'rate_limit_consume', phoneNumber: freshNumber(), ip: '2001:db8::1' })).toMatchObject({
+      type: 'rate_limit_status',
+      allowed: true,
+    });
     expect(await c.call({ type: 'rate_limit_consume', phoneNumber: freshNumber() })).toMatchObject({ type: 'rate_limit_status', allowed: true });
   });
 });

@@ -143,14 +143,32 @@ describe('request targets that once threw (issue 17)', () => {
   });
 
   it('answers hostile headers (Host, Origin, Authorization, X-Forwarded-For, Fly-Client-IP) and stays up', async () => {
-    const values = ['', ' ', '[', '//[', 'http://[', '%zz', 'a'.repeat(9 * 1024), 'Bearer', 'Bearer ', `Bearer ${'x'.repeat(4000)}`, 'null', '::1', '999.999.999.999', '1.2.3.4, 5.6.7.8', '\u00ff\u00fe'];
+    const values = [
+      '',
+      ' ',
+      '[',
+      '//[',
+      'http://[',
+      '%zz',
+      'a'.repeat(9 * 1024),
+      'Bearer',
+      'Bearer ',
+      `Bearer ${'x'.repeat(4000)}`,
+      'null',
+      '::1',
+      '999.999.999.999',
+      '1.2.3.4, 5.6.7.8',
+      '\u00ff\u00fe',
+    ];
     const names = ['Host', 'Origin', 'Authorization', 'X-Forwarded-For', 'Fly-Client-IP', 'Sec-WebSocket-Key', 'Sec-WebSocket-Version', 'Content-Length'];
     let answered = 0;
     for (const name of names) {
       for (const value of values) {
         for (const upgrade of [true, false]) {
           const extra = `${name}: ${value}\r\n`;
-          const r = await rawRequest(name === 'Host' ? request('/ws', { upgrade, token: true }).replace('Host: 127.0.0.1\r\n', extra) : request('/ws', { upgrade, headers: extra }));
+          const r = await rawRequest(
+            name === 'Host' ? request('/ws', { upgrade, token: true }).replace('Host: 127.0.0.1\r\n', extra) : request('/ws', { upgrade, headers: extra }),
+          );
           // An answer (any status) or a closed socket; never a hang, never a dead process.
           expect(r.status === 0 || (r.status >= 100 && r.status < 600)).toBe(true);
           answered++;
@@ -184,11 +202,16 @@ describe('request targets that once threw (issue 17)', () => {
     );
     const seen = new Map<number, number>();
     await fc.assert(
-      fc.asyncProperty(target.filter((t) => t.length > 0), fc.boolean(), fc.boolean(), async (t, upgrade, token) => {
-        const r = await rawRequest(request(t, { upgrade, token }));
-        seen.set(r.status, (seen.get(r.status) ?? 0) + 1);
-        return r.status > 0 && r.status < 500;
-      }),
+      fc.asyncProperty(
+        target.filter((t) => t.length > 0),
+        fc.boolean(),
+        fc.boolean(),
+        async (t, upgrade, token) => {
+          const r = await rawRequest(request(t, { upgrade, token }));
+          seen.set(r.status, (seen.get(r.status) ?? 0) + 1);
+          return r.status > 0 && r.status < 500;
+        },
+      ),
       { numRuns: 300 },
     );
     await assertAlive();

@@ -9,7 +9,20 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { NEVER_RESETS_MS, reasonSentence, seedReply, waitWords } from '../../src/daemon/transport/seed-logs.js';
 import type { StatusReply } from '../../src/protocol/wire.js';
 import { createTestDatabase } from '../helpers/db.js';
-import { assertBuilt, closeAll, crashSigns, freshNumber, health, postJson, refusedUpgradeStatus, startDaemon, stopAll, WsClient, type DaemonProcess, type Reply } from './helpers.js';
+import {
+  assertBuilt,
+  closeAll,
+  crashSigns,
+  freshNumber,
+  health,
+  postJson,
+  refusedUpgradeStatus,
+  startDaemon,
+  stopAll,
+  WsClient,
+  type DaemonProcess,
+  type Reply,
+} from './helpers.js';
 
 const TOKEN = 'seed-logs-test-service-token';
 const ORIGIN = 'https://phone-screen.example';
@@ -54,22 +67,74 @@ describe('the /logs reply built from a decision', () => {
   });
 
   it('rounds every time up to the minute, even when the decision path did not', () => {
-    const r = seedReply(status({ allowed: false, used: 2, remaining: 0, resetTime: now + 42 * MINUTE_MS + 1, retryAfterMs: 42 * MINUTE_MS + 1, reason: 'phone_rate_limit_exceeded', rule: 'number:1h' }), '+1 415 555 2671');
-    expect(r).toMatchObject({ phoneNumber: '+1 415 555 2671', resetTime: now + 43 * MINUTE_MS, retryAfterMs: 43 * MINUTE_MS, reason: 'This number has reached its call limit; try again in 43 minutes' });
+    const r = seedReply(
+      status({
+        allowed: false,
+        used: 2,
+        remaining: 0,
+        resetTime: now + 42 * MINUTE_MS + 1,
+        retryAfterMs: 42 * MINUTE_MS + 1,
+        reason: 'phone_rate_limit_exceeded',
+        rule: 'number:1h',
+      }),
+      '+1 415 555 2671',
+    );
+    expect(r).toMatchObject({
+      phoneNumber: '+1 415 555 2671',
+      resetTime: now + 43 * MINUTE_MS,
+      retryAfterMs: 43 * MINUTE_MS,
+      reason: 'This number has reached its call limit; try again in 43 minutes',
+    });
   });
 
   it('shows no call left when an aggregate rule denies while the number has room', () => {
-    const r = seedReply(status({ allowed: false, used: 1, remaining: 1, resetTime: now + 5 * MINUTE_MS, retryAfterMs: 5 * MINUTE_MS, reason: 'country_rate_limit_exceeded', rule: 'country:1h' }), 'x');
-    expect(r).toMatchObject({ allowed: false, remaining: 0, reasonCode: 'country_rate_limit_exceeded', reason: 'Too many calls to this country right now; try again in 5 minutes' });
+    const r = seedReply(
+      status({
+        allowed: false,
+        used: 1,
+        remaining: 1,
+        resetTime: now + 5 * MINUTE_MS,
+        retryAfterMs: 5 * MINUTE_MS,
+        reason: 'country_rate_limit_exceeded',
+        rule: 'country:1h',
+      }),
+      'x',
+    );
+    expect(r).toMatchObject({
+      allowed: false,
+      remaining: 0,
+      reasonCode: 'country_rate_limit_exceeded',
+      reason: 'Too many calls to this country right now; try again in 5 minutes',
+    });
   });
 
   it('gives a block with an end its end, and one without the last date', () => {
-    expect(seedReply(status({ allowed: false, limit: 0, remaining: 0, resetTime: now + 5 * MINUTE_MS, retryAfterMs: 5 * MINUTE_MS, reason: 'number_blocked', rule: 'list:block' }), 'x')).toMatchObject({ resetTime: now + 5 * MINUTE_MS, reason: 'This number is blocked from receiving calls; try again in 5 minutes' });
-    expect(seedReply(status({ allowed: false, limit: 0, remaining: 0, resetTime: null, retryAfterMs: null, reason: 'number_blocked', rule: 'list:block' }), 'x')).toMatchObject({ resetTime: NEVER_RESETS_MS, reason: 'This number is blocked from receiving calls; this does not expire' });
+    expect(
+      seedReply(
+        status({
+          allowed: false,
+          limit: 0,
+          remaining: 0,
+          resetTime: now + 5 * MINUTE_MS,
+          retryAfterMs: 5 * MINUTE_MS,
+          reason: 'number_blocked',
+          rule: 'list:block',
+        }),
+        'x',
+      ),
+    ).toMatchObject({ resetTime: now + 5 * MINUTE_MS, reason: 'This number is blocked from receiving calls; try again in 5 minutes' });
+    expect(
+      seedReply(status({ allowed: false, limit: 0, remaining: 0, resetTime: null, retryAfterMs: null, reason: 'number_blocked', rule: 'list:block' }), 'x'),
+    ).toMatchObject({ resetTime: NEVER_RESETS_MS, reason: 'This number is blocked from receiving calls; this does not expire' });
   });
 
   it('passes errors that are no verdict through as errors, with the number as sent', () => {
-    expect(seedReply({ type: 'error', code: 'internal_error', message: 'retry' }, '+1 415')).toEqual({ type: 'error', code: 'internal_error', message: 'retry', phoneNumber: '+1 415' });
+    expect(seedReply({ type: 'error', code: 'internal_error', message: 'retry' }, '+1 415')).toEqual({
+      type: 'error',
+      code: 'internal_error',
+      message: 'retry',
+      phoneNumber: '+1 415',
+    });
   });
 });
 
@@ -153,17 +218,28 @@ describe('GET /logs', () => {
 
     expect(await serviceConsume(written)).toBe(200);
     const limited = await seedCheck(c, written);
-    expect(limited).toMatchObject({ type: 'rate_limit_status', phoneNumber: written, allowed: false, remaining: 0, reasonCode: 'phone_rate_limit_exceeded', rule: 'number:1h' });
+    expect(limited).toMatchObject({
+      type: 'rate_limit_status',
+      phoneNumber: written,
+      allowed: false,
+      remaining: 0,
+      reasonCode: 'phone_rate_limit_exceeded',
+      rule: 'number:1h',
+    });
     // Browser precision: whole minutes in every time, and the sentence says the same wait.
-    expect(limited.resetTime as number % MINUTE_MS).toBe(0);
-    expect(limited.retryAfterMs as number % MINUTE_MS).toBe(0);
+    expect((limited.resetTime as number) % MINUTE_MS).toBe(0);
+    expect((limited.retryAfterMs as number) % MINUTE_MS).toBe(0);
     expect(limited.reason).toMatch(/^This number has reached its call limit; try again in (1 hour|[1-5]?\d minutes?)$/);
     expect(limited.resetTime as number).toBeGreaterThan(Date.now());
     expect(limited.resetTime as number).toBeLessThanOrEqual(Date.now() + 61 * MINUTE_MS);
 
     // /ws beside it is unchanged: the E.164 form and the reason code.
     const ws = await page(daemon.wsUrl);
-    expect(await ws.call({ type: 'rate_limit_check', phoneNumber: written })).toMatchObject({ phoneNumber: e164, allowed: false, reason: 'phone_rate_limit_exceeded' });
+    expect(await ws.call({ type: 'rate_limit_check', phoneNumber: written })).toMatchObject({
+      phoneNumber: e164,
+      allowed: false,
+      reason: 'phone_rate_limit_exceeded',
+    });
   });
 
   it('never resets a premium-rate number "in an hour": resetTime is the last date JavaScript knows', async () => {
@@ -223,33 +299,43 @@ describe('GET /logs', () => {
     );
     const c = await page();
     await fc.assert(
-      fc.asyncProperty(fc.array(fc.oneof(frame.map((f) => JSON.stringify(f) ?? 'null'), fc.string({ maxLength: 30 })), { minLength: 1, maxLength: 12 }), async (texts) => {
-        for (const t of texts) c.send(t);
-        for (const t of texts) {
-          const r = await c.next();
-          let sent: unknown;
-          try {
-            sent = JSON.parse(t);
-          } catch {
-            expect(r).toMatchObject({ type: 'error', code: 'invalid_json' });
-            continue;
+      fc.asyncProperty(
+        fc.array(
+          fc.oneof(
+            frame.map((f) => JSON.stringify(f) ?? 'null'),
+            fc.string({ maxLength: 30 }),
+          ),
+          { minLength: 1, maxLength: 12 },
+        ),
+        async (texts) => {
+          for (const t of texts) c.send(t);
+          for (const t of texts) {
+            const r = await c.next();
+            let sent: unknown;
+            try {
+              sent = JSON.parse(t);
+            } catch {
+              expect(r).toMatchObject({ type: 'error', code: 'invalid_json' });
+              continue;
+            }
+            const obj = typeof sent === 'object' && sent !== null && !Array.isArray(sent) ? (sent as Record<string, unknown>) : undefined;
+            if (r.type === 'rate_limit_status') {
+              expect(obj?.type).toBe('rate_limit_check');
+              expect(r.phoneNumber).toBe(obj?.phoneNumber);
+              expect((r.resetTime as number) % MINUTE_MS).toBe(0);
+              if (r.allowed === false) expect(r.reason).toMatch(/^[A-Z].* /);
+              else expect(r.reason).toBeUndefined();
+            } else {
+              expect(r.type).toBe('error');
+              expect(['invalid_json', 'invalid_message', 'unknown_type', 'forbidden']).toContain(r.code);
+              // A well-formed check is always answered with a status the page can show.
+              if (obj?.type === 'rate_limit_check' && typeof obj.phoneNumber === 'string' && !('id' in obj) && !('ip' in obj))
+                expect.unreachable(JSON.stringify(r));
+              if (obj?.type === 'rate_limit_consume' && r.code !== 'forbidden') expect(r.code).toBe('invalid_message');
+            }
           }
-          const obj = typeof sent === 'object' && sent !== null && !Array.isArray(sent) ? (sent as Record<string, unknown>) : undefined;
-          if (r.type === 'rate_limit_status') {
-            expect(obj?.type).toBe('rate_limit_check');
-            expect(r.phoneNumber).toBe(obj?.phoneNumber);
-            expect(r.resetTime as number % MINUTE_MS).toBe(0);
-            if (r.allowed === false) expect(r.reason).toMatch(/^[A-Z].* /);
-            else expect(r.reason).toBeUndefined();
-          } else {
-            expect(r.type).toBe('error');
-            expect(['invalid_json', 'invalid_message', 'unknown_type', 'forbidden']).toContain(r.code);
-            // A well-formed check is always answered with a status the page can show.
-            if (obj?.type === 'rate_limit_check' && typeof obj.phoneNumber === 'string' && !('id' in obj) && !('ip' in obj)) expect.unreachable(JSON.stringify(r));
-            if (obj?.type === 'rate_limit_consume' && r.code !== 'forbidden') expect(r.code).toBe('invalid_message');
-          }
-        }
-      }),
+        },
+      ),
       { numRuns: 60 },
     );
     expect(c.isOpen).toBe(true);

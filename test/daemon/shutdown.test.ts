@@ -84,12 +84,17 @@ async function lockRows(numbers: string[]): Promise<pg.Client> {
 }
 
 async function lockWaiters(observer: pg.Client): Promise<number> {
-  const { rows } = await observer.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
+  const { rows } = await observer.query<{ n: number }>(
+    "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+  );
   return rows[0]!.n;
 }
 
 async function storedCalls(observer: pg.Client, numbers: string[]): Promise<Map<string, number>> {
-  const { rows } = await observer.query<{ phone_hash: string; n: number }>('SELECT phone_hash, cardinality(calls) AS n FROM phone_rate_limits WHERE phone_hash = ANY($1)', [numbers.map(hashOf)]);
+  const { rows } = await observer.query<{ phone_hash: string; n: number }>(
+    'SELECT phone_hash, cardinality(calls) AS n FROM phone_rate_limits WHERE phone_hash = ANY($1)',
+    [numbers.map(hashOf)],
+  );
   const byHash = new Map(rows.map((r) => [r.phone_hash, r.n]));
   return new Map(numbers.map((n) => [n, byHash.get(hashOf(n)) ?? 0]));
 }
@@ -240,7 +245,10 @@ describe('shutdown while the database is down', () => {
     await chmod(dir, 0o711);
     const server = await startEmbeddedPostgres({ dataDir: path.join(dir, 'pg'), fsync: false });
     try {
-      const d = await startDaemon({ databaseUrl: server.url, env: { RATELIMIT_DB_TIMEOUT: '1s', RATELIMIT_SHUTDOWN_TIMEOUT: '3s', RATELIMIT_DATA_DIR: path.join(dir, 'data') } });
+      const d = await startDaemon({
+        databaseUrl: server.url,
+        env: { RATELIMIT_DB_TIMEOUT: '1s', RATELIMIT_SHUTDOWN_TIMEOUT: '3s', RATELIMIT_DATA_DIR: path.join(dir, 'data') },
+      });
       daemons.push(d);
       const r1 = await postJson(d.url, '/v1/consume', { phoneNumber: freshNumber() });
       expect(r1.status).toBe(200);
@@ -250,7 +258,9 @@ describe('shutdown while the database is down', () => {
       expect(r2.json).toMatchObject({ source: 'memory' });
       const exit = await d.stop('SIGTERM');
       expect(exit).toStrictEqual({ code: 0, signal: null });
-      expect(d.logs.some((l) => typeof l.msg === 'string' && l.msg.startsWith('database unreachable at exit') && (l as { spooled?: number }).spooled === 1)).toBe(true);
+      expect(
+        d.logs.some((l) => typeof l.msg === 'string' && l.msg.startsWith('database unreachable at exit') && (l as { spooled?: number }).spooled === 1),
+      ).toBe(true);
       expect(crashSigns(d)).toEqual([]);
     } finally {
       await server.stop();

@@ -82,7 +82,8 @@ async function writeRows(rows: Row[], specs: RowSpec[]): Promise<void> {
     // Backwards: first somewhere recent, then the real (possibly much older) activity.
     if (path === 'update-backwards') await set(Date.now(), null);
     // Forwards: first a day older, then the real activity.
-    if (path === 'update-forwards') await set(r.lastCallAt === null ? null : r.lastCallAt - 24 * HOUR, r.lastDeniedAt === null ? null : r.lastDeniedAt - 24 * HOUR);
+    if (path === 'update-forwards')
+      await set(r.lastCallAt === null ? null : r.lastCallAt - 24 * HOUR, r.lastDeniedAt === null ? null : r.lastDeniedAt - 24 * HOUR);
     await set(r.lastCallAt, r.lastDeniedAt);
   }
 }
@@ -109,7 +110,10 @@ describe('stats and top through the active-number set', () => {
   it('equal a brute-force recount of every row, after pruning, for any window', async () => {
     const policies = [
       makeLogPolicy([{ id: 'a', limit: 2, windowMs: HOUR }]),
-      makeLogPolicy([{ id: 'a', limit: 2, windowMs: 10 * MINUTE }, { id: 'b', limit: 4, windowMs: 6 * HOUR }]),
+      makeLogPolicy([
+        { id: 'a', limit: 2, windowMs: 10 * MINUTE },
+        { id: 'b', limit: 4, windowMs: 6 * HOUR },
+      ]),
     ];
     await fc.assert(
       fc.asyncProperty(fc.array(rowSpec, { minLength: 1, maxLength: 40 }), fc.constantFrom(...policies), async (specs, policy) => {
@@ -131,7 +135,10 @@ describe('stats and top through the active-number set', () => {
         // Every window top may use, through the set and (beyond its retention) the whole table.
         for (const windowMs of [MINUTE, 10 * MINUTE, HOUR, 6 * HOUR, ACTIVE_MAX_WINDOW_MS, 30 * HOUR]) {
           const hot = await hottestNumbers(db.pool, windowMs, 1_000, 'recent');
-          const want = rows.filter((r) => activity(r) > hot.nowMs - windowMs).map((r) => r.hash).sort();
+          const want = rows
+            .filter((r) => activity(r) > hot.nowMs - windowMs)
+            .map((r) => r.hash)
+            .sort();
           expect(hot.rows.map((r) => r.hash).sort()).toEqual(want);
         }
       }),
@@ -144,8 +151,13 @@ describe('stats and top through the active-number set', () => {
     const nowEpoch = Math.floor(Date.now() / ACTIVE_EPOCH_MS);
     const keptFrom = Math.floor((Date.now() - ACTIVE_RETENTION_MS) / ACTIVE_EPOCH_MS);
     // 45k old entries (more than two slices) and one per recent epoch.
-    await db.pool.query(`INSERT INTO rate_limit_active (epoch, phone_hash) SELECT $1::bigint - (g % 50), 'old' || g FROM generate_series(1, 45000) AS g`, [keptFrom - 1]);
-    await db.pool.query(`INSERT INTO rate_limit_active (epoch, phone_hash) SELECT e, 'recent' FROM generate_series($1::bigint, $2::bigint) AS e`, [keptFrom, nowEpoch]);
+    await db.pool.query(`INSERT INTO rate_limit_active (epoch, phone_hash) SELECT $1::bigint - (g % 50), 'old' || g FROM generate_series(1, 45000) AS g`, [
+      keptFrom - 1,
+    ]);
+    await db.pool.query(`INSERT INTO rate_limit_active (epoch, phone_hash) SELECT e, 'recent' FROM generate_series($1::bigint, $2::bigint) AS e`, [
+      keptFrom,
+      nowEpoch,
+    ]);
     expect(await pruneActiveNumbers(db.pool)).toBe(45_000);
     const { rows } = await db.pool.query<{ n: number; min: number }>(`SELECT count(*)::int AS n, min(epoch)::float8 AS min FROM rate_limit_active`);
     expect(rows[0]).toEqual({ n: nowEpoch - keptFrom + 1, min: keptFrom });

@@ -64,22 +64,26 @@ describe('decisions through ratelimit_decide, number rules only', () => {
       { id: 'long', limit: 5, windowMs: 10_000 },
     ]);
     await fc.assert(
-      fc.asyncProperty(fc.array(fc.array(fc.integer({ min: 0, max: 2 }), { minLength: 1, maxLength: 12 }), { minLength: 1, maxLength: 6 }), fc.integer({ min: 0, max: 60 }), async (batches, pauseMs) => {
-        const keys = [freshNumber().req, freshNumber().req, freshNumber().req];
-        const logs = new Map<string, number[]>();
-        for (const batch of batches) {
-          const reqs = batch.map((k) => keys[k]!);
-          const out = await seedConsumes(pool, reqs, policy);
-          reqs.forEach((r, i) => {
-            const o = out[i]!;
-            const expected = consumeLog(logs.get(r.hash) ?? [], o.atMs, policy);
-            expect(o.allowed).toBe(expected.decision.allowed);
-            expect(o.log).toEqual(expected.log);
-            logs.set(r.hash, o.log);
-          });
-          if (pauseMs) await new Promise((res) => setTimeout(res, pauseMs));
-        }
-      }),
+      fc.asyncProperty(
+        fc.array(fc.array(fc.integer({ min: 0, max: 2 }), { minLength: 1, maxLength: 12 }), { minLength: 1, maxLength: 6 }),
+        fc.integer({ min: 0, max: 60 }),
+        async (batches, pauseMs) => {
+          const keys = [freshNumber().req, freshNumber().req, freshNumber().req];
+          const logs = new Map<string, number[]>();
+          for (const batch of batches) {
+            const reqs = batch.map((k) => keys[k]!);
+            const out = await seedConsumes(pool, reqs, policy);
+            reqs.forEach((r, i) => {
+              const o = out[i]!;
+              const expected = consumeLog(logs.get(r.hash) ?? [], o.atMs, policy);
+              expect(o.allowed).toBe(expected.decision.allowed);
+              expect(o.log).toEqual(expected.log);
+              logs.set(r.hash, o.log);
+            });
+            if (pauseMs) await new Promise((res) => setTimeout(res, pauseMs));
+          }
+        },
+      ),
       { numRuns: 25 },
     );
   });
@@ -93,7 +97,11 @@ describe('decisions through ratelimit_decide, number rules only', () => {
       Array.from({ length: 400 }, (_, i) => {
         // Mixed shapes: lone requests and batches carrying the same number several times.
         const n = (i % 5) + 1;
-        return seedConsumes(pools[i % pools.length]!, Array.from({ length: n }, () => req), policy);
+        return seedConsumes(
+          pools[i % pools.length]!,
+          Array.from({ length: n }, () => req),
+          policy,
+        );
       }),
     );
     const allowed = results.flat().filter((o) => o.allowed).length;
@@ -134,10 +142,14 @@ describe('decisions through ratelimit_decide, number rules only', () => {
     const allowedAt: number[] = [];
     const deadline = Date.now() + 2_500;
     let seed = 42;
-    const rand = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+    const rand = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
     const worker = async (p: Pool) => {
       while (Date.now() < deadline) {
-        const out = await seedConsumes(p, Array.from({ length: 1 + Math.floor(rand() * 3) }, () => req), policy);
+        const out = await seedConsumes(
+          p,
+          Array.from({ length: 1 + Math.floor(rand() * 3) }, () => req),
+          policy,
+        );
         for (const o of out) if (o.allowed) allowedAt.push(o.atMs);
         await new Promise((r) => setTimeout(r, rand() * 40));
       }

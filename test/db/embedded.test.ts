@@ -161,9 +161,9 @@ describe('startEmbeddedPostgres', () => {
 
   it('reports the server log when postgres cannot start', async () => {
     const dir = path.join(root, 'bad-config', 'pg');
-    await expect(
-      startEmbeddedPostgres({ dataDir: dir, fsync: false, extraConfig: { shared_buffers: 'not-a-size' } }),
-    ).rejects.toThrow(/failed to start[\s\S]*shared_buffers/);
+    await expect(startEmbeddedPostgres({ dataDir: dir, fsync: false, extraConfig: { shared_buffers: 'not-a-size' } })).rejects.toThrow(
+      /failed to start[\s\S]*shared_buffers/,
+    );
     await expect(fs.access(path.join(dir, 'postmaster.pid'))).rejects.toThrow();
   });
 
@@ -171,9 +171,7 @@ describe('startEmbeddedPostgres', () => {
     const locked = path.join(root, 'locked');
     await fs.mkdir(locked, { mode: 0o700 });
     await fs.chmod(locked, 0o700);
-    await expect(startEmbeddedPostgres({ dataDir: path.join(locked, 'state', 'pg'), fsync: false })).rejects.toThrow(
-      `chmod o+x ${locked}`,
-    );
+    await expect(startEmbeddedPostgres({ dataDir: path.join(locked, 'state', 'pg'), fsync: false })).rejects.toThrow(`chmod o+x ${locked}`);
     // Diagnosed, not "fixed": directories the operator made keep their mode.
     expect((await fs.stat(locked)).mode & 0o777).toBe(0o700);
   });

@@ -148,7 +148,11 @@ describe('loadTopFrame', () => {
 
     const fallback = defaultPolicy({ phoneMax: 2, phoneWindowMs: 3_600_000, ipMax: 100, ipWindowMs: 60_000 });
     const frame = await loadTopFrame(pool, fallback, 'denials');
-    expect(frame.instances.map((i) => [i.instanceId, i.state])).toEqual([['c', 'down'], ['a', 'up'], ['b', 'up']]);
+    expect(frame.instances.map((i) => [i.instanceId, i.state])).toEqual([
+      ['c', 'down'],
+      ['a', 'up'],
+      ['b', 'up'],
+    ]);
     expect(frame.totals).toMatchObject({ up: 2, down: 1, stopped: 0, connections: 7, allowedPerS: 5, deniedPerS: 1 });
     // Aligned on the newest sample: [1, 1+2, 5+2].
     expect(frame.series).toEqual({ allowed: [1, 3, 7], denied: [0, 0, 2] });
@@ -170,8 +174,18 @@ describe('startHeartbeat against PostgreSQL', () => {
     const hb = startHeartbeat({ pool, intervalMs: 60_000, identity, snapshot, onError: (e) => errors.push(e) });
     await vi.waitFor(async () => expect((await readFleet(pool)).instances).toHaveLength(1), { timeout: 10_000, interval: 50 });
     expect((await readFleet(pool)).instances[0]).toMatchObject({
-      instanceId: 'hb-1', host: 'box', flyRegion: 'ams', version: '9.9.9', pid: 1234, intervalMs: 60_000,
-      connections: 2, allowedTotal: 5, deniedTotal: 1, fallback: true, dbLatencyMs: expect.closeTo(0.7, 5) as number, state: 'up',
+      instanceId: 'hb-1',
+      host: 'box',
+      flyRegion: 'ams',
+      version: '9.9.9',
+      pid: 1234,
+      intervalMs: 60_000,
+      connections: 2,
+      allowedTotal: 5,
+      deniedTotal: 1,
+      fallback: true,
+      dbLatencyMs: expect.closeTo(0.7, 5) as number,
+      state: 'up',
     });
     await Promise.all([hb.stop(), hb.stop()]);
     await hb.stop();
@@ -218,10 +232,20 @@ describe('startHeartbeat sampling (fake clock, recording pool)', () => {
     identity.startedAt = new Date();
     const { pool: fake, beats } = recordingPool();
     const counters = { allowedTotal: 0, deniedTotal: 0 };
-    const hb = startHeartbeat({ pool: fake, intervalMs: 2_000, identity, snapshot: () => ({ connections: 3, fallback: false, dbLatencyMs: null, ...counters }) });
+    const hb = startHeartbeat({
+      pool: fake,
+      intervalMs: 2_000,
+      identity,
+      snapshot: () => ({ connections: 3, fallback: false, dbLatencyMs: null, ...counters }),
+    });
     expect(beats()).toHaveLength(1);
     expect(beats()[0]!.values[P.allowedSeries]).toEqual([]);
-    for (const [allowed, denied] of [[10, 1], [20, 0], [0, 3], [30, 0]] as const) {
+    for (const [allowed, denied] of [
+      [10, 1],
+      [20, 0],
+      [0, 3],
+      [30, 0],
+    ] as const) {
       counters.allowedTotal += allowed;
       counters.deniedTotal += denied;
       await vi.advanceTimersByTimeAsync(1_000);
@@ -251,7 +275,12 @@ describe('startHeartbeat sampling (fake clock, recording pool)', () => {
   it('cleans stale rows at start and then at most once a minute', async () => {
     vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval', 'setTimeout', 'clearTimeout', 'performance', 'Date'] });
     const { pool: fake, queries } = recordingPool();
-    const hb = startHeartbeat({ pool: fake, intervalMs: 2_000, identity, snapshot: () => ({ connections: 0, allowedTotal: 0, deniedTotal: 0, fallback: false, dbLatencyMs: null }) });
+    const hb = startHeartbeat({
+      pool: fake,
+      intervalMs: 2_000,
+      identity,
+      snapshot: () => ({ connections: 0, allowedTotal: 0, deniedTotal: 0, fallback: false, dbLatencyMs: null }),
+    });
     await vi.advanceTimersByTimeAsync(130_000);
     await hb.stop();
     const deletes = queries.filter((q) => q.text.startsWith('DELETE FROM ratelimit_instances'));

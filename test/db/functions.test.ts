@@ -19,7 +19,10 @@ afterAll(async () => {
 async function emptyDatabase(): Promise<Pool> {
   const db = await createTestDatabase();
   const pool = createPool({ url: db.url, max: 2 });
-  cleanups.push(() => db.drop(), () => pool.end());
+  cleanups.push(
+    () => db.drop(),
+    () => pool.end(),
+  );
   return pool;
 }
 
@@ -54,7 +57,10 @@ describe('src/db/functions', () => {
 
   it('drops the old overload when a signature changes, and recreates a function whose argument names change', async () => {
     const pool = await emptyDatabase();
-    const probe = (args: string) => ({ name: 'ratelimit_probe', sql: `CREATE OR REPLACE FUNCTION ratelimit_probe(${args}) RETURNS INTEGER LANGUAGE sql AS 'SELECT 1'` });
+    const probe = (args: string) => ({
+      name: 'ratelimit_probe',
+      sql: `CREATE OR REPLACE FUNCTION ratelimit_probe(${args}) RETURNS INTEGER LANGUAGE sql AS 'SELECT 1'`,
+    });
     await migrate(pool, [], [probe('a INTEGER')]);
     expect(await ratelimitFunctions(pool)).toEqual(['ratelimit_probe(integer)']);
     await migrate(pool, [], [probe('a BIGINT')]);

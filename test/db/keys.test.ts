@@ -30,7 +30,10 @@ afterAll(async () => {
 async function freshDatabase(): Promise<{ url: string; pool: Pool }> {
   const db = await createTestDatabase();
   const pool = createPool({ url: db.url, max: 2 });
-  cleanups.push(() => db.drop(), () => pool.end());
+  cleanups.push(
+    () => db.drop(),
+    () => pool.end(),
+  );
   await migrate(pool, await allMigrations());
   return { url: db.url, pool };
 }
@@ -176,7 +179,10 @@ describe('keyStatus', () => {
 
     const during = await keyStatus(pool, { current: B, previous: A }, HOUR_MS);
     expect(during.inUse).toEqual({ current: fpB, previous: fpA });
-    expect(during.known.map((k) => [k.fingerprint, k.role])).toEqual([[fpB, 'current'], [fpA, 'previous']]);
+    expect(during.known.map((k) => [k.fingerprint, k.role])).toEqual([
+      [fpB, 'current'],
+      [fpA, 'previous'],
+    ]);
     expect(during.rotation).toMatchObject({ previous: fpA, rowsUnderPrevious: 3, activeRowsUnderPrevious: 2, canDropPrevious: false });
 
     // A window later, with no recent call under the old key, it can be dropped.
@@ -192,7 +198,10 @@ describe('keyStatus', () => {
   it('tells a database that was not migrated to run db init', async () => {
     const db = await createTestDatabase();
     const pool = createPool({ url: db.url, max: 1 });
-    cleanups.push(() => db.drop(), () => pool.end());
+    cleanups.push(
+      () => db.drop(),
+      () => pool.end(),
+    );
     await expect(verifyKey(pool, { current: A })).rejects.toThrow(/ratelimit db init/);
     await expect(keyStatus(pool, { current: A }, HOUR_MS)).rejects.toThrow(/ratelimit db init/);
   });
@@ -228,12 +237,35 @@ describe('foldKeyRows', () => {
     );
     await pool.query(`INSERT INTO rate_limit_lists (target_type, target, kind, created_by) VALUES ('number', 'old', 'block', 'test')`);
     await verifyKey(pool, { current: B, previous: A });
-    await pool.query(`INSERT INTO phone_rate_limits (phone_hash, window_start, calls, last_call_at, denied_total, denials, blocked_until) VALUES ('new', 20, '{20}', 20, 1, '{22}', 500)`);
+    await pool.query(
+      `INSERT INTO phone_rate_limits (phone_hash, window_start, calls, last_call_at, denied_total, denials, blocked_until) VALUES ('new', 20, '{20}', 20, 1, '{22}', 500)`,
+    );
 
-    expect(await foldKeyRows(pool, [{ previous: 'old', current: 'new' }, { previous: 'never-seen', current: 'other' }], fpB)).toBe(1);
-    const { rows } = await pool.query('SELECT phone_hash, calls, last_call_at, denied_total, denials, blocked_until, region, phone_masked, key_fp FROM phone_rate_limits ORDER BY phone_hash');
+    expect(
+      await foldKeyRows(
+        pool,
+        [
+          { previous: 'old', current: 'new' },
+          { previous: 'never-seen', current: 'other' },
+        ],
+        fpB,
+      ),
+    ).toBe(1);
+    const { rows } = await pool.query(
+      'SELECT phone_hash, calls, last_call_at, denied_total, denials, blocked_until, region, phone_masked, key_fp FROM phone_rate_limits ORDER BY phone_hash',
+    );
     expect(rows).toEqual([
-      { phone_hash: 'new', calls: [10, 20, 30], last_call_at: 30, denied_total: 3, denials: [22, 25], blocked_until: 900, region: 'US', phone_masked: '+1415•••••71', key_fp: fpB },
+      {
+        phone_hash: 'new',
+        calls: [10, 20, 30],
+        last_call_at: 30,
+        denied_total: 3,
+        denials: [22, 25],
+        blocked_until: 900,
+        region: 'US',
+        phone_masked: '+1415•••••71',
+        key_fp: fpB,
+      },
     ]);
     const lists = await pool.query('SELECT target, kind, key_fp FROM rate_limit_lists');
     expect(lists.rows).toEqual([{ target: 'new', kind: 'block', key_fp: fpB }]);
@@ -244,7 +276,9 @@ describe('foldKeyRows', () => {
   it('counts list entries still under the previous key in keyStatus', async () => {
     const { pool } = await freshDatabase();
     await verifyKey(pool, { current: A });
-    await pool.query(`INSERT INTO rate_limit_lists (target_type, target, kind, created_by) VALUES ('number', 'a-hash', 'block', 'test'), ('prefix', '+4470', 'block', 'test')`);
+    await pool.query(
+      `INSERT INTO rate_limit_lists (target_type, target, kind, created_by) VALUES ('number', 'a-hash', 'block', 'test'), ('prefix', '+4470', 'block', 'test')`,
+    );
     await verifyKey(pool, { current: B, previous: A });
     await pool.query(`INSERT INTO rate_limit_lists (target_type, target, kind, created_by) VALUES ('number', 'b-hash', 'allow', 'test')`);
     expect((await keyStatus(pool, { current: B, previous: A }, HOUR_MS)).rotation?.listEntriesUnderPrevious).toBe(1);

@@ -70,10 +70,15 @@ describe('lock order between ratelimit_decide and ratelimit_record_v2', () => {
       expect(rows[0]!.n).toBe(2);
       // The cycle did happen (otherwise this test proves nothing about the retry). Statistics
       // reach pg_stat_database up to a second after the fact.
-      await waitFor('the deadlock to be counted', async () => {
-        const { rows: d } = await admin.query<{ n: number }>(`SELECT deadlocks::int AS n FROM pg_stat_database WHERE datname = current_database()`);
-        return d[0]!.n >= 1 ? true : undefined;
-      }, 10_000, 100);
+      await waitFor(
+        'the deadlock to be counted',
+        async () => {
+          const { rows: d } = await admin.query<{ n: number }>(`SELECT deadlocks::int AS n FROM pg_stat_database WHERE datname = current_database()`);
+          return d[0]!.n >= 1 ? true : undefined;
+        },
+        10_000,
+        100,
+      );
     } finally {
       await Promise.all([admin.end(), holder.end().catch(() => undefined), recorder.end()]);
     }

@@ -111,7 +111,7 @@ describe('migrations', () => {
     try {
       const all = await loadMigrations();
       const bad = [...all, { id: all.length + 1, name: 'broken', sql: 'CREATE TABLE t_ok (x int); SELECT no_such_function();' }];
-      await expect(migrate(p, bad)).rejects.toThrow(new RegExp(`migration ${String(all.length + 1).padStart(3, "0")}_broken failed`));
+      await expect(migrate(p, bad)).rejects.toThrow(new RegExp(`migration ${String(all.length + 1).padStart(3, '0')}_broken failed`));
       const { rows } = await p.query<{ t: string | null }>(`SELECT to_regclass('t_ok')::text AS t`);
       expect(rows[0]!.t).toBeNull();
       expect(await schemaVersion(p)).toBe(all.at(-1)!.id);

@@ -12,7 +12,18 @@ let seq = 0;
 
 function event(over: Partial<OutcomeEvent> = {}): OutcomeEvent {
   seq++;
-  return { decisionId: `d${seq}`, hash: 'a'.repeat(64), region: 'US', range: '+14155552', decidedAtMs: NOW - 60_000, outcome: 'answered', durationMs: 42_000, source: 'http', atMs: NOW, ...over };
+  return {
+    decisionId: `d${seq}`,
+    hash: 'a'.repeat(64),
+    region: 'US',
+    range: '+14155552',
+    decidedAtMs: NOW - 60_000,
+    outcome: 'answered',
+    durationMs: 42_000,
+    source: 'http',
+    atMs: NOW,
+    ...over,
+  };
 }
 
 describe('outcomes in the database', () => {
@@ -51,7 +62,9 @@ describe('outcomes in the database', () => {
     // The policy's own horizon is shorter; the id horizon decides.
     const result = await pruneOnce(db.pool, { horizonMs: 3_600_000, auditRetentionMs: 90 * 86_400_000, nowMs: NOW, pauseMs: 0, wait: true });
     expect(result.counts.rate_limit_outcomes).toBeGreaterThanOrEqual(1);
-    const { rows } = await db.pool.query<{ decision_id: string }>('SELECT decision_id FROM rate_limit_outcomes WHERE decision_id = ANY($1)', [[old.decisionId, young.decisionId]]);
+    const { rows } = await db.pool.query<{ decision_id: string }>('SELECT decision_id FROM rate_limit_outcomes WHERE decision_id = ANY($1)', [
+      [old.decisionId, young.decisionId],
+    ]);
     expect(rows.map((r) => r.decision_id)).toEqual([young.decisionId]);
   });
 });

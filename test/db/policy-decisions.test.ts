@@ -11,7 +11,16 @@ import { evaluateStates } from '../../src/core/policy/log.js';
 import { ruleStates, stateLookup, summarizeLog } from '../../src/core/policy/log-summary.js';
 import { bucketCalls, EMPTY_BUCKETS } from '../../src/core/policy/aggregate.js';
 import { applicableCounters, counterMapKey } from '../../src/core/policy/counters.js';
-import { decideCheck, decideCheckFromSnapshot, decideConsume, decisionPolicy, EMPTY_NUMBER, type DecideResult, type DecideState, type NumberState } from '../../src/core/policy/decide.js';
+import {
+  decideCheck,
+  decideCheckFromSnapshot,
+  decideConsume,
+  decisionPolicy,
+  EMPTY_NUMBER,
+  type DecideResult,
+  type DecideState,
+  type NumberState,
+} from '../../src/core/policy/decide.js';
 import type { Buckets, LimitRule, Policy } from '../../src/core/policy/types.js';
 import { createTestDatabase } from '../helpers/db.js';
 import { policy as makeFullPolicy, rule } from '../helpers/policy.js';
@@ -121,7 +130,9 @@ async function compare(p: Policy, batches: { reqs: Req[]; advanceMs: number }[],
     });
     // The stored logs are the model's, call for call.
     const hashes = [...new Set(reqs.map((r) => r.hash))];
-    const stored = await via.query<{ phone_hash: string; calls: number[] }>('SELECT phone_hash, calls FROM phone_rate_limits WHERE phone_hash = ANY($1)', [hashes]);
+    const stored = await via.query<{ phone_hash: string; calls: number[] }>('SELECT phone_hash, calls FROM phone_rate_limits WHERE phone_hash = ANY($1)', [
+      hashes,
+    ]);
     expect(new Map(stored.rows.map((r) => [r.phone_hash, r.calls]))).toEqual(new Map(hashes.map((h) => [h, model.numbers.get(h)!.log])));
     // A check read from the database's snapshot (no logs) is the model's check, and the summary its log's.
     const counters = [...new Map(reqs.flatMap((r) => r.counters).map((c) => [counterMapKey(c.rule.id, c.key), c])).values()];
@@ -145,7 +156,7 @@ async function compare(p: Policy, batches: { reqs: Req[]; advanceMs: number }[],
   return results;
 }
 
-const logRule = (r: LimitRule) => (r);
+const logRule = (r: LimitRule) => r;
 
 const windowArb = fc.integer({ min: 5, max: 50 }).map((x) => x * 10);
 const rulesArb = (group: 'number' | 'prefix' | 'country' | 'global', min: number, max: number, limit: fc.Arbitrary<number>, region?: string) =>
@@ -180,7 +191,10 @@ const policyArb = fc
 
 const batchesArb = fc.array(
   fc.record({
-    reqs: fc.array(fc.record({ n: fc.integer({ min: 0, max: NUMBERS.length - 1 }), allowlisted: fc.integer({ min: 0, max: 19 }).map((x) => x < 3) }), { minLength: 1, maxLength: 8 }),
+    reqs: fc.array(fc.record({ n: fc.integer({ min: 0, max: NUMBERS.length - 1 }), allowlisted: fc.integer({ min: 0, max: 19 }).map((x) => x < 3) }), {
+      minLength: 1,
+      maxLength: 8,
+    }),
     // Multiples of 10 ms, like the windows, so decisions land exactly on window and block edges.
     advanceMs: fc.integer({ min: 0, max: 30 }).map((x) => x * 10),
   }),
@@ -233,7 +247,16 @@ describe('ratelimit_decide equals decideConsume', () => {
   it('without number rules: allowed calls still land in the log (the latest one)', async () => {
     const tag = '#nonum';
     const p = makeFullPolicy({ global: [rule('global', 2, 1000, false, tag)] });
-    const results = await compare(p, [{ reqs: [{ n: 0, allowlisted: false }, { n: 0, allowlisted: false }, { n: 1, allowlisted: false }], advanceMs: 1 }]);
+    const results = await compare(p, [
+      {
+        reqs: [
+          { n: 0, allowlisted: false },
+          { n: 0, allowlisted: false },
+          { n: 1, allowlisted: false },
+        ],
+        advanceMs: 1,
+      },
+    ]);
     expect(results.map((r) => r.allowed)).toEqual([true, true, false]);
     expect(results.map((r) => r.number)).toEqual([null, null, null]);
   });
@@ -241,9 +264,22 @@ describe('ratelimit_decide equals decideConsume', () => {
   it('refuses mismatched argument arrays rather than guessing', async () => {
     const call = (entries: { req: number[]; counter: number[] }, counters: { rule: string[]; key: string[] }, maxes = [2]) =>
       pool.query('SELECT * FROM ratelimit_decide($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, 0, $9, $10, $11, $12, $13, $14, $15, $16)', [
-        ['a', 'b'], ['US', 'US'], ['x', 'y'], [false, false], ['number:1h'], maxes, [1000], [false],
-        entries.req, entries.counter, counters.rule, counters.key,
-        counters.rule.map(() => 5), counters.rule.map(() => 1000), counters.rule.map(() => 1), counters.rule.map(() => false),
+        ['a', 'b'],
+        ['US', 'US'],
+        ['x', 'y'],
+        [false, false],
+        ['number:1h'],
+        maxes,
+        [1000],
+        [false],
+        entries.req,
+        entries.counter,
+        counters.rule,
+        counters.key,
+        counters.rule.map(() => 5),
+        counters.rule.map(() => 1000),
+        counters.rule.map(() => 1),
+        counters.rule.map(() => false),
       ]);
     const one = { rule: ['global:1h'], key: ['*'] };
     await expect(call({ req: [3], counter: [1] }, one)).rejects.toThrow(/not in the batch/);
@@ -258,10 +294,17 @@ describe('ratelimit_decide equals decideConsume', () => {
 
 describe('decideConsume against a brute-force oracle (pure)', () => {
   it('never admits more than a limit in any rolling window, denies early by less than a bucket, spends nothing on a denial', () => {
-    const seqArb = fc.array(fc.record({ n: fc.integer({ min: 0, max: NUMBERS.length - 1 }), allowlisted: fc.integer({ min: 0, max: 19 }).map((x) => x < 2), advanceMs: fc.integer({ min: 0, max: 120 }) }), {
-      minLength: 1,
-      maxLength: 200,
-    });
+    const seqArb = fc.array(
+      fc.record({
+        n: fc.integer({ min: 0, max: NUMBERS.length - 1 }),
+        allowlisted: fc.integer({ min: 0, max: 19 }).map((x) => x < 2),
+        advanceMs: fc.integer({ min: 0, max: 120 }),
+      }),
+      {
+        minLength: 1,
+        maxLength: 200,
+      },
+    );
     const bigArb = fc.option(fc.integer({ min: 51, max: 160 }), { nil: undefined });
     fc.assert(
       fc.property(policyArb, seqArb, bigArb, (mkPolicy, seq, big) => {
@@ -376,8 +419,14 @@ describe('block_after counts number-rule denials only', () => {
       { reqs: reqs(2), advanceMs: 10 },
     ]);
     expect(results.map((r) => r.reason)).toEqual([
-      null, null, 'global_rate_limit_exceeded', 'global_rate_limit_exceeded', 'global_rate_limit_exceeded',
-      null, 'phone_rate_limit_exceeded', 'phone_rate_limit_exceeded',
+      null,
+      null,
+      'global_rate_limit_exceeded',
+      'global_rate_limit_exceeded',
+      'global_rate_limit_exceeded',
+      null,
+      'phone_rate_limit_exceeded',
+      'phone_rate_limit_exceeded',
     ]);
     expect(results.map((r) => r.blockedUntil !== null)).toEqual([false, false, false, false, false, false, false, true]);
   });
@@ -590,7 +639,9 @@ describe('migration 006', () => {
         [req.hash, req.region, req.masked, [t - 2_000, t - 1_000], t - 2_000, t - 1_000, t - 500],
       );
       await migrate(p);
-      const { rows } = await p.query('SELECT cardinality(calls) AS n, blocked_until, denials, denied_total FROM phone_rate_limits WHERE phone_hash = $1', [req.hash]);
+      const { rows } = await p.query('SELECT cardinality(calls) AS n, blocked_until, denials, denied_total FROM phone_rate_limits WHERE phone_hash = $1', [
+        req.hash,
+      ]);
       expect(rows[0]).toEqual({ n: 2, blocked_until: null, denials: [], denied_total: 1 });
       // ratelimit_decide sees the old rows' calls.
       const dp = decisionPolicy(makeFullPolicy({ number: [rule('number', 2, 3_600_000)] }));

@@ -63,7 +63,15 @@ describe('lists', () => {
     await setListEntry(pool, { targetType: 'number', target: 'hash-1', kind: 'block', masked: '+1415•••••71', forMs: undefined, by: 'ops', reason: 'abuse' });
     await setListEntry(pool, { targetType: 'prefix', target: '+4470', kind: 'block', masked: '+4470', forMs: 60_000, by: 'ops', reason: null });
     await setListEntry(pool, { targetType: 'number', target: 'hash-2', kind: 'allow', masked: '+1415•••••72', forMs: 1, by: 'ops', reason: 'vip' });
-    const replaced = await setListEntry(pool, { targetType: 'number', target: 'hash-1', kind: 'allow', masked: '+1415•••••71', forMs: undefined, by: 'ops2', reason: 'cleared' });
+    const replaced = await setListEntry(pool, {
+      targetType: 'number',
+      target: 'hash-1',
+      kind: 'allow',
+      masked: '+1415•••••71',
+      forMs: undefined,
+      by: 'ops2',
+      reason: 'cleared',
+    });
     expect(replaced.replaced?.kind).toBe('block');
     await new Promise((r) => setTimeout(r, 20));
 

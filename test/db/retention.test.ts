@@ -61,10 +61,13 @@ async function insertNumber(r: NumberRow): Promise<void> {
 }
 
 async function insertCounter(c: CounterRow): Promise<void> {
-  await db.pool.query(
-    'INSERT INTO rate_limit_counters (rule_id, key, bucket_ts, bucket_n, last_at) VALUES ($1, $2, $3::BIGINT[], $4::INTEGER[], $5)',
-    [c.rule, c.key, `{${c.ts.join(',')}}`, `{${c.ts.map(() => 1).join(',')}}`, c.ts.at(-1) ?? null],
-  );
+  await db.pool.query('INSERT INTO rate_limit_counters (rule_id, key, bucket_ts, bucket_n, last_at) VALUES ($1, $2, $3::BIGINT[], $4::INTEGER[], $5)', [
+    c.rule,
+    c.key,
+    `{${c.ts.join(',')}}`,
+    `{${c.ts.map(() => 1).join(',')}}`,
+    c.ts.at(-1) ?? null,
+  ]);
 }
 
 const column = async (sql: string): Promise<string[]> => (await db.pool.query<{ v: string }>(sql)).rows.map((r) => r.v).sort();
@@ -94,10 +97,7 @@ function counterMatters(ts: number[]): boolean {
 }
 
 // Ages around every boundary that matters (the horizon, block_after's `within`, now), and anywhere.
-const age = fc.oneof(
-  fc.constantFrom(H + 1, H, H - 1, HOUR + 1, HOUR, HOUR - 1, 1, 0, -1),
-  fc.integer({ min: -HOUR, max: 3 * H }),
-);
+const age = fc.oneof(fc.constantFrom(H + 1, H, H - 1, HOUR + 1, HOUR, HOUR - 1, 1, 0, -1), fc.integer({ min: -HOUR, max: 3 * H }));
 const times = (max: number) => fc.array(age, { maxLength: max }).map((ages) => ages.map((a) => NOW - a).sort((x, y) => x - y));
 const numberArb = fc.record({
   calls: times(5),
@@ -221,7 +221,10 @@ describe('retention', () => {
         await new Promise((r) => setTimeout(r, 5));
       }
       const b = await pruneOnce(poolB, opts);
-      expect(b).toEqual({ ran: false, counts: { phone_rate_limits: 0, rate_limit_counters: 0, rate_limit_resets: 0, rate_limit_audit: 0, rate_limit_outcomes: 0 } });
+      expect(b).toEqual({
+        ran: false,
+        counts: { phone_rate_limits: 0, rate_limit_counters: 0, rate_limit_resets: 0, rate_limit_audit: 0, rate_limit_outcomes: 0 },
+      });
       expect((await a).counts.phone_rate_limits).toBe(40);
 
       // Started together: whichever order they run in, every row is counted once.
@@ -253,8 +256,11 @@ describe('retention', () => {
     const bin = join(import.meta.dirname, '..', '..', 'bin', 'ratelimit.js');
     const run = (args: string[]) =>
       new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
-        execFile(process.execPath, [bin, ...args], { env: { PATH: process.env.PATH, HOME: process.env.HOME, DATABASE_URL: db.url }, timeout: 60_000 }, (err, stdout, stderr) =>
-          resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
+        execFile(
+          process.execPath,
+          [bin, ...args],
+          { env: { PATH: process.env.PATH, HOME: process.env.HOME, DATABASE_URL: db.url }, timeout: 60_000 },
+          (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
         ),
       );
     const json = await run(['db', 'prune', '--json']);

@@ -21,8 +21,14 @@ afterEach(async () => {
 async function olderDatabase(): Promise<Pool> {
   const db = await createTestDatabase();
   const pool = createPool({ url: db.url, max: 2 });
-  cleanups.push(() => db.drop(), () => pool.end());
-  await migrate(pool, (await loadMigrations()).filter((m) => m.id < 15));
+  cleanups.push(
+    () => db.drop(),
+    () => pool.end(),
+  );
+  await migrate(
+    pool,
+    (await loadMigrations()).filter((m) => m.id < 15),
+  );
   return pool;
 }
 
@@ -42,9 +48,7 @@ async function seed(pool: Pool, policyYaml: string): Promise<void> {
        ('ops', 'policy_apply', 'policy:1', '{"version": 1}')`,
   );
   await pool.query(`INSERT INTO rate_limit_policies (yaml, applied_by) VALUES ($1, 'ops')`, [policyYaml]);
-  await pool.query(
-    `INSERT INTO rate_limit_counters (rule_id, key) VALUES ('prefix:1h', '+1415555267'), ('country:1h', 'US'), ('global:1d', '*')`,
-  );
+  await pool.query(`INSERT INTO rate_limit_counters (rule_id, key) VALUES ('prefix:1h', '+1415555267'), ('country:1h', 'US'), ('global:1d', '*')`);
 }
 
 describe('migration 015', () => {
@@ -53,10 +57,15 @@ describe('migration 015', () => {
     await seed(pool, 'prefix:\n  digits: 1\n  limits: [{limit: 4, window: 1h}]\n');
     await migrate(pool);
 
-    const rows = await pool.query<{ phone_hash: string; phone_masked: string | null }>('SELECT phone_hash, phone_masked FROM phone_rate_limits ORDER BY phone_hash');
+    const rows = await pool.query<{ phone_hash: string; phone_masked: string | null }>(
+      'SELECT phone_hash, phone_masked FROM phone_rate_limits ORDER BY phone_hash',
+    );
     expect(rows.rows.map((r) => r.phone_masked)).toEqual(['+1415•••••••', '+4479••••••••', '+86138•••••••••', null, '+14155552•••']);
     const lists = await pool.query<{ target: string; masked: string }>('SELECT target, masked FROM rate_limit_lists ORDER BY target_type');
-    expect(lists.rows).toEqual([{ target: 'h1', masked: '+1415•••••••' }, { target: '+4470', masked: '+4470' }]);
+    expect(lists.rows).toEqual([
+      { target: 'h1', masked: '+1415•••••••' },
+      { target: '+4470', masked: '+4470' },
+    ]);
     const audit = await pool.query<{ detail: Record<string, unknown> }>('SELECT detail FROM rate_limit_audit ORDER BY id');
     expect(audit.rows.map((r) => r.detail)).toEqual([{ masked: '+1415•••••••', reason: 'fraud' }, { masked: '+4470', reason: null }, { version: 1 }]);
     const counters = await pool.query<{ rule_id: string }>('SELECT rule_id FROM rate_limit_counters ORDER BY rule_id');
@@ -86,12 +95,16 @@ describe('a stored policy with prefix digits below 3', () => {
   it('is enforced with ranges of 1,000 numbers, and the change is said', async () => {
     const pool = await olderDatabase();
     await migrate(pool);
-    await pool.query(`INSERT INTO rate_limit_policies (yaml, applied_by) VALUES ($1, 'an older release')`, ['prefix:\n  digits: 2\n  limits: [{limit: 4, window: 1h}]\n']);
+    await pool.query(`INSERT INTO rate_limit_policies (yaml, applied_by) VALUES ($1, 'an older release')`, [
+      'prefix:\n  digits: 2\n  limits: [{limit: 4, window: 1h}]\n',
+    ]);
     const fallback = defaultPolicy({ phoneMax: 2, phoneWindowMs: 3_600_000, ipMax: 1, ipWindowMs: 1_000 });
     const effective = await readEffectivePolicy(pool, fallback);
     expect(effective.source).toBe('database');
     expect(effective.policy.prefix?.digits).toBe(3);
-    expect(effective.adjustments).toEqual([expect.stringMatching(/^policy version 1: prefix\.digits 2 is enforced as 3 \(a range must hold at least 1,000 numbers/)]);
+    expect(effective.adjustments).toEqual([
+      expect.stringMatching(/^policy version 1: prefix\.digits 2 is enforced as 3 \(a range must hold at least 1,000 numbers/),
+    ]);
     expect(applicableCounters(effective.policy, '+14155552671', 'US').map((c) => c.key)).toEqual(['+14155552']);
   });
 });
@@ -100,8 +113,12 @@ describe('a daemon reading what an older release stored', () => {
   it('says it enforces a narrow prefix policy with 3 digits, and that narrow list prefixes exist, without naming them', async () => {
     const pool = await olderDatabase();
     await migrate(pool);
-    await pool.query(`INSERT INTO rate_limit_policies (yaml, applied_by) VALUES ($1, 'an older release')`, ['prefix:\n  digits: 1\n  limits: [{limit: 4, window: 1h}]\n']);
-    await pool.query(`INSERT INTO rate_limit_lists (target_type, target, kind, masked, created_by) VALUES ('prefix', '+4420794601', 'block', '+4420794601', 'ops'), ('prefix', '+4470', 'block', '+4470', 'ops')`);
+    await pool.query(`INSERT INTO rate_limit_policies (yaml, applied_by) VALUES ($1, 'an older release')`, [
+      'prefix:\n  digits: 1\n  limits: [{limit: 4, window: 1h}]\n',
+    ]);
+    await pool.query(
+      `INSERT INTO rate_limit_lists (target_type, target, kind, masked, created_by) VALUES ('prefix', '+4420794601', 'block', '+4420794601', 'ops'), ('prefix', '+4470', 'block', '+4470', 'ops')`,
+    );
     await pool.query(`UPDATE rate_limit_changes SET version = version + 1`);
     const lines: Array<Record<string, unknown>> = [];
     const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });

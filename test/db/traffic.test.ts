@@ -15,10 +15,13 @@ const db = migratedTestDatabase({ max: 4 });
 let seq = 0;
 async function number(region: string, masked: string, agoMs: number[], nowMs: number): Promise<void> {
   const calls = agoMs.map((a) => nowMs - a).sort((a, b) => a - b);
-  await db.pool.query(
-    `INSERT INTO phone_rate_limits (phone_hash, window_start, region, phone_masked, calls, last_call_at) VALUES ($1, 0, $2, $3, $4, $5)`,
-    [`t${seq++}`, region, masked, calls, calls.at(-1)],
-  );
+  await db.pool.query(`INSERT INTO phone_rate_limits (phone_hash, window_start, region, phone_masked, calls, last_call_at) VALUES ($1, 0, $2, $3, $4, $5)`, [
+    `t${seq++}`,
+    region,
+    masked,
+    calls,
+    calls.at(-1),
+  ]);
 }
 
 describe('traffic by country and range', () => {
@@ -69,7 +72,13 @@ describe('traffic by country and range', () => {
 describe('RATELIMIT_PRICES', () => {
   it('parses a table and reports every problem at once', () => {
     const problems: string[] = [];
-    expect(parsePrices('unit=call,currency=EUR,default=0.2,GB=0.04', problems)).toMatchObject({ unit: 'call', currency: 'EUR', defaultPrice: 0.2, countries: { GB: 0.04 }, isDefault: false });
+    expect(parsePrices('unit=call,currency=EUR,default=0.2,GB=0.04', problems)).toMatchObject({
+      unit: 'call',
+      currency: 'EUR',
+      defaultPrice: 0.2,
+      countries: { GB: 0.04 },
+      isDefault: false,
+    });
     expect(problems).toEqual([]);
     parsePrices('unit=fax,GB=-1,gb=1,default=x', problems);
     expect(problems).toHaveLength(4);

@@ -31,7 +31,10 @@ describe('Dockerfile', () => {
     expect(froms.length).toBeGreaterThanOrEqual(2);
     // Every stage on the same base: the global ARG (a FROM may only use ARGs declared before the first FROM).
     const args = Object.fromEntries(
-      lines.slice(0, lines.indexOf(froms[0]!)).filter((l) => /^ARG\s/.test(l)).map((l) => l.slice(4).trim().split('=') as [string, string]),
+      lines
+        .slice(0, lines.indexOf(froms[0]!))
+        .filter((l) => /^ARG\s/.test(l))
+        .map((l) => l.slice(4).trim().split('=') as [string, string]),
     );
     const images = froms.map((from) => from.split(/\s+/)[1]!.replace(/^\$\{(\w+)\}$/, (_, name: string) => args[name] ?? ''));
     expect(new Set(images).size).toBe(1);
@@ -44,7 +47,10 @@ describe('Dockerfile', () => {
     const env = lastStage.filter((l) => /^ENV\s/.test(l)).join(' ');
     const dataDir = /RATELIMIT_DATA_DIR=(\S+)/.exec(env)?.[1];
     expect(dataDir).toBe('/data');
-    const user = lastStage.filter((l) => /^USER\s/.test(l)).at(-1)!.split(/\s+/)[1];
+    const user = lastStage
+      .filter((l) => /^USER\s/.test(l))
+      .at(-1)!
+      .split(/\s+/)[1];
     expect(lastStage.join('\n')).toContain(`install -d -o ${user} -g ${user} -m 0700 ${dataDir}`);
   });
 
@@ -67,9 +73,7 @@ describe('Dockerfile', () => {
 
   it('puts `ratelimit` on PATH, pointing at the package bin', () => {
     expect(pkg.bin.ratelimit).toBe('bin/ratelimit.js');
-    expect(lastStage.join('\n')).toContain(
-      'ln -s /app/bin/ratelimit.js /usr/local/bin/ratelimit',
-    );
+    expect(lastStage.join('\n')).toContain('ln -s /app/bin/ratelimit.js /usr/local/bin/ratelimit');
   });
 
   it('runs as a non-root user', () => {
@@ -141,7 +145,16 @@ describe('docs/deploy-fly.md', () => {
   });
 
   it('says how the app authenticates, how to reach a database with TLS, and what happens to the spool', () => {
-    for (const text of ['Authorization: Bearer', '?token=', 'RATELIMIT_API_TOKENS', 'RATELIMIT_ALLOW_ANONYMOUS', 'sslmode=verify-full', '## The spool on Fly', 'forgets what it allowed', 'RATELIMIT_METRICS_PORT']) {
+    for (const text of [
+      'Authorization: Bearer',
+      '?token=',
+      'RATELIMIT_API_TOKENS',
+      'RATELIMIT_ALLOW_ANONYMOUS',
+      'sslmode=verify-full',
+      '## The spool on Fly',
+      'forgets what it allowed',
+      'RATELIMIT_METRICS_PORT',
+    ]) {
       expect(doc, `mentions ${text}`).toContain(text);
     }
     expect(doc).toContain(`${MIN_TOKEN_LENGTH} characters`);

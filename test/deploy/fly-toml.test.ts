@@ -105,12 +105,7 @@ describe('fly.toml', () => {
   it('sets production mode and Fly client-IP handling, and no secrets in [env]', () => {
     expect(env.NODE_ENV).toBe('production');
     expect(env.RATELIMIT_TRUST_PROXY).toBe('fly');
-    for (const secret of [
-      'DATABASE_URL',
-      'FLY_DATABASE_URL',
-      'PHONE_ENCRYPTION_KEY',
-      'RATELIMIT_API_TOKENS',
-    ]) {
+    for (const secret of ['DATABASE_URL', 'FLY_DATABASE_URL', 'PHONE_ENCRYPTION_KEY', 'RATELIMIT_API_TOKENS']) {
       expect(env, `${secret} belongs in fly secrets`).not.toHaveProperty(secret);
     }
   });

@@ -55,7 +55,10 @@ interface RuntimeStage {
 
 function runtimeStage(dockerfile: string): RuntimeStage {
   const lines = instructions(dockerfile);
-  const lastFrom = lines.map((l, i) => (/^FROM\s/i.test(l) ? i : -1)).filter((i) => i >= 0).at(-1)!;
+  const lastFrom = lines
+    .map((l, i) => (/^FROM\s/i.test(l) ? i : -1))
+    .filter((i) => i >= 0)
+    .at(-1)!;
   const stage: RuntimeStage = { env: {}, workdir: '/', user: 'root', copies: [], npmCi: undefined, dirs: [], cmd: [], entrypoint: [], links: [] };
   for (const line of lines.slice(lastFrom + 1)) {
     const [op, ...rest] = words(line);
@@ -195,7 +198,11 @@ beforeAll(async () => {
   await mkdir(app, { recursive: true });
   for (const [src, dest] of stage.copies) await cp(join(ROOT, src), inImage(dest), { recursive: true });
   // The stage's own dependency install, from the npm cache when it can (no scripts, as in the image).
-  await run('npm', [...(stage.npmCi ?? []), '--prefer-offline', '--no-audit', '--no-fund'], { cwd: app, timeout: 240_000, env: { ...process.env, npm_config_loglevel: 'error' } });
+  await run('npm', [...(stage.npmCi ?? []), '--prefer-offline', '--no-audit', '--no-fund'], {
+    cwd: app,
+    timeout: 240_000,
+    env: { ...process.env, npm_config_loglevel: 'error' },
+  });
   for (const d of stage.dirs) {
     await mkdir(inImage(d.path), { recursive: true });
     if (d.owner !== 'root' && user.root) await chown(inImage(d.path), user.uid, user.gid);
@@ -250,15 +257,22 @@ describe('the Dockerfile runtime stage, played without a container engine', { ti
     try {
       const port = await served.port;
       await expect
-        .poll(async () => {
-          const res = await fetch(`http://127.0.0.1:${port}/health`);
-          return { status: res.status, body: (await res.json()) as { status: string; database: string } };
-        }, { timeout: 30_000 })
+        .poll(
+          async () => {
+            const res = await fetch(`http://127.0.0.1:${port}/health`);
+            return { status: res.status, body: (await res.json()) as { status: string; database: string } };
+          },
+          { timeout: 30_000 },
+        )
         .toMatchObject({ status: 200, body: { status: 'ok', database: 'up' } });
 
       // Production: the token is required, and works as a bearer header.
       const consume = (headers: Record<string, string>) =>
-        fetch(`http://127.0.0.1:${port}/v1/consume`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify({ phoneNumber: '+14155552671' }) });
+        fetch(`http://127.0.0.1:${port}/v1/consume`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', ...headers },
+          body: JSON.stringify({ phoneNumber: '+14155552671' }),
+        });
       expect((await consume({})).status).toBe(401);
       expect((await consume({ authorization: `Bearer ${TOKEN}` })).status).toBe(200);
 
@@ -281,7 +295,12 @@ describe('the Dockerfile runtime stage, played without a container engine', { ti
 
   it('without the data dir (the image before RATELIMIT_DATA_DIR) serve cannot write its spool and exits 1', async () => {
     const app = inImage(stage.workdir);
-    const served = play(command(), app, imageEnv({ RATELIMIT_DATA_DIR: undefined, DATABASE_URL: db.url, PHONE_ENCRYPTION_KEY: KEY, RATELIMIT_API_TOKENS: TOKEN }), user);
+    const served = play(
+      command(),
+      app,
+      imageEnv({ RATELIMIT_DATA_DIR: undefined, DATABASE_URL: db.url, PHONE_ENCRYPTION_KEY: KEY, RATELIMIT_API_TOKENS: TOKEN }),
+      user,
+    );
     live.add(served.child);
     expect(await served.exit).toBe(1);
     live.delete(served.child);

@@ -75,11 +75,7 @@ describe('metricNames (the checker the other tests rely on)', () => {
         'histogram_quantile(0.99, sum by (le, op) (rate(ratelimit_db_query_duration_seconds_bucket{instance=~"$instance"}[$__rate_interval]))) > 0.25',
       ),
     ).toEqual(['ratelimit_db_query_duration_seconds_bucket']);
-    expect(metricNames('a_total > 3 * sum by (reason) (rate(b_total{result="denied"}[1d] offset 5m)) and bool c')).toEqual([
-      'a_total',
-      'b_total',
-      'c',
-    ]);
+    expect(metricNames('a_total > 3 * sum by (reason) (rate(b_total{result="denied"}[1d] offset 5m)) and bool c')).toEqual(['a_total', 'b_total', 'c']);
   });
 });
 
@@ -132,7 +128,10 @@ describe('ops/grafana/ratelimit.json', () => {
   });
 
   it('charts the series an operator needs at 3 a.m.', () => {
-    const all = panels.flatMap((panel) => panel.targets ?? []).map((target) => target.expr ?? '').join('\n');
+    const all = panels
+      .flatMap((panel) => panel.targets ?? [])
+      .map((target) => target.expr ?? '')
+      .join('\n');
     for (const name of [
       'ratelimit_fallback_active',
       'ratelimit_pending_writes',
@@ -214,17 +213,20 @@ describe('ops/prometheus/alerts.yml', () => {
 
 describe('ops/compose/compose.yaml', () => {
   const compose = parseYaml(read('ops/compose/compose.yaml')) as {
-    services: Record<string, {
-      image?: string;
-      build?: { context: string; dockerfile: string };
-      depends_on?: Record<string, { condition: string }>;
-      environment?: Record<string, string>;
-      ports?: string[];
-      healthcheck?: { test: string[] };
-      stop_grace_period?: string;
-      read_only?: boolean;
-      volumes?: string[];
-    }>;
+    services: Record<
+      string,
+      {
+        image?: string;
+        build?: { context: string; dockerfile: string };
+        depends_on?: Record<string, { condition: string }>;
+        environment?: Record<string, string>;
+        ports?: string[];
+        healthcheck?: { test: string[] };
+        stop_grace_period?: string;
+        read_only?: boolean;
+        volumes?: string[];
+      }
+    >;
     volumes?: Record<string, unknown>;
   };
   const { postgres, ratelimit } = compose.services;
@@ -262,7 +264,7 @@ describe('ops/compose/compose.yaml: the daemon writes only its data dir', () => 
   };
   const dockerfile = read('Dockerfile');
 
-  it('mounts a named volume on the image\'s RATELIMIT_DATA_DIR under a read-only root filesystem', () => {
+  it("mounts a named volume on the image's RATELIMIT_DATA_DIR under a read-only root filesystem", () => {
     const dataDir = /RATELIMIT_DATA_DIR=(\S+)/.exec(dockerfile)?.[1];
     expect(dataDir).toBe('/data');
     const ratelimit = compose.services.ratelimit!;
@@ -327,7 +329,12 @@ describe('ops/systemd/ratelimit.service', () => {
 });
 
 describe('documentation links', () => {
-  const docs = ['README.md', ...readdirSync(join(ROOT, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
+  const docs = [
+    'README.md',
+    ...readdirSync(join(ROOT, 'docs'))
+      .filter((f) => f.endsWith('.md'))
+      .map((f) => `docs/${f}`),
+  ];
 
   /** Inline `[text](target)` and reference `[id]: target` links, outside code. */
   function links(markdown: string): string[] {
@@ -340,7 +347,14 @@ describe('documentation links', () => {
   /** GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens. */
   function anchors(markdown: string): Set<string> {
     const headings = markdown.replace(/```[\s\S]*?```/g, '').matchAll(/^#{1,6}\s+(.+?)\s*$/gm);
-    return new Set([...headings].map((m) => m[1]!.toLowerCase().replace(/[^\p{L}\p{N}\s_-]/gu, '').replace(/\s/g, '-')));
+    return new Set(
+      [...headings].map((m) =>
+        m[1]!
+          .toLowerCase()
+          .replace(/[^\p{L}\p{N}\s_-]/gu, '')
+          .replace(/\s/g, '-'),
+      ),
+    );
   }
 
   it.each(docs)('%s: every relative link resolves to a file in the repository, and its anchor to a heading', (doc) => {

@@ -3,15 +3,7 @@
 // record their argv and answer from a per-test state directory: an empty directory is a
 // fresh Fly account, and what one run creates is what the next run finds.
 import { spawnSync } from 'node:child_process';
-import {
-  chmodSync,
-  existsSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -110,13 +102,21 @@ const appsList = ['fly', 'apps', 'list', '--json'];
 const appsCreate = ['fly', 'apps', 'create', APP, '--org', 'personal'];
 const pgList = ['fly', 'postgres', 'list', '--json'];
 const pgCreate = [
-  'fly', 'postgres', 'create',
-  '--name', PG,
-  '--region', REGION,
-  '--org', 'personal',
-  '--initial-cluster-size', '1',
-  '--vm-size', 'shared-cpu-1x',
-  '--volume-size', '10',
+  'fly',
+  'postgres',
+  'create',
+  '--name',
+  PG,
+  '--region',
+  REGION,
+  '--org',
+  'personal',
+  '--initial-cluster-size',
+  '1',
+  '--vm-size',
+  'shared-cpu-1x',
+  '--volume-size',
+  '10',
 ];
 const secretsList = ['fly', 'secrets', 'list', '--app', APP, '--json'];
 const attach = ['fly', 'postgres', 'attach', PG, '--app', APP];
@@ -125,18 +125,8 @@ const importKey = ['fly', 'secrets', 'import', '--app', APP, '--stage'];
 const importToken = importKey;
 const deploy = ['fly', 'deploy', '--config', FLY_TOML, '--app', APP, '--remote-only'];
 
-const MUTATIONS = new Set([
-  'apps create',
-  'postgres create',
-  'postgres attach',
-  'secrets set',
-  'secrets import',
-  'deploy',
-]);
-const mutations = (calls: string[][]) =>
-  calls.filter(
-    ([tool, a, b]) => tool === 'fly' && (MUTATIONS.has(`${a} ${b}`) || MUTATIONS.has(a ?? '')),
-  );
+const MUTATIONS = new Set(['apps create', 'postgres create', 'postgres attach', 'secrets set', 'secrets import', 'deploy']);
+const mutations = (calls: string[][]) => calls.filter(([tool, a, b]) => tool === 'fly' && (MUTATIONS.has(`${a} ${b}`) || MUTATIONS.has(a ?? '')));
 
 beforeAll(() => {
   // Executable bits can be lost by some checkouts; the fakes must run.
@@ -161,19 +151,7 @@ describe('scripts/setup-database.sh', { timeout: 30_000 }, () => {
     const run = runScript(dir);
 
     expect(run.status, run.output).toBe(0);
-    expect(run.calls).toEqual([
-      whoami,
-      appsList,
-      appsCreate,
-      pgList,
-      pgCreate,
-      secretsList,
-      attach,
-      importKey,
-      importToken,
-      deploy,
-      HEALTH,
-    ]);
+    expect(run.calls).toEqual([whoami, appsList, appsCreate, pgList, pgCreate, secretsList, attach, importKey, importToken, deploy, HEALTH]);
 
     const after = state(dir);
     expect(after.apps).toEqual([APP, PG]);
@@ -373,21 +351,26 @@ describe('scripts/setup-database.sh', { timeout: 30_000 }, () => {
   it('reads app and primary_region from the given fly.toml (single-quoted, as fly launch writes)', () => {
     const dir = sandbox();
     const config = join(dir, 'fly.toml');
-    writeFileSync(
-      config,
-      "# generated\napp = 'acme-limits'\nprimary_region = 'fra'\n\n[env]\n  app = 'not-this'\n",
-    );
+    writeFileSync(config, "# generated\napp = 'acme-limits'\nprimary_region = 'fra'\n\n[env]\n  app = 'not-this'\n");
     const run = runScript(dir, ['--config', config, '--org', 'acme']);
     expect(run.status, run.output).toBe(0);
     expect(run.calls).toContainEqual(['fly', 'apps', 'create', 'acme-limits', '--org', 'acme']);
     expect(run.calls).toContainEqual([
-      'fly', 'postgres', 'create',
-      '--name', 'acme-limits-db',
-      '--region', 'fra',
-      '--org', 'acme',
-      '--initial-cluster-size', '1',
-      '--vm-size', 'shared-cpu-1x',
-      '--volume-size', '10',
+      'fly',
+      'postgres',
+      'create',
+      '--name',
+      'acme-limits-db',
+      '--region',
+      'fra',
+      '--org',
+      'acme',
+      '--initial-cluster-size',
+      '1',
+      '--vm-size',
+      'shared-cpu-1x',
+      '--volume-size',
+      '10',
     ]);
     expect(run.calls).toContainEqual(['fly', 'deploy', '--config', config, '--app', 'acme-limits', '--remote-only']);
   });
@@ -414,11 +397,7 @@ describe('scripts/setup-database.sh', { timeout: 30_000 }, () => {
   const hasShellcheck = !shellcheck.error && shellcheck.status === 0;
 
   it.skipIf(!hasShellcheck)('is shellcheck clean (skipped when shellcheck is not installed)', () => {
-    const result = spawnSync(
-      'shellcheck',
-      ['--shell=bash', SCRIPT, join(FAKE_BIN, 'fly'), join(FAKE_BIN, 'curl')],
-      { encoding: 'utf8' },
-    );
+    const result = spawnSync('shellcheck', ['--shell=bash', SCRIPT, join(FAKE_BIN, 'fly'), join(FAKE_BIN, 'curl')], { encoding: 'utf8' });
     expect(result.status, result.stdout + result.stderr).toBe(0);
   });
 });

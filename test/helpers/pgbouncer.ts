@@ -39,7 +39,14 @@ export async function startPgBouncer(opts: { server: string; poolMode?: 'session
       ...(opts.poolMode ? { pool_mode: opts.poolMode } : {}),
       ...opts.extra,
     };
-    const text = ['[databases]', `* = host=${host} port=${serverPort} ${login}`, '', '[pgbouncer]', ...Object.entries(settings).map(([k, v]) => `${k} = ${v}`), ''].join('\n');
+    const text = [
+      '[databases]',
+      `* = host=${host} port=${serverPort} ${login}`,
+      '',
+      '[pgbouncer]',
+      ...Object.entries(settings).map(([k, v]) => `${k} = ${v}`),
+      '',
+    ].join('\n');
     await fs.writeFile(ini, text, { mode: 0o644 });
   };
   await write(server.hostname, Number(server.port));

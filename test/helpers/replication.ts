@@ -41,7 +41,9 @@ export async function replication(): Promise<Replication> {
       child.stdout.on('data', (c: Buffer) => (out += c.toString()));
       child.stderr.on('data', (c: Buffer) => (out += c.toString()));
       child.on('error', reject);
-      child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`${path.basename(command)} ${args.join(' ')} failed (${code}):\n${out.slice(-2000)}`))));
+      child.on('close', (code) =>
+        code === 0 ? resolve() : reject(new Error(`${path.basename(command)} ${args.join(' ')} failed (${code}):\n${out.slice(-2000)}`)),
+      );
     });
   const template = path.join(root, 'template');
   await run(bin('initdb'), ['-D', template, '-U', 'postgres', '--auth=trust', '--no-sync', '--locale=C', '--encoding=UTF8']);

@@ -24,7 +24,14 @@ export interface SeedOutcome {
 
 /** A number-only decision policy from a log policy's rules (ids kept). */
 export function numberOnly(policy: Pick<LogPolicy, 'rules'>): DecisionPolicy {
-  const rules: LimitRule[] = policy.rules.map((r) => ({ id: r.id, group: 'number', limit: r.limit, windowMs: r.windowMs, window: `${r.windowMs}ms`, shadow: false }));
+  const rules: LimitRule[] = policy.rules.map((r) => ({
+    id: r.id,
+    group: 'number',
+    limit: r.limit,
+    windowMs: r.windowMs,
+    window: `${r.windowMs}ms`,
+    shadow: false,
+  }));
   return decisionPolicy({ number: rules, blockAfter: undefined });
 }
 
@@ -33,7 +40,12 @@ export function numberOnly(policy: Pick<LogPolicy, 'rules'>): DecisionPolicy {
  * replaces the database clock. Logs are returned whole: keep limits at 16 or less.
  */
 export async function seedConsumes(pool: Pool, requests: readonly SeedRequest[], policy: Pick<LogPolicy, 'rules'>, nowMs?: number): Promise<SeedOutcome[]> {
-  const out = await decideBatch(pool, requests.map((r) => ({ ...r, allowlisted: false, counters: [] })), numberOnly(policy), nowMs);
+  const out = await decideBatch(
+    pool,
+    requests.map((r) => ({ ...r, allowlisted: false, counters: [] })),
+    numberOnly(policy),
+    nowMs,
+  );
   return out.map((o) => {
     if (o.summary.counts !== null) throw new Error('seedConsumes returns whole logs: use limits of 16 or less');
     return { allowed: o.allowed, atMs: o.atMs, log: [...o.summary.calls] };

@@ -144,12 +144,16 @@ export function printBlockMany(r: BlockManyReport): string {
   for (const p of r.picked) lines.push(`${p.prefix}  ${p.why}`);
   for (const s of r.skipped) lines.push(`skipped ${s.key}: ${s.why}`);
   if (r.dryRun) {
-    lines.push(r.picked.length === 0 ? 'Nothing to block.' : `Would block ${r.picked.length} prefix${r.picked.length === 1 ? '' : 'es'} (--dry-run: nothing changed).`);
+    lines.push(
+      r.picked.length === 0 ? 'Nothing to block.' : `Would block ${r.picked.length} prefix${r.picked.length === 1 ? '' : 'es'} (--dry-run: nothing changed).`,
+    );
     return lines.join('\n');
   }
   if (r.entries.length === 0) return [...lines, 'Nothing blocked.'].join('\n');
   const e0 = r.entries[0]!;
-  lines.push(`${r.entries.length} prefix${r.entries.length === 1 ? '' : 'es'} blocked ${untilText(e0.expiresAt, Date.parse(e0.createdAt))}, in one change; ${LIST_PROPAGATION_NOTE}:`);
+  lines.push(
+    `${r.entries.length} prefix${r.entries.length === 1 ? '' : 'es'} blocked ${untilText(e0.expiresAt, Date.parse(e0.createdAt))}, in one change; ${LIST_PROPAGATION_NOTE}:`,
+  );
   for (const e of r.entries) lines.push(`  ${e.target}`);
   lines.push(`by ${e0.createdBy}${e0.reason ? `: ${e0.reason}` : ''}`);
   return lines.join('\n');
@@ -170,7 +174,9 @@ async function runBlockMany(io: Io, cmd: Command, phone: string | undefined, opt
   const reason = cleanReason(opts.reason ?? (top ? `block --top ${top.what} ${top.n}` : undefined));
   const report = await withDatabaseNoKey(cmd, io, async ({ db, config }) => {
     await ensureSchema(db);
-    const chosen = top ? await pickTop(db.pool, top.what, top.n, config.defaultPolicy, config.prices) : { picked: parsed.map((prefix) => ({ prefix, why: 'given' })), skipped: [] };
+    const chosen = top
+      ? await pickTop(db.pool, top.what, top.n, config.defaultPolicy, config.prices)
+      : { picked: parsed.map((prefix) => ({ prefix, why: 'given' })), skipped: [] };
     const dryRun = opts.dryRun === true;
     const unique = [...new Set(chosen.picked.map((p) => p.prefix))];
     const entries =
@@ -216,7 +222,12 @@ export function register(program: Command, io: Io): void {
     .description(`deny every consume for a number, or every number starting with a prefix; audited; ${LIST_PROPAGATION_NOTE}`)
     .argument('[phone]', 'number in international format, e.g. +14155552671')
     .addOption(new Option('--prefix <+digits...>', 'block ranges instead: every number starting with these digits, e.g. +4470 (several: one change)'))
-    .addOption(new Option('--top <what-and-n...>', 'block the N hottest: `range N` / `country N` (furthest above normal now, as top shows) or `<rule id> N` (an aggregate rule\'s keys closest to their limit, e.g. prefix:1h)'))
+    .addOption(
+      new Option(
+        '--top <what-and-n...>',
+        "block the N hottest: `range N` / `country N` (furthest above normal now, as top shows) or `<rule id> N` (an aggregate rule's keys closest to their limit, e.g. prefix:1h)",
+      ),
+    )
     .option('--dry-run', 'with --top or several --prefix: print what would be blocked, change nothing')
     .option('--for <duration>', FOR_HELP)
     .option('--reason <text>', 'why (kept with the entry and in the audit table)')

@@ -17,7 +17,12 @@ export interface DbInitReport {
 }
 
 /** `recordKey` runs after the migrations (the key record is one of them) and before the stats. */
-export async function dbInitCommand(pool: Pool, target: string, fallback: Policy, recordKey: () => Promise<KeyCheck | undefined> = async () => undefined): Promise<DbInitReport> {
+export async function dbInitCommand(
+  pool: Pool,
+  target: string,
+  fallback: Policy,
+  recordKey: () => Promise<KeyCheck | undefined> = async () => undefined,
+): Promise<DbInitReport> {
   const report = await migrate(pool);
   const key = await recordKey();
   return {
@@ -49,7 +54,9 @@ function keyLine(k: DbInitReport['key']): string {
 export function register(program: Command, io: Io): void {
   const db = program.command('db').description('database administration');
   db.command('init')
-    .description('apply pending migrations (idempotent, safe to run concurrently), record the hashing key on first use, print a stats summary; creates the embedded database when there is none')
+    .description(
+      'apply pending migrations (idempotent, safe to run concurrently), record the hashing key on first use, print a stats summary; creates the embedded database when there is none',
+    )
     .option('--json', 'print one JSON document')
     .action(async (_opts, cmd: Command) => {
       const report = await withDatabaseInit(cmd, io, ({ config, db, recordKey }) => dbInitCommand(db.pool, db.target, config.defaultPolicy, recordKey));

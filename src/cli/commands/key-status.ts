@@ -58,7 +58,10 @@ export function printKeyStatus(r: KeyStatusReport): string {
     keyValueTable([
       ['key in use', r.inUse.current],
       ['previous key in use', r.inUse.previous ?? '— (PHONE_ENCRYPTION_KEY_PREVIOUS not set)'],
-      ...r.known.map((k): [string, string] => [`database: ${k.role}`, `${k.fingerprint} (since ${isoTime(k.roleSince.getTime())}, last seen ${isoTime(k.lastSeen.getTime())})`]),
+      ...r.known.map((k): [string, string] => [
+        `database: ${k.role}`,
+        `${k.fingerprint} (since ${isoTime(k.roleSince.getTime())}, last seen ${isoTime(k.lastSeen.getTime())})`,
+      ]),
     ]),
   ];
   if (r.known.length === 0) lines.push('The database has no key recorded yet: the first daemon or `ratelimit db init` records its key.');
@@ -74,7 +77,8 @@ export function printKeyStatus(r: KeyStatusReport): string {
       lines.push('The previous key can be dropped now: unset PHONE_ENCRYPTION_KEY_PREVIOUS on every daemon and restart them.');
     } else {
       const waits = [];
-      if (Date.parse(r.dropPreviousAfter!) > Date.now()) waits.push(`until ${isoTime(Date.parse(r.dropPreviousAfter!))} (one longest window after the rotation)`);
+      if (Date.parse(r.dropPreviousAfter!) > Date.now())
+        waits.push(`until ${isoTime(Date.parse(r.dropPreviousAfter!))} (one longest window after the rotation)`);
       if (rot.activeRowsUnderPrevious > 0) waits.push(`until no row under it has a call in the last ${formatDurationMs(r.longestWindowMs)}`);
       lines.push(`Keep PHONE_ENCRYPTION_KEY_PREVIOUS set on every daemon ${waits.join(' and ')}; then run this again.`);
     }
@@ -93,7 +97,9 @@ export function register(program: Command, io: Io): void {
   const key = program.command('key').description('the hashing key (PHONE_ENCRYPTION_KEY): fingerprints and rotation');
   key
     .command('status')
-    .description('the fingerprint of the key in use, the ones the database knows, and during a rotation the rows still under the previous key and when it can be dropped')
+    .description(
+      'the fingerprint of the key in use, the ones the database knows, and during a rotation the rows still under the previous key and when it can be dropped',
+    )
     .option('--json', 'print one JSON document')
     .action(async (_opts, cmd: Command) => {
       const config = configFrom(cmd, io);

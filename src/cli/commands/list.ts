@@ -33,7 +33,16 @@ export function printList(r: ListReport): string {
   const t = table(['number or prefix', 'hash', 'kind', `denied (${humanizeMs(r.hitsWindowMs)})`, 'until', 'by', 'when', 'reason']);
   for (const e of r.entries) {
     const until = e.expiresAt === null ? 'unlisted' : when(Date.parse(e.expiresAt), r.now);
-    t.push([e.target, e.hash ? `${hashPrefix(e.hash)}…` : '—', e.kind, e.deniedCalls === null ? '—' : String(e.deniedCalls), until, e.createdBy, isoTime(Date.parse(e.createdAt)), e.reason ?? '—']);
+    t.push([
+      e.target,
+      e.hash ? `${hashPrefix(e.hash)}…` : '—',
+      e.kind,
+      e.deniedCalls === null ? '—' : String(e.deniedCalls),
+      until,
+      e.createdBy,
+      isoTime(Date.parse(e.createdAt)),
+      e.reason ?? '—',
+    ]);
   }
   const n = r.entries.length;
   return `${t.toString()}\n${n} entr${n === 1 ? 'y' : 'ies'}. A number's own entry wins over a prefix entry; among prefixes the longest matches. Denied: consumes the entry refused, as the daemons' heartbeats report them.`;

@@ -76,7 +76,10 @@ export async function whatIfCommand(pool: Pool, candidate: Policy, fallback: Pol
   const out = replayPolicy(candidate, calls);
   const keptMs = effective.policy.number.length > 0 ? Math.max(...effective.policy.number.map((r) => r.windowMs)) : null;
   const notes = [...out.notReconstructed, 'calls the active policy denied: their times are not stored, so they are not replayed (only allowed calls are)'];
-  if (keptMs !== null && keptMs < windowMs) notes.unshift(`a number keeps its calls for the active policy's longest number window (${formatDurationMs(keptMs)}): older calls in the ${formatDurationMs(windowMs)} asked for are missing`);
+  if (keptMs !== null && keptMs < windowMs)
+    notes.unshift(
+      `a number keeps its calls for the active policy's longest number window (${formatDurationMs(keptMs)}): older calls in the ${formatDurationMs(windowMs)} asked for are missing`,
+    );
   if (keptMs === null) notes.unshift('the active policy has no number rule: how long a number keeps its calls depends on the last one that had');
   return { ...out, notReconstructed: notes, windowMs, keptMs };
 }
@@ -87,7 +90,7 @@ export function printWhatIf(r: WhatIfReport): string {
   const w = formatDurationMs(r.windowMs);
   const lines = [`What-if against the last ${w}: ${r.calls} allowed calls to ${r.numbers} numbers replayed through this policy.`];
   if (r.rules.length > 0) {
-    const t = table(['rule', 'would deny', 'of all calls', 'by country (share of that country\'s calls)']);
+    const t = table(['rule', 'would deny', 'of all calls', "by country (share of that country's calls)"]);
     for (const o of r.rules) {
       const by = Object.entries(o.byCountry)
         .sort((a, b) => b[1] - a[1])
@@ -99,7 +102,8 @@ export function printWhatIf(r: WhatIfReport): string {
     lines.push(t.toString());
   }
   lines.push(`In all: ${r.denied} of ${r.calls} calls (${pctOf(r.denied, r.calls)}) would have been denied.`);
-  if (r.calls > 0 && r.denied / r.calls > COUNTRY_LIST_WARN_SHARE) lines.push(`WARNING: that is more than ${COUNTRY_LIST_WARN_SHARE * 100}% of real traffic; check the rules above before applying.`);
+  if (r.calls > 0 && r.denied / r.calls > COUNTRY_LIST_WARN_SHARE)
+    lines.push(`WARNING: that is more than ${COUNTRY_LIST_WARN_SHARE * 100}% of real traffic; check the rules above before applying.`);
   if (r.notReconstructed.length > 0) lines.push('Not reconstructed:', ...r.notReconstructed.map((n) => `  - ${n}`));
   return lines.join('\n');
 }
@@ -110,7 +114,10 @@ async function countryListWarning(pool: Pool, candidate: Policy): Promise<string
   const day = await readTrafficBaseline(pool, MAX_AGAINST_MS, 0);
   const hit = countryListShare(candidate, day.countries);
   if (!hit || hit.share <= COUNTRY_LIST_WARN_SHARE) return null;
-  const top = hit.countries.slice(0, 8).map(([c]) => c).join(', ');
+  const top = hit.countries
+    .slice(0, 8)
+    .map(([c]) => c)
+    .join(', ');
   return `destinations.countries would have denied ${(hit.share * 100).toFixed(1)}% of the last day's active numbers (${top}${hit.countries.length > 8 ? ', …' : ''}); run \`ratelimit policy check FILE --against 1h\` to see it rule by rule`;
 }
 
@@ -135,13 +142,7 @@ const canonical = (p: Policy): string => policyToYaml(p);
  * a non-change, or make every daemon reload. Over the RATE_LIMIT_* default an identical file
  * IS stored: it moves the policy into the database, where the environment no longer changes it.
  */
-export async function applyPolicyCommand(
-  pool: Pool,
-  checked: CheckedFile,
-  fallback: Policy,
-  by: string,
-  reason: string | undefined,
-): Promise<ApplyReport> {
+export async function applyPolicyCommand(pool: Pool, checked: CheckedFile, fallback: Policy, by: string, reason: string | undefined): Promise<ApplyReport> {
   const why = reason?.trim() ? reason.trim().slice(0, MAX_REASON_LENGTH) : null;
   const active = await readActivePolicy(pool);
   if (active && canonical(parseStoredPolicy(active)) === canonical(checked.policy)) {
@@ -213,7 +214,9 @@ export function showReport(policy: Policy, stored: StoredPolicy | null): ShowRep
 export function printShow(r: ShowReport, policy: Policy): string {
   const head =
     r.source === 'database'
-      ? [`# version ${r.version}, applied by ${r.appliedBy} at ${r.appliedAt === null ? '—' : isoTime(Date.parse(r.appliedAt))}${r.reason ? `: ${r.reason}` : ''}`]
+      ? [
+          `# version ${r.version}, applied by ${r.appliedBy} at ${r.appliedAt === null ? '—' : isoTime(Date.parse(r.appliedAt))}${r.reason ? `: ${r.reason}` : ''}`,
+        ]
       : [
           '# no policy has been applied: this default, built from RATE_LIMIT_* (and --phone-limit/--phone-window), is in force',
           '# apply one with: ratelimit policy apply FILE',
@@ -222,12 +225,15 @@ export function printShow(r: ShowReport, policy: Policy): string {
 }
 
 export function register(program: Command, io: Io): void {
-  const policy = program.command('policy').description('check, apply and show the fleet\'s rate-limit policy (a YAML file)');
+  const policy = program.command('policy').description("check, apply and show the fleet's rate-limit policy (a YAML file)");
   policy
     .command('check')
     .description('validate a policy file and print the policy it describes, or every problem with its line')
     .argument('<file>', 'policy YAML, e.g. docs/examples/policy.yaml')
-    .option('--against <duration>', 'also replay the last DURATION of stored calls (e.g. 1h, at most 1d) through it: what each rule would have denied, by country')
+    .option(
+      '--against <duration>',
+      'also replay the last DURATION of stored calls (e.g. 1h, at most 1d) through it: what each rule would have denied, by country',
+    )
     .option('--json', 'with --against: print one JSON document')
     .action(async (file: string, opts: { against?: string }, cmd: Command) => {
       let againstMs: number | undefined;
@@ -241,10 +247,15 @@ export function register(program: Command, io: Io): void {
         io.out(formatPolicy(checked.policy).replace(/\n$/, ''));
         return;
       }
-      const report = await withDatabaseNoKey(cmd, io, async ({ config, db }) => {
-        await ensureSchema(db);
-        return whatIfCommand(db.pool, checked.policy, config.defaultPolicy, againstMs);
-      }, { readTimeout: true });
+      const report = await withDatabaseNoKey(
+        cmd,
+        io,
+        async ({ config, db }) => {
+          await ensureSchema(db);
+          return whatIfCommand(db.pool, checked.policy, config.defaultPolicy, againstMs);
+        },
+        { readTimeout: true },
+      );
       emit(io, cmd, report, () => printWhatIf(report));
     });
   policy
@@ -252,7 +263,7 @@ export function register(program: Command, io: Io): void {
     .description(`validate a policy file and make it the active policy (a new version, audited); ${PROPAGATION_NOTE}`)
     .argument('<file>', 'policy YAML')
     .option('--reason <text>', 'why (kept with the version and in the audit table)')
-    .option('--merge', 'replace only the groups the file names (null removes one); keep the active policy\'s other groups')
+    .option('--merge', "replace only the groups the file names (null removes one); keep the active policy's other groups")
     .option('--json', 'print one JSON document')
     .action(async (file: string, opts: { reason?: string; merge?: boolean }, cmd: Command) => {
       // A merge's file is checked once merged: alone it may be a fragment (one group).
@@ -279,7 +290,9 @@ export function register(program: Command, io: Io): void {
     });
   policy
     .command('set')
-    .description(`change keys of the active policy and apply the result, e.g. prefix.limits='[{limit: 10, window: 1h}]' or destinations.countries.deny='[CU, KP]' (null removes a key); ${PROPAGATION_NOTE}`)
+    .description(
+      `change keys of the active policy and apply the result, e.g. prefix.limits='[{limit: 10, window: 1h}]' or destinations.countries.deny='[CU, KP]' (null removes a key); ${PROPAGATION_NOTE}`,
+    )
     .argument('<assignments...>', 'group.key=value, the value in YAML')
     .option('--reason <text>', 'why (kept with the version and in the audit table)')
     .option('--json', 'print one JSON document')

@@ -85,7 +85,9 @@ export function register(program: Command, io: Io): void {
         onLastResort({
           fatal: (err, origin) => {
             handle.logger.fatal({ err, origin }, `${origin}: a bug escaped its request; draining and exiting non-zero so a supervisor restarts the daemon`);
-            failure = new RateLimitError('internal_error', `the daemon stopped after an ${origin} (see the log for its stack); it drained before exiting`, { cause: err });
+            failure = new RateLimitError('internal_error', `the daemon stopped after an ${origin} (see the log for its stack); it drained before exiting`, {
+              cause: err,
+            });
             void handle.stop().then(resolve);
           },
           again: (err) => handle.logger.error({ err }, 'another uncaught error while draining after the first'),
@@ -104,6 +106,10 @@ export function register(program: Command, io: Io): void {
         });
       });
       if (failure) throw failure;
-      if (!clean) throw new RateLimitError('database_error', 'shutdown was not clean: past RATELIMIT_SHUTDOWN_TIMEOUT, or decisions made from memory left unwritten (see the log)');
+      if (!clean)
+        throw new RateLimitError(
+          'database_error',
+          'shutdown was not clean: past RATELIMIT_SHUTDOWN_TIMEOUT, or decisions made from memory left unwritten (see the log)',
+        );
     });
 }

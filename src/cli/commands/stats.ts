@@ -93,7 +93,16 @@ function printMovers(v: MoversView): string {
   const head = `Above normal (last ${formatDurationMs(v.windowMs)}, ${base}); spend ${formatMoney(v.prices, v.spendPerMin)}/min${v.prices.isDefault ? ' at the default flat price (prices vary: set RATELIMIT_PRICES)' : ''}`;
   const t = table(['country or range', 'numbers', 'calls', 'share', 'normal', 'vs normal', 'spend/min', '']);
   for (const m of v.rows.slice(0, MOVERS_SHOWN)) {
-    t.push([m.kind === 'country' ? m.key : `${m.key} ${m.country}`, String(m.numbers), String(m.calls), pct(m.share), pct(m.normalShare), ratioText(m), formatMoney(v.prices, m.spendPerMin), m.blocked ? 'blocked' : '']);
+    t.push([
+      m.kind === 'country' ? m.key : `${m.key} ${m.country}`,
+      String(m.numbers),
+      String(m.calls),
+      pct(m.share),
+      pct(m.normalShare),
+      ratioText(m),
+      formatMoney(v.prices, m.spendPerMin),
+      m.blocked ? 'blocked' : '',
+    ]);
   }
   const more = v.rows.length > MOVERS_SHOWN ? `\n… ${v.rows.length - MOVERS_SHOWN} more (--json lists them all)` : '';
   const old = v.unranged > 0 ? `\n${v.unranged} active numbers have older masks that name no range: counted by country only.` : '';
@@ -104,8 +113,18 @@ export function printStats(r: StatsReport): string {
   const w = formatDurationMs(r.windowMs);
   const policy = r.policyVersion === 0 ? 'default policy (RATE_LIMIT_*)' : `policy v${r.policyVersion}`;
   const limit = r.limit === null ? 'no number rule' : `${r.limit} calls per ${w} per number`;
-  const totals = table([r.numbersTrackedEstimated ? 'numbers tracked (estimate)' : 'numbers tracked', `active (last ${w})`, 'at limit now', `calls (last ${w})`, `denials (last ${w})`, `resets (last ${w})`]);
-  totals.push([r.numbersTrackedEstimated ? `~${r.numbersTracked}` : String(r.numbersTracked), ...[r.numbersActive, r.numbersAtLimit, r.callsInWindow, r.denialsInWindow, r.resetsInWindow].map(String)]);
+  const totals = table([
+    r.numbersTrackedEstimated ? 'numbers tracked (estimate)' : 'numbers tracked',
+    `active (last ${w})`,
+    'at limit now',
+    `calls (last ${w})`,
+    `denials (last ${w})`,
+    `resets (last ${w})`,
+  ]);
+  totals.push([
+    r.numbersTrackedEstimated ? `~${r.numbersTracked}` : String(r.numbersTracked),
+    ...[r.numbersActive, r.numbersAtLimit, r.callsInWindow, r.denialsInWindow, r.resetsInWindow].map(String),
+  ]);
   const lines = [`Limit: ${limit} · ${policy}`, totals.toString()];
   const reasons = Object.entries(r.denialsByReason);
   if (reasons.length > 0) {
@@ -138,13 +157,20 @@ export function printStats(r: StatsReport): string {
 export function register(program: Command, io: Io): void {
   program
     .command('stats')
-    .description('totals against the active policy: numbers tracked and at their limit, calls and denials by reason in the last window, aggregate rules, regions')
+    .description(
+      'totals against the active policy: numbers tracked and at their limit, calls and denials by reason in the last window, aggregate rules, regions',
+    )
     .option('--json', 'print one JSON document')
     .action(async (_opts, cmd: Command) => {
-      const report = await withDatabaseNoKey(cmd, io, async ({ config, db }) => {
-        await ensureSchema(db);
-        return statsCommand(db.pool, config.defaultPolicy, config.prices);
-      }, { readTimeout: true });
+      const report = await withDatabaseNoKey(
+        cmd,
+        io,
+        async ({ config, db }) => {
+          await ensureSchema(db);
+          return statsCommand(db.pool, config.defaultPolicy, config.prices);
+        },
+        { readTimeout: true },
+      );
       emit(io, cmd, report, () => printStats(report));
     });
 }

@@ -7,7 +7,16 @@ import { ensureSchema } from '../../db/open.js';
 import { removeListEntry } from '../../db/lists.js';
 import { emit, withDatabase, withDatabaseNoKey, type Io } from '../context.js';
 import { operatorName } from '../operator.js';
-import { checkTarget, cleanReason, describeTarget, entryView, LIST_PROPAGATION_NOTE, resolveTarget, type EntryView, type ResolvedTarget } from '../list-target.js';
+import {
+  checkTarget,
+  cleanReason,
+  describeTarget,
+  entryView,
+  LIST_PROPAGATION_NOTE,
+  resolveTarget,
+  type EntryView,
+  type ResolvedTarget,
+} from '../list-target.js';
 
 export interface UnlistReport {
   targetType: ResolvedTarget['targetType'];

@@ -18,7 +18,10 @@ function columns(rows: readonly AggregateUsage[]): Column<AggregateUsage>[] {
       min: usedWidth,
       align: 'right',
       priority: 0,
-      cell: (r) => ({ text: `${r.used}/${r.limit}`, ...(r.used >= r.limit ? { color: 'red' as const, bold: true } : r.used * 10 >= r.limit * 8 ? { color: 'yellow' as const } : {}) }),
+      cell: (r) => ({
+        text: `${r.used}/${r.limit}`,
+        ...(r.used >= r.limit ? { color: 'red' as const, bold: true } : r.used * 10 >= r.limit * 8 ? { color: 'yellow' as const } : {}),
+      }),
     },
     { title: '%', width: 4, align: 'right', priority: 2, cell: (r) => ({ text: `${Math.min(999, Math.floor((r.used * 100) / r.limit))}%` }) },
     { title: '', width: 6, priority: 1, cell: (r) => ({ text: r.shadow ? 'shadow' : '', color: 'magenta' }) },

@@ -71,15 +71,20 @@ export function register(program: Command, io: Io): void {
       const once = opts.once === true || !io.isTTY;
       const size = once ? onceSize(opts, io.env, io.isTTY ? { columns: process.stdout.columns, rows: process.stdout.rows } : undefined) : undefined;
       const runTop = once ? undefined : (await import('./run.js')).runTop;
-      await withDatabaseNoKey(cmd, io, async ({ config, db }) => {
-        await ensureSchema(db);
-        if (runTop) {
-          await runTop({ pool: db.pool, policy: config.defaultPolicy, intervalMs, operator: operatorName(io.env), prices: config.prices });
-          return;
-        }
-        // Unlike the live view, a failure here is the command's failure (exit 1): a script asked.
-        const frame = await loadTopFrame(db.pool, config.defaultPolicy, SORTS[0], new TrafficReader(config.prices));
-        io.out(renderFrameText(frame, { columns: size!.columns, rows: size!.rows, intervalMs }));
-      }, { readTimeout: true });
+      await withDatabaseNoKey(
+        cmd,
+        io,
+        async ({ config, db }) => {
+          await ensureSchema(db);
+          if (runTop) {
+            await runTop({ pool: db.pool, policy: config.defaultPolicy, intervalMs, operator: operatorName(io.env), prices: config.prices });
+            return;
+          }
+          // Unlike the live view, a failure here is the command's failure (exit 1): a script asked.
+          const frame = await loadTopFrame(db.pool, config.defaultPolicy, SORTS[0], new TrafficReader(config.prices));
+          io.out(renderFrameText(frame, { columns: size!.columns, rows: size!.rows, intervalMs }));
+        },
+        { readTimeout: true },
+      );
     });
 }

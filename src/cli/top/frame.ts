@@ -93,7 +93,12 @@ export function renderFrameText(frame: TopFrame, opts: { columns: number; rows?:
     connection: { ok: true },
   });
   return lines
-    .map((line) => line.map((s) => s.text).join('').trimEnd())
+    .map((line) =>
+      line
+        .map((s) => s.text)
+        .join('')
+        .trimEnd(),
+    )
     .join('\n')
     .replace(/\n+$/, '');
 }

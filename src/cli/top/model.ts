@@ -234,24 +234,40 @@ export async function loadTopFrame(pool: Pool, fallback: Policy, sort: HotSort, 
     totals: fleetTotals(instances, usage.version),
     flyRegions: flyRegionTotals(instances),
     series: fleetSeries(instances),
-    hottest: hot.rows.map((r): HotRow => {
-      const base = { hash: r.hash, hashPrefix: hashPrefix(r.hash), masked: r.masked, region: r.region, deniedInWindow: r.deniedInWindow, blocked: isBlocked(r.hash, r.masked) };
-      if (!numberPolicy) {
-        const used = r.calls.filter((t) => t > nowMs - usage.windowMs).length;
-        return { ...base, used, limit: null, resetInMs: 0, atLimit: false };
-      }
-      const d = evaluate(r.calls, nowMs, numberPolicy);
-      return {
-        ...base,
-        used: d.used,
-        limit: d.limit,
-        resetInMs: d.allowed ? (d.used > 0 ? Math.max(0, d.resetTime - nowMs) : 0) : d.retryAfterMs,
-        atLimit: !d.allowed,
-      };
-    })
+    hottest: hot.rows
+      .map((r): HotRow => {
+        const base = {
+          hash: r.hash,
+          hashPrefix: hashPrefix(r.hash),
+          masked: r.masked,
+          region: r.region,
+          deniedInWindow: r.deniedInWindow,
+          blocked: isBlocked(r.hash, r.masked),
+        };
+        if (!numberPolicy) {
+          const used = r.calls.filter((t) => t > nowMs - usage.windowMs).length;
+          return { ...base, used, limit: null, resetInMs: 0, atLimit: false };
+        }
+        const d = evaluate(r.calls, nowMs, numberPolicy);
+        return {
+          ...base,
+          used: d.used,
+          limit: d.limit,
+          resetInMs: d.allowed ? (d.used > 0 ? Math.max(0, d.resetTime - nowMs) : 0) : d.retryAfterMs,
+          atLimit: !d.allowed,
+        };
+      })
       // Blocked numbers cannot cost anything more: they go below the ones that still can.
       .sort((a, b) => Number(a.blocked) - Number(b.blocked)),
-    window: { tracked: stats.tracked, trackedEstimated: stats.trackedEstimated, active: stats.active, atLimit: stats.atLimit, calls: stats.calls, denials: stats.denials, resets: stats.resets },
+    window: {
+      tracked: stats.tracked,
+      trackedEstimated: stats.trackedEstimated,
+      active: stats.active,
+      atLimit: stats.atLimit,
+      calls: stats.calls,
+      denials: stats.denials,
+      resets: stats.resets,
+    },
     regions: stats.regions.map((r) => ({ region: r.region, active: r.active, atLimit: r.atLimit, calls: r.calls, denials: r.denials })),
     aggregates: usage.aggregates,
     windowDenials: { byReason: largestFirst(usage.decisions.deniedByReason), shadowByRule: largestFirst(usage.decisions.shadowByRule) },

@@ -29,7 +29,13 @@ function columns(v: MoversView): Column<Mover>[] {
   const money = (m: Mover) => formatMoney(v.prices, m.spendPerMin);
   const moneyWidth = Math.max(6, ...v.rows.map((m) => len(money(m))));
   return [
-    { title: 'ABOVE NORMAL', width: keyWidth, min: keyWidth, priority: 0, cell: (m) => ({ text: keyText(m), ...(m.kind === 'country' ? { bold: true } : {}) }) },
+    {
+      title: 'ABOVE NORMAL',
+      width: keyWidth,
+      min: keyWidth,
+      priority: 0,
+      cell: (m) => ({ text: keyText(m), ...(m.kind === 'country' ? { bold: true } : {}) }),
+    },
     { title: 'NUMS', width: 5, align: 'right', priority: 1, cell: (m) => ({ text: count(m.numbers) }) },
     { title: 'CALLS', width: 6, align: 'right', priority: 3, cell: (m) => ({ text: count(m.calls) }) },
     { title: 'NOW', width: 5, align: 'right', priority: 2, cell: (m) => ({ text: pct(m.share) }) },
@@ -73,6 +79,12 @@ export function moversSection(f: TopFrame, width: number, maxRows: number): Line
   const shown = v.rows.slice(0, overflow ? Math.max(0, room - 1) : room);
   const lines: Line[] = [titleLine(v), headerLine(cols)];
   for (const m of shown) lines.push(rowLine(cols, m, m.blocked ? { dim: true } : {}));
-  if (overflow) lines.push([{ text: `… ${v.rows.length - shown.length} more${v.unranged > 0 ? ` · ${count(v.unranged)} numbers with older masks counted by country only` : ''}`, dim: true }]);
+  if (overflow)
+    lines.push([
+      {
+        text: `… ${v.rows.length - shown.length} more${v.unranged > 0 ? ` · ${count(v.unranged)} numbers with older masks counted by country only` : ''}`,
+        dim: true,
+      },
+    ]);
   return lines;
 }

@@ -26,7 +26,11 @@ function instanceColumns(f: TopFrame): Column<TopInstance>[] {
   // Only while some daemon is on another version (then kept before almost anything): otherwise
   // it would repeat the header's version on every row.
   if (!f.instances.some((i) => i.state !== 'stopped' && i.policyVersion !== f.policyVersion)) return INSTANCE_COLUMNS;
-  return [...INSTANCE_COLUMNS.slice(0, -1), { title: 'POLICY', width: policyWidth, min: policyWidth, priority: 1, cell: (i) => policyCell(f, i) }, INSTANCE_COLUMNS.at(-1)!];
+  return [
+    ...INSTANCE_COLUMNS.slice(0, -1),
+    { title: 'POLICY', width: policyWidth, min: policyWidth, priority: 1, cell: (i) => policyCell(f, i) },
+    INSTANCE_COLUMNS.at(-1)!,
+  ];
 }
 
 const INSTANCE_COLUMNS: Column<TopInstance>[] = [
@@ -148,7 +152,10 @@ export function hotAndRegionsSection(p: TopViewProps, f: TopFrame, maxRows: numb
     const start = p.interactive ? Math.max(0, Math.min(sel - height + 1, f.hottest.length - height)) : 0;
     f.hottest.slice(start, start + height).forEach((r, k) => {
       const selected = p.interactive && start + k === sel;
-      left.push([...(marker ? [{ text: selected ? '▶ ' : '  ', color: 'cyan' as const }] : []), ...rowLine(hot, r, selected ? { inverse: true } : r.blocked ? { dim: true } : {})]);
+      left.push([
+        ...(marker ? [{ text: selected ? '▶ ' : '  ', color: 'cyan' as const }] : []),
+        ...rowLine(hot, r, selected ? { inverse: true } : r.blocked ? { dim: true } : {}),
+      ]);
     });
   }
   if (regionCols.length > 0) {

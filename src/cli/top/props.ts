@@ -1,9 +1,7 @@
 // What the dashboard view is drawn from: plain data, no database types.
 import type { HotSort, TopFrame } from './model.js';
 
-export type Connection =
-  | { ok: true }
-  | { ok: false; error: string; failures: number; downForMs: number; retryEveryMs: number };
+export type Connection = { ok: true } | { ok: false; error: string; failures: number; downForMs: number; retryEveryMs: number };
 
 export interface TopViewProps {
   frame: TopFrame | null;

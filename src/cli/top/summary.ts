@@ -3,7 +3,24 @@
 import { formatDurationMs, humanizeMs } from '../../core/duration.js';
 import type { TopFrame } from './model.js';
 import type { TopViewProps } from './props.js';
-import { clock, count, fit, len, lineWidth, ms, bytes, oneLine, rate, sparkline, spread, wrapParts, wrapWords, type Color, type Line, type Seg } from './text.js';
+import {
+  clock,
+  count,
+  fit,
+  len,
+  lineWidth,
+  ms,
+  bytes,
+  oneLine,
+  rate,
+  sparkline,
+  spread,
+  wrapParts,
+  wrapWords,
+  type Color,
+  type Line,
+  type Seg,
+} from './text.js';
 import { shortReason } from '../policy-usage.js';
 
 const LABEL_WIDTH = 9;
@@ -37,12 +54,16 @@ export function databaseSection(p: TopViewProps, f: TopFrame | null): Line[] {
   if (!p.connection.ok) {
     const c = p.connection;
     // What and how long first: the error text can be long and is what gets cut.
-    return [[
-      label,
-      { text: 'DOWN', color: 'red', bold: true, inverse: true },
-      { text: `${c.downForMs >= 1000 ? ` for ${humanizeMs(c.downForMs)}` : ''} · ${c.failures} ${c.failures === 1 ? 'try' : 'tries'}, retry every ${formatDurationMs(c.retryEveryMs)} · ` },
-      { text: oneLine(c.error), color: 'red' },
-    ]];
+    return [
+      [
+        label,
+        { text: 'DOWN', color: 'red', bold: true, inverse: true },
+        {
+          text: `${c.downForMs >= 1000 ? ` for ${humanizeMs(c.downForMs)}` : ''} · ${c.failures} ${c.failures === 1 ? 'try' : 'tries'}, retry every ${formatDurationMs(c.retryEveryMs)} · `,
+        },
+        { text: oneLine(c.error), color: 'red' },
+      ],
+    ];
   }
   if (!f) return [[label, { text: 'connecting…', dim: true }]];
   const d = f.database;
@@ -95,10 +116,22 @@ export function denialsSection(f: TopFrame, columns: number): Line[] {
   const d = f.windowDenials;
   const lines: Line[] = [];
   if (d.byReason.length > 0) {
-    lines.push(...wrapParts(label('denials'), d.byReason.map(([reason, n]): Line => [{ text: `${shortReason(reason)} ${count(n)}`, color: 'yellow' }]), columns));
+    lines.push(
+      ...wrapParts(
+        label('denials'),
+        d.byReason.map(([reason, n]): Line => [{ text: `${shortReason(reason)} ${count(n)}`, color: 'yellow' }]),
+        columns,
+      ),
+    );
   }
   if (d.shadowByRule.length > 0) {
-    lines.push(...wrapParts(label('shadow'), d.shadowByRule.map(([rule, n]): Line => [{ text: `${rule} ${count(n)}`, color: 'magenta' }]), columns));
+    lines.push(
+      ...wrapParts(
+        label('shadow'),
+        d.shadowByRule.map(([rule, n]): Line => [{ text: `${rule} ${count(n)}`, color: 'magenta' }]),
+        columns,
+      ),
+    );
   }
   return lines;
 }
@@ -108,7 +141,10 @@ export function flyRegionLine(f: TopFrame): Line | undefined {
   const line: Line = [{ text: 'fly      ', bold: true }];
   f.flyRegions.forEach((r, i) => {
     if (i > 0) line.push({ text: ' · ' });
-    line.push({ text: r.region, bold: true }, { text: ` ${r.up}/${r.total} up ${rate(r.allowedPerS + r.deniedPerS)}/s`, ...(r.up < r.total ? { color: 'red' as const } : {}) });
+    line.push(
+      { text: r.region, bold: true },
+      { text: ` ${r.up}/${r.total} up ${rate(r.allowedPerS + r.deniedPerS)}/s`, ...(r.up < r.total ? { color: 'red' as const } : {}) },
+    );
   });
   return line;
 }

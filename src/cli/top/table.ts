@@ -2,7 +2,6 @@
 // the terminal, then widened.
 import { fit, type Line, type Seg } from './text.js';
 
-
 export interface Column<T> {
   title: string;
   /** Preferred width; `min` when space is short. */

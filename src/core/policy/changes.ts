@@ -17,8 +17,7 @@ function allRules(policy: Policy): LimitRule[] {
 
 const describeRule = (r: LimitRule): string => `${r.limit} per ${r.window}${r.shadow ? ', shadow' : ''}`;
 const mode = (shadow: boolean): string => (shadow ? 'shadow' : 'enforcing');
-const describeBlockAfter = (b: BlockAfter): string =>
-  `${b.denials} denials within ${formatDurationMs(b.withinMs)} block for ${formatDurationMs(b.forMs)}`;
+const describeBlockAfter = (b: BlockAfter): string => `${b.denials} denials within ${formatDurationMs(b.withinMs)} block for ${formatDurationMs(b.forMs)}`;
 
 function ruleChanges(before: Policy, after: Policy): string[] {
   const lines: string[] = [];

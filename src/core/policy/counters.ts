@@ -18,11 +18,7 @@ export function prefixKey(e164: string, digits: number): string {
   return e164.slice(0, Math.max(2, e164.length - Math.max(digits, MIN_PREFIX_DIGITS)));
 }
 
-export function applicableCounters(
-  policy: Pick<Policy, 'prefix' | 'country' | 'global'>,
-  e164: string,
-  region: string | undefined,
-): AggregateCounter[] {
+export function applicableCounters(policy: Pick<Policy, 'prefix' | 'country' | 'global'>, e164: string, region: string | undefined): AggregateCounter[] {
   const out: AggregateCounter[] = [];
   if (policy.prefix) {
     const key = prefixKey(e164, policy.prefix.digits);

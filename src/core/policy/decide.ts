@@ -187,12 +187,7 @@ function check(n: NumberAt, blockedUntil: number | null, buckets: readonly Bucke
 }
 
 /** One consume: the decision, and the state after it. */
-export function decideConsume(
-  state: DecideState,
-  input: DecideInput,
-  policy: DecisionPolicy,
-  nowMs: number,
-): { result: DecideResult; state: DecideState } {
+export function decideConsume(state: DecideState, input: DecideInput, policy: DecisionPolicy, nowMs: number): { result: DecideResult; state: DecideState } {
   const j = judge(numberAt(state.number.log, nowMs), state.number.blockedUntil, state.buckets, input, policy);
   const viewOf = (log: readonly number[]) => (policy.number.view ? evaluate(log, j.at, policy.number.view) : null);
   if (!denies(j)) {

@@ -10,7 +10,17 @@ import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Docum
 import * as z from 'zod';
 import { getCountries } from 'libphonenumber-js/max';
 import { parseDurationMs } from '../duration.js';
-import { DEFAULT_BLOCK_TYPES, MIN_PREFIX_DIGITS, MIN_PREFIX_DIGITS_REASON, NUMBER_TYPES, UNKNOWN_REGION, type GroupName, type LimitRule, type NumberType, type Policy } from './types.js';
+import {
+  DEFAULT_BLOCK_TYPES,
+  MIN_PREFIX_DIGITS,
+  MIN_PREFIX_DIGITS_REASON,
+  NUMBER_TYPES,
+  UNKNOWN_REGION,
+  type GroupName,
+  type LimitRule,
+  type NumberType,
+  type Policy,
+} from './types.js';
 import { policyWarnings } from './warnings.js';
 
 export { formatPolicy, policyToYaml } from './print.js';
@@ -65,10 +75,9 @@ const positiveInt = (max: number) =>
 const DIGITS_RANGE = { error: `must be an integer from ${MIN_PREFIX_DIGITS} to ${MAX_PREFIX_DIGITS}` };
 const prefixDigits = z.number().int(DIGITS_RANGE).min(1, DIGITS_RANGE).max(MAX_PREFIX_DIGITS, DIGITS_RANGE);
 
-const duration = z.custom<string | number>(
-  (v) => (typeof v === 'string' || typeof v === 'number') && parseDurationMs(String(v)) !== null,
-  { error: (issue) => `${JSON.stringify(issue.input)} is not a duration (${DURATION_HINT})` },
-);
+const duration = z.custom<string | number>((v) => (typeof v === 'string' || typeof v === 'number') && parseDurationMs(String(v)) !== null, {
+  error: (issue) => `${JSON.stringify(issue.input)} is not a duration (${DURATION_HINT})`,
+});
 
 /** The window as written (YAML may hand it over as a number: `window: 60000`). */
 const windowText = (w: string | number): string => String(w).trim();
@@ -94,28 +103,26 @@ const limitList = (max: number) =>
 const shadow = z.boolean().optional();
 
 const regionList = z
-  .array(z.string().superRefine((code, ctx) => {
-    const problem = regionProblem(code);
-    if (problem) ctx.addIssue({ code: 'custom', message: problem });
-  }))
+  .array(
+    z.string().superRefine((code, ctx) => {
+      const problem = regionProblem(code);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    }),
+  )
   .min(1, { error: 'list at least one region; remove `countries` to allow every country' });
 
 const fileSchema = z.strictObject({
   number: z
     .strictObject({
       limits: limitList(MAX_NUMBER_LIMIT).optional(),
-      block_after: z
-        .strictObject({ denials: positiveInt(MAX_NUMBER_LIMIT), within: duration, for: duration })
-        .optional(),
+      block_after: z.strictObject({ denials: positiveInt(MAX_NUMBER_LIMIT), within: duration, for: duration }).optional(),
       shadow,
     })
     .refine((g) => g.limits !== undefined || g.block_after !== undefined, {
       error: 'needs `limits` or `block_after`; remove the group to have no rule',
     })
     .optional(),
-  prefix: z
-    .strictObject({ digits: prefixDigits, limits: limitList(MAX_AGGREGATE_LIMIT), shadow })
-    .optional(),
+  prefix: z.strictObject({ digits: prefixDigits, limits: limitList(MAX_AGGREGATE_LIMIT), shadow }).optional(),
   country: z
     .strictObject({
       limits: limitList(MAX_AGGREGATE_LIMIT).optional(),
@@ -275,7 +282,10 @@ function problemsFromIssues(doc: Document, lines: LineCounter, issues: readonly 
     if (issue.code === 'unrecognized_keys') {
       const expected = knownKeys(issue.path);
       for (const key of issue.keys) {
-        at(locate(doc, [...issue.path, key], true), `${pathText([...issue.path, key])}: unknown key "${key}"` + (expected.length ? ` (expected ${expected.join(', ')})` : ''));
+        at(
+          locate(doc, [...issue.path, key], true),
+          `${pathText([...issue.path, key])}: unknown key "${key}"` + (expected.length ? ` (expected ${expected.join(', ')})` : ''),
+        );
       }
     } else if (!('input' in issue) || issue.input === undefined) {
       at(locate(doc, issue.path, true), `${where}: missing`);
@@ -333,7 +343,9 @@ export function parsePolicyFile(text: string, options: { stored?: boolean } = {}
     // Stored by a release that allowed it: refusing it would stop every daemon, so it is
     // enforced with the narrowest range allowed (prefix counts start over) and said loudly.
     policy = { ...policy, prefix: { ...policy.prefix, digits: MIN_PREFIX_DIGITS } };
-    adjustments.push(`prefix.digits ${narrow} is enforced as ${MIN_PREFIX_DIGITS} (${MIN_PREFIX_DIGITS_REASON}); apply a policy with digits >= ${MIN_PREFIX_DIGITS} to silence this`);
+    adjustments.push(
+      `prefix.digits ${narrow} is enforced as ${MIN_PREFIX_DIGITS} (${MIN_PREFIX_DIGITS_REASON}); apply a policy with digits >= ${MIN_PREFIX_DIGITS} to silence this`,
+    );
   }
   return { ok: true, policy, warnings: policyWarnings(policy), adjustments };
 }

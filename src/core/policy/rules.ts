@@ -5,14 +5,7 @@ import type { LimitRule, Policy } from './types.js';
 
 /** Each group's rule list, in decision order; country's overrides are one list per country. */
 export function ruleLists(policy: Policy): (readonly LimitRule[])[] {
-  return [
-    policy.number,
-    policy.prefix?.rules ?? [],
-    policy.country?.rules ?? [],
-    ...(policy.country?.overrides.values() ?? []),
-    policy.global,
-    policy.ip,
-  ];
+  return [policy.number, policy.prefix?.rules ?? [], policy.country?.rules ?? [], ...(policy.country?.overrides.values() ?? []), policy.global, policy.ip];
 }
 
 /** Every limit rule of the policy, in decision order. */

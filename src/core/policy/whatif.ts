@@ -75,7 +75,8 @@ export function replayPolicy(policy: Policy, calls: readonly ReplayCall[]): What
     o.byCountry[country] = (o.byCountry[country] ?? 0) + 1;
   };
   const notReconstructed = new Set<string>();
-  if (policy.destinations.blockTypes.length > 0) notReconstructed.add(`destination types (${policy.destinations.blockTypes.join(', ')}): number types are not stored`);
+  if (policy.destinations.blockTypes.length > 0)
+    notReconstructed.add(`destination types (${policy.destinations.blockTypes.join(', ')}): number types are not stored`);
   if (policy.ip.length > 0) notReconstructed.add('ip rules: client addresses are not stored');
   if (policy.blockAfter) notReconstructed.add('number.block_after: only its first denials are replayed, not the blocks they would start');
   let unranged = 0;
@@ -108,7 +109,8 @@ export function replayPolicy(policy: Policy, calls: readonly ReplayCall[]): What
     }
     for (const { key } of checks) win(key).add(c.t);
   }
-  if (unranged > 0) notReconstructed.add(`prefix rules: ${unranged} calls to numbers whose stored mask names no range (older rows) were not counted against them`);
+  if (unranged > 0)
+    notReconstructed.add(`prefix rules: ${unranged} calls to numbers whose stored mask names no range (older rows) were not counted against them`);
   return {
     calls: sorted.length,
     numbers: new Set(sorted.map((c) => c.number)).size,

@@ -12,7 +12,10 @@ export async function withDeadline<T>(work: Promise<T>, deadlineMs: number | und
     return await Promise.race([
       work,
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`Query read timeout: no answer from the database within ${deadlineMs} ms (RATELIMIT_DB_TIMEOUT and its margin)`)), deadlineMs);
+        timer = setTimeout(
+          () => reject(new Error(`Query read timeout: no answer from the database within ${deadlineMs} ms (RATELIMIT_DB_TIMEOUT and its margin)`)),
+          deadlineMs,
+        );
       }),
     ]);
   } finally {

@@ -45,7 +45,12 @@ export class DenyCache {
    * The denial the database would give now, or undefined when it must be asked. `logOf` is
    * read only for cached numbers, so a miss does not touch the engine's LRU order.
    */
-  lookup(hash: string, nowMs: number, policy: DecisionPolicy, logOf: (hash: string) => readonly number[] | undefined): Omit<Verdict, 'source' | 'metricSource'> | undefined {
+  lookup(
+    hash: string,
+    nowMs: number,
+    policy: DecisionPolicy,
+    logOf: (hash: string) => readonly number[] | undefined,
+  ): Omit<Verdict, 'source' | 'metricSource'> | undefined {
     const e = this.entries.get(hash);
     if (e === undefined) return undefined;
     if (nowMs >= e.untilMs) {
@@ -56,7 +61,17 @@ export class DenyCache {
     const view = policy.number.view ? evaluate(log, nowMs, policy.number.view) : undefined;
     if (e.blocked) {
       const own = ownView(view, nowMs);
-      return { allowed: false, reason: 'number_blocked', rule: BLOCK_AFTER_RULE, shadow: [], own, ...own, remaining: 0, resetTime: e.untilMs, retryAfterMs: e.untilMs - nowMs };
+      return {
+        allowed: false,
+        reason: 'number_blocked',
+        rule: BLOCK_AFTER_RULE,
+        shadow: [],
+        own,
+        ...own,
+        remaining: 0,
+        resetTime: e.untilMs,
+        retryAfterMs: e.untilMs - nowMs,
+      };
     }
     const d = policy.number.enforcing ? evaluate(log, nowMs, policy.number.enforcing) : undefined;
     if (!d || d.allowed) {

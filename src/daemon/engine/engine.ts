@@ -122,7 +122,14 @@ export class DecisionEngine {
       timed,
       spool: opts.spool,
     });
-    this.outage = new Outage({ memory: this.memory, inFlight: this.inFlight, writes: this.writes, spool: opts.spool, logger: opts.logger, inMemory: () => this.mode === 'memory' });
+    this.outage = new Outage({
+      memory: this.memory,
+      inFlight: this.inFlight,
+      writes: this.writes,
+      spool: opts.spool,
+      logger: opts.logger,
+      inMemory: () => this.mode === 'memory',
+    });
     this.fallback = new Fallback({
       pool: opts.pool,
       logger: opts.logger,
@@ -273,12 +280,14 @@ export class DecisionEngine {
   private decideInDatabase(reqs: DecideRequest[]): Promise<Array<{ out: DecideOutcome; policy: ActivePolicy }>> {
     // One policy for the whole statement, the one its replies are then read with.
     const policy = this.opts.policies.current;
-    return this.outage.inDatabase(reqs, policy.decision, {
-      run: () => this.timed('consume', reqs.length, () => decideBatch(this.opts.pool, reqs, policy.decision)),
-      nowMs: () => this.dbNow(),
-      failed: (err) => this.enterMemory(err),
-      decided: (atMs) => (this.clockOffsetMs = atMs - Date.now()),
-    }).then((outs) => outs.map((out) => ({ out, policy })));
+    return this.outage
+      .inDatabase(reqs, policy.decision, {
+        run: () => this.timed('consume', reqs.length, () => decideBatch(this.opts.pool, reqs, policy.decision)),
+        nowMs: () => this.dbNow(),
+        failed: (err) => this.enterMemory(err),
+        decided: (atMs) => (this.clockOffsetMs = atMs - Date.now()),
+      })
+      .then((outs) => outs.map((out) => ({ out, policy })));
   }
 
   /** Switches to memory mode; consumes not yet sent are decided from memory instead. */

@@ -11,7 +11,15 @@
 
 import { addCall, EMPTY_BUCKETS } from '../../core/policy/aggregate.js';
 import { counterMapKey } from '../../core/policy/counters.js';
-import { decideCheck, decideConsume, EMPTY_NUMBER, type DecideInput, type DecideResult, type DecisionPolicy, type NumberState } from '../../core/policy/decide.js';
+import {
+  decideCheck,
+  decideConsume,
+  EMPTY_NUMBER,
+  type DecideInput,
+  type DecideResult,
+  type DecisionPolicy,
+  type NumberState,
+} from '../../core/policy/decide.js';
 import type { AggregateCounter, Buckets } from '../../core/policy/types.js';
 import { expandLog, type LogSummary } from '../../core/policy/log-summary.js';
 import type { LRUCache } from 'lru-cache';

@@ -91,7 +91,8 @@ export class Outage {
     for (let settling = inFlight.settled(s.hash); settling; settling = inFlight.settled(s.hash)) await settling;
     if (!this.opts.inMemory()) return undefined;
     if (!spool.hasRoomFor(1)) {
-      if (!this.fullLogged) logger.error({ spool: spool.file, unwritten: spool.size }, 'spool full or unwritable: consumes are refused until the database is back');
+      if (!this.fullLogged)
+        logger.error({ spool: spool.file, unwritten: spool.size }, 'spool full or unwritable: consumes are refused until the database is back');
       this.fullLogged = true;
       throw new SpoolUnavailableError('the daemon cannot record decisions while the database is unreachable (spool full); refused');
     }

@@ -314,7 +314,9 @@ async function readIndex(root: string): Promise<Record<string, string>> {
   try {
     const parsed = JSON.parse(await fs.readFile(path.join(path.dirname(root), INDEX_FILE), 'utf8')) as unknown;
     if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) return {};
-    return Object.fromEntries(Object.entries(parsed as Record<string, unknown>).filter((e): e is [string, string] => typeof e[1] === 'string' && /^[0-9a-f]{32}$/.test(e[1])));
+    return Object.fromEntries(
+      Object.entries(parsed as Record<string, unknown>).filter((e): e is [string, string] => typeof e[1] === 'string' && /^[0-9a-f]{32}$/.test(e[1])),
+    );
   } catch {
     return {};
   }
@@ -369,10 +371,28 @@ function encode(e: SpoolEvent): Encoded | EncodedOutcome {
 }
 
 function decodeOutcome(x: EncodedOutcome): OutcomeEvent {
-  if (typeof x.d !== 'string' || typeof x.h !== 'string' || typeof x.g !== 'string' || typeof x.T !== 'number' || typeof x.t !== 'number' || !OUTCOME_SET.has(x.o) || !OUTCOME_SOURCE_SET.has(x.s)) {
+  if (
+    typeof x.d !== 'string' ||
+    typeof x.h !== 'string' ||
+    typeof x.g !== 'string' ||
+    typeof x.T !== 'number' ||
+    typeof x.t !== 'number' ||
+    !OUTCOME_SET.has(x.o) ||
+    !OUTCOME_SOURCE_SET.has(x.s)
+  ) {
     throw new Error('not an outcome');
   }
-  return { decisionId: x.d, hash: x.h, region: x.r ?? undefined, range: x.g, decidedAtMs: x.T, outcome: x.o, durationMs: typeof x.u === 'number' ? x.u : undefined, source: x.s, atMs: x.t };
+  return {
+    decisionId: x.d,
+    hash: x.h,
+    region: x.r ?? undefined,
+    range: x.g,
+    decidedAtMs: x.T,
+    outcome: x.o,
+    durationMs: typeof x.u === 'number' ? x.u : undefined,
+    source: x.s,
+    atMs: x.t,
+  };
 }
 
 export function decodeAll(text: string): { events: SpoolEvent[]; torn: number } {

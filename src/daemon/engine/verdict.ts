@@ -76,8 +76,30 @@ export function verdictOf(r: DecideResult, source: Source): Verdict {
 
 // Every verdict is built here, field by field in one order: object spreads cost ~3% of the
 // daemon's time on the decision path (profile, ws uniform 256) and gave verdicts many shapes.
-function verdict(r: Pick<Verdict, 'allowed' | 'reason' | 'rule' | 'shadow'>, own: View, source: Source, limit: number, used: number, remaining: number, resetTime: number | null, retryAfterMs: number | null): Verdict {
-  return { allowed: r.allowed, reason: r.reason, rule: r.rule, shadow: r.shadow, own, limit, used, remaining, resetTime, retryAfterMs, source: source.source, metricSource: source.metricSource };
+function verdict(
+  r: Pick<Verdict, 'allowed' | 'reason' | 'rule' | 'shadow'>,
+  own: View,
+  source: Source,
+  limit: number,
+  used: number,
+  remaining: number,
+  resetTime: number | null,
+  retryAfterMs: number | null,
+): Verdict {
+  return {
+    allowed: r.allowed,
+    reason: r.reason,
+    rule: r.rule,
+    shadow: r.shadow,
+    own,
+    limit,
+    used,
+    remaining,
+    resetTime,
+    retryAfterMs,
+    source: source.source,
+    metricSource: source.metricSource,
+  };
 }
 
 /** ratelimit_decide's row as the pure model's result, so both paths reply alike. */

@@ -145,7 +145,11 @@ export class WriteBehind {
           if (outcomes) {
             const events = chunk.map((p) => p.event as OutcomeEvent);
             const kept = await this.opts.timed('record_outcomes', chunk.length, () => recordOutcomes(this.opts.pool, events));
-            if (kept > 0) this.opts.logger.warn({ outcomes: kept }, 'outcomes reported while the database was away were not stored: their decisions already had one (the first reported stands)');
+            if (kept > 0)
+              this.opts.logger.warn(
+                { outcomes: kept },
+                'outcomes reported while the database was away were not stored: their decisions already had one (the first reported stands)',
+              );
           } else {
             const events = chunk.map((p) => p.event as DecisionEvent);
             await this.opts.timed('record', chunk.length, () => recordDecisions(this.opts.pool, events, this.opts.policy()));
@@ -190,7 +194,10 @@ export class WriteBehind {
               this.loose -= loose.length;
               await durable;
             }
-            this.opts.logger.warn({ err: errForLog(err), spooled: this.pending.length, spool: this.opts.spool.file }, 'database unreachable at exit: decisions made from memory stay in the spool; the next daemon with this data dir writes them');
+            this.opts.logger.warn(
+              { err: errForLog(err), spooled: this.pending.length, spool: this.opts.spool.file },
+              'database unreachable at exit: decisions made from memory stay in the spool; the next daemon with this data dir writes them',
+            );
             return { lost: 0, spooled: this.pending.length };
           } catch {
             // The spool failed too: fall back to retrying the database until the deadline.

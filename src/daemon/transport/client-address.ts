@@ -71,12 +71,20 @@ export class ClientAddresses {
       if (typeof header === 'string') {
         const peer = req.socket.remoteAddress;
         if (!mayBeFlyProxy(peer)) {
-          this.clientLog.warn('fly_client_ip_untrusted_peer', { peer }, 'ignoring Fly-Client-IP from a public peer, which cannot be Fly Proxy; counting the socket address');
+          this.clientLog.warn(
+            'fly_client_ip_untrusted_peer',
+            { peer },
+            'ignoring Fly-Client-IP from a public peer, which cannot be Fly Proxy; counting the socket address',
+          );
           return socketAddressKey(req.socket);
         }
         const c = canonicalAddress(header);
         if (c.ok) return c.key;
-        this.clientLog.warn('fly_client_ip_invalid', { header: 'Fly-Client-IP', problem: c.message, peer }, 'ignoring an invalid Fly-Client-IP header; counting the socket address instead');
+        this.clientLog.warn(
+          'fly_client_ip_invalid',
+          { header: 'Fly-Client-IP', problem: c.message, peer },
+          'ignoring an invalid Fly-Client-IP header; counting the socket address instead',
+        );
       }
     }
     return socketAddressKey(req.socket);

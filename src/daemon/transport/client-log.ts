@@ -35,6 +35,9 @@ export class ClientLog {
     }
     const suppressed = state?.suppressed ?? 0;
     this.kinds.set(kind, { lastWarnMs: nowMs, suppressed: 0 });
-    this.logger.warn({ kind, ...fields, ...(suppressed > 0 ? { suppressed } : {}) }, suppressed > 0 ? `${message} (${suppressed} more of this kind since the last warning, logged at debug)` : message);
+    this.logger.warn(
+      { kind, ...fields, ...(suppressed > 0 ? { suppressed } : {}) },
+      suppressed > 0 ? `${message} (${suppressed} more of this kind since the last warning, logged at debug)` : message,
+    );
   }
 }

@@ -73,7 +73,11 @@ export class HttpTransport {
     } catch (err) {
       if (req.destroyed || (err as NodeJS.ErrnoException).code === 'ECONNRESET') {
         // The client went away mid-request (an aborted body): its doing, so rate-limited.
-        this.opts.clientLog.warn('request_aborted', { err: (err as Error).message, peer: req.socket.remoteAddress }, 'a client closed its connection before its request was read');
+        this.opts.clientLog.warn(
+          'request_aborted',
+          { err: (err as Error).message, peer: req.socket.remoteAddress },
+          'a client closed its connection before its request was read',
+        );
       } else {
         this.opts.logger.error({ err }, 'http handler failed');
       }
@@ -127,25 +131,44 @@ export class HttpTransport {
     if (path === ROUTES.twilioStatus) return this.twilio(req, res, target.params);
     const outcome = path === ROUTES.outcome;
     if (path !== ROUTES.check && path !== ROUTES.consume && !outcome) {
-      const routes = [ROUTES.check, ROUTES.consume, ROUTES.outcome, ROUTES.twilioStatus, ROUTES.health, ...(this.opts.metricsElsewhere ? [] : [ROUTES.metrics]), ROUTES.ws];
+      const routes = [
+        ROUTES.check,
+        ROUTES.consume,
+        ROUTES.outcome,
+        ROUTES.twilioStatus,
+        ROUTES.health,
+        ...(this.opts.metricsElsewhere ? [] : [ROUTES.metrics]),
+        ROUTES.ws,
+      ];
       return json(res, 404, errorReply('invalid_message', `no route ${quoteTarget(path)}; see ${routes.join(', ')}`));
     }
     const origin = typeof req.headers.origin === 'string' ? req.headers.origin : undefined;
     // Browsers never report outcomes: no CORS for that route.
-    const cors: Record<string, string> = !outcome && this.opts.auth.isAllowedOrigin(origin)
-      ? { 'Access-Control-Allow-Origin': origin!, Vary: 'Origin' }
-      : {};
+    const cors: Record<string, string> = !outcome && this.opts.auth.isAllowedOrigin(origin) ? { 'Access-Control-Allow-Origin': origin!, Vary: 'Origin' } : {};
     if (req.method === 'OPTIONS') {
-      res.writeHead(204, { ...cors, 'Access-Control-Allow-Methods': 'POST', 'Access-Control-Allow-Headers': 'Authorization, Content-Type', 'Access-Control-Max-Age': '600' });
+      res.writeHead(204, {
+        ...cors,
+        'Access-Control-Allow-Methods': 'POST',
+        'Access-Control-Allow-Headers': 'Authorization, Content-Type',
+        'Access-Control-Max-Age': '600',
+      });
       res.end();
       return;
     }
     if (req.method !== 'POST') return json(res, 405, errorReply('invalid_message', 'use POST'), { Allow: 'POST', ...cors });
-    if (this.opts.isShuttingDown()) return json(res, 503, errorReply('internal_error', 'shutting down; retry on another instance'), { 'Retry-After': '1', ...cors });
+    if (this.opts.isShuttingDown())
+      return json(res, 503, errorReply('internal_error', 'shutting down; retry on another instance'), { 'Retry-After': '1', ...cors });
     const auth = this.opts.auth.authenticate(req, target.params);
     if (!auth.ok) {
-      this.opts.clientLog.warn(`http_${auth.kind}`, { status: auth.status, reason: auth.kind, origin: origin && quoteTarget(origin), peer: req.socket.remoteAddress }, `refused ${path} (${auth.status}): ${auth.message}`);
-      return json(res, auth.status, errorReply(auth.status === 401 ? 'unauthorized' : 'forbidden', auth.message), { ...(auth.status === 401 ? { 'WWW-Authenticate': 'Bearer' } : {}), ...cors });
+      this.opts.clientLog.warn(
+        `http_${auth.kind}`,
+        { status: auth.status, reason: auth.kind, origin: origin && quoteTarget(origin), peer: req.socket.remoteAddress },
+        `refused ${path} (${auth.status}): ${auth.message}`,
+      );
+      return json(res, auth.status, errorReply(auth.status === 401 ? 'unauthorized' : 'forbidden', auth.message), {
+        ...(auth.status === 401 ? { 'WWW-Authenticate': 'Bearer' } : {}),
+        ...cors,
+      });
     }
     if (outcome && !mayReportOutcomes(auth.role, origin)) return json(res, 403, errorReply('forbidden', 'only a service (a token) may report outcomes'), cors);
     const ip = this.opts.addresses.of(req);

@@ -55,7 +55,8 @@ export function parseTarget(raw: string | undefined): RequestTarget {
   const path = q < 0 ? rest : rest.slice(0, q);
   const query = q < 0 ? '' : rest.slice(q + 1);
   if (rest.includes('#')) return { ok: false, message: `the request target ${quoteTarget(target)} carries a fragment ("#"), which a client never sends` };
-  if (!PATH.test(path)) return { ok: false, message: `the request target's path ${quoteTarget(path)} has a character that must be percent-encoded, or a malformed "%" escape` };
+  if (!PATH.test(path))
+    return { ok: false, message: `the request target's path ${quoteTarget(path)} has a character that must be percent-encoded, or a malformed "%" escape` };
   if (!QUERY.test(query)) return { ok: false, message: `the request target's query has a character that must be percent-encoded, or a malformed "%" escape` };
   return { ok: true, path, params: new URLSearchParams(query) };
 }

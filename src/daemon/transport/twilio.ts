@@ -57,11 +57,17 @@ export async function answerTwilio(
     opts.logger.debug({ signed: signature !== undefined }, 'refused a Twilio callback without a valid signature');
     return {
       status: 403,
-      body: errorReply('forbidden', signature === undefined ? 'X-Twilio-Signature is missing' : 'X-Twilio-Signature does not match this request (check TWILIO_AUTH_TOKEN, and RATELIMIT_PUBLIC_URL behind a proxy)'),
+      body: errorReply(
+        'forbidden',
+        signature === undefined
+          ? 'X-Twilio-Signature is missing'
+          : 'X-Twilio-Signature does not match this request (check TWILIO_AUTH_TOKEN, and RATELIMIT_PUBLIC_URL behind a proxy)',
+      ),
     };
   }
   const decisionId = query.get('decisionId');
-  if (!decisionId) return { status: 400, body: errorReply('invalid_message', 'the status callback URL must carry ?decisionId=<the decisionId of the allowed consume>') };
+  if (!decisionId)
+    return { status: 400, body: errorReply('invalid_message', 'the status callback URL must carry ?decisionId=<the decisionId of the allowed consume>') };
   const params = new Map<string, string>();
   for (const [name, value] of pairs) if (!params.has(name)) params.set(name, value);
   const meaning = twilioStatus(params);

@@ -76,7 +76,15 @@ const CLOSE_TOO_BIG = 1009;
 // RFC 6455: a close reason is at most 123 bytes.
 const MAX_CLOSE_REASON_BYTES = 123;
 
-const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 500: 'Internal Server Error', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable' };
+const STATUS_TEXT: Record<number, string> = {
+  400: 'Bad Request',
+  500: 'Internal Server Error',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  429: 'Too Many Requests',
+  503: 'Service Unavailable',
+};
 
 export class WsTransport {
   private readonly wss: WebSocketServer;
@@ -156,7 +164,16 @@ export class WsTransport {
   }
 
   private refuse(socket: Duplex, status: number, message: string): void {
-    const code = status === 429 ? 'too_many_requests' : status === 401 ? 'unauthorized' : status >= 500 ? 'internal_error' : status === 403 ? 'forbidden' : 'invalid_message';
+    const code =
+      status === 429
+        ? 'too_many_requests'
+        : status === 401
+          ? 'unauthorized'
+          : status >= 500
+            ? 'internal_error'
+            : status === 403
+              ? 'forbidden'
+              : 'invalid_message';
     const body = JSON.stringify(errorReply(code, message));
     socket.end(
       `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
@@ -186,7 +203,8 @@ export class WsTransport {
     if (admission === 'refused') return void socket.destroy();
     const target = parseTarget(req.url);
     if (!target.ok) return this.refused(req, socket, 400, 'bad_request', target.message);
-    if (target.path !== ROUTES.ws && target.path !== SEED_LOGS_PATH) return this.refused(req, socket, 404, 'not_found', `no WebSocket endpoint at ${quoteTarget(target.path)}; use ${ROUTES.ws}`);
+    if (target.path !== ROUTES.ws && target.path !== SEED_LOGS_PATH)
+      return this.refused(req, socket, 404, 'not_found', `no WebSocket endpoint at ${quoteTarget(target.path)}; use ${ROUTES.ws}`);
     if (this.opts.isShuttingDown()) return this.refuse(socket, 503, 'shutting down');
     if (admission === 'reserve') return this.refuse(socket, 503, 'the daemon is at its connection limit; retry later');
     const auth = this.opts.auth.authenticate(req, target.params);
@@ -200,7 +218,11 @@ export class WsTransport {
   /** A refusal the client caused: answered, and logged at most once a minute per kind. */
   private refused(req: IncomingMessage, socket: Duplex, status: number, kind: string, message: string): void {
     const origin = typeof req.headers.origin === 'string' ? quoteTarget(req.headers.origin) : undefined;
-    this.opts.clientLog.warn(`upgrade_${kind}`, { status, reason: kind, origin, peer: req.socket.remoteAddress }, `refused a WebSocket upgrade (${status}): ${message}`);
+    this.opts.clientLog.warn(
+      `upgrade_${kind}`,
+      { status, reason: kind, origin, peer: req.socket.remoteAddress },
+      `refused a WebSocket upgrade (${status}): ${message}`,
+    );
     this.refuse(socket, status, message);
   }
 
@@ -247,9 +269,17 @@ export class WsTransport {
     if (isBinary) {
       reply = errorReply('invalid_message', 'binary frames are not supported; send JSON text frames');
     } else if (client.bucket && !client.bucket.take()) {
-      reply = errorReply('too_many_requests', `more than ${this.opts.config.messagesPerSecond} messages per second on this connection`, peekRequestId(data.toString()));
+      reply = errorReply(
+        'too_many_requests',
+        `more than ${this.opts.config.messagesPerSecond} messages per second on this connection`,
+        peekRequestId(data.toString()),
+      );
     } else if (client.inFlight >= MAX_IN_FLIGHT_PER_SOCKET) {
-      reply = errorReply('too_many_requests', `more than ${MAX_IN_FLIGHT_PER_SOCKET} requests waiting on this connection; read the replies`, peekRequestId(data.toString()));
+      reply = errorReply(
+        'too_many_requests',
+        `more than ${MAX_IN_FLIGHT_PER_SOCKET} requests waiting on this connection; read the replies`,
+        peekRequestId(data.toString()),
+      );
     } else if (client.seedLogs) {
       reply = answerSeedFrame(data.toString(), requests, this.opts.decider, client.ip);
     } else {
@@ -281,7 +311,10 @@ export class WsTransport {
       client.pausedAtMs = Date.now();
       this.paused.add(ws);
       ws.pause();
-      this.opts.logger.debug({ ip: client.ip, backlogBytes: client.countedBytes, totalBytes: this.backlog.total }, 'not reading a WebSocket whose client is not reading its replies');
+      this.opts.logger.debug(
+        { ip: client.ip, backlogBytes: client.countedBytes, totalBytes: this.backlog.total },
+        'not reading a WebSocket whose client is not reading its replies',
+      );
     } else if (!client.closing && this.backlog.mayResume(client)) {
       client.pausedAtMs = undefined;
       this.paused.delete(ws);
@@ -297,7 +330,11 @@ export class WsTransport {
       this.measure(ws, client);
       if (client.closing || !this.backlog.stalled(client, nowMs)) continue;
       const reason = `replies not read: ${Math.round(client.countedBytes / 1024)} KiB waiting for ${Math.round((nowMs - client.pausedAtMs!) / 1000)} s`;
-      this.opts.clientLog.warn('ws_not_reading', { ip: client.ip, backlogBytes: client.countedBytes, code: CLOSE_POLICY_VIOLATION }, `closing a WebSocket whose client does not read: ${reason}`);
+      this.opts.clientLog.warn(
+        'ws_not_reading',
+        { ip: client.ip, backlogBytes: client.countedBytes, code: CLOSE_POLICY_VIOLATION },
+        `closing a WebSocket whose client does not read: ${reason}`,
+      );
       this.closeWithin(ws, client, CLOSE_POLICY_VIOLATION, reason);
     }
     const idleMs = this.opts.config.wsIdleTimeoutMs;

@@ -95,7 +95,8 @@ function packageSource(): Source {
 /** The platform's usual way to install a PostgreSQL server, for error messages. */
 export function installCommand(): string {
   if (process.platform === 'darwin') return '`brew install postgresql@17`, or Postgres.app';
-  if (process.platform === 'linux') return '`sudo apt-get install postgresql` (Debian/Ubuntu), `sudo dnf install postgresql-server` (Fedora) or `apk add postgresql` (Alpine)';
+  if (process.platform === 'linux')
+    return '`sudo apt-get install postgresql` (Debian/Ubuntu), `sudo dnf install postgresql-server` (Fedora) or `apk add postgresql` (Alpine)';
   return 'the installer from https://www.postgresql.org/download/';
 }
 
@@ -103,10 +104,7 @@ export function installCommand(): string {
  * The first usable server in search order, except that a server whose major version equals
  * `preferMajor` (the version of an existing cluster) wins over earlier ones of another version.
  */
-export async function findPostgresBinaries(
-  env: NodeJS.ProcessEnv = process.env,
-  preferMajor?: string,
-): Promise<PostgresBinaries> {
+export async function findPostgresBinaries(env: NodeJS.ProcessEnv = process.env, preferMajor?: string): Promise<PostgresBinaries> {
   const explicit = env.RATELIMIT_PG_BINDIR;
   if (explicit) {
     // An explicit setting that is wrong must fail loudly rather than silently pick another version.

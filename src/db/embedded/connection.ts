@@ -75,8 +75,5 @@ export async function ensureDatabase(conn: Connection, log: (message: string) =>
 }
 
 export function buildUrl(conn: Connection): string {
-  return (
-    `postgres://${SUPERUSER}:${encodeURIComponent(conn.password)}@${LOOPBACK}:${conn.port}/` +
-    `${encodeURIComponent(conn.database)}?sslmode=disable`
-  );
+  return `postgres://${SUPERUSER}:${encodeURIComponent(conn.password)}@${LOOPBACK}:${conn.port}/` + `${encodeURIComponent(conn.database)}?sslmode=disable`;
 }

@@ -37,8 +37,7 @@ export async function acquireLock(lockPath: string, log: (message: string) => vo
     }
     if (Date.now() > deadline) {
       throw new Error(
-        `timed out after ${LOCK_TIMEOUT_MS} ms waiting for ${lockPath}. ` +
-          'If no other ratelimit process is starting the embedded database, delete it.',
+        `timed out after ${LOCK_TIMEOUT_MS} ms waiting for ${lockPath}. ` + 'If no other ratelimit process is starting the embedded database, delete it.',
       );
     }
     if (!announced) {

@@ -85,9 +85,7 @@ export async function attachIfRunning(
   if (!password) return undefined;
   const state = await probeServer(dataDir, info.port, password);
   if (state === 'auth-failed') {
-    throw new Error(
-      `the embedded PostgreSQL on port ${info.port} rejects the password in ${files.password}; restore the original file`,
-    );
+    throw new Error(`the embedded PostgreSQL on port ${info.port} rejects the password in ${files.password}; restore the original file`);
   }
   if (state !== 'ours') return undefined;
   const conn = { port: info.port, password, database };
@@ -203,11 +201,7 @@ export async function launch({ dataDir, files, binaries, port, user, settings }:
       if (state === 'ours') return;
       // Only meaningful while our child is alive: otherwise we may be talking to whoever else has the port.
       if (state !== 'unreachable' && exitInfo === undefined) {
-        throw await failure(
-          state === 'auth-failed'
-            ? `it rejects the password in ${files.password}`
-            : `port ${port} is answered by a different PostgreSQL`,
-        );
+        throw await failure(state === 'auth-failed' ? `it rejects the password in ${files.password}` : `port ${port} is answered by a different PostgreSQL`);
       }
       if (Date.now() > deadline) throw await failure(`no connection within ${START_TIMEOUT_MS} ms`);
       await sleep(POLL_INTERVAL_MS);
@@ -243,10 +237,7 @@ function spawnWatchdog(postmasterPid: number, user: ServerUser | undefined): Chi
 async function settlesWithin(promise: Promise<void>, timeoutMs: number): Promise<boolean> {
   const timeout = new AbortController();
   try {
-    return await Promise.race([
-      promise.then(() => true),
-      sleep(timeoutMs, false, { signal: timeout.signal }).catch(() => false),
-    ]);
+    return await Promise.race([promise.then(() => true), sleep(timeoutMs, false, { signal: timeout.signal }).catch(() => false)]);
   } finally {
     timeout.abort();
   }

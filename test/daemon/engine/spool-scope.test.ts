@@ -52,7 +52,13 @@ describe('spool scope', () => {
     const other = await open('postgres://u:p@h/db', 'db-id-2');
     expect(await adopted(other)).toStrictEqual([]);
     await other.close();
-    const otherKey = await Spool.open({ dataDir, scope: { databaseUrl: 'postgres://u:p@h/db', phoneKey: `${KEY}-other`, databaseId: 'db-id-1' }, instanceId: 'k', maxBytes: 1 << 20, logger });
+    const otherKey = await Spool.open({
+      dataDir,
+      scope: { databaseUrl: 'postgres://u:p@h/db', phoneKey: `${KEY}-other`, databaseId: 'db-id-1' },
+      instanceId: 'k',
+      maxBytes: 1 << 20,
+      logger,
+    });
     expect(await adopted(otherKey)).toStrictEqual([]);
     await otherKey.close();
   });

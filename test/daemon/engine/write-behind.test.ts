@@ -28,15 +28,37 @@ afterAll(async () => {
   await rm(spoolDir, { recursive: true, force: true });
 });
 
-const event = (e164: string, allowed: boolean, atMs = Date.now()): DecisionEvent => ({ hash: hashPhone(e164, KEY), region: 'US', masked: maskPhone(e164), atMs, allowed, counters: [] });
+const event = (e164: string, allowed: boolean, atMs = Date.now()): DecisionEvent => ({
+  hash: hashPhone(e164, KEY),
+  region: 'US',
+  masked: maskPhone(e164),
+  atMs,
+  allowed,
+  counters: [],
+});
 
 describe('WriteBehind: denials queued without the spool', () => {
   it('are bounded: past maxLooseDenials they are counted, not kept, and never displace allowed calls', async () => {
     const metrics = createMetrics();
-    const spool = await Spool.open({ dataDir: spoolDir, scope: { databaseUrl: 'write-behind-test', phoneKey: KEY }, instanceId: 'wb-test', maxBytes: 1 << 20, logger });
+    const spool = await Spool.open({
+      dataDir: spoolDir,
+      scope: { databaseUrl: 'write-behind-test', phoneKey: KEY },
+      instanceId: 'wb-test',
+      maxBytes: 1 << 20,
+      logger,
+    });
     const policy = fixedPolicy(defaultPolicy({ phoneMax: 5, phoneWindowMs: 3_600_000, ipMax: 5, ipWindowMs: 60_000 }));
     const maxLooseDenials = 1_000;
-    const writes = new WriteBehind({ pool: db.pool, policy: () => policy.current.decision, logger, metrics, maxPendingWrites: 5_000, maxLooseDenials, timed: (_op, _n, fn) => fn(), spool });
+    const writes = new WriteBehind({
+      pool: db.pool,
+      policy: () => policy.current.decision,
+      logger,
+      metrics,
+      maxPendingWrites: 5_000,
+      maxLooseDenials,
+      timed: (_op, _n, fn) => fn(),
+      spool,
+    });
     // Memory allowed three calls during the outage (durable, in the spool)...
     await writes.queueDurable([event('+14155550101', true), event('+14155550102', true), event('+14155550103', true)]);
     // ...then a flood of early denials, 20x the bound and past maxPendingWrites in all.

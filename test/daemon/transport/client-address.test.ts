@@ -7,11 +7,13 @@ import { ClientAddresses, mayBeFlyProxy } from '../../../src/daemon/transport/cl
 import { ClientLog } from '../../../src/daemon/transport/client-log.js';
 
 const logger = pino({ level: 'silent' });
-const req = (peer: string, header?: string) => ({ headers: header === undefined ? {} : { 'fly-client-ip': header }, socket: { remoteAddress: peer } }) as unknown as IncomingMessage;
+const req = (peer: string, header?: string) =>
+  ({ headers: header === undefined ? {} : { 'fly-client-ip': header }, socket: { remoteAddress: peer } }) as unknown as IncomingMessage;
 
 describe('mayBeFlyProxy', () => {
   it('private, unique-local (6PN is fdaa::/16) and loopback peers may be; public ones never', () => {
-    for (const a of ['172.16.5.1', '10.0.0.1', '192.168.1.1', 'fdaa:0:1::2', '::ffff:172.19.0.1', '127.0.0.1', '::1', '100.64.0.1']) expect({ a, ok: mayBeFlyProxy(a) }).toEqual({ a, ok: true });
+    for (const a of ['172.16.5.1', '10.0.0.1', '192.168.1.1', 'fdaa:0:1::2', '::ffff:172.19.0.1', '127.0.0.1', '::1', '100.64.0.1'])
+      expect({ a, ok: mayBeFlyProxy(a) }).toEqual({ a, ok: true });
     for (const a of ['203.0.113.9', '2001:db8::1', '8.8.8.8', '::ffff:8.8.8.8', 'junk', '']) expect({ a, ok: mayBeFlyProxy(a) }).toEqual({ a, ok: false });
     expect(mayBeFlyProxy(undefined)).toBe(false);
   });

@@ -19,7 +19,24 @@ describe('parseTarget', () => {
   });
 
   it('refuses what made new URL throw, and other malformed targets, with a reason', () => {
-    for (const bad of ['//x:99999/ws', 'http://[/ws', '//[', '[', 'http://x:99999/', 'http://u@x/ws', '/ws%zz', '/%', '/ws#x', '*', 'ws', 'x:1', '/a b', '/\u0000', `/${'a'.repeat(MAX_TARGET_BYTES)}`, '/ws?token=%zz']) {
+    for (const bad of [
+      '//x:99999/ws',
+      'http://[/ws',
+      '//[',
+      '[',
+      'http://x:99999/',
+      'http://u@x/ws',
+      '/ws%zz',
+      '/%',
+      '/ws#x',
+      '*',
+      'ws',
+      'x:1',
+      '/a b',
+      '/\u0000',
+      `/${'a'.repeat(MAX_TARGET_BYTES)}`,
+      '/ws?token=%zz',
+    ]) {
       const t = parseTarget(bad);
       expect({ bad, ok: t.ok }).toEqual({ bad, ok: false });
       if (!t.ok) expect(t.message.length).toBeLessThan(300);
@@ -28,10 +45,17 @@ describe('parseTarget', () => {
 
   it('property: never throws, and what it accepts has a path that starts with one "/"', () => {
     fc.assert(
-      fc.property(fc.oneof(fc.string({ maxLength: 80 }), fc.string({ unit: 'binary', maxLength: 80 }), fc.webUrl().map((u) => u.toString())), (raw) => {
-        const t = parseTarget(raw);
-        if (t.ok) expect(t.path.startsWith('/') && !t.path.startsWith('//')).toBe(true);
-      }),
+      fc.property(
+        fc.oneof(
+          fc.string({ maxLength: 80 }),
+          fc.string({ unit: 'binary', maxLength: 80 }),
+          fc.webUrl().map((u) => u.toString()),
+        ),
+        (raw) => {
+          const t = parseTarget(raw);
+          if (t.ok) expect(t.path.startsWith('/') && !t.path.startsWith('//')).toBe(true);
+        },
+      ),
       { numRuns: 2_000 },
     );
   });
