@@ -38,9 +38,7 @@ afterAll(async () => {
   await rm(spoolDir, { recursive: true, force: true });
 });
 
-async function daemon(
-  name: string,
-): Promise<{
+async function daemon(name: string): Promise<{
   engine: DecisionEngine;
   ask: (type: 'rate_limit_check' | 'rate_limit_consume', phoneNumber: string, role: Role) => Promise<Record<string, unknown>>;
 }> {
