@@ -1,3 +1,4 @@
+// Longer than 350 lines because check, apply, show and db init's policy output share one database and one CLI runner.
 // The policy engine's admin commands through the real binary: policy check/apply/show, the
 // block and allow lists, and status of a number under a multi-rule policy. The tests in each
 // describe share one database and run in order (apply, then show, then status...).
@@ -105,9 +106,11 @@ describe('ratelimit policy apply / show', () => {
     expect(human.code).toBe(0);
     expect(human.stdout).toMatch(/no policy has been applied/);
     expect(human.stdout).toContain('limits: [{limit: 4, window: 1h}]');
-    const json = JSON.parse((await run(['policy', 'show', '--json'])).stdout);
+    const json = JSON.parse((await run(['policy', 'show', '--json', '--phone-limit', '4'])).stdout);
     expect(json).toMatchObject({ version: 0, source: 'default', appliedBy: null, appliedYaml: null });
     expect(json.rules).toContain('number:1h');
+    // The policy itself as structured JSON in the file's keys, for jq (not YAML in a string).
+    expect(json.policy.number).toEqual({ limits: [{ limit: 4, window: '1h' }] });
   });
 
   it('apply stores a new version, says what changed; show names version, who, when, why', async () => {

@@ -1,3 +1,4 @@
+// Longer than 350 lines because every panel of the live view is rendered here from one fixture.
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { cleanup, render } from 'ink-testing-library';
 import { stripVTControlCharacters } from 'node:util';

@@ -1,3 +1,4 @@
+// Longer than 350 lines because every kind of bad input meets one daemon here, WebSocket and HTTP alike.
 // Hostile and malformed input against the running binary: every frame gets exactly one answer
 // of the class docs/protocol.md implies, the socket stays open (or closes with 1009 when oversized),
 // and the daemon neither crashes nor logs unhandled errors.

@@ -109,10 +109,13 @@ class Tally {
         [[...this.allowed.keys()].map(hashOf)],
       );
       const stored = new Map(rows.map((r) => [r.phone_hash, r.n]));
-      const lost = [...this.allowed]
-        .filter(([p, n]) => (stored.get(hashOf(p)) ?? 0) !== n)
-        .map(([p, n]) => ({ p, allowed: n, stored: stored.get(hashOf(p)) ?? 0 }));
-      expect(lost).toStrictEqual([]);
+      const counts = [...this.allowed].map(([p, n]) => ({ p, allowed: n, stored: stored.get(hashOf(p)) ?? 0 }));
+      // Nothing allowed is missing. A statement that committed (the synchronous standby has it)
+      // while the primary died before answering is decided again from memory and replayed: that
+      // call is stored twice, an over-count that errs towards denying, at most once per number
+      // (one statement in flight when the primary dies).
+      expect(counts.filter((c) => c.stored < c.allowed)).toStrictEqual([]);
+      expect(counts.filter((c) => c.stored > c.allowed + 1)).toStrictEqual([]);
     } finally {
       await c.end();
     }

@@ -1,3 +1,4 @@
+// Longer than 350 lines because the outcome routes, the Twilio adapter and their roles share one daemon and its ids.
 // Outcomes (docs/protocol.md *Outcomes*) through the binary: decisionId on allowed consumes only,
 // reporting over WebSocket and POST /v1/outcome (idempotent, a conflicting second outcome
 // refused, unknown and expired ids), who may report, the Twilio adapter (signature, mapping), the

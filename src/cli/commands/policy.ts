@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import type { Pool } from '../../db/pool.js';
 import { ensureSchema } from '../../db/open.js';
 import { applyPolicy, parseStoredPolicy, readActivePolicy, readEffectivePolicy, type StoredPolicy } from '../../db/policies.js';
-import { describePolicyChanges, formatPolicy, parsePolicyFile, policyToYaml } from '../../core/policy/file.js';
+import { describePolicyChanges, formatPolicy, parsePolicyFile, policyToJson, policyToYaml } from '../../core/policy/file.js';
 import { ruleIds } from '../../core/policy/subject.js';
 import type { Policy } from '../../core/policy/types.js';
 import { emit, withDatabaseNoKey, type Io } from '../context.js';
@@ -192,6 +192,8 @@ export interface ShowReport {
   appliedAt: string | null;
   reason: string | null;
   rules: string[];
+  /** The policy in force as structured JSON, in the file's keys (docs/protocol.md *Policy*). */
+  policy: Record<string, unknown>;
   /** The policy in force, canonical (defaults written out). */
   yaml: string;
   /** The file as it was applied, comments included; null for the default. */
@@ -206,6 +208,7 @@ export function showReport(policy: Policy, stored: StoredPolicy | null): ShowRep
     appliedAt: stored?.appliedAt.toISOString() ?? null,
     reason: stored?.reason ?? null,
     rules: ruleIds(policy),
+    policy: policyToJson(policy),
     yaml: policyToYaml(policy),
     appliedYaml: stored?.yaml ?? null,
   };

@@ -23,7 +23,7 @@ import {
 } from './types.js';
 import { policyWarnings } from './warnings.js';
 
-export { formatPolicy, policyToYaml } from './print.js';
+export { formatPolicy, policyToJson, policyToYaml } from './print.js';
 export { describePolicyChanges } from './changes.js';
 
 export interface PolicyProblem {

@@ -22,6 +22,14 @@ function groupShadow(group: string, rules: readonly LimitRule[]): { shadow?: tru
   return flags.has(true) ? { shadow: true } : {};
 }
 
+/**
+ * The policy as the file's structure (the same keys and durations a file is written with), for
+ * `policy show --json`: a script reads it with jq instead of parsing YAML out of a string.
+ */
+export function policyToJson(policy: Policy): Record<string, unknown> {
+  return policyObject(policy);
+}
+
 function policyObject(policy: Policy): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   if (policy.number.length > 0 || policy.blockAfter) {

@@ -123,7 +123,8 @@ export class Spool {
     await fs.mkdir(dir, { recursive: true, mode: 0o700 });
     const safeId = opts.instanceId.replace(/[^A-Za-z0-9_.-]/g, '_');
     const file = path.join(dir, `${safeId}.${Date.now()}.log`);
-    const fh = await fs.open(file, 'a', 0o600);
+    // Locked before it exists: a peer adopting stale spools of this scope lists the directory, and
+    // a file it saw before its lock was taken would look abandoned and be taken over.
     const release = await lockfile.lock(file, {
       realpath: false,
       stale: LOCK_STALE_MS,
@@ -132,6 +133,10 @@ export class Spool {
       // The default throws from a timer. A lost lock means a peer may take this spool over and
       // write it too: over-counting, never under-counting; keep going and say so.
       onCompromised: (err) => opts.logger.error({ err, file }, 'spool lock lost: another daemon may replay this spool too'),
+    });
+    const fh = await fs.open(file, 'a', 0o600).catch(async (err: unknown) => {
+      await release().catch(() => undefined);
+      throw err;
     });
     return new Spool(opts, dir, file, fh, release, basis);
   }
