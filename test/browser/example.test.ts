@@ -9,13 +9,13 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RateLimitClient } from '../../src/client/index.js';
 import { createTestDatabase } from '../helpers/db.js';
+import { CHROMIUM, haveChromium, launchChromium } from './chromium.js';
 import { ROOT, assertBuilt, freshNumber, postJson, startDaemon, stopAll, type DaemonProcess } from '../daemon/helpers.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const TOKEN = 'browser-test-service-token';
 // Generous: chromium on a loaded 2-core machine.
 const UI_TIMEOUT_MS = 30_000;
@@ -38,7 +38,6 @@ function staticServer(): Promise<http.Server> {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
 }
 
-const haveChromium = existsSync(CHROMIUM);
 const title = haveChromium ? 'browser example in chromium' : `browser example in chromium (skipped: ${CHROMIUM} is missing; apt-get install chromium)`;
 
 describe.skipIf(!haveChromium)(title, () => {
@@ -61,19 +60,7 @@ describe.skipIf(!haveChromium)(title, () => {
       env: { ALLOWED_ORIGINS: origin, RATELIMIT_API_TOKENS: TOKEN, RATE_LIMIT_PHONE_MAX: '2', RATE_LIMIT_PHONE_WINDOW: '1h' },
     });
     userDataDir = mkdtempSync(path.join(tmpdir(), 'ratelimit-chromium-'));
-    browser = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
+    browser = await launchChromium(userDataDir);
     page = browser.pages()[0] ?? (await browser.newPage());
     page.setDefaultTimeout(UI_TIMEOUT_MS);
     page.on('pageerror', (err) => pageErrors.push(err.message));

@@ -8,18 +8,18 @@
 // PHONE_SCREEN_SCREENSHOTS=<dir> saves a screenshot of each state there.
 
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import { build } from 'rolldown';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase } from '../helpers/db.js';
+import { CHROMIUM, haveChromium, launchChromium } from './chromium.js';
 import { ROOT, assertBuilt, freshNumber, postJson, startDaemon, stopAll, type DaemonProcess } from '../daemon/helpers.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const TOKEN = 'phone-screen-backend-service-token';
 // Generous: chromium on a loaded 2-core machine.
 const UI_TIMEOUT_MS = 15_000;
@@ -58,7 +58,6 @@ async function bundlePage(websocketServerUrl: string): Promise<string> {
   return out.output[0].code;
 }
 
-const haveChromium = existsSync(CHROMIUM);
 const title = haveChromium ? "phone-screen's hook in chromium" : `phone-screen's hook in chromium (skipped: ${CHROMIUM} is missing; apt-get install chromium)`;
 
 describe.skipIf(!haveChromium)(title, () => {
@@ -83,19 +82,7 @@ describe.skipIf(!haveChromium)(title, () => {
     // What a phone-screen deployment sets: the daemon's base URL; the hook adds /logs.
     bundle = await bundlePage(daemon.url);
     userDataDir = mkdtempSync(path.join(tmpdir(), 'ratelimit-chromium-'));
-    browser = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
+    browser = await launchChromium(userDataDir);
     page = browser.pages()[0] ?? (await browser.newPage());
     page.setDefaultTimeout(UI_TIMEOUT_MS);
     page.on('pageerror', (err) => pageErrors.push(err.message));

@@ -9,7 +9,7 @@
 // not promise an end to a block that has none.
 
 import type { DecisionReply, ErrorReply, RequestId } from '../../protocol/wire.js';
-import { errorReply } from '../../protocol/replies.js';
+import { errorReply, roundUpToMinute } from '../../protocol/replies.js';
 import type { RequestParser } from '../../protocol/schema.js';
 import type { Decider } from '../decider.js';
 
@@ -51,8 +51,6 @@ export interface SeedStatusReply {
 
 export type SeedErrorReply = ErrorReply & { phoneNumber?: string };
 export type SeedReply = SeedStatusReply | SeedErrorReply;
-
-const ceilToMinute = (ms: number): number => Math.ceil(ms / MINUTE_MS) * MINUTE_MS;
 
 const plural = (n: number, unit: string): string => `${n} ${unit}${n === 1 ? '' : 's'}`;
 
@@ -143,11 +141,11 @@ export function seedReply(reply: ErrorReply | DecisionReply, sent: string): Seed
     return { ...reply, phoneNumber: sent };
   }
   const allowed = reply.type === 'rate_limit_status' && reply.allowed;
-  const retryAfterMs = reply.retryAfterMs === null ? null : ceilToMinute(reply.retryAfterMs);
+  const retryAfterMs = reply.retryAfterMs === null ? null : roundUpToMinute(reply.retryAfterMs);
   // A browser's view of an aggregate denial carries no instant (protocol/replies.ts): the retry says when.
   const counted = 'limit' in reply ? reply : undefined;
   const replyResetMs = counted ? counted.resetTime : retryAfterMs === null ? null : Date.now() + retryAfterMs;
-  const resetTime = replyResetMs === null || (!allowed && retryAfterMs === null) ? NEVER_RESETS_MS : ceilToMinute(replyResetMs);
+  const resetTime = replyResetMs === null || (!allowed && retryAfterMs === null) ? NEVER_RESETS_MS : roundUpToMinute(replyResetMs);
   const out: SeedStatusReply = {
     type: 'rate_limit_status',
     id: reply.id,
