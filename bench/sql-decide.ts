@@ -55,6 +55,10 @@ const FULL: Policy = {
   global: [rule('global', 1_000_000, DAY_MS, '1d'), rule('global', 100_000, HOUR_MS, '1h', true)],
   ip: [],
   destinations: { countries: undefined, blockTypes: [] },
+  conversion: undefined,
+  sweep: undefined,
+  blocks: undefined,
+  safe: { prefixes: [] },
 };
 const NUMBER_ONLY: Policy = { ...FULL, blockAfter: undefined, prefix: undefined, country: undefined, global: [] };
 

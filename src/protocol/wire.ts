@@ -17,6 +17,8 @@ export const DENY_REASONS = [
   'country_rate_limit_exceeded',
   'global_rate_limit_exceeded',
   'ip_rate_limit_exceeded',
+  'conversion_rate_limit_exceeded',
+  'sweep_rate_limit_exceeded',
   'number_blocked',
   'destination_blocked',
 ] as const;

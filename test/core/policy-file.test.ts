@@ -75,6 +75,10 @@ describe('parsePolicyFile: valid files', () => {
       global: [rule('global', 10000, '1d', true)],
       ip: [rule('ip', 20, '1h')],
       destinations: { countries: { mode: 'deny', regions: ['CU', 'KP'] }, blockTypes: ['premium_rate', 'shared_cost'] },
+      conversion: undefined,
+      sweep: undefined,
+      blocks: undefined,
+      safe: { prefixes: [] },
     } satisfies Policy);
   });
 
@@ -87,6 +91,10 @@ describe('parsePolicyFile: valid files', () => {
       global: [],
       ip: [rule('ip', 5, '30s')],
       destinations: { countries: undefined, blockTypes: ['premium_rate', 'shared_cost', 'non_geographic'] },
+      conversion: undefined,
+      sweep: undefined,
+      blocks: undefined,
+      safe: { prefixes: [] },
     });
   });
 
@@ -365,6 +373,10 @@ const policyArb: fc.Arbitrary<Policy> = fc
         ),
         blockTypes: fc.uniqueArray(fc.constantFrom(...NUMBER_TYPES), { maxLength: 4 }),
       }),
+      conversion: fc.constant(undefined),
+      sweep: fc.constant(undefined),
+      blocks: fc.constant(undefined),
+      safe: fc.constant({ prefixes: [] as string[] }),
     }),
   );
 
@@ -414,6 +426,10 @@ describe('defaultPolicy', () => {
       global: [],
       ip: [rule('ip', 20, '90s')],
       destinations: { countries: undefined, blockTypes: ['premium_rate', 'shared_cost', 'non_geographic'] },
+      conversion: undefined,
+      sweep: undefined,
+      blocks: undefined,
+      safe: { prefixes: [] },
     });
     expect(parsed(policyToYaml(policy))).toEqual(policy);
     expect(formatDurationMs(policy.number[0]?.windowMs as number)).toBe(policy.number[0]?.window);

@@ -17,6 +17,10 @@ export function policy(parts: Partial<Policy>): Policy {
     global: [],
     ip: [],
     destinations: { countries: undefined, blockTypes: [] },
+    conversion: undefined,
+    sweep: undefined,
+    blocks: undefined,
+    safe: { prefixes: [] },
     ...parts,
   };
 }

@@ -100,3 +100,23 @@ export function addCall(buckets: Buckets, atMs: number, rule: LimitRule): Bucket
   }
   return { ts, n };
 }
+
+/**
+ * Takes back one call counted at `callAtMs` (a converted outcome for an `unconverted` counter; a
+ * number's previous call when a `distinct` counter moves it to its newest call). The call sits in
+ * the first bucket whose newest call is not before it; when that bucket has left the window at
+ * the counter's time the call no longer counts and nothing changes. With several buckets sharing
+ * that time the earliest is taken, and a bucket already at 0 stays there: either way the count
+ * can only stay above the true one, never below (the promise holds). Returns new buckets.
+ */
+export function removeCall(buckets: Buckets, callAtMs: number, nowMs: number, rule: Pick<LimitRule, 'windowMs'>): Buckets {
+  const at = counterTime(buckets, nowMs);
+  if (callAtMs <= at - rule.windowMs) return buckets;
+  const first = firstLive(buckets, at, rule);
+  let i = first;
+  while (i < buckets.ts.length && buckets.ts[i]! < callAtMs) i++;
+  if (i === buckets.ts.length || buckets.n[i]! === 0) return buckets;
+  const n = buckets.n.slice();
+  n[i] = n[i]! - 1;
+  return { ...buckets, ts: buckets.ts.slice(), n };
+}

@@ -26,5 +26,9 @@ export function defaultPolicy({ phoneMax, phoneWindowMs, ipMax, ipWindowMs }: De
     global: [],
     ip: [rule('ip', ipMax, ipWindowMs)],
     destinations: { countries: undefined, blockTypes: [...DEFAULT_BLOCK_TYPES] },
+    conversion: undefined,
+    sweep: undefined,
+    blocks: undefined,
+    safe: { prefixes: [] },
   };
 }

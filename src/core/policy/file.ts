@@ -193,6 +193,10 @@ function toPolicy(file: PolicyFile): Policy {
       countries: countries && (countries.allow ? { mode: 'allow', regions: dedupe(countries.allow) } : { mode: 'deny', regions: dedupe(countries.deny ?? []) }),
       blockTypes: destinations?.block_types ? dedupe(destinations.block_types as NumberType[]) : [...DEFAULT_BLOCK_TYPES],
     },
+    conversion: undefined,
+    sweep: undefined,
+    blocks: undefined,
+    safe: { prefixes: [] },
   };
 }
 

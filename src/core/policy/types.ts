@@ -37,7 +37,7 @@ export const UNKNOWN_REGION = 'ZZ';
 /** Aggregates may deny early by at most this share of their limit (rounded up). */
 export const AGGREGATE_SLACK = 0.02;
 
-export type GroupName = 'number' | 'prefix' | 'country' | 'global' | 'ip';
+export type GroupName = 'number' | 'prefix' | 'country' | 'global' | 'ip' | 'conversion' | 'sweep';
 
 /**
  * The reason a denial by each group's rules gives (docs/protocol.md). src/protocol/wire.ts's
@@ -50,6 +50,8 @@ export const GROUP_DENY_REASON = {
   country: 'country_rate_limit_exceeded',
   global: 'global_rate_limit_exceeded',
   ip: 'ip_rate_limit_exceeded',
+  conversion: 'conversion_rate_limit_exceeded',
+  sweep: 'sweep_rate_limit_exceeded',
 } as const satisfies Record<GroupName, string>;
 
 /** The reasons the policy's rules give: a group's, or block_after's. */
@@ -66,7 +68,10 @@ export function groupOfRuleId(id: string): GroupName | undefined {
 
 /** One `{limit, window}` of a group, with its id as replies, metrics and the CLI name it. */
 export interface LimitRule {
-  /** `number:1h`, `prefix:1h`, `country:1h`, `country:GB:1h`, `global:1d`, `ip:1h`. */
+  /**
+   * `number:1h`, `prefix:1h`, `country:1h`, `country:GB:1h`, `global:1d`, `ip:1h`,
+   * `conversion:prefix:1h`, `conversion:country:1h`, `conversion:country:baseline`, `sweep:prefix:1h`.
+   */
   readonly id: string;
   readonly group: GroupName;
   readonly limit: number;
@@ -101,6 +106,62 @@ export const MIN_PREFIX_DIGITS = 3;
 /** Why: said wherever a range narrower than that is refused. */
 export const MIN_PREFIX_DIGITS_REASON = `a range must hold at least 1,000 numbers (${MIN_PREFIX_DIGITS} digits left out), so that no stored, logged or printed key narrows a number to fewer candidates`;
 
+/**
+ * How an aggregate counter counts (docs/protocol.md *Policy*):
+ * - `calls`: every allowed consume (prefix, country, global);
+ * - `unconverted`: every allowed consume, minus those converted within `pending_after` (an
+ *   outcome takes its call back out with removeCall() in aggregate.ts; conversion rules);
+ * - `distinct`: numbers with an allowed consume in the window (sweep rules). A number's newest
+ *   call is what counts: a consume of a number already counted moves it to the newest bucket
+ *   (removeCall at its previous call, addCall now) and is never denied by the rule.
+ */
+export type CounterKind = 'calls' | 'unconverted' | 'distinct';
+
+export function counterKind(group: GroupName): CounterKind {
+  return group === 'conversion' ? 'unconverted' : group === 'sweep' ? 'distinct' : 'calls';
+}
+
+/** The rule id of a block made by the `blocks` group on a range (docs/protocol.md rule ids). */
+export const AUTO_BLOCK_RULE = 'auto:block';
+
+/** A range's prefix group: `digits` trailing digits left out, and its rules. */
+export interface RangeRules {
+  readonly digits: number;
+  readonly rules: readonly LimitRule[];
+}
+
+/** conversion.country.baseline: max(floor, factor × most converted calls in one window over history). */
+export interface ConversionBaseline {
+  readonly factor: number;
+  readonly floor: number;
+  readonly historyMs: number;
+  /**
+   * id `conversion:country:baseline`; `limit` is `floor` here, and the per-region limit is
+   * computed from outcomes (src/db/outcomes.ts) and put in a copy of this rule per counter.
+   */
+  readonly rule: LimitRule;
+}
+
+export interface ConversionPolicy {
+  /** An `answered` outcome at least this long converts (`verified` always does). */
+  readonly answeredAtLeastMs: number;
+  /** A converted outcome reported later than this after its decision does not take the call back. */
+  readonly pendingAfterMs: number;
+  /** `conversion:prefix:<window>` rules over ranges. */
+  readonly prefix: RangeRules | undefined;
+  /** `conversion:country:<window>` rules, per region. */
+  readonly country: { readonly rules: readonly LimitRule[]; readonly baseline: ConversionBaseline | undefined } | undefined;
+}
+
+export interface BlocksPolicy {
+  /** Lengths of the successive automatic blocks (ms), shortest first; the last repeats. */
+  readonly escalateMs: readonly number[];
+  /** As written in the file (`5m`), for printing. */
+  readonly escalate: readonly string[];
+  /** After this long without a block, the next block starts again at the first step. */
+  readonly decayMs: number;
+}
+
 export interface Policy {
   /** Exact rolling windows over each number's call log; every one must allow. */
   readonly number: readonly LimitRule[];
@@ -116,7 +177,21 @@ export interface Policy {
     readonly countries: CountryDestinations | undefined;
     readonly blockTypes: readonly NumberType[];
   };
+  /** Budgets for calls that did not convert; idle while no outcome has been reported (CONVERSION_ENGAGED_WITHIN_MS). */
+  readonly conversion: ConversionPolicy | undefined;
+  /** Distinct numbers per range (`sweep:prefix:<window>`, counter kind `distinct`). */
+  readonly sweep: RangeRules | undefined;
+  /** Automatic blocks (block_after on a number; sweep and conversion.prefix on a range) escalate and decay. */
+  readonly blocks: BlocksPolicy | undefined;
+  /** E.164 prefixes (`+1212555`) never denied by conversion, sweep or automatic blocks. */
+  readonly safe: { readonly prefixes: readonly string[] };
 }
+
+/**
+ * Conversion rules engage once the database holds an outcome recorded within this long: an app
+ * that never reports outcomes would otherwise have every call count as unconverted.
+ */
+export const CONVERSION_ENGAGED_WITHIN_MS = 7 * 24 * 60 * 60 * 1000;
 
 /**
  * One aggregate counter a consume is checked against: the rule and the key it counts over.
@@ -139,4 +214,16 @@ export interface Buckets {
   readonly ts: readonly number[];
   /** Calls in each bucket. */
   readonly n: readonly number[];
+  /**
+   * The counter's latest automatic block (`blocks` group; sweep and conversion.prefix counters
+   * only), kept after it ends so that decay can tell how long the range has been quiet.
+   * rate_limit_counters.blocked_until / block_level.
+   */
+  readonly block?: AutoBlock | null;
+}
+
+/** An automatic block: denied until `untilMs`; `level` is its 1-based step in blocks.escalate. */
+export interface AutoBlock {
+  readonly untilMs: number;
+  readonly level: number;
 }
