@@ -82,6 +82,22 @@ describe('parsePolicyFile: valid files', () => {
     } satisfies Policy);
   });
 
+  it("parses the example of docs/protocol.md's Policy section as it stands, every group present, without warnings", () => {
+    const doc = readFileSync(new URL('../../docs/protocol.md', import.meta.url), 'utf8');
+    const yaml = /^## Policy\n[\s\S]*?```yaml\n([\s\S]*?)```/m.exec(doc)?.[1];
+    expect(yaml).toBeDefined();
+    const result = parsePolicyFile(yaml as string);
+    expect(result).toMatchObject({ ok: true, warnings: [] });
+    const policy = parsed(yaml as string);
+    expect(policy.blockAfter).toEqual({ denials: 3, withinMs: 3_600_000, forMs: 300_000 });
+    expect(policy.conversion?.prefix?.rules.map((r) => r.id)).toEqual(['conversion:prefix:1h']);
+    expect(policy.conversion?.country?.rules.map((r) => r.id)).toEqual(['conversion:country:1h']);
+    expect(policy.conversion?.country?.baseline?.rule.id).toBe('conversion:country:baseline');
+    expect(policy.sweep?.rules.map((r) => r.id)).toEqual(['sweep:prefix:1h']);
+    expect(policy.blocks?.escalate).toEqual(['5m', '1h', '12h']);
+    expect(policy.safe.prefixes).toEqual(['+1212555']);
+  });
+
   it('treats every absent group as no rule, and blocks premium_rate and shared_cost by default', () => {
     expect(parsed('ip: {limits: [{limit: 5, window: 30s}]}\n')).toEqual({
       number: [],
@@ -149,6 +165,11 @@ describe('parsePolicyFile: valid files', () => {
     expect(policy.global.every((r) => r.shadow)).toBe(true);
     expect(policy.ip.length).toBeGreaterThan(0);
     expect(policy.destinations.countries?.mode).toBe('allow');
+    expect(policy.conversion?.prefix?.rules.length).toBeGreaterThan(0);
+    expect(policy.conversion?.country?.baseline).toBeDefined();
+    expect(policy.sweep?.rules.length).toBeGreaterThan(0);
+    expect(policy.blocks?.escalate.length).toBeGreaterThan(0);
+    expect(policy.safe.prefixes.length).toBeGreaterThan(0);
   });
 });
 
