@@ -499,18 +499,24 @@ describe('parsePolicyFile: conversion, sweep, blocks and safe', () => {
     expect(parsed("safe: {prefixes: ['+1212555', '+1212555', '+44']}\nsweep: {prefix: {digits: 3, distinct: [{limit: 1, window: 1h}]}}").safe).toEqual({
       prefixes: ['+1212555', '+44'],
     });
-    expectProblemAt('safe:\n  prefixes: [+1212555]\n', 2, 14, /safe\.prefixes\[0\]: 1212555 is a number: write prefixes in quotes \('\+1212555'\)/);
-    expectProblemAt("safe:\n  prefixes: ['1212555']\n", 2, 14, /"1212555" is not an E\.164 prefix/);
+    expectProblemAt('safe:\n  prefixes: [+1212555]\n', 2, 14, /safe\.prefixes\[0\]: is a number: write prefixes in quotes \('\+1212555'\)/);
+    expectProblemAt("safe:\n  prefixes: ['1212555']\n", 2, 14, /safe\.prefixes\[0\]: is not an E\.164 prefix/);
     expectProblemAt("safe:\n  prefixes: ['+1 212 555']\n", 2, 14, /is not an E\.164 prefix/);
     expectProblemAt("safe:\n  prefixes: ['+0123']\n", 2, 14, /is not an E\.164 prefix/);
     expectProblemAt('safe:\n  prefixes: [null]\n', 2, 14, /must be an E\.164 prefix in quotes/);
-    // A number (or 10 of them) in the clear in the stored policy: refused, pointing at the allow list.
+    // A number (or 10 of them) in the clear in the stored policy: refused, pointing at the allow
+    // list, and not repeated in the problem (which is printed).
     expectProblemAt(
       "safe:\n  prefixes: ['+12125550123']\n",
       2,
       14,
-      /\+12125550123 is too long: .*leaves fewer than 3.*Use at most 8 digits \(\+12125550\)\. For one number, use `ratelimit allow <number>`/,
+      /^safe\.prefixes\[0\]: is too long: numbers under it have at most 11 digits, so it leaves fewer than 3 .*Use at most 8 digits, or for one number `ratelimit allow <number>`/,
     );
+    expect(
+      problems("safe:\n  prefixes: ['+12125550123', '+1 415 555 2671', 14155552671]\n")
+        .map((p) => p.message)
+        .join('\n'),
+    ).not.toMatch(/\d{9}|2671/);
     expectProblemAt("safe:\n  prefixes: ['+121255501']\n", 2, 14, /too long/);
     expect(parsed("safe:\n  prefixes: ['+12125550']\nsweep: {prefix: {digits: 3, distinct: [{limit: 1, window: 1h}]}}").safe.prefixes).toEqual(['+12125550']);
     const many = Array.from({ length: 10_001 }, (_, i) => `'+44${String(i).padStart(5, '0')}'`).join(', ');
