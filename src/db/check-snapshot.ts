@@ -15,6 +15,8 @@ import type { AggregateCounter, Buckets, LimitRule } from '../core/policy/types.
 export interface NumberPeek extends NumberSnapshot {
   /** The number's stored log, summarized for the in-memory fallback (log-summary.ts). */
   summary: LogSummary;
+  /** The escalation step of its latest block (phone_rate_limits.block_level), for the fallback. */
+  blockLevel: number;
 }
 
 export interface PolicySnapshotPeek {
@@ -59,13 +61,13 @@ export async function peekSnapshot(
     name: 'ratelimit_peek_snapshot_v2',
     text: `WITH clock AS (SELECT ${NOW_MS} AS now_ms),
            num AS (
-             SELECT p.phone_hash, p.calls, cardinality(p.calls) AS len, p.blocked_until,
+             SELECT p.phone_hash, p.calls, cardinality(p.calls) AS len, p.blocked_until, p.block_level,
                     GREATEST(clock.now_ms, p.calls[cardinality(p.calls)]) AS at, GREATEST(1, (cardinality(p.calls) + ${EXACT_LOG_ENTRIES - 1}) / ${EXACT_LOG_ENTRIES}) AS run
                FROM phone_rate_limits AS p, clock WHERE p.phone_hash = ANY($1::text[])
            )
            SELECT clock.now_ms, s.* FROM clock LEFT JOIN (
              SELECT 'n' AS kind, num.phone_hash AS a, NULL AS b, sm.ts, sm.counts, num.at, st.used, st.reset, NULL::int[] AS n, num.blocked_until,
-                    NULL::int AS level, num.calls[num.len] AS last
+                    num.block_level AS level, num.calls[num.len] AS last
                FROM num,
                LATERAL (SELECT array_agg(num.calls[LEAST(g.j * num.run, num.len)] ORDER BY g.j) AS ts,
                                CASE WHEN num.run > 1 THEN array_agg(LEAST(g.j * num.run, num.len) - (g.j - 1) * num.run ORDER BY g.j) END AS counts
@@ -90,6 +92,7 @@ export async function peekSnapshot(
         atMs: r.at!,
         rules: used.map((u, i) => ({ used: u, resetTime: r.reset![i]! })),
         blockedUntil: r.blocked_until,
+        blockLevel: r.level ?? 0,
         lastCallMs: r.last,
         summary: { calls: r.ts ?? [], counts: r.counts },
       });
@@ -103,6 +106,7 @@ export async function peekSnapshot(
         atMs: nowMs,
         rules: ruleStates([], nowMs, rules.map(logRule)),
         blockedUntil: null,
+        blockLevel: 0,
         lastCallMs: null,
         summary: { calls: [], counts: null },
       });
