@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
+import { stringify } from 'yaml';
 import { getCountries } from 'libphonenumber-js/max';
 import { describePolicyChanges, formatPolicy, parsePolicyFile, policyToYaml, type PolicyProblem } from '../../src/core/policy/file.js';
 import { defaultPolicy } from '../../src/core/policy/default.js';
@@ -521,6 +522,38 @@ describe('parsePolicyFile: conversion, sweep, blocks and safe', () => {
     expect(parsed("safe:\n  prefixes: ['+12125550']\nsweep: {prefix: {digits: 3, distinct: [{limit: 1, window: 1h}]}}").safe.prefixes).toEqual(['+12125550']);
     const many = Array.from({ length: 10_001 }, (_, i) => `'+44${String(i).padStart(5, '0')}'`).join(', ');
     expectProblemAt(`safe:\n  prefixes: [${many}]\n`, 2, 3, /safe\.prefixes: list at most 10000 prefixes/);
+  });
+
+  it('never throws on any value under the new groups: a policy or problems, each with a line', () => {
+    const value = fc.oneof(
+      fc.anything({ maxDepth: 3 }),
+      fc.constantFrom('5m', '1h', '+1212555', 3, 0.2, -1, null, [], {}, ['5m', '1h'], { limit: 5, window: '1h' }),
+    );
+    const group = fc.dictionary(
+      fc.constantFrom(
+        'answered_at_least',
+        'pending_after',
+        'prefix',
+        'country',
+        'baseline',
+        'digits',
+        'unconverted',
+        'distinct',
+        'escalate',
+        'decay',
+        'prefixes',
+        'shadow',
+        'x',
+      ),
+      fc.oneof(value, fc.dictionary(fc.constantFrom('digits', 'unconverted', 'distinct', 'baseline', 'factor', 'floor', 'window', 'history', 'shadow'), value)),
+    );
+    fc.assert(
+      fc.property(fc.dictionary(fc.constantFrom('conversion', 'sweep', 'blocks', 'safe', 'number'), group), (doc) => {
+        const result = parsePolicyFile(stringify(doc));
+        if (!result.ok) for (const p of result.problems) expect(p.line).toBeGreaterThanOrEqual(1);
+      }),
+      { numRuns: 300 },
+    );
   });
 
   it('prints a long safe list one prefix a line, quoted, and reads it back', () => {
