@@ -27,6 +27,8 @@ export interface Row {
   ratioVsRlf: number;
   allowedPercent: number;
   errors: number;
+  /** Mean decisions per consume statement (the daemon's histogram); ws and http rows. */
+  meanBatch?: number;
   note?: string;
 }
 
