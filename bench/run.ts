@@ -1040,18 +1040,22 @@ async function main(): Promise<void> {
     const resultsDir = path.join(ROOT, 'bench', 'results');
     await mkdir(resultsDir, { recursive: true });
     const partial = QUICK || ONLY !== undefined;
+    // A chosen set of scenarios may still be the table of record (say, on a machine too busy for all
+    // of them in one sitting): BENCH_WRITE_MD=1 writes it, naming the selection.
+    const writeMd = !QUICK && (ONLY === undefined || process.env.BENCH_WRITE_MD === '1');
     const jsonFile = path.join(resultsDir, partial ? 'quick.json' : 'latest.json');
     await writeFile(jsonFile, `${JSON.stringify(json, null, 2)}\n`);
     console.log(`wrote ${path.relative(ROOT, jsonFile)}`);
-    if (!partial) {
+    if (writeMd) {
       const m = facts as Record<string, unknown>;
       const section = [
-        `Latest run: ${String(m.date)}, commit ${String(m.gitCommit)}.${codeNote ? ` ${codeNote}` : ''}`,
+        `Latest run: ${String(m.date)}, commit ${String(m.gitCommit)}.${codeNote ? ` ${codeNote}` : ''}` +
+          (ONLY ? ` Scenarios: those matching \`${ONLY.source}\` (BENCH_ONLY), not every scenario.` : ''),
         `Machine: ${String(m.nproc)} × ${String(m.cpuModel)}, ${String(m.memoryGb)} GB, ${String(m.kernel)}; Node ${String(m.node)}; PostgreSQL ${String(m.postgres)} ` +
           `(${Object.entries(m.postgresSettings as Record<string, string>)
             .map(([k, v]) => `${k}=${v}`)
             .join(', ')}).`,
-        `Each row: median of ${REPEATS} runs of ${WARMUP_MS / 1000} s warm-up + ${MEASURE_MS / 1000} s measured; pool ${POOL_SIZE}; ` +
+        `Each row: median of ${REPEATS} run${REPEATS === 1 ? '' : 's'} of ${WARMUP_MS / 1000} s warm-up + ${MEASURE_MS / 1000} s measured (up to ${MAX_ATTEMPTS} attempt${MAX_ATTEMPTS === 1 ? '' : 's'}); pool ${POOL_SIZE}; ` +
           `${KEY_COUNT.toLocaleString('en-US')} keys; limit ${LARGE_LIMIT}/h unless the row says 2/h; the daemon keeps its deny cache on.`,
         '',
         table,
