@@ -300,6 +300,8 @@ export class DecisionEngine {
   async queueOutcome(e: OutcomeEvent): Promise<void> {
     if (!this.opts.spool.hasRoomFor(1)) throw new SpoolUnavailableError('the spool is full or unwritable');
     await this.writes.queueDurable([e]);
+    // Memory's counters decide until the database is back; it takes the call back on replay.
+    this.memory.takeBack(e.takeBack ?? [], e.decidedAtMs, this.dbNow());
   }
 
   /** This decision's outcome, if one is kept and not written yet. */

@@ -9,7 +9,7 @@
 // expanded only when memory decides or the deny cache reads it. Deciding from the expanded log
 // never allows more than the real log would; it may deny early by less than one run.
 
-import { addCall, EMPTY_BUCKETS } from '../../core/policy/aggregate.js';
+import { addCall, EMPTY_BUCKETS, removeCall } from '../../core/policy/aggregate.js';
 import { counterMapKey } from '../../core/policy/counters.js';
 import {
   decideCheck,
@@ -84,6 +84,19 @@ export class MemoryState {
     for (const c of counters) {
       const key = counterMapKey(c.rule.id, c.key);
       this.counters.set(key, addCall(this.counters.get(key) ?? EMPTY_BUCKETS, atMs, c.rule));
+    }
+  }
+
+  /**
+   * Takes one call made at `callAtMs` back from the counters memory holds (a converted outcome
+   * reported during an outage, src/daemon/outcomes.ts); a counter memory does not hold has
+   * nothing to take back.
+   */
+  takeBack(counters: readonly AggregateCounter[], callAtMs: number, nowMs: number): void {
+    for (const c of counters) {
+      const key = counterMapKey(c.rule.id, c.key);
+      const known = this.counters.get(key);
+      if (known) this.counters.set(key, removeCall(known, callAtMs, nowMs, c.rule));
     }
   }
 
