@@ -242,7 +242,10 @@ export async function conversionEngaged(pool: Pick<Pool, 'query'>, nowMs?: numbe
  * For `status`, `top` and `stats`: CONVERSION_IDLE_MESSAGE when the policy has conversion rules
  * and no outcome was recorded within CONVERSION_ENGAGED_WITHIN_MS, else undefined.
  */
-export async function conversionIdleNote(pool: Pick<Pool, 'query'>, policy: { readonly conversion: ConversionPolicy | undefined }): Promise<string | undefined> {
+export async function conversionIdleNote(
+  pool: Pick<Pool, 'query'>,
+  policy: { readonly conversion: ConversionPolicy | undefined },
+): Promise<string | undefined> {
   if (!policy.conversion) return undefined;
   return (await conversionEngaged(pool)) ? undefined : CONVERSION_IDLE_MESSAGE;
 }

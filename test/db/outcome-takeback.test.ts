@@ -36,22 +36,20 @@ async function setCounter(pool: Pool, c: AggregateCounter, b: Buckets): Promise<
 }
 
 async function getCounter(pool: Pool, c: AggregateCounter): Promise<Buckets | undefined> {
-  const { rows } = await pool.query<{ ts: string[]; n: number[] }>('SELECT bucket_ts AS ts, bucket_n AS n FROM rate_limit_counters WHERE rule_id = $1 AND key = $2', [
-    c.rule.id,
-    c.key,
-  ]);
+  const { rows } = await pool.query<{ ts: string[]; n: number[] }>(
+    'SELECT bucket_ts AS ts, bucket_n AS n FROM rate_limit_counters WHERE rule_id = $1 AND key = $2',
+    [c.rule.id, c.key],
+  );
   return rows[0] && { ts: rows[0].ts.map(Number), n: rows[0].n };
 }
 
 /** Ascending bucket times with counts (0 included: a bucket emptied by earlier take-backs). */
-const bucketsArb = fc
-  .array(fc.tuple(fc.integer({ min: 0, max: 5_000 }), fc.integer({ min: 0, max: 4 })), { maxLength: 12 })
-  .map((xs) => {
-    const ts: number[] = [];
-    let t = 1_000_000;
-    for (const [gap] of xs) ts.push((t += gap));
-    return { ts, n: xs.map(([, n]) => n) };
-  });
+const bucketsArb = fc.array(fc.tuple(fc.integer({ min: 0, max: 5_000 }), fc.integer({ min: 0, max: 4 })), { maxLength: 12 }).map((xs) => {
+  const ts: number[] = [];
+  let t = 1_000_000;
+  for (const [gap] of xs) ts.push((t += gap));
+  return { ts, n: xs.map(([, n]) => n) };
+});
 
 describe('taking a call back in SQL', () => {
   it('is removeCall, at any call time and clock, with buckets of every shape', async () => {
@@ -266,7 +264,8 @@ describe('what the conversion rules read from outcomes', () => {
     const client = await db.pool.connect();
     try {
       await client.query('SET enable_seqscan = off');
-      const plan = async (sql: string) => ((await client.query(`EXPLAIN ${sql}`)).rows as Array<{ 'QUERY PLAN': string }>).map((r) => r['QUERY PLAN']).join('\n');
+      const plan = async (sql: string) =>
+        ((await client.query(`EXPLAIN ${sql}`)).rows as Array<{ 'QUERY PLAN': string }>).map((r) => r['QUERY PLAN']).join('\n');
       expect(await plan(`SELECT 1 FROM rate_limit_outcomes WHERE recorded_at > now() - interval '7 days' LIMIT 1`)).toMatch(/rate_limit_outcomes_recorded/);
     } finally {
       await client.query('RESET enable_seqscan');

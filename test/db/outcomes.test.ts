@@ -74,7 +74,9 @@ describe('outcomes in the database', () => {
     const DAY = 86_400_000;
     // The default policy's baseline: 14 days of history in 1-day bins.
     const baseline = { factor: 0.2, floor: 20, historyMs: 14 * DAY, rule: rule('conversion', 20, DAY) };
-    const keepMs = outcomeRetentionMs(policy({ conversion: { answeredAtLeastMs: 10_000, pendingAfterMs: 900_000, prefix: undefined, country: { rules: [], baseline } } }));
+    const keepMs = outcomeRetentionMs(
+      policy({ conversion: { answeredAtLeastMs: 10_000, pendingAfterMs: 900_000, prefix: undefined, country: { rules: [], baseline } } }),
+    );
     expect(keepMs).toBe(15 * DAY);
     const inHistory = event({ decidedAtMs: NOW - 12 * DAY });
     const past = event({ decidedAtMs: NOW - 15 * DAY - 60_000 });
