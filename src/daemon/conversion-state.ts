@@ -7,7 +7,7 @@
 // ENGAGED_MARGIN_MS allows for that).
 
 import type { Logger } from 'pino';
-import { baselineLimit, IDLE_CONVERSION, type ConversionState } from '../core/policy/conversion.js';
+import { baselineLimit, CONVERSION_IDLE, type ConversionState } from '../core/policy/conversion.js';
 import { CONVERSION_ENGAGED_WITHIN_MS, type Policy } from '../core/policy/types.js';
 import { errForLog } from '../db/errors.js';
 import { CONVERSION_IDLE_MESSAGE, conversionEngaged, mostConvertedPerRegion } from '../db/outcomes.js';
@@ -26,7 +26,7 @@ export interface ConversionStateOptions {
 }
 
 export class ConversionStateSource {
-  private state: ConversionState = IDLE_CONVERSION;
+  private state: ConversionState = CONVERSION_IDLE;
   /** The policy the baseline limits were computed for: another one reads them again at once. */
   private computedFor: Pick<Policy, 'conversion'> | undefined;
   private reading: Promise<void> | undefined;

@@ -129,6 +129,9 @@ export class OutcomeRecorder {
       }
     }
     await engine.queueOutcome(event);
+    // Memory's counters decide until the database is back, which takes the call back when the
+    // spool is written.
+    engine.takeBackCall(event.takeBack ?? [], event.decidedAtMs);
     return { stored: 'new' };
   }
 }

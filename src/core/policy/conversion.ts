@@ -22,7 +22,7 @@ export interface ConversionState {
   readonly baselineLimits: ReadonlyMap<string, number>;
 }
 
-export const IDLE_CONVERSION: ConversionState = { engaged: false, baselineLimits: new Map() };
+export const CONVERSION_IDLE: ConversionState = { engaged: false, baselineLimits: new Map() };
 
 /** Converted = `verified`, or `answered` for at least answered_at_least. */
 export function isConverted(outcome: string, durationMs: number | null | undefined, conversion: Pick<ConversionPolicy, 'answeredAtLeastMs'>): boolean {

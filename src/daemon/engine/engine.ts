@@ -28,6 +28,7 @@ import { MemoryState } from './memory.js';
 import { NotSent, Outage } from './outage.js';
 import { SpoolUnavailableError, type Spool } from './spool.js';
 import type { OutcomeEvent } from '../../db/outcomes.js';
+import type { AggregateCounter } from '../../core/policy/types.js';
 import { fromOutcome, verdictOf, type PhoneSubject, type Verdict } from './verdict.js';
 import { WriteBehind } from './write-behind.js';
 
@@ -300,12 +301,21 @@ export class DecisionEngine {
   async queueOutcome(e: OutcomeEvent): Promise<void> {
     if (!this.opts.spool.hasRoomFor(1)) throw new SpoolUnavailableError('the spool is full or unwritable');
     await this.writes.queueDurable([e]);
-    // Memory's counters decide until the database is back; it takes the call back on replay.
-    this.memory.takeBack(e.takeBack ?? [], e.decidedAtMs, this.dbNow());
   }
 
   /** This decision's outcome, if one is kept and not written yet. */
   pendingOutcome = (decisionId: string): OutcomeEvent | undefined => this.writes.pendingOutcome(decisionId);
+
+  /**
+   * Takes back from memory's counters one call counted at `callAtMs` (a converted outcome for
+   * a call, received while the database is unreachable or replayed from a spool): `counters`
+   * are the number's `unconverted` counters as applicableCounters() gives them. The database's
+   * counters are corrected by the outcome's own write; this only keeps memory's in step.
+   * Returns how many counters gave a call back.
+   */
+  takeBackCall(counters: readonly AggregateCounter[], callAtMs: number): number {
+    return this.memory.removeCall(counters, callAtMs, this.dbNow());
+  }
 
   /** A consume denied before the engine (list, destination, ip): counted as a denial of the number. */
   recordDenial(s: PhoneSubject): void {

@@ -64,6 +64,27 @@ export class MemoryState {
   }
 
   /**
+   * Takes back one call counted at `callAtMs` from memory's counters (removeCall() in
+   * src/core/policy/aggregate.ts): for a converted outcome received while the database is
+   * unreachable, on the number's `unconverted` counters. Counters memory does not hold, or
+   * whose window the call has left, are unchanged. Returns how many counters gave a call back.
+   */
+  removeCall(counters: readonly AggregateCounter[], callAtMs: number, nowMs: number): number {
+    let taken = 0;
+    for (const c of counters) {
+      const key = counterMapKey(c.rule.id, c.key);
+      const known = this.counters.get(key);
+      if (!known) continue;
+      const after = removeCall(known, callAtMs, nowMs, c.rule);
+      if (after !== known) {
+        this.counters.set(key, after);
+        taken++;
+      }
+    }
+    return taken;
+  }
+
+  /**
    * Counts a call memory did not decide: one a statement may have committed (its connection died
    * with the outcome unknown), or one replayed from a spool. Kept in time order; beyond the
    * log's capacity the oldest go, as appendCall() does.
@@ -84,19 +105,6 @@ export class MemoryState {
     for (const c of counters) {
       const key = counterMapKey(c.rule.id, c.key);
       this.counters.set(key, addCall(this.counters.get(key) ?? EMPTY_BUCKETS, atMs, c.rule));
-    }
-  }
-
-  /**
-   * Takes one call made at `callAtMs` back from the counters memory holds (a converted outcome
-   * reported during an outage, src/daemon/outcomes.ts); a counter memory does not hold has
-   * nothing to take back.
-   */
-  takeBack(counters: readonly AggregateCounter[], callAtMs: number, nowMs: number): void {
-    for (const c of counters) {
-      const key = counterMapKey(c.rule.id, c.key);
-      const known = this.counters.get(key);
-      if (known) this.counters.set(key, removeCall(known, callAtMs, nowMs, c.rule));
     }
   }
 

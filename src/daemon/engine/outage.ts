@@ -118,7 +118,7 @@ export class Outage {
           } else {
             // An outcome its daemon kept takes its call back here too, at its report time; the
             // database takes it back once, when the spool is written.
-            memory.takeBack(e.takeBack ?? [], e.decidedAtMs, e.atMs);
+            memory.removeCall(e.takeBack ?? [], e.decidedAtMs, e.atMs);
           }
         }
         await writes.queueDurable(events);
