@@ -143,57 +143,45 @@ export async function recordOutcome(pool: Pool, e: OutcomeEvent, opts: RecordOpt
 }
 
 /**
- * Stores outcomes reported while the database was away (the write-behind's replay), in one
- * transaction. Idempotent: a decision that has an outcome keeps it (the first reported wins), and
- * only an outcome stored now takes its call back, so a spool replayed twice counts each outcome
- * once and takes each call back once. Returns how many were not stored for that reason.
+ * Stores outcomes reported while the database was away (the write-behind's replay). Idempotent: a
+ * decision that has an outcome keeps it (the first reported wins), and only an outcome stored now
+ * takes its call back, so a spool replayed twice counts each outcome once and takes each call
+ * back once. Outcomes that take nothing back go in one statement; each that does goes in a
+ * transaction of its own, like recordOutcome: a batch in one transaction would hold busy counters
+ * (a country's) locked for the whole batch, and decisions would queue behind it. Returns how many
+ * were not stored because their decision had one.
  */
 export async function recordOutcomes(pool: Pool, events: readonly OutcomeEvent[], opts: RecordOptions = {}): Promise<number> {
-  if (events.length === 0) return 0;
-  return withTransaction(pool, async (client) => {
-    const { rows } = await client.query<{ decision_id: string }>(
+  const plain = events.filter((e) => (e.takeBack?.length ?? 0) === 0);
+  let notStored = 0;
+  if (plain.length > 0) {
+    const { rowCount } = await pool.query(
       `INSERT INTO rate_limit_outcomes (decision_id, phone_hash, region, range_label, decided_at, outcome, duration_ms, source, recorded_at)
        SELECT d, h, r, g, to_timestamp(t / 1000.0), o, u, s, to_timestamp(a / 1000.0)
          FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::TEXT[], $7::INTEGER[], $8::TEXT[], $9::BIGINT[])
               AS x(d, h, r, g, t, o, u, s, a)
-        -- Decision ids in one order, then counters in theirs: the order every path takes.
+        -- One order for the rows a statement inserts, so two replays never wait on each other in a circle.
         ORDER BY d
-       ON CONFLICT (decision_id) DO NOTHING
-       RETURNING decision_id`,
+       ON CONFLICT (decision_id) DO NOTHING`,
       [
-        events.map((e) => e.decisionId),
-        events.map((e) => e.hash),
-        events.map((e) => e.region ?? null),
-        events.map((e) => e.range),
-        events.map((e) => e.decidedAtMs),
-        events.map((e) => e.outcome),
-        events.map((e) => e.durationMs ?? null),
-        events.map((e) => e.source),
-        events.map((e) => e.atMs),
+        plain.map((e) => e.decisionId),
+        plain.map((e) => e.hash),
+        plain.map((e) => e.region ?? null),
+        plain.map((e) => e.range),
+        plain.map((e) => e.decidedAtMs),
+        plain.map((e) => e.outcome),
+        plain.map((e) => e.durationMs ?? null),
+        plain.map((e) => e.source),
+        plain.map((e) => e.atMs),
       ],
     );
-    const stored = new Set(rows.map((r) => r.decision_id));
-    // The first event of each stored decision takes back (one batch may hold a decision twice).
-    const backs: OutcomeEvent[] = [];
-    for (const e of events) {
-      if (!stored.delete(e.decisionId)) continue;
-      if ((e.takeBack?.length ?? 0) > 0) backs.push(e);
-    }
-    if (backs.length > 0) {
-      // Every counter the batch touches, locked once in the global order before any changes
-      // (takeBack then locks rows it holds already).
-      const all = new Map<string, AggregateCounter>();
-      for (const e of backs) for (const c of e.takeBack!) all.set(`${c.rule.id}\u0000${c.key}`, c);
-      const ordered = [...all.values()];
-      await client.query(
-        `SELECT 1 FROM rate_limit_counters WHERE (rule_id, key) IN (SELECT r, k FROM unnest($1::TEXT[], $2::TEXT[]) AS t(r, k))
-          ORDER BY rule_id, key FOR UPDATE`,
-        [ordered.map((c) => c.rule.id), ordered.map((c) => c.key)],
-      );
-      for (const e of backs) await takeBack(client, e.takeBack!, e.decidedAtMs, opts.nowMs);
-    }
-    return events.length - rows.length;
-  });
+    notStored += plain.length - (rowCount ?? 0);
+  }
+  for (const e of events) {
+    if ((e.takeBack?.length ?? 0) === 0) continue;
+    if ((await recordOutcome(pool, e, opts)).stored !== 'new') notStored++;
+  }
+  return notStored;
 }
 
 export interface StoredOutcome {
