@@ -56,9 +56,9 @@ RETURNING 1`;
 const LOCK_SQL = `
 SELECT c.rule_id FROM rate_limit_counters AS c
  WHERE (c.rule_id, c.key) IN (SELECT r, k FROM unnest($1::TEXT[], $2::TEXT[]) AS t(r, k))
-   AND EXISTS (SELECT 1 FROM rate_limit_outcomes AS o
-                WHERE o.recorded_at > to_timestamp(($3::BIGINT - ${CONVERSION_ENGAGED_WITHIN_MS}) / 1000.0)
-                  AND o.recorded_at <= to_timestamp(($3::BIGINT - ${ENGAGED_MARGIN_MS}) / 1000.0))
+   -- The latest outcome recorded by then, one step down migration 020's index whatever the plan.
+   AND (SELECT max(o.recorded_at) FROM rate_limit_outcomes AS o WHERE o.recorded_at <= to_timestamp(($3::BIGINT - ${ENGAGED_MARGIN_MS}) / 1000.0))
+       > to_timestamp(($3::BIGINT - ${CONVERSION_ENGAGED_WITHIN_MS}) / 1000.0)
  ORDER BY c.rule_id, c.key
    FOR UPDATE OF c`;
 
@@ -212,15 +212,21 @@ export async function recentOutcomes(pool: Pool, hashes: readonly string[], limi
 // ---- What the conversion rules learn from outcomes (src/daemon/conversion-state.ts, the CLI) ----
 
 const DAY_MS = 86_400_000;
+const REPORT_SKEW_MS = 5 * 60_000;
 
 /** What `status`, `top` and `stats` say when a policy has conversion rules and they are idle. */
 export const CONVERSION_IDLE_MESSAGE = `conversion rules idle: no outcomes reported in the last ${CONVERSION_ENGAGED_WITHIN_MS / DAY_MS} days`;
 
-/** True when the database holds an outcome recorded within CONVERSION_ENGAGED_WITHIN_MS (migration 020's index). */
+/** True when the database holds an outcome recorded within CONVERSION_ENGAGED_WITHIN_MS (before `nowMs`, for tests). */
 export async function conversionEngaged(pool: Pick<Pool, 'query'>, nowMs?: number): Promise<boolean> {
   const { rows } = await pool.query<{ engaged: boolean }>(
-    `SELECT EXISTS (SELECT 1 FROM rate_limit_outcomes
-                     WHERE recorded_at > to_timestamp((COALESCE($1::BIGINT, ${NOW_MS}) - ${CONVERSION_ENGAGED_WITHIN_MS}) / 1000.0)) AS engaged`,
+    // The latest outcome: one step down migration 020's index, also when none is recent (an
+    // EXISTS over a range was planned as a sequential scan, the whole table when none matched).
+    // A report's time is its daemon's reading of this clock, which may run a little ahead.
+    `WITH clock AS (SELECT COALESCE($1::BIGINT, ${NOW_MS}) AS now_ms)
+     SELECT COALESCE((SELECT max(recorded_at) FROM rate_limit_outcomes WHERE recorded_at <= to_timestamp((now_ms + ${REPORT_SKEW_MS}) / 1000.0))
+                     > to_timestamp((now_ms - ${CONVERSION_ENGAGED_WITHIN_MS}) / 1000.0), false) AS engaged
+       FROM clock`,
     [nowMs ?? null],
   );
   return rows[0]!.engaged;
