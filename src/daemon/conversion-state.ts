@@ -7,7 +7,8 @@
 // ENGAGED_MARGIN_MS allows for that).
 
 import type { Logger } from 'pino';
-import { baselineLimit, CONVERSION_IDLE, type ConversionState } from '../core/policy/conversion.js';
+import { baselineLimit } from '../core/policy/conversion.js';
+import { CONVERSION_IDLE, type ConversionState } from '../core/policy/counters.js';
 import { CONVERSION_ENGAGED_WITHIN_MS, type Policy } from '../core/policy/types.js';
 import { errForLog } from '../db/errors.js';
 import { CONVERSION_IDLE_MESSAGE, conversionEngaged, mostConvertedPerRegion } from '../db/outcomes.js';

@@ -111,6 +111,7 @@ export class Daemon {
       onAnnouncedChange: () => this.policies.poke(),
       spool: opts.spool,
       operationDeadlineMs: config.dbStatementTimeoutMs + OPERATION_MARGIN_MS,
+      conversionState: this.conversion.current,
       ...opts.engine,
     });
     const auth = new Authenticator(config.apiTokens, config.allowedOrigins);

@@ -12,6 +12,8 @@
 import type { Logger } from 'pino';
 import { DECISION_ID_HORIZON_MS, type DecisionIds } from '../core/decision-id.js';
 import { takeBackCounters } from '../core/policy/conversion.js';
+import { isSafe } from '../core/policy/counters.js';
+import type { ListIndex } from '../core/lists.js';
 import type { Policy } from '../core/policy/types.js';
 import { isConnectionError } from '../db/errors.js';
 import { recordOutcome, type OutcomeEvent, type RecordResult } from '../db/outcomes.js';
@@ -30,7 +32,7 @@ export interface OutcomeRecorderOptions {
   metrics: Metrics;
   logger: Logger;
   /** The policy in force: its conversion group says what a converted outcome takes back. */
-  policies: { readonly current: { readonly policy: Pick<Policy, 'conversion'> } };
+  policies: { readonly current: { readonly policy: Pick<Policy, 'conversion' | 'safe'> }; readonly lists?: ListIndex };
   /** Told of every outcome stored (or kept) for the first time: it engages the conversion rules. */
   conversion?: { recorded(): void };
 }
@@ -67,6 +69,7 @@ export class OutcomeRecorder {
         return errorReply('unknown_decision', message, reqId);
       }
       const { facts } = decoded;
+      const policy = this.opts.policies.current.policy;
       const event: OutcomeEvent = {
         decisionId: report.decisionId,
         hash: facts.hash,
@@ -77,13 +80,16 @@ export class OutcomeRecorder {
         durationMs: report.durationMs,
         source,
         atMs: nowMs,
-        takeBack: takeBackCounters(this.opts.policies.current.policy, {
+        takeBack: takeBackCounters(policy, {
           region: facts.region,
           range: facts.range,
           decidedAtMs: facts.atMs,
           outcome: report.outcome,
           durationMs: report.durationMs,
           reportedAtMs: nowMs,
+          // Safe numbers get no conversion counters. A safe prefix or an allowed prefix is never
+          // narrower than a range, so the id's range tells; an allowed number by its hash.
+          safe: isSafe(policy, facts.range) || this.opts.policies.lists?.lookup(facts.hash, facts.range, nowMs)?.kind === 'allow',
         }),
       };
       const result = await this.store(event);

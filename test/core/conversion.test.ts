@@ -55,6 +55,8 @@ describe('conversion take-backs', () => {
     expect(takeBackCounters(p, outcome({ outcome: 'answered', durationMs: 3_000 }))).toEqual([]);
     expect(takeBackCounters(p, outcome({ outcome: 'failed' }))).toEqual([]);
     expect(takeBackCounters(policy({}), outcome())).toEqual([]);
+    // A safe number's calls were never counted by conversion rules.
+    expect(takeBackCounters(p, outcome({ safe: true }))).toEqual([]);
     // An id that could not carry its range: the country counters only.
     expect(takeBackCounters(p, outcome({ range: '' })).map((c) => c.key)).toEqual(['GB', 'GB']);
   });

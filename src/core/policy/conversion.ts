@@ -11,19 +11,6 @@
 import { DECISION_ID_HORIZON_MS, RANGE_DIGITS } from '../decision-id.js';
 import { MIN_PREFIX_DIGITS, UNKNOWN_REGION, type AggregateCounter, type ConversionBaseline, type ConversionPolicy, type Policy } from './types.js';
 
-/** What the daemon knows of outcomes that the conversion rules depend on (src/daemon/conversion-state.ts). */
-export interface ConversionState {
-  /** The database holds an outcome recorded within CONVERSION_ENGAGED_WITHIN_MS: conversion rules count and deny. */
-  readonly engaged: boolean;
-  /**
-   * conversion.country.baseline's limit per region, computed from the history of outcomes
-   * (baselineLimit); a region not here has the baseline's floor.
-   */
-  readonly baselineLimits: ReadonlyMap<string, number>;
-}
-
-export const CONVERSION_IDLE: ConversionState = { engaged: false, baselineLimits: new Map() };
-
 /** Converted = `verified`, or `answered` for at least answered_at_least. */
 export function isConverted(outcome: string, durationMs: number | null | undefined, conversion: Pick<ConversionPolicy, 'answeredAtLeastMs'>): boolean {
   return outcome === 'verified' || (outcome === 'answered' && durationMs != null && durationMs >= conversion.answeredAtLeastMs);
@@ -55,17 +42,22 @@ export interface ReportedOutcome {
   readonly durationMs: number | null | undefined;
   /** When the service reported it (kept in the spool through an outage). */
   readonly reportedAtMs: number;
+  /**
+   * A safe number (policy.safe, or allow-listed; isSafe in counters.ts): its calls get no
+   * conversion counters, so it has nothing to take back.
+   */
+  readonly safe?: boolean;
 }
 
 /**
- * The `unconverted` counters this outcome takes its call back from: none unless it converted and
- * was reported within pending_after of the decision; else every conversion.prefix rule (keyed by
+ * The `unconverted` counters this outcome takes its call back from: none unless it converted, was
+ * reported within pending_after of the decision and is not a safe number's; else every conversion.prefix rule (keyed by
  * its range), every conversion.country rule and the baseline (keyed by region), in the order the
  * design evaluates them. Each is taken back once, with removeCall at the decision instant.
  */
 export function takeBackCounters(policy: Pick<Policy, 'conversion'>, o: ReportedOutcome): AggregateCounter[] {
   const conversion = policy.conversion;
-  if (!conversion || !isConverted(o.outcome, o.durationMs, conversion)) return [];
+  if (!conversion || o.safe === true || !isConverted(o.outcome, o.durationMs, conversion)) return [];
   if (o.reportedAtMs - o.decidedAtMs > conversion.pendingAfterMs) return [];
   const out: AggregateCounter[] = [];
   if (conversion.prefix && o.range.length > 1) {
