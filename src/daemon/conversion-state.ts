@@ -36,7 +36,11 @@ export interface ConversionStateOptions {
 
 export class ConversionStateSource {
   private state: ConversionState = CONVERSION_IDLE;
-  /** The policy the baseline limits were computed for: another one reads them again at once. */
+  /**
+   * The policy of the latest read (successful or not): another one reads again at once. Set when
+   * a read starts, so a database that is down is asked once per new policy and then at the
+   * periodic reads, not on every decision.
+   */
   private computedFor: Pick<Policy, 'conversion'> | undefined;
   private reading: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -84,14 +88,14 @@ export class ConversionStateSource {
   private async read(): Promise<void> {
     const policy = this.opts.policies.current.policy;
     const conversion = policy.conversion;
+    const newPolicy = this.computedFor !== policy;
+    this.computedFor = policy;
     try {
       const engaged = await conversionEngaged(this.opts.pool);
       const baseline = conversion?.country?.baseline;
       let limits: ReadonlyMap<string, number> = this.state.baselineLimits;
       const due =
-        this.computedFor !== policy ||
-        engaged !== this.baselineEngaged ||
-        performance.now() - this.baselineReadAtMs >= (this.opts.baselineRefreshMs ?? BASELINE_REFRESH_MS);
+        newPolicy || engaged !== this.baselineEngaged || performance.now() - this.baselineReadAtMs >= (this.opts.baselineRefreshMs ?? BASELINE_REFRESH_MS);
       if (due) {
         const fresh = new Map<string, number>();
         if (engaged && conversion && baseline) {
@@ -113,9 +117,10 @@ export class ConversionStateSource {
       if (was !== this.state.engaged) {
         this.opts.logger.info({ engaged: this.state.engaged }, this.state.engaged ? 'conversion rules engaged' : CONVERSION_IDLE_MESSAGE);
       }
-      this.computedFor = policy;
       this.failedLogged = false;
     } catch (err) {
+      // The baseline is read again at the next read that works.
+      this.baselineReadAtMs = -Infinity;
       if (!this.failedLogged) this.opts.logger.warn({ err: errForLog(err) }, 'could not read the conversion state; keeping the last one');
       this.failedLogged = true;
     }
