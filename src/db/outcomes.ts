@@ -152,36 +152,46 @@ export async function recordOutcome(pool: Pool, e: OutcomeEvent, opts: RecordOpt
  * were not stored because their decision had one.
  */
 export async function recordOutcomes(pool: Pool, events: readonly OutcomeEvent[], opts: RecordOptions = {}): Promise<number> {
-  const plain = events.filter((e) => (e.takeBack?.length ?? 0) === 0);
   let notStored = 0;
-  if (plain.length > 0) {
-    const { rowCount } = await pool.query(
-      `INSERT INTO rate_limit_outcomes (decision_id, phone_hash, region, range_label, decided_at, outcome, duration_ms, source, recorded_at)
-       SELECT d, h, r, g, to_timestamp(t / 1000.0), o, u, s, to_timestamp(a / 1000.0)
-         FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::TEXT[], $7::INTEGER[], $8::TEXT[], $9::BIGINT[])
-              AS x(d, h, r, g, t, o, u, s, a)
-        -- One order for the rows a statement inserts, so two replays never wait on each other in a circle.
-        ORDER BY d
-       ON CONFLICT (decision_id) DO NOTHING`,
-      [
-        plain.map((e) => e.decisionId),
-        plain.map((e) => e.hash),
-        plain.map((e) => e.region ?? null),
-        plain.map((e) => e.range),
-        plain.map((e) => e.decidedAtMs),
-        plain.map((e) => e.outcome),
-        plain.map((e) => e.durationMs ?? null),
-        plain.map((e) => e.source),
-        plain.map((e) => e.atMs),
-      ],
-    );
-    notStored += plain.length - (rowCount ?? 0);
-  }
-  for (const e of events) {
-    if ((e.takeBack?.length ?? 0) === 0) continue;
-    if ((await recordOutcome(pool, e, opts)).stored !== 'new') notStored++;
+  // In queue order (the first reported stands): runs of outcomes without a take-back, one
+  // statement each, between those with one.
+  for (let i = 0; i < events.length;) {
+    if ((events[i]!.takeBack?.length ?? 0) > 0) {
+      if ((await recordOutcome(pool, events[i]!, opts)).stored !== 'new') notStored++;
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < events.length && (events[j]!.takeBack?.length ?? 0) === 0) j++;
+    notStored += await insertPlain(pool, events.slice(i, j));
+    i = j;
   }
   return notStored;
+}
+
+/** Outcomes that take nothing back, in one statement; returns how many were not stored. */
+async function insertPlain(pool: Pool, plain: readonly OutcomeEvent[]): Promise<number> {
+  const { rowCount } = await pool.query(
+    `INSERT INTO rate_limit_outcomes (decision_id, phone_hash, region, range_label, decided_at, outcome, duration_ms, source, recorded_at)
+     SELECT d, h, r, g, to_timestamp(t / 1000.0), o, u, s, to_timestamp(a / 1000.0)
+       FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::TEXT[], $7::INTEGER[], $8::TEXT[], $9::BIGINT[])
+            AS x(d, h, r, g, t, o, u, s, a)
+      -- One order for the rows a statement inserts, so two replays never wait on each other in a circle.
+      ORDER BY d
+     ON CONFLICT (decision_id) DO NOTHING`,
+    [
+      plain.map((e) => e.decisionId),
+      plain.map((e) => e.hash),
+      plain.map((e) => e.region ?? null),
+      plain.map((e) => e.range),
+      plain.map((e) => e.decidedAtMs),
+      plain.map((e) => e.outcome),
+      plain.map((e) => e.durationMs ?? null),
+      plain.map((e) => e.source),
+      plain.map((e) => e.atMs),
+    ],
+  );
+  return plain.length - (rowCount ?? 0);
 }
 
 export interface StoredOutcome {

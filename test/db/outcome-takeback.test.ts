@@ -222,6 +222,17 @@ describe('a converted outcome', () => {
     expect(await used(counters)).toEqual([2, 2, 2]);
     expect(await replay(batch)).toBe(4);
     expect(await used(counters)).toEqual([2, 2, 2]);
+    // Two outcomes for one decision (two spools): the first in the queue stands, whichever kind.
+    const x = outcome(conv, { decidedAtMs: t + 1_500 });
+    const y = outcome(conv, { decidedAtMs: t + 2_500 });
+    const failedX = { ...x, outcome: 'failed' as const, takeBack: [] };
+    const failedY = { ...y, outcome: 'failed' as const, takeBack: [] };
+    expect(await replay([x, failedX, failedY, y])).toBe(2);
+    const { rows } = await db.pool.query<{ decision_id: string; outcome: string }>(
+      'SELECT decision_id, outcome FROM rate_limit_outcomes WHERE decision_id = ANY($1) ORDER BY decision_id',
+      [[x.decisionId, y.decisionId]],
+    );
+    expect(Object.fromEntries(rows.map((r) => [r.decision_id, r.outcome]))).toEqual({ [x.decisionId]: 'verified', [y.decisionId]: 'failed' });
   });
 });
 
