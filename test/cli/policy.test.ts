@@ -17,7 +17,7 @@ import { parsePolicyFile } from '../../src/core/policy/file.js';
 import { countersFor } from '../../src/core/policy/subject.js';
 import { decisionPolicy } from '../../src/core/policy/decide.js';
 import type { Policy } from '../../src/core/policy/types.js';
-import { createTestDatabase } from '../helpers/db.js';
+import { createTestDatabase } from '../helpers/fixture.js';
 
 const BIN = join(import.meta.dirname, '../..', 'bin', 'ratelimit.js');
 const EXAMPLE = join(import.meta.dirname, '../..', 'docs', 'examples', 'policy.yaml');

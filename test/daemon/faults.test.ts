@@ -25,7 +25,7 @@ import {
   waitFor,
   WsClient,
   type DaemonProcess,
-} from './helpers.js';
+} from '../helpers/fixture.js';
 
 const N = 2;
 /** Consumes sent at once for each fresh number: more than N, so every burst must be cut. */

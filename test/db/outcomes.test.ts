@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { DECISION_ID_HORIZON_MS } from '../../src/core/decision-id.js';
 import { recentOutcomes, recordOutcome, recordOutcomes, type OutcomeEvent } from '../../src/db/outcomes.js';
 import { pruneOnce } from '../../src/db/retention.js';
-import { migratedTestDatabase } from '../helpers/db.js';
+import { migratedTestDatabase } from '../helpers/fixture.js';
 
 const db = migratedTestDatabase({ max: 8 });
 const NOW = Date.UTC(2026, 11, 7, 12);

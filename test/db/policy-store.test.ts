@@ -5,7 +5,7 @@ import { applyPolicy, readEffectivePolicy } from '../../src/db/policies.js';
 import { readChangeVersions } from '../../src/db/changes.js';
 import { readListEntries, removeListEntry, setListEntry } from '../../src/db/lists.js';
 import { defaultPolicy } from '../../src/core/policy/default.js';
-import { createTestDatabase } from '../helpers/db.js';
+import { createTestDatabase } from '../helpers/fixture.js';
 
 let db: Awaited<ReturnType<typeof createTestDatabase>>;
 let pool: Pool;

@@ -11,7 +11,7 @@ import { retentionHorizonMs } from '../../src/core/policy/horizon.js';
 import { EMPTY_NUMBER, decideConsume, decisionPolicy, type DecideState, type NumberState } from '../../src/core/policy/decide.js';
 import { EMPTY_BUCKETS, evaluateAggregate } from '../../src/core/policy/aggregate.js';
 import type { Buckets, LimitRule, Policy } from '../../src/core/policy/types.js';
-import { migratedTestDatabase } from '../helpers/db.js';
+import { migratedTestDatabase } from '../helpers/fixture.js';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
