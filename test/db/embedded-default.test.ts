@@ -45,12 +45,9 @@ describe('embedded default', () => {
     expect(JSON.parse(first.stdout)).toMatchObject({ used: 2, limit: 2, allowed: false });
     // The third call was denied from the daemon's cache of numbers at their limit; that denial
     // reaches the database with the next background flush (about a second).
-    let denied = 0;
-    for (let i = 0; i < 20 && denied === 0; i++) {
-      denied = (JSON.parse((await status()).stdout) as { deniedInWindow: number }).deniedInWindow;
-      if (denied === 0) await new Promise((r) => setTimeout(r, 250));
-    }
-    expect(denied).toBe(1);
+    await expect
+      .poll(async () => (JSON.parse((await status()).stdout) as { deniedInWindow: number }).deniedInWindow, { timeout: 10_000, interval: 250 })
+      .toBe(1);
 
     daemon.child.kill('SIGTERM');
     expect((await daemon.exited).code).toBe(0);

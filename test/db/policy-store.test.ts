@@ -5,7 +5,7 @@ import { applyPolicy, readEffectivePolicy } from '../../src/db/policies.js';
 import { readChangeVersions } from '../../src/db/changes.js';
 import { readListEntries, removeListEntry, setListEntry } from '../../src/db/lists.js';
 import { defaultPolicy } from '../../src/core/policy/default.js';
-import { createTestDatabase } from '../helpers/fixture.js';
+import { backdate, createTestDatabase } from '../helpers/fixture.js';
 
 let db: Awaited<ReturnType<typeof createTestDatabase>>;
 let pool: Pool;
@@ -73,7 +73,8 @@ describe('lists', () => {
       reason: 'cleared',
     });
     expect(replaced.replaced?.kind).toBe('block');
-    await new Promise((r) => setTimeout(r, 20));
+    // 20 ms of database time pass for hash-2's entry (a test clock: no sleep).
+    expect(await backdate(pool, 'rate_limit_lists', ['created_at', 'expires_at'], 20, "target = 'hash-2'")).toBe(1);
 
     const { entries } = await readListEntries(pool);
     // hash-2's entry expired after 1 ms.

@@ -131,6 +131,19 @@ export function migratedTestDatabase(opts: { max: number }): { readonly url: str
   };
 }
 
+/**
+ * A test clock for stored rows: moves the timestamp `columns` of the rows of `table` matching
+ * `where` back by `ms`, as if that much database time had passed for them. Expiry compares these
+ * columns with the database's clock, so a test need not sleep until an entry lapses. Returns how
+ * many rows moved (assert it: a clock that moved nothing proves nothing).
+ */
+export async function backdate(pool: Pool, table: string, columns: readonly string[], ms: number, where: string, params: unknown[] = []): Promise<number> {
+  const by = `$${params.length + 1}::bigint * interval '1 millisecond'`;
+  const set = columns.map((c) => `${c} = ${c} - ${by}`).join(', ');
+  const r = await pool.query(`UPDATE ${table} SET ${set} WHERE ${where}`, [...params, ms]);
+  return r.rowCount ?? 0;
+}
+
 // ---- the daemon and the CLI -----------------------------------------------------------------
 
 export interface StartOptions {
