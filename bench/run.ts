@@ -21,6 +21,7 @@ import type { StoreSystem, StoreWorkerConfig } from './store-worker.js';
 import type { WsLoadConfig } from './load-ws.js';
 import type { HttpLoadConfig } from './load-http.js';
 import { renderSizeSection, runTableSizes, sizeScenarioNames, updateSizeSection } from './table-size.js';
+import { cleanEnv, spawnDaemon } from '../test/helpers/daemon.js';
 import { policyScenarios, policyTargets, runPolicy, setPolicyRatios, type PolicyHarness, type PolicyScenario } from './policy.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url)); // dist/bench
@@ -265,57 +266,37 @@ function runWorker(
 interface Daemon {
   child: ChildProcess;
   port: number;
-  errorLines: string[];
+  /** The first error lines it printed (log level error and above, stderr). */
+  readonly errorLines: string[];
 }
 
 async function startDaemon(databaseUrl: string, dataDir: string, extraEnv: Record<string, string> = {}): Promise<Daemon> {
-  // Nothing from the caller's shell may change what is measured.
-  const env = Object.fromEntries(
-    Object.entries(process.env).filter(([k]) => !/^(RATE_?LIMIT|DATABASE_URL|FLY_|PHONE_|PG|PORT$|HOST$|LOG_LEVEL|NODE_ENV|ALLOWED_ORIGINS)/.test(k)),
-  );
-  const child = track(
-    spawn(process.execPath, [...DAEMON_NODE_ARGS, path.join(ROOT, 'bin', 'ratelimit.js'), 'serve'], {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: {
-        ...env,
-        DATABASE_URL: databaseUrl,
-        RATELIMIT_DATA_DIR: dataDir,
-        PHONE_ENCRYPTION_KEY: PHONE_KEY,
-        HOST: '127.0.0.1',
-        PORT: '0',
-        RATELIMIT_API_TOKENS: TOKEN,
-        RATE_LIMIT_PHONE_MAX: String(LARGE_LIMIT),
-        RATE_LIMIT_PHONE_WINDOW: String(WINDOW_MS),
-        RATELIMIT_DB_POOL_SIZE: String(POOL_SIZE),
-        LOG_LEVEL: 'info',
-        ...extraEnv,
-      },
-    }),
-  );
-  const errorLines: string[] = [];
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('the daemon did not log "ratelimit listening on" in time')), DAEMON_START_TIMEOUT_MS);
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      try {
-        const log = JSON.parse(line) as { level?: number; msg?: string; port?: number };
-        if (typeof log.msg === 'string' && log.msg.startsWith('ratelimit listening on') && typeof log.port === 'number') {
-          clearTimeout(timer);
-          resolve(log.port);
-        } else if ((log.level ?? 0) >= 50 && errorLines.length < 20) {
-          errorLines.push(line);
-        }
-      } catch {
-        // not a log line
-      }
-    });
-    createInterface({ input: child.stderr! }).on('line', (line) => errorLines.length < 20 && errorLines.push(line));
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`the daemon exited (${code}) before listening: ${errorLines.join('\n')}`));
-    });
+  const daemon = await spawnDaemon({
+    // Nothing from the caller's shell may change what is measured (libpq's PG* variables included).
+    baseEnv: cleanEnv(/^PG/),
+    nodeArgs: DAEMON_NODE_ARGS,
+    startTimeoutMs: DAEMON_START_TIMEOUT_MS,
+    env: {
+      DATABASE_URL: databaseUrl,
+      RATELIMIT_DATA_DIR: dataDir,
+      PHONE_ENCRYPTION_KEY: PHONE_KEY,
+      HOST: '127.0.0.1',
+      PORT: '0',
+      RATELIMIT_API_TOKENS: TOKEN,
+      RATE_LIMIT_PHONE_MAX: String(LARGE_LIMIT),
+      RATE_LIMIT_PHONE_WINDOW: String(WINDOW_MS),
+      RATELIMIT_DB_POOL_SIZE: String(POOL_SIZE),
+      LOG_LEVEL: 'info',
+      ...extraEnv,
+    },
   });
-  return { child, port, errorLines };
+  return {
+    child: daemon.child,
+    port: daemon.port,
+    get errorLines() {
+      return daemon.errorLines().slice(0, 20);
+    },
+  };
 }
 
 // ---- one run of each kind -----------------------------------------------------------------

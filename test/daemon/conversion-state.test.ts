@@ -7,7 +7,7 @@ import type { ConversionPolicy, Policy } from '../../src/core/policy/types.js';
 import { createPool } from '../../src/db/pool.js';
 import { recordOutcomes, type OutcomeEvent } from '../../src/db/outcomes.js';
 import { ConversionStateSource } from '../../src/daemon/conversion-state.js';
-import { migratedTestDatabase } from '../helpers/db.js';
+import { migratedTestDatabase } from '../helpers/fixture.js';
 import { policy, rule } from '../helpers/policy.js';
 
 const db = migratedTestDatabase({ max: 4 });

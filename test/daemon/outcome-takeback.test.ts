@@ -11,7 +11,7 @@ import { startEmbeddedPostgres, type EmbeddedServer } from '../../src/db/embedde
 import { migrate } from '../../src/db/migrate.js';
 import { applyPolicy } from '../../src/db/policies.js';
 import { createPool } from '../../src/db/pool.js';
-import { assertBuilt, crashSigns, health, postJson, startDaemon, stopAll, waitFor, type DaemonProcess, type Reply } from './helpers.js';
+import { assertBuilt, crashSigns, health, postJson, startDaemon, stopAll, waitFor, type DaemonProcess, type Reply } from '../helpers/fixture.js';
 
 const RULE = 'conversion:prefix:1h';
 const POLICY = `number:

@@ -8,8 +8,21 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DECISION_ID_HORIZON_MS, DecisionIds, rangeLabel } from '../../src/core/decision-id.js';
 import { hashPhone } from '../../src/core/phone.js';
 import { twilioSignature } from '../../src/core/twilio.js';
-import { createTestDatabase } from '../helpers/db.js';
-import { assertBuilt, closeAll, httpRequest, postJson, runCli, startDaemon, stopAll, TEST_KEY, WsClient, type DaemonProcess, type Reply } from './helpers.js';
+import {
+  assertBuilt,
+  closeAll,
+  createTestDatabase,
+  type DaemonProcess,
+  httpRequest,
+  postJson,
+  type Reply,
+  runCli,
+  startDaemon,
+  startDaemons,
+  stopAll,
+  TEST_KEY,
+  WsClient,
+} from '../helpers/fixture.js';
 
 const TOKEN = 'outcomes-test-token-0123';
 const TWILIO_TOKEN = '12345';
@@ -30,12 +43,12 @@ beforeAll(async () => {
   db = await createTestDatabase();
   pool = new pg.Pool({ connectionString: db.url, max: 2 });
   const common = { RATE_LIMIT_PHONE_MAX: '1', RATE_LIMIT_IP_MAX: '1000000', RATELIMIT_MESSAGES_PER_SECOND: '1000000' };
-  [service, open] = await Promise.all([
-    startDaemon({
+  [service, open] = await startDaemons([
+    {
       databaseUrl: db.url,
       env: { ...common, RATELIMIT_API_TOKENS: TOKEN, TWILIO_AUTH_TOKEN: TWILIO_TOKEN, RATELIMIT_PUBLIC_URL: PUBLIC_URL, ALLOWED_ORIGINS: ORIGIN },
-    }),
-    startDaemon({ databaseUrl: db.url, env: common }),
+    },
+    { databaseUrl: db.url, env: common },
   ]);
 });
 

@@ -19,7 +19,7 @@ import {
   type OutcomeEvent,
 } from '../../src/db/outcomes.js';
 import type { Pool } from '../../src/db/pool.js';
-import { migratedTestDatabase } from '../helpers/db.js';
+import { migratedTestDatabase } from '../helpers/fixture.js';
 import { policy, rule } from '../helpers/policy.js';
 
 const db = migratedTestDatabase({ max: 8 });

@@ -6,7 +6,7 @@ import { recentOutcomes, recordOutcome, recordOutcomes, type OutcomeEvent } from
 import { pruneOnce } from '../../src/db/retention.js';
 import { outcomeRetentionMs } from '../../src/core/policy/conversion.js';
 import { policy, rule } from '../helpers/policy.js';
-import { migratedTestDatabase } from '../helpers/db.js';
+import { migratedTestDatabase } from '../helpers/fixture.js';
 
 const db = migratedTestDatabase({ max: 8 });
 const NOW = Date.UTC(2026, 11, 7, 12);

@@ -22,7 +22,7 @@ import {
   type NumberState,
 } from '../../src/core/policy/decide.js';
 import { AUTO_BLOCK_RULE, type Buckets, type LimitRule, type Policy } from '../../src/core/policy/types.js';
-import { createTestDatabase } from '../helpers/db.js';
+import { createTestDatabase } from '../helpers/fixture.js';
 import { policy as makeFullPolicy, rule } from '../helpers/policy.js';
 
 let db: { url: string; drop(): Promise<void> };
