@@ -54,10 +54,7 @@ export function printStatus(r: StatusReport): string {
   if (r.blockAfter) {
     const b = r.blockAfter;
     const state = r.blockedUntil ? `blocked until ${when(r.blockedUntil, r.now)}` : 'not blocked';
-    rows.push([
-      'block_after',
-      `${b.recentDenials} of ${b.denials} denials within ${formatDurationMs(b.withinMs)} (blocks for ${blockLength(b)}); ${state}`,
-    ]);
+    rows.push(['block_after', `${b.recentDenials} of ${b.denials} denials within ${formatDurationMs(b.withinMs)} (blocks for ${blockLength(b)}); ${state}`]);
   } else if (r.blockedUntil) {
     rows.push(['block_after', `blocked until ${isoTime(r.blockedUntil)} (set under an earlier policy)`]);
   }

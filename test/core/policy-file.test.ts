@@ -477,7 +477,10 @@ describe('parsePolicyFile: conversion, sweep, blocks and safe', () => {
   it('warns when block_after.for caps every escalation step, so that its blocks never grow', () => {
     const result = parsePolicyFile('number:\n  block_after: {denials: 3, within: 1h, for: 5m}\nblocks: {escalate: [5m, 1h], decay: 1d}\n');
     expect(result).toMatchObject({ ok: true, warnings: [expect.stringMatching(/^number\.block_after\.for \(5m\) caps every blocks\.escalate step/)] });
-    expect(parsePolicyFile('number:\n  block_after: {denials: 3, within: 1h, for: 6m}\nblocks: {escalate: [5m, 1h], decay: 1d}\n')).toMatchObject({ ok: true, warnings: [] });
+    expect(parsePolicyFile('number:\n  block_after: {denials: 3, within: 1h, for: 6m}\nblocks: {escalate: [5m, 1h], decay: 1d}\n')).toMatchObject({
+      ok: true,
+      warnings: [],
+    });
   });
 
   it('refuses ranges narrower than 1,000 numbers in conversion and sweep, with the reason, stored or not', () => {
