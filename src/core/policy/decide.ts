@@ -310,7 +310,7 @@ function withBlock(b: Buckets, block: AutoBlock | null | undefined): Buckets {
  */
 export function blockAfterBlock(previous: AutoBlock | null, atMs: number, blockAfter: BlockAfter, blocks: BlocksPolicy | undefined): AutoBlock {
   // A file cannot leave out `for` without `blocks` (parsePolicyFile); a hand-built policy that
-  // does blocks for no time, as the SQL does (p_block_for 0).
+  // leaves it out anyway blocks for no time, as the SQL does (p_block_for 0).
   const capMs = blockAfter.forMs !== undefined && blockAfter.forMs > 0 ? blockAfter.forMs : undefined;
   if (!blocks) return { level: previous?.level ?? 0, untilMs: atMs + (capMs ?? 0) };
   const next = nextBlock(previous, atMs, blocks);
