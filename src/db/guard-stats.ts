@@ -7,6 +7,7 @@
 import type { Pool } from './pool.js';
 import { NOW_MS } from './clock.js';
 import { DECISION_ID_HORIZON_MS } from '../core/decision-id.js';
+import { CONVERSION_ENGAGED_WITHIN_MS, type Policy } from '../core/policy/types.js';
 
 export interface CountryConversionRow {
   /** libphonenumber's region, `ZZ` when unknown. */
@@ -179,4 +180,45 @@ export async function readRuleUsageMax(pool: Pool, rules: ReadonlyArray<{ id: st
     values: [rules.map((r) => r.id), rules.map((r) => r.limit), rules.map((r) => r.windowMs)],
   });
   return rows.map((r) => ({ ruleId: r.rule_id, maxRatio: r.max_ratio ?? 0, atLimit: r.at_limit }));
+}
+
+/** What the daemon's guard gauges show (src/daemon/metrics.ts): the database's state, the same from every daemon. */
+export interface GuardReadings {
+  /** Automatic blocks in force now, by escalation level (0: block_after without a `blocks` group) and target. */
+  autoBlocks: Array<{ level: number; target: 'range' | 'number'; count: number }>;
+  /** Per conversion and sweep rule: the highest usage ratio over its keys, and the keys at their limit. */
+  rules: RuleUsageMax[];
+  /** null: the policy has no conversion rules; else whether they are idle (no outcome within CONVERSION_ENGAGED_WITHIN_MS). */
+  conversionIdle: boolean | null;
+}
+
+/**
+ * One reading of the guard's gauges under `policy`. Range blocks count only for the policy's range
+ * rules (a counter of a rule no longer in the policy denies nothing). The baseline rule's limit is
+ * per region and computed by the daemon, so its usage is measured against its floor.
+ */
+export async function readGuardReadings(pool: Pool, policy: Policy): Promise<GuardReadings> {
+  const c = policy.conversion;
+  const rangeRules = [...(c?.prefix?.rules ?? []), ...(policy.sweep?.rules ?? [])];
+  const rules = [...rangeRules, ...(c?.country?.rules ?? []), ...(c?.country?.baseline ? [c.country.baseline.rule] : [])];
+  const hasConversion = rules.some((r) => r.group === 'conversion');
+  const [blocks, usage, last] = await Promise.all([
+    pool.query<{ target: 'range' | 'number'; level: number; n: number }>({
+      name: 'ratelimit_auto_block_levels',
+      text: `WITH n AS (SELECT ${NOW_MS} AS now_ms)
+             SELECT 'range' AS target, c.block_level AS level, count(*)::int AS n FROM rate_limit_counters AS c, n
+              WHERE c.blocked_until > n.now_ms AND c.rule_id = ANY($1::text[]) GROUP BY c.block_level
+             UNION ALL
+             SELECT 'number', p.block_level, count(*)::int FROM phone_rate_limits AS p, n
+              WHERE p.blocked_until > n.now_ms GROUP BY p.block_level`,
+      values: [rangeRules.map((r) => r.id)],
+    }),
+    readRuleUsageMax(pool, rules),
+    hasConversion ? lastOutcomeRecordedMs(pool, CONVERSION_ENGAGED_WITHIN_MS) : Promise.resolve(null),
+  ]);
+  return {
+    autoBlocks: blocks.rows.map((r) => ({ target: r.target, level: r.level, count: r.n })),
+    rules: usage,
+    conversionIdle: hasConversion ? last === null : null,
+  };
 }
