@@ -59,8 +59,9 @@ describe('countersFor', () => {
     expect(global?.rule.shadow).toBe(true);
   });
 
-  it('has no counters for the default policy (number and ip rules are not aggregates)', () => {
-    expect(countersFor(defaultPolicy({ phoneMax: 2, phoneWindowMs: 3_600_000, ipMax: 20, ipWindowMs: 3_600_000 }), '+14155552671', 'US')).toEqual([]);
+  it('has only the sweep counter for the default policy (number and ip rules are not aggregates; conversion is idle without outcomes)', () => {
+    const counters = countersFor(defaultPolicy({ phoneMax: 2, phoneWindowMs: 3_600_000, ipMax: 20, ipWindowMs: 3_600_000 }), '+14155552671', 'US');
+    expect(counters.map((c) => [c.rule.id, c.key])).toEqual([['sweep:prefix:1h', '+14155552']]);
   });
 });
 
@@ -154,9 +155,13 @@ destinations: {countries: {deny: [CU]}, block_types: [premium_rate]}
     ]);
   });
 
-  it('lists the default policy as number, ip and the default destination types', () => {
+  it('lists the default policy as number, conversion, sweep, automatic blocks, ip and the default destination types', () => {
     expect(ruleIds(defaultPolicy({ phoneMax: 2, phoneWindowMs: 3_600_000, ipMax: 20, ipWindowMs: 60_000 }))).toEqual([
       'number:1h',
+      'conversion:prefix:1h',
+      'conversion:country:baseline',
+      'sweep:prefix:1h',
+      'auto:block',
       'ip:1m',
       'destination:premium_rate',
       'destination:shared_cost',
