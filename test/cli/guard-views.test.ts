@@ -1,13 +1,12 @@
 // What the operator sees of the guard that learns from outcomes (issue #19): conversion by
 // country, the worst conversion and sweep ranges, automatic blocks in `top`, `stats`, `list` and
 // `status`, and `unlist` lifting them (audited, level kept). Rows are written directly
-// (test/helpers/guard.ts). The policy with conversion and sweep rules is passed to the commands'
-// functions; the binary runs with the default policy, whose number blocks it shows and lifts.
+// (test/helpers/guard.ts) or by a real daemon under the default policy (sweep, conversion, blocks).
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { migratedTestDatabase } from '../helpers/db.js';
 import { dbNowMs, guardPolicy, seedCounter, seedNumberBlock, seedOutcomes } from '../helpers/guard.js';
 import { hashPhone, maskPhone } from '../../src/core/phone.js';
@@ -20,9 +19,11 @@ import { printStatus } from '../../src/cli/status-print.js';
 import { loadTopFrame } from '../../src/cli/top/model.js';
 import { renderFrameText } from '../../src/cli/top/frame.js';
 import { readChangeVersions } from '../../src/db/changes.js';
+import { assertBuilt, postJson, startDaemon, stopAll, TEST_KEY, type DaemonProcess } from '../daemon/helpers.js';
 
 const BIN = join(import.meta.dirname, '../..', 'bin', 'ratelimit.js');
-const KEY = 'guard-views-test-key-0123456789abcdefgh';
+// The daemon helpers' key: the daemon records its fingerprint, and the commands must match it.
+const KEY = TEST_KEY;
 const HOUR_MS = 3_600_000;
 const VICTIM = '+447700900123';
 const db = migratedTestDatabase({ max: 4 });
@@ -265,15 +266,27 @@ describe('status', () => {
   });
 });
 
-describe('through the binary (default policy)', () => {
-  it('list shows a number under an automatic block, status says so, unlist lifts it and top --once shows it at 80x24', async () => {
+describe('through the binary (the default policy: sweep, conversion and blocks)', () => {
+  it('list, status, top --once at 80x24 and unlist show and lift seeded automatic blocks', async () => {
     const now = await seedAttack();
     const hash = hashPhone(VICTIM, KEY);
-    const list = await run(['list', '--json'], {});
+    const list = await run(['list', '--json']);
     expect(list.code).toBe(0);
     const entries = (JSON.parse(list.stdout) as { entries: AutoBlockView[] }).entries.filter((e) => e.kind === 'auto');
-    // The default policy has no sweep rule (yet): only the number's block is in force under it.
     expect(entries).toEqual([
+      {
+        targetType: 'prefix',
+        target: '+447700900•••',
+        hash: null,
+        kind: 'auto',
+        rule: 'sweep:prefix:1h',
+        level: 2,
+        expiresAt: new Date(now + 50 * 60_000).toISOString(),
+        createdBy: 'auto',
+        createdAt: null,
+        reason: 'sweep_rate_limit_exceeded',
+        deniedCalls: null,
+      },
       {
         targetType: 'number',
         target: '+447700900•••',
@@ -289,19 +302,23 @@ describe('through the binary (default policy)', () => {
       },
     ]);
     expect(list.stdout).not.toContain(VICTIM);
+    expect((await run(['list'])).stdout).toMatch(/2 automatic blocks/);
 
-    const top = await run(['top', '--once', '--view', 'guard'], { LINES: '24', COLUMNS: '80' });
-    expect(top.code).toBe(0);
-    const lines = top.stdout.trimEnd().split('\n');
-    expect(lines.length).toBeLessThanOrEqual(24);
-    for (const l of lines) expect([...l].length).toBeLessThanOrEqual(80);
-    expect(top.stdout).toMatch(/\+447700900••• +block_after +L1/);
+    for (const view of ['traffic', 'guard']) {
+      const top = await run(['top', '--once', '--view', view], { LINES: '24', COLUMNS: '80' });
+      expect(top.code).toBe(0);
+      const lines = top.stdout.trimEnd().split('\n');
+      expect(lines.length).toBeLessThanOrEqual(24);
+      for (const l of lines) expect([...l].length).toBeLessThanOrEqual(80);
+      expect(top.stdout).toMatch(view === 'guard' ? /\+447700900••• +block_after +L1/ : /blocked +2 in force · sweep \+447700900••• L2/);
+    }
     expect((await run(['top', '--once', '--view', 'nope'])).code).toBe(2);
 
     const status = await run(['status', VICTIM, '--json']);
     expect(status.code).toBe(0);
-    expect((JSON.parse(status.stdout) as { autoBlocks: unknown[] }).autoBlocks).toEqual([
-      { targetType: 'number', target: '+447700900•••', rule: 'number:block_after', reason: 'number_blocked', level: 1, until: now + 4 * 60_000 },
+    expect((JSON.parse(status.stdout) as { autoBlocks: Array<{ rule: string }> }).autoBlocks.map((b) => b.rule)).toEqual([
+      'number:block_after',
+      'sweep:prefix:1h',
     ]);
 
     const unlist = await run(['unlist', VICTIM, '--reason', 'customer called']);
@@ -316,7 +333,52 @@ describe('through the binary (default policy)', () => {
     expect(rows[0]!.denials).toEqual([]);
     const audit = await db.pool.query<{ actor: string; target: string }>("SELECT actor, target FROM rate_limit_audit WHERE action = 'auto_block_lift'");
     expect(audit.rows).toEqual([{ actor: 'oncall', target: `number:${hash}` }]);
+
+    const prefix = await run(['unlist', '--prefix', '+447700900', '--json']);
+    expect(prefix.code).toBe(0);
+    expect((JSON.parse(prefix.stdout) as { lifted: Array<{ target: string; level: number }> }).lifted).toMatchObject([{ target: '+447700900•••', level: 2 }]);
     const after = await run(['list', '--json']);
     expect((JSON.parse(after.stdout) as { entries: AutoBlockView[] }).entries.filter((e) => e.kind === 'auto')).toEqual([]);
+  });
+
+  describe('a sweep through one range, against a real daemon', () => {
+    let daemon: DaemonProcess | undefined;
+    afterAll(async () => {
+      if (daemon) await stopAll([daemon]);
+    });
+
+    it('is blocked automatically; list, stats and top show it; unlist lifts it; the next sweep escalates', async () => {
+      assertBuilt();
+      daemon = await startDaemon({ databaseUrl: db.url, env: { RATE_LIMIT_IP_MAX: '1000' } });
+      const consume = (n: number) => postJson(daemon!.url, '/v1/consume', { phoneNumber: `+4477009001${String(n).padStart(2, '0')}` });
+      // The default sweep rule: 10 distinct numbers of a 1,000-number range per hour.
+      for (let n = 0; n < 10; n++) expect((await consume(n)).status).toBe(200);
+      const denied = await consume(10);
+      expect(denied.status).toBe(429);
+      expect(denied.json).toMatchObject({ reason: 'sweep_rate_limit_exceeded', rule: 'sweep:prefix:1h' });
+      expect(await consume(11)).toMatchObject({ status: 429, json: { rule: 'auto:block' } });
+
+      const list = JSON.parse((await run(['list', '--json'])).stdout) as { entries: AutoBlockView[] };
+      expect(list.entries.filter((e) => e.kind === 'auto').map((e) => [e.target, e.rule, e.level])).toEqual([['+447700900•••', 'sweep:prefix:1h', 1]]);
+      const stats = JSON.parse((await run(['stats', '--json'])).stdout) as {
+        guard: { blocks: unknown[]; ranges: Array<{ range: string; used: number }>; conversionIdle: boolean };
+      };
+      expect(stats.guard.blocks).toHaveLength(1);
+      expect(stats.guard.ranges[0]).toMatchObject({ range: '+447700900•••', used: 10 });
+      // No outcome reported: the default conversion rules are idle, and every view says so.
+      expect(stats.guard.conversionIdle).toBe(true);
+      const top = await run(['top', '--once'], { LINES: '24', COLUMNS: '80' });
+      expect(top.stdout).toContain(CONVERSION_IDLE_TEXT);
+      expect(top.stdout).toMatch(/blocked +1 in force · sweep \+447700900••• L1 [45]m/);
+      expect(top.stdout.trimEnd().split('\n').length).toBeLessThanOrEqual(24);
+
+      expect((await run(['unlist', '--prefix', '+447700900'])).stdout).toMatch(/level 1/);
+      // Lifted: a number already counted in the range passes (it moves, the count stays 10)...
+      await vi.waitFor(async () => expect((await consume(3)).status).toBe(200), { timeout: 10_000 });
+      // ...and the next new one trips the rule again, one step up.
+      expect(await consume(12)).toMatchObject({ status: 429, json: { rule: 'sweep:prefix:1h' } });
+      const again = JSON.parse((await run(['list', '--json'])).stdout) as { entries: AutoBlockView[] };
+      expect(again.entries.filter((e) => e.kind === 'auto').map((e) => [e.target, e.level])).toEqual([['+447700900•••', 2]]);
+    });
   });
 });

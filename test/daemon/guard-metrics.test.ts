@@ -84,7 +84,6 @@ describe("a daemon's /metrics", () => {
     daemon = await startDaemon({ databaseUrl: db.url, env: {} });
     const res = await httpRequest(`${daemon.url}/metrics`);
     expect(res.status).toBe(200);
-    // The default policy has no sweep rule here: the number's block counts, the range blocks do not.
     expect(sample(res.text, 'ratelimit_auto_blocks')).toEqual(expect.arrayContaining(['ratelimit_auto_blocks{level="3",target="number"} 1']));
     expect(res.text).toContain('# TYPE ratelimit_rule_usage_ratio gauge');
     expect(sample(res.text, 'ratelimit_conversion_idle')).toEqual(['ratelimit_conversion_idle 0']);
