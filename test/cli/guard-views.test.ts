@@ -2,6 +2,8 @@
 // country, the worst conversion and sweep ranges, automatic blocks in `top`, `stats`, `list` and
 // `status`, and `unlist` lifting them (audited, level kept). Rows are written directly
 // (test/helpers/guard.ts) or by a real daemon under the default policy (sweep, conversion, blocks).
+// Over 350 lines because every view reads the one seeded attack (seedAttack) and its expected
+// rows, which split across files would be repeated in each.
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
