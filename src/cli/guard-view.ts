@@ -11,7 +11,8 @@ import { CONVERSION_ENGAGED_WITHIN_MS, GROUP_DENY_REASON, type LimitRule, type P
 
 export const CONVERSION_SHORT_WINDOW_MS = 3_600_000;
 export const CONVERSION_LONG_WINDOW_MS = 24 * 3_600_000;
-// The day's totals scan a day of outcomes: a live `top` re-reads them this often, not every frame.
+// The day's totals scan a day of outcomes: a live `top` re-reads the part before the last hour this
+// often, and the last hour on every frame.
 const LONG_WINDOW_REFRESH_MS = 60_000;
 const MASK = '•';
 
@@ -111,7 +112,8 @@ export class GuardReader {
     const [idle, hour, day, usage, blocks] = await Promise.all([
       readConversionIdle(pool, policy),
       readConversionByCountry(pool, CONVERSION_SHORT_WINDOW_MS, answeredAtLeastMs),
-      fresh ?? readConversionByCountry(pool, CONVERSION_LONG_WINDOW_MS, answeredAtLeastMs),
+      // The day before the last hour: the day is that plus the hour read fresh.
+      fresh ?? readConversionByCountry(pool, CONVERSION_LONG_WINDOW_MS, answeredAtLeastMs, CONVERSION_SHORT_WINDOW_MS),
       refs.length > 0 ? readAggregateUsage(pool, refs, this.keysPerRule) : Promise.resolve({ rows: [] }),
       readAutoBlocks(pool),
     ]);
@@ -147,7 +149,14 @@ export class GuardReader {
 
     const regions = new Set([...hour.map((r) => r.region), ...day.map((r) => r.region), ...countryUsage.keys()]);
     const hourOf = new Map(hour.map((r) => [r.region, r]));
-    const dayOf = new Map(day.map((r) => [r.region, r]));
+    const dayOf = new Map(day.map((r) => [r.region, { ...r }]));
+    for (const h of hour) {
+      const d = dayOf.get(h.region);
+      if (d) {
+        d.outcomes += h.outcomes;
+        d.converted += h.converted;
+      } else dayOf.set(h.region, { ...h });
+    }
     const countries = [...regions].map((region): CountryConversion => {
       const h = hourOf.get(region);
       const d = dayOf.get(region);

@@ -19,19 +19,20 @@ export interface CountryConversionRow {
 }
 
 /**
- * Outcomes and conversions per country for decisions made in the last `windowMs` (an indexed
- * range scan over decided_at), most outcomes first.
+ * Outcomes and conversions per country for decisions made from `windowMs` ago until `untilAgoMs`
+ * ago (an indexed range scan over decided_at), most outcomes first.
  */
-export async function readConversionByCountry(pool: Pool, windowMs: number, answeredAtLeastMs: number): Promise<CountryConversionRow[]> {
+export async function readConversionByCountry(pool: Pool, windowMs: number, answeredAtLeastMs: number, untilAgoMs = 0): Promise<CountryConversionRow[]> {
   const { rows } = await pool.query<{ region: string; outcomes: number; converted: number }>({
     name: 'ratelimit_conversion_by_country',
     text: `SELECT COALESCE(region, 'ZZ') AS region, count(*)::int AS outcomes,
                   count(*) FILTER (WHERE outcome = 'verified' OR (outcome = 'answered' AND duration_ms >= $2))::int AS converted
              FROM rate_limit_outcomes
             WHERE decided_at > clock_timestamp() - $1::bigint * interval '1 millisecond'
+              AND ($3::bigint = 0 OR decided_at <= clock_timestamp() - $3::bigint * interval '1 millisecond')
             GROUP BY 1
             ORDER BY 2 DESC, 1`,
-    values: [windowMs, answeredAtLeastMs],
+    values: [windowMs, answeredAtLeastMs, untilAgoMs],
   });
   return rows;
 }

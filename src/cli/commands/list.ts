@@ -96,7 +96,11 @@ export function printList(r: ListReport): string {
   const n = r.entries.length - auto;
   const lines = [
     t.toString(),
-    `${n} entr${n === 1 ? 'y' : 'ies'}. A number's own entry wins over a prefix entry; among prefixes the longest matches. Denied: consumes the entry refused, as the daemons' heartbeats report them.`,
+    ...(n > 0
+      ? [
+          `${n} entr${n === 1 ? 'y' : 'ies'}. A number's own entry wins over a prefix entry; among prefixes the longest matches. Denied: consumes the entry refused, as the daemons' heartbeats report them.`,
+        ]
+      : []),
   ];
   if (auto > 0 || r.autoBlocks.numbers > 0) {
     const more = r.autoBlocks.numbers + r.autoBlocks.ranges - auto;

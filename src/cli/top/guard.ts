@@ -3,7 +3,6 @@
 // movers while something is blocked or at its limit, below the denials otherwise; and a view of
 // its own (`g`, or `--view guard`) with conversion by country, the worst ranges and every
 // automatic block. Ranges show as `+4477009•••`, numbers masked: never a number.
-import { humanizeMs } from '../../core/duration.js';
 import { CONVERSION_IDLE_TEXT, pctText, type CountryConversion, type GuardBlock, type GuardRange, type GuardView } from '../guard-text.js';
 import type { TopFrame } from './model.js';
 import { count, fit, len, wrapParts, type Line } from './text.js';
@@ -19,8 +18,14 @@ function shortRule(ruleId: string): string {
     .replace(/^number:block_after$/, 'block_after');
 }
 
+/** Time left, short and never early: `45s`, `5m` (4m 57s left), `11h 5m`. */
 function endsIn(until: number, nowMs: number): string {
-  return until > nowMs ? humanizeMs(until - nowMs) : 'now';
+  const ms = until - nowMs;
+  if (ms <= 0) return 'now';
+  if (ms < 60_000) return `${Math.ceil(ms / 1000)}s`;
+  const minutes = Math.ceil(ms / 60_000);
+  if (minutes < 60) return `${minutes}m`;
+  return `${Math.floor(minutes / 60)}h${minutes % 60 ? ` ${minutes % 60}m` : ''}`;
 }
 
 /** What tripped it, in a word: a number's mask and its range's label read the same. */
