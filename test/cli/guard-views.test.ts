@@ -177,6 +177,28 @@ describe('top', () => {
     }
   });
 
+  it('fits every size from 40x10 to 132x43 in both views, cutting no range', async () => {
+    await seedAttack();
+    const frame = await loadTopFrame(db.pool, guardPolicy(), 'denials');
+    for (const [columns, rows] of [
+      [40, 10],
+      [60, 20],
+      [100, 30],
+      [132, 43],
+    ] as const) {
+      for (const view of ['traffic', 'guard'] as const) {
+        const lines = renderFrameText(frame, { columns, rows, intervalMs: 2_000, view }).split('\n');
+        expect(lines.length, `${columns}x${rows} ${view}`).toBeLessThanOrEqual(rows);
+        for (const l of lines) {
+          expect([...l].length).toBeLessThanOrEqual(columns);
+          // A range is whole or absent: never cut into something narrower than 1,000 numbers.
+          expect(l).not.toMatch(/\+\d+•{0,2}…/);
+          for (const m of l.matchAll(/\+\d+•+/g)) expect(m[0]).toMatch(/\d•••$/);
+        }
+      }
+    }
+  });
+
   it('shows the idle line in both views', async () => {
     const frame = await loadTopFrame(db.pool, guardPolicy(), 'denials');
     for (const view of ['traffic', 'guard'] as const) {
@@ -250,7 +272,7 @@ describe('list and unlist', () => {
     // Lifting again finds nothing: nothing audited, nothing announced.
     const again = await unlistCommand(db.pool, { targetType: 'prefix', target: '+4477', masked: '+4477' }, 'oncall', undefined, { policy });
     expect(again.lifted).toEqual([]);
-    expect(printUnlist(again)).toMatch(/was not listed and has no automatic block in force/);
+    expect(printUnlist(again)).toMatch(/was not listed; nothing to remove/);
     expect((await readChangeVersions(db.pool)).lists).toBe(before.lists + 1);
   });
 });

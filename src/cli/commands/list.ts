@@ -77,7 +77,7 @@ export async function listCommand(pool: Pool, fallback: Policy): Promise<ListRep
 }
 
 export function printList(r: ListReport): string {
-  if (r.entries.length === 0) return 'No block or allow entries, and no automatic block in force.';
+  if (r.entries.length === 0) return 'No block or allow entries.';
   const t = table(['number or prefix', 'hash', 'kind', `denied (${humanizeMs(r.hitsWindowMs)})`, 'until', 'by', 'when', 'reason']);
   for (const e of r.entries) {
     const until = e.expiresAt === null ? 'unlisted' : when(Date.parse(e.expiresAt), r.now);

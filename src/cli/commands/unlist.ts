@@ -70,7 +70,7 @@ export function printUnlist(r: UnlistReport): string {
     (l) =>
       `lifted the automatic block on ${l.target} (${l.rule}, level ${l.level || '—'}, was until ${isoTime(Date.parse(l.wasUntil))}; its level is kept for decay)`,
   );
-  if (!r.removed && lifted.length === 0) return `${who} was not listed and has no automatic block in force; nothing to remove.`;
+  if (!r.removed && lifted.length === 0) return `${who} was not listed; nothing to remove.`;
   const parts = [...(r.removed ? [`removed its ${r.removed.kind} entry (set by ${r.removed.createdBy})`] : []), ...lifted];
   return `${who}: ${parts.join('; ')}; ${LIST_PROPAGATION_NOTE}.`;
 }
