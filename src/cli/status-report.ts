@@ -28,7 +28,7 @@ import { rangeLabel, rangeRules, readConversionIdle, reasonOfRule } from './guar
 /** One rule that applies to the number, as it stands now. */
 export interface RuleStatus {
   id: string;
-  group: 'number' | 'prefix' | 'country' | 'global';
+  group: 'number' | 'prefix' | 'country' | 'global' | 'conversion' | 'sweep';
   /** What the rule counts over: null for number rules (the number itself), else `+1415555`, `US`, `*`. */
   key: string | null;
   limit: number;
@@ -145,6 +145,9 @@ export async function statusCommand(pool: Pool, key: string, fallback: Policy, p
     ...counters.map((c, i): RuleStatus => {
       const v = evaluateAggregate(buckets[i]!, now, c.rule);
       const group = c.rule.group as RuleStatus['group'];
+      // A sweep counter counts distinct numbers: one whose last call is in its window is already
+      // counted there, and its next call moves it rather than adding one, so the rule allows it.
+      const counted = c.rule.group === 'sweep' && (state.log.at(-1) ?? -Infinity) > now - c.rule.windowMs;
       return {
         id: c.rule.id,
         group,
@@ -154,7 +157,7 @@ export async function statusCommand(pool: Pool, key: string, fallback: Policy, p
         used: v.used,
         remaining: v.remaining,
         resetTime: v.resetTime,
-        allows: v.allowed,
+        allows: v.allowed || counted,
         shadow: c.rule.shadow,
       };
     }),

@@ -377,6 +377,9 @@ describe('through the binary (the default policy: sweep, conversion and blocks)'
       const consume = (n: number) => postJson(daemon!.url, '/v1/consume', { phoneNumber: `+4477009001${String(n).padStart(2, '0')}` });
       // The default sweep rule: 10 distinct numbers of a 1,000-number range per hour.
       for (let n = 0; n < 10; n++) expect((await consume(n)).status).toBe(200);
+      // A number of the range already counted: the sweep rule allows its next call (status says so).
+      const counted = JSON.parse((await run(['status', '+447700900100', '--json'])).stdout) as { rules: Array<{ id: string; used: number; allows: boolean }> };
+      expect(counted.rules.find((r) => r.id === 'sweep:prefix:1h')).toMatchObject({ used: 10, allows: true });
       const denied = await consume(10);
       expect(denied.status).toBe(429);
       expect(denied.json).toMatchObject({ reason: 'sweep_rate_limit_exceeded', rule: 'sweep:prefix:1h' });
