@@ -11,11 +11,11 @@ import { readEffectivePolicy } from '../db/policies.js';
 import { readListEntries } from '../db/lists.js';
 import { peekState } from '../db/decisions.js';
 import { foldNumber } from '../db/keys.js';
-import { recentOutcomes, type StoredOutcome } from '../db/outcomes.js';
+import { readConversionState, recentOutcomes, type StoredOutcome } from '../db/outcomes.js';
 import { hashPhone, maskPhone, normalizePhoneWithType } from '../core/phone.js';
 import { decisionTime, evaluate, makeLogPolicy } from '../core/policy/log.js';
 import { EMPTY_BUCKETS, evaluateAggregate } from '../core/policy/aggregate.js';
-import { counterMapKey } from '../core/policy/counters.js';
+import { counterMapKey, isSafe } from '../core/policy/counters.js';
 import { decideCheck, decisionPolicy, EMPTY_NUMBER } from '../core/policy/decide.js';
 import { countersFor, destinationDenial } from '../core/policy/subject.js';
 import { UNKNOWN_REGION, type Policy } from '../core/policy/types.js';
@@ -104,7 +104,10 @@ export async function statusCommand(pool: Pool, key: string, fallback: Policy, p
   await foldNumber(pool, e164, { current: key, previous: previousKey });
   const effective = await readEffectivePolicy(pool, fallback);
   const policy = effective.policy;
-  const counters = countersFor(policy, e164, region);
+  // The counters a daemon would check now: conversion ones only once outcomes engaged them, none
+  // of conversion or sweep for a safe number.
+  const conversion = await readConversionState(pool, policy.conversion);
+  const counters = countersFor(policy, e164, region, { conversion, safe: isSafe(policy, e164) });
   // During a rotation, outcomes of decisions made under the previous key carry its hash.
   const hashes = previousKey ? [hash, hashPhone(e164, previousKey)] : [hash];
   const ranges = rangeRules(policy).map((rule) => ({

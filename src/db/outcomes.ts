@@ -7,6 +7,8 @@ import type { Outcome, OutcomeSource } from '../protocol/wire.js';
 import { CONVERSION_ENGAGED_WITHIN_MS, UNKNOWN_REGION, type AggregateCounter, type ConversionPolicy } from '../core/policy/types.js';
 import { NOW_MS } from './clock.js';
 import { withTransaction } from './transaction.js';
+import { baselineLimit } from '../core/policy/conversion.js';
+import type { ConversionState } from '../core/policy/counters.js';
 
 /** An outcome on its way to the table (in the write-behind queue and the spool while the database is down). */
 export interface OutcomeEvent {
@@ -276,4 +278,24 @@ export async function mostConvertedPerRegion(
     [q.windowMs, q.historyMs, q.answeredAtLeastMs, q.nowMs ?? null],
   );
   return new Map(rows.map((r) => [r.region, r.most]));
+}
+
+/**
+ * The conversion rules' state as a daemon would hold it after a fresh read (src/daemon/conversion-state.ts
+ * keeps it between reads): for the admin commands, which read it once per run.
+ */
+export async function readConversionState(pool: Pick<Pool, 'query'>, conversion: ConversionPolicy | undefined): Promise<ConversionState> {
+  if (!conversion) return { engaged: false, baselineLimits: new Map() };
+  const engaged = await conversionEngaged(pool);
+  const baseline = conversion.country?.baseline;
+  const baselineLimits = new Map<string, number>();
+  if (engaged && baseline) {
+    const most = await mostConvertedPerRegion(pool, {
+      windowMs: baseline.rule.windowMs,
+      historyMs: baseline.historyMs,
+      answeredAtLeastMs: conversion.answeredAtLeastMs,
+    });
+    for (const [region, n] of most) baselineLimits.set(region, baselineLimit(baseline, n));
+  }
+  return { engaged, baselineLimits };
 }
