@@ -1,0 +1,149 @@
+// Drives the drill's calls through the daemon's decision path at SIMULATED time: the list and
+// destination checks and the per-IP limiter the Decider (src/daemon/decider.ts) runs before the
+// engine, then ratelimit_decide through decideBatch with `nowMs` standing in for the database
+// clock, with the counters applicableCounters gives (as src/daemon/engine/engine.ts does), and
+// outcomes through src/db/outcomes.ts once their simulated report time comes. A day of traffic
+// runs in tens of seconds: calls are decided in batches of one TICK_MS of simulated time, each
+// batch one statement, in arrival order, as the daemon's batcher does with what arrives together.
+//
+// Not run: the deny cache (a shortcut for repeated denials that decides the same), the early
+// denials' write (stats only), key rotation, and the memory fallback (the database is up).
+
+import { hashPhone, maskPhone, normalizePhoneWithType } from '../../src/core/phone.js';
+import { applicableCounters } from '../../src/core/policy/counters.js';
+import { destinationDenial } from '../../src/core/policy/subject.js';
+import { ListIndex } from '../../src/core/lists.js';
+import { DecisionIds, rangeLabel } from '../../src/core/decision-id.js';
+import type { Policy } from '../../src/core/policy/types.js';
+import type { Pool } from '../../src/db/pool.js';
+import { decideBatch, type DecideRequest } from '../../src/db/decisions.js';
+import { recordOutcomes, type OutcomeEvent } from '../../src/db/outcomes.js';
+import { IpRules, type IpReservation } from '../../src/daemon/ip-rules.js';
+import { LIST_BLOCK_RULE } from '../../src/daemon/decider.js';
+import { activePolicy } from '../../src/daemon/policy-source.js';
+import type { PhoneSubject } from '../../src/daemon/engine/verdict.js';
+import type { DrillTraffic, SimCall } from './traffic.js';
+
+/** Simulated time decided per statement. */
+export const TICK_MS = 15_000;
+/** The simulated day starts here (a Monday, 00:00 UTC): fixed, so runs are identical. */
+export const DAY_START_MS = Date.UTC(2026, 0, 5);
+const PHONE_KEY = 'drill-phone-key-not-a-secret-0123456789abcdef';
+
+export interface CallResult {
+  allowed: boolean;
+  /** The denying rule's id (list:block, destination:…, ip:…, a number or aggregate rule). */
+  rule: string | null;
+  /** Since the day's start: when it was decided (the end of its tick). */
+  decidedAtMs: number;
+}
+
+export interface DrillRun {
+  results: CallResult[];
+  /** Statements and wall time, to show the run is bounded. */
+  statements: number;
+  wallMs: number;
+}
+
+interface PendingOutcome {
+  dueMs: number;
+  event: OutcomeEvent;
+}
+
+/**
+ * Where outcomes go: the one call to change when src/db/outcomes.ts takes converted calls back
+ * from the counters (issue #19's outcome path).
+ */
+async function reportOutcomes(pool: Pool, events: OutcomeEvent[]): Promise<number> {
+  await recordOutcomes(pool, events);
+  return 1;
+}
+
+export async function runDrill(pool: Pool, traffic: DrillTraffic, policy: Policy): Promise<DrillRun> {
+  const started = performance.now();
+  const active = activePolicy(policy, 1);
+  const lists = new ListIndex([]);
+  const ipRules = new IpRules();
+  ipRules.update(policy.ip);
+  const ids = new DecisionIds(PHONE_KEY);
+  const subjects = new Map<string, PhoneSubject>();
+  const subject = (phone: string): PhoneSubject => {
+    let s = subjects.get(phone);
+    if (!s) {
+      const { e164, region, type } = normalizePhoneWithType(phone);
+      s = { e164, hash: hashPhone(e164, PHONE_KEY), previousHash: undefined, region, masked: maskPhone(e164), type };
+      subjects.set(phone, s);
+    }
+    return s;
+  };
+  const results = new Array<CallResult>(traffic.calls.length);
+  const pending: PendingOutcome[] = [];
+  let statements = 0;
+  let next = 0;
+  for (let tickEnd = TICK_MS; next < traffic.calls.length || pending.length > 0; tickEnd += TICK_MS) {
+    const nowMs = DAY_START_MS + tickEnd;
+    // Outcomes reported during this tick, before its decisions (they were reported meanwhile).
+    pending.sort((a, b) => a.dueMs - b.dueMs);
+    const notYet = pending.findIndex((p) => p.dueMs > nowMs);
+    const due = pending.splice(0, notYet === -1 ? pending.length : notYet);
+    if (due.length > 0) statements += await reportOutcomes(pool, due.map((p) => p.event));
+    if (next >= traffic.calls.length) continue;
+
+    const batch: Array<{ call: SimCall; s: PhoneSubject; slot: IpReservation; request: DecideRequest }> = [];
+    for (; next < traffic.calls.length && traffic.calls[next]!.atMs < tickEnd; next++) {
+      const call = traffic.calls[next]!;
+      const s = subject(call.phone);
+      // As Decider.listsAndDestination: a list entry first, then the destination.
+      const match = lists.lookup(s.hash, s.e164, nowMs);
+      if (match?.kind === 'block') {
+        results[call.seq] = { allowed: false, rule: LIST_BLOCK_RULE, decidedAtMs: tickEnd };
+        continue;
+      }
+      const allowlisted = match?.kind === 'allow';
+      const dest = allowlisted ? undefined : destinationDenial(policy, s.region, s.type);
+      if (dest) {
+        results[call.seq] = { allowed: false, rule: dest.rule, decidedAtMs: tickEnd };
+        continue;
+      }
+      const slot = ipRules.reserve(call.ip, allowlisted, nowMs);
+      if (slot.denied) {
+        results[call.seq] = { allowed: false, rule: slot.denied.rule, decidedAtMs: tickEnd };
+        continue;
+      }
+      const counters = applicableCounters(policy, s.e164, s.region);
+      batch.push({ call, s, slot, request: { hash: s.hash, region: s.region, masked: s.masked, allowlisted, counters } });
+    }
+    if (batch.length === 0) continue;
+    const outs = await decideBatch(
+      pool,
+      batch.map((b) => b.request),
+      active.decision,
+      nowMs,
+    );
+    statements++;
+    batch.forEach(({ call, s, slot }, i) => {
+      const out = outs[i]!;
+      // A denied consume spends nothing anywhere, the ip rules included.
+      if (!out.allowed) slot.refund();
+      results[call.seq] = { allowed: out.allowed, rule: out.rule, decidedAtMs: out.atMs - DAY_START_MS };
+      if (!out.allowed || !call.outcome) return;
+      const decisionId = ids.encode({ hash: s.hash, region: s.region, range: rangeLabel(s.e164), atMs: out.atMs });
+      const dueMs = out.atMs + call.outcome.reportAfterMs;
+      pending.push({
+        dueMs,
+        event: {
+          decisionId,
+          hash: s.hash,
+          region: s.region,
+          range: rangeLabel(s.e164),
+          decidedAtMs: out.atMs,
+          outcome: call.outcome.outcome,
+          durationMs: call.outcome.durationMs,
+          source: 'ws',
+          atMs: Math.round(dueMs),
+        },
+      });
+    });
+  }
+  return { results, statements, wallMs: performance.now() - started };
+}
