@@ -86,7 +86,11 @@ export async function runDrill(pool: Pool, traffic: DrillTraffic, policy: Policy
     pending.sort((a, b) => a.dueMs - b.dueMs);
     const notYet = pending.findIndex((p) => p.dueMs > nowMs);
     const due = pending.splice(0, notYet === -1 ? pending.length : notYet);
-    if (due.length > 0) statements += await reportOutcomes(pool, due.map((p) => p.event));
+    if (due.length > 0)
+      statements += await reportOutcomes(
+        pool,
+        due.map((p) => p.event),
+      );
     if (next >= traffic.calls.length) continue;
 
     const batch: Array<{ call: SimCall; s: PhoneSubject; slot: IpReservation; request: DecideRequest }> = [];

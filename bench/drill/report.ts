@@ -124,7 +124,11 @@ export function targets(all: readonly PolicyFigures[]): Target[] {
       value: `${a.sweep.maxPerRange} per range at most (${a.sweep.allowed} in ${a.sweep.ranges} ranges), ${money(a.sweep.money)}`,
     });
     out.push({ what: 'default policy, premium-rate: 0 calls', met: a.premium.allowed === 0, value: `${a.premium.allowed} calls, ${money(a.premium.money)}` });
-    out.push({ what: 'default policy, hammered victim: <= 2 calls per hour', met: a.victim.maxPerHour <= 2, value: `${a.victim.maxPerHour} in the worst hour` });
+    out.push({
+      what: 'default policy, hammered victim: <= 2 calls per hour',
+      met: a.victim.maxPerHour <= 2,
+      value: `${a.victim.maxPerHour} in the worst hour`,
+    });
     out.push({
       what: 'default policy, slow sweep: contained within 10 min of its start',
       met: a.slow.containmentMs <= 10 * MINUTE_MS,
@@ -160,7 +164,11 @@ export function renderTables(all: readonly PolicyFigures[]): string {
       );
     }
   }
-  lines.push('', '| policy | legitimate calls | denied | denied % | of which by destination rules | denied by (top 3) | converted share |', '|---|---:|---:|---:|---:|---|---:|');
+  lines.push(
+    '',
+    '| policy | legitimate calls | denied | denied % | of which by destination rules | denied by (top 3) | converted share |',
+    '|---|---:|---:|---:|---:|---|---:|',
+  );
   for (const p of all) {
     const l = p.legit;
     lines.push(

@@ -118,7 +118,9 @@ async function main(): Promise<void> {
   const sessionsPerHour = DEFAULT_LEGIT_SESSIONS_PER_HOUR;
   const wallStart = Date.now();
   const traffic: DrillTraffic = simulate({ seed, durationMs, legitSessionsPerHour: sessionsPerHour });
-  console.log(`drill: seed ${seed}, ${durationMs / 3_600_000} h simulated, ${traffic.calls.length} calls (${traffic.calls.filter((c) => c.source === 'legit').length} legitimate)`);
+  console.log(
+    `drill: seed ${seed}, ${durationMs / 3_600_000} h simulated, ${traffic.calls.length} calls (${traffic.calls.filter((c) => c.source === 'legit').length} legitimate)`,
+  );
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'ratelimit-drill-'));
   let pg: EmbeddedServer | undefined;
   let pool: Pool | undefined;
@@ -153,7 +155,10 @@ async function main(): Promise<void> {
   console.log(`\n${tables}\n\nTargets (issue #19):\n${goals}\n(${elapsedS} s)`);
   const resultsDir = path.join(ROOT, 'bench', 'results');
   await mkdir(resultsDir, { recursive: true });
-  await writeFile(path.join(resultsDir, 'drill.json'), `${JSON.stringify({ date: new Date().toISOString(), seed, durationMs, tickMs: TICK_MS, figures: all }, null, 2)}\n`);
+  await writeFile(
+    path.join(resultsDir, 'drill.json'),
+    `${JSON.stringify({ date: new Date().toISOString(), seed, durationMs, tickMs: TICK_MS, figures: all }, null, 2)}\n`,
+  );
   if (durationMs === DEFAULT_DURATION_MS && all.length === 2) {
     const section = [
       `Latest run: ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, seed ${seed}, ${durationMs / 3_600_000} h simulated in ${elapsedS} s ` +

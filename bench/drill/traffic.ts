@@ -124,7 +124,12 @@ export const ATTACK_PLAN = {
     calls: 5_000,
     everyMs: 500,
   },
-  premium: { what: 'IRSF: 200 calls to GB (+44 909) and FR (+33 899) premium-rate numbers, rotating addresses, held 3-10 min', startMs: 16 * HOUR_MS, calls: 200, everyMs: 18 * SECOND_MS },
+  premium: {
+    what: 'IRSF: 200 calls to GB (+44 909) and FR (+33 899) premium-rate numbers, rotating addresses, held 3-10 min',
+    startMs: 16 * HOUR_MS,
+    calls: 200,
+    everyMs: 18 * SECOND_MS,
+  },
   victim: { what: 'call bombing: one DE mobile called every minute for 3 h from rotating addresses', startMs: 17 * HOUR_MS, calls: 180, everyMs: MINUTE_MS },
   slow: {
     what: 'slow sweep: one KG mobile number in each of 270 different ranges, every 40 s for 3 h (never two in a range), rotating addresses',
@@ -195,7 +200,11 @@ function legitCalls(rng: Rng, durationMs: number, perHour: number): Draft[] {
       seen.push(who);
     }
     // Shared addresses are unevenly busy: the busiest of 100 carries ~5% of their sessions.
-    const ip = rng.chance(LEGIT_SHAPE.natShare) ? nats[Math.floor(LEGIT_SHAPE.natAddresses * rng.next() ** 1.5)]! : rng.chance(LEGIT_SHAPE.ipv6Share) ? rng.ipv6() : rng.ipv4();
+    const ip = rng.chance(LEGIT_SHAPE.natShare)
+      ? nats[Math.floor(LEGIT_SHAPE.natAddresses * rng.next() ** 1.5)]!
+      : rng.chance(LEGIT_SHAPE.ipv6Share)
+        ? rng.ipv6()
+        : rng.ipv4();
     const channel: Channel = rng.chance(LEGIT_SHAPE.smsShare) ? 'sms' : 'voice';
     let at = t;
     for (let attempt = 0; at < durationMs; attempt++) {
@@ -226,7 +235,18 @@ function attackCalls(rng: Rng, attack: Attack, durationMs: number): Draft[] {
       // The fraudster's line answers and holds the call: by the duration rule it "converts".
       const durationMs = Math.round(rng.between(3, 10) * MINUTE_MS);
       const outcome: PlannedOutcome = { outcome: 'answered', durationMs, reportAfterMs: 5 * SECOND_MS + durationMs };
-      out.push({ atMs, phone, country: gb ? 'GB' : 'FR', ip, channel: 'voice', source: attack, premium: true, converted: true, outcome, answeredMs: durationMs });
+      out.push({
+        atMs,
+        phone,
+        country: gb ? 'GB' : 'FR',
+        ip,
+        channel: 'voice',
+        source: attack,
+        premium: true,
+        converted: true,
+        outcome,
+        answeredMs: durationMs,
+      });
     } else if (attack === 'victim') {
       const outcome: PlannedOutcome = { outcome: 'unanswered', reportAfterMs: 30 * SECOND_MS };
       out.push({ atMs, phone: VICTIM, country: 'DE', ip, channel: 'voice', source: attack, premium: false, converted: false, outcome, answeredMs: undefined });
