@@ -59,7 +59,8 @@ async function reportOutcomes(pool: Pool, events: OutcomeEvent[]): Promise<numbe
   return 1;
 }
 
-export async function runDrill(pool: Pool, traffic: DrillTraffic, policy: Policy): Promise<DrillRun> {
+/** `deadline`: performance.now() past which the run stops with an error (the drill is bounded in time). */
+export async function runDrill(pool: Pool, traffic: DrillTraffic, policy: Policy, deadline = Infinity): Promise<DrillRun> {
   const started = performance.now();
   const active = activePolicy(policy, 1);
   const lists = new ListIndex([]);
@@ -82,6 +83,8 @@ export async function runDrill(pool: Pool, traffic: DrillTraffic, policy: Policy
   let next = 0;
   for (let tickEnd = TICK_MS; next < traffic.calls.length || pending.length > 0; tickEnd += TICK_MS) {
     const nowMs = DAY_START_MS + tickEnd;
+    if (performance.now() > deadline)
+      throw new Error(`the drill ran past its time bound at ${(tickEnd / 3_600_000).toFixed(1)} h of simulated time; set DRILL_MAX_SECONDS to allow more`);
     // Outcomes reported during this tick, before its decisions (they were reported meanwhile).
     pending.sort((a, b) => a.dueMs - b.dueMs);
     const notYet = pending.findIndex((p) => p.dueMs > nowMs);

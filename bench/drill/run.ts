@@ -5,7 +5,8 @@
 // and the "Latest run" part of BENCHMARKS.md's *Fraud drill* section.
 //
 // DRILL_SEED (default 19) picks the traffic; DRILL_HOURS shortens the day (attacks after the end
-// are left out); DRILL_POLICIES=default,example picks the policies.
+// are left out); DRILL_POLICIES=default,example picks the policies; DRILL_MAX_SECONDS (default
+// 180) bounds the whole run's wall time: past it the run stops with an error.
 import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -117,6 +118,7 @@ async function main(): Promise<void> {
   const durationMs = Math.min(DEFAULT_DURATION_MS, envInt('DRILL_HOURS', DEFAULT_DURATION_MS / 3_600_000) * 3_600_000);
   const sessionsPerHour = DEFAULT_LEGIT_SESSIONS_PER_HOUR;
   const wallStart = Date.now();
+  const deadline = performance.now() + envInt('DRILL_MAX_SECONDS', 180) * 1000;
   const traffic: DrillTraffic = simulate({ seed, durationMs, legitSessionsPerHour: sessionsPerHour });
   console.log(
     `drill: seed ${seed}, ${durationMs / 3_600_000} h simulated, ${traffic.calls.length} calls (${traffic.calls.filter((c) => c.source === 'legit').length} legitimate)`,
@@ -139,7 +141,7 @@ async function main(): Promise<void> {
     for (const { name, policy } of await policies()) {
       await resetState(pool);
       const history = await seedHistory(pool, sessionsPerHour);
-      const run = await runDrill(pool, traffic, policy);
+      const run = await runDrill(pool, traffic, policy, deadline);
       const f = figures(name, traffic, run.results, run);
       all.push(f);
       console.log(`  ${name}: ${run.statements} statements in ${(run.wallMs / 1000).toFixed(1)} s (${history} history outcomes seeded)`);
