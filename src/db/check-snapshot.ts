@@ -7,6 +7,7 @@
 import type { Pool } from './pool.js';
 import { NOW_MS } from './clock.js';
 import { counterMapKey } from '../core/policy/counters.js';
+import { counterBuckets } from './decisions.js';
 import type { NumberSnapshot } from '../core/policy/decide.js';
 import { EXACT_LOG_ENTRIES, ruleStates, type LogSummary } from '../core/policy/log-summary.js';
 import type { AggregateCounter, Buckets, LimitRule } from '../core/policy/types.js';
@@ -14,6 +15,8 @@ import type { AggregateCounter, Buckets, LimitRule } from '../core/policy/types.
 export interface NumberPeek extends NumberSnapshot {
   /** The number's stored log, summarized for the in-memory fallback (log-summary.ts). */
   summary: LogSummary;
+  /** The escalation step of its latest block (phone_rate_limits.block_level), for the fallback. */
+  blockLevel: number;
 }
 
 export interface PolicySnapshotPeek {
@@ -52,16 +55,19 @@ export async function peekSnapshot(
     reset: number[] | null;
     n: number[] | null;
     blocked_until: number | null;
+    level: number | null;
+    last: number | null;
   }>({
-    name: 'ratelimit_peek_snapshot',
+    name: 'ratelimit_peek_snapshot_v2',
     text: `WITH clock AS (SELECT ${NOW_MS} AS now_ms),
            num AS (
-             SELECT p.phone_hash, p.calls, cardinality(p.calls) AS len, p.blocked_until,
+             SELECT p.phone_hash, p.calls, cardinality(p.calls) AS len, p.blocked_until, p.block_level,
                     GREATEST(clock.now_ms, p.calls[cardinality(p.calls)]) AS at, GREATEST(1, (cardinality(p.calls) + ${EXACT_LOG_ENTRIES - 1}) / ${EXACT_LOG_ENTRIES}) AS run
                FROM phone_rate_limits AS p, clock WHERE p.phone_hash = ANY($1::text[])
            )
            SELECT clock.now_ms, s.* FROM clock LEFT JOIN (
-             SELECT 'n' AS kind, num.phone_hash AS a, NULL AS b, sm.ts, sm.counts, num.at, st.used, st.reset, NULL::int[] AS n, num.blocked_until
+             SELECT 'n' AS kind, num.phone_hash AS a, NULL AS b, sm.ts, sm.counts, num.at, st.used, st.reset, NULL::int[] AS n, num.blocked_until,
+                    num.block_level AS level, num.calls[num.len] AS last
                FROM num,
                LATERAL (SELECT array_agg(num.calls[LEAST(g.j * num.run, num.len)] ORDER BY g.j) AS ts,
                                CASE WHEN num.run > 1 THEN array_agg(LEAST(g.j * num.run, num.len) - (g.j - 1) * num.run ORDER BY g.j) END AS counts
@@ -71,7 +77,7 @@ export async function peekSnapshot(
                           FROM unnest($4::int[], $5::bigint[]) WITH ORDINALITY AS r(mx, w, o),
                           LATERAL (SELECT count(*)::int AS used, min(t) AS first FROM unnest(num.calls) AS t WHERE t > num.at - r.w) AS x) AS st
              UNION ALL
-             SELECT 'c', c.rule_id, c.key, c.bucket_ts, NULL, NULL, NULL, NULL, c.bucket_n, NULL
+             SELECT 'c', c.rule_id, c.key, c.bucket_ts, NULL, NULL, NULL, NULL, c.bucket_n, c.blocked_until, c.block_level, NULL
                FROM rate_limit_counters AS c JOIN unnest($2::text[], $3::text[]) AS w(r, k) ON c.rule_id = w.r AND c.key = w.k
            ) AS s ON true`,
     values: [hashes, counters.map((c) => c.rule.id), counters.map((c) => c.key), rules.map((r) => r.limit), rules.map((r) => r.windowMs)],
@@ -86,15 +92,24 @@ export async function peekSnapshot(
         atMs: r.at!,
         rules: used.map((u, i) => ({ used: u, resetTime: r.reset![i]! })),
         blockedUntil: r.blocked_until,
+        blockLevel: r.level ?? 0,
+        lastCallMs: r.last,
         summary: { calls: r.ts ?? [], counts: r.counts },
       });
     } else if (r.kind === 'c') {
-      buckets.set(counterMapKey(r.a, r.b!), { ts: r.ts ?? [], n: r.n ?? [] });
+      buckets.set(counterMapKey(r.a, r.b!), counterBuckets(r.ts ?? [], r.n ?? [], r.blocked_until, r.level ?? 0));
     }
   }
   for (const h of hashes) {
     if (!numbers.has(h))
-      numbers.set(h, { atMs: nowMs, rules: ruleStates([], nowMs, rules.map(logRule)), blockedUntil: null, summary: { calls: [], counts: null } });
+      numbers.set(h, {
+        atMs: nowMs,
+        rules: ruleStates([], nowMs, rules.map(logRule)),
+        blockedUntil: null,
+        blockLevel: 0,
+        lastCallMs: null,
+        summary: { calls: [], counts: null },
+      });
   }
   return { nowMs, numbers, counters: buckets };
 }

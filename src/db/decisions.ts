@@ -1,12 +1,13 @@
-// Typed access to the policy engine's SQL (src/db/functions/decide.sql, record_v2.sql): the only
-// code that knows the argument arrays of ratelimit_decide and ratelimit_record_v2. Their
+// Typed access to the policy engine's SQL (src/db/functions/decide_v2.sql, record_v2.sql): the
+// only code that knows the argument arrays of ratelimit_decide_v2 and ratelimit_record_v2. Their
 // decisions equal decideConsume in src/core/policy/decide.ts request by request.
 
 import type { Pool } from './pool.js';
 import { NOW_MS } from './clock.js';
 import { SQLSTATE } from './errors.js';
 import { bucketCalls } from '../core/policy/aggregate.js';
-import { counterMapKey } from '../core/policy/counters.js';
+import { blocksRange, counterMapKey } from '../core/policy/counters.js';
+import { counterKind } from '../core/policy/types.js';
 import type { DecisionPolicy, NumberState } from '../core/policy/decide.js';
 import type { AggregateCounter, Buckets } from '../core/policy/types.js';
 import type { LogSummary } from '../core/policy/log-summary.js';
@@ -18,6 +19,8 @@ export interface DecideRequest {
   /** e.g. +14155552•••: what dashboards show; the clear number never reaches the database. */
   masked: string;
   allowlisted: boolean;
+  /** Safe (DecideInput.safe): block_after never blocks it, automatic range blocks never deny it. */
+  safe?: boolean | undefined;
   /** applicableCounters() for this number, in evaluation order. */
   counters: readonly AggregateCounter[];
 }
@@ -42,6 +45,8 @@ export interface DecideOutcome {
   aggregateResetTime: number | null;
   /** The number is blocked (block_after) until then, or null. */
   blockedUntil: number | null;
+  /** For rule `auto:block`: the rule id of the counter whose range block denied (DecideResult.blockedBy). */
+  blockedBy: string | null;
 }
 
 interface DecideRow {
@@ -57,6 +62,7 @@ interface DecideRow {
   r_agg_used: number | null;
   r_agg_reset: number | null;
   r_blocked_until: number | null;
+  r_blocked_by: string | null;
 }
 
 function numberArrays(policy: DecisionPolicy) {
@@ -67,6 +73,11 @@ function numberArrays(policy: DecisionPolicy) {
 function blockAfterArgs(policy: DecisionPolicy): [number, number, number] {
   const b = policy.blockAfter;
   return b ? [b.denials, b.withinMs, b.forMs] : [0, 0, 0];
+}
+
+/** blocks.escalate and decay; no steps without a `blocks` group. */
+function blocksArgs(policy: DecisionPolicy): [readonly number[], number] {
+  return policy.blocks ? [policy.blocks.escalateMs, policy.blocks.decayMs] : [[], 0];
 }
 
 /**
@@ -90,15 +101,16 @@ export async function decideBatch(pool: Pool, requests: readonly DecideRequest[]
       aggregateUsed: row.r_agg_used,
       aggregateResetTime: row.r_agg_reset,
       blockedUntil: row.r_blocked_until,
+      blockedBy: row.r_blocked_by,
     };
   }
   for (let i = 0; i < out.length; i++) {
-    if (!out[i]) throw new Error(`ratelimit_decide returned no decision for request ${i + 1}`);
+    if (!out[i]) throw new Error(`ratelimit_decide_v2 returned no decision for request ${i + 1}`);
   }
   return out;
 }
 
-/** ratelimit_decide's statement for a batch (exported for bench/sql-decide.ts, which measures its reply). */
+/** ratelimit_decide_v2's statement for a batch (exported for bench/sql-decide.ts, which measures its reply). */
 export function decideQuery(requests: readonly DecideRequest[], policy: DecisionPolicy, nowMs?: number) {
   // Each counter once (the SQL reads and writes each row once), and per request the indexes
   // of the counters that apply, in evaluation order.
@@ -111,6 +123,8 @@ export function decideQuery(requests: readonly DecideRequest[], policy: Decision
     window: [] as number[],
     bucket: [] as number[],
     shadow: [] as boolean[],
+    kind: [] as string[],
+    blocksRange: [] as boolean[],
   };
   requests.forEach((r, i) => {
     for (const counter of r.counters) {
@@ -124,6 +138,8 @@ export function decideQuery(requests: readonly DecideRequest[], policy: Decision
         k.window.push(counter.rule.windowMs);
         k.bucket.push(bucketCalls(counter.rule));
         k.shadow.push(counter.rule.shadow);
+        k.kind.push(counterKind(counter.rule.group));
+        k.blocksRange.push(blocksRange(counter));
       }
       entries.req.push(i + 1);
       entries.counter.push(at);
@@ -131,12 +147,14 @@ export function decideQuery(requests: readonly DecideRequest[], policy: Decision
   });
   const [ids, limits, windows, shadows] = numberArrays(policy);
   const [blockDenials, blockWithinMs, blockForMs] = blockAfterArgs(policy);
+  const [blockStepsMs, blockDecayMs] = blocksArgs(policy);
   // In DECIDE_ARGUMENTS' order.
   const values = [
     requests.map((r) => r.hash),
     requests.map((r) => r.region ?? null),
     requests.map((r) => r.masked),
     requests.map((r) => r.allowlisted),
+    requests.map((r) => r.safe === true),
     ids,
     limits,
     windows,
@@ -144,6 +162,8 @@ export function decideQuery(requests: readonly DecideRequest[], policy: Decision
     blockDenials,
     blockWithinMs,
     blockForMs,
+    blockStepsMs,
+    blockDecayMs,
     entries.req,
     entries.counter,
     k.rule,
@@ -152,17 +172,20 @@ export function decideQuery(requests: readonly DecideRequest[], policy: Decision
     k.window,
     k.bucket,
     k.shadow,
+    k.kind,
+    k.blocksRange,
     nowMs ?? null,
   ];
-  return { name: 'ratelimit_decide', text: DECIDE_STATEMENT, values };
+  return { name: 'ratelimit_decide_v2', text: DECIDE_STATEMENT, values };
 }
 
-/** ratelimit_decide's arguments by name (src/db/functions/decide.sql explains each). */
+/** ratelimit_decide_v2's arguments by name (src/db/functions/decide_v2.sql explains each). */
 const DECIDE_ARGUMENTS = [
   ['p_hashes', 'text[]'],
   ['p_regions', 'text[]'],
   ['p_masked', 'text[]'],
   ['p_allowlisted', 'boolean[]'],
+  ['p_safe', 'boolean[]'],
   ['p_rule_ids', 'text[]'],
   ['p_rule_limits', 'int[]'],
   ['p_rule_windows', 'bigint[]'],
@@ -170,6 +193,8 @@ const DECIDE_ARGUMENTS = [
   ['p_block_denials', 'int'],
   ['p_block_within', 'bigint'],
   ['p_block_for', 'bigint'],
+  ['p_block_steps', 'bigint[]'],
+  ['p_block_decay', 'bigint'],
   ['p_entry_request', 'int[]'],
   ['p_entry_counter', 'int[]'],
   ['p_counter_rules', 'text[]'],
@@ -178,11 +203,13 @@ const DECIDE_ARGUMENTS = [
   ['p_counter_windows', 'bigint[]'],
   ['p_counter_bucket_calls', 'int[]'],
   ['p_counter_shadow', 'boolean[]'],
+  ['p_counter_kinds', 'text[]'],
+  ['p_counter_blocks_range', 'boolean[]'],
   ['p_now', 'bigint'],
 ] as const;
 
 // Named arguments cost nothing per call: the statement is prepared once per connection.
-const DECIDE_STATEMENT = `SELECT * FROM ratelimit_decide(${DECIDE_ARGUMENTS.map(([name, type], i) => `${name} => $${i + 1}::${type}`).join(', ')})`;
+const DECIDE_STATEMENT = `SELECT * FROM ratelimit_decide_v2(${DECIDE_ARGUMENTS.map(([name, type], i) => `${name} => $${i + 1}::${type}`).join(', ')})`;
 
 /**
  * A number new to the database is only written at the end of its batch (once, with its final
@@ -278,13 +305,14 @@ export async function peekState(pool: Pool, hashes: readonly string[], counters:
     denials: number[] | null;
     n: number[] | null;
     blocked_until: number | null;
+    level: number;
   }>({
-    name: 'ratelimit_peek_state',
+    name: 'ratelimit_peek_state_v2',
     text: `SELECT ${NOW_MS} AS now_ms, s.* FROM (SELECT 1) AS one LEFT JOIN (
-             SELECT 'n' AS kind, phone_hash AS a, NULL AS b, calls AS ts, denials, NULL::int[] AS n, blocked_until
+             SELECT 'n' AS kind, phone_hash AS a, NULL AS b, calls AS ts, denials, NULL::int[] AS n, blocked_until, block_level AS level
                FROM phone_rate_limits WHERE phone_hash = ANY($1::text[])
              UNION ALL
-             SELECT 'c', c.rule_id, c.key, c.bucket_ts, NULL, c.bucket_n, NULL
+             SELECT 'c', c.rule_id, c.key, c.bucket_ts, NULL, c.bucket_n, c.blocked_until, c.block_level
                FROM rate_limit_counters AS c JOIN unnest($2::text[], $3::text[]) AS w(r, k) ON c.rule_id = w.r AND c.key = w.k
            ) AS s ON true`,
     values: [hashes, counters.map((c) => c.rule.id), counters.map((c) => c.key)],
@@ -292,8 +320,13 @@ export async function peekState(pool: Pool, hashes: readonly string[], counters:
   const numbers = new Map<string, NumberState>();
   const buckets = new Map<string, Buckets>();
   for (const r of rows) {
-    if (r.kind === 'n') numbers.set(r.a, { log: r.ts, blockedUntil: r.blocked_until, denials: r.denials ?? [] });
-    else if (r.kind === 'c') buckets.set(counterMapKey(r.a, r.b!), { ts: r.ts, n: r.n ?? [] });
+    if (r.kind === 'n') numbers.set(r.a, { log: r.ts, blockedUntil: r.blocked_until, denials: r.denials ?? [], blockLevel: r.level });
+    else if (r.kind === 'c') buckets.set(counterMapKey(r.a, r.b!), counterBuckets(r.ts, r.n ?? [], r.blocked_until, r.level));
   }
   return { nowMs: rows[0]!.now_ms, numbers, counters: buckets };
+}
+
+/** A counter row as the model's Buckets: its automatic block when it ever had one. */
+export function counterBuckets(ts: number[], n: number[], blockedUntil: number | null, level: number): Buckets {
+  return blockedUntil === null ? { ts, n } : { ts, n, block: { untilMs: blockedUntil, level } };
 }

@@ -12,12 +12,16 @@ describe('docs/examples', () => {
     expect(files).toEqual(expect.arrayContaining(['policy.yaml', 'one-country.yaml', 'global.yaml', 'voice-irsf.yaml']));
   });
   for (const f of files) {
-    it(`${f}: valid, no warnings, states its assumptions and blocks non-geographic numbers`, () => {
+    it(`${f}: valid, no warnings, states its assumptions, blocks non-geographic numbers, keeps sweep and blocks`, () => {
       const text = readFileSync(join(DIR, f), 'utf8');
       const parsed = parsePolicyFile(text);
       expect(parsed).toMatchObject({ ok: true, warnings: [] });
       expect(text).toMatch(/^# ASSUMES:/m);
       expect(parsed.ok && parsed.policy.destinations.blockTypes).toContain('non_geographic');
+      // Applying a file replaces the default policy: an example without these would drop the
+      // default's sweep rule and escalating blocks.
+      expect(parsed.ok && parsed.policy.sweep?.rules.length).toBeGreaterThan(0);
+      expect(parsed.ok && parsed.policy.blocks).toBeTruthy();
     });
   }
 });

@@ -6,7 +6,7 @@ import fc from 'fast-check';
 import { getCountries } from 'libphonenumber-js/max';
 import { describePolicyChanges, formatPolicy, parsePolicyFile, policyToYaml, type PolicyProblem } from '../../src/core/policy/file.js';
 import { defaultPolicy } from '../../src/core/policy/default.js';
-import { NUMBER_TYPES, type GroupName, type LimitRule, type Policy } from '../../src/core/policy/types.js';
+import { NUMBER_TYPES, type BlocksPolicy, type ConversionPolicy, type GroupName, type LimitRule, type Policy } from '../../src/core/policy/types.js';
 import { formatDurationMs, parseDurationMs } from '../../src/core/duration.js';
 
 function parsed(text: string): Policy {
@@ -82,6 +82,22 @@ describe('parsePolicyFile: valid files', () => {
     } satisfies Policy);
   });
 
+  it("parses the example of docs/protocol.md's Policy section as it stands, every group present, without warnings", () => {
+    const doc = readFileSync(new URL('../../docs/protocol.md', import.meta.url), 'utf8');
+    const yaml = /^## Policy\n[\s\S]*?```yaml\n([\s\S]*?)```/m.exec(doc)?.[1];
+    expect(yaml).toBeDefined();
+    const result = parsePolicyFile(yaml as string);
+    expect(result).toMatchObject({ ok: true, warnings: [] });
+    const policy = parsed(yaml as string);
+    expect(policy.blockAfter).toEqual({ denials: 3, withinMs: 3_600_000, forMs: 300_000 });
+    expect(policy.conversion?.prefix?.rules.map((r) => r.id)).toEqual(['conversion:prefix:1h']);
+    expect(policy.conversion?.country?.rules.map((r) => r.id)).toEqual(['conversion:country:1h']);
+    expect(policy.conversion?.country?.baseline?.rule.id).toBe('conversion:country:baseline');
+    expect(policy.sweep?.rules.map((r) => r.id)).toEqual(['sweep:prefix:1h']);
+    expect(policy.blocks?.escalate).toEqual(['5m', '1h', '12h']);
+    expect(policy.safe.prefixes).toEqual(['+1212555']);
+  });
+
   it('treats every absent group as no rule, and blocks premium_rate and shared_cost by default', () => {
     expect(parsed('ip: {limits: [{limit: 5, window: 30s}]}\n')).toEqual({
       number: [],
@@ -149,6 +165,11 @@ describe('parsePolicyFile: valid files', () => {
     expect(policy.global.every((r) => r.shadow)).toBe(true);
     expect(policy.ip.length).toBeGreaterThan(0);
     expect(policy.destinations.countries?.mode).toBe('allow');
+    expect(policy.conversion?.prefix?.rules.length).toBeGreaterThan(0);
+    expect(policy.conversion?.country?.baseline).toBeDefined();
+    expect(policy.sweep?.rules.length).toBeGreaterThan(0);
+    expect(policy.blocks?.escalate.length).toBeGreaterThan(0);
+    expect(policy.safe.prefixes.length).toBeGreaterThan(0);
   });
 });
 
@@ -158,7 +179,7 @@ describe('parsePolicyFile: every problem, at its line', () => {
       'number:\n  limits: [{limit: 2, window: 1h}]\nglobl:\n  limits: [{limit: 9, window: 1d}]\n',
       3,
       1,
-      /unknown key "globl" \(expected number, prefix, country, global, ip, destinations\)/,
+      /unknown key "globl" \(expected number, prefix, country, global, ip, destinations, conversion, sweep, blocks, safe\)/,
     );
   });
 
@@ -321,6 +342,203 @@ describe('parsePolicyFile: every problem, at its line', () => {
   });
 });
 
+const GUARD_EXAMPLE = `conversion:
+  answered_at_least: 20s
+  pending_after: 30m
+  prefix: {digits: 4, unconverted: [{limit: 5, window: 1h}, {limit: 20, window: 1d}]}
+  country:
+    unconverted: [{limit: 50, window: 1h}]
+    baseline: {factor: 0.2, floor: 20, window: 1d, history: 14d}
+sweep:
+  prefix: {digits: 3, distinct: [{limit: 10, window: 1h}]}
+blocks:
+  escalate: [5m, 1h, 12h]
+  decay: 24h
+safe:
+  prefixes: ['+1212555', "+4420794"]
+`;
+
+describe('parsePolicyFile: conversion, sweep, blocks and safe', () => {
+  const sub = (group: 'conversion' | 'sweep', subgroup: string, limit: number, window: string, shadow = false): LimitRule => ({
+    ...rule(group, limit, window, shadow),
+    id: `${group}:${subgroup}:${window}`,
+  });
+
+  it('parses every key to the Policy, with the rule ids of docs/protocol.md', () => {
+    expect(parsePolicyFile(GUARD_EXAMPLE)).toMatchObject({ ok: true, warnings: [] });
+    const policy = parsed(GUARD_EXAMPLE);
+    expect(policy.conversion).toEqual({
+      answeredAtLeastMs: 20_000,
+      pendingAfterMs: 1_800_000,
+      prefix: { digits: 4, rules: [sub('conversion', 'prefix', 5, '1h'), sub('conversion', 'prefix', 20, '1d')] },
+      country: {
+        rules: [sub('conversion', 'country', 50, '1h')],
+        baseline: { factor: 0.2, floor: 20, historyMs: 14 * 86_400_000, rule: { ...rule('conversion', 20, '1d'), id: 'conversion:country:baseline' } },
+      },
+    } satisfies ConversionPolicy);
+    expect(policy.sweep).toEqual({ digits: 3, rules: [sub('sweep', 'prefix', 10, '1h')] });
+    expect(policy.blocks).toEqual({ escalateMs: [300_000, 3_600_000, 43_200_000], escalate: ['5m', '1h', '12h'], decayMs: 86_400_000 });
+    expect(policy.safe).toEqual({ prefixes: ['+1212555', '+4420794'] });
+    expect(formatPolicy(policy).split('\n')[0]).toBe(
+      '# rules: conversion:prefix:1h, conversion:prefix:1d, conversion:country:1h, conversion:country:baseline, sweep:prefix:1h, auto:block, destination:premium_rate, destination:shared_cost, destination:non_geographic',
+    );
+  });
+
+  it('defaults answered_at_least to 10s and pending_after to 15m, and writes them out', () => {
+    const policy = parsed('conversion: {prefix: {digits: 3, unconverted: [{limit: 5, window: 1h}]}}');
+    expect(policy.conversion).toMatchObject({ answeredAtLeastMs: 10_000, pendingAfterMs: 900_000, country: undefined });
+    expect(policyToYaml(policy)).toContain(
+      'conversion:\n  answered_at_least: 10s\n  pending_after: 15m\n  prefix: {digits: 3, unconverted: [{limit: 5, window: 1h}]}\n',
+    );
+  });
+
+  it('takes shadow on a group (covering its subgroups) or on one subgroup', () => {
+    const whole = parsed(
+      'conversion:\n  shadow: true\n  prefix: {digits: 3, unconverted: [{limit: 5, window: 1h}]}\n  country: {baseline: {factor: 1, floor: 20, window: 1d, history: 14d}}\n',
+    );
+    expect(whole.conversion?.prefix?.rules.every((r) => r.shadow)).toBe(true);
+    expect(whole.conversion?.country?.baseline?.rule.shadow).toBe(true);
+    const one = parsed(
+      'conversion:\n  prefix: {digits: 3, unconverted: [{limit: 5, window: 1h}], shadow: true}\n  country: {unconverted: [{limit: 9, window: 1h}]}\nsweep: {shadow: true, prefix: {digits: 3, distinct: [{limit: 10, window: 1h}]}}\n',
+    );
+    expect(one.conversion?.prefix?.rules[0]?.shadow).toBe(true);
+    expect(one.conversion?.country?.rules[0]?.shadow).toBe(false);
+    expect(one.sweep?.rules[0]?.shadow).toBe(true);
+    expect(parsed(policyToYaml(one))).toEqual(one);
+    expect(formatPolicy(one).split('\n')[1]).toBe('# shadow (reported, never deny): conversion:prefix:1h, sweep:prefix:1h');
+  });
+
+  it('lets block_after leave out `for` when blocks decides, and says so when both or neither are given', () => {
+    const policy = parsed('number: {block_after: {denials: 3, within: 1h}}\nblocks: {escalate: [5m, 1h], decay: 1d}\n');
+    expect(policy.blockAfter).toEqual({ denials: 3, withinMs: 3_600_000, forMs: 300_000 });
+    expect(policyToYaml(policy)).toContain('block_after: {denials: 3, within: 1h}\n');
+    expect(parsed(policyToYaml(policy))).toEqual(policy);
+    expectProblemAt(
+      'number:\n  block_after: {denials: 3, within: 1h, for: 1d}\nblocks: {escalate: [5m], decay: 1d}\n',
+      2,
+      41,
+      /number\.block_after\.for: give either number\.block_after\.for or blocks\.escalate, not both/,
+    );
+    expectProblemAt('number:\n  block_after: {denials: 3, within: 1h}\n', 2, 3, /number\.block_after: needs `for` .*or a `blocks` group/);
+    // Reported beside the other problems of the file, not instead of them.
+    const both = problems('number:\n  block_after: {denials: 3, within: 1h}\nsweep: {prefix: {digits: 3, distinct: []}}\n');
+    expect(both.map((p) => p.line)).toEqual([2, 3]);
+  });
+
+  it('refuses ranges narrower than 1,000 numbers in conversion and sweep, with the reason, stored or not', () => {
+    for (const stored of [false, true]) {
+      const result = parsePolicyFile('sweep:\n  prefix: {digits: 2, distinct: [{limit: 10, window: 1h}]}\n', { stored });
+      expect(result.ok).toBe(false);
+      if (!result.ok) expect(result.problems[0]?.message).toMatch(/sweep\.prefix\.digits: must be at least 3, not 2: a range must hold at least 1,000 numbers/);
+    }
+    expectProblemAt(
+      'conversion:\n  prefix: {digits: 7, unconverted: [{limit: 5, window: 1h}]}\n',
+      2,
+      20,
+      /conversion\.prefix\.digits: must be an integer from 3 to 6/,
+    );
+  });
+
+  it('requires a rule in every group and subgroup, and refuses unknown keys in each', () => {
+    expectProblemAt('conversion: {answered_at_least: 10s}\n', 1, 1, /conversion: needs `prefix` or `country`/);
+    expectProblemAt('conversion:\n  country: {shadow: true}\n', 2, 3, /conversion\.country: needs `unconverted` or `baseline`/);
+    expectProblemAt('sweep: {shadow: true}\n', 1, 8, /sweep\.prefix: missing/);
+    // The other group's key is not a synonym: unknown, and the right one missing.
+    expect(problems('sweep:\n  prefix: {digits: 3, limits: [{limit: 10, window: 1h}]}\n').map((p) => p.message)).toEqual([
+      'sweep.prefix.distinct: missing',
+      'sweep.prefix.limits: unknown key "limits" (expected digits, distinct, shadow)',
+    ]);
+    expect(problems('conversion:\n  prefix: {digits: 3, distinct: [{limit: 5, window: 1h}]}\n').map((p) => p.message)).toEqual([
+      'conversion.prefix.unconverted: missing',
+      'conversion.prefix.distinct: unknown key "distinct" (expected digits, unconverted, shadow)',
+    ]);
+    expectProblemAt('blocks: {escalate: [5m], decay: 1d, max: 12h}\n', 1, 37, /blocks\.max: unknown key "max" \(expected escalate, decay\)/);
+    expectProblemAt('blocks: {escalate: [5m]}\n', 1, 9, /blocks\.decay: missing/);
+    expect(problems("safe: {prefix: ['+1212555']}\n").map((p) => p.message)).toEqual([
+      'safe.prefixes: missing',
+      'safe.prefix: unknown key "prefix" (expected prefixes)',
+    ]);
+  });
+
+  it('checks the baseline: factor a ratio in (0, 10], floor a positive integer, history at least a window', () => {
+    const base = (b: string) => `conversion:\n  country:\n    baseline: {${b}}\n`;
+    expectProblemAt(base('factor: 0, floor: 20, window: 1d, history: 14d'), 3, 24, /factor: must be a ratio above 0/);
+    expectProblemAt(
+      base('factor: 20, floor: 20, window: 1d, history: 14d'),
+      3,
+      24,
+      /factor: must be a ratio above 0 and at most 10, not 20 \(for 20% write 0\.2\)/,
+    );
+    expectProblemAt(base('factor: 0.2, floor: 0, window: 1d, history: 14d'), 3, 36, /floor: must be an integer from 1/);
+    expectProblemAt(base('factor: 0.2, floor: 20, window: 1d, history: 12h'), 3, 61, /history: 12h is shorter than the window 1d/);
+    expectProblemAt(base('factor: 0.2, floor: 20, window: 1d'), 3, 15, /baseline\.history: missing/);
+    expect(parsed(base('factor: 10, floor: 1, window: 1d, history: 1d')).conversion?.country?.baseline?.historyMs).toBe(86_400_000);
+  });
+
+  it('bounds pending_after by the 7 days outcomes are accepted for', () => {
+    expectProblemAt(
+      'conversion:\n  pending_after: 8d\n  prefix: {digits: 3, unconverted: [{limit: 5, window: 1h}]}\n',
+      2,
+      18,
+      /pending_after: must be at most 7d/,
+    );
+    expect(parsed('conversion:\n  pending_after: 7d\n  prefix: {digits: 3, unconverted: [{limit: 5, window: 1h}]}\n').conversion?.pendingAfterMs).toBe(
+      7 * 86_400_000,
+    );
+  });
+
+  it('wants escalation steps shortest first, each longer than the last, at least one and at most ten', () => {
+    expectProblemAt('blocks: {escalate: [1h, 5m], decay: 1d}\n', 1, 25, /blocks\.escalate\[1\]: 5m is not longer than 1h before it/);
+    expectProblemAt('blocks: {escalate: [1h, 60m], decay: 1d}\n', 1, 25, /60m is not longer than 1h/);
+    expectProblemAt('blocks: {escalate: [], decay: 1d}\n', 1, 10, /blocks\.escalate: list at least one block length/);
+    expectProblemAt(`blocks: {escalate: [${Array.from({ length: 11 }, (_, i) => `${i + 1}m`).join(', ')}], decay: 1d}\n`, 1, 10, /at most 10 block lengths/);
+    expectProblemAt('blocks: {escalate: [5m, soon], decay: 1d}\n', 1, 25, /blocks\.escalate\[1\]: "soon" is not a duration/);
+  });
+
+  it('takes safe prefixes in E.164 form, quoted, each a range of at least 1,000 numbers, duplicates once', () => {
+    expect(parsed("safe: {prefixes: ['+1212555', '+1212555', '+44']}\nsweep: {prefix: {digits: 3, distinct: [{limit: 1, window: 1h}]}}").safe).toEqual({
+      prefixes: ['+1212555', '+44'],
+    });
+    expectProblemAt('safe:\n  prefixes: [+1212555]\n', 2, 14, /safe\.prefixes\[0\]: 1212555 is a number: write prefixes in quotes \('\+1212555'\)/);
+    expectProblemAt("safe:\n  prefixes: ['1212555']\n", 2, 14, /"1212555" is not an E\.164 prefix/);
+    expectProblemAt("safe:\n  prefixes: ['+1 212 555']\n", 2, 14, /is not an E\.164 prefix/);
+    expectProblemAt("safe:\n  prefixes: ['+0123']\n", 2, 14, /is not an E\.164 prefix/);
+    expectProblemAt('safe:\n  prefixes: [null]\n', 2, 14, /must be an E\.164 prefix in quotes/);
+    // A number (or 10 of them) in the clear in the stored policy: refused, pointing at the allow list.
+    expectProblemAt(
+      "safe:\n  prefixes: ['+12125550123']\n",
+      2,
+      14,
+      /\+12125550123 is too long: .*leaves fewer than 3.*Use at most 8 digits \(\+12125550\)\. For one number, use `ratelimit allow <number>`/,
+    );
+    expectProblemAt("safe:\n  prefixes: ['+121255501']\n", 2, 14, /too long/);
+    expect(parsed("safe:\n  prefixes: ['+12125550']\nsweep: {prefix: {digits: 3, distinct: [{limit: 1, window: 1h}]}}").safe.prefixes).toEqual(['+12125550']);
+    const many = Array.from({ length: 10_001 }, (_, i) => `'+44${String(i).padStart(5, '0')}'`).join(', ');
+    expectProblemAt(`safe:\n  prefixes: [${many}]\n`, 2, 3, /safe\.prefixes: list at most 10000 prefixes/);
+  });
+
+  it('prints a long safe list one prefix a line, quoted, and reads it back', () => {
+    const list = Array.from({ length: 1000 }, (_, i) => `+44${String(i).padStart(5, '0')}`);
+    const policy = parsed(`safe:\n  prefixes: [${list.map((p) => `'${p}'`).join(', ')}]\nsweep: {prefix: {digits: 3, distinct: [{limit: 1, window: 1h}]}}\n`);
+    const yaml = policyToYaml(policy);
+    expect(yaml).toContain('safe:\n  prefixes:\n    - "+4400000"\n    - "+4400001"\n');
+    expect(parsed(yaml)).toEqual(policy);
+  });
+
+  it('warns when blocks has nothing to escalate, and when safe prefixes exempt from nothing', () => {
+    const blocksOnly = parsePolicyFile('number: {limits: [{limit: 2, window: 1h}]}\nblocks: {escalate: [5m], decay: 1d}\n');
+    expect(blocksOnly).toMatchObject({ ok: true, warnings: [expect.stringMatching(/^blocks has nothing to escalate/)] });
+    const shadowSweep = parsePolicyFile(
+      'sweep: {shadow: true, prefix: {digits: 3, distinct: [{limit: 10, window: 1h}]}}\nblocks: {escalate: [5m], decay: 1d}\n',
+    );
+    expect(shadowSweep).toMatchObject({ ok: true, warnings: [expect.stringMatching(/^blocks has nothing to escalate/)] });
+    const safeOnly = parsePolicyFile("number: {limits: [{limit: 2, window: 1h}]}\nsafe: {prefixes: ['+1212555']}\n");
+    expect(safeOnly).toMatchObject({ ok: true, warnings: [expect.stringMatching(/^safe\.prefixes .* changes nothing/)] });
+    // A policy with only a sweep rule has a rate limit.
+    expect(parsePolicyFile('sweep: {prefix: {digits: 3, distinct: [{limit: 10, window: 1h}]}}\n')).toMatchObject({ ok: true, warnings: [] });
+  });
+});
+
 // Random valid policies, built the way a file describes them (one shadow flag per group).
 const windowArb = fc
   .oneof(
@@ -336,18 +554,83 @@ const listArb = (group: GroupName, maxLimit: number, shadow: boolean, region?: s
 
 const regionArb = fc.constantFrom(...getCountries());
 
+// A `{limit, window}` list of a conversion or sweep subgroup: ids `conversion:prefix:1h`, ...
+const subgroupListArb = (group: 'conversion' | 'sweep', subgroup: string, shadow: boolean, minLength = 1) =>
+  listArb(group, 1e9, shadow, undefined, minLength).map((rules) => rules.map((r) => ({ ...r, id: `${group}:${subgroup}:${r.window}` })));
+
+const durationMsArb = (maxMs: number) => fc.integer({ min: 1, max: maxMs });
+
+const conversionArb = (prefixShadow: boolean, countryShadow: boolean): fc.Arbitrary<ConversionPolicy> =>
+  fc
+    .record({
+      answeredAtLeastMs: durationMsArb(31_622_400_000),
+      pendingAfterMs: durationMsArb(7 * 86_400_000),
+      prefix: fc.option(fc.record({ digits: fc.integer({ min: 3, max: 6 }), rules: subgroupListArb('conversion', 'prefix', prefixShadow) }), {
+        nil: undefined,
+      }),
+      country: fc.option(
+        fc
+          .record({
+            rules: subgroupListArb('conversion', 'country', countryShadow, 0),
+            baseline: fc.option(
+              fc
+                .record({
+                  factor: fc.double({ min: Number.MIN_VALUE, max: 10, noNaN: true }),
+                  floor: fc.integer({ min: 1, max: 1e9 }),
+                  window: windowArb,
+                  extraMs: fc.integer({ min: 0, max: 31_622_400_000 }),
+                })
+                .filter(({ window, extraMs }) => (parseDurationMs(window) as number) + extraMs <= 31_622_400_000)
+                .map(({ factor, floor, window, extraMs }) => ({
+                  factor,
+                  floor,
+                  historyMs: (parseDurationMs(window) as number) + extraMs,
+                  rule: { ...rule('conversion', floor, window, countryShadow), id: 'conversion:country:baseline' },
+                })),
+              { nil: undefined },
+            ),
+          })
+          .filter((c) => c.rules.length > 0 || c.baseline !== undefined),
+        { nil: undefined },
+      ),
+    })
+    .filter((c) => c.prefix !== undefined || c.country !== undefined);
+
+const blocksArb: fc.Arbitrary<BlocksPolicy> = fc
+  .record({ steps: fc.uniqueArray(windowArb, { minLength: 1, maxLength: 4, selector: (w) => parseDurationMs(w) }), decayMs: durationMsArb(31_622_400_000) })
+  .map(({ steps, decayMs }) => {
+    const escalate = [...steps].sort((a, b) => (parseDurationMs(a) as number) - (parseDurationMs(b) as number));
+    return { escalate, escalateMs: escalate.map((w) => parseDurationMs(w) as number), decayMs };
+  });
+
+// Prefixes that leave at least 3 digits of any number under them: a calling code and a few digits.
+const safePrefixArb = fc
+  .tuple(fc.constantFrom('1', '44', '33', '49', '234', '91', '61'), fc.stringMatching(/^[0-9]{0,4}$/))
+  .map(([code, rest]) => `+${code}${rest}`);
+
 const policyArb: fc.Arbitrary<Policy> = fc
   .record({
-    shadow: fc.record({ number: fc.boolean(), prefix: fc.boolean(), country: fc.boolean(), global: fc.boolean(), ip: fc.boolean() }),
+    shadow: fc.record({
+      number: fc.boolean(),
+      prefix: fc.boolean(),
+      country: fc.boolean(),
+      global: fc.boolean(),
+      ip: fc.boolean(),
+      conversionPrefix: fc.boolean(),
+      conversionCountry: fc.boolean(),
+      sweep: fc.boolean(),
+    }),
+    blocks: fc.option(blocksArb, { nil: undefined }),
   })
-  .chain(({ shadow }) =>
+  .chain(({ shadow, blocks }) =>
     fc.record({
       number: listArb('number', 1000, shadow.number, undefined, 0),
       blockAfter: fc.option(
         fc.record({
           denials: fc.integer({ min: 1, max: 1000 }),
           withinMs: fc.integer({ min: 1, max: 31_622_400_000 }),
-          forMs: fc.integer({ min: 1, max: 31_622_400_000 }),
+          // With a blocks group the file has no `for`: the first step stands in for it.
+          forMs: blocks ? fc.constant(blocks.escalateMs[0] as number) : fc.integer({ min: 1, max: 31_622_400_000 }),
         }),
         { nil: undefined },
       ),
@@ -373,10 +656,10 @@ const policyArb: fc.Arbitrary<Policy> = fc
         ),
         blockTypes: fc.uniqueArray(fc.constantFrom(...NUMBER_TYPES), { maxLength: 4 }),
       }),
-      conversion: fc.constant(undefined),
-      sweep: fc.constant(undefined),
-      blocks: fc.constant(undefined),
-      safe: fc.constant({ prefixes: [] as string[] }),
+      conversion: fc.option(conversionArb(shadow.conversionPrefix, shadow.conversionCountry), { nil: undefined }),
+      sweep: fc.option(fc.record({ digits: fc.integer({ min: 3, max: 6 }), rules: subgroupListArb('sweep', 'prefix', shadow.sweep) }), { nil: undefined }),
+      blocks: fc.constant(blocks),
+      safe: fc.record({ prefixes: fc.uniqueArray(safePrefixArb, { maxLength: 5 }) }),
     }),
   );
 
@@ -416,7 +699,7 @@ describe('policyToYaml', () => {
 });
 
 describe('defaultPolicy', () => {
-  it('is the RATE_LIMIT_* number and ip rules plus the default destination block, with formatted windows in ids', () => {
+  it('is the RATE_LIMIT_* number and ip rules, the default destination block, and the conversion, sweep and blocks groups of docs/protocol.md', () => {
     const policy = defaultPolicy({ phoneMax: 2, phoneWindowMs: 3_600_000, ipMax: 20, ipWindowMs: 90_000 });
     expect(policy).toEqual({
       number: [rule('number', 2, '1h')],
@@ -426,13 +709,34 @@ describe('defaultPolicy', () => {
       global: [],
       ip: [rule('ip', 20, '90s')],
       destinations: { countries: undefined, blockTypes: ['premium_rate', 'shared_cost', 'non_geographic'] },
-      conversion: undefined,
-      sweep: undefined,
-      blocks: undefined,
+      conversion: {
+        answeredAtLeastMs: 10_000,
+        pendingAfterMs: 900_000,
+        prefix: { digits: 3, rules: [{ ...rule('conversion', 5, '1h'), id: 'conversion:prefix:1h' }] },
+        country: {
+          rules: [],
+          baseline: { factor: 1, floor: 20, historyMs: 14 * 86_400_000, rule: { ...rule('conversion', 20, '1d'), id: 'conversion:country:baseline' } },
+        },
+      },
+      sweep: { digits: 3, rules: [{ ...rule('sweep', 10, '1h'), id: 'sweep:prefix:1h' }] },
+      blocks: { escalateMs: [300_000, 3_600_000, 43_200_000], escalate: ['5m', '1h', '12h'], decayMs: 86_400_000 },
       safe: { prefixes: [] },
     });
     expect(parsed(policyToYaml(policy))).toEqual(policy);
     expect(formatDurationMs(policy.number[0]?.windowMs as number)).toBe(policy.number[0]?.window);
+  });
+
+  it('is what docs/choosing-limits.md says it is, rule by rule', () => {
+    const doc = readFileSync(new URL('../../docs/choosing-limits.md', import.meta.url), 'utf8');
+    const yaml = /^## \d+\. The default policy[\s\S]*?```yaml\n([\s\S]*?)```/m.exec(doc)?.[1];
+    expect(yaml).toBeDefined();
+    const policy = defaultPolicy({ phoneMax: 2, phoneWindowMs: 3_600_000, ipMax: 20, ipWindowMs: 3_600_000 });
+    const documented = parsed(yaml as string);
+    expect({ conversion: documented.conversion, sweep: documented.sweep, blocks: documented.blocks }).toEqual({
+      conversion: policy.conversion,
+      sweep: policy.sweep,
+      blocks: policy.blocks,
+    });
   });
 });
 
@@ -469,6 +773,34 @@ describe('describePolicyChanges', () => {
       'removed destination:shared_cost (shared_cost numbers can be called)',
       'added destination:voip (voip numbers are denied)',
     ]);
+  });
+
+  it('names changes to conversion, sweep, blocks and safe', () => {
+    const from = parsed(GUARD_EXAMPLE);
+    const to = (a: string, b: string): Policy => {
+      expect(GUARD_EXAMPLE).toContain(a);
+      return parsed(GUARD_EXAMPLE.replace(a, b));
+    };
+    expect(describePolicyChanges(from, parsed(policyToYaml(from)))).toEqual([]);
+    expect(describePolicyChanges(from, to('factor: 0.2, floor: 20', 'factor: 0.5, floor: 30'))).toEqual([
+      'conversion:country:baseline factor 0.2 -> 0.5, floor 20 -> 30',
+    ]);
+    expect(describePolicyChanges(from, to('{limit: 10, window: 1h}', '{limit: 12, window: 1h}'))).toEqual(['sweep:prefix:1h limit 10 -> 12']);
+    expect(describePolicyChanges(from, to('digits: 4', 'digits: 3'))).toEqual(['conversion.prefix digits 4 -> 3 (conversion.prefix counts start over)']);
+    expect(describePolicyChanges(from, to('escalate: [5m, 1h, 12h]', 'escalate: [5m, 1h, 1d]'))).toEqual([
+      'automatic blocks escalate 5m, 1h, 12h -> 5m, 1h, 1d',
+    ]);
+    expect(describePolicyChanges(from, to('answered_at_least: 20s', 'answered_at_least: 30s'))).toEqual(['conversion answered_at_least 20s -> 30s']);
+    expect(describePolicyChanges(from, to(`['+1212555', "+4420794"]`, `['+1212555', '+33612']`))).toEqual([
+      'added safe prefixes +33612 (never denied by conversion, sweep or automatic blocks)',
+      'removed safe prefixes +4420794',
+    ]);
+    expect(describePolicyChanges(from, to('blocks:\n  escalate: [5m, 1h, 12h]\n  decay: 24h\n', ''))).toEqual([
+      'removed automatic blocks (blocks last 5m, then 1h, then 12h; 1d without one starts over): ranges are no longer blocked by sweep and conversion rules',
+    ]);
+    const lines = describePolicyChanges(base, from);
+    expect(lines).toContain('added conversion:country:baseline (max(20, 0.2 x most converted in 1d over 14d) per 1d)');
+    expect(lines).toContain('added sweep:prefix:1h (10 per 1h)');
   });
 
   it('describes the switch from the default policy to a file', () => {

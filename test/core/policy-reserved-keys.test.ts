@@ -24,7 +24,7 @@ afterEach(() => {
 describe('reserved keys in a policy file', () => {
   it.each(['__proto__', 'constructor', 'prototype'])('%s at the top level is an unknown key, at its line', (key) => {
     expect(problems(`${NUMBER}${key}:\n  polluted: true\n`)).toEqual([
-      `3:1 ${key}: unknown key "${key}" (expected number, prefix, country, global, ip, destinations)`,
+      `3:1 ${key}: unknown key "${key}" (expected number, prefix, country, global, ip, destinations, conversion, sweep, blocks, safe)`,
     ]);
   });
 

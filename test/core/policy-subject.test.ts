@@ -154,9 +154,13 @@ destinations: {countries: {deny: [CU]}, block_types: [premium_rate]}
     ]);
   });
 
-  it('lists the default policy as number, ip and the default destination types', () => {
+  it('lists the default policy as number, conversion, sweep, automatic blocks, ip and the default destination types', () => {
     expect(ruleIds(defaultPolicy({ phoneMax: 2, phoneWindowMs: 3_600_000, ipMax: 20, ipWindowMs: 60_000 }))).toEqual([
       'number:1h',
+      'conversion:prefix:1h',
+      'conversion:country:baseline',
+      'sweep:prefix:1h',
+      'auto:block',
       'ip:1m',
       'destination:premium_rate',
       'destination:shared_cost',

@@ -10,7 +10,7 @@ import { peekSnapshot } from '../../src/db/check-snapshot.js';
 import { evaluateStates } from '../../src/core/policy/log.js';
 import { ruleStates, stateLookup, summarizeLog } from '../../src/core/policy/log-summary.js';
 import { bucketCalls, EMPTY_BUCKETS } from '../../src/core/policy/aggregate.js';
-import { applicableCounters, counterMapKey } from '../../src/core/policy/counters.js';
+import { applicableCounters, CONVERSION_IDLE, counterMapKey, isSafe, type ConversionState } from '../../src/core/policy/counters.js';
 import {
   decideCheck,
   decideCheckFromSnapshot,
@@ -21,7 +21,7 @@ import {
   type DecideState,
   type NumberState,
 } from '../../src/core/policy/decide.js';
-import type { Buckets, LimitRule, Policy } from '../../src/core/policy/types.js';
+import { AUTO_BLOCK_RULE, type Buckets, type LimitRule, type Policy } from '../../src/core/policy/types.js';
 import { createTestDatabase } from '../helpers/db.js';
 import { policy as makeFullPolicy, rule } from '../helpers/policy.js';
 
@@ -61,60 +61,82 @@ interface Req {
   allowlisted: boolean;
 }
 
+/** What the engine passes for one number: safe when the policy's safe prefixes or the allow list say so. */
+function inputFor(p: Policy, e164: string, region: string | undefined, allowlisted: boolean, conversion: ConversionState) {
+  const safe = allowlisted || isSafe(p, e164);
+  return { counters: applicableCounters(p, e164, region, { conversion, safe }), allowlisted, safe };
+}
+
 /** The pure model's world: every number's state and every counter's buckets. */
 class Model {
   numbers = new Map<string, NumberState>();
   counters = new Map<string, Buckets>();
-  constructor(readonly policy: Policy) {}
+  constructor(
+    readonly policy: Policy,
+    readonly conversion: ConversionState = CONVERSION_IDLE,
+  ) {}
   readonly dp = () => decisionPolicy(this.policy);
 
   consume(hash: string, e164: string, region: string | undefined, allowlisted: boolean, nowMs: number): DecideResult {
-    const counters = applicableCounters(this.policy, e164, region);
+    const input = inputFor(this.policy, e164, region, allowlisted, this.conversion);
     const state = {
       number: this.numbers.get(hash) ?? EMPTY_NUMBER,
-      buckets: counters.map((c) => this.counters.get(counterMapKey(c.rule.id, c.key)) ?? EMPTY_BUCKETS),
+      buckets: input.counters.map((c) => this.counters.get(counterMapKey(c.rule.id, c.key)) ?? EMPTY_BUCKETS),
     };
-    const out = decideConsume(state, { counters, allowlisted }, this.dp(), nowMs);
+    const out = decideConsume(state, input, this.dp(), nowMs);
     this.numbers.set(hash, out.state.number);
-    if (out.result.allowed) counters.forEach((c, i) => this.counters.set(counterMapKey(c.rule.id, c.key), out.state.buckets[i]!));
+    // A denial changes no count (it may start a range's automatic block).
+    input.counters.forEach((c, i) => {
+      if (out.result.allowed || out.state.buckets[i] !== state.buckets[i]) this.counters.set(counterMapKey(c.rule.id, c.key), out.state.buckets[i]!);
+    });
     return out.result;
   }
 }
 
-function requestFor(p: Policy, tag: string, r: Req): DecideRequest & { e164: string } {
+function requestFor(p: Policy, tag: string, r: Req, conversion: ConversionState = CONVERSION_IDLE): DecideRequest & { e164: string } {
   const num = NUMBERS[r.n]!;
+  const input = inputFor(p, num.e164, num.region, r.allowlisted, conversion);
   return {
     e164: num.e164,
     hash: `h${tag}:${num.e164}`,
     region: num.region,
     masked: num.e164.slice(0, 5) + '•••',
     allowlisted: r.allowlisted,
-    counters: applicableCounters(p, num.e164, num.region),
+    safe: input.safe,
+    counters: input.counters,
   };
 }
 
 /** Runs batches through the SQL and the model side by side; asserts equality decision by decision. */
-async function compare(p: Policy, batches: { reqs: Req[]; advanceMs: number }[], via: Pool = pool): Promise<DecideResult[]> {
+async function compare(
+  p: Policy,
+  batches: { reqs: Req[]; advanceMs: number }[],
+  via: Pool = pool,
+  conversion: ConversionState = CONVERSION_IDLE,
+): Promise<DecideResult[]> {
   const { tag, baseMs } = freshRun();
-  const model = new Model(p);
+  const model = new Model(p, conversion);
   const dp = decisionPolicy(p);
   let now = baseMs;
   const results: DecideResult[] = [];
   for (const batch of batches) {
     now += batch.advanceMs;
-    const reqs = batch.reqs.map((r) => requestFor(p, tag, r));
+    const reqs = batch.reqs.map((r) => requestFor(p, tag, r, conversion));
     const out = await decideBatch(via, reqs, dp, now);
     reqs.forEach((req, i) => {
       const got = out[i]!;
       const want = model.consume(req.hash, req.e164, req.region, req.allowlisted, now);
       const ctx = `batch at +${now - baseMs} ms, request ${i}`;
-      expect({ allowed: got.allowed, at: got.atMs, rule: got.rule, shadow: got.shadow, blockedUntil: got.blockedUntil }, ctx).toEqual({
-        allowed: want.allowed,
-        at: want.atMs,
-        rule: want.rule,
-        shadow: want.shadow,
-        blockedUntil: want.blockedUntil,
-      });
+      expect({ allowed: got.allowed, at: got.atMs, rule: got.rule, shadow: got.shadow, blockedUntil: got.blockedUntil, blockedBy: got.blockedBy }, ctx).toEqual(
+        {
+          allowed: want.allowed,
+          at: want.atMs,
+          rule: want.rule,
+          shadow: want.shadow,
+          blockedUntil: want.blockedUntil,
+          blockedBy: want.blockedBy,
+        },
+      );
       // What is returned instead of the log: each number rule's state, and the log's summary,
       // as the model computes them from its log; the number view read from them is the model's.
       const log = model.numbers.get(req.hash)!.log;
@@ -130,10 +152,15 @@ async function compare(p: Policy, batches: { reqs: Req[]; advanceMs: number }[],
     });
     // The stored logs are the model's, call for call.
     const hashes = [...new Set(reqs.map((r) => r.hash))];
-    const stored = await via.query<{ phone_hash: string; calls: number[] }>('SELECT phone_hash, calls FROM phone_rate_limits WHERE phone_hash = ANY($1)', [
-      hashes,
-    ]);
+    const stored = await via.query<{ phone_hash: string; calls: number[]; blocked_until: number | null; block_level: number }>(
+      'SELECT phone_hash, calls, blocked_until, block_level FROM phone_rate_limits WHERE phone_hash = ANY($1)',
+      [hashes],
+    );
     expect(new Map(stored.rows.map((r) => [r.phone_hash, r.calls]))).toEqual(new Map(hashes.map((h) => [h, model.numbers.get(h)!.log])));
+    // And their blocks (block_after, escalated with `blocks`).
+    expect(new Map(stored.rows.map((r) => [r.phone_hash, [r.blocked_until, r.block_level]]))).toEqual(
+      new Map(hashes.map((h) => [h, [model.numbers.get(h)!.blockedUntil, model.numbers.get(h)!.blockLevel ?? 0]])),
+    );
     // A check read from the database's snapshot (no logs) is the model's check, and the summary its log's.
     const counters = [...new Map(reqs.flatMap((r) => r.counters).map((c) => [counterMapKey(c.rule.id, c.key), c])).values()];
     const snap = await peekSnapshot(via, hashes, counters, dp.number.rules);
@@ -142,7 +169,7 @@ async function compare(p: Policy, batches: { reqs: Req[]; advanceMs: number }[],
         number: model.numbers.get(req.hash)!,
         buckets: req.counters.map((c) => model.counters.get(counterMapKey(c.rule.id, c.key)) ?? EMPTY_BUCKETS),
       };
-      const input = { counters: req.counters, allowlisted: req.allowlisted };
+      const input = { counters: req.counters, allowlisted: req.allowlisted, safe: req.safe };
       const number = snap.numbers.get(req.hash)!;
       const buckets = req.counters.map((c) => snap.counters.get(counterMapKey(c.rule.id, c.key)) ?? EMPTY_BUCKETS);
       expect(decideCheckFromSnapshot(number, buckets, input, dp), `check of ${req.hash}`).toEqual(decideCheck(state, input, dp, snap.nowMs));
@@ -150,7 +177,7 @@ async function compare(p: Policy, batches: { reqs: Req[]; advanceMs: number }[],
     }
   }
   // The stored counters are the model's, bucket for bucket.
-  const all = [...new Set(batches.flatMap((b) => b.reqs.map((r) => r.n)))].flatMap((n) => requestFor(p, tag, { n, allowlisted: false }).counters);
+  const all = [...new Set(batches.flatMap((b) => b.reqs.map((r) => r.n)))].flatMap((n) => requestFor(p, tag, { n, allowlisted: false }, conversion).counters);
   const peek = await peekState(via, [], all);
   for (const [key, buckets] of model.counters) expect(peek.counters.get(key), key).toEqual(buckets);
   return results;
@@ -289,6 +316,204 @@ describe('ratelimit_decide equals decideConsume', () => {
     await expect(call({ req: [], counter: [] }, { rule: [], key: [] }, [2, 3])).rejects.toThrow(/mismatched/);
     // And a well-formed call goes through.
     await expect(call({ req: [1, 2], counter: [1, 1] }, { rule: ['global:1h#args'], key: ['*'] })).resolves.toMatchObject({ rowCount: 2 });
+  });
+});
+
+// Issue #19's groups: conversion (prefix, country fixed and baseline), sweep, blocks and safe.
+// Rule ids as the policy file names them (`conversion:prefix:…`, `sweep:prefix:…`).
+const guardRulesArb = (group: 'conversion' | 'sweep', sub: 'prefix' | 'country', min: number, max: number) =>
+  fc
+    .uniqueArray(fc.record({ windowMs: windowArb, limit: fc.integer({ min: 1, max: 3 }), shadow: fc.integer({ min: 0, max: 9 }).map((x) => x < 2) }), {
+      minLength: min,
+      maxLength: max,
+      selector: (r) => r.windowMs,
+    })
+    .map((rs) => (tag: string) => rs.map((r) => rule(group, r.limit, r.windowMs, r.shadow, tag, sub)));
+
+const guardPolicyArb = fc
+  .record({
+    base: policyArb,
+    sweep: fc.option(guardRulesArb('sweep', 'prefix', 1, 2), { nil: undefined }),
+    conversionPrefix: fc.option(guardRulesArb('conversion', 'prefix', 1, 2), { nil: undefined }),
+    conversionCountry: fc.option(guardRulesArb('conversion', 'country', 0, 1), { nil: undefined }),
+    baseline: fc.option(fc.record({ floor: fc.integer({ min: 1, max: 3 }), windowMs: windowArb, us: fc.option(fc.integer({ min: 1, max: 5 })) }), {
+      nil: undefined,
+    }),
+    blocks: fc.option(fc.record({ steps: fc.array(windowArb, { minLength: 1, maxLength: 3 }), decayMs: windowArb }), { nil: undefined }),
+    safe: fc.constantFrom([] as string[], ['+1212'], ['+442079', '+14155550102']),
+    engaged: fc.integer({ min: 0, max: 3 }).map((x) => x > 0),
+  })
+  .map((spec) => (tag: string) => {
+    const base = spec.base(tag);
+    const baseline = spec.baseline
+      ? {
+          factor: 0.2,
+          floor: spec.baseline.floor,
+          historyMs: 10 * spec.baseline.windowMs,
+          rule: { ...rule('conversion', spec.baseline.floor, spec.baseline.windowMs, false, tag, 'country'), id: `conversion:country:baseline${tag}` },
+        }
+      : undefined;
+    const countryRules = spec.conversionCountry?.(tag) ?? [];
+    const p: Policy = {
+      ...base,
+      conversion:
+        spec.conversionPrefix || countryRules.length > 0 || baseline
+          ? {
+              answeredAtLeastMs: 10_000,
+              pendingAfterMs: 60_000,
+              prefix: spec.conversionPrefix ? { digits: 4, rules: spec.conversionPrefix(tag) } : undefined,
+              country: countryRules.length > 0 || baseline ? { rules: countryRules, baseline } : undefined,
+            }
+          : undefined,
+      sweep: spec.sweep ? { digits: 4, rules: spec.sweep(tag) } : undefined,
+      blocks: spec.blocks ? { escalateMs: spec.blocks.steps, escalate: spec.blocks.steps.map((ms) => `${ms}ms`), decayMs: spec.blocks.decayMs } : undefined,
+      safe: { prefixes: spec.safe },
+    };
+    const conversion: ConversionState = {
+      engaged: spec.engaged,
+      baselineLimits: new Map(spec.baseline?.us != null ? [['US', spec.baseline.us]] : []),
+    };
+    return { p, conversion };
+  });
+
+describe('ratelimit_decide_v2 equals decideConsume with conversion, sweep, blocks and safe (#19)', () => {
+  it('over random policies with the new groups, decision by decision, blocks and levels stored alike (property)', async () => {
+    let denials = 0;
+    let autoBlocks = 0;
+    await fc.assert(
+      fc.asyncProperty(guardPolicyArb, batchesArb, async (mk, batches) => {
+        const { p, conversion } = mk(`#g${runs + 1}`);
+        const results = await compare(p, batches, pool, conversion);
+        denials += results.filter((r) => !r.allowed).length;
+        autoBlocks += results.filter((r) => r.rule === AUTO_BLOCK_RULE).length;
+      }),
+      { numRuns: 60 },
+    );
+    // The runs did reach the new paths.
+    expect(denials).toBeGreaterThan(0);
+    expect(autoBlocks).toBeGreaterThan(0);
+  });
+
+  it('escalates on a test clock: 500 ms, 1 s, 2 s blocks, the last repeating, back to the first after the decay (SQL and model)', async () => {
+    const tag = '#escalate';
+    const sweep = rule('sweep', 1, 10_000, false, tag, 'prefix');
+    const p = makeFullPolicy({
+      sweep: { digits: 4, rules: [sweep] },
+      blocks: { escalateMs: [500, 1_000, 2_000], escalate: ['500ms', '1s', '2s'], decayMs: 5_000 },
+    });
+    // Numbers 0 and 1 share a range: a second distinct number in the window trips the sweep rule.
+    const at = (advanceMs: number, n: number) => ({ reqs: [{ n, allowlisted: false }], advanceMs });
+    const results = await compare(p, [
+      at(0, 0), // +0: allowed, counts number 0
+      at(10, 1), // +10: denied by the rule: level 1, blocked until +510
+      at(10, 0), // +20: the range is blocked: auto:block, even for a number already counted
+      at(600, 1), // +620: the block is over, the rule denies again: level 2 until +1620
+      at(1_100, 1), // +1720: level 3 until +3720
+      at(100, 0), // +1820: auto:block
+      at(2_000, 1), // +3820: the last step repeats: level 3 until +5820
+      at(10, 0), // +3830: auto:block
+      at(2_000, 0), // +5830: the block is over; number 0 is already counted, so it moves: allowed
+      at(5_170, 1), // +11000: quiet for longer than the decay since +5820: back to level 1
+    ]);
+    expect(results.map((r) => r.rule)).toEqual([
+      null,
+      sweep.id,
+      AUTO_BLOCK_RULE,
+      sweep.id,
+      sweep.id,
+      AUTO_BLOCK_RULE,
+      sweep.id,
+      AUTO_BLOCK_RULE,
+      null,
+      sweep.id,
+    ]);
+    expect(results[2]).toMatchObject({ reason: 'sweep_rate_limit_exceeded', blockedBy: sweep.id });
+    expect(results[2]!.aggregate!.retryAfterMs).toBe(490);
+    expect(results[5]!.aggregate!.retryAfterMs).toBe(3_720 - 1_820);
+    expect(results[7]!.aggregate!.retryAfterMs).toBe(5_820 - 3_830);
+    const { rows } = await pool.query<{ blocked_until: number; block_level: number }>(
+      'SELECT blocked_until, block_level FROM rate_limit_counters WHERE rule_id = $1',
+      [sweep.id],
+    );
+    expect(rows.map((r) => [r.block_level, r.blocked_until - results.at(-1)!.atMs])).toEqual([[1, 500]]);
+  });
+
+  it('block_after escalates with `blocks` (for is not used), and a safe number is never blocked', () => {
+    const p = makeFullPolicy({
+      number: [rule('number', 1, 100)],
+      blockAfter: { denials: 1, withinMs: 1_000, forMs: 999_999 },
+      blocks: { escalateMs: [1_000, 5_000], escalate: ['1s', '5s'], decayMs: 10_000 },
+    });
+    const dp = decisionPolicy(p);
+    let state: DecideState = { number: EMPTY_NUMBER, buckets: [] };
+    const step = (now: number, safe = false) => {
+      const out = decideConsume(state, { counters: [], allowlisted: false, safe }, dp, now);
+      state = out.state;
+      return out.result;
+    };
+    expect(step(0).allowed).toBe(true);
+    expect(step(10)).toMatchObject({ rule: 'number:100ms', blockedUntil: 1_010 });
+    expect(state.number.blockLevel).toBe(1);
+    expect(step(500)).toMatchObject({ rule: 'number:block_after', reason: 'number_blocked' });
+    expect(step(1_010).allowed).toBe(true);
+    expect(step(1_020)).toMatchObject({ blockedUntil: 6_020 });
+    expect(state.number.blockLevel).toBe(2);
+    // Safe: the block does not apply, and its own denials never block it.
+    expect(step(2_000, true).allowed).toBe(true);
+    expect(step(2_010, true)).toMatchObject({ rule: 'number:100ms', blockedUntil: 6_020 });
+    expect(state.number.blockLevel).toBe(2);
+    // 10 s after the last block ended: the next block starts again at the first step.
+    expect(step(16_100).allowed).toBe(true);
+    expect(step(16_110)).toMatchObject({ blockedUntil: 17_110 });
+    expect(state.number.blockLevel).toBe(1);
+  });
+});
+
+describe('distinct counters (sweep) against a brute-force oracle (pure)', () => {
+  it('never let more than `limit` distinct numbers in a window (never late), and deny early by < one bucket', () => {
+    const RANGE = Array.from({ length: 40 }, (_, i) => `+1415555${String(1000 + i).slice(1)}`);
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 2, max: 160 }),
+        fc.integer({ min: 20, max: 400 }),
+        fc.array(fc.record({ n: fc.integer({ min: 0, max: RANGE.length - 1 }), advanceMs: fc.integer({ min: 0, max: 30 }) }), { maxLength: 300 }),
+        (limit, windowMs, seq) => {
+          const sweep = rule('sweep', limit, windowMs, false, '', 'prefix');
+          const p = makeFullPolicy({ sweep: { digits: 3, rules: [sweep] } });
+          const dp = decisionPolicy(p);
+          const numbers = new Map<string, NumberState>();
+          let buckets: Buckets = EMPTY_BUCKETS;
+          /** Each number's latest allowed call: what "distinct numbers in the window" is counted from. */
+          const last = new Map<string, number>();
+          const distinctIn = (at: number) => [...last.values()].filter((t) => t > at - windowMs).length;
+          let now = 1_000_000;
+          for (const step of seq) {
+            now += step.advanceMs;
+            const e164 = RANGE[step.n]!;
+            const counters = applicableCounters(p, e164, 'US');
+            expect(counters.map((c) => c.rule.id)).toEqual([sweep.id]);
+            const number = numbers.get(e164) ?? EMPTY_NUMBER;
+            const out = decideConsume({ number, buckets: [buckets] }, { counters, allowlisted: false }, dp, now);
+            const at = out.result.atMs;
+            const counted = (last.get(e164) ?? -Infinity) > at - windowMs;
+            if (out.result.allowed) {
+              numbers.set(e164, out.state.number);
+              buckets = out.state.buckets[0]!;
+              last.set(e164, at);
+              // Never late: the window ending at this call holds at most `limit` distinct numbers.
+              expect(distinctIn(at)).toBeLessThanOrEqual(limit);
+            } else {
+              // A number already counted is never denied by the rule; a new one only when the
+              // window already holds more than limit - one bucket numbers.
+              expect(counted).toBe(false);
+              expect(distinctIn(at)).toBeGreaterThanOrEqual(limit - bucketCalls(sweep) + 1);
+              expect(out.state.buckets[0]).toBe(buckets);
+            }
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
   });
 });
 

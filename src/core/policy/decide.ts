@@ -1,16 +1,30 @@
 // One consume (or check) against every rule of the policy at once: the number's exact windows,
-// its block_after state, and each aggregate counter that applies (docs/protocol.md *Policy*).
-// A consume is allowed only if every enforcing rule allows it,
-// and then it counts everywhere; a denial spends nothing anywhere.
+// its block_after state, and each aggregate counter that applies with its automatic block
+// (docs/protocol.md *Policy*). A consume is allowed only if every enforcing rule allows it,
+// and then it counts everywhere; a denial spends nothing anywhere (a denial may start an
+// automatic block, which is not spending: it changes no count).
 //
 // This is what the daemon's in-memory fallback runs, and what the SQL function ratelimit_decide
 // (src/db/functions/decide.sql) computes decision by decision;
 // test/db/policy-decisions.test.ts holds the two to each other.
 
 import { appendCall, decisionTime, evaluate, evaluateStates, makeLogPolicy, type Decision, type LogPolicy, type RuleState } from './log.js';
-import { addCall, evaluateAggregate, type AggregateView } from './aggregate.js';
+import { addCall, counterTime, evaluateAggregate, removeCall, type AggregateView } from './aggregate.js';
 import { stateLookup } from './log-summary.js';
-import { GROUP_DENY_REASON, type AggregateCounter, type BlockAfter, type Buckets, type LimitRule, type Policy, type RuleDenyReason } from './types.js';
+import { blocksRange } from './counters.js';
+import {
+  AUTO_BLOCK_RULE,
+  counterKind,
+  GROUP_DENY_REASON,
+  type AggregateCounter,
+  type AutoBlock,
+  type BlockAfter,
+  type BlocksPolicy,
+  type Buckets,
+  type LimitRule,
+  type Policy,
+  type RuleDenyReason,
+} from './types.js';
 
 export const BLOCK_AFTER_RULE = 'number:block_after';
 
@@ -50,10 +64,23 @@ export function numberRules(rules: readonly LimitRule[]): NumberRules {
 export interface DecisionPolicy {
   readonly number: NumberRules;
   readonly blockAfter: BlockAfter | undefined;
+  /** Automatic blocks escalate and decay: block_after's and the ranges' (undefined: no range blocks). */
+  readonly blocks: BlocksPolicy | undefined;
 }
 
-export function decisionPolicy(policy: Pick<Policy, 'number' | 'blockAfter'>): DecisionPolicy {
-  return { number: numberRules(policy.number), blockAfter: policy.blockAfter };
+export function decisionPolicy(policy: Pick<Policy, 'number' | 'blockAfter'> & Partial<Pick<Policy, 'blocks'>>): DecisionPolicy {
+  return { number: numberRules(policy.number), blockAfter: policy.blockAfter, blocks: policy.blocks };
+}
+
+/**
+ * The level and end of a block starting at `atMs` (docs/protocol.md *Policy*, `blocks`): one
+ * step up from the previous block's level while that block ended less than `decayMs` ago, else
+ * the first step; the last step repeats.
+ */
+export function nextBlock(previous: AutoBlock | null | undefined, atMs: number, blocks: BlocksPolicy): AutoBlock {
+  const steps = blocks.escalateMs.length;
+  const level = previous && previous.level > 0 && previous.untilMs > atMs - blocks.decayMs ? Math.min(previous.level + 1, steps) : 1;
+  return { level, untilMs: atMs + blocks.escalateMs[level - 1]! };
 }
 
 export interface NumberState {
@@ -63,20 +90,32 @@ export interface NumberState {
   readonly blockedUntil: number | null;
   /** block_after: recent denial times, ascending, at most blockAfter.denials. */
   readonly denials: readonly number[];
+  /**
+   * With `blocks`: the escalation step (1-based) of the number's latest block, 0 or absent when
+   * never blocked (phone_rate_limits.block_level). blockedUntil is kept after a block ends so
+   * that decay can measure the quiet time since.
+   */
+  readonly blockLevel?: number;
 }
 
-export const EMPTY_NUMBER: NumberState = { log: [], blockedUntil: null, denials: [] };
+export const EMPTY_NUMBER: NumberState = { log: [], blockedUntil: null, denials: [], blockLevel: 0 };
 
 export interface DecideInput {
   /** From applicableCounters(): the order decides which aggregate is reported. */
   readonly counters: readonly AggregateCounter[];
   /** On the allow list: nothing denies, nothing is reported as shadow, everything counts. */
   readonly allowlisted: boolean;
+  /**
+   * Safe (policy.safe prefixes, or allow-listed): block_after never blocks it and automatic range
+   * blocks never deny it. The caller also leaves out its conversion and sweep counters
+   * (applicableCounters' `safe`).
+   */
+  readonly safe?: boolean;
 }
 
 export interface DecideState {
   readonly number: NumberState;
-  /** One per input.counters, same order. */
+  /** One per input.counters, same order (their `block` is the counter's automatic block). */
   readonly buckets: readonly Buckets[];
 }
 
@@ -95,32 +134,45 @@ export interface DecideResult {
   aggregate: AggregateView | null;
   /** Set when the number is blocked (block_after), whether by this denial or before. */
   blockedUntil: number | null;
+  /**
+   * When the rule is `auto:block`: the id of the counter's rule whose range block denied (its
+   * group gives the reason; `aggregate.resetTime` is the block's end). Else null.
+   */
+  blockedBy: string | null;
 }
 
 interface Judgement {
   at: number;
   blocked: boolean;
   numberDenial: Decision | undefined;
-  aggregateDenial: { view: AggregateView; rule: LimitRule } | undefined;
+  /** The first counter (in evaluation order) that denies: by its limit, or by its range's automatic block (`auto`). */
+  aggregateDenial: { view: AggregateView; rule: LimitRule; auto: boolean } | undefined;
+  /** Indexes of enforcing range counters whose limit denied this consume: a denial blocks their ranges. */
+  trips: number[];
+  /** Indexes of `distinct` counters that already count this number (its previous call is in their window). */
+  moves: number[];
   shadow: string[];
 }
 
-/** How judge() sees the number's calls: its decision instant and evaluate() at that instant. */
+/** How judge() sees the number's calls: its decision instant, its latest call, and evaluate() at that instant. */
 interface NumberAt {
   at: number;
+  /** The number's latest allowed call before this request (what a `distinct` counter counted), or null. */
+  last: number | null;
   evaluate(p: LogPolicy): Decision;
 }
 
 function numberAt(log: readonly number[], nowMs: number): NumberAt {
   const at = decisionTime(log, nowMs);
-  return { at, evaluate: (p) => evaluate(log, at, p) };
+  return { at, last: log.length > 0 ? log[log.length - 1]! : null, evaluate: (p) => evaluate(log, at, p) };
 }
 
 function judge(n: NumberAt, blockedUntil: number | null, buckets: readonly Buckets[], input: DecideInput, policy: DecisionPolicy): Judgement {
   const at = n.at;
-  const j: Judgement = { at, blocked: false, numberDenial: undefined, aggregateDenial: undefined, shadow: [] };
+  const j: Judgement = { at, blocked: false, numberDenial: undefined, aggregateDenial: undefined, trips: [], moves: [], shadow: [] };
   if (input.allowlisted) return j;
-  if (blockedUntil !== null && blockedUntil > at) {
+  const safe = input.safe === true;
+  if (!safe && blockedUntil !== null && blockedUntil > at) {
     j.blocked = true;
     return j;
   }
@@ -133,26 +185,56 @@ function judge(n: NumberAt, blockedUntil: number | null, buckets: readonly Bucke
     if (!n.evaluate(single).allowed) j.shadow.push(single.rules[0]!.id);
   }
   input.counters.forEach((c, i) => {
-    const view = evaluateAggregate(buckets[i]!, at, c.rule);
+    const b = buckets[i]!;
+    const range = policy.blocks !== undefined && !safe && !c.rule.shadow && blocksRange(c);
+    if (range && b.block && b.block.untilMs > at) {
+      // Blocked ranges deny without counting against their limit (and without tripping again:
+      // a block lasts exactly its step).
+      if (!j.aggregateDenial) {
+        const view = evaluateAggregate(b, at, c.rule);
+        const blocked = { ...view, allowed: false, resetTime: b.block.untilMs, retryAfterMs: Math.max(0, b.block.untilMs - at) };
+        j.aggregateDenial = { view: blocked, rule: c.rule, auto: true };
+      }
+      return;
+    }
+    if (counterKind(c.rule.group) === 'distinct' && n.last !== null && n.last > counterTime(b, at) - c.rule.windowMs) {
+      // Already counted in this window: a call to it again moves it, never adds a number.
+      j.moves.push(i);
+      return;
+    }
+    const view = evaluateAggregate(b, at, c.rule);
     if (view.allowed) return;
-    if (c.rule.shadow) j.shadow.push(c.rule.id);
-    else j.aggregateDenial ??= { view, rule: c.rule };
+    if (c.rule.shadow) {
+      j.shadow.push(c.rule.id);
+      return;
+    }
+    j.aggregateDenial ??= { view, rule: c.rule, auto: false };
+    if (range) j.trips.push(i);
   });
   return j;
 }
 
 function result(j: Judgement, blockedUntil: number | null, view: Decision | null, allowed: boolean): DecideResult {
   const number = view && allowed ? { ...view, allowed: true, retryAfterMs: 0 } : view;
-  const base = { atMs: j.at, shadow: j.shadow, number, blockedUntil: blockedUntil !== null && blockedUntil > j.at ? blockedUntil : null };
+  const base = {
+    atMs: j.at,
+    shadow: j.shadow,
+    number,
+    blockedUntil: blockedUntil !== null && blockedUntil > j.at ? blockedUntil : null,
+    blockedBy: null,
+  };
   if (allowed) return { ...base, allowed, rule: null, reason: null, aggregate: null };
   if (j.blocked) return { ...base, allowed, rule: BLOCK_AFTER_RULE, reason: 'number_blocked', aggregate: null };
   if (j.numberDenial) return { ...base, allowed, rule: j.numberDenial.ruleId, reason: GROUP_DENY_REASON.number, aggregate: null };
-  const { view: agg, rule } = j.aggregateDenial!;
-  return { ...base, allowed, rule: rule.id, reason: aggregateReason(rule.group), aggregate: agg };
+  const { view: agg, rule, auto } = j.aggregateDenial!;
+  const reason = aggregateReason(rule.group);
+  if (auto) return { ...base, allowed, rule: AUTO_BLOCK_RULE, reason, aggregate: { ...agg, ruleId: AUTO_BLOCK_RULE }, blockedBy: rule.id };
+  return { ...base, allowed, rule: rule.id, reason, aggregate: agg };
 }
 
-function aggregateReason(group: LimitRule['group']): DenyReason {
-  return group === 'prefix' || group === 'country' ? GROUP_DENY_REASON[group] : GROUP_DENY_REASON.global;
+/** The reason a denial by an aggregate counter of `group` gives (its auto:block too). */
+export function aggregateReason(group: LimitRule['group']): DenyReason {
+  return group === 'prefix' || group === 'country' || group === 'conversion' || group === 'sweep' ? GROUP_DENY_REASON[group] : GROUP_DENY_REASON.global;
 }
 
 function denies(j: Judgement): boolean {
@@ -173,12 +255,14 @@ export interface NumberSnapshot {
   readonly atMs: number;
   readonly rules: readonly RuleState[];
   readonly blockedUntil: number | null;
+  /** The number's latest call (its log's last entry), null when none: `distinct` counters need it. */
+  readonly lastCallMs?: number | null;
 }
 
 /** decideCheck from a NumberSnapshot taken at decisionTime(log, nowMs) under `policy`: the same result. */
 export function decideCheckFromSnapshot(n: NumberSnapshot, buckets: readonly Buckets[], input: DecideInput, policy: DecisionPolicy): DecideResult {
   const stateOf = stateLookup(policy.number.rules, n.rules);
-  return check({ at: n.atMs, evaluate: (p) => evaluateStates(stateOf, n.atMs, p) }, n.blockedUntil, buckets, input, policy);
+  return check({ at: n.atMs, last: n.lastCallMs ?? null, evaluate: (p) => evaluateStates(stateOf, n.atMs, p) }, n.blockedUntil, buckets, input, policy);
 }
 
 function check(n: NumberAt, blockedUntil: number | null, buckets: readonly Buckets[], input: DecideInput, policy: DecisionPolicy): DecideResult {
@@ -192,26 +276,49 @@ export function decideConsume(state: DecideState, input: DecideInput, policy: De
   const viewOf = (log: readonly number[]) => (policy.number.view ? evaluate(log, j.at, policy.number.view) : null);
   if (!denies(j)) {
     const log = appendCall(state.number.log, j.at, policy.number.log);
-    const buckets = input.counters.map((c, i) => addCall(state.buckets[i]!, j.at, c.rule));
+    const prev = state.number.log.length > 0 ? state.number.log[state.number.log.length - 1]! : null;
+    const buckets = input.counters.map((c, i) => {
+      const b = state.buckets[i]!;
+      // A `distinct` counter moves an already counted number to its newest call.
+      const from = prev !== null && j.moves.includes(i) ? removeCall(b, prev, j.at, c.rule) : b;
+      return withBlock(addCall(from, j.at, c.rule), b.block);
+    });
     const after: DecideState = { number: { ...state.number, log }, buckets };
     return { result: result(j, state.number.blockedUntil, viewOf(log), true), state: after };
   }
   // block_after counts the number's own denials only: an exhausted prefix, country or global
   // budget must not block the innocent numbers it denies (nor does retrying while blocked).
-  const number = j.numberDenial === undefined ? state.number : recordDenial(state.number, j.at, policy.blockAfter);
+  const number = j.numberDenial === undefined || input.safe === true ? state.number : recordDenial(state.number, j.at, policy);
   const r = result(j, number.blockedUntil, viewOf(state.number.log), false);
-  return { result: r, state: { number, buckets: state.buckets } };
+  let buckets = state.buckets;
+  if (j.trips.length > 0 && policy.blocks) {
+    const blocks = policy.blocks;
+    buckets = state.buckets.map((b, i) => (j.trips.includes(i) ? { ...b, block: nextBlock(b.block, j.at, blocks) } : b));
+  }
+  return { result: r, state: { number, buckets } };
+}
+
+/** addCall()'s buckets carry no block: the counter keeps its own. */
+function withBlock(b: Buckets, block: AutoBlock | null | undefined): Buckets {
+  return block ? { ...b, block } : b;
 }
 
 /**
- * block_after: remembers a denial by a number rule; the `denials`-th within `withinMs` blocks the number for
- * `forMs` and starts a fresh count. Denials while blocked are not remembered, so a block lasts
- * exactly `forMs` however often the number retries.
+ * block_after: remembers a denial by a number rule; the `denials`-th within `withinMs` blocks the
+ * number (for `forMs`, or with `blocks` for the next escalation step) and starts a fresh count.
+ * Denials while blocked are not remembered, so a block lasts exactly its length however often
+ * the number retries.
  */
-function recordDenial(state: NumberState, at: number, blockAfter: BlockAfter | undefined): NumberState {
+function recordDenial(state: NumberState, at: number, policy: DecisionPolicy): NumberState {
+  const blockAfter = policy.blockAfter;
   if (!blockAfter) return state;
   const denials = state.denials.filter((t) => t > at - blockAfter.withinMs);
   denials.push(at);
-  if (denials.length >= blockAfter.denials) return { ...state, denials: [], blockedUntil: at + blockAfter.forMs };
+  if (denials.length >= blockAfter.denials) {
+    if (!policy.blocks) return { ...state, denials: [], blockedUntil: at + blockAfter.forMs };
+    const previous = state.blockedUntil !== null ? { untilMs: state.blockedUntil, level: state.blockLevel ?? 0 } : null;
+    const next = nextBlock(previous, at, policy.blocks);
+    return { ...state, denials: [], blockedUntil: next.untilMs, blockLevel: next.level };
+  }
   return { ...state, denials: denials.slice(-blockAfter.denials) };
 }

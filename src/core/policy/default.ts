@@ -1,9 +1,11 @@
 // The policy in force while none has been applied to the database (docs/protocol.md *Policy*): built
 // from RATE_LIMIT_PHONE_* / RATE_LIMIT_IP_*, so a deployment without a policy file keeps
-// behaving as before policies existed, plus the default destination block.
+// behaving as before policies existed, plus the default destination block and the rules that stop
+// pumping on their own: sweep (always on), conversion (idle until outcomes are reported) and
+// escalating automatic blocks. Every threshold is justified in docs/choosing-limits.md.
 
 import { formatDurationMs } from '../duration.js';
-import { DEFAULT_BLOCK_TYPES, type GroupName, type LimitRule, type Policy } from './types.js';
+import { DEFAULT_BLOCK_TYPES, type BlocksPolicy, type ConversionPolicy, type GroupName, type LimitRule, type Policy, type RangeRules } from './types.js';
 
 export interface DefaultPolicyInput {
   readonly phoneMax: number;
@@ -12,10 +14,41 @@ export interface DefaultPolicyInput {
   readonly ipWindowMs: number;
 }
 
-function rule(group: GroupName, limit: number, windowMs: number): LimitRule {
+const MINUTE_MS = 60_000;
+const HOUR_MS = 60 * MINUTE_MS;
+const DAY_MS = 24 * HOUR_MS;
+
+function rule(group: GroupName, limit: number, windowMs: number, qualifier?: string): LimitRule {
   const window = formatDurationMs(windowMs);
-  return { id: `${group}:${window}`, group, limit, windowMs, window, shadow: false };
+  return { id: qualifier ? `${group}:${qualifier}:${window}` : `${group}:${window}`, group, limit, windowMs, window, shadow: false };
 }
+
+/**
+ * conversion: answered for 10s or verified converts; a range of 1,000 numbers may have 5 calls an
+ * hour that did not convert; a country, max(20, 1 × its most converted calls in a day over 14 days)
+ * a day (Authgear's form, with the factor raised from 0.2 so that an app converting 50% of its
+ * calls, a voice app's answer rate, is never denied by it; docs/choosing-limits.md).
+ */
+export const DEFAULT_CONVERSION: ConversionPolicy = {
+  answeredAtLeastMs: 10_000,
+  pendingAfterMs: 15 * MINUTE_MS,
+  prefix: { digits: 3, rules: [rule('conversion', 5, HOUR_MS, 'prefix')] },
+  country: {
+    rules: [],
+    baseline: {
+      factor: 1,
+      floor: 20,
+      historyMs: 14 * DAY_MS,
+      rule: { id: 'conversion:country:baseline', group: 'conversion', limit: 20, windowMs: DAY_MS, window: '1d', shadow: false },
+    },
+  },
+};
+
+/** sweep: at most 10 distinct numbers of one 1,000-number range an hour. */
+export const DEFAULT_SWEEP: RangeRules = { digits: 3, rules: [rule('sweep', 10, HOUR_MS, 'prefix')] };
+
+/** blocks: 5 minutes, then 1 hour, then 12 hours (Twilio's shortest and longest); a quiet day starts over. */
+export const DEFAULT_BLOCKS: BlocksPolicy = { escalateMs: [5 * MINUTE_MS, HOUR_MS, 12 * HOUR_MS], escalate: ['5m', '1h', '12h'], decayMs: DAY_MS };
 
 export function defaultPolicy({ phoneMax, phoneWindowMs, ipMax, ipWindowMs }: DefaultPolicyInput): Policy {
   return {
@@ -26,9 +59,9 @@ export function defaultPolicy({ phoneMax, phoneWindowMs, ipMax, ipWindowMs }: De
     global: [],
     ip: [rule('ip', ipMax, ipWindowMs)],
     destinations: { countries: undefined, blockTypes: [...DEFAULT_BLOCK_TYPES] },
-    conversion: undefined,
-    sweep: undefined,
-    blocks: undefined,
+    conversion: DEFAULT_CONVERSION,
+    sweep: DEFAULT_SWEEP,
+    blocks: DEFAULT_BLOCKS,
     safe: { prefixes: [] },
   };
 }

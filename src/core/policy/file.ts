@@ -10,6 +10,8 @@ import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Docum
 import * as z from 'zod';
 import { getCountries } from 'libphonenumber-js/max';
 import { parseDurationMs } from '../duration.js';
+import { DECISION_ID_HORIZON_MS } from '../decision-id.js';
+import { parsePrefix, prefixRangeProblem } from '../lists.js';
 import {
   DEFAULT_BLOCK_TYPES,
   MIN_PREFIX_DIGITS,
@@ -17,9 +19,12 @@ import {
   NUMBER_TYPES,
   UNKNOWN_REGION,
   type GroupName,
+  type BlocksPolicy,
+  type ConversionPolicy,
   type LimitRule,
   type NumberType,
   type Policy,
+  type RangeRules,
 } from './types.js';
 import { policyWarnings } from './warnings.js';
 
@@ -50,6 +55,16 @@ const MAX_NUMBER_LIMIT = 1000;
 const MAX_IP_LIMIT = 1_000_000;
 const MAX_AGGREGATE_LIMIT = 1_000_000_000;
 const MAX_PREFIX_DIGITS = 6;
+// Twilio's safe list takes 1,000 prefixes; ten times that still matches in microseconds and keeps
+// a policy file well under MAX_FILE_CHARS, and more is a list of numbers, not of ranges.
+const MAX_SAFE_PREFIXES = 10_000;
+// Steps past the third are rare (Twilio's and Vonage's blocks have three or four); ten bounds
+// block_level, and a longer list is a paste gone wrong.
+const MAX_ESCALATE_STEPS = 10;
+// A baseline factor is unconverted calls allowed per converted call at the busiest window. An app
+// that converts 10% of its calls needs 9; more than 10 leaves the rule nothing to stop, and is
+// most likely a percentage (20 for 0.2).
+const MAX_BASELINE_FACTOR = 10;
 // A policy is a few dozen lines; anything this large is the wrong file, and refusing it bounds
 // the parser's work.
 const MAX_FILE_CHARS = 1 << 20;
@@ -74,6 +89,12 @@ const positiveInt = (max: number) =>
 // one at the floor); the range said is the one a file may use.
 const DIGITS_RANGE = { error: `must be an integer from ${MIN_PREFIX_DIGITS} to ${MAX_PREFIX_DIGITS}` };
 const prefixDigits = z.number().int(DIGITS_RANGE).min(1, DIGITS_RANGE).max(MAX_PREFIX_DIGITS, DIGITS_RANGE);
+// The new range groups (conversion.prefix, sweep.prefix) were never stored narrower: refused outright.
+const rangeDigits = z
+  .number()
+  .int(DIGITS_RANGE)
+  .min(MIN_PREFIX_DIGITS, { error: (issue) => `must be at least ${MIN_PREFIX_DIGITS}, not ${String(issue.input)}: ${MIN_PREFIX_DIGITS_REASON}` })
+  .max(MAX_PREFIX_DIGITS, DIGITS_RANGE);
 
 const duration = z.custom<string | number>((v) => (typeof v === 'string' || typeof v === 'number') && parseDurationMs(String(v)) !== null, {
   error: (issue) => `${JSON.stringify(issue.input)} is not a duration (${DURATION_HINT})`,
@@ -102,6 +123,74 @@ const limitList = (max: number) =>
 
 const shadow = z.boolean().optional();
 
+/** Why a `safe.prefixes` entry is refused, or undefined. */
+function safePrefixProblem(value: unknown): string | undefined {
+  if (typeof value === 'number') {
+    return `${value} is a number: write prefixes in quotes ('+${value}'); unquoted, YAML reads +${value} as the number ${value}`;
+  }
+  if (typeof value !== 'string') return `must be an E.164 prefix in quotes, e.g. '+1212555', not ${value === null ? 'nothing' : typeof value}`;
+  if (parsePrefix(value) !== value) return `"${value}" is not an E.164 prefix: '+', the country code and more digits, nothing else (e.g. '+1212555')`;
+  // The policy is stored and printed in the clear (policy show, the audit), so a safe prefix must
+  // be a range of at least 1,000 numbers like any other stored key: a longer one would put a
+  // number (or one of ten) in the database as typed. Single numbers go on the allow list, which
+  // stores only their hash and makes them safe as well.
+  const range = prefixRangeProblem(value);
+  if (range !== undefined) {
+    return `${range.replace(/, or give the number itself$/, '')}. For one number, use \`ratelimit allow <number>\` (stored as a hash; allowed numbers are safe too)`;
+  }
+  return undefined;
+}
+
+const safePrefix = z.unknown().superRefine((value, ctx) => {
+  const problem = safePrefixProblem(value);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
+
+/** A list of durations, each longer than the one before (blocks.escalate). */
+const escalateList = z
+  .array(duration)
+  .min(1, { error: 'list at least one block length, e.g. [5m, 1h, 12h]; remove `blocks` to have no automatic blocks' })
+  .max(MAX_ESCALATE_STEPS, { error: `list at most ${MAX_ESCALATE_STEPS} block lengths` })
+  .superRefine((steps, ctx) => {
+    for (let i = 1; i < steps.length; i++) {
+      const before = parseDurationMs(String(steps[i - 1])) as number;
+      const now = parseDurationMs(String(steps[i])) as number;
+      if (now <= before) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [i],
+          message: `${windowText(steps[i] as string | number)} is not longer than ${windowText(steps[i - 1] as string | number)} before it: each block must last longer than the one before (shortest first)`,
+        });
+      }
+    }
+  });
+
+const baseline = z
+  .strictObject({
+    factor: z
+      .number()
+      .gt(0, { error: `must be a ratio above 0 and at most ${MAX_BASELINE_FACTOR} (0.2: unconverted calls up to 20% of the most converted)` })
+      .max(MAX_BASELINE_FACTOR, {
+        error: (issue) =>
+          `must be a ratio above 0 and at most ${MAX_BASELINE_FACTOR}, not ${String(issue.input)}` +
+          (typeof issue.input === 'number' && issue.input <= 100 ? ` (for ${String(issue.input)}% write ${String(issue.input / 100)})` : ''),
+      }),
+    floor: positiveInt(MAX_AGGREGATE_LIMIT),
+    window: duration,
+    history: duration,
+  })
+  .superRefine((b, ctx) => {
+    const windowMs = parseDurationMs(String(b.window)) as number;
+    const historyMs = parseDurationMs(String(b.history)) as number;
+    if (historyMs < windowMs) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['history'],
+        message: `${windowText(b.history)} is shorter than the window ${windowText(b.window)}: the history must hold at least one whole window (e.g. window: 1d, history: 14d)`,
+      });
+    }
+  });
+
 const regionList = z
   .array(
     z.string().superRefine((code, ctx) => {
@@ -115,7 +204,8 @@ const fileSchema = z.strictObject({
   number: z
     .strictObject({
       limits: limitList(MAX_NUMBER_LIMIT).optional(),
-      block_after: z.strictObject({ denials: positiveInt(MAX_NUMBER_LIMIT), within: duration, for: duration }).optional(),
+      // `for` may be left out when a `blocks` group decides how long blocks last (crossProblems).
+      block_after: z.strictObject({ denials: positiveInt(MAX_NUMBER_LIMIT), within: duration, for: duration.optional() }).optional(),
       shadow,
     })
     .refine((g) => g.limits !== undefined || g.block_after !== undefined, {
@@ -156,17 +246,91 @@ const fileSchema = z.strictObject({
         .optional(),
     })
     .optional(),
+  conversion: z
+    .strictObject({
+      answered_at_least: duration.optional(),
+      pending_after: duration
+        .refine((d) => (parseDurationMs(String(d)) as number) <= DECISION_ID_HORIZON_MS, {
+          error: 'must be at most 7d: outcomes are accepted for 7 days after their decision',
+        })
+        .optional(),
+      prefix: z.strictObject({ digits: rangeDigits, unconverted: limitList(MAX_AGGREGATE_LIMIT), shadow }).optional(),
+      country: z
+        .strictObject({ unconverted: limitList(MAX_AGGREGATE_LIMIT).optional(), baseline: baseline.optional(), shadow })
+        .refine((g) => g.unconverted !== undefined || g.baseline !== undefined, {
+          error: 'needs `unconverted` or `baseline`; remove the group to have no rule',
+        })
+        .optional(),
+      shadow,
+    })
+    .refine((g) => g.prefix !== undefined || g.country !== undefined, {
+      error: 'needs `prefix` or `country`; remove the group to have no rule',
+    })
+    .optional(),
+  sweep: z.strictObject({ prefix: z.strictObject({ digits: rangeDigits, distinct: limitList(MAX_AGGREGATE_LIMIT), shadow }), shadow }).optional(),
+  blocks: z.strictObject({ escalate: escalateList, decay: duration }).optional(),
+  safe: z
+    .strictObject({
+      prefixes: z.array(safePrefix).max(MAX_SAFE_PREFIXES, { error: `list at most ${MAX_SAFE_PREFIXES} prefixes; a wider prefix covers many` }),
+    })
+    .optional(),
 });
 
 type PolicyFile = z.infer<typeof fileSchema>;
 type RawRules = readonly { limit: number; window: string | number }[];
 
-function rules(group: GroupName, raw: RawRules | undefined, isShadow: boolean | undefined, region?: string): LimitRule[] {
+/** `qualifier`: a region (`country:GB:1h`) or, for conversion and sweep, the subgroup (`conversion:prefix:1h`). */
+function rules(group: GroupName, raw: RawRules | undefined, isShadow: boolean | undefined, qualifier?: string): LimitRule[] {
   return (raw ?? []).map((r) => {
     const window = windowText(r.window);
-    const id = region === undefined ? `${group}:${window}` : `${group}:${region}:${window}`;
+    const id = qualifier === undefined ? `${group}:${window}` : `${group}:${qualifier}:${window}`;
     return { id, group, limit: r.limit, windowMs: parseDurationMs(window) as number, window, shadow: isShadow ?? false };
   });
+}
+
+const ms = (d: string | number): number => parseDurationMs(String(d)) as number;
+
+/** An answered call this long converts unless the file says otherwise (docs/protocol.md *Outcomes*). */
+export const DEFAULT_ANSWERED_AT_LEAST_MS = 10_000;
+/** A call with no outcome this long after its decision stays unconverted, unless the file says otherwise. */
+export const DEFAULT_PENDING_AFTER_MS = 15 * 60_000;
+
+function toConversion(file: NonNullable<PolicyFile['conversion']>): ConversionPolicy {
+  const { prefix, country } = file;
+  // A group's shadow covers its subgroups: one switch to trial every conversion rule.
+  const prefixShadow = (file.shadow ?? false) || (prefix?.shadow ?? false);
+  const countryShadow = (file.shadow ?? false) || (country?.shadow ?? false);
+  const b = country?.baseline;
+  return {
+    answeredAtLeastMs: file.answered_at_least === undefined ? DEFAULT_ANSWERED_AT_LEAST_MS : ms(file.answered_at_least),
+    pendingAfterMs: file.pending_after === undefined ? DEFAULT_PENDING_AFTER_MS : ms(file.pending_after),
+    prefix: prefix && { digits: prefix.digits, rules: rules('conversion', prefix.unconverted, prefixShadow, 'prefix') },
+    country: country && {
+      rules: rules('conversion', country.unconverted, countryShadow, 'country'),
+      baseline: b && {
+        factor: b.factor,
+        floor: b.floor,
+        historyMs: ms(b.history),
+        rule: {
+          id: 'conversion:country:baseline',
+          group: 'conversion',
+          limit: b.floor,
+          windowMs: ms(b.window),
+          window: windowText(b.window),
+          shadow: countryShadow,
+        },
+      },
+    },
+  };
+}
+
+function toSweep(file: NonNullable<PolicyFile['sweep']>): RangeRules {
+  return { digits: file.prefix.digits, rules: rules('sweep', file.prefix.distinct, (file.shadow ?? false) || (file.prefix.shadow ?? false), 'prefix') };
+}
+
+function toBlocks(file: NonNullable<PolicyFile['blocks']>): BlocksPolicy {
+  const escalate = file.escalate.map(windowText);
+  return { escalateMs: escalate.map(ms), escalate, decayMs: ms(file.decay) };
 }
 
 const dedupe = <T>(items: readonly T[]): T[] => [...new Set(items)];
@@ -174,12 +338,16 @@ const dedupe = <T>(items: readonly T[]): T[] => [...new Set(items)];
 function toPolicy(file: PolicyFile): Policy {
   const { number, prefix, country, global, ip, destinations } = file;
   const countries = destinations?.countries;
+  const blocks = file.blocks && toBlocks(file.blocks);
+  const forText = number?.block_after?.for;
   return {
     number: rules('number', number?.limits, number?.shadow),
     blockAfter: number?.block_after && {
       denials: number.block_after.denials,
-      withinMs: parseDurationMs(String(number.block_after.within)) as number,
-      forMs: parseDurationMs(String(number.block_after.for)) as number,
+      withinMs: ms(number.block_after.within),
+      // Without `for`, crossProblems made sure there is a `blocks` group: the first block lasts its
+      // first step (and later ones longer), so that step is what `for` would say.
+      forMs: forText === undefined ? (blocks?.escalateMs[0] as number) : ms(forText),
     },
     prefix: prefix && { digits: prefix.digits, rules: rules('prefix', prefix.limits, prefix.shadow) },
     country: country && {
@@ -193,10 +361,10 @@ function toPolicy(file: PolicyFile): Policy {
       countries: countries && (countries.allow ? { mode: 'allow', regions: dedupe(countries.allow) } : { mode: 'deny', regions: dedupe(countries.deny ?? []) }),
       blockTypes: destinations?.block_types ? dedupe(destinations.block_types as NumberType[]) : [...DEFAULT_BLOCK_TYPES],
     },
-    conversion: undefined,
-    sweep: undefined,
-    blocks: undefined,
-    safe: { prefixes: [] },
+    conversion: file.conversion && toConversion(file.conversion),
+    sweep: file.sweep && toSweep(file.sweep),
+    blocks,
+    safe: { prefixes: dedupe((file.safe?.prefixes ?? []) as string[]) },
   };
 }
 
@@ -336,6 +504,10 @@ export function parsePolicyFile(text: string, options: { stored?: boolean } = {}
   const parsed = fileSchema.safeParse(reserved.data, { reportInput: true });
   const narrow = narrowPrefixDigits(reserved.data);
   if (!parsed.success) problems.push(...problemsFromIssues(doc, lines, parsed.error.issues));
+  for (const cross of crossProblems(reserved.data)) {
+    const { line, col } = lines.linePos(locate(doc, cross.path, cross.atKey));
+    problems.push({ line, column: col, message: `${pathText(cross.path)}: ${cross.message}` });
+  }
   if (narrow !== undefined && !options.stored) {
     const { line, col } = lines.linePos(locate(doc, ['prefix', 'digits'], false));
     problems.push({ line, column: col, message: `prefix.digits: must be at least ${MIN_PREFIX_DIGITS}, not ${narrow}: ${MIN_PREFIX_DIGITS_REASON}` });
@@ -352,6 +524,40 @@ export function parsePolicyFile(text: string, options: { stored?: boolean } = {}
     );
   }
   return { ok: true, policy, warnings: policyWarnings(policy), adjustments };
+}
+
+const asRecord = (v: unknown): Record<string, unknown> | undefined =>
+  typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+
+/**
+ * Problems between groups, read from the raw document so that they are reported alongside the
+ * schema's (zod skips an object's refinements once anything inside it failed).
+ */
+function crossProblems(data: unknown): { path: Path; message: string; atKey: boolean }[] {
+  const root = asRecord(data);
+  const blockAfter = asRecord(asRecord(root?.number)?.block_after);
+  if (!root || !blockAfter) return [];
+  const hasBlocks = root.blocks !== undefined && root.blocks !== null;
+  if (blockAfter.for !== undefined && hasBlocks) {
+    return [
+      {
+        path: ['number', 'block_after', 'for'],
+        message:
+          'give either number.block_after.for or blocks.escalate, not both: with a `blocks` group, a number blocked by block_after is blocked for the escalation step (5m, then 1h, ...), so remove `for`',
+        atKey: true,
+      },
+    ];
+  }
+  if (blockAfter.for === undefined && !hasBlocks) {
+    return [
+      {
+        path: ['number', 'block_after'],
+        message: 'needs `for` (how long a number stays blocked, e.g. for: 24h), or a `blocks` group whose escalation decides it',
+        atKey: true,
+      },
+    ];
+  }
+  return [];
 }
 
 /** `prefix.digits` when it is a whole number below MIN_PREFIX_DIGITS (other bad values are the schema's). */

@@ -34,9 +34,16 @@ function policyObject(policy: Policy): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   if (policy.number.length > 0 || policy.blockAfter) {
     const b = policy.blockAfter;
+    // With a `blocks` group the file gives no `for` (the escalation decides), and the parser
+    // sets forMs to the first step: anything else cannot be written down.
+    const blocks = policy.blocks;
+    if (b && blocks && b.forMs !== blocks.escalateMs[0]) {
+      throw new RangeError('policy block_after.forMs differs from the first blocks.escalate step, which a policy file cannot express');
+    }
+    const forPart = b && !blocks ? { for: formatDurationMs(b.forMs) } : {};
     out.number = {
       ...(policy.number.length > 0 ? { limits: limits(policy.number) } : {}),
-      ...(b ? { block_after: { denials: b.denials, within: formatDurationMs(b.withinMs), for: formatDurationMs(b.forMs) } } : {}),
+      ...(b ? { block_after: { denials: b.denials, within: formatDurationMs(b.withinMs), ...forPart } } : {}),
       ...groupShadow('number', policy.number),
     };
   }
@@ -59,7 +66,38 @@ function policyObject(policy: Policy): Record<string, unknown> {
     ...(countries ? { countries: { [countries.mode]: [...countries.regions] } } : {}),
     block_types: [...policy.destinations.blockTypes],
   };
+  const conversion = conversionObject(policy.conversion);
+  if (conversion) out.conversion = conversion;
+  if (policy.sweep && policy.sweep.rules.length > 0) {
+    out.sweep = { prefix: { digits: policy.sweep.digits, distinct: limits(policy.sweep.rules), ...groupShadow('sweep', policy.sweep.rules) } };
+  }
+  if (policy.blocks) out.blocks = { escalate: [...policy.blocks.escalate], decay: formatDurationMs(policy.blocks.decayMs) };
+  if (policy.safe.prefixes.length > 0) out.safe = { prefixes: [...policy.safe.prefixes] };
   return out;
+}
+
+function conversionObject(conversion: Policy['conversion']): Record<string, unknown> | undefined {
+  if (!conversion) return undefined;
+  const { prefix, country } = conversion;
+  const body: Record<string, unknown> = {};
+  if (prefix && prefix.rules.length > 0) {
+    body.prefix = { digits: prefix.digits, unconverted: limits(prefix.rules), ...groupShadow('conversion.prefix', prefix.rules) };
+  }
+  const b = country?.baseline;
+  if (country && (country.rules.length > 0 || b)) {
+    body.country = {
+      ...(country.rules.length > 0 ? { unconverted: limits(country.rules) } : {}),
+      ...(b ? { baseline: { factor: b.factor, floor: b.floor, window: b.rule.window, history: formatDurationMs(b.historyMs) } } : {}),
+      ...groupShadow('conversion.country', [...country.rules, ...(b ? [b.rule] : [])]),
+    };
+  }
+  // A conversion group without a rule cannot be written (the parser refuses it): it has none.
+  if (Object.keys(body).length === 0) return undefined;
+  return {
+    answered_at_least: formatDurationMs(conversion.answeredAtLeastMs),
+    pending_after: formatDurationMs(conversion.pendingAfterMs),
+    ...body,
+  };
 }
 
 /** The policy as a YAML file, in the layout of docs/protocol.md's example. */
@@ -67,12 +105,13 @@ export function policyToYaml(policy: Policy): string {
   const doc = new Document(policyObject(policy));
   // Lists, and the small mappings inside them or under block_after/countries, on one line each.
   visit(doc, {
-    Seq(_, node) {
-      node.flow = true;
-    },
     Pair(_, pair) {
       const key = String((pair.key as { value?: unknown } | null)?.value);
-      if ((key === 'block_after' || key === 'countries') && isMap(pair.value)) pair.value.flow = true;
+      if ((key === 'block_after' || key === 'countries' || key === 'baseline') && isMap(pair.value)) pair.value.flow = true;
+      // conversion.prefix and sweep.prefix, not the prefix group itself (which has `limits`).
+      if (key === 'prefix' && isMap(pair.value) && (pair.value.has('unconverted') || pair.value.has('distinct'))) pair.value.flow = true;
+      // Safe prefixes (up to thousands) one per line; every other list on one line.
+      if (isSeq(pair.value)) pair.value.flow = key !== 'prefixes';
     },
     Map(_, node, path) {
       if (isSeq(path[path.length - 1])) node.flow = true;

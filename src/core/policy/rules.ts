@@ -1,11 +1,25 @@
 // Every rule of a policy, in one place: the order is the decision order (number, prefix,
-// country's default rules then its overrides, global, ip), which is also the order rule ids are
-// listed and reported in.
+// country's default rules then its overrides, global, conversion's prefix then country rules
+// (fixed, then the baseline), sweep, ip), which is also the order rule ids are listed and
+// reported in.
 import type { LimitRule, Policy } from './types.js';
 
 /** Each group's rule list, in decision order; country's overrides are one list per country. */
 export function ruleLists(policy: Policy): (readonly LimitRule[])[] {
-  return [policy.number, policy.prefix?.rules ?? [], policy.country?.rules ?? [], ...(policy.country?.overrides.values() ?? []), policy.global, policy.ip];
+  const conversion = policy.conversion;
+  const baseline = conversion?.country?.baseline;
+  return [
+    policy.number,
+    policy.prefix?.rules ?? [],
+    policy.country?.rules ?? [],
+    ...(policy.country?.overrides.values() ?? []),
+    policy.global,
+    conversion?.prefix?.rules ?? [],
+    conversion?.country?.rules ?? [],
+    baseline ? [baseline.rule] : [],
+    policy.sweep?.rules ?? [],
+    policy.ip,
+  ];
 }
 
 /** Every limit rule of the policy, in decision order. */

@@ -1,7 +1,7 @@
 // Which rules of a policy a given number is subject to: the aggregate counters its consume is
 // checked against, and whether its destination (country, number type) is denied outright.
 
-import { UNKNOWN_REGION, type NumberType, type Policy } from './types.js';
+import { AUTO_BLOCK_RULE, UNKNOWN_REGION, type NumberType, type Policy } from './types.js';
 import { aggregateRules } from './rules.js';
 
 export { applicableCounters as countersFor } from './counters.js';
@@ -26,13 +26,21 @@ export function destinationDenial(policy: Policy, region: string | undefined, ty
 
 /**
  * Every rule id the policy can report (number, block_after, prefix, country and its overrides,
- * global, ip, destinations), in decision order. `list:block` is not a policy rule and is not
+ * global, conversion, sweep, auto:block, ip, destinations), in decision order. `list:block` is not a policy rule and is not
  * listed: it can be reported whatever the policy.
  */
 export function ruleIds(policy: Policy): string[] {
   const ids = policy.number.map((r) => r.id);
   if (policy.blockAfter) ids.push('number:block_after');
-  ids.push(...aggregateRules(policy).map((r) => r.id), ...policy.ip.map((r) => r.id));
+  ids.push(...aggregateRules(policy).map((r) => r.id));
+  const conversion = policy.conversion;
+  ids.push(...(conversion?.prefix?.rules ?? []).map((r) => r.id), ...(conversion?.country?.rules ?? []).map((r) => r.id));
+  if (conversion?.country?.baseline) ids.push(conversion.country.baseline.rule.id);
+  ids.push(...(policy.sweep?.rules ?? []).map((r) => r.id));
+  // Automatic blocks are made on ranges by enforcing sweep and conversion.prefix rules.
+  const rangeRules = [...(policy.sweep?.rules ?? []), ...(conversion?.prefix?.rules ?? [])];
+  if (policy.blocks && rangeRules.some((r) => !r.shadow)) ids.push(AUTO_BLOCK_RULE);
+  ids.push(...policy.ip.map((r) => r.id));
   if (policy.destinations.countries) ids.push('destination:country');
   ids.push(...policy.destinations.blockTypes.map((t) => `destination:${t}`));
   return ids;

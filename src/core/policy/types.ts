@@ -57,8 +57,17 @@ export const GROUP_DENY_REASON = {
 /** The reasons the policy's rules give: a group's, or block_after's. */
 export type RuleDenyReason = (typeof GROUP_DENY_REASON)[GroupName] | 'number_blocked';
 
-/** Reasons given by aggregate counters (prefix, country, global): a budget shared by many numbers. */
-export const AGGREGATE_DENY_REASONS: ReadonlySet<string> = new Set([GROUP_DENY_REASON.prefix, GROUP_DENY_REASON.country, GROUP_DENY_REASON.global]);
+/**
+ * Reasons given by aggregate counters (prefix, country, global, conversion, sweep; and their
+ * ranges' automatic blocks, rule `auto:block`): a budget shared by many numbers.
+ */
+export const AGGREGATE_DENY_REASONS: ReadonlySet<string> = new Set([
+  GROUP_DENY_REASON.prefix,
+  GROUP_DENY_REASON.country,
+  GROUP_DENY_REASON.global,
+  GROUP_DENY_REASON.conversion,
+  GROUP_DENY_REASON.sweep,
+]);
 
 /** The group a rule id names (`prefix:1h` -> prefix), or undefined for ids that are not limit rules. */
 export function groupOfRuleId(id: string): GroupName | undefined {

@@ -32,11 +32,14 @@ export function policyWarnings(policy: Policy): string[] {
     policy.prefix !== undefined ||
     policy.country !== undefined ||
     policy.global.length > 0 ||
-    policy.ip.length > 0;
+    policy.ip.length > 0 ||
+    policy.conversion !== undefined ||
+    policy.sweep !== undefined;
   if (!hasLimit) warnings.push('the policy has no rate limit: every consume is allowed unless a destination control denies it');
   for (const list of ruleLists(policy)) {
     warnings.push(...shadowedBy(list));
   }
+  warnings.push(...blocksWarnings(policy));
   // Not non_geographic: files written before it existed list [premium_rate, shared_cost] as "the
   // default" (docs/protocol.md's example does); they keep working without a warning, and the shipped
   // examples list it.
@@ -44,6 +47,22 @@ export function policyWarnings(policy: Policy): string[] {
     if (!policy.destinations.blockTypes.includes(type)) {
       warnings.push(`destinations.block_types leaves out ${type}: ${TYPE_RISK[type] ?? `${type} numbers can be called`}`);
     }
+  }
+  return warnings;
+}
+
+/** `blocks` and `safe` only act through other rules: said when those are missing. */
+function blocksWarnings(policy: Policy): string[] {
+  const warnings: string[] = [];
+  const rangeRules = [...(policy.sweep?.rules ?? []), ...(policy.conversion?.prefix?.rules ?? [])];
+  const blocking = policy.blockAfter !== undefined || rangeRules.some((r) => !r.shadow);
+  if (policy.blocks && !blocking) {
+    warnings.push(
+      'blocks has nothing to escalate: automatic blocks are made by number.block_after and by enforcing sweep and conversion.prefix rules, and the policy has none',
+    );
+  }
+  if (policy.safe.prefixes.length > 0 && !policy.conversion && !policy.sweep && !policy.blocks) {
+    warnings.push('safe.prefixes exempt numbers from conversion, sweep and automatic blocks only, and the policy has none of them: the list changes nothing');
   }
   return warnings;
 }

@@ -12,7 +12,7 @@ import type { Pool } from '../../db/pool.js';
 import { decideBatch, type DecideOutcome, type DecideRequest } from '../../db/decisions.js';
 import { errForLog, isConnectionError } from '../../db/errors.js';
 import type { Listener } from '../../db/notify.js';
-import { applicableCounters } from '../../core/policy/counters.js';
+import { applicableCounters, CONVERSION_IDLE, isSafe, type ConversionState } from '../../core/policy/counters.js';
 import { decideCheckFromSnapshot, type DecideInput } from '../../core/policy/decide.js';
 import { hashPrefix } from '../../core/phone.js';
 import type { Metrics, TimedQuery } from '../metrics.js';
@@ -28,6 +28,7 @@ import { MemoryState } from './memory.js';
 import { NotSent, Outage } from './outage.js';
 import { SpoolUnavailableError, type Spool } from './spool.js';
 import type { OutcomeEvent } from '../../db/outcomes.js';
+import type { AggregateCounter } from '../../core/policy/types.js';
 import { fromOutcome, verdictOf, type PhoneSubject, type Verdict } from './verdict.js';
 import { WriteBehind } from './write-behind.js';
 
@@ -67,6 +68,12 @@ export interface EngineOptions {
    * timeout and then the statement's.
    */
   operationDeadlineMs?: number;
+  /**
+   * The conversion rules' state at each decision (engaged, per-region baseline limits; see
+   * applicableCounters in src/core/policy/counters.ts). Read once per decision, so it must be
+   * cheap; absent: conversion rules stay idle.
+   */
+  conversionState?: () => ConversionState;
 }
 
 // Consume statements overlap only when the one in flight is slow (stuck on a row lock): else the
@@ -236,13 +243,13 @@ export class DecisionEngine {
     const p = this.opts.policies.current;
     const input = this.input(s, p, allowlisted);
     if (this.mode === 'memory') return this.checkFromMemory(s, input, p);
-    const cached = allowlisted ? undefined : this.cachedDenial(s, p);
+    const cached = input.safe === true ? undefined : this.cachedDenial(s, p);
     if (cached) return cached;
     try {
       const { nowMs, number, buckets, policy } = await this.peeker.submit({ hash: s.hash, counters: input.counters });
       this.clockOffsetMs = nowMs - Date.now();
       if (learn) {
-        this.memory.learnNumber(s.hash, number.summary, number.blockedUntil);
+        this.memory.learnNumber(s.hash, number.summary, number.blockedUntil, number.blockLevel);
         input.counters.forEach((c, i) => this.memory.learnCounter(c, buckets[i]!));
       }
       return verdictOf(decideCheckFromSnapshot(number, buckets, input, policy.decision), { source: 'database', metricSource: 'database' });
@@ -258,15 +265,23 @@ export class DecisionEngine {
     const p = this.opts.policies.current;
     const input = this.input(s, p, allowlisted);
     if (this.mode === 'memory') return this.consumeFromMemory(s, input, p);
-    const cached = allowlisted ? undefined : this.cachedDenial(s, p);
+    const cached = input.safe === true ? undefined : this.cachedDenial(s, p);
     if (cached) {
       // The denial still belongs in the database's counts; it rides with the next flush.
       this.recordDenial(s);
       return cached;
     }
     try {
-      const { out, policy } = await this.consumer.submit({ hash: s.hash, region: s.region, masked: s.masked, allowlisted, counters: input.counters });
-      if (!allowlisted) this.denyCache?.note(s.hash, out.rules, out.atMs, out.blockedUntil, policy.decision);
+      const { out, policy } = await this.consumer.submit({
+        hash: s.hash,
+        region: s.region,
+        masked: s.masked,
+        allowlisted,
+        safe: input.safe,
+        counters: input.counters,
+      });
+      // Not for safe numbers: block_after does not apply to them, and the cache would replay it.
+      if (input.safe !== true) this.denyCache?.note(s.hash, out.rules, out.atMs, out.blockedUntil, policy.decision);
       return verdictOf(fromOutcome(out, input.counters, policy.decision), { source: 'database', metricSource: 'database' });
     } catch (err) {
       // Never sent, or sent and failed: decideInDatabase already counted what an unknown
@@ -305,6 +320,17 @@ export class DecisionEngine {
   /** This decision's outcome, if one is kept and not written yet. */
   pendingOutcome = (decisionId: string): OutcomeEvent | undefined => this.writes.pendingOutcome(decisionId);
 
+  /**
+   * Takes back from memory's counters one call counted at `callAtMs` (a converted outcome for
+   * a call, received while the database is unreachable or replayed from a spool): `counters`
+   * are the number's `unconverted` counters as applicableCounters() gives them. The database's
+   * counters are corrected by the outcome's own write; this only keeps memory's in step.
+   * Returns how many counters gave a call back.
+   */
+  takeBackCall(counters: readonly AggregateCounter[], callAtMs: number): number {
+    return this.memory.removeCall(counters, callAtMs, this.dbNow());
+  }
+
   /** A consume denied before the engine (list, destination, ip): counted as a denial of the number. */
   recordDenial(s: PhoneSubject): void {
     this.writes.queue({ hash: s.hash, region: s.region, masked: s.masked, atMs: this.dbNow(), allowed: false, counters: [] });
@@ -337,8 +363,11 @@ export class DecisionEngine {
     await this.opts.spool.close();
   }
 
+  /** Safe numbers (policy.safe, or allow-listed) get no conversion or sweep counters and no automatic blocks. */
   private input(s: PhoneSubject, p: ActivePolicy, allowlisted: boolean): DecideInput {
-    return { counters: applicableCounters(p.policy, s.e164, s.region), allowlisted };
+    const safe = allowlisted || isSafe(p.policy, s.e164);
+    const conversion = this.opts.conversionState?.() ?? CONVERSION_IDLE;
+    return { counters: applicableCounters(p.policy, s.e164, s.region, { conversion, safe }), allowlisted, safe };
   }
 
   private async timed<T>(op: string, size: number, fn: () => Promise<T>): Promise<T> {

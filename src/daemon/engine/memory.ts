@@ -8,8 +8,12 @@
 // log itself when short, else runs of calls taken at their newest time), kept as it came and
 // expanded only when memory decides or the deny cache reads it. Deciding from the expanded log
 // never allows more than the real log would; it may deny early by less than one run.
+//
+// Automatic blocks live here as in the database: a counter's `block` (Buckets.block) and a
+// number's block level, so that blocks made or seen before or during an outage keep applying
+// and escalating in memory.
 
-import { addCall, EMPTY_BUCKETS } from '../../core/policy/aggregate.js';
+import { addCall, counterTime, EMPTY_BUCKETS, removeCall } from '../../core/policy/aggregate.js';
 import { counterMapKey } from '../../core/policy/counters.js';
 import {
   decideCheck,
@@ -20,7 +24,7 @@ import {
   type DecisionPolicy,
   type NumberState,
 } from '../../core/policy/decide.js';
-import type { AggregateCounter, Buckets } from '../../core/policy/types.js';
+import { counterKind, type AggregateCounter, type Buckets } from '../../core/policy/types.js';
 import { expandLog, type LogSummary } from '../../core/policy/log-summary.js';
 import type { LRUCache } from 'lru-cache';
 import { boundedCache } from '../bounded-cache.js';
@@ -30,6 +34,8 @@ interface KnownNumber {
   readonly summary: LogSummary;
   readonly blockedUntil: number | null;
   readonly denials: readonly number[];
+  /** The escalation step of its latest block (NumberState.blockLevel). */
+  readonly blockLevel: number;
 }
 
 export class MemoryState {
@@ -52,15 +58,43 @@ export class MemoryState {
    * a summary's last entry is the log's newest call). block_after's recent denials are not
    * sent by the database: memory counts only its own.
    */
-  learnNumber(hash: string, summary: LogSummary, blockedUntil: number | null): void {
+  learnNumber(hash: string, summary: LogSummary, blockedUntil: number | null, blockLevel?: number): void {
     const known = this.numbers.get(hash);
-    if (!known || (summary.calls.at(-1) ?? 0) >= (known.summary.calls.at(-1) ?? 0)) this.numbers.set(hash, { summary, blockedUntil, denials: [] });
+    if (!known || (summary.calls.at(-1) ?? 0) >= (known.summary.calls.at(-1) ?? 0)) {
+      // A decision's reply does not carry the level: the one memory knows stays.
+      this.numbers.set(hash, { summary, blockedUntil, denials: [], blockLevel: blockLevel ?? known?.blockLevel ?? 0 });
+    }
   }
 
   learnCounter(c: AggregateCounter, buckets: Buckets): void {
     const key = counterMapKey(c.rule.id, c.key);
     const known = this.counters.get(key);
-    if (!known || (buckets.ts.at(-1) ?? 0) >= (known.ts.at(-1) ?? 0)) this.counters.set(key, buckets);
+    if (!known || (buckets.ts.at(-1) ?? 0) >= (known.ts.at(-1) ?? 0)) {
+      // The later of the two blocks (the database's, or one memory made meanwhile).
+      const block = (known?.block?.untilMs ?? -Infinity) > (buckets.block?.untilMs ?? -Infinity) ? known!.block : buckets.block;
+      this.counters.set(key, block ? { ...buckets, block } : buckets);
+    }
+  }
+
+  /**
+   * Takes back one call counted at `callAtMs` from memory's counters (removeCall() in
+   * src/core/policy/aggregate.ts): for a converted outcome received while the database is
+   * unreachable, on the number's `unconverted` counters. Counters memory does not hold, or
+   * whose window the call has left, are unchanged. Returns how many counters gave a call back.
+   */
+  removeCall(counters: readonly AggregateCounter[], callAtMs: number, nowMs: number): number {
+    let taken = 0;
+    for (const c of counters) {
+      const key = counterMapKey(c.rule.id, c.key);
+      const known = this.counters.get(key);
+      if (!known) continue;
+      const after = removeCall(known, callAtMs, nowMs, c.rule);
+      if (after !== known) {
+        this.counters.set(key, after);
+        taken++;
+      }
+    }
+    return taken;
   }
 
   /**
@@ -75,15 +109,31 @@ export class MemoryState {
     const newest = Math.max(atMs, before.at(-1) ?? atMs);
     const log = [...before, atMs].filter((t) => t > newest - horizonMs).sort((a, b) => a - b);
     const kept = log.length > capacity ? log.slice(log.length - capacity) : log;
-    this.numbers.set(hash, { summary: { calls: kept, counts: null }, blockedUntil: known?.blockedUntil ?? null, denials: known?.denials ?? [] });
-    this.addToCounters(counters, atMs);
+    this.numbers.set(hash, {
+      summary: { calls: kept, counts: null },
+      blockedUntil: known?.blockedUntil ?? null,
+      denials: known?.denials ?? [],
+      blockLevel: known?.blockLevel ?? 0,
+    });
+    this.addToCounters(counters, atMs, before.at(-1) ?? null);
   }
 
-  /** Adds one allowed call to aggregate counters (a database decision folded in during an outage). */
-  addToCounters(counters: readonly AggregateCounter[], atMs: number): void {
+  /**
+   * Adds one allowed call to aggregate counters (a database decision folded in during an
+   * outage). `previousCallMs`: the number's call before this one, when known, so that a
+   * `distinct` counter that already counts the number moves it rather than counting it twice
+   * (unknown: counted again, which may deny early, never late).
+   */
+  addToCounters(counters: readonly AggregateCounter[], atMs: number, previousCallMs: number | null = null): void {
     for (const c of counters) {
       const key = counterMapKey(c.rule.id, c.key);
-      this.counters.set(key, addCall(this.counters.get(key) ?? EMPTY_BUCKETS, atMs, c.rule));
+      let b = this.counters.get(key) ?? EMPTY_BUCKETS;
+      const block = b.block;
+      if (counterKind(c.rule.group) === 'distinct' && previousCallMs !== null && previousCallMs > counterTime(b, atMs) - c.rule.windowMs) {
+        b = removeCall(b, previousCallMs, atMs, c.rule);
+      }
+      const after = addCall(b, atMs, c.rule);
+      this.counters.set(key, block ? { ...after, block } : after);
     }
   }
 
@@ -97,14 +147,21 @@ export class MemoryState {
 
   consume(hash: string, input: DecideInput, policy: DecisionPolicy, nowMs: number): DecideResult {
     const { result, state } = decideConsume(this.state(hash, input.counters), input, policy, nowMs);
-    this.numbers.set(hash, { summary: { calls: state.number.log, counts: null }, blockedUntil: state.number.blockedUntil, denials: state.number.denials });
+    this.numbers.set(hash, {
+      summary: { calls: state.number.log, counts: null },
+      blockedUntil: state.number.blockedUntil,
+      denials: state.number.denials,
+      blockLevel: state.number.blockLevel ?? 0,
+    });
     input.counters.forEach((c, i) => this.counters.set(counterMapKey(c.rule.id, c.key), state.buckets[i]!));
     return result;
   }
 
   private state(hash: string, counters: readonly AggregateCounter[]) {
     const known = this.numbers.get(hash);
-    const number: NumberState = known ? { log: expandLog(known.summary), blockedUntil: known.blockedUntil, denials: known.denials } : EMPTY_NUMBER;
+    const number: NumberState = known
+      ? { log: expandLog(known.summary), blockedUntil: known.blockedUntil, denials: known.denials, blockLevel: known.blockLevel }
+      : EMPTY_NUMBER;
     return {
       number,
       buckets: counters.map((c) => this.counters.get(counterMapKey(c.rule.id, c.key)) ?? EMPTY_BUCKETS),

@@ -5,8 +5,8 @@
 import { evaluateStates, type Decision } from '../../core/policy/log.js';
 import { stateLookup } from '../../core/policy/log-summary.js';
 import type { AggregateView } from '../../core/policy/aggregate.js';
-import { BLOCK_AFTER_RULE, type DecideResult, type DecisionPolicy } from '../../core/policy/decide.js';
-import { GROUP_DENY_REASON, groupOfRuleId, type AggregateCounter, type NumberType } from '../../core/policy/types.js';
+import { aggregateReason, BLOCK_AFTER_RULE, type DecideResult, type DecisionPolicy } from '../../core/policy/decide.js';
+import { AUTO_BLOCK_RULE, GROUP_DENY_REASON, groupOfRuleId, type AggregateCounter, type NumberType } from '../../core/policy/types.js';
 import type { DecideOutcome } from '../../db/decisions.js';
 import type { DenyReason } from '../../protocol/wire.js';
 import type { MetricSource } from '../metrics.js';
@@ -55,10 +55,11 @@ function viewOf(d: Decision | AggregateView): View {
   return { limit: d.limit, used: d.used, remaining: d.remaining, resetTime: d.resetTime, retryAfterMs: d.retryAfterMs };
 }
 
-export function reasonOf(rule: string): DenyReason {
+/** The reason a denial by `rule` gives; for `auto:block`, `blockedBy` is the blocked counter's rule id. */
+export function reasonOf(rule: string, blockedBy: string | null = null): DenyReason {
   if (rule === BLOCK_AFTER_RULE) return 'number_blocked';
-  const group = groupOfRuleId(rule);
-  return group === 'prefix' || group === 'country' || group === 'global' ? GROUP_DENY_REASON[group] : GROUP_DENY_REASON.number;
+  const group = groupOfRuleId(rule === AUTO_BLOCK_RULE && blockedBy !== null ? blockedBy : rule);
+  return group === undefined || group === 'number' || group === 'ip' ? GROUP_DENY_REASON.number : aggregateReason(group);
 }
 
 type Source = Pick<Verdict, 'source' | 'metricSource'>;
@@ -108,7 +109,8 @@ export function fromOutcome(o: DecideOutcome, counters: readonly AggregateCounte
   const number = view && o.allowed ? { ...view, allowed: true, retryAfterMs: 0 } : view;
   let aggregate: AggregateView | null = null;
   if (!o.allowed && o.aggregateUsed !== null && o.rule !== null) {
-    const limit = counters.find((c) => c.rule.id === o.rule)?.rule.limit ?? o.aggregateUsed;
+    const counterRule = o.rule === AUTO_BLOCK_RULE ? o.blockedBy : o.rule;
+    const limit = counters.find((c) => c.rule.id === counterRule)?.rule.limit ?? o.aggregateUsed;
     const resetTime = o.aggregateResetTime ?? o.atMs;
     aggregate = {
       ruleId: o.rule,
@@ -124,11 +126,12 @@ export function fromOutcome(o: DecideOutcome, counters: readonly AggregateCounte
     allowed: o.allowed,
     atMs: o.atMs,
     rule: o.rule,
-    reason: o.allowed || o.rule === null ? null : (reasonOf(o.rule) as DecideResult['reason']),
+    reason: o.allowed || o.rule === null ? null : (reasonOf(o.rule, o.blockedBy) as DecideResult['reason']),
     shadow: o.shadow,
     number,
     aggregate,
     blockedUntil: o.blockedUntil,
+    blockedBy: o.blockedBy,
   };
 }
 

@@ -1,4 +1,7 @@
 -- ratelimit_decide: one batch of consumes decided against every rule of the policy at once.
+-- SUPERSEDED by ratelimit_decide_v2 (decide_v2.sql: counter kinds, automatic blocks, safe
+-- numbers), which this release's daemons call. Kept unchanged in behaviour for one release so
+-- that daemons of the previous release keep deciding during a rolling upgrade; drop it after.
 -- The current source: migrate() (src/db/migrate.ts) re-applies this file after the pending
 -- migrations whenever it changes; the copies in src/db/migrations are frozen history.
 --
