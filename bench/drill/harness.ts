@@ -10,7 +10,7 @@
 // denials' write (stats only), key rotation, and the memory fallback (the database is up).
 
 import { hashPhone, maskPhone, normalizePhoneWithType } from '../../src/core/phone.js';
-import { applicableCounters } from '../../src/core/policy/counters.js';
+import { applicableCounters, CONVERSION_IDLE, isSafe, type ConversionState } from '../../src/core/policy/counters.js';
 import { destinationDenial } from '../../src/core/policy/subject.js';
 import { ListIndex } from '../../src/core/lists.js';
 import { DecisionIds, rangeLabel } from '../../src/core/decision-id.js';
@@ -18,6 +18,7 @@ import type { Policy } from '../../src/core/policy/types.js';
 import type { Pool } from '../../src/db/pool.js';
 import { decideBatch, type DecideRequest } from '../../src/db/decisions.js';
 import { recordOutcomes, type OutcomeEvent } from '../../src/db/outcomes.js';
+import { conversionStateAt, takeBack } from './interim-outcomes.js';
 import { IpRules, type IpReservation } from '../../src/daemon/ip-rules.js';
 import { LIST_BLOCK_RULE } from '../../src/daemon/decider.js';
 import { activePolicy } from '../../src/daemon/policy-source.js';
@@ -25,7 +26,7 @@ import type { PhoneSubject } from '../../src/daemon/engine/verdict.js';
 import type { DrillTraffic, SimCall } from './traffic.js';
 
 /** Simulated time decided per statement. */
-export const TICK_MS = 15_000;
+export const TICK_MS = 30_000;
 /** The simulated day starts here (a Monday, 00:00 UTC): fixed, so runs are identical. */
 export const DAY_START_MS = Date.UTC(2026, 0, 5);
 const PHONE_KEY = 'drill-phone-key-not-a-secret-0123456789abcdef';
@@ -43,6 +44,8 @@ export interface DrillRun {
   /** Statements and wall time, to show the run is bounded. */
   statements: number;
   wallMs: number;
+  /** Wall time by part: decisions, outcomes, conversion state reads. */
+  partsMs: { decide: number; outcomes: number; conversion: number };
 }
 
 interface PendingOutcome {
@@ -54,10 +57,16 @@ interface PendingOutcome {
  * Where outcomes go: the one call to change when src/db/outcomes.ts takes converted calls back
  * from the counters (issue #19's outcome path).
  */
-async function reportOutcomes(pool: Pool, events: OutcomeEvent[]): Promise<number> {
+async function reportOutcomes(pool: Pool, events: OutcomeEvent[], policy: Policy): Promise<number> {
   await recordOutcomes(pool, events);
-  return 1;
+  return 1 + (await takeBack(pool, policy, events));
 }
+
+/**
+ * How often (simulated time) the conversion state is read. The daemon reads it every minute;
+ * baselines move by days and each read scans the outcomes' history, so the drill reads it less.
+ */
+const CONVERSION_READ_MS = 60 * 60_000;
 
 /** `deadline`: performance.now() past which the run stops with an error (the drill is bounded in time). */
 export async function runDrill(pool: Pool, traffic: DrillTraffic, policy: Policy, deadline = Infinity): Promise<DrillRun> {
@@ -80,7 +89,16 @@ export async function runDrill(pool: Pool, traffic: DrillTraffic, policy: Policy
   const results = new Array<CallResult>(traffic.calls.length);
   const pending: PendingOutcome[] = [];
   let statements = 0;
+  const partsMs = { decide: 0, outcomes: 0, conversion: 0 };
   let next = 0;
+  let conversion: ConversionState = CONVERSION_IDLE;
+  let conversionReadMs = -Infinity;
+  const conversionAt = async (nowMs: number): Promise<ConversionState> => {
+    if (nowMs - conversionReadMs < CONVERSION_READ_MS) return conversion;
+    conversionReadMs = nowMs;
+    statements++;
+    return conversionStateAt(pool, policy, nowMs);
+  };
   for (let tickEnd = TICK_MS; next < traffic.calls.length || pending.length > 0; tickEnd += TICK_MS) {
     const nowMs = DAY_START_MS + tickEnd;
     if (performance.now() > deadline)
@@ -89,12 +107,19 @@ export async function runDrill(pool: Pool, traffic: DrillTraffic, policy: Policy
     pending.sort((a, b) => a.dueMs - b.dueMs);
     const notYet = pending.findIndex((p) => p.dueMs > nowMs);
     const due = pending.splice(0, notYet === -1 ? pending.length : notYet);
-    if (due.length > 0)
+    if (due.length > 0) {
+      const t0 = performance.now();
       statements += await reportOutcomes(
         pool,
         due.map((p) => p.event),
+        policy,
       );
+      partsMs.outcomes += performance.now() - t0;
+    }
     if (next >= traffic.calls.length) continue;
+    const t1 = performance.now();
+    conversion = await conversionAt(nowMs);
+    partsMs.conversion += performance.now() - t1;
 
     const batch: Array<{ call: SimCall; s: PhoneSubject; slot: IpReservation; request: DecideRequest }> = [];
     for (; next < traffic.calls.length && traffic.calls[next]!.atMs < tickEnd; next++) {
@@ -117,10 +142,13 @@ export async function runDrill(pool: Pool, traffic: DrillTraffic, policy: Policy
         results[call.seq] = { allowed: false, rule: slot.denied.rule, decidedAtMs: tickEnd };
         continue;
       }
-      const counters = applicableCounters(policy, s.e164, s.region);
-      batch.push({ call, s, slot, request: { hash: s.hash, region: s.region, masked: s.masked, allowlisted, counters } });
+      // As DecisionEngine.input: safe numbers get no conversion or sweep counters.
+      const safe = allowlisted || isSafe(policy, s.e164);
+      const counters = applicableCounters(policy, s.e164, s.region, { conversion, safe });
+      batch.push({ call, s, slot, request: { hash: s.hash, region: s.region, masked: s.masked, allowlisted, safe, counters } });
     }
     if (batch.length === 0) continue;
+    const t2 = performance.now();
     const outs = await decideBatch(
       pool,
       batch.map((b) => b.request),
@@ -128,6 +156,7 @@ export async function runDrill(pool: Pool, traffic: DrillTraffic, policy: Policy
       nowMs,
     );
     statements++;
+    partsMs.decide += performance.now() - t2;
     batch.forEach(({ call, s, slot }, i) => {
       const out = outs[i]!;
       // A denied consume spends nothing anywhere, the ip rules included.
@@ -152,5 +181,5 @@ export async function runDrill(pool: Pool, traffic: DrillTraffic, policy: Policy
       });
     });
   }
-  return { results, statements, wallMs: performance.now() - started };
+  return { results, statements, wallMs: performance.now() - started, partsMs };
 }

@@ -99,7 +99,8 @@ export function figures(policy: string, traffic: DrillTraffic, results: readonly
       deniedByDestination: denied.filter((c) => results[c.seq]!.rule?.startsWith('destination')).length,
       convertedShare: legitCalls.filter((c) => c.converted).length / Math.max(1, legitCalls.length),
     },
-    ...run,
+    statements: run.statements,
+    wallMs: run.wallMs,
   };
 }
 

@@ -147,7 +147,10 @@ async function main(): Promise<void> {
         await migrate(pool);
         const history = await seedHistory(pool, sessionsPerHour);
         const run = await runDrill(pool, traffic, policy, deadline);
-        console.log(`  ${name}: ${run.statements} statements in ${(run.wallMs / 1000).toFixed(1)} s (${history} history outcomes seeded)`);
+        const parts = Object.entries(run.partsMs)
+          .map(([k, v]) => `${k} ${(v / 1000).toFixed(1)} s`)
+          .join(', ');
+        console.log(`  ${name}: ${run.statements} statements in ${(run.wallMs / 1000).toFixed(1)} s (${parts}; ${history} history outcomes seeded)`);
         return figures(name, traffic, run.results, run);
       }),
     );
