@@ -59,8 +59,9 @@ describe('countersFor', () => {
     expect(global?.rule.shadow).toBe(true);
   });
 
-  it('has no counters for the default policy (number and ip rules are not aggregates)', () => {
-    expect(countersFor(defaultPolicy({ phoneMax: 2, phoneWindowMs: 3_600_000, ipMax: 20, ipWindowMs: 3_600_000 }), '+14155552671', 'US')).toEqual([]);
+  it('has only the sweep counter for the default policy (number and ip rules are not aggregates; conversion is idle without outcomes)', () => {
+    const counters = countersFor(defaultPolicy({ phoneMax: 2, phoneWindowMs: 3_600_000, ipMax: 20, ipWindowMs: 3_600_000 }), '+14155552671', 'US');
+    expect(counters.map((c) => [c.rule.id, c.key])).toEqual([['sweep:prefix:1h', '+14155552']]);
   });
 });
 

@@ -95,8 +95,10 @@ describe('DecisionEngine', () => {
     const { e } = await engine({ max: 2, denyCache: false });
     for (let n = 0; n < 20; n++) {
       // A filler request first, so the number's requests span several statements.
-      const filler = e.consume(subject(`+1415555${String(1000 + n).padStart(4, '0')}`));
-      const s = subject(`+1415556${String(1000 + n).padStart(4, '0')}`);
+      // Each pair in its own 1,000-number ranges: the default policy's sweep rule allows 10
+      // distinct numbers per range per hour, and this test is about one number's order.
+      const filler = e.consume(subject(`+1415${String(200 + n)}0001`));
+      const s = subject(`+1415${String(300 + n)}0001`);
       const out = await Promise.all([e.consume(s), e.consume(s), e.consume(s), e.consume(s)]);
       await filler;
       expect(out.map((d) => d.allowed)).toEqual([true, true, false, false]);

@@ -69,11 +69,8 @@ export class MemoryState {
   learnCounter(c: AggregateCounter, buckets: Buckets): void {
     const key = counterMapKey(c.rule.id, c.key);
     const known = this.counters.get(key);
-    if (!known || (buckets.ts.at(-1) ?? 0) >= (known.ts.at(-1) ?? 0)) {
-      // The later of the two blocks (the database's, or one memory made meanwhile).
-      const block = (known?.block?.untilMs ?? -Infinity) > (buckets.block?.untilMs ?? -Infinity) ? known!.block : buckets.block;
-      this.counters.set(key, block ? { ...buckets, block } : buckets);
-    }
+    // The database's block wins even over a later one memory knows: `unlist` ends blocks there.
+    if (!known || (buckets.ts.at(-1) ?? 0) >= (known.ts.at(-1) ?? 0)) this.counters.set(key, buckets);
   }
 
   /**

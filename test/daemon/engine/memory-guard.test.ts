@@ -119,10 +119,10 @@ describe('MemoryState with conversion, sweep, blocks and safe numbers', () => {
     expect(memory.removeCall(conv, 0, 140)).toBe(2);
     expect(memory.removeCall(conv, 999_999, 140)).toBe(0); // no call that late: nothing to take back
     expect(memory.consume(NUMBERS[1].e164, inputFor(1, false), dp, 150)).toMatchObject({ rule: AUTO_BLOCK_RULE, reason: 'conversion_rate_limit_exceeded' });
-    // A counter learned from the database without a block keeps the block memory made.
+    // What the database says of a counter replaces memory's, block included (`unlist` lifts blocks there).
     const c = conv[0]!;
-    memory.learnCounter(c, { ts: [500], n: [1] });
-    expect(memory.check(NUMBERS[1].e164, inputFor(1, false), dp, 200)).toMatchObject({ rule: AUTO_BLOCK_RULE });
-    expect(memory.check(NUMBERS[1].e164, inputFor(1, false), dp, 300).rule).not.toBe(AUTO_BLOCK_RULE);
+    memory.learnCounter(c, { ts: [140], n: [3], block: { untilMs: 160, level: 1 } });
+    expect(memory.check(NUMBERS[1].e164, inputFor(1, false), dp, 155)).toMatchObject({ rule: AUTO_BLOCK_RULE });
+    expect(memory.check(NUMBERS[1].e164, inputFor(1, false), dp, 165)).toMatchObject({ rule: unconverted.id });
   });
 });
