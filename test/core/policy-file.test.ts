@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
+import { stringify } from 'yaml';
 import { getCountries } from 'libphonenumber-js/max';
 import { describePolicyChanges, formatPolicy, parsePolicyFile, policyToYaml, type PolicyProblem } from '../../src/core/policy/file.js';
 import { defaultPolicy } from '../../src/core/policy/default.js';
@@ -499,22 +500,60 @@ describe('parsePolicyFile: conversion, sweep, blocks and safe', () => {
     expect(parsed("safe: {prefixes: ['+1212555', '+1212555', '+44']}\nsweep: {prefix: {digits: 3, distinct: [{limit: 1, window: 1h}]}}").safe).toEqual({
       prefixes: ['+1212555', '+44'],
     });
-    expectProblemAt('safe:\n  prefixes: [+1212555]\n', 2, 14, /safe\.prefixes\[0\]: 1212555 is a number: write prefixes in quotes \('\+1212555'\)/);
-    expectProblemAt("safe:\n  prefixes: ['1212555']\n", 2, 14, /"1212555" is not an E\.164 prefix/);
+    expectProblemAt('safe:\n  prefixes: [+1212555]\n', 2, 14, /safe\.prefixes\[0\]: is a number: write prefixes in quotes \('\+1212555'\)/);
+    expectProblemAt("safe:\n  prefixes: ['1212555']\n", 2, 14, /safe\.prefixes\[0\]: is not an E\.164 prefix/);
     expectProblemAt("safe:\n  prefixes: ['+1 212 555']\n", 2, 14, /is not an E\.164 prefix/);
     expectProblemAt("safe:\n  prefixes: ['+0123']\n", 2, 14, /is not an E\.164 prefix/);
     expectProblemAt('safe:\n  prefixes: [null]\n', 2, 14, /must be an E\.164 prefix in quotes/);
-    // A number (or 10 of them) in the clear in the stored policy: refused, pointing at the allow list.
+    // A number (or 10 of them) in the clear in the stored policy: refused, pointing at the allow
+    // list, and not repeated in the problem (which is printed).
     expectProblemAt(
       "safe:\n  prefixes: ['+12125550123']\n",
       2,
       14,
-      /\+12125550123 is too long: .*leaves fewer than 3.*Use at most 8 digits \(\+12125550\)\. For one number, use `ratelimit allow <number>`/,
+      /^safe\.prefixes\[0\]: is too long: numbers under it have at most 11 digits, so it leaves fewer than 3 .*Use at most 8 digits, or for one number `ratelimit allow <number>`/,
     );
+    expect(
+      problems("safe:\n  prefixes: ['+12125550123', '+1 415 555 2671', 14155552671]\n")
+        .map((p) => p.message)
+        .join('\n'),
+    ).not.toMatch(/\d{9}|2671/);
     expectProblemAt("safe:\n  prefixes: ['+121255501']\n", 2, 14, /too long/);
     expect(parsed("safe:\n  prefixes: ['+12125550']\nsweep: {prefix: {digits: 3, distinct: [{limit: 1, window: 1h}]}}").safe.prefixes).toEqual(['+12125550']);
     const many = Array.from({ length: 10_001 }, (_, i) => `'+44${String(i).padStart(5, '0')}'`).join(', ');
     expectProblemAt(`safe:\n  prefixes: [${many}]\n`, 2, 3, /safe\.prefixes: list at most 10000 prefixes/);
+  });
+
+  it('never throws on any value under the new groups: a policy or problems, each with a line', () => {
+    const value = fc.oneof(
+      fc.anything({ maxDepth: 3 }),
+      fc.constantFrom('5m', '1h', '+1212555', 3, 0.2, -1, null, [], {}, ['5m', '1h'], { limit: 5, window: '1h' }),
+    );
+    const group = fc.dictionary(
+      fc.constantFrom(
+        'answered_at_least',
+        'pending_after',
+        'prefix',
+        'country',
+        'baseline',
+        'digits',
+        'unconverted',
+        'distinct',
+        'escalate',
+        'decay',
+        'prefixes',
+        'shadow',
+        'x',
+      ),
+      fc.oneof(value, fc.dictionary(fc.constantFrom('digits', 'unconverted', 'distinct', 'baseline', 'factor', 'floor', 'window', 'history', 'shadow'), value)),
+    );
+    fc.assert(
+      fc.property(fc.dictionary(fc.constantFrom('conversion', 'sweep', 'blocks', 'safe', 'number'), group), (doc) => {
+        const result = parsePolicyFile(stringify(doc));
+        if (!result.ok) for (const p of result.problems) expect(p.line).toBeGreaterThanOrEqual(1);
+      }),
+      { numRuns: 300 },
+    );
   });
 
   it('prints a long safe list one prefix a line, quoted, and reads it back', () => {

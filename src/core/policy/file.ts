@@ -11,7 +11,8 @@ import * as z from 'zod';
 import { getCountries } from 'libphonenumber-js/max';
 import { parseDurationMs } from '../duration.js';
 import { DECISION_ID_HORIZON_MS } from '../decision-id.js';
-import { parsePrefix, prefixRangeProblem } from '../lists.js';
+import { parsePrefix } from '../lists.js';
+import { longestNumberDigits } from '../phone.js';
 import {
   DEFAULT_BLOCK_TYPES,
   MIN_PREFIX_DIGITS,
@@ -123,20 +124,26 @@ const limitList = (max: number) =>
 
 const shadow = z.boolean().optional();
 
-/** Why a `safe.prefixes` entry is refused, or undefined. */
+/**
+ * Why a `safe.prefixes` entry is refused, or undefined. The entry itself is not repeated (the
+ * line and column point at it): a mistyped entry may be a whole phone number, and problems are
+ * printed and logged.
+ */
 function safePrefixProblem(value: unknown): string | undefined {
-  if (typeof value === 'number') {
-    return `${value} is a number: write prefixes in quotes ('+${value}'); unquoted, YAML reads +${value} as the number ${value}`;
-  }
+  if (typeof value === 'number') return "is a number: write prefixes in quotes ('+1212555'); unquoted, YAML reads +1212555 as the number 1212555";
   if (typeof value !== 'string') return `must be an E.164 prefix in quotes, e.g. '+1212555', not ${value === null ? 'nothing' : typeof value}`;
-  if (parsePrefix(value) !== value) return `"${value}" is not an E.164 prefix: '+', the country code and more digits, nothing else (e.g. '+1212555')`;
+  if (parsePrefix(value) !== value) return "is not an E.164 prefix: '+', the country code and more digits, nothing else (e.g. '+1212555')";
   // The policy is stored and printed in the clear (policy show, the audit), so a safe prefix must
   // be a range of at least 1,000 numbers like any other stored key: a longer one would put a
   // number (or one of ten) in the database as typed. Single numbers go on the allow list, which
   // stores only their hash and makes them safe as well.
-  const range = prefixRangeProblem(value);
-  if (range !== undefined) {
-    return `${range.replace(/, or give the number itself$/, '')}. For one number, use \`ratelimit allow <number>\` (stored as a hash; allowed numbers are safe too)`;
+  const digits = value.length - 1;
+  const longest = longestNumberDigits(value.slice(1));
+  if (digits > longest - MIN_PREFIX_DIGITS) {
+    return (
+      `is too long: numbers under it have at most ${longest} digits, so it leaves fewer than ${MIN_PREFIX_DIGITS} and would name fewer than 1,000 numbers ` +
+      `(${MIN_PREFIX_DIGITS_REASON}). Use at most ${longest - MIN_PREFIX_DIGITS} digits, or for one number \`ratelimit allow <number>\` (stored as a hash; allowed numbers are safe too)`
+    );
   }
   return undefined;
 }

@@ -11,8 +11,8 @@ import { allRules } from './rules.js';
 export const MIN_RETENTION_HORIZON_MS = 60 * 60 * 1000;
 
 /**
- * The longest window of any rule (number, prefix, country and its overrides, global, ip) and
- * block_after's `within`. A number or counter row with nothing newer than this cannot change a
+ * The longest window of any rule (number, prefix, country and its overrides, global, conversion
+ * and its baseline, sweep, ip) and block_after's `within`. A number or counter row with nothing newer than this cannot change a
  * decision: every rule looks at most one window back, block_after `within` back.
  */
 export function retentionHorizonMs(policy: Policy): number {

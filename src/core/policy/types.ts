@@ -95,7 +95,11 @@ export interface BlockAfter {
   /** Denials of one number within `withinMs` that block it... */
   readonly denials: number;
   readonly withinMs: number;
-  /** ...for this long (reason `number_blocked`, rule `number:block_after`). */
+  /**
+   * ...for this long (reason `number_blocked`, rule `number:block_after`). With a `blocks` group
+   * the file gives no `for` (giving both is refused): the block lasts the escalation's step, and
+   * forMs holds the first step, what a first block lasts.
+   */
   readonly forMs: number;
 }
 
