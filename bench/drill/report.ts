@@ -32,6 +32,8 @@ export interface LegitFigures {
   denied: number;
   deniedPercent: number;
   deniedBy: Array<[string, number]>;
+  /** Denials by the number's country and rule, most first (where the collateral falls). */
+  deniedWhere: Array<[string, number]>;
   /** Denied by the destination rules (a country allow-list denies every user elsewhere by design). */
   deniedByDestination: number;
   convertedShare: number;
@@ -96,6 +98,7 @@ export function figures(policy: string, traffic: DrillTraffic, results: readonly
       denied: denied.length,
       deniedPercent: (100 * denied.length) / Math.max(1, legitCalls.length),
       deniedBy,
+      deniedWhere: tally(denied.map((c) => `${c.country} ${results[c.seq]!.rule ?? '?'}`)),
       deniedByDestination: denied.filter((c) => results[c.seq]!.rule?.startsWith('destination')).length,
       convertedShare: legitCalls.filter((c) => c.converted).length / Math.max(1, legitCalls.length),
     },
@@ -167,13 +170,13 @@ export function renderTables(all: readonly PolicyFigures[]): string {
   }
   lines.push(
     '',
-    '| policy | legitimate calls | denied | denied % | of which by destination rules | denied by (top 3) | converted share |',
-    '|---|---:|---:|---:|---:|---|---:|',
+    '| policy | legitimate calls | denied | denied % | of which by destination rules | denied by (top 3) | where (country, rule; top 3) | converted share |',
+    '|---|---:|---:|---:|---:|---|---|---:|',
   );
   for (const p of all) {
     const l = p.legit;
     lines.push(
-      `| ${p.policy} | ${l.calls} | ${l.denied} | ${l.deniedPercent.toFixed(2)}% | ${l.deniedByDestination} | ${top(l.deniedBy)} | ${(100 * l.convertedShare).toFixed(1)}% |`,
+      `| ${p.policy} | ${l.calls} | ${l.denied} | ${l.deniedPercent.toFixed(2)}% | ${l.deniedByDestination} | ${top(l.deniedBy)} | ${top(l.deniedWhere)} | ${(100 * l.convertedShare).toFixed(1)}% |`,
     );
   }
   return lines.join('\n');
