@@ -106,6 +106,7 @@ if (cfg.system === 'ours') {
         new KeyedLimiter(
           {
             storeClient: pool,
+            storeType: 'pool',
             tableName: cfg.unionTable,
             tableCreated: true,
             clearExpiredByTimeout: false,

@@ -70,6 +70,8 @@ if (cfg.system === 'ours') {
 } else if (cfg.system === 'rlf') {
   const limiter = new RateLimiterPostgres({
     storeClient: pool,
+    // Said, not guessed: rate-limiter-flexible tells a pool by its class name, and ours (src/db/pool.ts) is not "Pool".
+    storeType: 'pool',
     tableName: RLF_TABLE,
     tableCreated: true,
     clearExpiredByTimeout: false,

@@ -154,6 +154,27 @@ describe('import graph', () => {
     expect(show(imports.filter((i) => layerOf(i.from) !== 'db' && target(i).pkg === 'pg'))).toStrictEqual([]);
   });
 
+  // bench/ runs from dist/ with plain node, and shares the daemon spawner with the tests
+  // (test/helpers/daemon.ts): nothing it loads may need vitest, which only exists under a test run.
+  it('bench/ and every test file it imports load no vitest', async () => {
+    const seen = new Set<string>();
+    const offenders: Import[] = [];
+    const queue = await sourceFiles(path.join(ROOT, 'bench'));
+    expect(queue.length).toBeGreaterThan(0);
+    for (let file = queue.shift(); file !== undefined; file = queue.shift()) {
+      if (seen.has(file)) continue;
+      seen.add(file);
+      for (const imp of importsOf(file, await readFile(file, 'utf8'))) {
+        if (target(imp).pkg === 'vitest' || imp.specifier.startsWith('vitest/')) offenders.push(imp);
+        const resolved = path.resolve(path.dirname(file), imp.specifier.replace(/\.js$/, '.ts'));
+        // src/ is the product and imports no test tooling; bench's own files and what they borrow from test/ are followed.
+        if (imp.specifier.startsWith('.') && !imp.typeOnly && !resolved.startsWith(SRC + path.sep)) queue.push(resolved);
+      }
+    }
+    expect([...seen].some((f) => f.startsWith(path.join(ROOT, 'test') + path.sep))).toBe(true);
+    expect(show(offenders)).toStrictEqual([]);
+  });
+
   it('the rules above see every layer that exists', async () => {
     const tops = new Set((await readdir(SRC, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name));
     expect([...tops].filter((t) => !LAYERS.includes(t as Layer))).toStrictEqual([]);

@@ -27,6 +27,8 @@ export interface Row {
   ratioVsRlf: number;
   allowedPercent: number;
   errors: number;
+  /** Mean decisions per consume statement (the daemon's histogram); ws and http rows. */
+  meanBatch?: number;
   note?: string;
 }
 
@@ -92,8 +94,11 @@ below for a fixed time after a warm-up, repeats each and reports medians. It pri
 writes \`bench/results/latest.json\` and rewrites the section between the markers below.
 \`npm run bench -- --quick\` is a smoke run of a few scenarios (it does not touch this file).
 Environment: \`BENCH_SECONDS\` (measured seconds per run), \`BENCH_WARMUP_SECONDS\`,
-\`BENCH_REPEATS\`, \`BENCH_ONLY\` (regular expression over scenario names),
-\`BENCH_DAEMON_NODE_ARGS\` (e.g. \`--cpu-prof --cpu-prof-dir=/tmp/prof\` to profile the daemon).
+\`BENCH_REPEATS\`, \`BENCH_ONLY\` (regular expression over scenario names; such a run leaves this
+file alone unless \`BENCH_WRITE_MD=1\`), \`BENCH_DAEMON_NODE_ARGS\` (e.g. \`--cpu-prof
+--cpu-prof-dir=/tmp/prof\` to profile the daemon), \`BENCH_MAX_ATTEMPTS\`, \`BENCH_QUIET_WAIT_SECONDS\`,
+\`BENCH_SIZES=0\` (skip the table-size scenarios), \`BENCH_WARM_DISTINCT\`,
+\`BENCH_IDLE_CPU_SECONDS\` / \`BENCH_IDLE_CPU_SETTLE_SECONDS\`.
 
 How to read it:
 - **store** rows run in one process (the "subject"): our decision path (the daemon's

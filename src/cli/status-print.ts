@@ -54,10 +54,7 @@ export function printStatus(r: StatusReport): string {
   if (r.blockAfter) {
     const b = r.blockAfter;
     const state = r.blockedUntil ? `blocked until ${when(r.blockedUntil, r.now)}` : 'not blocked';
-    rows.push([
-      'block_after',
-      `${b.recentDenials} of ${b.denials} denials within ${formatDurationMs(b.withinMs)} (blocks for ${formatDurationMs(b.forMs)}); ${state}`,
-    ]);
+    rows.push(['block_after', `${b.recentDenials} of ${b.denials} denials within ${formatDurationMs(b.withinMs)} (blocks for ${blockLength(b)}); ${state}`]);
   } else if (r.blockedUntil) {
     rows.push(['block_after', `blocked until ${isoTime(r.blockedUntil)} (set under an earlier policy)`]);
   }
@@ -77,4 +74,11 @@ export function printStatus(r: StatusReport): string {
   const out = [keyValueTable(rows)];
   if (r.rules.length > 0) out.push(rulesTable(r));
   return out.join('\n');
+}
+
+/** block_after's `for`, or with a `blocks` group its steps, cut to `for` when given. */
+function blockLength(b: NonNullable<StatusReport['blockAfter']>): string {
+  const cap = b.forMs === null ? null : formatDurationMs(b.forMs);
+  if (!b.escalate) return cap ?? 'no length given';
+  return `${b.escalate.join(', then ')}${cap ? `, each at most ${cap}` : ''}`;
 }

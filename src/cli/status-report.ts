@@ -62,7 +62,11 @@ export interface StatusReport {
   resetTime: number | null;
   retryAfterMs: number | null;
   rules: RuleStatus[];
-  blockAfter: { denials: number; withinMs: number; forMs: number; recentDenials: number } | null;
+  /**
+   * forMs: without `escalate`, every block's length; with it (a `blocks` group), the cap on each
+   * escalation step, null for no cap.
+   */
+  blockAfter: { denials: number; withinMs: number; forMs: number | null; escalate: string[] | null; recentDenials: number } | null;
   /** block_after: blocked until then (ms), else null. */
   blockedUntil: number | null;
   /** The entry that applies (own number first, else the longest prefix), or null. */
@@ -197,7 +201,15 @@ export async function statusCommand(pool: Pool, key: string, fallback: Policy, p
     ...verdict,
     shadow: match?.kind === 'allow' ? [] : d.shadow,
     rules,
-    blockAfter: b ? { denials: b.denials, withinMs: b.withinMs, forMs: b.forMs, recentDenials: state.denials.filter((t) => t > at - b.withinMs).length } : null,
+    blockAfter: b
+      ? {
+          denials: b.denials,
+          withinMs: b.withinMs,
+          forMs: b.forMs ?? null,
+          escalate: policy.blocks ? [...policy.blocks.escalate] : null,
+          recentDenials: state.denials.filter((t) => t > at - b.withinMs).length,
+        }
+      : null,
     blockedUntil: state.blockedUntil !== null && state.blockedUntil > at ? state.blockedUntil : null,
     list: listEntry ? entryView(listEntry) : null,
     destination: { region: region ?? UNKNOWN_REGION, numberType: type ?? null, deniedBy: destination?.rule ?? null },

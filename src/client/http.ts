@@ -48,28 +48,9 @@ export class RateLimitHttpClient {
 
   /** As RateLimitClient.outcome(): POST /v1/outcome. */
   async outcome(decisionId: string, outcome: Outcome, durationMs?: number): Promise<OutcomeRecorded> {
-    const headers: Record<string, string> = { 'content-type': 'application/json' };
-    if (this.token !== undefined) headers.authorization = `Bearer ${this.token}`;
-    let status: number;
-    let reply: unknown;
-    try {
-      const res = await fetch(new URL(ROUTES.outcome, this.baseUrl), {
-        method: 'POST',
-        headers,
-        body: JSON.stringify({ decisionId, outcome, ...(durationMs !== undefined ? { durationMs } : {}) }),
-        signal: AbortSignal.timeout(this.requestTimeoutMs),
-      });
-      status = res.status;
-      const text = await res.text();
-      try {
-        reply = JSON.parse(text);
-      } catch {
-        reply = undefined;
-      }
-    } catch (err) {
-      const timedOut = err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError');
-      throw outcomeUnavailable(timedOut ? 'timeout' : 'not_connected');
-    }
+    const sent = await this.send(ROUTES.outcome, { decisionId, outcome, ...(durationMs !== undefined ? { durationMs } : {}) });
+    if ('failed' in sent) throw outcomeUnavailable(sent.failed);
+    const { status, reply } = sent;
     if (!isRecord(reply)) {
       if (status >= 500 || status === 429) throw outcomeUnavailable('server_error');
       throw new RateLimitRequestError('invalid_response', `unexpected HTTP ${status} from the daemon`);
@@ -81,11 +62,10 @@ export class RateLimitHttpClient {
     return r;
   }
 
-  private async post(route: string, body: { phoneNumber: string; ip?: string }): Promise<Decision> {
+  /** POSTs JSON; the status and the parsed body (undefined when not JSON), or why nothing came back. */
+  private async send(route: string, body: unknown): Promise<{ status: number; reply: unknown } | { failed: 'timeout' | 'not_connected' }> {
     const headers: Record<string, string> = { 'content-type': 'application/json' };
     if (this.token !== undefined) headers.authorization = `Bearer ${this.token}`;
-    let status: number;
-    let reply: unknown;
     try {
       const res = await fetch(new URL(route, this.baseUrl), {
         method: 'POST',
@@ -93,17 +73,24 @@ export class RateLimitHttpClient {
         body: JSON.stringify(body),
         signal: AbortSignal.timeout(this.requestTimeoutMs),
       });
-      status = res.status;
       const text = await res.text();
+      let reply: unknown;
       try {
         reply = JSON.parse(text);
       } catch {
         reply = undefined;
       }
+      return { status: res.status, reply };
     } catch (err) {
       const timedOut = err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError');
-      return unavailableDecision(this.failMode, body.phoneNumber, timedOut ? 'timeout' : 'not_connected');
+      return { failed: timedOut ? 'timeout' : 'not_connected' };
     }
+  }
+
+  private async post(route: string, body: { phoneNumber: string; ip?: string }): Promise<Decision> {
+    const sent = await this.send(route, body);
+    if ('failed' in sent) return unavailableDecision(this.failMode, body.phoneNumber, sent.failed);
+    const { status, reply } = sent;
     if (status === 401 || status === 403) {
       const code = isRecord(reply) && typeof reply.code === 'string' ? reply.code : 'unauthorized';
       throw new RateLimitRequestError(code, `the daemon refused the request (HTTP ${status}); check the token`);

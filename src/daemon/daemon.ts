@@ -12,6 +12,7 @@ import { DecisionTally, type DecisionCounters } from './tally.js';
 import { Decider } from './decider.js';
 import { DecisionIds } from '../core/decision-id.js';
 import { OutcomeRecorder } from './outcomes.js';
+import { ConversionStateSource } from './conversion-state.js';
 import { KeyRotation } from './key-rotation.js';
 import { DecisionEngine, type EngineOptions } from './engine/engine.js';
 import type { Spool } from './engine/spool.js';
@@ -65,6 +66,8 @@ export class Daemon {
   readonly engine: DecisionEngine;
   /** The policy and the block/allow lists in force; start.ts starts it. */
   readonly policies: PolicySource;
+  /** Whether the conversion rules are engaged, and the baseline per region; start.ts starts it. */
+  readonly conversion: ConversionStateSource;
   private readonly tally = new DecisionTally();
   private readonly http: Server;
   private readonly httpTransport: HttpTransport;
@@ -97,6 +100,7 @@ export class Daemon {
       },
     });
     this.metrics.policyVersion.set(0);
+    this.conversion = new ConversionStateSource({ pool: opts.pool, policies: this.policies, logger });
     this.engine = new DecisionEngine({
       pool: opts.pool,
       url: opts.databaseUrl,
@@ -107,6 +111,7 @@ export class Daemon {
       onAnnouncedChange: () => this.policies.poke(),
       spool: opts.spool,
       operationDeadlineMs: config.dbStatementTimeoutMs + OPERATION_MARGIN_MS,
+      conversionState: this.conversion.current,
       ...opts.engine,
     });
     const auth = new Authenticator(config.apiTokens, config.allowedOrigins);
@@ -126,7 +131,15 @@ export class Daemon {
       decisionIds,
       prices: config.prices,
     });
-    const outcomes = new OutcomeRecorder({ engine: this.engine, pool: opts.pool, ids: decisionIds, metrics: this.metrics, logger });
+    const outcomes = new OutcomeRecorder({
+      engine: this.engine,
+      pool: opts.pool,
+      ids: decisionIds,
+      metrics: this.metrics,
+      logger,
+      policies: this.policies,
+      conversion: this.conversion,
+    });
     const isShuttingDown = () => this.shutdownPromise !== undefined;
     const clientLog = new ClientLog(logger);
     const addresses = new ClientAddresses(config.trustProxy, clientLog, config.flyAppName, logger);
@@ -224,6 +237,7 @@ export class Daemon {
       const { lost: unwritten } = await this.engine.drain(drainUntilMs);
       await this.engine.stop();
       this.policies.stop();
+      this.conversion.stop();
       // Sockets that never finished their close handshake.
       this.ws.terminate();
       for (const s of this.sockets) s.destroy();
@@ -241,6 +255,7 @@ export class Daemon {
     this.http.close();
     void closeMetricsServer(this.metricsServer);
     this.policies.stop();
+    this.conversion.stop();
     void this.engine.stop();
   }
 }

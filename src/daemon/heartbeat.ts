@@ -3,7 +3,7 @@
 // Each beat also adds the decisions made since the last one to the fleet's per-minute rollup
 // (rate_limit_decision_counts), which `ratelimit stats` sums over its window.
 import type { Pool } from '../db/pool.js';
-import { deleteStaleInstances, upsertHeartbeat } from '../db/fleet.js';
+import { deleteStaleInstances, upsertHeartbeat, type DaemonIdentity } from '../db/fleet.js';
 import { addDecisionCounts, LIST_HIT_REASON, pruneDecisionCounts, SHADOW_REASON, type DecisionCountDelta } from '../db/decision-counts.js';
 import { pruneActiveNumbers } from '../db/active-numbers.js';
 import type { DecisionCounters } from './tally.js';
@@ -21,19 +21,10 @@ export interface InstanceSnapshot {
   counters?: DecisionCounters;
 }
 
-export interface InstanceIdentity {
-  instanceId: string;
-  host: string;
-  flyRegion: string | undefined;
-  version: string;
-  pid: number;
-  startedAt: Date;
-}
-
 export interface HeartbeatOptions {
   pool: Pool;
   intervalMs: number;
-  identity: InstanceIdentity;
+  identity: DaemonIdentity;
   snapshot: () => InstanceSnapshot;
   onError?: (err: Error) => void;
 }

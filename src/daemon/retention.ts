@@ -5,6 +5,7 @@
 // database is down, say) is logged and the next one tries again.
 import type { Logger } from 'pino';
 import type { Config } from '../core/config.js';
+import { outcomeRetentionMs } from '../core/policy/conversion.js';
 import { retentionHorizonMs } from '../core/policy/horizon.js';
 import { errForLog, isConnectionError } from '../db/errors.js';
 import { readEffectivePolicy } from '../db/policies.js';
@@ -36,7 +37,12 @@ export function startRetention(opts: RetentionOptions): RetentionLoop {
     try {
       const { policy } = await readEffectivePolicy(opts.pool, opts.config.defaultPolicy);
       const horizonMs = retentionHorizonMs(policy);
-      const result = await pruneOnce(opts.pool, { horizonMs, auditRetentionMs: opts.config.auditRetentionMs, signal: abort.signal });
+      const result = await pruneOnce(opts.pool, {
+        horizonMs,
+        outcomeRetentionMs: outcomeRetentionMs(policy),
+        auditRetentionMs: opts.config.auditRetentionMs,
+        signal: abort.signal,
+      });
       const deleted = Object.values(result.counts).reduce((a, b) => a + b, 0);
       if (deleted > 0) opts.logger.info({ deleted: result.counts, horizonMs }, 'retention pruned rows');
       else opts.logger.debug({ ran: result.ran }, 'retention: nothing to prune');

@@ -215,6 +215,8 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
   // Decide with the applied policy from the first request on, unless the database is down: then
   // the default one, said in the log, until the policy can be read.
   await daemon.policies.start(!startError);
+  // Whether the conversion rules count (an outcome reported lately) and their baselines.
+  await daemon.conversion.start();
   // Before the first answer: what daemons that stopped during an outage allowed counts now.
   await daemon.engine.adoptSpools(true);
 
@@ -224,6 +226,7 @@ export async function startDaemon(config: Config, opts: StartDaemonOptions): Pro
   } catch (err) {
     await daemon.engine.stop();
     daemon.policies.stop();
+    daemon.conversion.stop();
     await db.close();
     throw explainListenError(err, config.host, config.port);
   }

@@ -70,9 +70,10 @@ function numberArrays(policy: DecisionPolicy) {
   return [rules.map((r) => r.id), rules.map((r) => r.limit), rules.map((r) => r.windowMs), rules.map((r) => r.shadow)] as const;
 }
 
+/** block_after's denials, within and `for` (with a `blocks` group a cap on each step; 0: no cap). */
 function blockAfterArgs(policy: DecisionPolicy): [number, number, number] {
   const b = policy.blockAfter;
-  return b ? [b.denials, b.withinMs, b.forMs] : [0, 0, 0];
+  return b ? [b.denials, b.withinMs, b.forMs ?? 0] : [0, 0, 0];
 }
 
 /** blocks.escalate and decay; no steps without a `blocks` group. */

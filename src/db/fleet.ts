@@ -6,15 +6,18 @@ import type { Pool } from './pool.js';
 /** An instance that misses this many heartbeats in a row is shown as down. */
 export const MISSED_HEARTBEATS_FOR_DOWN = 3;
 
-export interface Heartbeat {
+/** Who a daemon is, as its heartbeat names it. */
+export interface DaemonIdentity {
   instanceId: string;
   host: string;
   flyRegion: string | undefined;
   version: string;
   pid: number;
   startedAt: Date;
-  uptimeMs: number;
-  intervalMs: number;
+}
+
+/** What a daemon reports of its traffic in each heartbeat, and `top` reads back. */
+export interface DaemonLoad {
   connections: number;
   allowedPerS: number;
   deniedPerS: number;
@@ -22,6 +25,11 @@ export interface Heartbeat {
   deniedTotal: number;
   fallback: boolean;
   dbLatencyMs: number | null;
+}
+
+export interface Heartbeat extends DaemonIdentity, DaemonLoad {
+  uptimeMs: number;
+  intervalMs: number;
   /** Decisions in each of the last (up to) 60 seconds, oldest first. */
   allowedSeries: readonly number[];
   deniedSeries: readonly number[];
@@ -99,7 +107,7 @@ export async function deleteStaleInstances(pool: Pool, olderThanMs: number): Pro
 
 export type InstanceState = 'up' | 'down' | 'stopped';
 
-export interface FleetInstance {
+export interface FleetInstance extends DaemonLoad {
   instanceId: string;
   host: string;
   flyRegion: string | null;
@@ -114,13 +122,6 @@ export interface FleetInstance {
   down: boolean;
   /** `down` is silent without having said goodbye (a crash, a partition); `stopped` said goodbye. */
   state: InstanceState;
-  connections: number;
-  allowedPerS: number;
-  deniedPerS: number;
-  allowedTotal: number;
-  deniedTotal: number;
-  fallback: boolean;
-  dbLatencyMs: number | null;
   allowedSeries: number[];
   deniedSeries: number[];
   policyVersion: number;

@@ -29,6 +29,12 @@ export const DEFAULT_PRUNE_PAUSE_MS = 20;
 export interface PruneOptions {
   /** Rows with nothing newer than this (ms) cannot affect a decision: src/core/policy/horizon.ts. */
   horizonMs: number;
+  /**
+   * Outcomes are kept at least this long after their decision (outcomeRetentionMs in
+   * src/core/policy/conversion.ts: the baseline's history), and never less than the horizon or
+   * the decision-id horizon.
+   */
+  outcomeRetentionMs?: number;
   /** rate_limit_resets and rate_limit_audit rows older than this (ms) go. */
   auditRetentionMs: number;
   batchSize?: number;
@@ -109,8 +115,9 @@ WITH victims AS (
 )
 DELETE FROM ${table} AS a USING victims AS v WHERE a.id = v.id`;
 
-// $1 now (or NULL), $2 horizon ms, $3 batch size. Outcomes go once their decision is past both the
-// decision-id horizon (no repeat of it can be reported any more) and the policy's horizon.
+// $1 now (or NULL), $2 horizon ms, $3 batch size. Outcomes go once their decision is past the
+// decision-id horizon (no repeat of it can be reported any more), the policy's horizon and the
+// conversion baseline's history (its limits are computed from them).
 const PRUNE_OUTCOMES_SQL = `
 WITH victims AS (
   SELECT decision_id FROM rate_limit_outcomes
@@ -189,7 +196,7 @@ async function runPasses(client: PoolClient, opts: PruneOptions, counts: PruneCo
     lastKey = rows[0]!.last_key!;
   }
 
-  const outcomeHorizonMs = Math.max(opts.horizonMs, DECISION_ID_HORIZON_MS);
+  const outcomeHorizonMs = Math.max(opts.horizonMs, DECISION_ID_HORIZON_MS, opts.outcomeRetentionMs ?? 0);
   while (await between()) {
     const { rowCount } = await client.query(PRUNE_OUTCOMES_SQL, [now, outcomeHorizonMs, batch]);
     counts.rate_limit_outcomes += rowCount ?? 0;

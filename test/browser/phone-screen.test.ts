@@ -16,9 +16,8 @@ import path from 'node:path';
 import type { BrowserContext, Page } from 'playwright-core';
 import { build } from 'rolldown';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase } from '../helpers/db.js';
+import { assertBuilt, createTestDatabase, type DaemonProcess, freshNumber, postJson, ROOT, startDaemon, stopAll } from '../helpers/fixture.js';
 import { CHROMIUM, haveChromium, launchChromium } from './chromium.js';
-import { ROOT, assertBuilt, freshNumber, postJson, startDaemon, stopAll, type DaemonProcess } from '../daemon/helpers.js';
 
 const TOKEN = 'phone-screen-backend-service-token';
 // Generous: chromium on a loaded 2-core machine.

@@ -10,7 +10,7 @@ import { seedConsumes } from '../helpers/seed.js';
 import { hashPhone, maskPhone } from '../../src/core/phone.js';
 import { makeLogPolicy } from '../../src/core/policy/log.js';
 import { loadMigrations } from '../../src/db/migrate.js';
-import { createTestDatabase } from '../helpers/db.js';
+import { createTestDatabase } from '../helpers/fixture.js';
 
 const BIN = join(import.meta.dirname, '../..', 'bin', 'ratelimit.js');
 const KEY = 'cli-test-key-0123456789abcdefghijklmnop';

@@ -14,7 +14,7 @@ import { hashPhone, maskPhone } from '../../src/core/phone.js';
 import { makeLogPolicy } from '../../src/core/policy/log.js';
 import { GENERATE_KEY_HINT, GENERATE_TOKEN_HINT } from '../../src/core/key.js';
 import { startEmbeddedPostgres } from '../../src/db/embedded/index.js';
-import { createTestDatabase } from '../helpers/db.js';
+import { createTestDatabase } from '../helpers/fixture.js';
 
 const ROOT = join(import.meta.dirname, '../..');
 const BIN = join(ROOT, 'bin', 'ratelimit.js');

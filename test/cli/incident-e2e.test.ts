@@ -4,8 +4,7 @@
 // how many calls each entry denied (from the heartbeats' rollup, off the decision path's locks).
 // Needs dist/ (`npm run build`), like the other daemon tests.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase } from '../helpers/db.js';
-import { assertBuilt, httpRequest, postJson, startDaemon, stopAll, TEST_KEY, waitFor, type DaemonProcess } from '../daemon/helpers.js';
+import { assertBuilt, createTestDatabase, type DaemonProcess, httpRequest, postJson, startDaemon, stopAll, TEST_KEY, waitFor } from '../helpers/fixture.js';
 import { cli } from './run.js';
 
 let db: Awaited<ReturnType<typeof createTestDatabase>> | undefined;

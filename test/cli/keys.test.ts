@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { createPool, type Pool } from '../../src/db/pool.js';
 import { keyFingerprint } from '../../src/core/key.js';
 import { hashPhone } from '../../src/core/phone.js';
-import { createTestDatabase } from '../helpers/db.js';
+import { createTestDatabase } from '../helpers/fixture.js';
 
 const BIN = join(import.meta.dirname, '../..', 'bin', 'ratelimit.js');
 const KEY_A = 'keys-cli-key-a-0123456789abcdefghijklmnop';

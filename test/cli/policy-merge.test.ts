@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createTestDatabase } from '../helpers/db.js';
+import { createTestDatabase } from '../helpers/fixture.js';
 import { cli } from './run.js';
 
 let db: { url: string; drop(): Promise<void> };

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { createPool, type Pool } from '../../src/db/pool.js';
 import { replayPolicy } from '../../src/core/policy/whatif.js';
 import { parsePolicyFile } from '../../src/core/policy/file.js';
-import { createTestDatabase } from '../helpers/db.js';
+import { createTestDatabase } from '../helpers/fixture.js';
 import { cli } from './run.js';
 
 const EXAMPLE = join(import.meta.dirname, '..', '..', 'docs', 'examples', 'policy.yaml');

@@ -6,7 +6,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createPool, type Pool } from '../../src/db/pool.js';
@@ -17,7 +16,7 @@ import { parsePolicyFile } from '../../src/core/policy/file.js';
 import { countersFor } from '../../src/core/policy/subject.js';
 import { decisionPolicy } from '../../src/core/policy/decide.js';
 import type { Policy } from '../../src/core/policy/types.js';
-import { createTestDatabase } from '../helpers/db.js';
+import { backdate, createTestDatabase } from '../helpers/fixture.js';
 
 const BIN = join(import.meta.dirname, '../..', 'bin', 'ratelimit.js');
 const EXAMPLE = join(import.meta.dirname, '../..', 'docs', 'examples', 'policy.yaml');
@@ -194,7 +193,8 @@ describe('block, allow, unlist, list', () => {
     const allow = JSON.parse((await run(['allow', OTHER, '--for', '1s', '--json'])).stdout);
     expect(allow).toMatchObject({ entry: { kind: 'allow', targetType: 'number', target: maskPhone(OTHER), hash: hashPhone(OTHER, KEY) }, replaced: null });
 
-    await sleep(1_100); // the 1 s allow entry has expired
+    // 1.1 s of database time pass for the 1 s allow entry (a test clock: no sleep), so it has expired.
+    expect(await backdate(pool, 'rate_limit_lists', ['created_at', 'expires_at'], 1_100, 'target = $1', [hashPhone(OTHER, KEY)])).toBe(1);
     const list = JSON.parse((await run(['list', '--json'])).stdout);
     expect(list.entries).toHaveLength(2);
     expect(list.entries).toContainEqual(

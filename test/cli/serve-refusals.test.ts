@@ -2,7 +2,7 @@
 // plain-text URL to a public database exits 1 before opening anything, with every problem in one
 // line that says what to set.
 import { describe, expect, it } from 'vitest';
-import { runCli } from '../daemon/helpers.js';
+import { runCli } from '../helpers/fixture.js';
 
 const TOKEN = 'serve-refusals-token-0123456789';
 

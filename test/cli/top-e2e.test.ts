@@ -4,10 +4,12 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase } from '../helpers/db.js';
 import {
   assertBuilt,
+  type CliResult,
   closeAll,
+  createTestDatabase,
+  type DaemonProcess,
   postJson,
   ROOT,
   runCli,
@@ -15,9 +17,7 @@ import {
   stopAll,
   waitFor,
   WsClient,
-  type CliResult,
-  type DaemonProcess,
-} from '../daemon/helpers.js';
+} from '../helpers/fixture.js';
 
 const HOT = '+14155552671';
 const HOT_MASKED = '+14155552•••';
@@ -31,7 +31,7 @@ let db: Awaited<ReturnType<typeof createTestDatabase>> | undefined;
 let daemons: DaemonProcess[] = [];
 const clients = new Set<WsClient>();
 
-/** daemon/helpers' assertBuilt leaves out the dashboard (src/cli/top), which this test does run. */
+/** The fixture's assertBuilt leaves out the dashboard (src/cli/top), which this test does run. */
 function assertViewsBuilt(): void {
   const built = path.join(ROOT, 'dist/src/cli/top/TopView.js');
   if (!existsSync(built)) throw new Error(`${built} is missing: run \`npm run build\``);

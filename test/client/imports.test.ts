@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { ROOT } from '../daemon/helpers.js';
+import { ROOT } from '../helpers/fixture.js';
 
 const FORBIDDEN = ['zod', 'ink', 'react', 'pg', 'prom-client', 'pino'];
 const RECORDER = path.join(ROOT, 'test/helpers/import-recorder.mjs');

@@ -4,8 +4,7 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RateLimitClient, RateLimitHttpClient, RateLimitRequestError, isAllowed } from '../../src/client/index.js';
-import { createTestDatabase } from '../helpers/db.js';
-import { assertBuilt, freshNumber, startDaemon, stopAll, type DaemonProcess } from '../daemon/helpers.js';
+import { assertBuilt, createTestDatabase, type DaemonProcess, freshNumber, startDaemon, stopAll } from '../helpers/fixture.js';
 
 const TOKEN = 'client-outcome-token-0123';
 let db: Awaited<ReturnType<typeof createTestDatabase>> | undefined;

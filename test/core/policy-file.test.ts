@@ -58,6 +58,41 @@ destinations:
   block_types: [premium_rate, shared_cost]   # libphonenumber types; this is the default
 `;
 
+// The contract's own example (/work/shared/PROTOCOL.md, *Policy*), every group, byte for byte: it
+// gives block_after both `for` and a `blocks` group, which must parse (`for` caps each step).
+const CONTRACT_EXAMPLE = `number:                      # per E.164 number: exact rolling windows, every one must allow
+  limits: [{limit: 2, window: 1h}, {limit: 5, window: 1d}]
+  block_after: {denials: 3, within: 1h, for: 24h}   # optional: then blocked, reason number_blocked
+prefix:                      # number ranges: the E.164 number without its last \`digits\` digits
+  digits: 3                  # 3..6; 3 = ranges of 1,000 consecutive numbers
+  limits: [{limit: 10, window: 1h}]
+country:                     # per ISO 3166 region of the number (libphonenumber); unknown = "ZZ"
+  limits: [{limit: 200, window: 1h}]
+  overrides: {GB: [{limit: 500, window: 1h}], NG: [{limit: 5, window: 1h}]}
+global:                      # all numbers together
+  limits: [{limit: 10000, window: 1d}]
+  shadow: true               # any group: evaluated, counted and reported, never denies
+ip:                          # per client IP (IPv6: per /64), in memory, per instance
+  limits: [{limit: 20, window: 1h}]
+destinations:
+  countries: {deny: [CU, KP]}            # or {allow: [US, CA, GB]}; absent = every country
+  block_types: [premium_rate, shared_cost]   # libphonenumber types; this is the default
+conversion:                  # budgets for calls that did not convert (see *Outcomes*)
+  answered_at_least: 10s     # an answered call this long counts as converted
+  pending_after: 15m         # no outcome by then: unconverted (until then it counts as unconverted)
+  prefix: {digits: 3, unconverted: [{limit: 5, window: 1h}]}
+  country:
+    unconverted: [{limit: 50, window: 1h}]
+    baseline: {factor: 0.2, floor: 20, window: 1d, history: 14d}  # max(floor, factor × most converted in one window over history)
+sweep:                       # distinct numbers per range: pumpers walk consecutive numbers
+  prefix: {digits: 3, distinct: [{limit: 10, window: 1h}]}
+blocks:                      # automatic blocks (block_after, sweep, conversion) escalate and expire
+  escalate: [5m, 1h, 12h]
+  decay: 24h                 # quiet this long: back to the first step
+safe:
+  prefixes: ['+1212555']     # never denied by conversion, sweep or automatic blocks
+`;
+
 describe('parsePolicyFile: valid files', () => {
   it("parses docs/protocol.md's example to its rules and ids", () => {
     const result = parsePolicyFile(PROTOCOL_EXAMPLE);
@@ -83,6 +118,19 @@ describe('parsePolicyFile: valid files', () => {
     } satisfies Policy);
   });
 
+  it("parses the contract's whole example, block_after's `for` beside a `blocks` group, without warnings, and prints it back", () => {
+    expect(parsePolicyFile(CONTRACT_EXAMPLE)).toMatchObject({ ok: true, warnings: [] });
+    const policy = parsed(CONTRACT_EXAMPLE);
+    expect(policy.blockAfter).toEqual({ denials: 3, withinMs: 3_600_000, forMs: 86_400_000 });
+    expect(policy.blocks).toEqual({ escalateMs: [300_000, 3_600_000, 43_200_000], escalate: ['5m', '1h', '12h'], decayMs: 86_400_000 });
+    expect(policy.sweep?.rules.map((r) => r.id)).toEqual(['sweep:prefix:1h']);
+    expect(policy.conversion?.country?.baseline?.rule.id).toBe('conversion:country:baseline');
+    expect(policy.safe.prefixes).toEqual(['+1212555']);
+    expect(policyToYaml(policy)).toContain('  block_after: {denials: 3, within: 1h, for: 1d}\n');
+    expect(parsed(policyToYaml(policy))).toEqual(policy);
+    expect(parsed(formatPolicy(policy))).toEqual(policy);
+  });
+
   it("parses the example of docs/protocol.md's Policy section as it stands, every group present, without warnings", () => {
     const doc = readFileSync(new URL('../../docs/protocol.md', import.meta.url), 'utf8');
     const yaml = /^## Policy\n[\s\S]*?```yaml\n([\s\S]*?)```/m.exec(doc)?.[1];
@@ -90,7 +138,7 @@ describe('parsePolicyFile: valid files', () => {
     const result = parsePolicyFile(yaml as string);
     expect(result).toMatchObject({ ok: true, warnings: [] });
     const policy = parsed(yaml as string);
-    expect(policy.blockAfter).toEqual({ denials: 3, withinMs: 3_600_000, forMs: 300_000 });
+    expect(policy.blockAfter).toEqual({ denials: 3, withinMs: 3_600_000, forMs: 86_400_000 });
     expect(policy.conversion?.prefix?.rules.map((r) => r.id)).toEqual(['conversion:prefix:1h']);
     expect(policy.conversion?.country?.rules.map((r) => r.id)).toEqual(['conversion:country:1h']);
     expect(policy.conversion?.country?.baseline?.rule.id).toBe('conversion:country:baseline');
@@ -409,21 +457,30 @@ describe('parsePolicyFile: conversion, sweep, blocks and safe', () => {
     expect(formatPolicy(one).split('\n')[1]).toBe('# shadow (reported, never deny): conversion:prefix:1h, sweep:prefix:1h');
   });
 
-  it('lets block_after leave out `for` when blocks decides, and says so when both or neither are given', () => {
+  it('lets block_after leave out `for` when blocks decides (no cap), takes it as a cap beside blocks, and wants one of them', () => {
     const policy = parsed('number: {block_after: {denials: 3, within: 1h}}\nblocks: {escalate: [5m, 1h], decay: 1d}\n');
-    expect(policy.blockAfter).toEqual({ denials: 3, withinMs: 3_600_000, forMs: 300_000 });
+    expect(policy.blockAfter).toEqual({ denials: 3, withinMs: 3_600_000, forMs: undefined });
     expect(policyToYaml(policy)).toContain('block_after: {denials: 3, within: 1h}\n');
     expect(parsed(policyToYaml(policy))).toEqual(policy);
-    expectProblemAt(
-      'number:\n  block_after: {denials: 3, within: 1h, for: 1d}\nblocks: {escalate: [5m], decay: 1d}\n',
-      2,
-      41,
-      /number\.block_after\.for: give either number\.block_after\.for or blocks\.escalate, not both/,
-    );
+    const capped = parsePolicyFile('number:\n  block_after: {denials: 3, within: 1h, for: 2h}\nblocks: {escalate: [5m, 1h, 12h], decay: 1d}\n');
+    expect(capped).toMatchObject({ ok: true, warnings: [], policy: { blockAfter: { denials: 3, withinMs: 3_600_000, forMs: 7_200_000 } } });
+    if (capped.ok) {
+      expect(policyToYaml(capped.policy)).toContain('block_after: {denials: 3, within: 1h, for: 2h}\n');
+      expect(parsed(policyToYaml(capped.policy))).toEqual(capped.policy);
+    }
     expectProblemAt('number:\n  block_after: {denials: 3, within: 1h}\n', 2, 3, /number\.block_after: needs `for` .*or a `blocks` group/);
     // Reported beside the other problems of the file, not instead of them.
     const both = problems('number:\n  block_after: {denials: 3, within: 1h}\nsweep: {prefix: {digits: 3, distinct: []}}\n');
     expect(both.map((p) => p.line)).toEqual([2, 3]);
+  });
+
+  it('warns when block_after.for caps every escalation step, so that its blocks never grow', () => {
+    const result = parsePolicyFile('number:\n  block_after: {denials: 3, within: 1h, for: 5m}\nblocks: {escalate: [5m, 1h], decay: 1d}\n');
+    expect(result).toMatchObject({ ok: true, warnings: [expect.stringMatching(/^number\.block_after\.for \(5m\) caps every blocks\.escalate step/)] });
+    expect(parsePolicyFile('number:\n  block_after: {denials: 3, within: 1h, for: 6m}\nblocks: {escalate: [5m, 1h], decay: 1d}\n')).toMatchObject({
+      ok: true,
+      warnings: [],
+    });
   });
 
   it('refuses ranges narrower than 1,000 numbers in conversion and sweep, with the reason, stored or not', () => {
@@ -668,8 +725,9 @@ const policyArb: fc.Arbitrary<Policy> = fc
         fc.record({
           denials: fc.integer({ min: 1, max: 1000 }),
           withinMs: fc.integer({ min: 1, max: 31_622_400_000 }),
-          // With a blocks group the file has no `for`: the first step stands in for it.
-          forMs: blocks ? fc.constant(blocks.escalateMs[0] as number) : fc.integer({ min: 1, max: 31_622_400_000 }),
+          // Without a blocks group `for` is required (the block's length); with one it is an
+          // optional cap on each step.
+          forMs: blocks ? fc.option(fc.integer({ min: 1, max: 31_622_400_000 }), { nil: undefined }) : fc.integer({ min: 1, max: 31_622_400_000 }),
         }),
         { nil: undefined },
       ),
@@ -837,6 +895,10 @@ describe('describePolicyChanges', () => {
     expect(describePolicyChanges(from, to('blocks:\n  escalate: [5m, 1h, 12h]\n  decay: 24h\n', ''))).toEqual([
       'removed automatic blocks (blocks last 5m, then 1h, then 12h; 1d without one starts over): ranges are no longer blocked by sweep and conversion rules',
     ]);
+    const uncapped = parsed(`number: {block_after: {denials: 3, within: 1h}}\n${GUARD_EXAMPLE}`);
+    const capped = parsed(`number: {block_after: {denials: 3, within: 1h, for: 2h}}\n${GUARD_EXAMPLE}`);
+    expect(describePolicyChanges(from, uncapped)).toEqual(['added number:block_after (3 denials within 1h block for the escalation step)']);
+    expect(describePolicyChanges(uncapped, capped)).toEqual(['number:block_after for the escalation step -> the escalation step, at most 2h']);
     const lines = describePolicyChanges(base, from);
     expect(lines).toContain('added conversion:country:baseline (max(20, 0.2 x most converted in 1d over 14d) per 1d)');
     expect(lines).toContain('added sweep:prefix:1h (10 per 1h)');

@@ -29,7 +29,7 @@ import {
   WsClient,
   type DaemonProcess,
   type Reply,
-} from './helpers.js';
+} from '../helpers/fixture.js';
 
 const TOKEN = 'anonymity-set-service-token-0123';
 const ORIGIN = 'https://app.example.com';

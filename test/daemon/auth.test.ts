@@ -1,19 +1,19 @@
 // Tokens and browser origins (docs/protocol.md "Auth"), on the upgrade and on the HTTP routes.
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase } from '../helpers/db.js';
 import {
   assertBuilt,
   closeAll,
+  createTestDatabase,
+  type DaemonProcess,
   freshNumber,
   httpRequest,
   postJson,
   refusedUpgradeStatus,
-  startDaemon,
+  startDaemons,
   stopAll,
   WsClient,
-  type DaemonProcess,
-} from './helpers.js';
+} from '../helpers/fixture.js';
 
 const TOKENS = ['token-alpha-0123456789', 'token-beta-0123456789'];
 const ORIGIN = 'https://app.example.com';
@@ -36,9 +36,9 @@ beforeAll(async () => {
   assertBuilt();
   db = await createTestDatabase();
   const env = { ALLOWED_ORIGINS: ORIGIN, RATE_LIMIT_PHONE_MAX: '5', RATELIMIT_MESSAGES_PER_SECOND: '1000000', RATE_LIMIT_IP_MAX: '1000000' };
-  [guarded, open] = await Promise.all([
-    startDaemon({ databaseUrl: db.url, env: { ...env, RATELIMIT_API_TOKENS: TOKENS.join(',') } }),
-    startDaemon({ databaseUrl: db.url, env }),
+  [guarded, open] = await startDaemons([
+    { databaseUrl: db.url, env: { ...env, RATELIMIT_API_TOKENS: TOKENS.join(',') } },
+    { databaseUrl: db.url, env },
   ]);
 });
 

@@ -7,8 +7,19 @@ import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { canonicalAddress } from '../../src/core/address.js';
 import { normalizePhone } from '../../src/core/phone.js';
-import { createTestDatabase } from '../helpers/db.js';
-import { assertBuilt, closeAll, crashSigns, health, postJson, startDaemon, stopAll, WsClient, type DaemonProcess, type Reply } from './helpers.js';
+import {
+  assertBuilt,
+  closeAll,
+  crashSigns,
+  createTestDatabase,
+  type DaemonProcess,
+  health,
+  postJson,
+  type Reply,
+  startDaemon,
+  stopAll,
+  WsClient,
+} from '../helpers/fixture.js';
 
 const MAX_FRAME = 4096;
 const ERROR_CODES = [

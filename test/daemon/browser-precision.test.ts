@@ -9,8 +9,19 @@ import { parsePolicyFile } from '../../src/core/policy/file.js';
 import { migrate } from '../../src/db/migrate.js';
 import { applyPolicy } from '../../src/db/policies.js';
 import { createPool, type Pool } from '../../src/db/pool.js';
-import { createTestDatabase } from '../helpers/db.js';
-import { assertBuilt, closeAll, httpRequest, postJson, startDaemon, stopAll, waitFor, WsClient, type DaemonProcess, type Reply } from './helpers.js';
+import {
+  assertBuilt,
+  closeAll,
+  createTestDatabase,
+  type DaemonProcess,
+  httpRequest,
+  postJson,
+  type Reply,
+  startDaemon,
+  stopAll,
+  waitFor,
+  WsClient,
+} from '../helpers/fixture.js';
 
 const TOKEN = 'browser-precision-service-token';
 const ORIGIN = 'https://app.example.com';

@@ -3,8 +3,20 @@
 // with the CLI reaches both daemons' deny caches (LISTEN/NOTIFY).
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase } from '../helpers/db.js';
-import { assertBuilt, closeAll, freshNumber, postJson, runCli, startDaemon, stopAll, waitFor, WsClient, type DaemonProcess, type Reply } from './helpers.js';
+import {
+  assertBuilt,
+  closeAll,
+  createTestDatabase,
+  type DaemonProcess,
+  freshNumber,
+  postJson,
+  type Reply,
+  runCli,
+  startDaemons,
+  stopAll,
+  waitFor,
+  WsClient,
+} from '../helpers/fixture.js';
 
 const TOKEN = 'cluster-test-token';
 const PHONE_MAX = 5;
@@ -23,7 +35,10 @@ beforeAll(async () => {
   assertBuilt();
   db = await createTestDatabase();
   const env = { ...POLICY_ENV, RATELIMIT_API_TOKENS: TOKEN, RATE_LIMIT_IP_MAX: '1000000' };
-  daemons = await Promise.all([startDaemon({ databaseUrl: db.url, env }), startDaemon({ databaseUrl: db.url, env })]);
+  daemons = await startDaemons([
+    { databaseUrl: db.url, env },
+    { databaseUrl: db.url, env },
+  ]);
 });
 
 afterEach(async () => {

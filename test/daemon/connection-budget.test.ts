@@ -9,8 +9,19 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase } from '../helpers/db.js';
-import { assertBuilt, closeAll, freshNumber, runCli, startDaemon, stopAll, waitFor, WsClient, type DaemonProcess, type Reply } from './helpers.js';
+import {
+  assertBuilt,
+  closeAll,
+  createTestDatabase,
+  type DaemonProcess,
+  freshNumber,
+  type Reply,
+  runCli,
+  startDaemon,
+  stopAll,
+  waitFor,
+  WsClient,
+} from '../helpers/fixture.js';
 
 const DAEMONS = 4;
 const POOL_SIZE = 4;

@@ -17,7 +17,7 @@ import { Spool } from '../../src/daemon/engine/spool.js';
 import { browserDecisionReply } from '../../src/protocol/replies.js';
 import type { ConversionState } from '../../src/core/policy/counters.js';
 import type { Policy } from '../../src/core/policy/types.js';
-import { createTestDatabase } from '../helpers/db.js';
+import { createTestDatabase } from '../helpers/fixture.js';
 import { policy as makePolicy, rule } from '../helpers/policy.js';
 
 const KEY = 'engine-guard-test-key-0123456789abcdef';

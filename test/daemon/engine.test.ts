@@ -12,7 +12,7 @@ import { createMetrics } from '../../src/daemon/metrics.js';
 import { defaultPolicy } from '../../src/core/policy/default.js';
 import { fixedPolicy } from '../../src/daemon/policy-source.js';
 import { Spool } from '../../src/daemon/engine/spool.js';
-import { createTestDatabase } from '../helpers/db.js';
+import { createTestDatabase } from '../helpers/fixture.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';

@@ -13,7 +13,19 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PGBOUNCER, startPgBouncer, type PgBouncer } from '../helpers/pgbouncer.js';
 import { replication, type PgNode, type Replication } from '../helpers/replication.js';
-import { assertBuilt, closeAll, crashSigns, freshNumber, health, startDaemon, stopAll, TEST_KEY, waitFor, WsClient, type DaemonProcess } from './helpers.js';
+import {
+  assertBuilt,
+  closeAll,
+  crashSigns,
+  freshNumber,
+  health,
+  startDaemon,
+  stopAll,
+  TEST_KEY,
+  waitFor,
+  WsClient,
+  type DaemonProcess,
+} from '../helpers/fixture.js';
 
 const N = 3;
 const DB_TIMEOUT_MS = 2_000;

@@ -20,7 +20,7 @@ import { IpRules } from '../../src/daemon/ip-rules.js';
 import { createMetrics } from '../../src/daemon/metrics.js';
 import { fixedPolicy } from '../../src/daemon/policy-source.js';
 import type { Role } from '../../src/daemon/auth.js';
-import { migratedTestDatabase } from '../helpers/db.js';
+import { migratedTestDatabase } from '../helpers/fixture.js';
 
 const KEY = 'fallback-learning-key-0123456789abcdef';
 const logger = pino({ level: 'silent' });

@@ -25,7 +25,7 @@ import {
   waitFor,
   WsClient,
   type DaemonProcess,
-} from './helpers.js';
+} from '../helpers/fixture.js';
 
 const N = 2;
 /** Consumes sent at once for each fresh number: more than N, so every burst must be cut. */
@@ -218,12 +218,9 @@ const until = (what: string, pred: () => boolean) => waitFor(what, () => (pred()
 /** Until `more` replies beyond now; fails at once, saying so, if the load itself has ended. */
 async function moreReplies(tally: Tally, more: number, what: string): Promise<void> {
   const target = tally.replies + more;
-  const deadline = Date.now() + 60_000;
-  while (tally.replies <= target) {
-    if (tally.loadEnded) throw new Error(`the test's load ended (${tally.replies} replies) before ${what}`);
-    if (Date.now() > deadline) throw new Error(`timed out after 60000 ms waiting for ${what} (${tally.replies} replies, wanted ${target})`);
-    await sleep(20);
-  }
+  // 'ended' stops the wait at once: no more replies can come.
+  const seen = await waitFor(`${what} (wanted ${target} replies)`, () => (tally.replies > target ? 'more' : tally.loadEnded ? 'ended' : undefined), 60_000, 20);
+  if (seen === 'ended') throw new Error(`the test's load ended (${tally.replies} replies) before ${what}`);
 }
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

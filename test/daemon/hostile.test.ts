@@ -6,8 +6,20 @@
 import { readFileSync } from 'node:fs';
 import net, { type Socket } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase } from '../helpers/db.js';
-import { assertBuilt, closeAll, freshNumber, health, httpRequest, postJson, startDaemon, stopAll, waitFor, WsClient, type DaemonProcess } from './helpers.js';
+import {
+  assertBuilt,
+  closeAll,
+  createTestDatabase,
+  type DaemonProcess,
+  freshNumber,
+  health,
+  httpRequest,
+  postJson,
+  startDaemon,
+  stopAll,
+  waitFor,
+  WsClient,
+} from '../helpers/fixture.js';
 
 const TOKEN = 'hostile-test-token';
 const ORIGIN = 'https://app.example.com';

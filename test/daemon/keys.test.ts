@@ -16,8 +16,7 @@ import { hashPhone } from '../../src/core/phone.js';
 import { DecisionIds, rangeLabel } from '../../src/core/decision-id.js';
 import { applyPolicy } from '../../src/db/policies.js';
 import { createPool, type Pool } from '../../src/db/pool.js';
-import { createTestDatabase } from '../helpers/db.js';
-import { assertBuilt, closeAll, runCli, startDaemon, stopAll, waitFor, WsClient, type DaemonProcess } from './helpers.js';
+import { assertBuilt, closeAll, createTestDatabase, type DaemonProcess, runCli, startDaemon, stopAll, waitFor, WsClient } from '../helpers/fixture.js';
 
 const OLD_KEY = 'daemon-keys-old-0123456789abcdef0123456789abcdef';
 const NEW_KEY = 'daemon-keys-new-0123456789abcdef0123456789abcdef';

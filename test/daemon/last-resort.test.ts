@@ -6,8 +6,18 @@
 
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase } from '../helpers/db.js';
-import { assertBuilt, closeAll, freshNumber, postJson, ROOT, startDaemon, stopAll, WsClient, type DaemonProcess } from './helpers.js';
+import {
+  assertBuilt,
+  closeAll,
+  createTestDatabase,
+  type DaemonProcess,
+  freshNumber,
+  postJson,
+  ROOT,
+  startDaemon,
+  stopAll,
+  WsClient,
+} from '../helpers/fixture.js';
 
 const TOKEN = 'last-resort-test-token-0123456';
 const PRELOAD = path.join(ROOT, 'test', 'daemon', 'fixtures', 'inject-uncaught.mjs');

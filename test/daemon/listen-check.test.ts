@@ -3,8 +3,7 @@
 // transaction-mode pooler it is the pooler) is reported, naming RATELIMIT_LISTEN_URL.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase } from '../helpers/db.js';
-import { assertBuilt, startDaemon, stopAll, waitFor, type DaemonProcess } from './helpers.js';
+import { assertBuilt, createTestDatabase, type DaemonProcess, startDaemon, stopAll, waitFor } from '../helpers/fixture.js';
 
 let db: Awaited<ReturnType<typeof createTestDatabase>> | undefined;
 let other: Awaited<ReturnType<typeof createTestDatabase>> | undefined;

@@ -8,8 +8,18 @@
 
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase } from '../helpers/db.js';
-import { assertBuilt, closeAll, freshNumber, httpRequest, postJson, startDaemon, stopAll, WsClient, type DaemonProcess } from './helpers.js';
+import {
+  assertBuilt,
+  closeAll,
+  createTestDatabase,
+  type DaemonProcess,
+  freshNumber,
+  httpRequest,
+  postJson,
+  startDaemons,
+  stopAll,
+  WsClient,
+} from '../helpers/fixture.js';
 
 const TOKEN = 'origin-metrics-test-token-01234';
 const ORIGIN = 'https://app.example.com';
@@ -25,10 +35,10 @@ beforeAll(async () => {
   assertBuilt();
   db = await createTestDatabase();
   const env = { RATE_LIMIT_PHONE_MAX: '5', RATELIMIT_MESSAGES_PER_SECOND: '1000000', RATE_LIMIT_IP_MAX: '1000000' };
-  [anonymous, guarded, metricsApart] = await Promise.all([
-    startDaemon({ databaseUrl: db.url, env }),
-    startDaemon({ databaseUrl: db.url, env: { ...env, RATELIMIT_API_TOKENS: TOKEN, ALLOWED_ORIGINS: ORIGIN } }),
-    startDaemon({ databaseUrl: db.url, env: { ...env, RATELIMIT_METRICS_PORT: '0' } }),
+  [anonymous, guarded, metricsApart] = await startDaemons([
+    { databaseUrl: db.url, env },
+    { databaseUrl: db.url, env: { ...env, RATELIMIT_API_TOKENS: TOKEN, ALLOWED_ORIGINS: ORIGIN } },
+    { databaseUrl: db.url, env: { ...env, RATELIMIT_METRICS_PORT: '0' } },
   ]);
 });
 

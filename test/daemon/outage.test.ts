@@ -24,7 +24,7 @@ import {
   WsClient,
   type DaemonProcess,
   type Reply,
-} from './helpers.js';
+} from '../helpers/fixture.js';
 
 // Large enough that no number reaches it, so nothing is denied and no timestamp is trimmed:
 // every allowed reply must then be exactly one stored call.

@@ -6,8 +6,19 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { twilioSignature } from '../../src/core/twilio.js';
-import { createTestDatabase } from '../helpers/db.js';
-import { assertBuilt, crashSigns, health, httpRequest, postJson, startDaemon, stopAll, WsClient, type DaemonProcess, type Reply } from './helpers.js';
+import {
+  assertBuilt,
+  crashSigns,
+  createTestDatabase,
+  type DaemonProcess,
+  health,
+  httpRequest,
+  postJson,
+  type Reply,
+  startDaemon,
+  stopAll,
+  WsClient,
+} from '../helpers/fixture.js';
 
 const TOKEN = 'outcome-fuzz-token-012345';
 const TWILIO_TOKEN = 'twilio-fuzz-auth-token';

@@ -7,7 +7,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEmbeddedPostgres, type EmbeddedServer } from '../../src/db/embedded/index.js';
-import { assertBuilt, crashSigns, freshNumber, health, postJson, startDaemon, stopAll, waitFor, type DaemonProcess, type Reply } from './helpers.js';
+import { assertBuilt, crashSigns, freshNumber, health, postJson, startDaemon, stopAll, waitFor, type DaemonProcess, type Reply } from '../helpers/fixture.js';
 
 let tempDir: string | undefined;
 let server: EmbeddedServer | undefined;

@@ -6,9 +6,20 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase } from '../helpers/db.js';
+import {
+  assertBuilt,
+  closeAll,
+  createTestDatabase,
+  type DaemonProcess,
+  freshNumber,
+  type Reply,
+  runCli,
+  startDaemon,
+  stopAll,
+  waitFor,
+  WsClient,
+} from '../helpers/fixture.js';
 import { PGBOUNCER, startPgBouncer, type PgBouncer } from '../helpers/pgbouncer.js';
-import { assertBuilt, closeAll, freshNumber, runCli, startDaemon, stopAll, waitFor, WsClient, type DaemonProcess, type Reply } from './helpers.js';
 
 const TOKEN = 'pgbouncer-test-token-0123456789';
 const PHONE_MAX = 3;

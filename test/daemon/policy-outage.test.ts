@@ -12,7 +12,7 @@ import { setListEntry } from '../../src/db/lists.js';
 import { migrate } from '../../src/db/migrate.js';
 import { applyPolicy } from '../../src/db/policies.js';
 import { createPool } from '../../src/db/pool.js';
-import { assertBuilt, closeAll, health, httpRequest, startDaemon, stopAll, waitFor, WsClient, type DaemonProcess } from './helpers.js';
+import { assertBuilt, closeAll, health, httpRequest, startDaemon, stopAll, waitFor, WsClient, type DaemonProcess } from '../helpers/fixture.js';
 
 const TOKEN = 'policy-outage-token';
 const ENV = { RATELIMIT_API_TOKENS: TOKEN, RATELIMIT_DB_TIMEOUT: '1s', RATE_LIMIT_PHONE_MAX: '1000', RATE_LIMIT_IP_MAX: '1000000' };

@@ -13,8 +13,20 @@ import { removeListEntry, setListEntry } from '../../src/db/lists.js';
 import { applyPolicy } from '../../src/db/policies.js';
 import { createPool, type Pool } from '../../src/db/pool.js';
 import { lookupPhone } from '../../src/db/phones.js';
-import { createTestDatabase } from '../helpers/db.js';
-import { assertBuilt, closeAll, httpRequest, postJson, startDaemon, stopAll, TEST_KEY, waitFor, WsClient, type DaemonProcess, type Reply } from './helpers.js';
+import {
+  assertBuilt,
+  closeAll,
+  createTestDatabase,
+  type DaemonProcess,
+  httpRequest,
+  postJson,
+  type Reply,
+  startDaemons,
+  stopAll,
+  TEST_KEY,
+  waitFor,
+  WsClient,
+} from '../helpers/fixture.js';
 
 const TOKEN = 'policy-test-token';
 const ORIGIN = 'https://app.example.com';
@@ -39,7 +51,10 @@ beforeAll(async () => {
   db = await createTestDatabase();
   pool = createPool({ url: db.url, max: 4 });
   await migrate(pool);
-  daemons = await Promise.all([startDaemon({ databaseUrl: db.url, env: ENV }), startDaemon({ databaseUrl: db.url, env: ENV })]);
+  daemons = await startDaemons([
+    { databaseUrl: db.url, env: ENV },
+    { databaseUrl: db.url, env: ENV },
+  ]);
   clients = await Promise.all(daemons.map((d) => WsClient.connect(d.wsUrl, { headers: auth })));
 });
 

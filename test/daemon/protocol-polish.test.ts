@@ -3,8 +3,18 @@
 // the request's id, and WebSockets without a token closed after RATELIMIT_WS_IDLE_TIMEOUT idle.
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase } from '../helpers/db.js';
-import { assertBuilt, closeAll, freshNumber, httpRequest, postJson, startDaemon, stopAll, WsClient, type DaemonProcess } from './helpers.js';
+import {
+  assertBuilt,
+  closeAll,
+  createTestDatabase,
+  type DaemonProcess,
+  freshNumber,
+  httpRequest,
+  postJson,
+  startDaemon,
+  stopAll,
+  WsClient,
+} from '../helpers/fixture.js';
 
 const TOKEN = 'polish-test-token';
 const ORIGIN = 'https://app.example.com';

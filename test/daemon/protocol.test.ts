@@ -1,8 +1,19 @@
 // docs/protocol.md's WebSocket and HTTP surface, against the real binary and a real PostgreSQL.
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase } from '../helpers/db.js';
-import { assertBuilt, closeAll, freshNumber, httpRequest, postJson, startDaemon, stopAll, WsClient, type DaemonProcess, type Reply } from './helpers.js';
+import {
+  assertBuilt,
+  closeAll,
+  createTestDatabase,
+  type DaemonProcess,
+  freshNumber,
+  httpRequest,
+  postJson,
+  type Reply,
+  startDaemons,
+  stopAll,
+  WsClient,
+} from '../helpers/fixture.js';
 
 const TOKEN = 'protocol-test-token';
 const PHONE_MAX = 2;
@@ -27,10 +38,10 @@ beforeAll(async () => {
   db = await createTestDatabase();
   const common = { RATE_LIMIT_PHONE_MAX: String(PHONE_MAX), RATELIMIT_MESSAGES_PER_SECOND: '1000000' };
   // Started together: concurrent migrations of one database are part of the contract.
-  [main, ipOpen, ipToken] = await Promise.all([
-    startDaemon({ databaseUrl: db.url, env: { ...common, RATE_LIMIT_IP_MAX: '1000000' } }),
-    startDaemon({ databaseUrl: db.url, env: { ...common, RATE_LIMIT_IP_MAX: '3' } }),
-    startDaemon({ databaseUrl: db.url, env: { ...common, RATE_LIMIT_IP_MAX: '3', RATELIMIT_API_TOKENS: TOKEN } }),
+  [main, ipOpen, ipToken] = await startDaemons([
+    { databaseUrl: db.url, env: { ...common, RATE_LIMIT_IP_MAX: '1000000' } },
+    { databaseUrl: db.url, env: { ...common, RATE_LIMIT_IP_MAX: '3' } },
+    { databaseUrl: db.url, env: { ...common, RATE_LIMIT_IP_MAX: '3', RATELIMIT_API_TOKENS: TOKEN } },
   ]);
 });
 

@@ -7,8 +7,7 @@
 import net from 'node:net';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase } from '../helpers/db.js';
-import { assertBuilt, health, startDaemon, stopAll, type DaemonProcess } from './helpers.js';
+import { assertBuilt, createTestDatabase, type DaemonProcess, health, startDaemon, stopAll } from '../helpers/fixture.js';
 
 const TOKEN = 'request-target-test-token-0123';
 const ORIGIN = 'https://app.example.com';

@@ -8,21 +8,21 @@ import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { NEVER_RESETS_MS, reasonSentence, seedReply, waitWords } from '../../src/daemon/transport/seed-logs.js';
 import type { StatusReply } from '../../src/protocol/wire.js';
-import { createTestDatabase } from '../helpers/db.js';
 import {
   assertBuilt,
   closeAll,
   crashSigns,
+  createTestDatabase,
+  type DaemonProcess,
   freshNumber,
   health,
   postJson,
   refusedUpgradeStatus,
+  type Reply,
   startDaemon,
   stopAll,
   WsClient,
-  type DaemonProcess,
-  type Reply,
-} from './helpers.js';
+} from '../helpers/fixture.js';
 
 const TOKEN = 'seed-logs-test-service-token';
 const ORIGIN = 'https://phone-screen.example';

@@ -9,23 +9,23 @@ import { createHmac } from 'node:crypto';
 import net from 'node:net';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase } from '../helpers/db.js';
 import {
   assertBuilt,
   closeAll,
   crashSigns,
+  createTestDatabase,
+  type DaemonProcess,
   freshNumber,
+  type HttpResult,
   postJson,
+  type Reply,
   runCli,
   startDaemon,
   stopAll,
   TEST_KEY,
   waitFor,
   WsClient,
-  type DaemonProcess,
-  type HttpResult,
-  type Reply,
-} from './helpers.js';
+} from '../helpers/fixture.js';
 
 let db: Awaited<ReturnType<typeof createTestDatabase>> | undefined;
 const daemons: DaemonProcess[] = [];

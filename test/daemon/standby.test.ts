@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { replication, type Replication } from '../helpers/replication.js';
-import { assertBuilt, freshNumber, runCli, startDaemon, stopAll, waitFor, health, WsClient, type DaemonProcess } from './helpers.js';
+import { assertBuilt, freshNumber, runCli, startDaemon, stopAll, waitFor, health, WsClient, type DaemonProcess } from '../helpers/fixture.js';
 
 let repl: Replication | undefined;
 let tempDir = '';

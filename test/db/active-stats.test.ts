@@ -9,7 +9,7 @@ import { decideBatch } from '../../src/db/decisions.js';
 import { makeLogPolicy } from '../../src/core/policy/log.js';
 import { decisionPolicy } from '../../src/core/policy/decide.js';
 import { defaultPolicy } from '../../src/core/policy/default.js';
-import { migratedTestDatabase } from '../helpers/db.js';
+import { migratedTestDatabase } from '../helpers/fixture.js';
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;

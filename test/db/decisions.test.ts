@@ -7,7 +7,7 @@ import { hottestNumbers, readStats } from '../../src/db/stats.js';
 import { peekState } from '../../src/db/decisions.js';
 import { evaluate, makeLogPolicy, type LogPolicy } from '../../src/core/policy/log.js';
 import { hashPhone, maskPhone, normalizePhone } from '../../src/core/phone.js';
-import { createTestDatabase } from '../helpers/db.js';
+import { createTestDatabase } from '../helpers/fixture.js';
 import { consumeLog, seedConsumes, type SeedRequest } from '../helpers/seed.js';
 
 const KEY = 'test-key-'.repeat(5);

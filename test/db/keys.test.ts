@@ -6,7 +6,7 @@ import { migrate, type Migration } from '../../src/db/migrate.js';
 import { checkKey, foldKeyRows, keyStatus, verifyKey } from '../../src/db/keys.js';
 import { keyFingerprint } from '../../src/core/key.js';
 import { RateLimitError } from '../../src/core/errors.js';
-import { createTestDatabase } from '../helpers/db.js';
+import { createTestDatabase } from '../helpers/fixture.js';
 
 const A = 'a'.repeat(40);
 const B = 'b'.repeat(40);

@@ -11,9 +11,8 @@ import type { Pool } from '../../src/db/pool.js';
 import { decideBatch, recordDecisions } from '../../src/db/decisions.js';
 import { applicableCounters } from '../../src/core/policy/counters.js';
 import { decisionPolicy } from '../../src/core/policy/decide.js';
-import { migratedTestDatabase } from '../helpers/db.js';
+import { migratedTestDatabase, waitFor } from '../helpers/fixture.js';
 import { policy, rule } from '../helpers/policy.js';
-import { waitFor } from '../daemon/helpers.js';
 
 const db = migratedTestDatabase({ max: 4 });
 

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPool, type Pool } from '../../src/db/pool.js';
 import { loadMigrations, migrate, schemaVersion } from '../../src/db/migrate.js';
-import { createTestDatabase } from '../helpers/db.js';
+import { createTestDatabase } from '../helpers/fixture.js';
 
 let db: { url: string; drop(): Promise<void> };
 const pools: Pool[] = [];

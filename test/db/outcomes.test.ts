@@ -4,7 +4,9 @@ import { describe, expect, it } from 'vitest';
 import { DECISION_ID_HORIZON_MS } from '../../src/core/decision-id.js';
 import { recentOutcomes, recordOutcome, recordOutcomes, type OutcomeEvent } from '../../src/db/outcomes.js';
 import { pruneOnce } from '../../src/db/retention.js';
-import { migratedTestDatabase } from '../helpers/db.js';
+import { outcomeRetentionMs } from '../../src/core/policy/conversion.js';
+import { policy, rule } from '../helpers/policy.js';
+import { migratedTestDatabase } from '../helpers/fixture.js';
 
 const db = migratedTestDatabase({ max: 8 });
 const NOW = Date.UTC(2026, 11, 7, 12);
@@ -66,5 +68,23 @@ describe('outcomes in the database', () => {
       [old.decisionId, young.decisionId],
     ]);
     expect(rows.map((r) => r.decision_id)).toEqual([young.decisionId]);
+  });
+
+  it('are kept for the conversion baseline’s history when it is longer than the id horizon', async () => {
+    const DAY = 86_400_000;
+    // The default policy's baseline: 14 days of history in 1-day bins.
+    const baseline = { factor: 0.2, floor: 20, historyMs: 14 * DAY, rule: rule('conversion', 20, DAY) };
+    const keepMs = outcomeRetentionMs(
+      policy({ conversion: { answeredAtLeastMs: 10_000, pendingAfterMs: 900_000, prefix: undefined, country: { rules: [], baseline } } }),
+    );
+    expect(keepMs).toBe(15 * DAY);
+    const inHistory = event({ decidedAtMs: NOW - 12 * DAY });
+    const past = event({ decidedAtMs: NOW - 15 * DAY - 60_000 });
+    await recordOutcomes(db.pool, [inHistory, past]);
+    await pruneOnce(db.pool, { horizonMs: 3_600_000, outcomeRetentionMs: keepMs, auditRetentionMs: 90 * DAY, nowMs: NOW, pauseMs: 0, wait: true });
+    const { rows } = await db.pool.query<{ decision_id: string }>('SELECT decision_id FROM rate_limit_outcomes WHERE decision_id = ANY($1)', [
+      [inHistory.decisionId, past.decisionId],
+    ]);
+    expect(rows.map((r) => r.decision_id)).toEqual([inHistory.decisionId]);
   });
 });

@@ -7,7 +7,7 @@ import { createPool } from '../../src/db/pool.js';
 import { decideBatch } from '../../src/db/decisions.js';
 import { decisionPolicy } from '../../src/core/policy/decide.js';
 import { applicableCounters } from '../../src/core/policy/counters.js';
-import { migratedTestDatabase } from '../helpers/db.js';
+import { migratedTestDatabase } from '../helpers/fixture.js';
 import { policy, rule } from '../helpers/policy.js';
 
 const db = migratedTestDatabase({ max: 1 });

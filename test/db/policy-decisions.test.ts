@@ -22,7 +22,7 @@ import {
   type NumberState,
 } from '../../src/core/policy/decide.js';
 import { AUTO_BLOCK_RULE, type Buckets, type LimitRule, type Policy } from '../../src/core/policy/types.js';
-import { createTestDatabase } from '../helpers/db.js';
+import { createTestDatabase } from '../helpers/fixture.js';
 import { policy as makeFullPolicy, rule } from '../helpers/policy.js';
 
 let db: { url: string; drop(): Promise<void> };
@@ -340,6 +340,8 @@ const guardPolicyArb = fc
       nil: undefined,
     }),
     blocks: fc.option(fc.record({ steps: fc.array(windowArb, { minLength: 1, maxLength: 3 }), decayMs: windowArb }), { nil: undefined }),
+    // With `blocks`, block_after's `for` is an optional cap on each step: runs with and without it.
+    blockAfterCapped: fc.boolean(),
     safe: fc.constantFrom([] as string[], ['+1212'], ['+442079', '+14155550102']),
     engaged: fc.integer({ min: 0, max: 3 }).map((x) => x > 0),
   })
@@ -354,8 +356,10 @@ const guardPolicyArb = fc
         }
       : undefined;
     const countryRules = spec.conversionCountry?.(tag) ?? [];
+    const blockAfter = base.blockAfter && spec.blocks && !spec.blockAfterCapped ? { ...base.blockAfter, forMs: undefined } : base.blockAfter;
     const p: Policy = {
       ...base,
+      blockAfter,
       conversion:
         spec.conversionPrefix || countryRules.length > 0 || baseline
           ? {
@@ -438,7 +442,7 @@ describe('ratelimit_decide_v2 equals decideConsume with conversion, sweep, block
     expect(rows.map((r) => [r.block_level, r.blocked_until - results.at(-1)!.atMs])).toEqual([[1, 500]]);
   });
 
-  it('block_after escalates with `blocks` (for is not used), and a safe number is never blocked', () => {
+  it('block_after escalates with `blocks` (a `for` longer than every step cuts none), and a safe number is never blocked', () => {
     const p = makeFullPolicy({
       number: [rule('number', 1, 100)],
       blockAfter: { denials: 1, withinMs: 1_000, forMs: 999_999 },
@@ -466,6 +470,50 @@ describe('ratelimit_decide_v2 equals decideConsume with conversion, sweep, block
     expect(step(16_100).allowed).toBe(true);
     expect(step(16_110)).toMatchObject({ blockedUntil: 17_110 });
     expect(state.number.blockLevel).toBe(1);
+  });
+});
+
+describe("block_after's `for` beside `blocks`: a cap on each step (SQL and model)", () => {
+  it('on a test clock: 5m, then 1h, then the 12h step cut to `for: 2h`, the level still rising; without `for`, the full 12h', async () => {
+    const HOUR_MS = 3_600_000;
+    const blocks = { escalateMs: [300_000, HOUR_MS, 12 * HOUR_MS], escalate: ['5m', '1h', '12h'], decayMs: 24 * HOUR_MS };
+    // One call per 100 ms; every denial by it trips block_after (denials: 1). Each block ends
+    // exactly when the next call comes, which the number rule allows; the call 10 ms later is
+    // denied and starts the next block.
+    const run = async (tag: string, forMs: number | undefined) => {
+      const p = makeFullPolicy({ number: [rule('number', 1, 100, false, tag)], blockAfter: { denials: 1, withinMs: HOUR_MS, forMs }, blocks });
+      const one = (advanceMs: number) => ({ reqs: [{ n: 0, allowlisted: false }], advanceMs });
+      const results = await compare(p, [
+        one(0), // allowed
+        one(10), // denied: level 1, 5m
+        one(300_000), // the block ended: allowed
+        one(10), // denied: level 2, 1h
+        one(HOUR_MS), // allowed
+        one(10), // denied: level 3, 12h (cut to `for`)
+        one(HOUR_MS), // still blocked: number:block_after
+      ]);
+      const { rows } = await pool.query<{ block_level: number }>('SELECT block_level FROM phone_rate_limits WHERE phone_hash = $1', [
+        `h#${runs}:${NUMBERS[0].e164}`,
+      ]);
+      return { results, level: rows[0]?.block_level, rules: results.map((r) => r.rule?.replace(tag, '') ?? null) };
+    };
+    const lengths = (results: DecideResult[]) => [1, 3, 5].map((i) => results[i]!.blockedUntil! - results[i]!.atMs);
+
+    const capped = await run('#cap2h', 2 * HOUR_MS);
+    expect(capped.rules).toEqual([null, 'number:100ms', null, 'number:100ms', null, 'number:100ms', 'number:block_after']);
+    expect(lengths(capped.results)).toEqual([300_000, HOUR_MS, 2 * HOUR_MS]);
+    expect(capped.level).toBe(3);
+    expect(capped.results[6]).toMatchObject({ reason: 'number_blocked', blockedUntil: capped.results[5]!.atMs + 2 * HOUR_MS });
+
+    const uncapped = await run('#nocap', undefined);
+    expect(lengths(uncapped.results)).toEqual([300_000, HOUR_MS, 12 * HOUR_MS]);
+    expect(uncapped.level).toBe(3);
+
+    // A cap that cuts every step: each block lasts `for`, and the level still rises underneath.
+    const tight = await run('#cap1m', 60_000);
+    expect(tight.rules).toEqual([null, 'number:100ms', null, 'number:100ms', null, 'number:100ms', null]);
+    expect(lengths(tight.results)).toEqual([60_000, 60_000, 60_000]);
+    expect(tight.level).toBe(3);
   });
 });
 

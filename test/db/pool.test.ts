@@ -2,7 +2,7 @@
 // of `stats`'s 1.2 s compiling. Checked on a real server, for every connection the pool opens.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPool, type Pool } from '../../src/db/pool.js';
-import { createTestDatabase } from '../helpers/db.js';
+import { createTestDatabase } from '../helpers/fixture.js';
 
 let db: { url: string; drop(): Promise<void> };
 let pool: Pool;

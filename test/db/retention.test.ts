@@ -1,6 +1,6 @@
 // Retention on real PostgreSQL: it deletes exactly the rows that can no longer change a decision,
 // never one that still counts, one process at a time, and `db prune` reports what it did.
-import { beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it, vi } from 'vitest';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -11,7 +11,7 @@ import { retentionHorizonMs } from '../../src/core/policy/horizon.js';
 import { EMPTY_NUMBER, decideConsume, decisionPolicy, type DecideState, type NumberState } from '../../src/core/policy/decide.js';
 import { EMPTY_BUCKETS, evaluateAggregate } from '../../src/core/policy/aggregate.js';
 import type { Buckets, LimitRule, Policy } from '../../src/core/policy/types.js';
-import { migratedTestDatabase } from '../helpers/db.js';
+import { migratedTestDatabase } from '../helpers/fixture.js';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -215,11 +215,12 @@ describe('retention', () => {
 
       // A slow pass in A (one row per batch); once it has deleted something it holds the lock.
       const a = pruneOnce(poolA, opts);
-      for (let i = 0; i < 2_000; i++) {
-        const left = (await db.pool.query('SELECT 1 FROM phone_rate_limits')).rowCount;
-        if (left! < 40) break;
-        await new Promise((r) => setTimeout(r, 5));
-      }
+      await vi.waitFor(
+        async () => {
+          expect((await db.pool.query('SELECT 1 FROM phone_rate_limits')).rowCount).toBeLessThan(40);
+        },
+        { timeout: 10_000, interval: 5 },
+      );
       const b = await pruneOnce(poolB, opts);
       expect(b).toEqual({
         ran: false,

@@ -10,7 +10,7 @@ import { readEffectivePolicy } from '../../src/db/policies.js';
 import { PolicySource } from '../../src/daemon/policy-source.js';
 import { pino } from 'pino';
 import { createPool, type Pool } from '../../src/db/pool.js';
-import { createTestDatabase } from '../helpers/db.js';
+import { createTestDatabase } from '../helpers/fixture.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {

@@ -6,7 +6,7 @@ import { readTrafficBaseline, readTrafficNow } from '../../src/db/traffic.js';
 import { hottestNumbers } from '../../src/db/stats.js';
 import { movers, rangePrefix } from '../../src/core/traffic.js';
 import { DEFAULT_PRICES, parsePrices } from '../../src/core/prices.js';
-import { migratedTestDatabase } from '../helpers/db.js';
+import { migratedTestDatabase } from '../helpers/fixture.js';
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;

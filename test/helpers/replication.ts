@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import getPort from 'get-port';
 import pg from 'pg';
+import { vi } from 'vitest';
 import { findPostgresBinaries } from '../../src/db/embedded/index.js';
 import { serverUser } from '../../src/db/embedded/os-user.js';
 
@@ -96,11 +97,14 @@ export async function replication(): Promise<Replication> {
       const c = new pg.Client({ connectionString: primary.url('postgres') });
       await c.connect();
       try {
-        const deadline = Date.now() + 20_000;
-        while ((await c.query("SELECT 1 FROM pg_stat_replication WHERE sync_state = 'sync'")).rowCount === 0) {
-          if (Date.now() > deadline) throw new Error('the standby did not become synchronous within 20 s');
-          await new Promise((r) => setTimeout(r, 50));
-        }
+        await vi.waitFor(
+          async () => {
+            if ((await c.query("SELECT 1 FROM pg_stat_replication WHERE sync_state = 'sync'")).rowCount === 0) {
+              throw new Error('the standby did not become synchronous within 20 s');
+            }
+          },
+          { timeout: 20_000, interval: 50 },
+        );
         await c.query(`CREATE DATABASE ${database}`);
       } finally {
         await c.end();

@@ -1,5 +1,5 @@
 // One PostgreSQL server per test run: TEST_DATABASE_URL if given (CI with a service container), otherwise a
-// throwaway embedded cluster. Test files get isolated databases on it through test/helpers/db.ts.
+// throwaway embedded cluster. Test files get isolated databases on it through test/helpers/fixture.ts.
 
 import fs from 'node:fs/promises';
 import os from 'node:os';

@@ -5,6 +5,7 @@ import type { Command } from 'commander';
 import { DECISION_ID_HORIZON_MS } from '../../core/decision-id.js';
 import { RateLimitError } from '../../core/errors.js';
 import { formatDurationMs } from '../../core/duration.js';
+import { outcomeRetentionMs } from '../../core/policy/conversion.js';
 import { retentionHorizonMs } from '../../core/policy/horizon.js';
 import { SQLSTATE } from '../../db/errors.js';
 import { openDatabase } from '../../db/open.js';
@@ -18,6 +19,8 @@ export interface DbPruneReport {
   database: string;
   policyVersion: number;
   horizonMs: number;
+  /** Outcomes are kept this long after their decision (the id horizon, the policy's horizon, the baseline's history). */
+  outcomeRetentionMs: number;
   auditRetentionMs: number;
   deleted: PruneCounts;
 }
@@ -26,8 +29,9 @@ export async function dbPruneCommand(pool: Pool, target: string, config: Pick<Co
   try {
     const { policy, version } = await readEffectivePolicy(pool, config.defaultPolicy);
     const horizonMs = retentionHorizonMs(policy);
-    const { counts } = await pruneOnce(pool, { horizonMs, auditRetentionMs: config.auditRetentionMs, wait: true });
-    return { database: target, policyVersion: version, horizonMs, auditRetentionMs: config.auditRetentionMs, deleted: counts };
+    const outcomesMs = Math.max(horizonMs, DECISION_ID_HORIZON_MS, outcomeRetentionMs(policy));
+    const { counts } = await pruneOnce(pool, { horizonMs, outcomeRetentionMs: outcomesMs, auditRetentionMs: config.auditRetentionMs, wait: true });
+    return { database: target, policyVersion: version, horizonMs, outcomeRetentionMs: outcomesMs, auditRetentionMs: config.auditRetentionMs, deleted: counts };
   } catch (err) {
     if ((err as { code?: string }).code === SQLSTATE.UNDEFINED_TABLE) {
       throw new RateLimitError('database_error', `${target} has no ratelimit schema yet; run \`ratelimit db init\` first`, { cause: err });
@@ -41,7 +45,7 @@ export function printDbPrune(r: DbPruneReport): string {
   const lines = Object.entries(r.deleted).map(([table, n]) => `  ${table.padEnd(width)}  ${n}`);
   return [
     `Pruned ${r.database} (rows idle for ${formatDurationMs(r.horizonMs)}, the policy's longest window; ` +
-      `audit rows older than ${formatDurationMs(r.auditRetentionMs)}; outcomes of decisions older than ${formatDurationMs(Math.max(r.horizonMs, DECISION_ID_HORIZON_MS))}). Rows deleted:`,
+      `audit rows older than ${formatDurationMs(r.auditRetentionMs)}; outcomes of decisions older than ${formatDurationMs(r.outcomeRetentionMs)}). Rows deleted:`,
     ...lines,
   ].join('\n');
 }

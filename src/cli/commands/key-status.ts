@@ -31,7 +31,17 @@ export interface KeyStatusReport extends KeyStatus {
  */
 export function longestHashedWindowMs(policy: Policy): number {
   const b = policy.blockAfter;
-  return Math.max(1, ...policy.number.map((r) => r.windowMs), ...(b ? [b.withinMs, b.forMs] : []));
+  return Math.max(1, ...policy.number.map((r) => r.windowMs), ...(b ? [b.withinMs, longestBlockAfterMs(b, policy.blocks)] : []));
+}
+
+/**
+ * The longest a block_after block can last: `for`, or with a `blocks` group the longest step (cut
+ * to `for` when given) and then `decay`, while the block's level still lengthens the next one.
+ */
+function longestBlockAfterMs(b: NonNullable<Policy['blockAfter']>, blocks: Policy['blocks']): number {
+  if (!blocks) return b.forMs ?? 0;
+  const longestStepMs = Math.max(...blocks.escalateMs);
+  return Math.min(longestStepMs, b.forMs ?? longestStepMs) + blocks.decayMs;
 }
 
 export async function keyStatusCommand(pool: Pool, keys: { current: string; previous: string | undefined }, fallback: Policy): Promise<KeyStatusReport> {

@@ -8,7 +8,7 @@ import type { Command } from 'commander';
 import { instanceIdentity, startDaemon, type Daemon } from '../../daemon/start.js';
 import { configFrom, VERSION, type Io } from '../context.js';
 import { onLastResort, onStopSignals } from '../signals.js';
-import { serveEnvironmentHelp } from '../serve-env.js';
+import { flagHelp, serveEnvironmentHelp } from '../serve-env.js';
 
 export { instanceIdentity };
 
@@ -71,10 +71,10 @@ export function register(program: Command, io: Io): void {
   program
     .command('serve')
     .description('run the daemon (HTTP + WebSocket) until SIGTERM/SIGINT')
-    .option('--port <port>', `port to listen on (env PORT, default 8081)`)
-    .option('--host <host>', 'address to listen on (env HOST, default 127.0.0.1)')
-    .option('--ip-limit <n>', 'consumes allowed per client IP per window (env RATE_LIMIT_IP_MAX)')
-    .option('--ip-window <duration>', 'the per-IP rolling window (env RATE_LIMIT_IP_WINDOW)')
+    .option('--port <port>', flagHelp('PORT'))
+    .option('--host <host>', flagHelp('HOST'))
+    .option('--ip-limit <n>', flagHelp('RATE_LIMIT_IP_MAX'))
+    .option('--ip-window <duration>', flagHelp('RATE_LIMIT_IP_WINDOW'))
     .addHelpText('after', serveEnvironmentHelp())
     .action(async (_opts, cmd: Command) => {
       // { serve: true }: no tokens in production or off loopback refuses to start (src/core/config.ts).

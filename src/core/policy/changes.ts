@@ -15,8 +15,14 @@ const baselineOf = (policy: Policy): ConversionBaseline | undefined => policy.co
 
 const describeRule = (r: LimitRule): string => `${r.limit} per ${r.window}${r.shadow ? ', shadow' : ''}`;
 const mode = (shadow: boolean): string => (shadow ? 'shadow' : 'enforcing');
+/** How long a block_after block lasts: `for`, or with a `blocks` group the step, capped by `for` when given. */
+const blockLength = (b: BlockAfter, blocks: BlocksPolicy | undefined): string => {
+  const forText = b.forMs === undefined ? 'no length given' : formatDurationMs(b.forMs);
+  if (!blocks) return forText;
+  return b.forMs === undefined ? 'the escalation step' : `the escalation step, at most ${forText}`;
+};
 const describeBlockAfter = (b: BlockAfter, blocks: BlocksPolicy | undefined): string =>
-  `${b.denials} denials within ${formatDurationMs(b.withinMs)} block for ${blocks ? 'the escalation step' : formatDurationMs(b.forMs)}`;
+  `${b.denials} denials within ${formatDurationMs(b.withinMs)} block for ${blockLength(b, blocks)}`;
 const describeBlocks = (b: BlocksPolicy): string => `blocks last ${b.escalate.join(', then ')}; ${formatDurationMs(b.decayMs)} without one starts over`;
 
 function ruleChanges(before: Policy, after: Policy): string[] {
@@ -61,9 +67,11 @@ function blockAfterChange(before: Policy, after: Policy): string[] {
   const parts: string[] = [];
   if (was.denials !== is.denials) parts.push(`denials ${was.denials} -> ${is.denials}`);
   if (was.withinMs !== is.withinMs) parts.push(`within ${formatDurationMs(was.withinMs)} -> ${formatDurationMs(is.withinMs)}`);
-  // With a `blocks` group the escalation decides how long (blocksChange says what changed there).
-  const length = (p: Policy, b: BlockAfter): string => (p.blocks ? 'the escalation step' : formatDurationMs(b.forMs));
-  if (length(before, was) !== length(after, is)) parts.push(`for ${length(before, was)} -> ${length(after, is)}`);
+  // With a `blocks` group the escalation decides how long, up to `for` (blocksChange says what
+  // changed in the steps).
+  const lengthBefore = blockLength(was, before.blocks);
+  const lengthAfter = blockLength(is, after.blocks);
+  if (lengthBefore !== lengthAfter) parts.push(`for ${lengthBefore} -> ${lengthAfter}`);
   return parts.length > 0 ? [`${id} ${parts.join(', ')}`] : [];
 }
 

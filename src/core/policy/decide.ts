@@ -304,10 +304,23 @@ function withBlock(b: Buckets, block: AutoBlock | null | undefined): Buckets {
 }
 
 /**
+ * A block_after block starting at `atMs` (docs/protocol.md *Policy*): without `blocks` it lasts
+ * `forMs`; with `blocks` it lasts its escalation step (nextBlock), cut to `forMs` when given. The
+ * level is the step's even when cut, so the next block still escalates.
+ */
+export function blockAfterBlock(previous: AutoBlock | null, atMs: number, blockAfter: BlockAfter, blocks: BlocksPolicy | undefined): AutoBlock {
+  // A file cannot leave out `for` without `blocks` (parsePolicyFile); a hand-built policy that
+  // leaves it out anyway blocks for no time, as the SQL does (p_block_for 0).
+  const capMs = blockAfter.forMs !== undefined && blockAfter.forMs > 0 ? blockAfter.forMs : undefined;
+  if (!blocks) return { level: previous?.level ?? 0, untilMs: atMs + (capMs ?? 0) };
+  const next = nextBlock(previous, atMs, blocks);
+  return capMs === undefined ? next : { level: next.level, untilMs: Math.min(next.untilMs, atMs + capMs) };
+}
+
+/**
  * block_after: remembers a denial by a number rule; the `denials`-th within `withinMs` blocks the
- * number (for `forMs`, or with `blocks` for the next escalation step) and starts a fresh count.
- * Denials while blocked are not remembered, so a block lasts exactly its length however often
- * the number retries.
+ * number (blockAfterBlock) and starts a fresh count. Denials while blocked are not remembered, so
+ * a block lasts exactly its length however often the number retries.
  */
 function recordDenial(state: NumberState, at: number, policy: DecisionPolicy): NumberState {
   const blockAfter = policy.blockAfter;
@@ -315,9 +328,9 @@ function recordDenial(state: NumberState, at: number, policy: DecisionPolicy): N
   const denials = state.denials.filter((t) => t > at - blockAfter.withinMs);
   denials.push(at);
   if (denials.length >= blockAfter.denials) {
-    if (!policy.blocks) return { ...state, denials: [], blockedUntil: at + blockAfter.forMs };
+    if (!policy.blocks) return { ...state, denials: [], blockedUntil: blockAfterBlock(null, at, blockAfter, undefined).untilMs };
     const previous = state.blockedUntil !== null ? { untilMs: state.blockedUntil, level: state.blockLevel ?? 0 } : null;
-    const next = nextBlock(previous, at, policy.blocks);
+    const next = blockAfterBlock(previous, at, blockAfter, policy.blocks);
     return { ...state, denials: [], blockedUntil: next.untilMs, blockLevel: next.level };
   }
   return { ...state, denials: denials.slice(-blockAfter.denials) };

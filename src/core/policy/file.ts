@@ -211,7 +211,8 @@ const fileSchema = z.strictObject({
   number: z
     .strictObject({
       limits: limitList(MAX_NUMBER_LIMIT).optional(),
-      // `for` may be left out when a `blocks` group decides how long blocks last (crossProblems).
+      // `for` may be left out when a `blocks` group decides how long blocks last (crossProblems);
+      // with one, `for` caps each escalation step.
       block_after: z.strictObject({ denials: positiveInt(MAX_NUMBER_LIMIT), within: duration, for: duration.optional() }).optional(),
       shadow,
     })
@@ -352,9 +353,9 @@ function toPolicy(file: PolicyFile): Policy {
     blockAfter: number?.block_after && {
       denials: number.block_after.denials,
       withinMs: ms(number.block_after.within),
-      // Without `for`, crossProblems made sure there is a `blocks` group: the first block lasts its
-      // first step (and later ones longer), so that step is what `for` would say.
-      forMs: forText === undefined ? (blocks?.escalateMs[0] as number) : ms(forText),
+      // Without `for`, crossProblems made sure there is a `blocks` group: blocks last the
+      // escalation's steps, uncapped. With both, `for` caps each step (BlockAfter.forMs).
+      forMs: forText === undefined ? undefined : ms(forText),
     },
     prefix: prefix && { digits: prefix.digits, rules: rules('prefix', prefix.limits, prefix.shadow) },
     country: country && {
@@ -545,16 +546,6 @@ function crossProblems(data: unknown): { path: Path; message: string; atKey: boo
   const blockAfter = asRecord(asRecord(root?.number)?.block_after);
   if (!root || !blockAfter) return [];
   const hasBlocks = root.blocks !== undefined && root.blocks !== null;
-  if (blockAfter.for !== undefined && hasBlocks) {
-    return [
-      {
-        path: ['number', 'block_after', 'for'],
-        message:
-          'give either number.block_after.for or blocks.escalate, not both: with a `blocks` group, a number blocked by block_after is blocked for the escalation step (5m, then 1h, ...), so remove `for`',
-        atKey: true,
-      },
-    ];
-  }
   if (blockAfter.for === undefined && !hasBlocks) {
     return [
       {

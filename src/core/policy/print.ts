@@ -34,13 +34,12 @@ function policyObject(policy: Policy): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   if (policy.number.length > 0 || policy.blockAfter) {
     const b = policy.blockAfter;
-    // With a `blocks` group the file gives no `for` (the escalation decides), and the parser
-    // sets forMs to the first step: anything else cannot be written down.
-    const blocks = policy.blocks;
-    if (b && blocks && b.forMs !== blocks.escalateMs[0]) {
-      throw new RangeError('policy block_after.forMs differs from the first blocks.escalate step, which a policy file cannot express');
+    // `for` is a block's length without a `blocks` group (which the file must then give) and a
+    // cap on each escalation step with one, where it may be absent (no cap).
+    if (b && b.forMs === undefined && !policy.blocks) {
+      throw new RangeError('policy block_after has no forMs and no blocks group, which a policy file cannot express');
     }
-    const forPart = b && !blocks ? { for: formatDurationMs(b.forMs) } : {};
+    const forPart = b && b.forMs !== undefined ? { for: formatDurationMs(b.forMs) } : {};
     out.number = {
       ...(policy.number.length > 0 ? { limits: limits(policy.number) } : {}),
       ...(b ? { block_after: { denials: b.denials, within: formatDurationMs(b.withinMs), ...forPart } } : {}),

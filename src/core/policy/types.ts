@@ -96,11 +96,13 @@ export interface BlockAfter {
   readonly denials: number;
   readonly withinMs: number;
   /**
-   * ...for this long (reason `number_blocked`, rule `number:block_after`). With a `blocks` group
-   * the file gives no `for` (giving both is refused): the block lasts the escalation's step, and
-   * forMs holds the first step, what a first block lasts.
+   * ...for this long (reason `number_blocked`, rule `number:block_after`). Without a `blocks`
+   * group the file must give `for`, and it is every block's length. With a `blocks` group a
+   * block lasts its escalation step (blocks.escalate, like every automatic block) and `for`,
+   * when given, caps each step: a block_after block never lasts longer than forMs. undefined
+   * (only with a `blocks` group): no cap.
    */
-  readonly forMs: number;
+  readonly forMs: number | undefined;
 }
 
 export interface CountryDestinations {

@@ -3,6 +3,7 @@
 
 import { DEFAULT_BLOCK_TYPES, type LimitRule, type Policy } from './types.js';
 import { ruleLists } from './rules.js';
+import { formatDurationMs } from '../duration.js';
 
 const TYPE_RISK: Record<string, string> = {
   premium_rate: 'premium-rate numbers (the IRSF fraud target) can be called',
@@ -59,6 +60,13 @@ function blocksWarnings(policy: Policy): string[] {
   if (policy.blocks && !blocking) {
     warnings.push(
       'blocks has nothing to escalate: automatic blocks are made by number.block_after and by enforcing sweep and conversion.prefix rules, and the policy has none',
+    );
+  }
+  const capMs = policy.blockAfter?.forMs;
+  const blocks = policy.blocks;
+  if (capMs !== undefined && blocks && blocks.escalateMs.length > 1 && capMs <= blocks.escalateMs[0]!) {
+    warnings.push(
+      `number.block_after.for (${formatDurationMs(capMs)}) caps every blocks.escalate step, so a number's blocks never grow: raise it above ${blocks.escalate[0]} or remove it`,
     );
   }
   if (policy.safe.prefixes.length > 0 && !policy.conversion && !policy.sweep && !policy.blocks) {

@@ -112,7 +112,15 @@ export class Outage {
     try {
       return await spool.takeOver(async (events, from) => {
         const p = policy();
-        for (const e of events) if (!isOutcomeEvent(e) && e.allowed) memory.admit(e.hash, e.atMs, e.counters, p);
+        for (const e of events) {
+          if (!isOutcomeEvent(e)) {
+            if (e.allowed) memory.admit(e.hash, e.atMs, e.counters, p);
+          } else {
+            // An outcome its daemon kept takes its call back here too, at its report time; the
+            // database takes it back once, when the spool is written.
+            memory.removeCall(e.takeBack ?? [], e.decidedAtMs, e.atMs);
+          }
+        }
         await writes.queueDurable(events);
         logger.warn({ from, decisions: events.length }, 'took over the spool of a daemon that stopped before the database had its decisions');
       });

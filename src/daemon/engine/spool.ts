@@ -359,6 +359,8 @@ interface EncodedOutcome {
   u?: number;
   s: OutcomeSource;
   t: number;
+  /** The counters its call is taken back from (OutcomeEvent.takeBack), when any. */
+  b?: Array<[DecisionEvent['counters'][number]['rule'], string]>;
 }
 
 const OUTCOME_SET: ReadonlySet<string> = new Set(OUTCOMES);
@@ -368,6 +370,7 @@ function encode(e: SpoolEvent): Encoded | EncodedOutcome {
   if (isOutcomeEvent(e)) {
     const o: EncodedOutcome = { k: 'o', d: e.decisionId, h: e.hash, r: e.region ?? null, g: e.range, T: e.decidedAtMs, o: e.outcome, s: e.source, t: e.atMs };
     if (e.durationMs !== undefined) o.u = e.durationMs;
+    if (e.takeBack && e.takeBack.length > 0) o.b = e.takeBack.map((c) => [c.rule, c.key]);
     return o;
   }
   const out: Encoded = { h: e.hash, r: e.region ?? null, m: e.masked, t: e.atMs, a: e.allowed };
@@ -397,6 +400,7 @@ function decodeOutcome(x: EncodedOutcome): OutcomeEvent {
     durationMs: typeof x.u === 'number' ? x.u : undefined,
     source: x.s,
     atMs: x.t,
+    takeBack: Array.isArray(x.b) ? x.b.map(([rule, key]) => ({ rule, key })) : [],
   };
 }
 

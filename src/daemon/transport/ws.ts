@@ -40,9 +40,17 @@ interface Client extends BacklogShare {
   ip: string;
   /** Messages per second, for clients without a token. */
   bucket: TokenBucket | undefined;
+  /** Requests answered but not yet replied to; equals the unsent slots of `replies`. */
   inFlight: number;
-  /** Replies leave in request order: each waits for the one before it. */
-  tail: Promise<void>;
+  /**
+   * Replies leave in request order: a decided reply waits in its slot for those before it.
+   * Created at the first request that has to wait, so an idle socket holds none.
+   */
+  replies: Array<{ reply: Reply | SeedReply | undefined }> | undefined;
+  /** The first unsent slot of `replies`. */
+  repliesHead: number;
+  /** close(): called once every reply has left. */
+  drained: (() => void) | undefined;
   alive: boolean;
   closing: boolean;
   lastMessageAtMs: number;
@@ -70,11 +78,20 @@ const MAX_IN_FLIGHT_PER_SOCKET = 8_192;
 // Fly's proxy drops connections idle for ~60 s; pings keep live ones open and find dead ones.
 const DEFAULT_PING_INTERVAL_MS = 25_000;
 // How often paused sockets are looked at (resume, or close when stalled) and idle ones swept.
+// The sweep runs only while there is something to look at (a paused socket or a client without
+// a token, the only ones closed when idle): an idle daemon's timers are most of its idle CPU.
 const SWEEP_INTERVAL_MS = 250;
 const CLOSE_POLICY_VIOLATION = 1008;
 const CLOSE_TOO_BIG = 1009;
 // RFC 6455: a close reason is at most 123 bytes.
 const MAX_CLOSE_REASON_BYTES = 123;
+
+/** ws's receiver (a private part of each WebSocket), as far as explainOversizedFrames uses it. */
+interface Receiver {
+  prependListener(e: 'error', f: (this: Receiver, err: Error & { code?: string }) => void): void;
+}
+/** The receiver's back-reference to its WebSocket (ws's own symbol, found on the first socket). */
+let receiverSocket: symbol | undefined;
 
 const STATUS_TEXT: Record<number, string> = {
   400: 'Bad Request',
@@ -96,7 +113,10 @@ export class WsTransport {
   private readonly corked = new Set<Socket>();
   private readonly backlog: BacklogBudget;
   private readonly pingTimer: NodeJS.Timeout;
-  private readonly sweepTimer: NodeJS.Timeout;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  /** Clients without a token: closed after wsIdleTimeoutMs without a message, so swept. */
+  private tokenless = 0;
+  private stopped = false;
   // One listener of each kind for every socket (`this` is the socket, its Client looked up), not
   // closures per socket: those and their contexts were ~0.9 KB of each idle connection's 5.1 KB
   // of heap (heap diff of 5,000 idle sockets), against issue 5's 150 MB for 10,000 of them.
@@ -104,6 +124,7 @@ export class WsTransport {
   private readonly onSocketMessage: (this: WebSocket, data: RawData, isBinary: boolean) => void;
   private readonly onSocketError: (err: Error) => void;
   private readonly onSocketClose: (this: WebSocket) => void;
+  private onReceiverError: ((this: Receiver, err: Error & { code?: string }) => void) | undefined;
 
   constructor(private readonly opts: WsTransportOptions) {
     const transport = this;
@@ -121,6 +142,7 @@ export class WsTransport {
       if (!client) return;
       transport.clients.delete(this);
       transport.paused.delete(this);
+      if (client.role !== 'service') transport.tokenless--;
       transport.backlog.release(client);
       transport.connections.release(client.ip);
       opts.metrics.connections.set(transport.clients.size);
@@ -130,8 +152,18 @@ export class WsTransport {
     this.wss = new WebSocketServer({ noServer: true, maxPayload: opts.config.maxFrameBytes, perMessageDeflate: false, clientTracking: false });
     this.pingTimer = setInterval(() => this.ping(), opts.pingIntervalMs ?? DEFAULT_PING_INTERVAL_MS);
     this.pingTimer.unref();
+  }
+
+  /** Starts the sweep when it has something to do; sweep() stops it once it has not. */
+  private wantSweep(): void {
+    if (this.stopped || this.sweepTimer || (this.paused.size === 0 && this.tokenless === 0)) return;
     this.sweepTimer = setInterval(() => this.sweep(), SWEEP_INTERVAL_MS);
     this.sweepTimer.unref();
+  }
+
+  private stopSweep(): void {
+    clearInterval(this.sweepTimer);
+    this.sweepTimer = undefined;
   }
 
   get connectionCount(): number {
@@ -146,11 +178,12 @@ export class WsTransport {
   /** Stops accepting, answers what each socket has in flight, then closes it with 1001. */
   async close(): Promise<void> {
     clearInterval(this.pingTimer);
-    clearInterval(this.sweepTimer);
+    this.stopped = true;
+    this.stopSweep();
     await Promise.all(
       [...this.clients].map(async ([ws, client]) => {
         client.closing = true;
-        await client.tail;
+        if (client.inFlight > 0) await new Promise<void>((resolve) => (client.drained = resolve));
         ws.close(1001, 'server shutting down');
       }),
     );
@@ -159,7 +192,8 @@ export class WsTransport {
   /** Drops every socket, including those that never finished their close handshake. */
   terminate(): void {
     clearInterval(this.pingTimer);
-    clearInterval(this.sweepTimer);
+    this.stopped = true;
+    this.stopSweep();
     for (const ws of this.clients.keys()) ws.terminate();
   }
 
@@ -234,7 +268,9 @@ export class WsTransport {
       ip,
       bucket: role === 'service' ? undefined : new TokenBucket(this.opts.config.messagesPerSecond),
       inFlight: 0,
-      tail: Promise.resolve(),
+      replies: undefined,
+      repliesHead: 0,
+      drained: undefined,
       alive: true,
       closing: false,
       lastMessageAtMs: Date.now(),
@@ -242,6 +278,10 @@ export class WsTransport {
       pausedAtMs: undefined,
     };
     this.clients.set(ws, client);
+    if (role !== 'service') {
+      this.tokenless++;
+      this.wantSweep();
+    }
     this.opts.metrics.connections.set(this.clients.size);
     this.explainOversizedFrames(ws);
     ws.on('pong', this.onSocketPong);
@@ -253,12 +293,29 @@ export class WsTransport {
   /**
    * ws closes with 1009 but no reason when a frame is over maxPayload; its receiver reports the
    * error to us first, so we close with the reason (ws's own close then finds it closing already).
+   * One listener for every receiver, which finds its socket through ws's own back-reference: a
+   * closure per socket was heap each of 10,000 idle sockets paid for.
    */
   private explainOversizedFrames(ws: WebSocket): void {
-    const receiver = (ws as unknown as { _receiver?: { prependListener(e: 'error', f: (err: Error & { code?: string }) => void): void } })._receiver;
-    receiver?.prependListener('error', (err) => {
-      if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') ws.close(CLOSE_TOO_BIG, `frame larger than ${this.opts.config.maxFrameBytes} bytes`);
-    });
+    const receiver = (ws as unknown as { _receiver?: Receiver })._receiver;
+    if (!receiver) return;
+    receiverSocket ??= Object.getOwnPropertySymbols(receiver).find(
+      (sym) => sym.description === 'websocket' && (receiver as unknown as Record<symbol, unknown>)[sym] === ws,
+    );
+    if (receiverSocket === undefined) {
+      receiver.prependListener('error', (err) => this.onOversizedFrame(ws, err));
+      return;
+    }
+    const transport = this;
+    this.onReceiverError ??= function (this: Receiver, err) {
+      const socket = (this as unknown as Record<symbol, WebSocket | undefined>)[receiverSocket!];
+      if (socket) transport.onOversizedFrame(socket, err);
+    };
+    receiver.prependListener('error', this.onReceiverError);
+  }
+
+  private onOversizedFrame(ws: WebSocket, err: Error & { code?: string }): void {
+    if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') ws.close(CLOSE_TOO_BIG, `frame larger than ${this.opts.config.maxFrameBytes} bytes`);
   }
 
   private onMessage(ws: WebSocket, client: Client, data: RawData, isBinary: boolean): void {
@@ -289,18 +346,63 @@ export class WsTransport {
       else if (!client.outcomes) reply = errorReply('forbidden', 'only a service (a token) may report outcomes', parsed.request.id);
       else reply = this.opts.outcomes.record(parsed.request, 'ws', parsed.request.id);
     }
-    if (!(reply instanceof Promise) && reply.type === 'error') this.opts.metrics.errors.inc({ code: reply.code });
     client.inFlight++;
     this.measure(ws, client);
-    const pending = reply;
-    client.tail = client.tail
-      .then(() => pending)
-      .then((r) => {
-        client.inFlight--;
-        if (r.type === 'error' && pending instanceof Promise) this.opts.metrics.errors.inc({ code: r.code });
-        if (ws.readyState === ws.OPEN) this.sendCorked(ws, JSON.stringify(r));
-        this.measure(ws, client);
-      });
+    if (!(reply instanceof Promise)) {
+      if (reply.type === 'error') this.opts.metrics.errors.inc({ code: reply.code });
+      // Nothing before it: out at once, without a promise (most requests at low rates).
+      if (client.inFlight === 1) return this.deliver(ws, client, reply);
+      (client.replies ??= []).push({ reply });
+      return;
+    }
+    // One promise per request: its reply goes into its slot, then every reply ready at the head
+    // leaves (replies of one statement resolve together and leave together).
+    const slot: { reply: Reply | SeedReply | undefined } = { reply: undefined };
+    (client.replies ??= []).push(slot);
+    reply.then(
+      (r) => {
+        if (r.type === 'error') this.opts.metrics.errors.inc({ code: r.code });
+        slot.reply = r;
+        this.flushReplies(ws, client);
+      },
+      (err: unknown) => {
+        // Deciders answer every request; should one throw anyway, its client still gets a reply.
+        this.opts.logger.error({ err }, 'request failed');
+        slot.reply = errorReply('internal_error', 'the request could not be answered; retry');
+        this.flushReplies(ws, client);
+      },
+    );
+  }
+
+  /** Sends the replies at the head of the socket's queue that are decided, in order. */
+  private flushReplies(ws: WebSocket, client: Client): void {
+    const queue = client.replies!;
+    let head = client.repliesHead;
+    while (head < queue.length) {
+      const r = queue[head]!.reply;
+      if (r === undefined) break;
+      queue[head++] = undefined as never; // let the reply be collected
+      this.deliver(ws, client, r);
+    }
+    if (head === queue.length) {
+      queue.length = 0;
+      head = 0;
+    } else if (head > 1024 && head * 2 > queue.length) {
+      queue.splice(0, head);
+      head = 0;
+    }
+    client.repliesHead = head;
+  }
+
+  private deliver(ws: WebSocket, client: Client, r: Reply | SeedReply): void {
+    client.inFlight--;
+    if (ws.readyState === ws.OPEN) this.sendCorked(ws, JSON.stringify(r));
+    this.measure(ws, client);
+    if (client.inFlight === 0 && client.drained) {
+      const drained = client.drained;
+      client.drained = undefined;
+      drained();
+    }
   }
 
   /** Counts the socket's backlog and stops or resumes reading from it accordingly. */
@@ -310,6 +412,7 @@ export class WsTransport {
       if (!this.backlog.shouldPause(client)) return;
       client.pausedAtMs = Date.now();
       this.paused.add(ws);
+      this.wantSweep();
       ws.pause();
       this.opts.logger.debug(
         { ip: client.ip, backlogBytes: client.countedBytes, totalBytes: this.backlog.total },
@@ -338,10 +441,13 @@ export class WsTransport {
       this.closeWithin(ws, client, CLOSE_POLICY_VIOLATION, reason);
     }
     const idleMs = this.opts.config.wsIdleTimeoutMs;
-    for (const [ws, client] of this.clients) {
-      if (client.role === 'service' || client.closing || nowMs - client.lastMessageAtMs < idleMs) continue;
-      this.closeWithin(ws, client, 1000, `no message for ${Math.round(idleMs / 1000)} s without a token; reconnect when needed`);
+    if (this.tokenless > 0) {
+      for (const [ws, client] of this.clients) {
+        if (client.role === 'service' || client.closing || nowMs - client.lastMessageAtMs < idleMs) continue;
+        this.closeWithin(ws, client, 1000, `no message for ${Math.round(idleMs / 1000)} s without a token; reconnect when needed`);
+      }
     }
+    if (this.paused.size === 0 && this.tokenless === 0) this.stopSweep();
   }
 
   /**

@@ -19,8 +19,9 @@
 --                  the caller gives it no conversion or sweep entries)
 --   number rules:  p_rule_ids, p_rule_limits, p_rule_windows (ms), p_rule_shadow (same length;
 --                  may be empty: the log then keeps the latest call only)
---   block_after:   p_block_denials (0: none), p_block_within (ms), p_block_for (ms; unused
---                  with escalation steps)
+--   block_after:   p_block_denials (0: none), p_block_within (ms), p_block_for (ms: without
+--                  escalation steps, the block's length; with them, the cap on each step
+--                  (block_after's `for`), NULL or 0: no cap)
 --   blocks:        p_block_steps (each escalation step's length, ms; empty: no `blocks` group,
 --                  so no automatic range blocks and block_after blocks for p_block_for),
 --                  p_block_decay (ms: a block ending longer ago than this restarts at step 1)
@@ -548,7 +549,7 @@ BEGIN
       -- block_after counts the number's own denials only: a prefix, country or global budget
       -- running out must not block the innocent numbers it denies. The denials-th denial within
       -- the window blocks and starts a fresh count; denials while blocked are not remembered,
-      -- so a block lasts exactly p_block_for.
+      -- so a block lasts exactly its length (blockAfterBlock() in src/core/policy/decide.ts).
       IF v_denial_slots > 0 AND v_num_rule IS NOT NULL AND NOT v_is_blocked AND NOT p_safe[v_i] THEN
         v_denial_base := (v_num_pos - 1) * v_denial_slots;
         v_idx := 0;
@@ -564,13 +565,16 @@ BEGIN
         IF v_denial_count[v_num_pos] + 1 >= v_denial_slots THEN
           IF v_block_steps > 0 THEN
             -- nextBlock() in src/core/policy/decide.ts: one step up while the previous block
-            -- ended less than p_block_decay ago.
+            -- ended less than p_block_decay ago; the step is cut to p_block_for when given (the
+            -- level stays the step's, so the next block still escalates).
             v_level := CASE WHEN v_num_block_level[v_num_pos] > 0 AND v_num_blocked_until[v_num_pos] > v_at - p_block_decay
                             THEN LEAST(v_num_block_level[v_num_pos] + 1, v_block_steps) ELSE 1 END;
             v_num_block_level[v_num_pos] := v_level;
-            v_num_blocked_until[v_num_pos] := v_at + p_block_steps[v_level];
+            v_num_blocked_until[v_num_pos] := v_at + CASE WHEN coalesce(p_block_for, 0) > 0
+                                                          THEN LEAST(p_block_steps[v_level], p_block_for)
+                                                          ELSE p_block_steps[v_level] END;
           ELSE
-            v_num_blocked_until[v_num_pos] := v_at + p_block_for;
+            v_num_blocked_until[v_num_pos] := v_at + coalesce(p_block_for, 0);
           END IF;
           v_denial_count[v_num_pos] := 0;
         ELSE

@@ -14,7 +14,7 @@ import { Spool } from '../../../src/daemon/engine/spool.js';
 import { WriteBehind } from '../../../src/daemon/engine/write-behind.js';
 import { createMetrics } from '../../../src/daemon/metrics.js';
 import { fixedPolicy } from '../../../src/daemon/policy-source.js';
-import { migratedTestDatabase } from '../../helpers/db.js';
+import { migratedTestDatabase } from '../../helpers/fixture.js';
 
 const KEY = 'write-behind-test-key-0123456789abcdef';
 const logger = pino({ level: 'silent' });
