@@ -17,8 +17,8 @@ import { DecisionIds, rangeLabel } from '../../src/core/decision-id.js';
 import type { Policy } from '../../src/core/policy/types.js';
 import type { Pool } from '../../src/db/pool.js';
 import { decideBatch, type DecideRequest } from '../../src/db/decisions.js';
-import { recordOutcomes, type OutcomeEvent } from '../../src/db/outcomes.js';
-import { conversionStateAt, takeBack } from './interim-outcomes.js';
+import { conversionEngaged, mostConvertedPerRegion, recordOutcome, type OutcomeEvent } from '../../src/db/outcomes.js';
+import { baselineLimit, takeBackCounters } from '../../src/core/policy/conversion.js';
 import { IpRules, type IpReservation } from '../../src/daemon/ip-rules.js';
 import { LIST_BLOCK_RULE } from '../../src/daemon/decider.js';
 import { activePolicy } from '../../src/daemon/policy-source.js';
@@ -53,20 +53,62 @@ interface PendingOutcome {
   event: OutcomeEvent;
 }
 
+/** Outcomes of one tick stored at once, as concurrent reports to the daemon are (each its own transaction). */
+const OUTCOME_CONCURRENCY = 4;
+
 /**
- * Where outcomes go: the one call to change when src/db/outcomes.ts takes converted calls back
- * from the counters (issue #19's outcome path).
+ * The outcome path as src/daemon/outcomes.ts runs it: what a converted outcome takes back
+ * (takeBackCounters, judged at its report time), then recordOutcome (store, take back) at that
+ * time. Returns the transactions run.
  */
-async function reportOutcomes(pool: Pool, events: OutcomeEvent[], policy: Policy): Promise<number> {
-  await recordOutcomes(pool, events);
-  return 1 + (await takeBack(pool, policy, events));
+async function reportOutcomes(pool: Pool, events: readonly OutcomeEvent[], policy: Policy, lists: ListIndex): Promise<number> {
+  const queue = events.map((e): OutcomeEvent => ({
+    ...e,
+    takeBack: takeBackCounters(policy, {
+      region: e.region,
+      range: e.range,
+      decidedAtMs: e.decidedAtMs,
+      outcome: e.outcome,
+      durationMs: e.durationMs,
+      reportedAtMs: e.atMs,
+      safe: isSafe(policy, e.range) || lists.lookup(e.hash, e.range, e.atMs)?.kind === 'allow',
+    }),
+  }));
+  let next = 0;
+  const worker = async () => {
+    while (next < queue.length) {
+      const e = queue[next++]!;
+      await recordOutcome(pool, e, { nowMs: e.atMs });
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(OUTCOME_CONCURRENCY, queue.length) }, worker));
+  return queue.length;
 }
 
 /**
- * How often (simulated time) the conversion state is read. The daemon reads it every minute;
- * baselines move by days and each read scans the outcomes' history, so the drill reads it less.
+ * How often (simulated time) the conversion state is read. The daemon reads engagement every
+ * minute and baselines every 15 (src/daemon/conversion-state.ts); baselines move by days and each
+ * read scans two weeks of outcomes, so the drill reads both hourly (engaged from the start here).
  */
 const CONVERSION_READ_MS = 60 * 60_000;
+
+/** As src/daemon/conversion-state.ts reads it, at the simulated instant. */
+async function conversionStateAt(pool: Pool, policy: Policy, nowMs: number): Promise<ConversionState> {
+  const engaged = await conversionEngaged(pool, nowMs);
+  const conversion = policy.conversion;
+  const baseline = conversion?.country?.baseline;
+  const baselineLimits = new Map<string, number>();
+  if (engaged && conversion && baseline) {
+    const most = await mostConvertedPerRegion(pool, {
+      windowMs: baseline.rule.windowMs,
+      historyMs: baseline.historyMs,
+      answeredAtLeastMs: conversion.answeredAtLeastMs,
+      nowMs,
+    });
+    for (const [region, n] of most) baselineLimits.set(region, baselineLimit(baseline, n));
+  }
+  return { engaged, baselineLimits };
+}
 
 /** `deadline`: performance.now() past which the run stops with an error (the drill is bounded in time). */
 export async function runDrill(pool: Pool, traffic: DrillTraffic, policy: Policy, deadline = Infinity): Promise<DrillRun> {
@@ -113,6 +155,7 @@ export async function runDrill(pool: Pool, traffic: DrillTraffic, policy: Policy
         pool,
         due.map((p) => p.event),
         policy,
+        lists,
       );
       partsMs.outcomes += performance.now() - t0;
     }

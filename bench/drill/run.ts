@@ -142,7 +142,7 @@ async function main(): Promise<void> {
         await admin.query(`CREATE DATABASE "ratelimit_drill_${name}"`);
         const url = new URL(server.url);
         url.pathname = `/ratelimit_drill_${name}`;
-        const pool = createPool({ url: url.toString(), max: 2, applicationName: `drill ${name}` });
+        const pool = createPool({ url: url.toString(), max: 4, applicationName: `drill ${name}` });
         pools.push(pool);
         await migrate(pool);
         const history = await seedHistory(pool, sessionsPerHour);
