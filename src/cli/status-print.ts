@@ -5,6 +5,7 @@ import { formatDurationMs } from '../core/duration.js';
 import { hashPrefix } from '../core/phone.js';
 import type { StatusReport } from './status-report.js';
 import { isoTime, keyValueTable, table, when } from './format.js';
+import { CONVERSION_IDLE_TEXT } from './guard-view.js';
 
 function verdict(r: StatusReport): string {
   if (r.allowed) return r.list?.kind === 'allow' ? 'yes (allow list: exempt from every rule)' : 'yes';
@@ -71,6 +72,15 @@ export function printStatus(r: StatusReport): string {
     rows.push(['last reset', `${isoTime(Date.parse(r.lastReset.at))} by ${r.lastReset.by}${r.lastReset.reason ? `: ${r.lastReset.reason}` : ''}`]);
   }
   rows.push(['outcomes', r.outcomes.length === 0 ? 'none reported' : r.outcomes.map((o) => outcomeText(o, r.now)).join('; ')]);
+  if (r.conversionIdle) rows.push(['conversion', CONVERSION_IDLE_TEXT]);
+  rows.push([
+    'automatic block',
+    r.autoBlocks.length === 0
+      ? 'none'
+      : r.autoBlocks
+          .map((b) => `${b.targetType === 'prefix' ? `range ${b.target}` : 'this number'} by ${b.rule}, level ${b.level || '—'}, until ${when(b.until, r.now)}`)
+          .join('; ') + ' (ratelimit unlist lifts it)',
+  ]);
   const out = [keyValueTable(rows)];
   if (r.rules.length > 0) out.push(rulesTable(r));
   return out.join('\n');

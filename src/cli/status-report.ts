@@ -21,11 +21,14 @@ import { countersFor, destinationDenial } from '../core/policy/subject.js';
 import { UNKNOWN_REGION, type Policy } from '../core/policy/types.js';
 import { ListIndex } from '../core/lists.js';
 import { entryView, type EntryView } from './list-target.js';
+import { readBlocksOf } from '../db/guard-stats.js';
+import { prefixKey } from '../core/policy/counters.js';
+import { rangeLabel, rangeRules, readConversionIdle, reasonOfRule } from './guard-view.js';
 
 /** One rule that applies to the number, as it stands now. */
 export interface RuleStatus {
   id: string;
-  group: 'number' | 'prefix' | 'country' | 'global';
+  group: 'number' | 'prefix' | 'country' | 'global' | 'conversion' | 'sweep';
   /** What the rule counts over: null for number rules (the number itself), else `+1415555`, `US`, `*`. */
   key: string | null;
   limit: number;
@@ -78,6 +81,14 @@ export interface StatusReport {
   lastReset: { by: string; reason: string | null; at: string; previousCount: number } | null;
   /** The number's most recent reported outcomes (docs/protocol.md *Outcomes*), newest decision first. */
   outcomes: StoredOutcome[];
+  /**
+   * Automatic blocks in force on this number (block_after, `number:block_after`) and on its
+   * ranges (sweep and conversion.prefix rules): level is the step of blocks.escalate (0: block_after
+   * without a `blocks` group). Lifted by `unlist`.
+   */
+  autoBlocks: Array<{ targetType: 'number' | 'prefix'; target: string; rule: string; reason: string; level: number; until: number }>;
+  /** The policy has conversion rules, but no outcome was reported in the last 7 days: they count nothing. */
+  conversionIdle: boolean;
   now: number;
 }
 
@@ -96,11 +107,17 @@ export async function statusCommand(pool: Pool, key: string, fallback: Policy, p
   const counters = countersFor(policy, e164, region);
   // During a rotation, outcomes of decisions made under the previous key carry its hash.
   const hashes = previousKey ? [hash, hashPhone(e164, previousKey)] : [hash];
-  const [peek, { row, lastReset }, lists, outcomes] = await Promise.all([
+  const ranges = rangeRules(policy).map((rule) => ({
+    ruleId: rule.id,
+    key: prefixKey(e164, rule.group === 'sweep' ? policy.sweep!.digits : policy.conversion!.prefix!.digits),
+  }));
+  const [peek, { row, lastReset }, lists, outcomes, blocks, idle] = await Promise.all([
     peekState(pool, [hash], counters),
     lookupPhone(pool, hash),
     readListEntries(pool),
     recentOutcomes(pool, hashes, RECENT_OUTCOMES),
+    readBlocksOf(pool, hashes, ranges),
+    readConversionIdle(pool, policy),
   ]);
   const now = peek.nowMs;
   const state = peek.numbers.get(hash) ?? EMPTY_NUMBER;
@@ -132,6 +149,9 @@ export async function statusCommand(pool: Pool, key: string, fallback: Policy, p
     ...counters.map((c, i): RuleStatus => {
       const v = evaluateAggregate(buckets[i]!, now, c.rule);
       const group = c.rule.group as RuleStatus['group'];
+      // A sweep counter counts distinct numbers: one whose last call is in its window is already
+      // counted there, and its next call moves it rather than adding one, so the rule allows it.
+      const counted = c.rule.group === 'sweep' && (state.log.at(-1) ?? -Infinity) > now - c.rule.windowMs;
       return {
         id: c.rule.id,
         group,
@@ -141,7 +161,7 @@ export async function statusCommand(pool: Pool, key: string, fallback: Policy, p
         used: v.used,
         remaining: v.remaining,
         resetTime: v.resetTime,
-        allows: v.allowed,
+        allows: v.allowed || counted,
         shadow: c.rule.shadow,
       };
     }),
@@ -220,6 +240,29 @@ export async function statusCommand(pool: Pool, key: string, fallback: Policy, p
       ? { by: lastReset.resetBy, reason: lastReset.reason, at: lastReset.resetAt.toISOString(), previousCount: lastReset.previousCount }
       : null,
     outcomes,
+    autoBlocks: [
+      ...(blocks.number
+        ? [
+            {
+              targetType: 'number' as const,
+              target: maskPhone(e164),
+              rule: 'number:block_after',
+              reason: 'number_blocked',
+              level: blocks.number.level,
+              until: blocks.number.untilMs,
+            },
+          ]
+        : []),
+      ...blocks.ranges.map((b) => ({
+        targetType: 'prefix' as const,
+        target: rangeLabel(policy, b.ruleId, b.key),
+        rule: b.ruleId,
+        reason: reasonOfRule(b.ruleId),
+        level: b.level,
+        until: b.untilMs,
+      })),
+    ],
+    conversionIdle: idle.conversionIdle,
     now,
   };
 }

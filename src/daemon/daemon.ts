@@ -18,6 +18,7 @@ import { DecisionEngine, type EngineOptions } from './engine/engine.js';
 import type { Spool } from './engine/spool.js';
 import { IpRules } from './ip-rules.js';
 import { createMetrics, type Metrics } from './metrics.js';
+import { readGuardReadings } from '../db/guard-stats.js';
 import { PolicySource } from './policy-source.js';
 import type { BacklogLimits } from './transport/backlog.js';
 import { ClientAddresses } from './transport/client-address.js';
@@ -101,6 +102,7 @@ export class Daemon {
     });
     this.metrics.policyVersion.set(0);
     this.conversion = new ConversionStateSource({ pool: opts.pool, policies: this.policies, logger });
+    this.metrics.watchGuard(() => readGuardReadings(opts.pool, this.policies.current.policy));
     this.engine = new DecisionEngine({
       pool: opts.pool,
       url: opts.databaseUrl,

@@ -1,4 +1,5 @@
 import client from 'prom-client';
+import type { GuardReadings } from '../db/guard-stats.js';
 
 /** Runs one database statement of `size` requests, recording its latency and batch size under `op`. */
 export type TimedQuery = <T>(op: string, size: number, fn: () => Promise<T>) => Promise<T>;
@@ -12,6 +13,14 @@ export type DecisionResult = 'allowed' | 'denied';
 export type MetricSource = 'database' | 'memory' | 'cache' | 'local';
 
 const EVENT_LOOP_SAMPLE_MS = 100;
+
+/**
+ * The guard's gauges (automatic blocks, conversion and sweep usage, idle conversion rules) are the
+ * database's state, read when scraped: at most once per this, however many scrapers there are.
+ */
+export const GUARD_READ_INTERVAL_MS = 15_000;
+// A scrape must not wait on a slow or lost database: past this it gets the last reading.
+const GUARD_READ_WAIT_MS = 1_000;
 
 /** One registry per daemon, so two daemons in one process (tests) do not collide. */
 export function createMetrics() {
@@ -105,6 +114,69 @@ export function createMetrics() {
     labelNames: ['outcome', 'source'] as const,
     registers: [registry],
   });
+  // Issue #19's guard, read from the database when scraped (watchGuard): every daemon reports the
+  // same values, so dashboards and alerts take max() over instances. Labels are rule ids, levels
+  // and the target kind: never a number, a range or a country.
+  let readGuard: (() => Promise<GuardReadings>) | undefined;
+  let guardReadAtMs = -Infinity;
+  let guardWait: Promise<void> | undefined;
+  const autoBlocks = new client.Gauge({
+    name: 'ratelimit_auto_blocks',
+    help: 'Automatic blocks in force now (database-wide), by escalation level (1-based step of blocks.escalate; 0: block_after without a blocks group) and target (range|number)',
+    labelNames: ['level', 'target'] as const,
+    registers: [registry],
+    collect: () => refreshGuard(),
+  });
+  const ruleUsage = new client.Gauge({
+    name: 'ratelimit_rule_usage_ratio',
+    help: 'Conversion (unconverted calls) and sweep (distinct numbers) rules: the highest used/limit over the rule’s keys (ranges, countries) in its window, database-wide',
+    labelNames: ['rule'] as const,
+    registers: [registry],
+    collect: () => refreshGuard(),
+  });
+  const ruleKeysAtLimit = new client.Gauge({
+    name: 'ratelimit_rule_keys_at_limit',
+    help: 'Conversion and sweep rules: how many of the rule’s keys (ranges, countries) are at or over their limit now, database-wide',
+    labelNames: ['rule'] as const,
+    registers: [registry],
+    collect: () => refreshGuard(),
+  });
+  const conversionIdle = new client.Gauge({
+    name: 'ratelimit_conversion_idle',
+    help: '1 while the policy has conversion rules but no outcome was reported in the last 7 days (they count nothing); 0 otherwise',
+    registers: [registry],
+    collect: () => refreshGuard(),
+  });
+  /** Every guard gauge's collect waits on one reading, and all of them together at most GUARD_READ_WAIT_MS. */
+  function refreshGuard(): Promise<void> {
+    if (guardWait) return guardWait;
+    if (!readGuard || performance.now() - guardReadAtMs < GUARD_READ_INTERVAL_MS) return Promise.resolve();
+    const reading = readGuard()
+      .then((r) => {
+        autoBlocks.reset();
+        for (const b of r.autoBlocks) autoBlocks.set({ level: String(b.level), target: b.target }, b.count);
+        // Both targets at level 1 always exist, so `== 0` and absent read alike in alerts.
+        for (const target of ['range', 'number'])
+          if (!r.autoBlocks.some((b) => b.target === target && b.level === 1)) autoBlocks.set({ level: '1', target }, 0);
+        ruleUsage.reset();
+        ruleKeysAtLimit.reset();
+        for (const u of r.rules) {
+          ruleUsage.set({ rule: u.ruleId }, u.maxRatio);
+          ruleKeysAtLimit.set({ rule: u.ruleId }, u.atLimit);
+        }
+        conversionIdle.set(r.conversionIdle ? 1 : 0);
+      })
+      // The last reading stays: a scrape must succeed while the database is away.
+      .catch(() => undefined)
+      .finally(() => {
+        guardReadAtMs = performance.now();
+        guardWait = undefined;
+      });
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<void>((resolve) => (timer = setTimeout(resolve, GUARD_READ_WAIT_MS)));
+    guardWait = Promise.race([reading, waited]).finally(() => clearTimeout(timer));
+    return guardWait;
+  }
   const dbLatency = new client.Histogram({
     name: 'ratelimit_db_query_duration_seconds',
     help: 'Database round trips made by the decision path, by operation',
@@ -138,6 +210,15 @@ export function createMetrics() {
     connectionsMax,
     dbLatency,
     batchSize,
+    autoBlocks,
+    ruleUsage,
+    ruleKeysAtLimit,
+    conversionIdle,
+    /** Reads the guard's gauges from the database when scraped (the daemon passes its pool and policy). */
+    watchGuard(read: () => Promise<GuardReadings>): void {
+      readGuard = read;
+      guardReadAtMs = -Infinity;
+    },
   };
 }
 

@@ -40,6 +40,7 @@ export function startRetention(opts: RetentionOptions): RetentionLoop {
       const result = await pruneOnce(opts.pool, {
         horizonMs,
         outcomeRetentionMs: outcomeRetentionMs(policy),
+        blockDecayMs: policy.blocks?.decayMs ?? 0,
         auditRetentionMs: opts.config.auditRetentionMs,
         signal: abort.signal,
       });

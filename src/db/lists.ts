@@ -133,3 +133,79 @@ export async function removeListEntry(pool: Pool, targetType: ListTargetType, ta
     return removed;
   });
 }
+
+/** An automatic block `unlist` ended (docs/protocol.md *Policy*, `blocks`). */
+export interface LiftedBlock {
+  targetType: ListTargetType;
+  /** `sweep:prefix:1h` / `conversion:prefix:1h` for a range, `number:block_after` for a number. */
+  ruleId: string;
+  /** The range key (`+4477009`) or the number's hash. */
+  key: string;
+  /** The end it had. */
+  untilMs: number;
+  /** Its escalation step, kept: the next block escalates from it unless the range stays quiet for `decay`. */
+  level: number;
+}
+
+/**
+ * Ends the automatic blocks of a target now (`unlist`): a number's own block (under any of its
+ * hashes), or every range block whose key is the prefix or lies under it. blocked_until becomes
+ * now and block_level stays, so decay still applies; a number's recent denials are cleared too,
+ * or its next denial would trip block_after again at once. Audited, and announced as a lists
+ * change: daemons drop the denials they cached (the decision itself reads blocked_until from the
+ * rows). Counters are locked in (rule_id, key) order, numbers in hash order, as decisions lock them.
+ */
+export async function liftAutoBlocks(
+  pool: Pool,
+  target: { targetType: ListTargetType; targets: readonly string[]; masked: string },
+  by: string,
+  reason: string | null,
+): Promise<{ nowMs: number; lifted: LiftedBlock[] }> {
+  return withTransaction(pool, async (client) => {
+    let rows: Array<{ now_ms: string; rule_id: string; key: string; until_ms: string; level: number }>;
+    if (target.targetType === 'prefix') {
+      const prefix = target.targets[0]!;
+      ({ rows } = await client.query(
+        `WITH n AS (SELECT ${NOW_MS} AS now_ms),
+         l AS (SELECT c.rule_id, c.key, c.blocked_until, c.block_level FROM rate_limit_counters AS c, n
+                WHERE c.blocked_until > n.now_ms AND left(c.key, length($1)) = $1
+                ORDER BY c.rule_id, c.key FOR UPDATE OF c)
+         UPDATE rate_limit_counters AS c SET blocked_until = n.now_ms, updated_at = NOW()
+           FROM l, n WHERE c.rule_id = l.rule_id AND c.key = l.key
+         RETURNING n.now_ms::text AS now_ms, c.rule_id, c.key, l.blocked_until::text AS until_ms, l.block_level AS level`,
+        [prefix],
+      ));
+    } else {
+      ({ rows } = await client.query(
+        `WITH n AS (SELECT ${NOW_MS} AS now_ms),
+         l AS (SELECT p.phone_hash, p.blocked_until, p.block_level FROM phone_rate_limits AS p, n
+                WHERE p.phone_hash = ANY($1::text[]) AND p.blocked_until > n.now_ms
+                ORDER BY p.phone_hash FOR UPDATE OF p)
+         UPDATE phone_rate_limits AS p SET blocked_until = n.now_ms, denials = '{}', updated_at = NOW()
+           FROM l, n WHERE p.phone_hash = l.phone_hash
+         RETURNING n.now_ms::text AS now_ms, 'number:block_after' AS rule_id, p.phone_hash AS key, l.blocked_until::text AS until_ms, l.block_level AS level`,
+        [[...target.targets].sort()],
+      ));
+    }
+    const lifted = rows
+      .map((r): LiftedBlock => ({ targetType: target.targetType, ruleId: r.rule_id, key: r.key, untilMs: Number(r.until_ms), level: r.level }))
+      .sort((a, b) => a.ruleId.localeCompare(b.ruleId) || a.key.localeCompare(b.key));
+    let nowMs: number;
+    if (rows[0]) nowMs = Number(rows[0].now_ms);
+    else nowMs = Number((await client.query<{ now_ms: string }>(`SELECT ${NOW_MS}::text AS now_ms`)).rows[0]!.now_ms);
+    if (lifted.length === 0) return { nowMs, lifted };
+    await writeAudit(client, {
+      actor: by,
+      action: 'auto_block_lift',
+      target: `${target.targetType}:${target.targets[0]}`,
+      detail: {
+        masked: target.masked,
+        reason,
+        // A number's hash is its key: the audit names the number once, in `target`.
+        lifted: lifted.map((l) => ({ rule: l.ruleId, ...(l.targetType === 'prefix' ? { key: l.key } : {}), level: l.level, until: l.untilMs })),
+      },
+    });
+    await announceChange(client, 'lists');
+    return { nowMs, lifted };
+  });
+}

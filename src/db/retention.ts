@@ -35,6 +35,11 @@ export interface PruneOptions {
    * the decision-id horizon.
    */
   outcomeRetentionMs?: number;
+  /**
+   * The policy's blocks.decay (0 without a `blocks` group): a row whose latest automatic block
+   * ended less than this ago is kept, or the next block would start again at the first step.
+   */
+  blockDecayMs?: number;
   /** rate_limit_resets and rate_limit_audit rows older than this (ms) go. */
   auditRetentionMs: number;
   batchSize?: number;
@@ -64,7 +69,7 @@ export interface PruneResult {
 
 const NOW_SQL = `(COALESCE($1::BIGINT, ${NOW_MS}))`;
 
-// $1 now (or NULL), $2 horizon ms, $3 batch size, $4 the last key of the previous slice.
+// $1 now (or NULL), $2 horizon ms, $3 batch size, $4 the last key of the previous slice, $5 blocks.decay ms.
 const PRUNE_NUMBERS_SQL = `
 WITH clock AS (SELECT ${NOW_SQL} AS now_ms),
 slice AS (
@@ -77,7 +82,7 @@ victims AS (
      AND NOT EXISTS (SELECT 1 FROM unnest(p.calls) AS t WHERE t > clock.now_ms - $2)
      AND COALESCE(p.last_denied_at, 0) <= clock.now_ms - $2
      AND NOT EXISTS (SELECT 1 FROM unnest(p.denials) AS t WHERE t > clock.now_ms - $2)
-     AND COALESCE(p.blocked_until, 0) <= clock.now_ms
+     AND COALESCE(p.blocked_until, 0) <= clock.now_ms - (CASE WHEN p.block_level > 0 THEN $5::BIGINT ELSE 0 END)
      AND NOT EXISTS (SELECT 1 FROM rate_limit_lists AS l WHERE l.target_type = 'number' AND l.target = p.phone_hash)
      FOR UPDATE OF p SKIP LOCKED
 ),
@@ -86,7 +91,8 @@ gone AS (
 )
 SELECT (SELECT max(phone_hash) FROM slice) AS last_hash, (SELECT count(*) FROM gone)::INTEGER AS deleted`;
 
-// $1 now (or NULL), $2 horizon ms, $3 batch size, $4/$5 the last (rule id, key) of the previous slice.
+// $1 now (or NULL), $2 horizon ms, $3 batch size, $4/$5 the last (rule id, key) of the previous
+// slice, $6 blocks.decay ms: a range blocked now, or whose block ended within decay, stays.
 const PRUNE_COUNTERS_SQL = `
 WITH clock AS (SELECT ${NOW_SQL} AS now_ms),
 slice AS (
@@ -97,6 +103,7 @@ victims AS (
    WHERE (c.rule_id, c.key) IN (SELECT rule_id, key FROM slice)
      AND COALESCE(c.last_at, 0) <= clock.now_ms - $2
      AND NOT EXISTS (SELECT 1 FROM unnest(c.bucket_ts) AS t WHERE t > clock.now_ms - $2)
+     AND COALESCE(c.blocked_until, 0) <= clock.now_ms - $6::BIGINT
      FOR UPDATE OF c SKIP LOCKED
 ),
 gone AS (
@@ -172,9 +179,10 @@ async function runPasses(client: PoolClient, opts: PruneOptions, counts: PruneCo
     return !opts.signal?.aborted;
   };
 
+  const blockDecayMs = opts.blockDecayMs ?? 0;
   let lastHash = '';
   while (await between()) {
-    const { rows } = await client.query<{ last_hash: string | null; deleted: number }>(PRUNE_NUMBERS_SQL, [now, opts.horizonMs, batch, lastHash]);
+    const { rows } = await client.query<{ last_hash: string | null; deleted: number }>(PRUNE_NUMBERS_SQL, [now, opts.horizonMs, batch, lastHash, blockDecayMs]);
     counts.phone_rate_limits += rows[0]!.deleted;
     if (rows[0]!.last_hash === null) break;
     lastHash = rows[0]!.last_hash;
@@ -189,6 +197,7 @@ async function runPasses(client: PoolClient, opts: PruneOptions, counts: PruneCo
       batch,
       lastRule,
       lastKey,
+      blockDecayMs,
     ]);
     counts.rate_limit_counters += rows[0]!.deleted;
     if (rows[0]!.last_rule === null) break;

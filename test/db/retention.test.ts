@@ -185,6 +185,38 @@ describe('retention', () => {
     );
   });
 
+  it('keeps a range or number whose automatic block ended less than blocks.decay ago, so the next block escalates', async () => {
+    await db.pool.query('TRUNCATE phone_rate_limits, rate_limit_counters, rate_limit_lists, rate_limit_resets, rate_limit_audit');
+    const DECAY = DAY;
+    const old = NOW - 10 * H;
+    // Each row: nothing inside the horizon, a block that ended an hour ago (level 2), or one that ended 2 decays ago.
+    for (const [key, until] of [
+      ['recent', NOW - HOUR],
+      ['stale', NOW - 2 * DECAY],
+    ] as const) {
+      await db.pool.query(
+        `INSERT INTO rate_limit_counters (rule_id, key, bucket_ts, bucket_n, last_at, blocked_until, block_level) VALUES ('sweep:prefix:1h', $1, $2::BIGINT[], '{1}', $3, $4, 2)`,
+        [key, `{${old}}`, old, until],
+      );
+      await db.pool.query(
+        `INSERT INTO phone_rate_limits (phone_hash, window_start, calls, last_call_at, denials, blocked_until, block_level) VALUES ($1, 0, $2::BIGINT[], $3, '{}', $4, 2)`,
+        [key, `{${old}}`, old, until],
+      );
+    }
+    // A number blocked by block_after without `blocks` (level 0) goes once its block is over, as before.
+    await db.pool.query(
+      `INSERT INTO phone_rate_limits (phone_hash, window_start, calls, last_call_at, denials, blocked_until) VALUES ('plain', 0, $1::BIGINT[], $2, '{}', $3)`,
+      [`{${old}}`, old, NOW - HOUR],
+    );
+    await pruneOnce(db.pool, { horizonMs: H, auditRetentionMs: AUDIT_RETENTION, blockDecayMs: DECAY, pauseMs: 0, nowMs: NOW });
+    expect(await column('SELECT key AS v FROM rate_limit_counters')).toEqual(['recent']);
+    expect(await column('SELECT phone_hash AS v FROM phone_rate_limits')).toEqual(['recent']);
+    // Without a blocks group nothing holds them.
+    await pruneOnce(db.pool, { horizonMs: H, auditRetentionMs: AUDIT_RETENTION, pauseMs: 0, nowMs: NOW });
+    expect(await column('SELECT key AS v FROM rate_limit_counters')).toEqual([]);
+    expect(await column('SELECT phone_hash AS v FROM phone_rate_limits')).toEqual([]);
+  });
+
   it('skips a row a decision holds locked, and takes it on the next pass', async () => {
     const stale = NOW - 2 * H;
     await insertNumber({ hash: 'held', calls: [stale], denials: [], lastDeniedAt: null, blockedUntil: null, listed: false });

@@ -41,6 +41,12 @@ const KNOWN_METRICS = [
   'process_resident_memory_bytes',
   'process_cpu_seconds_total',
   'nodejs_eventloop_lag_p99_seconds',
+  // Issue 19's guard (src/daemon/metrics.ts).
+  'ratelimit_outcomes_total',
+  'ratelimit_auto_blocks',
+  'ratelimit_rule_usage_ratio',
+  'ratelimit_rule_keys_at_limit',
+  'ratelimit_conversion_idle',
   'up',
 ];
 

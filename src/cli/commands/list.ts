@@ -1,5 +1,7 @@
 // `ratelimit list`: the block and allow entries in force now (expired ones never match and are
-// not shown; retention deletes them), newest first.
+// not shown; retention deletes them), newest first, then the automatic blocks in force (kind
+// `auto`: ranges blocked by a sweep or conversion rule, numbers by block_after; docs/protocol.md
+// *Policy*, `blocks`) with their level and end, longest to run first.
 import type { Command } from 'commander';
 import type { Pool } from '../../db/pool.js';
 import { ensureSchema } from '../../db/open.js';
@@ -10,21 +12,67 @@ import { hashPrefix } from '../../core/phone.js';
 import { emit, withDatabaseNoKey, type Io } from '../context.js';
 import { isoTime, table, when } from '../format.js';
 import { entryView, type EntryView } from '../list-target.js';
+import type { Policy } from '../../core/policy/types.js';
+import { readEffectivePolicy } from '../../db/policies.js';
+import { readGuardBlocks, type GuardBlock } from '../guard-view.js';
+
+/** An automatic block as `list` shows it, beside the entries (same field names where they mean the same). */
+export interface AutoBlockView {
+  targetType: 'prefix' | 'number';
+  /** The range (`+4477009•••`) or the masked number. */
+  target: string;
+  hash: string | null;
+  kind: 'auto';
+  /** The rule that tripped it: `sweep:prefix:1h`, `conversion:prefix:1h`, `number:block_after`. */
+  rule: string;
+  /** Its step in blocks.escalate (1-based); 0 for block_after without a `blocks` group. */
+  level: number;
+  expiresAt: string;
+  createdBy: 'auto';
+  createdAt: null;
+  /** The reason its denials give. */
+  reason: string;
+  deniedCalls: null;
+}
+
+function autoView(b: GuardBlock): AutoBlockView {
+  return {
+    targetType: b.targetType,
+    target: b.target,
+    hash: b.hash,
+    kind: 'auto',
+    rule: b.rule,
+    level: b.level,
+    expiresAt: new Date(b.until).toISOString(),
+    createdBy: 'auto',
+    createdAt: null,
+    reason: b.reason,
+    deniedCalls: null,
+  };
+}
 
 export interface ListReport {
   /** The database clock, ms since epoch. */
   now: number;
   /** `deniedCalls`: consumes a block entry denied over the last `hitsWindowMs` (the daemons' per-minute rollup, a day); null for allow entries. */
-  entries: Array<EntryView & { deniedCalls: number | null }>;
+  entries: Array<(EntryView & { deniedCalls: number | null }) | AutoBlockView>;
   hitsWindowMs: number;
+  /** Automatic blocks in force in all (entries lists at most a few hundred numbers). */
+  autoBlocks: { ranges: number; numbers: number };
 }
 
-export async function listCommand(pool: Pool): Promise<ListReport> {
-  const [{ nowMs, entries }, hits] = await Promise.all([readListEntries(pool), readListHits(pool)]);
+/** `fallback`: the RATE_LIMIT_* default policy, used only while none has been applied (it names the ranges' widths). */
+export async function listCommand(pool: Pool, fallback: Policy): Promise<ListReport> {
+  const effective = await readEffectivePolicy(pool, fallback);
+  const [{ nowMs, entries }, hits, guard] = await Promise.all([readListEntries(pool), readListHits(pool), readGuardBlocks(pool, effective.policy)]);
   return {
     now: nowMs,
     hitsWindowMs: DECISION_COUNTS_RETENTION_MS,
-    entries: entries.map((e) => ({ ...entryView(e), deniedCalls: e.kind === 'block' ? (hits.get(`${e.targetType}:${e.target}`) ?? 0) : null })),
+    entries: [
+      ...entries.map((e) => ({ ...entryView(e), deniedCalls: e.kind === 'block' ? (hits.get(`${e.targetType}:${e.target}`) ?? 0) : null })),
+      ...guard.blocks.map(autoView),
+    ],
+    autoBlocks: guard.blocksTotal,
   };
 }
 
@@ -36,27 +84,44 @@ export function printList(r: ListReport): string {
     t.push([
       e.target,
       e.hash ? `${hashPrefix(e.hash)}…` : '—',
-      e.kind,
+      e.kind === 'auto' ? `auto L${e.level || '—'}` : e.kind,
       e.deniedCalls === null ? '—' : String(e.deniedCalls),
       until,
       e.createdBy,
-      isoTime(Date.parse(e.createdAt)),
-      e.reason ?? '—',
+      e.createdAt === null ? '—' : isoTime(Date.parse(e.createdAt)),
+      e.kind === 'auto' ? `${e.rule} (${e.reason})` : (e.reason ?? '—'),
     ]);
   }
-  const n = r.entries.length;
-  return `${t.toString()}\n${n} entr${n === 1 ? 'y' : 'ies'}. A number's own entry wins over a prefix entry; among prefixes the longest matches. Denied: consumes the entry refused, as the daemons' heartbeats report them.`;
+  const auto = r.entries.filter((e) => e.kind === 'auto').length;
+  const n = r.entries.length - auto;
+  const lines = [
+    t.toString(),
+    ...(n > 0
+      ? [
+          `${n} entr${n === 1 ? 'y' : 'ies'}. A number's own entry wins over a prefix entry; among prefixes the longest matches. Denied: consumes the entry refused, as the daemons' heartbeats report them.`,
+        ]
+      : []),
+  ];
+  if (auto > 0 || r.autoBlocks.numbers > 0) {
+    const more = r.autoBlocks.numbers + r.autoBlocks.ranges - auto;
+    lines.push(
+      `${r.autoBlocks.ranges + r.autoBlocks.numbers} automatic block${r.autoBlocks.ranges + r.autoBlocks.numbers === 1 ? '' : 's'} (kind auto, level L1.. of blocks.escalate)${more > 0 ? `, ${more} not shown` : ''}: they end by themselves; \`ratelimit unlist --prefix <range>\` or \`unlist <number>\` lifts one now and keeps its level for decay.`,
+    );
+  }
+  return lines.join('\n');
 }
 
 export function register(program: Command, io: Io): void {
   program
     .command('list')
-    .description('the block and allow entries in force: masked number or prefix, hash, kind, calls denied, until, who, when, reason')
+    .description(
+      'the block and allow entries in force (masked number or prefix, hash, kind, calls denied, until, who, when, reason) and the automatic blocks (kind auto, level, until)',
+    )
     .option('--json', 'print one JSON document')
     .action(async (_opts, cmd: Command) => {
-      const report = await withDatabaseNoKey(cmd, io, async ({ db }) => {
+      const report = await withDatabaseNoKey(cmd, io, async ({ config, db }) => {
         await ensureSchema(db);
-        return listCommand(db.pool);
+        return listCommand(db.pool, config.defaultPolicy);
       });
       emit(io, cmd, report, () => printList(report));
     });

@@ -1,13 +1,16 @@
 // `ratelimit stats`: totals against the effective policy (the one the daemons enforce): numbers
 // tracked and at their limit, calls and denials in the last window, denials by reason (every
 // reason, IP included, from the heartbeats' per-minute rollup), shadow denials by rule, the
-// busiest keys of the aggregate rules, and the breakdown by region. Numbers only ever masked.
+// busiest keys of the aggregate rules, and the breakdown by region; and the guard that learns
+// from outcomes (src/cli/guard-view.ts): conversion by country, the ranges closest to their
+// conversion and sweep limits, automatic blocks, and whether conversion rules are idle. Numbers
+// only ever masked.
 import type { Command } from 'commander';
 import type { Pool } from '../../db/pool.js';
 import { readStats, type Stats } from '../../db/stats.js';
 import type { Policy } from '../../core/policy/types.js';
 import { formatDurationMs } from '../../core/duration.js';
-import { table } from '../format.js';
+import { isoTime, table, when } from '../format.js';
 import { ensureSchema } from '../../db/open.js';
 import { emit, withDatabaseNoKey, type Io } from '../context.js';
 import { readPolicyUsage, shortReason, type AggregateUsage, type PolicyUsage } from '../policy-usage.js';
@@ -15,6 +18,7 @@ import { readListEntries } from '../../db/lists.js';
 import { DEFAULT_PRICES, formatMoney, type PriceTable } from '../../core/prices.js';
 import { TrafficReader, type MoversView } from '../traffic-view.js';
 import { pct, ratioText } from '../top/movers.js';
+import { CONVERSION_IDLE_TEXT, GuardReader, pctText, type GuardView } from '../guard-view.js';
 
 // Busiest keys shown per aggregate rule.
 const KEYS_PER_RULE = 5;
@@ -46,6 +50,8 @@ export interface StatsReport {
    * are (the last 10 minutes against the day before), with spend per minute; no rule needed.
    */
   movers?: MoversView;
+  /** Conversion by country, the worst ranges, automatic blocks, idle conversion rules (README, "stats --json"). */
+  guard?: GuardView;
   now: number;
 }
 
@@ -84,8 +90,8 @@ export async function statsCommand(pool: Pool, fallback: Policy, prices: PriceTa
   const stats = await readStats(pool, { rules: usage.numberPolicy?.rules ?? [] }, usage.windowMs);
   const lists = await readListEntries(pool);
   const blocked = lists.entries.filter((e) => e.kind === 'block' && e.targetType === 'prefix').map((e) => e.target);
-  const movers = await new TrafficReader(prices).read(pool, blocked);
-  return { ...toStatsReport(stats, usage), movers };
+  const [movers, guard] = await Promise.all([new TrafficReader(prices).read(pool, blocked), new GuardReader(KEYS_PER_RULE).read(pool, usage.policy)]);
+  return { ...toStatsReport(stats, usage), movers, guard };
 }
 
 function printMovers(v: MoversView): string {
@@ -107,6 +113,49 @@ function printMovers(v: MoversView): string {
   const more = v.rows.length > MOVERS_SHOWN ? `\n… ${v.rows.length - MOVERS_SHOWN} more (--json lists them all)` : '';
   const old = v.unranged > 0 ? `\n${v.unranged} active numbers have older masks that name no range: counted by country only.` : '';
   return `${head}\n${t.toString()}${more}${old}`;
+}
+
+// Countries, ranges and blocks listed in the text form (--json has them all).
+const GUARD_SHOWN = 15;
+
+function printGuard(g: GuardView, now: number): string[] {
+  const lines: string[] = [];
+  if (g.conversionIdle) lines.push(CONVERSION_IDLE_TEXT);
+  if (g.countries.length > 0) {
+    const t = table(['country', 'outcomes (1h)', 'converted (1h)', 'outcomes (24h)', 'converted (24h)', 'unconverted / limit']);
+    for (const c of g.countries.slice(0, GUARD_SHOWN)) {
+      t.push([
+        c.region,
+        String(c.outcomes1h),
+        pctText(c.rate1h),
+        String(c.outcomes24h),
+        pctText(c.rate24h),
+        c.unconverted ? `${c.unconverted.used}/${c.unconverted.limit} ${c.unconverted.ruleId}` : '—',
+      ]);
+    }
+    lines.push(`Conversion by country (verified, or answered long enough; of the outcomes reported)\n${t.toString()}`);
+  }
+  if (g.ranges.length > 0) {
+    const t = table(['range', 'rule', 'counts', 'used / limit', 'blocked']);
+    for (const x of g.ranges.slice(0, GUARD_SHOWN)) {
+      t.push([
+        x.range,
+        x.shadow ? `${x.ruleId} (shadow)` : x.ruleId,
+        x.kind === 'distinct' ? 'distinct numbers' : 'unconverted calls',
+        `${x.used}/${x.limit}`,
+        x.blocked ? `level ${x.blocked.level} until ${isoTime(x.blocked.until)}` : '—',
+      ]);
+    }
+    lines.push(`Worst ranges (conversion and sweep rules)\n${t.toString()}`);
+  }
+  if (g.blocks.length > 0) {
+    const t = table(['automatic block', 'rule', 'level', 'until']);
+    for (const b of g.blocks.slice(0, GUARD_SHOWN)) t.push([b.target, b.rule, b.level > 0 ? String(b.level) : '—', when(b.until, now)]);
+    const total = g.blocksTotal.ranges + g.blocksTotal.numbers;
+    const more = total > GUARD_SHOWN ? `\n… ${total - Math.min(GUARD_SHOWN, g.blocks.length)} more (ratelimit list shows them all)` : '';
+    lines.push(`${t.toString()}${more}`);
+  }
+  return lines;
 }
 
 export function printStats(r: StatsReport): string {
@@ -151,6 +200,7 @@ export function printStats(r: StatsReport): string {
     lines.push(regions.toString());
   }
   if (r.movers && r.movers.rows.length > 0) lines.push(printMovers(r.movers));
+  if (r.guard) lines.push(...printGuard(r.guard, r.now));
   return lines.join('\n');
 }
 

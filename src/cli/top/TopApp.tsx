@@ -3,7 +3,7 @@
 import { useEffect, useRef, useState } from 'react';
 import { useApp, useInput, useStdout } from 'ink';
 import { humanizeMs } from '../../core/duration.js';
-import { SORTS, type HotRow, type HotSort, type ResetResult, type TopFrame } from './model.js';
+import { SORTS, type HotRow, type HotSort, type ResetResult, type TopFrame, type TopViewName } from './model.js';
 import type { Connection } from './props.js';
 import { TopView } from './TopView.js';
 
@@ -16,6 +16,8 @@ export interface TopAppProps {
   /** False without a terminal on stdin: Ink's raw mode would throw. */
   inputActive: boolean;
   initialSort?: HotSort;
+  /** `g` toggles between the traffic view and the guard's. */
+  initialView?: TopViewName;
   /** Fixed size (tests); by default the terminal's, following resizes. */
   columns?: number;
   rows?: number;
@@ -108,6 +110,7 @@ export function TopApp(props: TopAppProps) {
   const [connection, setConnection] = useState<Connection>({ ok: true });
   const [paused, setPaused] = useState(false);
   const [sort, setSort] = useState<HotSort>(props.initialSort ?? 'denials');
+  const [view, setView] = useState<TopViewName>(props.initialView ?? 'traffic');
   const [selectedHash, setSelectedHash] = useState<string | null>(null);
   const [confirm, setConfirm] = useState<Asked | null>(null);
   const [message, setMessage] = useState<string | null>(null);
@@ -119,6 +122,7 @@ export function TopApp(props: TopAppProps) {
   const live = useRef({
     sort,
     paused,
+    view: props.initialView ?? ('traffic' as TopViewName),
     force: false,
     failures: 0,
     failingSinceMs: 0,
@@ -230,6 +234,14 @@ export function TopApp(props: TopAppProps) {
         live.current.paused = next;
         setPaused(next);
         if (!next) refreshNow();
+      } else if (input === 'g') {
+        // The frame holds both views' data: switching needs no reload.
+        const next: TopViewName = live.current.view === 'guard' ? 'traffic' : 'guard';
+        live.current.view = next;
+        setView(next);
+      } else if (live.current.view === 'guard') {
+        // The traffic view's keys act on its selection, which the guard view does not show.
+        return;
       } else if (input === 's') {
         const next = SORTS[(SORTS.indexOf(live.current.sort) + 1) % SORTS.length]!;
         live.current.sort = next;
@@ -291,6 +303,7 @@ export function TopApp(props: TopAppProps) {
       selectedHash={selectedHash}
       prompt={prompt}
       message={message}
+      view={view}
     />
   );
 }

@@ -8,7 +8,7 @@ import { ensureSchema } from '../../db/open.js';
 import { withDatabaseNoKey, type Io } from '../context.js';
 import { operatorName } from '../operator.js';
 import { renderFrameText } from './frame.js';
-import { loadTopFrame, SORTS, TrafficReader } from './model.js';
+import { GuardReader, loadTopFrame, SORTS, TrafficReader, VIEWS, type TopViewName } from './model.js';
 
 const DEFAULT_INTERVAL_MS = 2_000;
 // Below this a dashboard is just load on the database; above, it is no longer live.
@@ -58,16 +58,28 @@ export function parseInterval(text: string | undefined): number {
   return ms;
 }
 
+/** `--view`: a usage error (exit 2) when it names no view. */
+export function parseView(text: string | undefined): TopViewName {
+  if (text === undefined) return 'traffic';
+  const view = VIEWS.find((v) => v === text);
+  if (!view) throw new ConfigError(`--view must be one of ${VIEWS.join(', ')}; got "${text}"`);
+  return view;
+}
+
 export function register(program: Command, io: Io): void {
   program
     .command('top')
-    .description('live dashboard of the fleet: instances, totals, hottest numbers, database (q quits)')
+    .description(
+      'live dashboard of the fleet: instances, totals, movers, hottest numbers, database; g switches to the guard view (conversion by country, worst ranges, automatic blocks); q quits',
+    )
     .option('--once', 'print one plain frame and exit (the default when stdout is not a terminal)')
     .option('--interval <duration>', 'refresh interval, e.g. 2s or 500ms (default 2s)')
     .option('--rows <n>', 'with --once: fit the frame in this many lines (default: LINES, the terminal, else the whole frame)')
     .option('--cols <n>', 'with --once: fit the frame in this many columns (default: COLUMNS, the terminal, else 80)')
-    .action(async (opts: { once?: boolean; interval?: string; rows?: string; cols?: string }, cmd: Command) => {
+    .option('--view <name>', 'traffic (default) or guard: conversion by country, worst conversion/sweep ranges, automatic blocks (g toggles live)')
+    .action(async (opts: { once?: boolean; interval?: string; rows?: string; cols?: string; view?: string }, cmd: Command) => {
       const intervalMs = parseInterval(opts.interval);
+      const view = parseView(opts.view);
       const once = opts.once === true || !io.isTTY;
       const size = once ? onceSize(opts, io.env, io.isTTY ? { columns: process.stdout.columns, rows: process.stdout.rows } : undefined) : undefined;
       const runTop = once ? undefined : (await import('./run.js')).runTop;
@@ -77,12 +89,12 @@ export function register(program: Command, io: Io): void {
         async ({ config, db }) => {
           await ensureSchema(db);
           if (runTop) {
-            await runTop({ pool: db.pool, policy: config.defaultPolicy, intervalMs, operator: operatorName(io.env), prices: config.prices });
+            await runTop({ pool: db.pool, policy: config.defaultPolicy, intervalMs, operator: operatorName(io.env), prices: config.prices, view });
             return;
           }
           // Unlike the live view, a failure here is the command's failure (exit 1): a script asked.
-          const frame = await loadTopFrame(db.pool, config.defaultPolicy, SORTS[0], new TrafficReader(config.prices));
-          io.out(renderFrameText(frame, { columns: size!.columns, rows: size!.rows, intervalMs }));
+          const frame = await loadTopFrame(db.pool, config.defaultPolicy, SORTS[0], new TrafficReader(config.prices), new GuardReader());
+          io.out(renderFrameText(frame, { columns: size!.columns, rows: size!.rows, intervalMs, view }));
         },
         { readTimeout: true },
       );

@@ -11,7 +11,10 @@ import type { Policy } from '../../core/policy/types.js';
 import { readPolicyUsage, type AggregateUsage } from '../policy-usage.js';
 import { readListEntries, setListEntries } from '../../db/lists.js';
 import { TrafficReader, visibleHead, type MoversView } from '../traffic-view.js';
+import { GuardReader } from '../guard-view.js';
+import type { GuardView } from '../guard-text.js';
 
+export { GuardReader } from '../guard-view.js';
 export { TrafficReader, BASELINE_SPAN_MS, TRAFFIC_WINDOW_MS, visibleHead, type MoversView } from '../traffic-view.js';
 
 export const SORTS = ['denials', 'calls', 'recent'] as const;
@@ -142,7 +145,13 @@ export interface TopFrame {
   windowDenials: { byReason: Array<[string, number]>; shadowByRule: Array<[string, number]> };
   /** Countries and ranges by how far above normal; null when not read. */
   movers?: MoversView | null;
+  /** Conversion by country, worst conversion and sweep ranges, automatic blocks, idle conversion rules; null when not read. */
+  guard?: GuardView | null;
 }
+
+/** The traffic view (fleet, movers, numbers, aggregates) or the guard's (conversion, ranges, automatic blocks). */
+export const VIEWS = ['traffic', 'guard'] as const;
+export type TopViewName = (typeof VIEWS)[number];
 
 // Trouble first: on a short terminal, a down instance must not be the one that scrolls away.
 const STATE_ORDER = { down: 0, up: 1, stopped: 2 } as const;
@@ -202,7 +211,13 @@ export function flyRegionTotals(instances: readonly TopInstance[]): FlyRegionTot
 }
 
 /** One frame of plain data: the effective policy first (everything is measured against it), then the rest at once. */
-export async function loadTopFrame(pool: Pool, fallback: Policy, sort: HotSort, traffic: TrafficReader = new TrafficReader()): Promise<TopFrame> {
+export async function loadTopFrame(
+  pool: Pool,
+  fallback: Policy,
+  sort: HotSort,
+  traffic: TrafficReader = new TrafficReader(),
+  guardReader: GuardReader = new GuardReader(),
+): Promise<TopFrame> {
   const usage = await readPolicyUsage(pool, fallback, AGGREGATE_KEYS_PER_RULE);
   const numberPolicy = usage.numberPolicy;
   const started = performance.now();
@@ -210,12 +225,13 @@ export async function loadTopFrame(pool: Pool, fallback: Policy, sort: HotSort, 
   const blocks = lists.entries.filter((e) => e.kind === 'block');
   const blockedPrefixes = blocks.filter((e) => e.targetType === 'prefix').map((e) => e.target);
   const blockedHashes = new Set(blocks.filter((e) => e.targetType === 'number').map((e) => e.target));
-  const [timedFleet, stats, hot, moversView] = await Promise.all([
+  const [timedFleet, stats, hot, moversView, guard] = await Promise.all([
     readFleet(pool).then((fleet) => ({ fleet, latencyMs: performance.now() - started })),
     readStats(pool, { rules: numberPolicy?.rules ?? [] }, usage.windowMs),
     // Numbers in a blocked range cost nothing more: left out, so the pump's numbers do not fill the list.
     hottestNumbers(pool, usage.windowMs, HOT_LIMIT, sort, blockedPrefixes),
     traffic.read(pool, blockedPrefixes),
+    guardReader.read(pool, usage.policy),
   ]);
   const isBlocked = (hash: string, masked: string | null) =>
     blockedHashes.has(hash) || (masked !== null && blockedPrefixes.some((p) => visibleHead(masked).startsWith(p)));
@@ -272,6 +288,7 @@ export async function loadTopFrame(pool: Pool, fallback: Policy, sort: HotSort, 
     aggregates: usage.aggregates,
     windowDenials: { byReason: largestFirst(usage.decisions.deniedByReason), shadowByRule: largestFirst(usage.decisions.shadowByRule) },
     movers: moversView,
+    guard,
   };
 }
 

@@ -1,5 +1,5 @@
 // What the dashboard view is drawn from: plain data, no database types.
-import type { HotSort, TopFrame } from './model.js';
+import type { HotSort, TopFrame, TopViewName } from './model.js';
 
 export type Connection = { ok: true } | { ok: false; error: string; failures: number; downForMs: number; retryEveryMs: number };
 
@@ -19,4 +19,6 @@ export interface TopViewProps {
   /** A question waiting for y/n; replaces the key help. */
   prompt?: string | null;
   message?: string | null;
+  /** Which view: the traffic view by default. */
+  view?: TopViewName;
 }

@@ -5,7 +5,7 @@ import { render } from 'ink';
 import type { Pool } from '../../db/pool.js';
 import type { Policy } from '../../core/policy/types.js';
 import { onStopSignals } from '../signals.js';
-import { blockFromTop, loadTopFrame, resetFromTop, TrafficReader, type HotRow, type HotSort } from './model.js';
+import { blockFromTop, GuardReader, loadTopFrame, resetFromTop, TrafficReader, type HotRow, type HotSort, type TopViewName } from './model.js';
 import type { PriceTable } from '../../core/prices.js';
 import { BLOCK_FROM_TOP_MS, TopApp } from './TopApp.js';
 
@@ -19,6 +19,8 @@ export interface TopOptions {
   /** Who resets from the dashboard are recorded as. */
   operator: string;
   prices: PriceTable;
+  /** The view shown first (`g` toggles). */
+  view?: TopViewName;
 }
 
 export async function runTop(opts: TopOptions): Promise<void> {
@@ -38,11 +40,13 @@ export async function runTop(opts: TopOptions): Promise<void> {
   let windowMs = 0;
   // One reader for the whole session: it keeps the baseline between frames.
   const traffic = new TrafficReader(opts.prices);
+  // Likewise the day's conversion totals.
+  const guard = new GuardReader();
   try {
     const app = render(
       createElement(TopApp, {
         load: (sort: HotSort) =>
-          loadTopFrame(pool, policy, sort, traffic).then((frame) => {
+          loadTopFrame(pool, policy, sort, traffic, guard).then((frame) => {
             windowMs = frame.windowMs;
             return frame;
           }),
@@ -50,6 +54,7 @@ export async function runTop(opts: TopOptions): Promise<void> {
         onBlock: (prefix: string) => blockFromTop(pool, prefix, opts.operator, BLOCK_FROM_TOP_MS),
         intervalMs: opts.intervalMs,
         inputActive,
+        ...(opts.view ? { initialView: opts.view } : {}),
       }),
       { stdout, stdin: process.stdin, exitOnCtrlC: true, patchConsole: true },
     );

@@ -41,7 +41,7 @@ export function headerSection(p: TopViewProps, f: TopFrame | null): Line {
     left.push({ text: ` · ${f.totals.up}/${total} up`, ...(f.totals.down > 0 ? { color: 'red' as const, bold: true } : {}) });
     left.push({ text: ` · policy ${policyName(f.policyVersion)}`, ...(f.totals.onOtherPolicy > 0 ? { color: 'red' as const, bold: true } : {}) });
   }
-  left.push({ text: ` · sort ${p.sort} · every ${formatDurationMs(p.intervalMs)}` });
+  left.push({ text: `${p.view === 'guard' ? ' · guard view' : ` · sort ${p.sort}`} · every ${formatDurationMs(p.intervalMs)}` });
   const right: Line = [];
   if (p.paused) right.push({ text: ' PAUSED ', inverse: true, color: 'yellow' }, { text: ' ' });
   // Under a lost database the frame below is the last good one; its time says how old.
@@ -167,7 +167,12 @@ export function sparkSection(f: TopFrame, columns: number): Line[] {
 export function footerSection(p: TopViewProps): Line[] {
   if (p.prompt) return wrapWords(p.prompt, p.columns).map((t) => [{ text: t, color: 'yellow' as const, bold: true }]);
   if (!p.interactive) return p.message ? wrapWords(p.message, p.columns).map((t) => [{ text: t }]) : [];
-  const keys: Line = [{ text: 'q quit · p pause · s sort · ↑↓ select · r reset · b block range', dim: true }];
+  const keys: Line = [
+    {
+      text: p.view === 'guard' ? 'q quit · p pause · g back to traffic' : 'q quit · p pause · s sort · ↑↓ select · r reset · b block range · g guard',
+      dim: true,
+    },
+  ];
   if (!p.message) return lineWidth(keys) <= p.columns ? [keys] : [[{ text: 'q quit · r reset', dim: true }]];
   const message: Line = [{ text: p.message, color: 'cyan' }];
   // What just happened matters more than the key help, which never changes.
