@@ -812,7 +812,7 @@ describe('defaultPolicy', () => {
         prefix: { digits: 3, rules: [{ ...rule('conversion', 5, '1h'), id: 'conversion:prefix:1h' }] },
         country: {
           rules: [],
-          baseline: { factor: 1, floor: 20, historyMs: 14 * 86_400_000, rule: { ...rule('conversion', 20, '1d'), id: 'conversion:country:baseline' } },
+          baseline: { factor: 1, floor: 10, historyMs: 14 * 86_400_000, rule: { ...rule('conversion', 10, '1h'), id: 'conversion:country:baseline' } },
         },
       },
       sweep: { digits: 3, rules: [{ ...rule('sweep', 10, '1h'), id: 'sweep:prefix:1h' }] },

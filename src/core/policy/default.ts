@@ -25,9 +25,10 @@ function rule(group: GroupName, limit: number, windowMs: number, qualifier?: str
 
 /**
  * conversion: answered for 10s or verified converts; a range of 1,000 numbers may have 5 calls an
- * hour that did not convert; a country, max(20, 1 × its most converted calls in a day over 14 days)
- * a day (Authgear's form, with the factor raised from 0.2 so that an app converting 50% of its
- * calls, a voice app's answer rate, is never denied by it; docs/choosing-limits.md).
+ * hour that did not convert; a country, max(10, 1 × its most converted calls in an hour over 14
+ * days) an hour (Authgear's form taken per hour, with the factor raised from 0.2 so that an app
+ * converting 50% of its calls, a voice app's answer rate, is never denied by it; the hour so that
+ * an attack spread over a country's ranges is stopped within the hour: docs/choosing-limits.md).
  */
 export const DEFAULT_CONVERSION: ConversionPolicy = {
   answeredAtLeastMs: 10_000,
@@ -37,9 +38,9 @@ export const DEFAULT_CONVERSION: ConversionPolicy = {
     rules: [],
     baseline: {
       factor: 1,
-      floor: 20,
+      floor: 10,
       historyMs: 14 * DAY_MS,
-      rule: { id: 'conversion:country:baseline', group: 'conversion', limit: 20, windowMs: DAY_MS, window: '1d', shadow: false },
+      rule: { id: 'conversion:country:baseline', group: 'conversion', limit: 10, windowMs: HOUR_MS, window: '1h', shadow: false },
     },
   },
 };
