@@ -30,7 +30,13 @@ export async function dbPruneCommand(pool: Pool, target: string, config: Pick<Co
     const { policy, version } = await readEffectivePolicy(pool, config.defaultPolicy);
     const horizonMs = retentionHorizonMs(policy);
     const outcomesMs = Math.max(horizonMs, DECISION_ID_HORIZON_MS, outcomeRetentionMs(policy));
-    const { counts } = await pruneOnce(pool, { horizonMs, outcomeRetentionMs: outcomesMs, blockDecayMs: policy.blocks?.decayMs ?? 0, auditRetentionMs: config.auditRetentionMs, wait: true });
+    const { counts } = await pruneOnce(pool, {
+      horizonMs,
+      outcomeRetentionMs: outcomesMs,
+      blockDecayMs: policy.blocks?.decayMs ?? 0,
+      auditRetentionMs: config.auditRetentionMs,
+      wait: true,
+    });
     return { database: target, policyVersion: version, horizonMs, outcomeRetentionMs: outcomesMs, auditRetentionMs: config.auditRetentionMs, deleted: counts };
   } catch (err) {
     if ((err as { code?: string }).code === SQLSTATE.UNDEFINED_TABLE) {
