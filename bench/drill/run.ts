@@ -1,7 +1,7 @@
 // `npm run drill`: the fraud drill (issue #19). One simulated day of legitimate traffic with four
 // attacks mixed in (traffic.ts), decided by the real decision path at simulated time (harness.ts)
 // on a throwaway embedded PostgreSQL, once per policy: the default (no policy applied) and
-// docs/examples/policy.yaml. Prints the tables and the targets, writes bench/results/drill.json
+// docs/examples/policy.yaml. Prints the tables and the targets, writes drill.json in bench/results
 // and the "Latest run" part of BENCHMARKS.md's *Fraud drill* section.
 //
 // DRILL_SEED (default 19) picks the traffic; DRILL_HOURS shortens the day (attacks after the end

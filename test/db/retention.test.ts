@@ -279,9 +279,9 @@ describe('retention', () => {
 
   it('`ratelimit db prune` deletes through the binary, prints counts per table and exits 0', async () => {
     const now = Date.now();
-    // Default policy: RATE_LIMIT_*'s 1h windows, and the conversion baseline's 1d window, so the horizon is 1d.
+    // Default policy: RATE_LIMIT_*'s 1h windows, and the conversion baseline's and sweep's 1h windows, so the horizon is 1h.
     for (let i = 0; i < 3; i++) {
-      await insertNumber({ hash: `old${i}`, calls: [now - 25 * HOUR], denials: [], lastDeniedAt: null, blockedUntil: null, listed: false });
+      await insertNumber({ hash: `old${i}`, calls: [now - 2 * HOUR], denials: [], lastDeniedAt: null, blockedUntil: null, listed: false });
     }
     await insertNumber({ hash: 'fresh', calls: [now - 60_000], denials: [], lastDeniedAt: null, blockedUntil: null, listed: false });
     await db.pool.query("INSERT INTO rate_limit_audit (at, actor, action) VALUES (now() - interval '100 days', 't', 'x'), (now(), 't', 'y')");
@@ -301,7 +301,7 @@ describe('retention', () => {
     const report = JSON.parse(json.stdout);
     expect(report).toMatchObject({
       policyVersion: 0,
-      horizonMs: DAY,
+      horizonMs: HOUR,
       auditRetentionMs: 90 * DAY,
       deleted: { phone_rate_limits: 3, rate_limit_counters: 0, rate_limit_resets: 0, rate_limit_audit: 1, rate_limit_outcomes: 0 },
     });
