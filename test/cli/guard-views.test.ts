@@ -384,6 +384,15 @@ describe('through the binary (the default policy: sweep, conversion and blocks)'
       expect(denied.status).toBe(429);
       expect(denied.json).toMatchObject({ reason: 'sweep_rate_limit_exceeded', rule: 'sweep:prefix:1h' });
       expect(await consume(11)).toMatchObject({ status: 429, json: { rule: 'auto:block' } });
+      // status's next call: a new number of the range waits for the sweep's hour (10 of 10), not
+      // just the 5-minute block; a number it still counts then, for the block's end only.
+      const next = async (n: string) => JSON.parse((await run(['status', n, '--json'])).stdout) as { rule: string; retryAfterMs: number };
+      const fresh = await next('+447700900113');
+      expect(fresh.rule).toBe('auto:block');
+      expect(fresh.retryAfterMs).toBeGreaterThan(50 * 60_000);
+      const known = await next('+447700900100');
+      expect(known.rule).toBe('auto:block');
+      expect(known.retryAfterMs).toBeLessThanOrEqual(5 * 60_000);
 
       const list = JSON.parse((await run(['list', '--json'])).stdout) as { entries: AutoBlockView[] };
       expect(list.entries.filter((e) => e.kind === 'auto').map((e) => [e.target, e.rule, e.level])).toEqual([['+447700900•••', 'sweep:prefix:1h', 1]]);

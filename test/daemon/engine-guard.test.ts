@@ -89,7 +89,9 @@ describe('DecisionEngine with sweep, conversion, blocks and safe', () => {
     expect(blocked).toMatchObject({ allowed: false, rule: 'auto:block', reason: 'sweep_rate_limit_exceeded', limit: 3 });
     expect(blocked.retryAfterMs).toBeGreaterThan(299_000);
     expect(blocked.retryAfterMs).toBeLessThanOrEqual(300_000);
-    // A check says the same, and a browser sees only allowed, reason, rule and whole minutes.
+    // A check says the same, and a browser sees only allowed, reason, rule and whole minutes. A
+    // number the sweep does not count yet waits for the sweep's own window too (3 of 3 for the
+    // hour), not just for the block's end: a call then would still be denied.
     const check = await e.check(subject('+14155552005'));
     expect(check).toMatchObject({ allowed: false, rule: 'auto:block', reason: 'sweep_rate_limit_exceeded' });
     const reply = browserDecisionReply(undefined, '+14155552005', 'US', check, false);
@@ -100,7 +102,7 @@ describe('DecisionEngine with sweep, conversion, blocks and safe', () => {
       allowed: false,
       reason: 'sweep_rate_limit_exceeded',
       rule: 'auto:block',
-      retryAfterMs: 300_000,
+      retryAfterMs: HOUR_MS,
       region: 'US',
       source: 'database',
     });

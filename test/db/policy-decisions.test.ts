@@ -442,6 +442,49 @@ describe('ratelimit_decide_v2 equals decideConsume with conversion, sweep, block
     expect(rows.map((r) => [r.block_level, r.blocked_until - results.at(-1)!.atMs])).toEqual([[1, 500]]);
   });
 
+  it("auto:block's reset is never before the tripping counter frees a call: the later of the block's end and its own reset (SQL and model)", async () => {
+    const at = (advanceMs: number, n: number) => ({ reqs: [{ n, allowlisted: false }], advanceMs });
+    const engaged: ConversionState = { engaged: true, baselineLimits: new Map() };
+    const blocks = { escalateMs: [500, 1_000], escalate: ['500ms', '1s'], decayMs: 100 };
+    const conversionOf = (r: LimitRule): Policy['conversion'] => ({
+      answeredAtLeastMs: 10_000,
+      pendingAfterMs: 60_000,
+      prefix: { digits: 4, rules: [r] },
+      country: undefined,
+    });
+
+    // conversion.prefix 2 per 10 s, blocked for 500 ms: the block ends long before the counter frees.
+    const slow = rule('conversion', 2, 10_000, false, '#reset-slow', 'prefix');
+    const r1 = await compare(
+      makeFullPolicy({ conversion: conversionOf(slow), blocks }),
+      [at(0, 0), at(100, 1), at(100, 0), at(100, 1), at(400, 1)],
+      pool,
+      engaged,
+    );
+    expect(r1.map((r) => r.rule)).toEqual([null, null, slow.id, AUTO_BLOCK_RULE, slow.id]);
+    const base1 = r1[0]!.atMs;
+    // The block ends at +700, but the counter's first call leaves its window at +10000 only.
+    expect(r1[3]!.aggregate!.resetTime - base1).toBe(10_000);
+    expect(r1[3]!.aggregate!.retryAfterMs).toBe(10_000 - 300);
+    // And a call at the block's end is indeed still denied, by the counter itself.
+    expect(r1[4]!.atMs - base1).toBe(700);
+
+    // The same counter over 400 ms, blocked for 500 ms: it frees first, so the block's end is the reset.
+    const fast = rule('conversion', 2, 400, false, '#reset-fast', 'prefix');
+    const r2 = await compare(makeFullPolicy({ conversion: conversionOf(fast), blocks }), [at(0, 0), at(100, 1), at(100, 0), at(100, 1)], pool, engaged);
+    expect(r2.map((r) => r.rule)).toEqual([null, null, fast.id, AUTO_BLOCK_RULE]);
+    expect(r2[3]!.aggregate!.resetTime - r2[0]!.atMs).toBe(700);
+
+    // sweep (distinct) 1 per 10 s: a number it does not count waits for the counter; one it still
+    // counts at the block's end moves then, so the block's end is its reset.
+    const sweep = rule('sweep', 1, 10_000, false, '#reset-sweep', 'prefix');
+    const r3 = await compare(makeFullPolicy({ sweep: { digits: 4, rules: [sweep] }, blocks }), [at(0, 0), at(10, 1), at(10, 1), at(10, 0)]);
+    expect(r3.map((r) => r.rule)).toEqual([null, sweep.id, AUTO_BLOCK_RULE, AUTO_BLOCK_RULE]);
+    const base3 = r3[0]!.atMs;
+    expect(r3[2]!.aggregate!.resetTime - base3).toBe(10_000);
+    expect(r3[3]!.aggregate!.resetTime - base3).toBe(510);
+  });
+
   it('block_after escalates with `blocks` (a `for` longer than every step cuts none), and a safe number is never blocked', () => {
     const p = makeFullPolicy({
       number: [rule('number', 1, 100)],

@@ -192,7 +192,8 @@ function judge(n: NumberAt, blockedUntil: number | null, buckets: readonly Bucke
       // a block lasts exactly its step).
       if (!j.aggregateDenial) {
         const view = evaluateAggregate(b, at, c.rule);
-        const blocked = { ...view, allowed: false, resetTime: b.block.untilMs, retryAfterMs: Math.max(0, b.block.untilMs - at) };
+        const resetTime = blockedRangeReset(b, b.block.untilMs, c.rule, n.last);
+        const blocked = { ...view, allowed: false, resetTime, retryAfterMs: Math.max(0, resetTime - at) };
         j.aggregateDenial = { view: blocked, rule: c.rule, auto: true };
       }
       return;
@@ -212,6 +213,19 @@ function judge(n: NumberAt, blockedUntil: number | null, buckets: readonly Bucke
     if (range) j.trips.push(i);
   });
   return j;
+}
+
+/**
+ * When a consume denied by a range's automatic block can next succeed as far as that counter
+ * goes: the block's end, or later when the counter that tripped the block would still deny then
+ * (docs/protocol.md: `resetTime` is when the next call becomes possible). Nothing counts in a
+ * blocked range, so the counter's own reset is already known now. A `distinct` counter never
+ * denies a number it still counts at the block's end.
+ */
+function blockedRangeReset(b: Buckets, untilMs: number, rule: LimitRule, lastCallMs: number | null): number {
+  if (counterKind(rule.group) === 'distinct' && lastCallMs !== null && lastCallMs > counterTime(b, untilMs) - rule.windowMs) return untilMs;
+  const atEnd = evaluateAggregate(b, untilMs, rule);
+  return atEnd.allowed ? untilMs : Math.max(untilMs, atEnd.resetTime);
 }
 
 function result(j: Judgement, blockedUntil: number | null, view: Decision | null, allowed: boolean): DecideResult {

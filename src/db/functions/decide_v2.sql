@@ -78,7 +78,8 @@
 --     {{LOG_SUMMARY_ENTRIES}} runs of it, each run's newest call and its length (positions of the
 --     flat array are only appended to, so the log after each request is still there at the end),
 --   r_agg_used, r_agg_reset: when an aggregate counter denied, its count and when a call fits
---     (for `auto:block`: the blocked counter's count and the block's end),
+--     (for `auto:block`: the blocked counter's count and the later of the block's end and
+--     when that counter itself fits a call),
 --   r_blocked_until: block_after's block, or NULL,
 --   r_blocked_by: for `auto:block`, the rule id of the counter whose range block denied (its
 --     group gives the reply's reason), else NULL.
@@ -455,6 +456,26 @@ BEGIN
               v_agg_reset := v_ctr_blocked_until[v_ctr];
               v_agg_ctr := v_ctr;
               v_block_by := v_ctr;
+              -- The next call is possible at the block's end only if the counter that tripped it
+              -- allows one then (blockedRangeReset in decide.ts): nothing counts while blocked, so
+              -- its window at the block's end is known now. A distinct counter never denies a
+              -- number it still counts then.
+              v_ctr_since := GREATEST(v_agg_reset, v_ctr_at) - p_counter_windows[v_ctr];
+              IF p_counter_kinds[v_ctr] = 'distinct' AND v_prev_call > v_ctr_since THEN
+                NULL;
+              ELSE
+                WHILE v_bucket_from <= v_bucket_to AND v_bucket_ts[v_bucket_from] <= v_ctr_since LOOP
+                  v_window_calls := v_window_calls - v_bucket_n[v_bucket_from];
+                  v_bucket_from := v_bucket_from + 1;
+                END LOOP;
+                IF v_window_calls + 1 > p_counter_limits[v_ctr] THEN
+                  WHILE v_bucket_from < v_bucket_to AND v_window_calls - v_bucket_n[v_bucket_from] >= p_counter_limits[v_ctr] LOOP
+                    v_window_calls := v_window_calls - v_bucket_n[v_bucket_from];
+                    v_bucket_from := v_bucket_from + 1;
+                  END LOOP;
+                  v_agg_reset := GREATEST(v_agg_reset, v_bucket_ts[v_bucket_from] + p_counter_windows[v_ctr]);
+                END IF;
+              END IF;
             END IF;
           ELSIF p_counter_kinds[v_ctr] = 'distinct' AND v_prev_call > v_ctr_since THEN
             -- The number is already counted in this window: the call moves it, never adds one.
