@@ -1,3 +1,5 @@
+// Longer than 350 lines because it is the one model decide_v2.sql is held to: judging, blocks and
+// their escalation share one Judgement, and split apart each part would re-derive the instant.
 // One consume (or check) against every rule of the policy at once: the number's exact windows,
 // its block_after state, and each aggregate counter that applies with its automatic block
 // (docs/protocol.md *Policy*). A consume is allowed only if every enforcing rule allows it,
