@@ -23,7 +23,7 @@ import { ListIndex } from '../core/lists.js';
 import { entryView, type EntryView } from './list-target.js';
 import { readBlocksOf } from '../db/guard-stats.js';
 import { prefixKey } from '../core/policy/counters.js';
-import { rangeLabel, rangeRules, readConversionIdle, reasonOfRule } from './guard-view.js';
+import { conversionRules, rangeLabel, rangeRules, reasonOfRule } from './guard-view.js';
 
 /** One rule that applies to the number, as it stands now. */
 export interface RuleStatus {
@@ -114,13 +114,12 @@ export async function statusCommand(pool: Pool, key: string, fallback: Policy, p
     ruleId: rule.id,
     key: prefixKey(e164, rule.group === 'sweep' ? policy.sweep!.digits : policy.conversion!.prefix!.digits),
   }));
-  const [peek, { row, lastReset }, lists, outcomes, blocks, idle] = await Promise.all([
+  const [peek, { row, lastReset }, lists, outcomes, blocks] = await Promise.all([
     peekState(pool, [hash], counters),
     lookupPhone(pool, hash),
     readListEntries(pool),
     recentOutcomes(pool, hashes, RECENT_OUTCOMES),
     readBlocksOf(pool, hashes, ranges),
-    readConversionIdle(pool, policy),
   ]);
   const now = peek.nowMs;
   const state = peek.numbers.get(hash) ?? EMPTY_NUMBER;
@@ -265,7 +264,8 @@ export async function statusCommand(pool: Pool, key: string, fallback: Policy, p
         until: b.untilMs,
       })),
     ],
-    conversionIdle: idle.conversionIdle,
+    // The engagement read above already says it: no second query for the same fact.
+    conversionIdle: conversionRules(policy).length > 0 && !conversion.engaged,
     now,
   };
 }

@@ -7,11 +7,10 @@
 // ENGAGED_MARGIN_MS allows for that).
 
 import type { Logger } from 'pino';
-import { baselineLimit } from '../core/policy/conversion.js';
 import { CONVERSION_IDLE, type ConversionState } from '../core/policy/counters.js';
 import { CONVERSION_ENGAGED_WITHIN_MS, type Policy } from '../core/policy/types.js';
 import { errForLog } from '../db/errors.js';
-import { CONVERSION_IDLE_MESSAGE, conversionEngaged, mostConvertedPerRegion } from '../db/outcomes.js';
+import { CONVERSION_IDLE_MESSAGE, conversionEngaged, readBaselineLimits } from '../db/outcomes.js';
 import type { Pool } from '../db/pool.js';
 
 /** How often the engagement is read again (one step down an index). */
@@ -92,21 +91,11 @@ export class ConversionStateSource {
     this.computedFor = policy;
     try {
       const engaged = await conversionEngaged(this.opts.pool);
-      const baseline = conversion?.country?.baseline;
       let limits: ReadonlyMap<string, number> = this.state.baselineLimits;
       const due =
         newPolicy || engaged !== this.baselineEngaged || performance.now() - this.baselineReadAtMs >= (this.opts.baselineRefreshMs ?? BASELINE_REFRESH_MS);
       if (due) {
-        const fresh = new Map<string, number>();
-        if (engaged && conversion && baseline) {
-          const most = await mostConvertedPerRegion(this.opts.pool, {
-            windowMs: baseline.rule.windowMs,
-            historyMs: baseline.historyMs,
-            answeredAtLeastMs: conversion.answeredAtLeastMs,
-          });
-          for (const [region, n] of most) fresh.set(region, baselineLimit(baseline, n));
-        }
-        limits = fresh;
+        limits = engaged && conversion ? await readBaselineLimits(this.opts.pool, conversion) : new Map<string, number>();
         this.baselineReadAtMs = performance.now();
         this.baselineEngaged = engaged;
       }

@@ -281,21 +281,29 @@ export async function mostConvertedPerRegion(
 }
 
 /**
+ * conversion.country.baseline's limit per region (regions with no converted call are absent: they
+ * get the floor), from the outcomes of its history: what the daemon (src/daemon/conversion-state.ts)
+ * re-reads now and then and the admin commands read once per run.
+ */
+export async function readBaselineLimits(pool: Pick<Pool, 'query'>, conversion: ConversionPolicy): Promise<Map<string, number>> {
+  const limits = new Map<string, number>();
+  const baseline = conversion.country?.baseline;
+  if (!baseline) return limits;
+  const most = await mostConvertedPerRegion(pool, {
+    windowMs: baseline.rule.windowMs,
+    historyMs: baseline.historyMs,
+    answeredAtLeastMs: conversion.answeredAtLeastMs,
+  });
+  for (const [region, n] of most) limits.set(region, baselineLimit(baseline, n));
+  return limits;
+}
+
+/**
  * The conversion rules' state as a daemon would hold it after a fresh read (src/daemon/conversion-state.ts
  * keeps it between reads): for the admin commands, which read it once per run.
  */
 export async function readConversionState(pool: Pick<Pool, 'query'>, conversion: ConversionPolicy | undefined): Promise<ConversionState> {
   if (!conversion) return { engaged: false, baselineLimits: new Map() };
   const engaged = await conversionEngaged(pool);
-  const baseline = conversion.country?.baseline;
-  const baselineLimits = new Map<string, number>();
-  if (engaged && baseline) {
-    const most = await mostConvertedPerRegion(pool, {
-      windowMs: baseline.rule.windowMs,
-      historyMs: baseline.historyMs,
-      answeredAtLeastMs: conversion.answeredAtLeastMs,
-    });
-    for (const [region, n] of most) baselineLimits.set(region, baselineLimit(baseline, n));
-  }
-  return { engaged, baselineLimits };
+  return { engaged, baselineLimits: engaged ? await readBaselineLimits(pool, conversion) : new Map() };
 }
