@@ -46,14 +46,14 @@ describe('a pumping run against the default policy', () => {
     const block = await cli(['block', '--prefix', '+447911230', '+447911231', '--for', '1h', '--reason', 'pump'], db!.url, ENV);
     expect(block.code, block.stderr).toBe(0);
     // Within the contract's 2 s every daemon denies them. Both ranges already hold 10 distinct
-    // numbers, so the default sweep rule denies pumped(40) too until the block arrives: wait for
-    // the block itself (list:block), or a sweep denial would be taken for it and the hits below
-    // would race the block's arrival.
+    // numbers, so the default sweep rule denies a new number there too until the block arrives:
+    // wait for the block itself (list:block) with checks, which spend and count nothing, so that
+    // every consume below is the list's denial.
     await waitFor('the blocks in force', async () => {
-      const r = await postJson(d.url, '/v1/consume', { phoneNumber: pumped(40) });
-      return r.status === 429 && (r.json as { rule?: string }).rule === 'list:block' ? true : undefined;
+      const r = await postJson(d.url, '/v1/check', { phoneNumber: pumped(40) });
+      return (r.json as { rule?: string }).rule === 'list:block' ? true : undefined;
     });
-    for (let i = 41; i < 45; i++) expect((await postJson(d.url, '/v1/consume', { phoneNumber: pumped(i) })).status).toBe(429);
+    for (let i = 40; i < 45; i++) expect((await postJson(d.url, '/v1/consume', { phoneNumber: pumped(i) })).status).toBe(429);
 
     const hits = await waitFor('list hit counts from the heartbeats', async () => {
       const r = await cli(['list', '--json'], db!.url, ENV);
