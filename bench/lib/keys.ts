@@ -11,9 +11,29 @@ export const ZIPF_EXPONENT = 1.1;
  */
 export type KeyDistribution = 'uniform' | 'zipf' | 'single' | 'distinct';
 
-/** E.164 numbers +14155500000 … +14155599999: one North American exchange block, all "possible". */
+/**
+ * Valid US area codes (libphonenumber accepts every NXX-XXXX under them): 8,000 ranges of 1,000
+ * numbers each (exchange 200-999 × the thousands digit).
+ */
+const AREA_CODES = [415, 628, 510, 341, 650, 408, 669, 925, 707, 916, 279, 209, 559, 831, 805, 818, 747, 213, 323, 310, 424, 562, 626, 909, 840, 951, 760, 442, 619, 858];
+const RANGES_PER_AREA = 8_000;
+/**
+ * Numbers per 1,000-number range: below the default policy's sweep rule (10 distinct numbers
+ * per range per hour, src/core/policy/default.ts), so "all allowed" scenarios stay allowed under the
+ * default policy, as legitimate traffic spread over many ranges does.
+ */
+export const NUMBERS_PER_RANGE = 7;
+const MAX_INDEX = AREA_CODES.length * RANGES_PER_AREA * NUMBERS_PER_RANGE;
+
+/** E.164 number `index` (unique for every index below MAX_INDEX), all valid US numbers. */
 export function phoneNumber(index: number): string {
-  return `+1415${5_500_000 + index}`;
+  if (!(index >= 0 && index < MAX_INDEX)) throw new RangeError(`bench key index ${index} is outside 0…${MAX_INDEX - 1}`);
+  const range = Math.floor(index / NUMBERS_PER_RANGE);
+  const area = AREA_CODES[Math.floor(range / RANGES_PER_AREA)]!;
+  const inArea = range % RANGES_PER_AREA;
+  const exchange = 200 + Math.floor(inArea / 10);
+  const last3 = String((index % NUMBERS_PER_RANGE) * 142).padStart(3, '0');
+  return `+1${area}${exchange}${inArea % 10}${last3}`;
 }
 
 /** mulberry32: tiny, fast, good enough to pick keys. */

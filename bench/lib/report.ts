@@ -104,7 +104,7 @@ How to read it:
 - **store** rows run in one process (the "subject"): our decision path (the daemon's
   \`DecisionEngine\`: group commit, one \`ratelimit_decide\` statement per batch, no deny cache),
   rate-limiter-flexible's \`RateLimiterPostgres.consume()\`, and a bare one-upsert-per-decision loop
-  (the per-commit ceiling). Same pool size, same keys (HMAC hashes of +1415550xxxx numbers,
+  (the per-commit ceiling). Same pool size, same keys (HMAC hashes of valid US numbers, 7 per 1,000-number range so the default sweep rule allows them,
   uniform or Zipf s=1.1 over 100k), same number of decisions in flight.
 - Every run starts from the same state: the 100k numbers already known with nothing counted
   (rate-limiter-flexible's rows expired), tables vacuumed and analysed, a fresh CHECKPOINT.
