@@ -130,7 +130,10 @@ export async function statusCommand(pool: Pool, key: string, fallback: Policy, p
   const listEntry = match ? lists.entries.find((e) => e.targetType === match.entry.targetType && e.target === match.entry.target) : undefined;
   const destination = destinationDenial(policy, region, type);
   const buckets = counters.map((c) => peek.counters.get(counterMapKey(c.rule.id, c.key)) ?? EMPTY_BUCKETS);
-  const d = decideCheck({ number: state, buckets }, { counters, allowlisted: match?.kind === 'allow' }, decisionPolicy(policy), now);
+  // Safe as the daemon decides it (src/daemon/engine/engine.ts): a safe prefix or an allow-list
+  // entry, so a block_after block or a range's automatic block does not deny here either.
+  const allowlisted = match?.kind === 'allow';
+  const d = decideCheck({ number: state, buckets }, { counters, allowlisted, safe: allowlisted || isSafe(policy, e164) }, decisionPolicy(policy), now);
 
   const rules: RuleStatus[] = [
     ...policy.number.map((r): RuleStatus => {
