@@ -245,18 +245,6 @@ export async function conversionEngaged(pool: Pick<Pool, 'query'>, nowMs?: numbe
 }
 
 /**
- * For `status`, `top` and `stats`: CONVERSION_IDLE_MESSAGE when the policy has conversion rules
- * and no outcome was recorded within CONVERSION_ENGAGED_WITHIN_MS, else undefined.
- */
-export async function conversionIdleNote(
-  pool: Pick<Pool, 'query'>,
-  policy: { readonly conversion: ConversionPolicy | undefined },
-): Promise<string | undefined> {
-  if (!policy.conversion) return undefined;
-  return (await conversionEngaged(pool)) ? undefined : CONVERSION_IDLE_MESSAGE;
-}
-
-/**
  * Per region (UNKNOWN_REGION for numbers without one), the most converted calls decided in one
  * `windowMs`-long bin (bins aligned to the epoch) over the last `historyMs`: the input of the
  * baseline's limit (baselineLimit in src/core/policy/conversion.ts). Regions without a converted

@@ -10,7 +10,6 @@ import type { AggregateCounter, Buckets, ConversionPolicy } from '../../src/core
 import {
   CONVERSION_IDLE_MESSAGE,
   conversionEngaged,
-  conversionIdleNote,
   ENGAGED_MARGIN_MS,
   mostConvertedPerRegion,
   recordOutcome,
@@ -237,7 +236,7 @@ describe('a converted outcome', () => {
 });
 
 describe('what the conversion rules read from outcomes', () => {
-  it('engaged: an outcome recorded within 7 days; idle note only for policies with conversion rules', async () => {
+  it('engaged: an outcome recorded within 7 days', async () => {
     const t = nextEra();
     const conv = conversionPolicy(`:engaged${seq++}`);
     expect(await conversionEngaged(db.pool, t)).toBe(false);
@@ -246,10 +245,6 @@ describe('what the conversion rules read from outcomes', () => {
     expect(await conversionEngaged(db.pool, t - DAY + 7 * DAY)).toBe(true);
     expect(await conversionEngaged(db.pool, t - DAY + 1 + 7 * DAY)).toBe(false);
     expect(CONVERSION_IDLE_MESSAGE).toBe('conversion rules idle: no outcomes reported in the last 7 days');
-    // Outcomes recorded now (the earlier tests'): engaged at the real clock only if some were
-    // recorded within 7 days of it, which none of these eras are.
-    expect(await conversionIdleNote(db.pool, policy({ conversion: conv }))).toBe(CONVERSION_IDLE_MESSAGE);
-    expect(await conversionIdleNote(db.pool, policy({}))).toBeUndefined();
   });
 
   it('baseline history: most converted per region in one window-long bin, within history only', async () => {
