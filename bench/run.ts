@@ -38,6 +38,7 @@ import {
   type Target,
 } from './lib/ab.js';
 import { prepareBaseline, type Baseline } from './lib/baseline.js';
+import type { ProfileMeta } from './lib/profile.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url)); // dist/bench
 const ROOT = path.resolve(HERE, '..', '..');
@@ -60,6 +61,11 @@ const WARMUP_MS = envNumber('BENCH_WARMUP_SECONDS', QUICK ? 0.5 : 2) * 1000;
 const REPEATS = Math.round(envNumber('BENCH_REPEATS', QUICK ? 1 : ISSUE22 ? 2 : 3));
 const ONLY = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY) : undefined;
 const DAEMON_NODE_ARGS = (process.env.BENCH_DAEMON_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+// BENCH_PROFILE_DIR: every daemon run writes a V8 CPU profile to <dir>/<side>/<scenario>/run<N>,
+// with the run's daemon CPU per decision beside it; bench/profile-summary.ts compares the sides.
+const PROFILE_DIR = process.env.BENCH_PROFILE_DIR ? path.resolve(process.env.BENCH_PROFILE_DIR) : undefined;
+/** Where the daemon started next writes its profile (set per run by main()). */
+let profileTarget: string | undefined;
 
 const POOL_SIZE = 16;
 const WARM_DISTINCT = Math.round(envNumber('BENCH_WARM_DISTINCT', 1_000_000));
@@ -304,7 +310,7 @@ async function startDaemon(side: SideEnv, extraEnv: Record<string, string> = {})
   const daemon = await side.spawnDaemon({
     // Nothing from the caller's shell may change what is measured (libpq's PG* variables included).
     baseEnv: cleanEnv(/^PG/),
-    nodeArgs: DAEMON_NODE_ARGS,
+    nodeArgs: profileTarget ? [...DAEMON_NODE_ARGS, '--cpu-prof', `--cpu-prof-dir=${profileTarget}`] : DAEMON_NODE_ARGS,
     startTimeoutMs: DAEMON_START_TIMEOUT_MS,
     env: {
       DATABASE_URL: side.url,
@@ -1003,7 +1009,9 @@ async function main(): Promise<void> {
         const i = runs[sideName].length;
         const tag = `${s.name.padEnd(30)}${baseline ? (sideName === 'baseline' ? ' baseline' : ' this    ') : ''} run ${i + 1}`;
         let best: RunResult | undefined;
+        const profiled = PROFILE_DIR !== undefined && (s.kind === 'ws' || s.kind === 'http' || (s.kind === 'policy' && s.side === 'ws'));
         for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
+          profileTarget = profiled ? path.join(PROFILE_DIR, sideName, s.name.replace(/[^a-z0-9]+/gi, '-'), `run${i + 1}-attempt${attempt}`) : undefined;
           await resetDatabase(env, side);
           const quiet = await waitForQuiet(QUIET_FOREIGN_PERCENT, QUIET_MAX_WAIT_MS);
           if (quiet.foreignPercent >= QUIET_FOREIGN_PERCENT) {
@@ -1031,6 +1039,21 @@ async function main(): Promise<void> {
         }
         const r = best!;
         runs[sideName].push(r);
+        profileTarget = undefined;
+        if (profiled && r.cpu) {
+          const meta: ProfileMeta = {
+            scenario: s.name,
+            side: sideName,
+            run: i + 1,
+            daemonUsPerDecision: (r.cpu.processPercent.subject! * 10_000) / (r.worker.decisions / r.worker.measuredS),
+            windowStartUs: r.cpu.raw?.monoStartUs,
+            windowEndUs: r.cpu.raw?.monoEndUs,
+          };
+          // The kept attempt's folder: its profile and what the run measured.
+          const folder = path.join(PROFILE_DIR, sideName, s.name.replace(/[^a-z0-9]+/gi, '-'), `run${i + 1}-attempt${Number(r.extra.attempt)}`);
+          await mkdir(folder, { recursive: true });
+          await writeFile(path.join(folder, 'meta.json'), `${JSON.stringify(meta)}\n`);
+        }
         console.log(`  ${tag}: ${runLine(s, r)}`);
         if (r.worker.errors && r.worker.extra?.firstError) console.log(`    first error: ${String(r.worker.extra.firstError)}`);
       }
