@@ -1293,5 +1293,6 @@ async function mainTableSizes(): Promise<void> {
   if (!ONLY) await updateSizeSection(path.join(ROOT, 'BENCHMARKS.md'), section);
 }
 
-if (scenarios().some((s) => !ONLY || ONLY.test(s.name))) await main();
+if (selectScenarios(scenarios(), { only: ONLY, preset: ISSUE22 ? ISSUE22_SCENARIOS : undefined }).length > 0) await main();
+else if (ISSUE22) console.error(`bench: no scenario of --issue22 matches BENCH_ONLY=${ONLY?.source ?? ''}`);
 await mainTableSizes();
