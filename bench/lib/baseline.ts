@@ -67,7 +67,8 @@ export async function prepareBaseline(spec: BaselineSpec, opts: { root: string; 
   const short = commit.slice(0, 12);
   const dir = path.join(opts.cacheDir, `baseline-${short}`);
   const label = spec.ref === short || commit.startsWith(spec.ref) ? short : `${spec.ref} (${short})`;
-  if (existsSync(path.join(dir, BUILT_MARK))) {
+  // A linked node_modules dangles once the checkout that lent it is gone: then build afresh.
+  if (existsSync(path.join(dir, BUILT_MARK)) && existsSync(path.join(dir, 'node_modules', 'pg', 'package.json'))) {
     assertBuilt(dir);
     opts.log(`  baseline: ${label}, built earlier in ${dir}`);
     return { root: dir, label, commit: short };
