@@ -5,7 +5,6 @@
 // added there and here do not collide.
 import type { ChildProcess } from 'node:child_process';
 import type { Pool } from '../src/db/pool.js';
-import { applyPolicy } from '../src/db/policies.js';
 import type { CpuWindow } from './lib/proc.js';
 import type { WorkerResult } from './lib/child.js';
 import type { KeyDistribution } from './lib/keys.js';
@@ -50,16 +49,22 @@ export type PolicyScenario = {
   inflight: number;
 };
 
+/** Issue 22's "policy engine's full-policy scenario": every group at once, end to end. */
+export const FULL_POLICY_SCENARIO = `policy ws zipf ${INFLIGHT}`;
+
 export function policyScenarios(): PolicyScenario[] {
   const base = { kind: 'policy', dist: 'zipf', inflight: INFLIGHT } as const;
   return [
     { ...base, name: `policy store ours zipf ${INFLIGHT}`, side: 'store', system: 'ours' },
     { ...base, name: `policy store union zipf ${INFLIGHT}`, side: 'store', system: 'union' },
-    { ...base, name: `policy ws zipf ${INFLIGHT}`, side: 'ws', system: 'ours' },
+    { ...base, name: FULL_POLICY_SCENARIO, side: 'ws', system: 'ours' },
   ];
 }
 
-/** What run.ts lends: its process handling, so both files measure the same way. */
+/**
+ * What run.ts lends: its process handling, so both files measure the same way, bound to one side
+ * of an A/B run (the checkout whose workers and daemon run, and its database).
+ */
 export interface PolicyHarness {
   url: string;
   admin: Pool;
@@ -70,13 +75,18 @@ export interface PolicyHarness {
   poolSize: number;
   warmupMs: number;
   measureMs: number;
-  nodeScript(name: string, config: unknown): ChildProcess;
+  /** A worker of the side's checkout (dist/bench/<name>). */
+  workerScript(name: string, config: unknown): ChildProcess;
+  /** A load generator (this checkout's: the same load for both sides). */
+  loadScript(name: string, config: unknown): ChildProcess;
   runWorker(
     child: ChildProcess,
     roots: () => Record<string, number>,
     opts: { wal?: Pool },
   ): Promise<{ result: WorkerResult; cpu: CpuWindow | undefined; walBytes: number }>;
-  startDaemon(url: string, dataDir: string): Promise<{ child: ChildProcess; port: number; errorLines: string[] }>;
+  startDaemon(): Promise<{ child: ChildProcess; port: number; errorLines: string[] }>;
+  /** Makes the YAML the active policy, by the side's own `ratelimit policy apply`. */
+  applyPolicy(yaml: string): Promise<void>;
   terminate(child: ChildProcess): Promise<void>;
   /** The daemon's own figures (mean batch...) from /metrics. */
   daemonStats(port: number): Promise<Record<string, number>>;
@@ -94,19 +104,23 @@ export interface PolicyRunResult {
  * After run.ts's reset (numbers known, nothing counted): no aggregate counted, no policy applied,
  * the Union's number rows known and expired, as bench_rlf's are for the single-rule rows.
  */
-async function resetPolicyState(admin: Pool): Promise<void> {
-  await admin.query(`CREATE TABLE IF NOT EXISTS ${UNION_TABLE} (key varchar(255) PRIMARY KEY, points integer NOT NULL DEFAULT 0, expire bigint)`);
-  await admin.query(`TRUNCATE rate_limit_counters, rate_limit_policies, ${UNION_TABLE}`);
-  await admin.query(
-    `INSERT INTO ${UNION_TABLE} (key, points, expire)
-     SELECT p || ':' || phone_hash, 0, 0 FROM phone_rate_limits, unnest(ARRAY['n1h', 'n1d']) AS p`,
-  );
-  for (const table of ['rate_limit_counters', UNION_TABLE]) await admin.query(`VACUUM ANALYZE ${table}`);
+async function resetPolicyState(admin: Pool, withUnion: boolean): Promise<void> {
+  await admin.query(`TRUNCATE rate_limit_counters, rate_limit_policies`);
+  if (withUnion) {
+    await admin.query(`CREATE TABLE IF NOT EXISTS ${UNION_TABLE} (key varchar(255) PRIMARY KEY, points integer NOT NULL DEFAULT 0, expire bigint)`);
+    await admin.query(`TRUNCATE ${UNION_TABLE}`);
+    await admin.query(
+      `INSERT INTO ${UNION_TABLE} (key, points, expire)
+       SELECT p || ':' || phone_hash, 0, 0 FROM phone_rate_limits, unnest(ARRAY['n1h', 'n1d']) AS p`,
+    );
+  }
+  for (const table of withUnion ? ['rate_limit_counters', UNION_TABLE] : ['rate_limit_counters']) await admin.query(`VACUUM ANALYZE ${table}`);
   await admin.query('CHECKPOINT');
 }
 
 export async function runPolicy(h: PolicyHarness, s: PolicyScenario): Promise<PolicyRunResult> {
-  await resetPolicyState(h.admin);
+  // Only the Union's runs read its table (and only the subject's database has it).
+  await resetPolicyState(h.admin, s.system === 'union');
   if (s.side === 'store') {
     const config: PolicyStoreWorkerConfig = {
       system: s.system,
@@ -121,7 +135,7 @@ export async function runPolicy(h: PolicyHarness, s: PolicyScenario): Promise<Po
       url: h.url,
       keysFile: h.keysFile,
     };
-    const child = h.nodeScript('policy-store-worker.js', config);
+    const child = h.workerScript('policy-store-worker.js', config);
     const { result, cpu, walBytes } = await h.runWorker(child, () => ({ pg: h.postmasterPid }), { wal: h.admin });
     if (cpu) {
       cpu.processPercent.subject = cpu.processPercent.loadgen!;
@@ -130,10 +144,10 @@ export async function runPolicy(h: PolicyHarness, s: PolicyScenario): Promise<Po
     return { worker: result, cpu, peakRssMb: result.peakRssMb, extra: { ...(result.extra ?? {}), walBytesPerDecision: walBytes / result.decisions } };
   }
   // The daemon reads the active policy when it starts.
-  await applyPolicy(h.admin, { yaml: BENCH_POLICY_YAML, by: 'bench', reason: 'full policy scenario' });
-  const daemon = await h.startDaemon(h.url, h.tmp);
+  await h.applyPolicy(BENCH_POLICY_YAML);
+  const daemon = await h.startDaemon();
   try {
-    const child = h.nodeScript('load-ws.js', {
+    const child = h.loadScript('load-ws.js', {
       mode: 'consume',
       url: `ws://127.0.0.1:${daemon.port}/ws`,
       token: h.token,

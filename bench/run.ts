@@ -7,7 +7,7 @@ import { mkdtemp, rm, readFile, writeFile, mkdir } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { startEmbeddedPostgres, type EmbeddedServer } from '../src/db/embedded/index.js';
 import { createPool, type Pool } from '../src/db/pool.js';
 import { migrate } from '../src/db/migrate.js';
@@ -21,12 +21,32 @@ import type { StoreSystem, StoreWorkerConfig } from './store-worker.js';
 import type { WsLoadConfig } from './load-ws.js';
 import type { HttpLoadConfig } from './load-http.js';
 import { renderSizeSection, runTableSizes, sizeScenarioNames, updateSizeSection } from './table-size.js';
-import { cleanEnv, spawnDaemon } from '../test/helpers/daemon.js';
-import { policyScenarios, policyTargets, runPolicy, setPolicyRatios, type PolicyHarness, type PolicyScenario } from './policy.js';
+import { cleanEnv, runBin, spawnDaemon } from '../test/helpers/daemon.js';
+import { policyScenarios, policyTargets, runPolicy, setPolicyRatios, FULL_POLICY_SCENARIO, type PolicyHarness, type PolicyScenario } from './policy.js';
+import {
+  ISSUE22_SCENARIOS,
+  abOrder,
+  noSlowerTarget,
+  parseBaseline,
+  parseBenchArgs,
+  renderAbTable,
+  runsOurCode,
+  selectScenarios,
+  withBaselineFigures,
+  type AbPair,
+  type Side,
+  type Target,
+} from './lib/ab.js';
+import { prepareBaseline, type Baseline } from './lib/baseline.js';
+import type { ProfileMeta } from './lib/profile.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url)); // dist/bench
 const ROOT = path.resolve(HERE, '..', '..');
-const QUICK = process.argv.includes('--quick');
+const ARGS = parseBenchArgs(process.argv.slice(2));
+const QUICK = ARGS.quick;
+/** `--issue22`: exactly the scenarios issue 22's targets read, shorter runs, and the table of record. */
+const ISSUE22 = ARGS.issue22;
+const BASELINE_SPEC = parseBaseline(process.env);
 
 const envNumber = (name: string, fallback: number): number => {
   const raw = process.env[name];
@@ -35,11 +55,17 @@ const envNumber = (name: string, fallback: number): number => {
   if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive number, got "${raw}"`);
   return n;
 };
-const MEASURE_MS = envNumber('BENCH_SECONDS', QUICK ? 1.5 : 8) * 1000;
+const MEASURE_MS = envNumber('BENCH_SECONDS', QUICK ? 1.5 : ISSUE22 ? 6 : 8) * 1000;
 const WARMUP_MS = envNumber('BENCH_WARMUP_SECONDS', QUICK ? 0.5 : 2) * 1000;
-const REPEATS = Math.round(envNumber('BENCH_REPEATS', QUICK ? 1 : 3));
+// Runs per scenario, per side when there is a baseline (2: baseline, subject, subject, baseline).
+const REPEATS = Math.round(envNumber('BENCH_REPEATS', QUICK ? 1 : ISSUE22 ? 2 : 3));
 const ONLY = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY) : undefined;
 const DAEMON_NODE_ARGS = (process.env.BENCH_DAEMON_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+// BENCH_PROFILE_DIR: every daemon run writes a V8 CPU profile to <dir>/<side>/<scenario>/run<N>,
+// with the run's daemon CPU per decision beside it; bench/profile-summary.ts compares the sides.
+const PROFILE_DIR = process.env.BENCH_PROFILE_DIR ? path.resolve(process.env.BENCH_PROFILE_DIR) : undefined;
+/** Where the daemon started next writes its profile (set per run by main()). */
+let profileTarget: string | undefined;
 
 const POOL_SIZE = 16;
 const WARM_DISTINCT = Math.round(envNumber('BENCH_WARM_DISTINCT', 1_000_000));
@@ -61,18 +87,25 @@ const IDLE_SETTLE_MS = 2_000;
 // long. Settled means past V8's one-off memory-reducing collections after start-up (~25-45 s in;
 // ~0.1 s of CPU once), which would otherwise be most of a short window.
 const IDLE_CPU_SETTLE_MS = envNumber('BENCH_IDLE_CPU_SETTLE_SECONDS', QUICK ? 8 : 50) * 1000;
-const IDLE_CPU_MS = envNumber('BENCH_IDLE_CPU_SECONDS', QUICK ? 10 : 60) * 1000;
+const IDLE_CPU_MS = envNumber('BENCH_IDLE_CPU_SECONDS', QUICK ? 10 : ISSUE22 ? 30 : 60) * 1000;
 // Open-loop (fixed-rate) scenarios: requests a second, spread over this many sockets.
 const OPEN_LOOP_RATES = [500, 2_000];
 const OPEN_LOOP_SOCKETS = 4;
 // The machine may be shared: a run starts once others use less than this much of one core.
 const QUIET_FOREIGN_PERCENT = 15;
-const QUIET_MAX_WAIT_MS = envNumber('BENCH_QUIET_WAIT_SECONDS', 60) * 1000;
+// The preset bounds both so that it stays well under 20 minutes on a machine others keep busy;
+// its A/B interleaving, not a retry, is what keeps a disturbance from landing on one side only.
+const QUIET_MAX_WAIT_MS = envNumber('BENCH_QUIET_WAIT_SECONDS', ISSUE22 ? 10 : 60) * 1000;
 // A run during which others took more than this is repeated (at most MAX_ATTEMPTS times).
 const CONTAMINATED_PERCENT = 25;
-const MAX_ATTEMPTS = Math.round(envNumber('BENCH_MAX_ATTEMPTS', 3));
+const MAX_ATTEMPTS = Math.round(envNumber('BENCH_MAX_ATTEMPTS', ISSUE22 ? 1 : 3));
 // The table-size scenarios build tables of up to 10M rows (bench/table-size.ts): BENCH_SIZES=0 skips them.
 const SIZES = process.env.BENCH_SIZES !== '0';
+// The baseline's database lives beside the subject's on the same server, migrated by its own code.
+const BASELINE_DATABASE = 'ratelimit_bench_baseline';
+const CACHE_DIR = process.env.BENCH_CACHE_DIR ?? path.join(os.tmpdir(), 'ratelimit-bench-cache');
+/** "No slower than today" allows this much more CPU per decision than the baseline's (run-to-run noise). */
+const NO_SLOWER_TOLERANCE = 0.05;
 
 type Scenario =
   | { kind: 'store'; name: string; system: StoreSystem; dist: KeyDistribution; inflight: number; limit: number; rate?: number }
@@ -206,8 +239,10 @@ async function terminate(child: ChildProcess, timeoutMs = 15_000): Promise<void>
   }
 }
 
-function nodeScript(name: string, config: unknown, nodeArgs: string[] = []): ChildProcess {
-  return track(spawn(process.execPath, [...nodeArgs, path.join(HERE, name), JSON.stringify(config)], { cwd: ROOT, stdio: ['pipe', 'pipe', 'inherit'] }));
+/** A bench script of this checkout (load generators, workers), or of `root` (the baseline's workers). */
+function nodeScript(name: string, config: unknown, nodeArgs: string[] = [], root = ROOT): ChildProcess {
+  const script = root === ROOT ? path.join(HERE, name) : path.join(root, 'dist', 'bench', name);
+  return track(spawn(process.execPath, [...nodeArgs, script, JSON.stringify(config)], { cwd: root, stdio: ['pipe', 'pipe', 'inherit'] }));
 }
 
 /**
@@ -270,15 +305,16 @@ interface Daemon {
   readonly errorLines: string[];
 }
 
-async function startDaemon(databaseUrl: string, dataDir: string, extraEnv: Record<string, string> = {}): Promise<Daemon> {
-  const daemon = await spawnDaemon({
+/** `ratelimit serve` of the side's checkout, on the side's database, with the same settings for both sides. */
+async function startDaemon(side: SideEnv, extraEnv: Record<string, string> = {}): Promise<Daemon> {
+  const daemon = await side.spawnDaemon({
     // Nothing from the caller's shell may change what is measured (libpq's PG* variables included).
     baseEnv: cleanEnv(/^PG/),
-    nodeArgs: DAEMON_NODE_ARGS,
+    nodeArgs: profileTarget ? [...DAEMON_NODE_ARGS, '--cpu-prof', `--cpu-prof-dir=${profileTarget}`] : DAEMON_NODE_ARGS,
     startTimeoutMs: DAEMON_START_TIMEOUT_MS,
     env: {
-      DATABASE_URL: databaseUrl,
-      RATELIMIT_DATA_DIR: dataDir,
+      DATABASE_URL: side.url,
+      RATELIMIT_DATA_DIR: side.dataDir,
       PHONE_ENCRYPTION_KEY: PHONE_KEY,
       HOST: '127.0.0.1',
       PORT: '0',
@@ -303,11 +339,29 @@ async function startDaemon(databaseUrl: string, dataDir: string, extraEnv: Recor
 
 interface Env {
   pg: EmbeddedServer;
-  admin: Pool;
   postmasterPid: number;
   keysFile: string;
   subjects: Subject[];
   tmp: string;
+  subject: SideEnv;
+  baseline: SideEnv | undefined;
+}
+
+type HelperModule = typeof import('../test/helpers/daemon.js');
+
+/**
+ * One checkout under measurement: its code (its own bin/ and dist/, started through its own copy
+ * of test/helpers/daemon.ts, so each side runs exactly what it would ship), its own database on
+ * the shared server (migrated by its own code: the baseline may be older) and its own data dir.
+ */
+interface SideEnv {
+  side: Side;
+  root: string;
+  url: string;
+  admin: Pool;
+  dataDir: string;
+  spawnDaemon: HelperModule['spawnDaemon'];
+  runBin: HelperModule['runBin'];
 }
 
 interface Subject {
@@ -322,24 +376,28 @@ interface Subject {
  * as in production, rather than empty tables: the planner's view of an empty, never-analysed
  * table makes the first minute after a TRUNCATE unrepresentative (see BENCHMARKS.md).
  */
-async function resetDatabase(e: Env): Promise<void> {
-  await e.admin.query('TRUNCATE phone_rate_limits, rate_limit_resets, bench_rlf, bench_upsert');
+async function resetDatabase(e: Env, side: SideEnv): Promise<void> {
+  // rate-limiter-flexible's and the bare upsert's tables live in the subject's database only.
+  const own = side.side === 'subject';
+  await side.admin.query(`TRUNCATE phone_rate_limits, rate_limit_resets${own ? ', bench_rlf, bench_upsert' : ''}`);
   const hashes = e.subjects.map((s) => s.hash);
-  await e.admin.query(
+  await side.admin.query(
     `INSERT INTO phone_rate_limits (phone_hash, window_start, region, phone_masked)
      SELECT h, 0, r, m FROM unnest($1::text[], $2::text[], $3::text[]) AS t(h, r, m)`,
     [hashes, e.subjects.map((s) => s.region ?? null), e.subjects.map((s) => s.masked)],
   );
-  // rate-limiter-flexible stores "<keyPrefix>:<key>"; expire 0 means "window over", so the next
-  // consume starts a new window exactly as on a missing row.
-  await e.admin.query(`INSERT INTO bench_rlf (key, points, expire) SELECT 'rlflx:' || h, 0, 0 FROM unnest($1::text[]) AS h`, [hashes]);
-  await e.admin.query(`INSERT INTO bench_upsert (k, n) SELECT h, 0 FROM unnest($1::text[]) AS h`, [hashes]);
-  for (const table of ['phone_rate_limits', 'bench_rlf', 'bench_upsert']) await e.admin.query(`VACUUM ANALYZE ${table}`);
+  if (own) {
+    // rate-limiter-flexible stores "<keyPrefix>:<key>"; expire 0 means "window over", so the next
+    // consume starts a new window exactly as on a missing row.
+    await side.admin.query(`INSERT INTO bench_rlf (key, points, expire) SELECT 'rlflx:' || h, 0, 0 FROM unnest($1::text[]) AS h`, [hashes]);
+    await side.admin.query(`INSERT INTO bench_upsert (k, n) SELECT h, 0 FROM unnest($1::text[]) AS h`, [hashes]);
+  }
+  for (const table of own ? ['phone_rate_limits', 'bench_rlf', 'bench_upsert'] : ['phone_rate_limits']) await side.admin.query(`VACUUM ANALYZE ${table}`);
   // No run pays for its predecessor's dirty pages.
-  await e.admin.query('CHECKPOINT');
+  await side.admin.query('CHECKPOINT');
 }
 
-async function runStore(e: Env, s: Extract<Scenario, { kind: 'store' }>): Promise<RunResult> {
+async function runStore(e: Env, s: Extract<Scenario, { kind: 'store' }>, side: SideEnv): Promise<RunResult> {
   const config: StoreWorkerConfig = {
     system: s.system,
     dist: s.dist,
@@ -349,12 +407,12 @@ async function runStore(e: Env, s: Extract<Scenario, { kind: 'store' }>): Promis
     poolSize: POOL_SIZE,
     warmupMs: WARMUP_MS,
     measureMs: MEASURE_MS,
-    url: e.pg.url,
+    url: side.url,
     keysFile: e.keysFile,
     ...(s.rate ? { rate: s.rate } : {}),
   };
-  const child = nodeScript('store-worker.js', config);
-  const { result, cpu, walBytes } = await runWorker(child, () => ({ pg: e.postmasterPid }), { wal: e.admin });
+  const child = nodeScript('store-worker.js', config, [], side.root);
+  const { result, cpu, walBytes } = await runWorker(child, () => ({ pg: e.postmasterPid }), { wal: side.admin });
   // The worker is both the subject and its own load: report it as the subject.
   if (cpu) {
     cpu.processPercent.subject = cpu.processPercent.loadgen!;
@@ -372,17 +430,36 @@ async function seqScans(admin: Pool): Promise<number> {
   return Number(r.rows[0]?.n ?? NaN);
 }
 
-async function runE2e(e: Env, s: Extract<Scenario, { kind: 'ws' | 'http' }>): Promise<RunResult> {
-  const scansBefore = await seqScans(e.admin);
-  const run = await runE2eDaemon(e, s);
+/**
+ * Backends publish their table statistics at most once a second while busy, and about a second
+ * after going idle: waited for before reading what the load alone did.
+ */
+const STATS_FLUSH_WAIT_MS = 1_500;
+
+async function runE2e(e: Env, s: Extract<Scenario, { kind: 'ws' | 'http' }>, side: SideEnv): Promise<RunResult> {
+  const scansBefore = await seqScans(side.admin);
+  let scansAfterLoad = NaN;
+  const run = await runE2eDaemon(e, s, side, async () => {
+    await sleep(STATS_FLUSH_WAIT_MS);
+    scansAfterLoad = await seqScans(side.admin);
+  });
   await sleep(500); // the daemon's backends report their counts as they exit
-  run.extra.seqScans = (await seqScans(e.admin)) - scansBefore;
+  const scansAtEnd = await seqScans(side.admin);
+  // Start-up, warm-up and the measured load: the decision path. The bench's own /metrics scrape
+  // (the guard's gauges read blocked rows) and shutdown come after, and are counted apart.
+  run.extra.seqScans = (Number.isFinite(scansAfterLoad) ? scansAfterLoad : scansAtEnd) - scansBefore;
+  if (Number.isFinite(scansAfterLoad)) run.extra.seqScansAfterLoad = scansAtEnd - scansAfterLoad;
   return run;
 }
 
-async function runE2eDaemon(e: Env, s: Extract<Scenario, { kind: 'ws' | 'http' }>): Promise<RunResult> {
+async function runE2eDaemon(
+  e: Env,
+  s: Extract<Scenario, { kind: 'ws' | 'http' }>,
+  side: SideEnv,
+  afterLoad: () => Promise<void> = async () => undefined,
+): Promise<RunResult> {
   const daemonEnv: Record<string, string> = s.kind === 'ws' && s.limit !== undefined ? { RATE_LIMIT_PHONE_MAX: String(s.limit) } : {};
-  let daemon = await startDaemon(e.pg.url, e.tmp, daemonEnv);
+  let daemon = await startDaemon(side, daemonEnv);
   try {
     let warm: Record<string, unknown> = {};
     if (s.kind === 'ws' && s.warmDistinct) {
@@ -408,7 +485,7 @@ async function runE2eDaemon(e: Env, s: Extract<Scenario, { kind: 'ws' | 'http' }
       };
       if (s.restartAfterWarm) {
         await terminate(daemon.child);
-        daemon = await startDaemon(e.pg.url, e.tmp, daemonEnv);
+        daemon = await startDaemon(side, daemonEnv);
       }
     }
     const child =
@@ -433,8 +510,9 @@ async function runE2eDaemon(e: Env, s: Extract<Scenario, { kind: 'ws' | 'http' }
             warmupMs: WARMUP_MS,
             measureMs: MEASURE_MS,
           } satisfies HttpLoadConfig);
-    const { result, cpu, walBytes } = await runWorker(child, () => ({ subject: daemon.child.pid!, pg: e.postmasterPid }), { wal: e.admin });
+    const { result, cpu, walBytes } = await runWorker(child, () => ({ subject: daemon.child.pid!, pg: e.postmasterPid }), { wal: side.admin });
     const mem = processMemoryMb(daemon.child.pid!);
+    await afterLoad();
     const metrics = await fetchText(`http://127.0.0.1:${daemon.port}/metrics`).catch(() => '');
     return {
       worker: result,
@@ -477,8 +555,8 @@ async function runEcho(s: Extract<Scenario, { kind: 'echo' }>): Promise<RunResul
   }
 }
 
-async function runIdle(e: Env, s: Extract<Scenario, { kind: 'idle' }>): Promise<RunResult> {
-  const daemon = await startDaemon(e.pg.url, e.tmp, { RATELIMIT_MAX_CONNECTIONS_PER_IP: String(s.connections * 2) });
+async function runIdle(s: Extract<Scenario, { kind: 'idle' }>, side: SideEnv): Promise<RunResult> {
+  const daemon = await startDaemon(side, { RATELIMIT_MAX_CONNECTIONS_PER_IP: String(s.connections * 2) });
   try {
     await sleep(IDLE_SETTLE_MS);
     const before = processMemoryMb(daemon.child.pid!);
@@ -527,8 +605,8 @@ async function runIdle(e: Env, s: Extract<Scenario, { kind: 'idle' }>): Promise<
   }
 }
 
-async function runIdleCpu(e: Env): Promise<RunResult> {
-  const daemon = await startDaemon(e.pg.url, e.tmp);
+async function runIdleCpu(e: Env, side: SideEnv): Promise<RunResult> {
+  const daemon = await startDaemon(side);
   try {
     await sleep(IDLE_CPU_SETTLE_MS);
     const meter = new CpuMeter({ subject: daemon.child.pid!, pg: e.postmasterPid });
@@ -573,12 +651,12 @@ function batchStats(metrics: string): Record<string, number> {
 }
 
 /** bench/policy.ts runs its scenarios with these. */
-function policyHarness(e: Env): PolicyHarness {
+function policyHarness(e: Env, side: SideEnv): PolicyHarness {
   const daemonStats = async (port: number) => batchStats(await fetchText(`http://127.0.0.1:${port}/metrics`));
   const peakRssMb = (pid: number) => processMemoryMb(pid)?.peakRssMb ?? NaN;
   return {
-    url: e.pg.url,
-    admin: e.admin,
+    url: side.url,
+    admin: side.admin,
     postmasterPid: e.postmasterPid,
     keysFile: e.keysFile,
     tmp: e.tmp,
@@ -586,9 +664,22 @@ function policyHarness(e: Env): PolicyHarness {
     poolSize: POOL_SIZE,
     warmupMs: WARMUP_MS,
     measureMs: MEASURE_MS,
-    nodeScript,
+    workerScript: (name, config) => nodeScript(name, config, [], side.root),
+    loadScript: (name, config) => nodeScript(name, config),
     runWorker,
-    startDaemon,
+    startDaemon: () => startDaemon(side),
+    // Each side applies the policy with its own command, as an operator would.
+    applyPolicy: async (yaml) => {
+      const file = path.join(e.tmp, 'bench-policy.yaml');
+      await writeFile(file, yaml);
+      const r = await side.runBin({
+        args: ['policy', 'apply', file, '--reason', 'bench: full policy scenario'],
+        baseEnv: cleanEnv(/^PG/),
+        env: { DATABASE_URL: side.url, RATELIMIT_DATA_DIR: side.dataDir },
+        cwd: side.root,
+      });
+      if (r.code !== 0) throw new Error(`ratelimit policy apply (${side.side}) failed (${r.signal ?? r.code}): ${r.stderr || r.stdout}`);
+    },
     terminate,
     daemonStats,
     peakRssMb,
@@ -730,13 +821,14 @@ function ratios(rows: Row[]): string[] {
   return out;
 }
 
-interface Target {
-  what: string;
-  value: string;
-  met: boolean | undefined;
+/** `pairs`: the scenarios measured against a baseline in this run (none without one). */
+/** Sequential scans of phone_rate_limits over a run's ws/http runs: under load, and after it (the bench's scrape, shutdown). */
+interface ScanTotals {
+  decisionPath: number;
+  afterLoad: number;
 }
 
-function targets(rows: Row[], seqScanTotal?: number): Target[] {
+function targets(rows: Row[], seqScanTotal: ScanTotals | undefined, pairs: readonly AbPair[]): Target[] {
   const row = (name: string) => rows.find((r) => r.name === name);
   const out: Target[] = [];
   for (const dist of ['uniform', 'zipf']) {
@@ -797,13 +889,24 @@ function targets(rows: Row[], seqScanTotal?: number): Target[] {
   if (idle) out.push({ what: `${IDLE_CONNECTIONS} idle ws: daemon RSS ≤ 150 MB`, value: `${idle.peakRssMb.toFixed(1)} MB`, met: idle.peakRssMb <= 150 });
   out.push(...issue22Targets(rows, seqScanTotal));
   out.push(...policyTargets(rows));
+  if (row(FULL_POLICY_SCENARIO)) {
+    out.push(
+      noSlowerTarget(
+        `${FULL_POLICY_SCENARIO} (the policy engine's full-policy scenario)`,
+        pairs.find((p) => p.name === FULL_POLICY_SCENARIO),
+        NO_SLOWER_TOLERANCE,
+      ),
+    );
+  }
   return out;
 }
 
 const us = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '–');
+/** Mean decisions per statement up to which `ws open 500/s` counts as one decision per statement. */
+const SINGLE_DECISION_BATCH_MAX = 1.2;
 
 /** Issue 22's CPU-per-decision and saturation targets (the latency and idle ones are above). */
-function issue22Targets(rows: Row[], seqScanTotal: number | undefined): Target[] {
+function issue22Targets(rows: Row[], seqScanTotal: ScanTotals | undefined): Target[] {
   const row = (name: string) => rows.find((r) => r.name === name);
   const out: Target[] = [];
   const uniform = row('ws uniform 256');
@@ -837,20 +940,33 @@ function issue22Targets(rows: Row[], seqScanTotal: number | undefined): Target[]
       met: denials.totalUsPerDecision <= 40,
     });
   }
-  // At 500/s most statements carry one decision: PostgreSQL's CPU per decision there is the lone statement's.
+  // At 500/s a daemon that keeps up sends each decision in its own statement: PostgreSQL's CPU per
+  // decision there is the lone statement's. One that falls behind batches them; then the figure per
+  // statement (per decision × decisions per statement) is what is judged: a statement carrying
+  // several decisions costs no less than one carrying a single one, so it bounds that from above.
   const open500 = row('ws open 500/s');
   if (open500) {
+    const batch = open500.meanBatch !== undefined && Number.isFinite(open500.meanBatch) ? open500.meanBatch : NaN;
+    const perStatement = open500.pgUsPerDecision * (Number.isFinite(batch) ? batch : 1);
+    const lone = Number.isFinite(batch) && batch <= SINGLE_DECISION_BATCH_MAX;
     out.push({
-      what: 'a single-decision statement ≤ 300 µs of PostgreSQL CPU (PostgreSQL µs per decision at ws open 500/s)',
-      value: `${us(open500.pgUsPerDecision)} µs (mean statement ${open500.meanBatch !== undefined && Number.isFinite(open500.meanBatch) ? open500.meanBatch.toFixed(2) : '?'} decisions)`,
-      met: open500.pgUsPerDecision <= 300,
+      what: 'a single-decision statement ≤ 300 µs of PostgreSQL CPU (PostgreSQL µs per statement at ws open 500/s)',
+      value: lone
+        ? `${us(perStatement)} µs per statement (mean statement ${batch.toFixed(2)} decisions; ${us(open500.pgUsPerDecision)} µs per decision)`
+        : `${us(perStatement)} µs per statement, but the mean statement carried ${Number.isFinite(batch) ? batch.toFixed(2) : 'an unknown number of'} decisions, not ~1 ` +
+          `(the daemon batched: not a lone statement's cost; ${us(open500.pgUsPerDecision)} µs per decision)`,
+      met: perStatement <= 300,
     });
   }
   if (seqScanTotal !== undefined) {
     out.push({
-      what: 'no sequential scan of phone_rate_limits while a daemon ran (every ws and http run)',
-      value: `${seqScanTotal} scans`,
-      met: seqScanTotal === 0,
+      what: 'no sequential scan of phone_rate_limits on the decision path (start-up, warm-up and load of every ws and http run)',
+      value:
+        `${seqScanTotal.decisionPath} scans` +
+        (seqScanTotal.afterLoad > 0
+          ? ` (and ${seqScanTotal.afterLoad} after the load: the bench's /metrics scrapes, whose guard gauges read blocked rows, and shutdowns)`
+          : ''),
+      met: seqScanTotal.decisionPath === 0,
     });
   }
   return out;
@@ -859,19 +975,20 @@ function issue22Targets(rows: Row[], seqScanTotal: number | undefined): Target[]
 // ---- main -----------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
-  const plan = scenarios().filter((s) => !ONLY || ONLY.test(s.name));
+  const plan = selectScenarios(scenarios(), { only: ONLY, preset: ISSUE22 ? ISSUE22_SCENARIOS : undefined });
   console.log(
-    `bench: ${plan.length} scenarios × ${REPEATS} runs, ${WARMUP_MS / 1000} s warm-up + ${MEASURE_MS / 1000} s measured each${QUICK ? ' (quick)' : ''}`,
+    `bench: ${plan.length} scenarios × ${REPEATS} runs${BASELINE_SPEC ? ' per side (A/B against a baseline where the scenario runs our code)' : ''}, ` +
+      `${WARMUP_MS / 1000} s warm-up + ${MEASURE_MS / 1000} s measured each${QUICK ? ' (quick)' : ISSUE22 ? ' (issue 22 preset)' : ''}`,
   );
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'ratelimit-bench-'));
   let pg: EmbeddedServer | undefined;
-  let admin: Pool | undefined;
+  const pools: Pool[] = [];
   let cleaned = false;
   const cleanup = async () => {
     if (cleaned) return;
     cleaned = true;
     killAll();
-    await admin?.end().catch(() => undefined);
+    await Promise.all(pools.map((p) => p.end().catch(() => undefined)));
     await pg?.stop().catch(() => undefined);
     await rm(tmp, { recursive: true, force: true });
   };
@@ -884,6 +1001,10 @@ async function main(): Promise<void> {
   process.once('exit', killAll);
 
   try {
+    // Built before the server starts: a baseline that does not build stops the run at once.
+    const baselineBuild: Baseline | undefined = BASELINE_SPEC
+      ? await prepareBaseline(BASELINE_SPEC, { root: ROOT, cacheDir: CACHE_DIR, log: (l) => console.log(l) })
+      : undefined;
     pg = await startEmbeddedPostgres({
       dataDir: path.join(tmp, 'pg'),
       database: 'ratelimit_bench',
@@ -891,7 +1012,8 @@ async function main(): Promise<void> {
       // Durability is what is being measured: both explicit, whatever the defaults become.
       extraConfig: { synchronous_commit: 'on', max_connections: '300' },
     });
-    admin = createPool({ url: pg.url, max: 2, applicationName: 'bench admin' });
+    const admin = createPool({ url: pg.url, max: 2, applicationName: 'bench admin' });
+    pools.push(admin);
     await migrate(admin);
     await admin.query(`CREATE TABLE IF NOT EXISTS bench_rlf (key varchar(255) PRIMARY KEY, points integer NOT NULL DEFAULT 0, expire bigint)`);
     await admin.query(`CREATE TABLE IF NOT EXISTS bench_upsert (k text PRIMARY KEY, n integer NOT NULL)`);
@@ -901,82 +1023,93 @@ async function main(): Promise<void> {
     const subjects = await writeKeys(keysFile);
     const facts = await machineFacts(admin, pgVersion);
     const codeAtStart = await codeFingerprint();
-    const env: Env = { pg, admin, postmasterPid, keysFile, subjects, tmp };
+    const subject: SideEnv = { side: 'subject', root: ROOT, url: pg.url, admin, dataDir: tmp, spawnDaemon, runBin };
+    const baseline = baselineBuild ? await baselineSide(baselineBuild, pg.url, admin, tmp, pools) : undefined;
+    const env: Env = { pg, postmasterPid, keysFile, subjects, tmp, subject, baseline };
+    const sideEnv = (side: Side) => (side === 'baseline' ? baseline! : subject);
 
-    const results = new Map<string, RunResult[]>();
+    const results = new Map<string, Record<Side, RunResult[]>>();
     const started = Date.now();
     for (const s of plan) {
-      const runs: RunResult[] = [];
+      const runs: Record<Side, RunResult[]> = { baseline: [], subject: [] };
       // One 60 s idle-CPU window is already a long average.
-      for (let i = 0; i < (s.kind === 'idle' ? Math.min(REPEATS, 3) : s.kind === 'idlecpu' ? 1 : REPEATS); i++) {
+      const perSide = s.kind === 'idle' ? Math.min(REPEATS, 3) : s.kind === 'idlecpu' ? 1 : REPEATS;
+      for (const sideName of abOrder(perSide, baseline !== undefined && runsOurCode(s))) {
+        const side = sideEnv(sideName);
+        const i = runs[sideName].length;
+        const tag = `${s.name.padEnd(30)}${baseline ? (sideName === 'baseline' ? ' baseline' : ' this    ') : ''} run ${i + 1}`;
         let best: RunResult | undefined;
+        const profiled = PROFILE_DIR !== undefined && (s.kind === 'ws' || s.kind === 'http' || (s.kind === 'policy' && s.side === 'ws'));
         for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
-          await resetDatabase(env);
+          profileTarget = profiled ? path.join(PROFILE_DIR, sideName, s.name.replace(/[^a-z0-9]+/gi, '-'), `run${i + 1}-attempt${attempt}`) : undefined;
+          await resetDatabase(env, side);
           const quiet = await waitForQuiet(QUIET_FOREIGN_PERCENT, QUIET_MAX_WAIT_MS);
           if (quiet.foreignPercent >= QUIET_FOREIGN_PERCENT) {
             console.log(`  (other processes use ${quiet.foreignPercent.toFixed(0)}% of a core; running anyway after ${Math.round(quiet.waitedMs / 1000)} s)`);
           }
           const attemptResult =
             s.kind === 'policy'
-              ? await runPolicy(policyHarness(env), s)
+              ? await runPolicy(policyHarness(env, side), s)
               : s.kind === 'store'
-                ? await runStore(env, s)
+                ? await runStore(env, s, side)
                 : s.kind === 'echo'
                   ? await runEcho(s)
                   : s.kind === 'idle'
-                    ? await runIdle(env, s)
+                    ? await runIdle(s, side)
                     : s.kind === 'idlecpu'
-                      ? await runIdleCpu(env)
-                      : await runE2e(env, s);
+                      ? await runIdleCpu(env, side)
+                      : await runE2e(env, s, side);
           const foreign = attemptResult.cpu?.foreignPercent ?? 0;
           attemptResult.extra.attempt = attempt;
           if (!best || foreign < (best.cpu?.foreignPercent ?? 0)) best = attemptResult;
           if (foreign <= CONTAMINATED_PERCENT) break;
           console.log(
-            `  ${s.name.padEnd(30)} run ${i + 1}: other processes took ${foreign.toFixed(0)}% of a core while it ran (${Math.round(attemptResult.worker.decisions / attemptResult.worker.measuredS)}/s); ${attempt < MAX_ATTEMPTS ? 'again' : 'keeping the least disturbed attempt'}`,
+            `  ${tag}: other processes took ${foreign.toFixed(0)}% of a core while it ran (${Math.round(attemptResult.worker.decisions / attemptResult.worker.measuredS)}/s); ${attempt < MAX_ATTEMPTS ? 'again' : 'keeping the least disturbed attempt'}`,
           );
         }
         const r = best!;
-        runs.push(r);
-        const w = r.worker;
-        const usLine =
-          Number.isFinite(w.decisions) && w.decisions > 0 && r.cpu
-            ? ` µs/decision ${Object.entries(r.cpu.processPercent)
-                .filter(([, v]) => Number.isFinite(v))
-                .map(([k, v]) => `${k} ${((v * 10_000) / (w.decisions / w.measuredS)).toFixed(1)}`)
-                .join(' ')}`
-            : '';
-        const line =
-          s.kind === 'idlecpu' && r.cpu
-            ? `daemon ${(r.cpu.processPercent.subject! * 10).toFixed(1)} ms CPU/s, PostgreSQL ${(r.cpu.processPercent.pg! * 10).toFixed(1)} ms CPU/s (other ${r.cpu.foreignPercent.toFixed(0)}%)`
-            : s.kind === 'idle'
-              ? `daemon RSS ${Number(r.extra.daemonRssWithConnectionsMb).toFixed(1)} MB with ${w.extra?.alive ?? '?'} open (was ${Number(r.extra.daemonRssBeforeMb).toFixed(1)} MB; V8 heap ${Number(r.extra.heapUsedMb).toFixed(1)} MB used of ${Number(r.extra.heapTotalMb).toFixed(1)}, external ${Number(r.extra.externalMb).toFixed(1)} MB)`
-              : `${Math.round(w.decisions / w.measuredS)}/s p50 ${w.p50Ms.toFixed(2)} ms p99 ${w.p99Ms.toFixed(2)} ms` +
-                (r.cpu
-                  ? ` cpu ${Object.entries(r.cpu.processPercent)
-                      .filter(([, v]) => Number.isFinite(v))
-                      .map(([k, v]) => `${k} ${v.toFixed(0)}%`)
-                      .join(' ')} machine ${r.cpu.machineBusyPercent.toFixed(0)}% other ${r.cpu.foreignPercent.toFixed(0)}%`
-                  : '') +
-                (Number.isFinite(r.extra.walBytesPerDecision) ? ` WAL ${Math.round(Number(r.extra.walBytesPerDecision))} B/decision` : '') +
-                usLine +
-                (w.p999Ms !== undefined ? ` p99.9 ${w.p999Ms.toFixed(2)} ms` : '') +
-                (w.errors ? ` errors ${w.errors}` : '') +
-                (r.extra.meanBatch ? ` batch ${Number(r.extra.meanBatch).toFixed(1)}` : '') +
-                (r.extra.seqScans !== undefined ? ` seq scans ${String(r.extra.seqScans)}` : '');
-        console.log(`  ${s.name.padEnd(30)} run ${i + 1}: ${line}`);
-        if (w.errors && w.extra?.firstError) console.log(`    first error: ${String(w.extra.firstError)}`);
+        runs[sideName].push(r);
+        profileTarget = undefined;
+        if (profiled && r.cpu) {
+          const meta: ProfileMeta = {
+            scenario: s.name,
+            side: sideName,
+            run: i + 1,
+            daemonUsPerDecision: (r.cpu.processPercent.subject! * 10_000) / (r.worker.decisions / r.worker.measuredS),
+            windowStartUs: r.cpu.raw?.monoStartUs,
+            windowEndUs: r.cpu.raw?.monoEndUs,
+          };
+          // The kept attempt's folder: its profile and what the run measured.
+          const folder = path.join(PROFILE_DIR, sideName, s.name.replace(/[^a-z0-9]+/gi, '-'), `run${i + 1}-attempt${Number(r.extra.attempt)}`);
+          await mkdir(folder, { recursive: true });
+          await writeFile(path.join(folder, 'meta.json'), `${JSON.stringify(meta)}\n`);
+        }
+        console.log(`  ${tag}: ${runLine(s, r)}`);
+        if (r.worker.errors && r.worker.extra?.firstError) console.log(`    first error: ${String(r.worker.extra.firstError)}`);
       }
       results.set(s.name, runs);
     }
 
     const scenarioOf = new Map(plan.map((s) => [s.name, s]));
-    const rows = plan.map((s) => aggregate(s, results.get(s.name)!));
-    for (const r of rows) {
-      const base = rlfBaseline(rows, scenarioOf, scenarioOf.get(r.name)!);
-      if (base) r.ratioVsRlf = r.ratePerS / base.ratePerS;
+    const rows = plan.map((s) => aggregate(s, results.get(s.name)!.subject));
+    // The baseline's view: its own rows where it ran, the shared ones (rate-limiter-flexible, echo) elsewhere.
+    const abRan = (s: Scenario) => results.get(s.name)!.baseline.length > 0;
+    const baseRows = plan.map((s, i) => (abRan(s) ? aggregate(s, results.get(s.name)!.baseline) : rows[i]!));
+    const pairs: AbPair[] = plan.filter(abRan).map((s) => ({
+      name: s.name,
+      baseline: baseRows[plan.indexOf(s)]!,
+      subject: rows[plan.indexOf(s)]!,
+      baselineRuns: results.get(s.name)!.baseline.map((r) => aggregate(s, [r])),
+      subjectRuns: results.get(s.name)!.subject.map((r) => aggregate(s, [r])),
+    }));
+    for (const set of baseline ? [rows, baseRows] : [rows]) {
+      for (const r of set) {
+        const base = rlfBaseline(set, scenarioOf, scenarioOf.get(r.name)!);
+        // A shared row is in both sets: each set gives it the same ratio.
+        if (base) r.ratioVsRlf = r.ratePerS / base.ratePerS;
+      }
+      setPolicyRatios(set);
     }
-    setPolicyRatios(rows);
     const codeAtEnd = await codeFingerprint();
     const codeNote =
       codeAtStart === codeAtEnd
@@ -984,26 +1117,40 @@ async function main(): Promise<void> {
         : 'WARNING: the code under test (HEAD, dist/src or the migrations) changed during this run, so its rows mix versions; run it again.';
     if (codeNote) console.log(`\n${codeNote}`);
     (facts as Record<string, unknown>).codeChangedDuringRun = codeAtStart !== codeAtEnd;
-    const scanCounts = [...results.values()]
-      .flat()
-      .map((r) => r.extra.seqScans)
-      .filter((n): n is number => typeof n === 'number');
-    const goals = targets(rows, scanCounts.length > 0 ? scanCounts.reduce((a, b) => a + b, 0) : undefined);
+    const scanTotal = (side: Side): ScanTotals | undefined => {
+      const sum = (key: 'seqScans' | 'seqScansAfterLoad') =>
+        [...results.values()]
+          .flatMap((r) => r[side])
+          .map((r) => r.extra[key])
+          .filter((n): n is number => typeof n === 'number')
+          .reduce((a, b) => a + b, 0);
+      const measured = [...results.values()].flatMap((r) => r[side]).some((r) => typeof r.extra.seqScans === 'number');
+      return measured ? { decisionPath: sum('seqScans'), afterLoad: sum('seqScansAfterLoad') } : undefined;
+    };
+    const ownGoals = targets(rows, scanTotal('subject'), pairs);
+    const goals = baseline ? withBaselineFigures(ownGoals, targets(baseRows, scanTotal('baseline'), pairs)) : ownGoals;
     const table = renderTable(rows);
+    const abTable = baseline ? renderAbTable(pairs) : '';
+    const abHead = baselineBuild
+      ? `Same-session A/B against ${baselineBuild.label}: each scenario that runs our code ran on both checkouts, alternating (baseline, this, this, baseline…; ${REPEATS} run${REPEATS === 1 ? '' : 's'} each), on the same PostgreSQL server, each side on its own database migrated by its own code; the table above is this checkout's. "×" is this ÷ baseline of the medians; "per pair" is the range of that ratio over adjacent pairs of runs (the run-to-run spread).`
+      : '';
     const goalText = goals.map((g) => `- ${g.met === undefined ? 'SHOWN' : g.met ? 'MET ' : 'MISSED'} ${g.what}: ${g.value}`).join('\n');
     const ratioText = ratios(rows).join('\n');
     const elapsedS = Math.round((Date.now() - started) / 1000);
-    const idleRuns = [...results.entries()].find(([name]) => scenarioOf.get(name)?.kind === 'idle')?.[1] ?? [];
+    const idleRuns = [...results.entries()].find(([name]) => scenarioOf.get(name)?.kind === 'idle')?.[1].subject ?? [];
     const idleNote = idleRuns.length
       ? `Idle: ${IDLE_CONNECTIONS} connections opened in ${median(idleRuns.map((r) => Number(r.extra.openMs))).toFixed(0)} ms; daemon RSS ${median(idleRuns.map((r) => Number(r.extra.daemonRssBeforeMb))).toFixed(1)} MB before, ${median(idleRuns.map((r) => Number(r.extra.daemonRssWithConnectionsMb))).toFixed(1)} MB with them open (${median(idleRuns.map((r) => Number(r.extra.perConnectionKb))).toFixed(1)} KB each); the "peak RSS" column is the RSS with them open.`
       : '';
 
-    console.log(`\n${table}\n\nRatios (medians):\n${ratioText}\n\nTargets (medians):\n${goalText}\n${idleNote}\n(${elapsedS} s)`);
+    console.log(
+      `\n${table}\n${abTable ? `\n${abHead}\n\n${abTable}\n` : ''}\nRatios (medians):\n${ratioText}\n\nTargets (medians):\n${goalText}\n${idleNote}\n(${elapsedS} s)`,
+    );
 
     const json = {
       machine: facts,
       settings: {
         quick: QUICK,
+        issue22: ISSUE22,
         warmupMs: WARMUP_MS,
         measureMs: MEASURE_MS,
         repeats: REPEATS,
@@ -1013,37 +1160,44 @@ async function main(): Promise<void> {
         largeLimit: LARGE_LIMIT,
         windowMs: WINDOW_MS,
         only: ONLY?.source ?? null,
+        baseline: baselineBuild ? { label: baselineBuild.label, commit: baselineBuild.commit, root: baselineBuild.root } : null,
       },
+      elapsedS,
       rows,
+      baselineRows: baseline ? pairs.map((p) => p.baseline) : [],
       targets: goals,
-      runs: Object.fromEntries([...results].map(([name, rs]) => [name, rs])),
+      runs: Object.fromEntries([...results].map(([name, rs]) => [name, rs.subject])),
+      baselineRuns: Object.fromEntries([...results].filter(([, rs]) => rs.baseline.length > 0).map(([name, rs]) => [name, rs.baseline])),
     };
     const resultsDir = path.join(ROOT, 'bench', 'results');
     await mkdir(resultsDir, { recursive: true });
     const partial = QUICK || ONLY !== undefined;
-    // A chosen set of scenarios may still be the table of record (say, on a machine too busy for all
-    // of them in one sitting): BENCH_WRITE_MD=1 writes it, naming the selection.
-    const writeMd = !QUICK && (ONLY === undefined || process.env.BENCH_WRITE_MD === '1');
-    const jsonFile = path.join(resultsDir, partial ? 'quick.json' : 'latest.json');
+    // The preset is the table of record; a chosen set of scenarios may be too (say, on a machine
+    // too busy for all of them in one sitting): BENCH_WRITE_MD=1 writes it, naming the selection;
+    // BENCH_WRITE_MD=0 keeps any run (a trial of the preset) out of the file.
+    const writeMd = !QUICK && process.env.BENCH_WRITE_MD !== '0' && (ONLY === undefined || process.env.BENCH_WRITE_MD === '1');
+    const jsonFile = path.join(resultsDir, ISSUE22 && !ONLY ? 'issue22.json' : partial ? 'quick.json' : 'latest.json');
     await writeFile(jsonFile, `${JSON.stringify(json, null, 2)}\n`);
     console.log(`wrote ${path.relative(ROOT, jsonFile)}`);
     if (writeMd) {
       const m = facts as Record<string, unknown>;
       const section = [
-        `Latest run: ${String(m.date)}, commit ${String(m.gitCommit)}.${codeNote ? ` ${codeNote}` : ''}` +
+        `Latest run: ${String(m.date)}, commit ${String(m.gitCommit)}${baselineBuild ? `, against the baseline ${baselineBuild.label}` : ''}; ${Math.round(elapsedS / 60)} min.${codeNote ? ` ${codeNote}` : ''}` +
+          (ISSUE22 ? " Scenarios: issue 22's (`npm run bench -- --issue22`)." : '') +
           (ONLY ? ` Scenarios: those matching \`${ONLY.source}\` (BENCH_ONLY), not every scenario.` : ''),
         `Machine: ${String(m.nproc)} × ${String(m.cpuModel)}, ${String(m.memoryGb)} GB, ${String(m.kernel)}; Node ${String(m.node)}; PostgreSQL ${String(m.postgres)} ` +
           `(${Object.entries(m.postgresSettings as Record<string, string>)
             .map(([k, v]) => `${k}=${v}`)
             .join(', ')}).`,
-        `Each row: median of ${REPEATS} run${REPEATS === 1 ? '' : 's'} of ${WARMUP_MS / 1000} s warm-up + ${MEASURE_MS / 1000} s measured (up to ${MAX_ATTEMPTS} attempt${MAX_ATTEMPTS === 1 ? '' : 's'}); pool ${POOL_SIZE}; ` +
+        `Each row: median of ${REPEATS} run${REPEATS === 1 ? '' : 's'}${baselineBuild ? ' per side' : ''} of ${WARMUP_MS / 1000} s warm-up + ${MEASURE_MS / 1000} s measured (up to ${MAX_ATTEMPTS} attempt${MAX_ATTEMPTS === 1 ? '' : 's'}); pool ${POOL_SIZE}; ` +
           `${KEY_COUNT.toLocaleString('en-US')} keys; limit ${LARGE_LIMIT}/h unless the row says 2/h; the daemon keeps its deny cache on.`,
         '',
-        table,
-        '',
-        'Targets (issues 5 and 22; MET / MISSED from this run alone):',
+        'Targets (issues 5, 10 and 22; MET / MISSED from this run alone' + (baselineBuild ? ", with the baseline's figure from the same run" : '') + '):',
         '',
         goalText,
+        '',
+        table,
+        ...(abTable ? ['', abHead, '', abTable] : []),
         '',
         'Ratios:',
         '',
@@ -1059,9 +1213,73 @@ async function main(): Promise<void> {
   }
 }
 
+/** One line per run, as it finishes. */
+function runLine(s: Scenario, r: RunResult): string {
+  const w = r.worker;
+  const usLine =
+    Number.isFinite(w.decisions) && w.decisions > 0 && r.cpu
+      ? ` µs/decision ${Object.entries(r.cpu.processPercent)
+          .filter(([, v]) => Number.isFinite(v))
+          .map(([k, v]) => `${k} ${((v * 10_000) / (w.decisions / w.measuredS)).toFixed(1)}`)
+          .join(' ')}`
+      : '';
+  if (s.kind === 'idlecpu' && r.cpu) {
+    return `daemon ${(r.cpu.processPercent.subject! * 10).toFixed(1)} ms CPU/s, PostgreSQL ${(r.cpu.processPercent.pg! * 10).toFixed(1)} ms CPU/s (other ${r.cpu.foreignPercent.toFixed(0)}%)`;
+  }
+  if (s.kind === 'idle') {
+    return `daemon RSS ${Number(r.extra.daemonRssWithConnectionsMb).toFixed(1)} MB with ${w.extra?.alive ?? '?'} open (was ${Number(r.extra.daemonRssBeforeMb).toFixed(1)} MB; V8 heap ${Number(r.extra.heapUsedMb).toFixed(1)} MB used of ${Number(r.extra.heapTotalMb).toFixed(1)}, external ${Number(r.extra.externalMb).toFixed(1)} MB)`;
+  }
+  return (
+    `${Math.round(w.decisions / w.measuredS)}/s p50 ${w.p50Ms.toFixed(2)} ms p99 ${w.p99Ms.toFixed(2)} ms` +
+    (r.cpu
+      ? ` cpu ${Object.entries(r.cpu.processPercent)
+          .filter(([, v]) => Number.isFinite(v))
+          .map(([k, v]) => `${k} ${v.toFixed(0)}%`)
+          .join(' ')} machine ${r.cpu.machineBusyPercent.toFixed(0)}% other ${r.cpu.foreignPercent.toFixed(0)}%`
+      : '') +
+    (Number.isFinite(r.extra.walBytesPerDecision) ? ` WAL ${Math.round(Number(r.extra.walBytesPerDecision))} B/decision` : '') +
+    usLine +
+    (w.p999Ms !== undefined ? ` p99.9 ${w.p999Ms.toFixed(2)} ms` : '') +
+    (w.errors ? ` errors ${w.errors}` : '') +
+    (r.extra.meanBatch ? ` batch ${Number(r.extra.meanBatch).toFixed(1)}` : '') +
+    (r.extra.seqScans !== undefined ? ` seq scans ${String(r.extra.seqScans)}` : '') +
+    (Number(r.extra.seqScansAfterLoad) > 0 ? ` (+${String(r.extra.seqScansAfterLoad)} during the /metrics scrape and shutdown)` : '')
+  );
+}
+
+/**
+ * The baseline's side: its own database on the server, migrated by its own `ratelimit db init`
+ * (it may be older than this checkout's schema), and its own copy of the daemon helper, so its
+ * daemon is its own bin/ratelimit.js started with the same environment as ours.
+ */
+async function baselineSide(b: Baseline, subjectUrl: string, admin: Pool, tmp: string, pools: Pool[]): Promise<SideEnv> {
+  const helper = (await import(pathToFileURL(path.join(b.root, 'dist', 'test', 'helpers', 'daemon.js')).href)) as HelperModule;
+  if (path.resolve(helper.ROOT) !== path.resolve(b.root)) throw new Error(`baseline helper resolved its checkout to ${helper.ROOT}, not ${b.root}`);
+  await admin.query(`DROP DATABASE IF EXISTS ${BASELINE_DATABASE}`);
+  await admin.query(`CREATE DATABASE ${BASELINE_DATABASE}`);
+  const u = new URL(subjectUrl);
+  u.pathname = `/${BASELINE_DATABASE}`;
+  const url = u.toString();
+  const dataDir = path.join(tmp, 'baseline-data');
+  await mkdir(dataDir, { recursive: true });
+  const init = await helper.runBin({
+    args: ['db', 'init'],
+    baseEnv: cleanEnv(/^PG/),
+    env: { DATABASE_URL: url, PHONE_ENCRYPTION_KEY: PHONE_KEY, RATELIMIT_DATA_DIR: dataDir },
+    cwd: b.root,
+    timeoutMs: 120_000,
+  });
+  if (init.code !== 0) throw new Error(`baseline ${b.label}: ratelimit db init failed (${init.signal ?? init.code}): ${init.stderr || init.stdout}`);
+  const baseAdmin = createPool({ url, max: 2, applicationName: 'bench admin (baseline)' });
+  pools.push(baseAdmin);
+  console.log(`  baseline: ${b.label} in ${b.root}, database ${BASELINE_DATABASE}`);
+  return { side: 'baseline', root: b.root, url, admin: baseAdmin, dataDir, spawnDaemon: helper.spawnDaemon, runBin: helper.runBin };
+}
+
 /** The table-size scenarios (bench/table-size.ts): their own cached servers, their own section. */
 async function mainTableSizes(): Promise<void> {
-  if (!sizeScenarioNames().some((n) => !ONLY || ONLY.test(n)) || QUICK || !SIZES) return;
+  // The preset is issue 22's scenarios only: the size scenarios build tables of up to 10M rows.
+  if (!sizeScenarioNames().some((n) => !ONLY || ONLY.test(n)) || QUICK || ISSUE22 || !SIZES) return;
   console.log('\nbench: table-size scenarios (stats, top, status at 100k / 1M / 10M rows; decisions with the active-set trigger on and off)');
   const result = await runTableSizes(ONLY);
   const section = renderSizeSection(result, new Date().toISOString());
@@ -1075,5 +1293,6 @@ async function mainTableSizes(): Promise<void> {
   if (!ONLY) await updateSizeSection(path.join(ROOT, 'BENCHMARKS.md'), section);
 }
 
-if (scenarios().some((s) => !ONLY || ONLY.test(s.name))) await main();
+if (selectScenarios(scenarios(), { only: ONLY, preset: ISSUE22 ? ISSUE22_SCENARIOS : undefined }).length > 0) await main();
+else if (ISSUE22) console.error(`bench: no scenario of --issue22 matches BENCH_ONLY=${ONLY?.source ?? ''}`);
 await mainTableSizes();
