@@ -1,4 +1,4 @@
-// ratelimit_decide and ratelimit_record_v2 held to the pure model (src/core/policy/decide.ts) by
+// ratelimit_decide_v3 and ratelimit_record_v2 held to the pure model (src/core/policy/decide.ts) by
 // property tests, plus their locking and upgrades: longer than 350 lines because the model-side
 // harness and every rule group's cases belong together.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -228,7 +228,7 @@ const batchesArb = fc.array(
   { minLength: 1, maxLength: 8 },
 );
 
-describe('ratelimit_decide equals decideConsume', () => {
+describe('ratelimit_decide_v3 equals decideConsume', () => {
   it('over random multi-rule policies and request sequences, decision by decision (property)', async () => {
     await fc.assert(
       fc.asyncProperty(policyArb, batchesArb, async (mkPolicy, batches) => {
@@ -289,33 +289,49 @@ describe('ratelimit_decide equals decideConsume', () => {
   });
 
   it('refuses mismatched argument arrays rather than guessing', async () => {
-    const call = (entries: { req: number[]; counter: number[] }, counters: { rule: string[]; key: string[] }, maxes = [2]) =>
-      pool.query('SELECT * FROM ratelimit_decide($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, 0, $9, $10, $11, $12, $13, $14, $15, $16)', [
-        ['a', 'b'],
-        ['US', 'US'],
-        ['x', 'y'],
-        [false, false],
-        ['number:1h'],
-        maxes,
-        [1000],
-        [false],
-        entries.req,
-        entries.counter,
-        counters.rule,
-        counters.key,
-        counters.rule.map(() => 5),
-        counters.rule.map(() => 1000),
-        counters.rule.map(() => 1),
-        counters.rule.map(() => false),
-      ]);
-    const one = { rule: ['global:1h'], key: ['*'] };
+    // ratelimit_decide_v3 by position: requests, number rules, block_after, blocks, entries,
+    // counters (rule index, key), counter rules.
+    const call = (
+      entries: { req: number[]; counter: number[] },
+      counters: { rule: number[]; key: string[] },
+      maxes = [2],
+      crules: string[] = ['global:1h#args'],
+    ) =>
+      pool.query(
+        `SELECT * FROM ratelimit_decide_v3($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, 0, '{}', 0, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`,
+        [
+          ['a', 'b'],
+          ['US', 'US'],
+          ['x', 'y'],
+          [false, false],
+          [false, false],
+          ['number:1h'],
+          maxes,
+          [1000],
+          [false],
+          entries.req,
+          entries.counter,
+          counters.rule,
+          counters.key,
+          crules,
+          crules.map(() => 5),
+          crules.map(() => 1000),
+          crules.map(() => 1),
+          crules.map(() => false),
+          crules.map(() => 'calls'),
+        ],
+      );
+    const one = { rule: [1], key: ['*'] };
     await expect(call({ req: [3], counter: [1] }, one)).rejects.toThrow(/not in the batch/);
     await expect(call({ req: [2, 1], counter: [1, 1] }, one)).rejects.toThrow(/out of request order/);
     await expect(call({ req: [1], counter: [2] }, one)).rejects.toThrow(/counter that is not in the batch/);
-    await expect(call({ req: [1, 2], counter: [1, 2] }, { rule: ['global:1h', 'global:1h'], key: ['*', '*'] })).rejects.toThrow(/listed twice/);
+    await expect(call({ req: [1, 2], counter: [1, 2] }, { rule: [1, 1], key: ['*', '*'] })).rejects.toThrow(/listed twice/);
+    await expect(call({ req: [1], counter: [1] }, { rule: [2], key: ['*'] })).rejects.toThrow(/rule that is not in the batch/);
     await expect(call({ req: [], counter: [] }, { rule: [], key: [] }, [2, 3])).rejects.toThrow(/mismatched/);
-    // And a well-formed call goes through.
-    await expect(call({ req: [1, 2], counter: [1, 1] }, { rule: ['global:1h#args'], key: ['*'] })).resolves.toMatchObject({ rowCount: 2 });
+    // And a well-formed call goes through: one row, a decision per request.
+    const ok = await call({ req: [1, 2], counter: [1, 1] }, { rule: [1], key: ['*'] });
+    expect(ok.rows).toHaveLength(1);
+    expect(ok.rows[0].r_allowed).toEqual([true, true]);
   });
 });
 
@@ -380,7 +396,7 @@ const guardPolicyArb = fc
     return { p, conversion };
   });
 
-describe('ratelimit_decide_v2 equals decideConsume with conversion, sweep, blocks and safe (#19)', () => {
+describe('ratelimit_decide_v3 equals decideConsume with conversion, sweep, blocks and safe (#19)', () => {
   it('over random policies with the new groups, decision by decision, blocks and levels stored alike (property)', async () => {
     let denials = 0;
     let autoBlocks = 0;
@@ -959,7 +975,7 @@ describe('migration 006', () => {
         req.hash,
       ]);
       expect(rows[0]).toEqual({ n: 2, blocked_until: null, denials: [], denied_total: 1 });
-      // ratelimit_decide sees the old rows' calls.
+      // ratelimit_decide_v3 sees the old rows' calls.
       const dp = decisionPolicy(makeFullPolicy({ number: [rule('number', 2, 3_600_000)] }));
       const [d] = await decideBatch(p, [{ ...req, allowlisted: false, counters: [] }], dp);
       expect(d).toMatchObject({ allowed: false, rule: 'number:3600000ms' });

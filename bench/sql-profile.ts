@@ -1,0 +1,120 @@
+// One-off profile of the decision statement (not part of `npm run bench`): where PostgreSQL's
+// time per decision goes, statement by statement inside ratelimit_decide_v3, from
+// pg_stat_statements with `track = all` (it times each statement a plpgsql function runs).
+// Cases, each on its own database of the same embedded server, one connection:
+//   default - 256-decision batches under the default policy over numbers spread 7 per
+//             1,000-number range (bench/lib/keys.ts), a table of SQL_PROFILE_PREFILL numbers
+//   single  - 256-decision batches for one number under the default policy (mostly denials)
+//   lone    - one-decision statements under the default policy
+// Needs pg_stat_statements in the PostgreSQL installation the embedded server uses.
+//
+//   npm run build && node dist/bench/sql-profile.js      (SQL_PROFILE_BATCHES=100 by default)
+import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { startEmbeddedPostgres } from '../src/db/embedded/index.js';
+import { createPool, type Pool } from '../src/db/pool.js';
+import { migrate } from '../src/db/migrate.js';
+import { decideBatch, type DecideRequest } from '../src/db/decisions.js';
+import { applicableCounters, CONVERSION_IDLE } from '../src/core/policy/counters.js';
+import { decisionPolicy } from '../src/core/policy/decide.js';
+import { defaultPolicy } from '../src/core/policy/default.js';
+import { phoneNumber } from './lib/keys.js';
+
+const BATCH = 256;
+const BATCHES = Number(process.env.SQL_PROFILE_BATCHES ?? 100);
+const PREFILL = Number(process.env.SQL_PROFILE_PREFILL ?? 20_000);
+const LONE = Number(process.env.SQL_PROFILE_LONE ?? 1_000);
+const HOUR_MS = 3_600_000;
+const POLICY = defaultPolicy({ phoneMax: 1_000, phoneWindowMs: HOUR_MS, ipMax: 20, ipWindowMs: HOUR_MS });
+const STRICT = defaultPolicy({ phoneMax: 2, phoneWindowMs: HOUR_MS, ipMax: 20, ipWindowMs: HOUR_MS });
+
+function request(i: number, p = POLICY): DecideRequest {
+  const e164 = phoneNumber(i);
+  return {
+    hash: `p${i}:${e164}`,
+    region: 'US',
+    masked: e164.slice(0, 5) + '•••',
+    allowlisted: false,
+    counters: applicableCounters(p, e164, 'US', { conversion: CONVERSION_IDLE, safe: false }),
+  };
+}
+
+let seed = 7;
+const rand = (n: number) => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n;
+
+function backendCpuUs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10_000; // USER_HZ is 100 on Linux
+}
+
+async function admin(url: string, sql: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(sql);
+  } finally {
+    await client.end();
+  }
+}
+
+function dbUrl(server: string, name: string): string {
+  const u = new URL(server);
+  u.pathname = `/${name}`;
+  return u.toString();
+}
+
+async function profile(pool: Pool, label: string, decisions: number, run: () => Promise<void>, times: number): Promise<void> {
+  const pid = (await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+  // SQL_PROFILE_PID_FILE: the backend's pid is written there before each case (for `perf record -p`).
+  if (process.env.SQL_PROFILE_PID_FILE) {
+    writeFileSync(process.env.SQL_PROFILE_PID_FILE, `${label}\t${pid}\n`, { flag: 'a' });
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+  }
+  await pool.query('SELECT pg_stat_statements_reset()');
+  const cpu0 = backendCpuUs(pid);
+  for (let i = 0; i < times; i++) await run();
+  const cpuUs = backendCpuUs(pid) - cpu0;
+  const { rows } = await pool.query<{ query: string; calls: string; ms: number; plan_ms: number; top: boolean }>(
+    `SELECT regexp_replace(query, '\\s+', ' ', 'g') AS query, calls::text, total_exec_time AS ms, total_plan_time AS plan_ms, toplevel AS top
+       FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%' AND query NOT LIKE '%pg_backend_pid%' ORDER BY total_exec_time DESC LIMIT 14`,
+  );
+  console.log(`\n${label}: ${decisions} decisions, backend CPU ${(cpuUs / decisions).toFixed(1)} µs per decision`);
+  console.log('  µs/decision  calls  statement');
+  for (const r of rows) {
+    console.log(`  ${((r.ms * 1000) / decisions).toFixed(2).padStart(10)} ${r.calls.padStart(6)}  ${r.top ? '' : '  '}${r.query.slice(0, 150)}`);
+  }
+}
+
+const dir = await mkdtemp(path.join(os.tmpdir(), 'ratelimit-sql-profile-'));
+const server = await startEmbeddedPostgres({
+  dataDir: path.join(dir, 'pg'),
+  database: 'postgres',
+  fsync: false,
+  extraConfig: { shared_preload_libraries: 'pg_stat_statements', 'pg_stat_statements.track': 'all' },
+});
+try {
+  await admin(server.url, 'CREATE DATABASE profile');
+  const pool = createPool({ url: dbUrl(server.url, 'profile'), max: 1 });
+  await migrate(pool);
+  await pool.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
+  const dp = decisionPolicy(POLICY);
+  for (let i = 0; i < PREFILL; i += BATCH) {
+    await decideBatch(
+      pool,
+      Array.from({ length: Math.min(BATCH, PREFILL - i) }, (_, j) => request(i + j)),
+      dp,
+    );
+  }
+  await pool.query('VACUUM ANALYZE');
+  await profile(pool, 'default, batches of 256', BATCHES * BATCH, () => decideBatch(pool, Array.from({ length: BATCH }, () => request(rand(PREFILL))), dp).then(() => undefined), BATCHES);
+  const strict = decisionPolicy(STRICT);
+  await profile(pool, 'single (one number), batches of 256', BATCHES * BATCH, () => decideBatch(pool, Array.from({ length: BATCH }, () => request(0, STRICT)), strict).then(() => undefined), BATCHES);
+  await profile(pool, 'lone decisions', LONE, () => decideBatch(pool, [request(rand(PREFILL))], dp).then(() => undefined), LONE);
+  await pool.end();
+} finally {
+  await server.stop();
+  await rm(dir, { recursive: true, force: true });
+}
