@@ -16,7 +16,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { startEmbeddedPostgres } from '../src/db/embedded/index.js';
 import { createPool, type Pool } from '../src/db/pool.js';
-import { migrate } from '../src/db/migrate.js';
+import { FUNCTION_CONSTANTS, migrate } from '../src/db/migrate.js';
 import { decideBatch, type DecideRequest } from '../src/db/decisions.js';
 import { applicableCounters, CONVERSION_IDLE } from '../src/core/policy/counters.js';
 import { decisionPolicy } from '../src/core/policy/decide.js';
@@ -100,7 +100,18 @@ try {
   const pool = createPool({ url: dbUrl(server.url, 'profile'), max: 1 });
   await migrate(pool);
   await pool.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
+  // SQL_PROFILE_SOURCE=file.sql: another source of a function (constants filled as migrate() does), to compare shapes.
+  if (process.env.SQL_PROFILE_SOURCE) {
+    const raw = readFileSync(process.env.SQL_PROFILE_SOURCE, 'utf8');
+    await pool.query(raw.replace(/\{\{(\w+)\}\}/g, (_, key: string) => FUNCTION_CONSTANTS[key]!));
+  }
+  // SQL_PROFILE_NO_ACTIVE=1: the active-number set's triggers off, to see what they cost.
+  if (process.env.SQL_PROFILE_NO_ACTIVE) {
+    await pool.query('ALTER TABLE phone_rate_limits DISABLE TRIGGER phone_rate_limits_mark_active, DISABLE TRIGGER phone_rate_limits_mark_active_insert');
+  }
   const dp = decisionPolicy(POLICY);
+  const fillPid = (await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+  const fillCpu0 = backendCpuUs(fillPid);
   for (let i = 0; i < PREFILL; i += BATCH) {
     await decideBatch(
       pool,
@@ -108,10 +119,24 @@ try {
       dp,
     );
   }
+  console.log(`fill: ${PREFILL} new numbers in batches of ${BATCH}, backend CPU ${((backendCpuUs(fillPid) - fillCpu0) / PREFILL).toFixed(1)} µs per decision`);
   await pool.query('VACUUM ANALYZE');
   await profile(pool, 'default, batches of 256', BATCHES * BATCH, () => decideBatch(pool, Array.from({ length: BATCH }, () => request(rand(PREFILL))), dp).then(() => undefined), BATCHES);
   const strict = decisionPolicy(STRICT);
   await profile(pool, 'single (one number), batches of 256', BATCHES * BATCH, () => decideBatch(pool, Array.from({ length: BATCH }, () => request(0, STRICT)), strict).then(() => undefined), BATCHES);
+  if (process.env.SQL_PROFILE_EXPLAIN) {
+    // Each statement's plan with its actual times (auto_explain, as notices), for one default batch.
+    const client = new pg.Client({ connectionString: dbUrl(server.url, 'profile') });
+    await client.connect();
+    client.on('notice', (n) => console.log(n.message));
+    await client.query(`LOAD 'auto_explain'`);
+    await client.query(
+      `SET auto_explain.log_min_duration = 0; SET auto_explain.log_analyze = on; SET auto_explain.log_nested_statements = on; SET auto_explain.log_level = notice`,
+    );
+    const size = Number(process.env.SQL_PROFILE_EXPLAIN);
+    await decideBatch(client as unknown as Pool, Array.from({ length: size }, () => request(rand(PREFILL))), dp);
+    await client.end();
+  }
   await profile(pool, 'lone decisions', LONE, () => decideBatch(pool, [request(rand(PREFILL))], dp).then(() => undefined), LONE);
   await pool.end();
 } finally {
