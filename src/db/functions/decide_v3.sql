@@ -101,7 +101,12 @@
 -- quadratic. Each flat array is built by one set-based SELECT (never by appending row by row:
 -- `a := a || b` copies all of `a` each time, quadratic in the batch's counters). Elements are
 -- read one by one, never sliced inside a query: a slice of a plpgsql array in a query flattens
--- the whole array once per row; the writes gather each row's elements over generate_series.
+-- the whole array once per row; the writes gather each row's elements over generate_series,
+-- per row (a LATERAL or correlated aggregate), never with GROUP BY (a grouped ordered aggregate
+-- sorts every group apart). The reads aggregate a MATERIALIZED CTE whose rows were written in
+-- position order (a window's ORDER BY sorted them) and the unnest of each of its rows, so they
+-- need no ORDER BY inside the aggregates (each such ORDER BY sorted its input again);
+-- test/db/policy-decisions.test.ts would see a misplaced log.
 -- The reply's arrays are filled in the loop over requests, element by element (in place).
 --
 -- SKIPPED WHEN ABSENT. No counter statement runs for a batch without counters; a counter's
@@ -354,13 +359,13 @@ BEGIN
   )
   SELECT a.*,
          (SELECT array_agg(n.pos::INTEGER ORDER BY t.o) FROM unnest(p_hashes) WITH ORDINALITY AS t(h, o) JOIN n ON n.h = t.h),
-         (SELECT array_agg(u.t ORDER BY n.pos, u.o) FROM n, unnest(n.calls || array_fill(0::BIGINT, ARRAY[n.cnt])) WITH ORDINALITY AS u(t, o)),
+         (SELECT array_agg(u.t) FROM n, unnest(n.calls || array_fill(0::BIGINT, ARRAY[n.cnt])) AS u(t)),
          CASE WHEN v_denial_slots > 0 THEN
-           (SELECT array_agg(n.denials[GREATEST(0, cardinality(n.denials) - v_denial_slots) + g.j] ORDER BY n.pos, g.j)
+           (SELECT array_agg(n.denials[GREATEST(0, cardinality(n.denials) - v_denial_slots) + g.j])
               FROM n, generate_series(1, v_denial_slots) AS g(j)) END
-    FROM (SELECT array_agg(h ORDER BY pos), array_agg(r ORDER BY pos), array_agg(m ORDER BY pos), array_agg(ex ORDER BY pos),
-                 array_agg(cardinality(calls) ORDER BY pos), array_agg(cnt ORDER BY pos), array_agg(blocked_until ORDER BY pos),
-                 array_agg(block_level ORDER BY pos), array_agg(LEAST(cardinality(denials), v_denial_slots) ORDER BY pos)
+    FROM (SELECT array_agg(h), array_agg(r), array_agg(m), array_agg(ex),
+                 array_agg(cardinality(calls)), array_agg(cnt), array_agg(blocked_until),
+                 array_agg(block_level), array_agg(LEAST(cardinality(denials), v_denial_slots))
             FROM n) AS a
     INTO v_num_hash, v_num_region, v_num_masked, v_num_exists, v_num_stored_calls, v_num_requests, v_num_blocked_until, v_num_block_level, v_denial_count, v_request_num_pos, v_logs, v_denial_logs;
   v_num_count := cardinality(v_num_hash);
@@ -403,16 +408,15 @@ BEGIN
     )
     SELECT a.*, b.*
       FROM (SELECT count(DISTINCT (s.r, s.k))::INTEGER,
-                   array_agg(s.r ORDER BY s.i), array_agg(p_crule_limits[s.ri] ORDER BY s.i), array_agg(p_crule_windows[s.ri] ORDER BY s.i),
-                   array_agg(p_crule_bucket_calls[s.ri] ORDER BY s.i), array_agg(p_crule_shadow[s.ri] ORDER BY s.i),
-                   array_agg(p_crule_kinds[s.ri] ORDER BY s.i),
+                   array_agg(s.r), array_agg(p_crule_limits[s.ri]), array_agg(p_crule_windows[s.ri]),
+                   array_agg(p_crule_bucket_calls[s.ri]), array_agg(p_crule_shadow[s.ri]), array_agg(p_crule_kinds[s.ri]),
                    -- blocksRange() in src/core/policy/counters.ts
-                   array_agg(p_crule_kinds[s.ri] <> 'calls' AND left(s.k, 1) = '+' ORDER BY s.i),
-                   array_agg(s.base + 1 ORDER BY s.i), array_agg(s.base + cardinality(s.bucket_ts) ORDER BY s.i),
-                   array_agg(s.total ORDER BY s.i), array_agg(s.blocked_until ORDER BY s.i), array_agg(s.block_level ORDER BY s.i)
+                   array_agg(p_crule_kinds[s.ri] <> 'calls' AND left(s.k, 1) = '+'),
+                   array_agg(s.base + 1), array_agg(s.base + cardinality(s.bucket_ts)),
+                   array_agg(s.total), array_agg(s.blocked_until), array_agg(s.block_level)
               FROM s) AS a,
-           (SELECT array_agg(u.t ORDER BY s.i, u.o), array_agg(u.n ORDER BY s.i, u.o)
-              FROM s, unnest(s.bucket_ts || array_fill(0::BIGINT, ARRAY[s.slots]), s.bucket_n || array_fill(0, ARRAY[s.slots])) WITH ORDINALITY AS u(t, n, o)) AS b
+           (SELECT array_agg(u.t), array_agg(u.n)
+              FROM s, unnest(s.bucket_ts || array_fill(0::BIGINT, ARRAY[s.slots]), s.bucket_n || array_fill(0, ARRAY[s.slots])) AS u(t, n)) AS b
       INTO v_idx, v_ctr_rule, v_ctr_limit, v_ctr_window, v_ctr_bucket, v_ctr_shadow, v_ctr_kind, v_ctr_range,
            v_ctr_first, v_ctr_last, v_ctr_calls, v_ctr_blocked_until, v_ctr_block_level, v_bucket_ts, v_bucket_n;
     IF v_idx <> v_counter_count THEN
@@ -702,27 +706,24 @@ BEGIN
 
   -- New numbers, written once with their final state; any of them inserted meanwhile by
   -- another transaction means this batch decided on a stale (empty) state: fail, write nothing.
-  -- Logs are gathered element by element: a slice of the flat array would copy all of it per
-  -- number.
+  -- Logs are gathered element by element, per number by a LATERAL aggregate over its positions
+  -- (no GROUP BY: a grouped ordered aggregate sorts each group apart): a slice of the flat array
+  -- would copy all of it per number.
   IF v_new_count > 0 THEN
     WITH u AS MATERIALIZED (
       SELECT * FROM unnest(v_num_hash, v_num_region, v_num_masked, v_num_exists, v_log_first, v_log_last, v_num_last_at, v_num_denied, v_num_last_denied, v_num_blocked_until, v_num_block_level, v_denial_count)
                WITH ORDINALITY AS u(h, r, m, ex, lf, ll, at, denied, last_denied, blocked, level, dlen, k)
        WHERE NOT u.ex
-    ), l AS (
-      SELECT u.k, array_agg(v_logs[g.i] ORDER BY g.i) AS calls,
-             count(*) FILTER (WHERE v_logs[g.i] > u.at - v_stats_window) AS n,
-             min(v_logs[g.i]) FILTER (WHERE v_logs[g.i] > u.at - v_stats_window) AS start
-        FROM u, generate_series(u.lf, u.ll) AS g(i) GROUP BY u.k
-    ), d AS (
-      SELECT u.k, array_agg(v_denial_logs[(u.k - 1) * v_denial_slots + g.j] ORDER BY g.j) AS denials
-        FROM u, generate_series(1, u.dlen) AS g(j) GROUP BY u.k
     )
     INSERT INTO phone_rate_limits AS p (phone_hash, region, phone_masked, calls, call_count, window_start, last_call_at,
                                         denied_total, denied_in_window, denied_window_start, last_denied_at, blocked_until, block_level, denials)
-    SELECT u.h, u.r, u.m, coalesce(l.calls, '{}'), coalesce(l.n, 0), coalesce(l.start, 0), l.calls[cardinality(l.calls)],
-           u.denied, u.denied, CASE WHEN u.denied > 0 THEN u.at ELSE 0 END, u.last_denied, u.blocked, u.level, coalesce(d.denials, '{}')
-      FROM u LEFT JOIN l ON l.k = u.k LEFT JOIN d ON d.k = u.k
+    SELECT u.h, u.r, u.m, coalesce(l.calls, '{}'), l.n, coalesce(l.start, 0), l.calls[cardinality(l.calls)],
+           u.denied, u.denied, CASE WHEN u.denied > 0 THEN u.at ELSE 0 END, u.last_denied, u.blocked, u.level,
+           CASE WHEN u.dlen > 0 THEN ARRAY(SELECT v_denial_logs[(u.k - 1) * v_denial_slots + g.j] FROM generate_series(1, u.dlen) AS g(j)) ELSE '{}' END
+      FROM u, LATERAL (SELECT array_agg(v_logs[g.i]) AS calls,
+                              count(*) FILTER (WHERE v_logs[g.i] > u.at - v_stats_window) AS n,
+                              min(v_logs[g.i]) FILTER (WHERE v_logs[g.i] > u.at - v_stats_window) AS start
+                         FROM generate_series(u.lf, u.ll) AS g(i)) AS l
      ORDER BY u.h
     ON CONFLICT (phone_hash) DO NOTHING;
     GET DIAGNOSTICS v_inserted = ROW_COUNT;
@@ -737,18 +738,10 @@ BEGIN
       SELECT * FROM unnest(v_num_hash, v_num_exists, v_log_first, v_log_last, v_num_last_at, v_num_denied, v_num_last_denied, v_num_blocked_until, v_num_block_level, v_denial_count, v_denials_changed)
                WITH ORDINALITY AS u(h, ex, lf, ll, at, denied, last_denied, blocked, level, dlen, dtouched, k)
        WHERE u.ex
-    ), l AS (
-      SELECT u.k, array_agg(v_logs[g.i] ORDER BY g.i) AS calls,
-             count(*) FILTER (WHERE v_logs[g.i] > u.at - v_stats_window) AS n,
-             min(v_logs[g.i]) FILTER (WHERE v_logs[g.i] > u.at - v_stats_window) AS start
-        FROM u, generate_series(u.lf, u.ll) AS g(i) GROUP BY u.k
-    ), d AS (
-      SELECT u.k, array_agg(v_denial_logs[(u.k - 1) * v_denial_slots + g.j] ORDER BY g.j) AS denials
-        FROM u, generate_series(1, u.dlen) AS g(j) WHERE u.dtouched GROUP BY u.k
     )
     UPDATE phone_rate_limits AS p SET
       calls = coalesce(l.calls, '{}'),
-      call_count = coalesce(l.n, 0),
+      call_count = l.n,
       window_start = GREATEST(p.window_start, COALESCE(l.start, p.window_start)),
       last_call_at = COALESCE(l.calls[cardinality(l.calls)], p.last_call_at),
       denied_total = p.denied_total + u.denied,
@@ -764,9 +757,13 @@ BEGIN
       block_level = u.level,
       -- Untouched when this batch recorded no denial for block_after (it may hold more than
       -- p_block_denials entries after a policy change; src/core/policy/decide.ts leaves it as it is too).
-      denials = CASE WHEN u.dtouched THEN coalesce(d.denials, '{}') ELSE p.denials END,
+      denials = CASE WHEN NOT u.dtouched THEN p.denials
+                     ELSE ARRAY(SELECT v_denial_logs[(u.k - 1) * v_denial_slots + g.j] FROM generate_series(1, u.dlen) AS g(j)) END,
       updated_at = NOW()
-    FROM u LEFT JOIN l ON l.k = u.k LEFT JOIN d ON d.k = u.k
+    FROM u, LATERAL (SELECT array_agg(v_logs[g.i]) AS calls,
+                            count(*) FILTER (WHERE v_logs[g.i] > u.at - v_stats_window) AS n,
+                            min(v_logs[g.i]) FILTER (WHERE v_logs[g.i] > u.at - v_stats_window) AS start
+                       FROM generate_series(u.lf, u.ll) AS g(i)) AS l
     WHERE p.phone_hash = u.h;
   END IF;
 
