@@ -816,6 +816,22 @@ describe('new numbers', () => {
     const peek = await peekState(pool, [req.hash], []);
     expect(peek.numbers.get(req.hash)!.log).toHaveLength(3);
   });
+
+  it('the same race in batches of several numbers (the set-based write): the later batch runs again', async () => {
+    const tag = '#race-set';
+    const p = makeFullPolicy({ number: [rule('number', 3, 3_600_000, false, tag)] });
+    const dp = decisionPolicy(p);
+    const pools = Array.from({ length: 4 }, () => createPool({ url: db.url, max: 2 }));
+    extraPools.push(...pools);
+    const one = (e164: string) => ({ hash: `r${tag}:${e164}`, region: 'US', masked: '+1646•••', allowlisted: false, counters: [] });
+    const req = one('+16465559998');
+    // 8 batches, each the shared brand-new number and one of its own, all at once: exactly 3 are allowed.
+    const out = await Promise.all(Array.from({ length: 8 }, (_, i) => decideBatch(pools[i % 4]!, [req, one(`+1646555900${i}`)], dp)));
+    expect(out.filter((o) => o[0]!.allowed).length).toBe(3);
+    expect(out.every((o) => o[1]!.allowed)).toBe(true);
+    const peek = await peekState(pool, [req.hash], []);
+    expect(peek.numbers.get(req.hash)!.log).toHaveLength(3);
+  });
 });
 
 describe('concurrency', () => {
@@ -994,5 +1010,70 @@ describe('migration 006', () => {
       await p.end();
       await old.drop();
     }
+  });
+});
+
+// ratelimit_decide_v3 reads and writes the number of a single-number batch (a lone decision, or
+// every request for one number) by key, any other batch set-based: both must leave the same
+// rows and give the same decisions.
+describe('ratelimit_decide_v3: single-number batches and mixed batches agree', () => {
+  it('a number decided alone and its twin decided beside another number end with equal rows and decisions (property)', async () => {
+    const stepsArb = fc.array(
+      fc.record({
+        count: fc.integer({ min: 1, max: 3 }),
+        allowlisted: fc.integer({ min: 0, max: 9 }).map((x) => x === 0),
+        advanceMs: fc.integer({ min: 0, max: 40 }).map((x) => x * 10),
+      }),
+      { minLength: 1, maxLength: 25 },
+    );
+    await fc.assert(
+      fc.asyncProperty(stepsArb, fc.boolean(), async (steps, withBlocks) => {
+        const { tag, baseMs } = freshRun();
+        const p = makeFullPolicy({
+          number: [rule('number', 3, 300, false, tag), rule('number', 5, 2_000, false, tag), rule('number', 2, 100, true, tag)],
+          blockAfter: { denials: 2, withinMs: 500, forMs: withBlocks ? undefined : 400 },
+          prefix: { digits: 4, rules: [rule('prefix', 4, 250, false, tag)] },
+          sweep: { digits: 4, rules: [rule('sweep', 2, 300, false, tag, 'prefix')] },
+          blocks: withBlocks ? { escalateMs: [200, 600], escalate: ['200ms', '600ms'], decayMs: 1_000 } : undefined,
+        });
+        const dp = decisionPolicy(p);
+        // X alone; its twin Y (another range) beside Z (a third range), so Y's batches are never single-number.
+        const req = (e164: string, allowlisted: boolean): DecideRequest => ({
+          hash: `h${tag}:${e164}`,
+          region: 'US',
+          masked: e164.slice(0, 5) + '•••',
+          allowlisted,
+          safe: allowlisted,
+          counters: applicableCounters(p, e164, 'US', { conversion: CONVERSION_IDLE, safe: allowlisted }),
+        });
+        const [X, Y, Z] = ['+14155550101', '+12125550101', '+13105550101'];
+        let now = baseMs;
+        for (const step of steps) {
+          now += step.advanceMs;
+          const xs = await decideBatch(pool, Array.from({ length: step.count }, () => req(X, step.allowlisted)), dp, now);
+          const ys = await decideBatch(pool, [req(Z, false), ...Array.from({ length: step.count }, () => req(Y, step.allowlisted))], dp, now);
+          expect(ys.slice(1).map((o) => ({ ...o, rule: o.rule, blockedBy: o.blockedBy?.replace('+1212', '+1415') ?? null }))).toEqual(
+            xs.map((o) => ({ ...o, blockedBy: o.blockedBy ?? null })),
+          );
+        }
+        const { rows } = await pool.query(
+          `SELECT phone_hash, calls, call_count, window_start, last_call_at, denied_total, denied_in_window, denied_window_start,
+                  last_denied_at, blocked_until, block_level, denials, region
+             FROM phone_rate_limits WHERE phone_hash = ANY ($1) ORDER BY phone_hash DESC`,
+          [[`h${tag}:${X}`, `h${tag}:${Y}`]],
+        );
+        expect(rows).toHaveLength(2);
+        expect({ ...rows[0], phone_hash: null }).toEqual({ ...rows[1], phone_hash: null });
+        const counters = await pool.query(
+          `SELECT rule_id, key, bucket_ts, bucket_n, denied_total, last_at, blocked_until, block_level FROM rate_limit_counters
+            WHERE rule_id LIKE $1 AND key IN ('+1415', '+1212') ORDER BY rule_id, key DESC`,
+          [`%${tag}`],
+        );
+        for (let i = 0; i < counters.rows.length; i += 2) {
+          expect({ ...counters.rows[i], key: null }).toEqual({ ...counters.rows[i + 1], key: null });
+        }
+      }),
+      { numRuns: 25 },
+    );
   });
 });

@@ -109,6 +109,12 @@
 -- test/db/policy-decisions.test.ts would see a misplaced log.
 -- The reply's arrays are filled in the loop over requests, element by element (in place).
 --
+-- ONE NUMBER. A batch whose requests are all for one number (every lone decision, and the
+-- pattern of one number hammered) reads and writes that number's row by key, with scalar
+-- statements; the set-based statements give the same state for any batch but cost a fixed
+-- amount to start that a lone decision would pay in full. test/db/policy-decisions.test.ts holds
+-- the two paths to the same rows and decisions.
+--
 -- SKIPPED WHEN ABSENT. No counter statement runs for a batch without counters; a counter's
 -- buckets are written back only when it took a call; the denial logs are read only when
 -- block_after is on; the reply's per-request arrays that are mostly NULL (denying rule,
@@ -138,6 +144,9 @@
 --   v_block_steps       the escalation steps given (0: no `blocks` group)
 --   v_shadow_count      entries of r_shadow so far
 --   v_calls_count       entries of r_calls so far; v_run: the current request's run length
+--   v_single            every request is for one number (ONE NUMBER); v_one_calls/v_one_denials/
+--     v_one_blocked/v_one_level its row as read, then v_one_calls/v_one_n/v_one_start/
+--     v_one_denials what is written (its log, calls and first call in the stats window, denials)
 --   in the loop over requests: v_i (request), v_num_pos, v_log_from/v_log_to (its number's live
 --     log), v_at (the decision instant), v_entry and v_ctr (an entry and its counter),
 --     v_bucket_from/v_bucket_to/v_window_calls/v_ctr_at/v_ctr_since (that counter's live buckets,
@@ -254,6 +263,14 @@ DECLARE
   v_ctr_block_changed BOOLEAN[];
   v_request_entries INTEGER[];
   v_calls_count INTEGER := 0;
+  -- the one number of a single-number batch
+  v_single BOOLEAN := true;
+  v_one_calls BIGINT[];
+  v_one_denials BIGINT[];
+  v_one_blocked BIGINT;
+  v_one_level INTEGER;
+  v_one_n INTEGER;
+  v_one_start BIGINT;
   v_run INTEGER;
   v_lo INTEGER;
   v_hi INTEGER;
@@ -341,33 +358,73 @@ BEGIN
     END LOOP;
   END IF;
 
-  -- Lock and read the numbers that have a row; the others are new. Each number's log segment
-  -- is followed by one empty slot per request for it; its denial log is the last
-  -- p_block_denials denials (all a decision can use), in as many slots.
-  WITH q AS MATERIALIZED (
-    SELECT DISTINCT ON (h) h, r, m, (count(*) OVER (PARTITION BY h))::INTEGER AS cnt
-      FROM unnest(p_hashes, p_regions, p_masked) AS t(h, r, m)
-     ORDER BY h, r IS NULL
-  ), p AS MATERIALIZED (
-    SELECT phone_hash, calls, blocked_until, block_level, denials FROM phone_rate_limits
-     WHERE phone_hash = ANY (p_hashes) ORDER BY phone_hash FOR UPDATE
-  ), n AS MATERIALIZED (
-    SELECT q.h, q.r, q.m, q.cnt, p.phone_hash IS NOT NULL AS ex, coalesce(p.calls, '{}') AS calls, p.blocked_until,
-           coalesce(p.block_level, 0) AS block_level,
-           coalesce(p.denials, '{}') AS denials, row_number() OVER (ORDER BY q.h) AS pos
-      FROM q LEFT JOIN p ON p.phone_hash = q.h
-  )
-  SELECT a.*,
-         (SELECT array_agg(n.pos::INTEGER ORDER BY t.o) FROM unnest(p_hashes) WITH ORDINALITY AS t(h, o) JOIN n ON n.h = t.h),
-         (SELECT array_agg(u.t) FROM n, unnest(n.calls || array_fill(0::BIGINT, ARRAY[n.cnt])) AS u(t)),
-         CASE WHEN v_denial_slots > 0 THEN
-           (SELECT array_agg(n.denials[GREATEST(0, cardinality(n.denials) - v_denial_slots) + g.j])
-              FROM n, generate_series(1, v_denial_slots) AS g(j)) END
-    FROM (SELECT array_agg(h), array_agg(r), array_agg(m), array_agg(ex),
-                 array_agg(cardinality(calls)), array_agg(cnt), array_agg(blocked_until),
-                 array_agg(block_level), array_agg(LEAST(cardinality(denials), v_denial_slots))
-            FROM n) AS a
-    INTO v_num_hash, v_num_region, v_num_masked, v_num_exists, v_num_stored_calls, v_num_requests, v_num_blocked_until, v_num_block_level, v_denial_count, v_request_num_pos, v_logs, v_denial_logs;
+  -- A batch of one number (a lone decision, or every request for one number) reads it with one
+  -- primary-key lookup; the set-based statement below gives the same state for any batch, at a
+  -- fixed cost a lone decision would pay in full. Its region and mask: the first request's that
+  -- has a region (the statement's DISTINCT ON keeps one that has a region).
+  FOR v_i IN 2 .. v_request_count LOOP
+    IF p_hashes[v_i] IS DISTINCT FROM p_hashes[1] THEN
+      v_single := false;
+      EXIT;
+    END IF;
+  END LOOP;
+  IF v_single THEN
+    v_i := 1;
+    FOR v_idx IN 1 .. v_request_count LOOP
+      IF p_regions[v_idx] IS NOT NULL THEN
+        v_i := v_idx;
+        EXIT;
+      END IF;
+    END LOOP;
+    SELECT p.calls, p.blocked_until, p.block_level, p.denials INTO v_one_calls, v_one_blocked, v_one_level, v_one_denials
+      FROM phone_rate_limits AS p WHERE p.phone_hash = p_hashes[1] FOR UPDATE;
+    v_num_exists := ARRAY[FOUND];
+    v_one_calls := coalesce(v_one_calls, '{}');
+    v_one_denials := coalesce(v_one_denials, '{}');
+    v_num_hash := ARRAY[p_hashes[1]];
+    v_num_region := ARRAY[p_regions[v_i]];
+    v_num_masked := ARRAY[p_masked[v_i]];
+    v_num_stored_calls := ARRAY[cardinality(v_one_calls)];
+    v_num_requests := ARRAY[v_request_count];
+    v_num_blocked_until := ARRAY[v_one_blocked];
+    v_num_block_level := ARRAY[coalesce(v_one_level, 0)];
+    v_denial_count := ARRAY[LEAST(cardinality(v_one_denials), v_denial_slots)];
+    v_request_num_pos := array_fill(1, ARRAY[v_request_count]);
+    v_logs := v_one_calls || array_fill(0::BIGINT, ARRAY[v_request_count]);
+    v_idx := GREATEST(0, cardinality(v_one_denials) - v_denial_slots);
+    v_denial_logs := '{}';
+    FOR v_r IN 1 .. v_denial_slots LOOP
+      v_denial_logs[v_r] := v_one_denials[v_idx + v_r];
+    END LOOP;
+  ELSE
+    -- Lock and read the numbers that have a row; the others are new. Each number's log segment
+    -- is followed by one empty slot per request for it; its denial log is the last
+    -- p_block_denials denials (all a decision can use), in as many slots.
+    WITH q AS MATERIALIZED (
+      SELECT DISTINCT ON (h) h, r, m, (count(*) OVER (PARTITION BY h))::INTEGER AS cnt
+        FROM unnest(p_hashes, p_regions, p_masked) AS t(h, r, m)
+       ORDER BY h, r IS NULL
+    ), p AS MATERIALIZED (
+      SELECT phone_hash, calls, blocked_until, block_level, denials FROM phone_rate_limits
+       WHERE phone_hash = ANY (p_hashes) ORDER BY phone_hash FOR UPDATE
+    ), n AS MATERIALIZED (
+      SELECT q.h, q.r, q.m, q.cnt, p.phone_hash IS NOT NULL AS ex, coalesce(p.calls, '{}') AS calls, p.blocked_until,
+             coalesce(p.block_level, 0) AS block_level,
+             coalesce(p.denials, '{}') AS denials, row_number() OVER (ORDER BY q.h) AS pos
+        FROM q LEFT JOIN p ON p.phone_hash = q.h
+    )
+    SELECT a.*,
+           (SELECT array_agg(n.pos::INTEGER ORDER BY t.o) FROM unnest(p_hashes) WITH ORDINALITY AS t(h, o) JOIN n ON n.h = t.h),
+           (SELECT array_agg(u.t) FROM n, unnest(n.calls || array_fill(0::BIGINT, ARRAY[n.cnt])) AS u(t)),
+           CASE WHEN v_denial_slots > 0 THEN
+             (SELECT array_agg(n.denials[GREATEST(0, cardinality(n.denials) - v_denial_slots) + g.j])
+                FROM n, generate_series(1, v_denial_slots) AS g(j)) END
+      FROM (SELECT array_agg(h), array_agg(r), array_agg(m), array_agg(ex),
+                   array_agg(cardinality(calls)), array_agg(cnt), array_agg(blocked_until),
+                   array_agg(block_level), array_agg(LEAST(cardinality(denials), v_denial_slots))
+              FROM n) AS a
+      INTO v_num_hash, v_num_region, v_num_masked, v_num_exists, v_num_stored_calls, v_num_requests, v_num_blocked_until, v_num_block_level, v_denial_count, v_request_num_pos, v_logs, v_denial_logs;
+  END IF;
   v_num_count := cardinality(v_num_hash);
   v_log_first := array_fill(0, ARRAY[v_num_count]);
   v_log_last := v_log_first;
@@ -704,12 +761,58 @@ BEGIN
     END LOOP;
   END LOOP;
 
+  -- The one number of a single-number batch: its row written by key, its log sliced once here
+  -- (a plpgsql expression, not a query), the calls in the stats window found from the end.
+  IF v_single THEN
+    v_one_calls := v_logs[v_log_first[1] : v_log_last[1]];
+    v_idx := v_log_first[1];
+    WHILE v_idx <= v_log_last[1] AND v_logs[v_idx] <= v_num_last_at[1] - v_stats_window LOOP
+      v_idx := v_idx + 1;
+    END LOOP;
+    v_one_n := GREATEST(v_log_last[1] - v_idx + 1, 0);
+    v_one_start := CASE WHEN v_one_n > 0 THEN v_logs[v_idx] END;
+    v_one_denials := CASE WHEN v_denials_changed[1] THEN v_denial_logs[1 : v_denial_count[1]] END;
+    IF v_num_exists[1] THEN
+      UPDATE phone_rate_limits AS p SET
+        calls = v_one_calls,
+        call_count = v_one_n,
+        window_start = GREATEST(p.window_start, COALESCE(v_one_start, p.window_start)),
+        last_call_at = COALESCE(v_one_calls[cardinality(v_one_calls)], p.last_call_at),
+        denied_total = p.denied_total + v_num_denied[1],
+        denied_in_window = CASE
+          WHEN v_num_denied[1] = 0 THEN p.denied_in_window
+          WHEN p.denied_window_start > v_num_last_at[1] - v_stats_window THEN p.denied_in_window + v_num_denied[1]
+          ELSE v_num_denied[1] END,
+        denied_window_start = CASE
+          WHEN v_num_denied[1] = 0 OR p.denied_window_start > v_num_last_at[1] - v_stats_window THEN p.denied_window_start
+          ELSE v_num_last_at[1] END,
+        last_denied_at = COALESCE(v_num_last_denied[1], p.last_denied_at),
+        blocked_until = v_num_blocked_until[1],
+        block_level = v_num_block_level[1],
+        denials = COALESCE(v_one_denials, p.denials),
+        updated_at = NOW()
+      WHERE p.phone_hash = v_num_hash[1];
+    ELSE
+      INSERT INTO phone_rate_limits AS p (phone_hash, region, phone_masked, calls, call_count, window_start, last_call_at,
+                                          denied_total, denied_in_window, denied_window_start, last_denied_at, blocked_until, block_level, denials)
+      VALUES (v_num_hash[1], v_num_region[1], v_num_masked[1], v_one_calls, v_one_n, coalesce(v_one_start, 0), v_one_calls[cardinality(v_one_calls)],
+              v_num_denied[1], v_num_denied[1], CASE WHEN v_num_denied[1] > 0 THEN v_num_last_at[1] ELSE 0 END, v_num_last_denied[1],
+              v_num_blocked_until[1], v_num_block_level[1], coalesce(v_one_denials, '{}'))
+      ON CONFLICT (phone_hash) DO NOTHING;
+      GET DIAGNOSTICS v_inserted = ROW_COUNT;
+      IF v_inserted = 0 THEN
+        RAISE EXCEPTION 'ratelimit_decide_v3: a new number of this batch was created concurrently; run the batch again'
+          USING ERRCODE = '40001';
+      END IF;
+    END IF;
+  END IF;
+
   -- New numbers, written once with their final state; any of them inserted meanwhile by
   -- another transaction means this batch decided on a stale (empty) state: fail, write nothing.
   -- Logs are gathered element by element, per number by a LATERAL aggregate over its positions
   -- (no GROUP BY: a grouped ordered aggregate sorts each group apart): a slice of the flat array
   -- would copy all of it per number.
-  IF v_new_count > 0 THEN
+  IF v_new_count > 0 AND NOT v_single THEN
     WITH u AS MATERIALIZED (
       SELECT * FROM unnest(v_num_hash, v_num_region, v_num_masked, v_num_exists, v_log_first, v_log_last, v_num_last_at, v_num_denied, v_num_last_denied, v_num_blocked_until, v_num_block_level, v_denial_count)
                WITH ORDINALITY AS u(h, r, m, ex, lf, ll, at, denied, last_denied, blocked, level, dlen, k)
@@ -733,7 +836,7 @@ BEGIN
     END IF;
   END IF;
 
-  IF v_new_count < v_num_count THEN
+  IF v_new_count < v_num_count AND NOT v_single THEN
     WITH u AS MATERIALIZED (
       SELECT * FROM unnest(v_num_hash, v_num_exists, v_log_first, v_log_last, v_num_last_at, v_num_denied, v_num_last_denied, v_num_blocked_until, v_num_block_level, v_denial_count, v_denials_changed)
                WITH ORDINALITY AS u(h, ex, lf, ll, at, denied, last_denied, blocked, level, dlen, dtouched, k)
