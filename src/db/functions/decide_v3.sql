@@ -871,7 +871,7 @@ BEGIN
   END IF;
 
   -- Counters: a counter's buckets change only with a call (v_ctr_last_at set); they are gathered
-  -- element by element (one correlated ARRAY() per row), never sliced: a slice of a plpgsql
+  -- element by element (one LATERAL aggregate per row), never sliced: a slice of a plpgsql
   -- array inside a query flattens the whole array once per row.
   IF v_counter_count > 0 THEN
     WITH u AS MATERIALIZED (
@@ -880,14 +880,15 @@ BEGIN
        WHERE u.last IS NOT NULL OR u.denied > 0 OR u.bchanged
     )
     UPDATE rate_limit_counters AS c SET
-      bucket_ts = CASE WHEN u.last IS NULL THEN c.bucket_ts ELSE ARRAY(SELECT v_bucket_ts[g.i] FROM generate_series(u.f, u.l) AS g(i)) END,
-      bucket_n = CASE WHEN u.last IS NULL THEN c.bucket_n ELSE ARRAY(SELECT v_bucket_n[g.i] FROM generate_series(u.f, u.l) AS g(i)) END,
+      bucket_ts = CASE WHEN u.last IS NULL THEN c.bucket_ts ELSE coalesce(b.ts, '{}') END,
+      bucket_n = CASE WHEN u.last IS NULL THEN c.bucket_n ELSE coalesce(b.n, '{}') END,
       denied_total = c.denied_total + u.denied,
       last_at = GREATEST(c.last_at, u.last),
       blocked_until = CASE WHEN u.bchanged THEN u.bu ELSE c.blocked_until END,
       block_level = CASE WHEN u.bchanged THEN u.bl ELSE c.block_level END,
       updated_at = NOW()
-    FROM u
+    FROM u, LATERAL (SELECT array_agg(v_bucket_ts[g.i]) AS ts, array_agg(v_bucket_n[g.i]) AS n
+                       FROM generate_series(u.f, CASE WHEN u.last IS NULL THEN 0 ELSE u.l END) AS g(i)) AS b
     WHERE c.rule_id = u.r AND c.key = u.k;
   END IF;
 
