@@ -4,6 +4,8 @@
 // Cases, each on its own database of the same embedded server, one connection:
 //   default - 256-decision batches under the default policy over numbers spread 7 per
 //             1,000-number range (bench/lib/keys.ts), a table of SQL_PROFILE_PREFILL numbers
+//   uniform - 256-decision batches under the default policy over 100k numbers the table mostly
+//             lacks (the end-to-end `ws uniform` scenario on a fresh table)
 //   single  - 256-decision batches for one number under the default policy (mostly denials)
 //   lone    - one-decision statements under the default policy
 // Needs pg_stat_statements in the PostgreSQL installation the embedded server uses.
@@ -122,6 +124,15 @@ try {
   console.log(`fill: ${PREFILL} new numbers in batches of ${BATCH}, backend CPU ${((backendCpuUs(fillPid) - fillCpu0) / PREFILL).toFixed(1)} µs per decision`);
   await pool.query('VACUUM ANALYZE');
   await profile(pool, 'default, batches of 256', BATCHES * BATCH, () => decideBatch(pool, Array.from({ length: BATCH }, () => request(rand(PREFILL))), dp).then(() => undefined), BATCHES);
+  // As the end-to-end `ws uniform` scenario on a fresh table: uniform over 100k numbers the table
+  // mostly lacks, so most rows (and many range counters) are new.
+  await profile(
+    pool,
+    'uniform over 100k mostly new numbers, batches of 256',
+    BATCHES * BATCH,
+    () => decideBatch(pool, Array.from({ length: BATCH }, () => request(PREFILL + rand(100_000))), dp).then(() => undefined),
+    BATCHES,
+  );
   const strict = decisionPolicy(STRICT);
   await profile(pool, 'single (one number), batches of 256', BATCHES * BATCH, () => decideBatch(pool, Array.from({ length: BATCH }, () => request(0, STRICT)), strict).then(() => undefined), BATCHES);
   if (process.env.SQL_PROFILE_EXPLAIN) {
