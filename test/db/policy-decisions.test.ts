@@ -1,6 +1,6 @@
 // ratelimit_decide_v3 and ratelimit_record_v2 held to the pure model (src/core/policy/decide.ts) by
-// property tests, plus their locking and upgrades: longer than 350 lines because the model-side
-// harness and every rule group's cases belong together.
+// property tests, plus their locking and upgrades, and v0.1.0's ratelimit_decide_v2 held to v3:
+// longer than 350 lines because the model-side harness and every rule group's cases belong together.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { createPool, type Pool } from '../../src/db/pool.js';
@@ -24,6 +24,7 @@ import {
 import { AUTO_BLOCK_RULE, type Buckets, type LimitRule, type Policy } from '../../src/core/policy/types.js';
 import { createTestDatabase } from '../helpers/fixture.js';
 import { policy as makeFullPolicy, rule } from '../helpers/policy.js';
+import { decideBatchV2 } from '../helpers/decide-v2.js';
 
 let db: { url: string; drop(): Promise<void> };
 let pool: Pool;
@@ -1075,5 +1076,52 @@ describe('ratelimit_decide_v3: single-number batches and mixed batches agree', (
       }),
       { numRuns: 25 },
     );
+  });
+});
+
+// v0.1.0's daemons keep calling ratelimit_decide_v2 during a rolling upgrade, on the same rows as
+// this release's ratelimit_decide_v3: the two must decide alike and leave the same rows. The
+// same batches run through each on its own database.
+describe('ratelimit_decide_v2 (v0.1.0) and ratelimit_decide_v3 decide alike', () => {
+  it('over random policies with every group, decision by decision, rows and counters alike (property)', async () => {
+    const other = await createTestDatabase();
+    const v2Pool = createPool({ url: other.url, max: 2 });
+    try {
+      await migrate(v2Pool);
+      await fc.assert(
+        fc.asyncProperty(guardPolicyArb, batchesArb, async (mk, batches) => {
+          const { tag, baseMs } = freshRun();
+          const { p, conversion } = mk(tag);
+          const dp = decisionPolicy(p);
+          let now = baseMs;
+          for (const b of batches) {
+            now += b.advanceMs;
+            const reqs = b.reqs.map((r) => requestFor(p, tag, r, conversion));
+            const v3 = await decideBatch(pool, reqs, dp, now);
+            const v2 = await decideBatchV2(v2Pool, reqs, dp, now);
+            expect(v3).toEqual(v2);
+          }
+          const rows = (via: Pool) =>
+            via.query(
+              `SELECT phone_hash, calls, call_count, window_start, last_call_at, denied_total, denied_in_window, denied_window_start,
+                      last_denied_at, blocked_until, block_level, denials, region, phone_masked
+                 FROM phone_rate_limits WHERE phone_hash LIKE $1 ORDER BY phone_hash`,
+              [`h${tag}:%`],
+            );
+          const counters = (via: Pool) =>
+            via.query(
+              `SELECT rule_id, key, bucket_ts, bucket_n, denied_total, last_at, blocked_until, block_level FROM rate_limit_counters
+                WHERE rule_id LIKE $1 ORDER BY rule_id, key`,
+              [`%${tag}`],
+            );
+          expect((await rows(pool)).rows).toEqual((await rows(v2Pool)).rows);
+          expect((await counters(pool)).rows).toEqual((await counters(v2Pool)).rows);
+        }),
+        { numRuns: 40 },
+      );
+    } finally {
+      await v2Pool.end();
+      await other.drop();
+    }
   });
 });
