@@ -1083,45 +1083,82 @@ describe('ratelimit_decide_v3: single-number batches and mixed batches agree', (
 // this release's ratelimit_decide_v3: the two must decide alike and leave the same rows. The
 // same batches run through each on its own database.
 describe('ratelimit_decide_v2 (v0.1.0) and ratelimit_decide_v3 decide alike', () => {
+  let other: { url: string; drop(): Promise<void> };
+  let v2Pool: Pool;
+  beforeAll(async () => {
+    other = await createTestDatabase();
+    v2Pool = createPool({ url: other.url, max: 2 });
+    await migrate(v2Pool);
+  });
+  afterAll(async () => {
+    await v2Pool.end();
+    await other.drop();
+  });
+  const rows = (via: Pool, tag: string) =>
+    via.query(
+      `SELECT phone_hash, calls, call_count, window_start, last_call_at, denied_total, denied_in_window, denied_window_start,
+              last_denied_at, blocked_until, block_level, denials, region, phone_masked
+         FROM phone_rate_limits WHERE phone_hash LIKE $1 ORDER BY phone_hash`,
+      [`h${tag}:%`],
+    );
+  const counters = (via: Pool, tag: string) =>
+    via.query(
+      `SELECT rule_id, key, bucket_ts, bucket_n, denied_total, last_at, blocked_until, block_level FROM rate_limit_counters
+        WHERE rule_id LIKE $1 ORDER BY rule_id, key`,
+      [`%${tag}`],
+    );
+
+  it('lone decisions under one counter (a global budget, or a sweep rule with blocks): counts, denials and range blocks alike (property)', async () => {
+    const stepsArb = fc.array(fc.record({ n: fc.integer({ min: 0, max: 3 }), advanceMs: fc.integer({ min: 0, max: 30 }).map((x) => x * 10) }), {
+      minLength: 1,
+      maxLength: 30,
+    });
+    await fc.assert(
+      fc.asyncProperty(fc.boolean(), stepsArb, async (sweep, steps) => {
+        const { tag, baseMs } = freshRun();
+        const p = sweep
+          ? makeFullPolicy({
+              number: [rule('number', 2, 200, false, tag)],
+              sweep: { digits: 4, rules: [rule('sweep', 2, 300, false, tag, 'prefix')] },
+              blocks: { escalateMs: [100, 400], escalate: ['100ms', '400ms'], decayMs: 1_000 },
+            })
+          : makeFullPolicy({ number: [rule('number', 2, 200, false, tag)], global: [rule('global', 3, 250, false, tag)] });
+        const dp = decisionPolicy(p);
+        let now = baseMs;
+        for (const step of steps) {
+          now += step.advanceMs;
+          // Four numbers of one range: the sweep rule (2 distinct) denies and blocks the range.
+          const e164 = `+1415555010${step.n}`;
+          const reqs: DecideRequest[] = [
+            { hash: `h${tag}:${e164}`, region: 'US', masked: '+1415•••', allowlisted: false, counters: applicableCounters(p, e164, 'US', { conversion: CONVERSION_IDLE }) },
+          ];
+          expect(await decideBatch(pool, reqs, dp, now)).toEqual(await decideBatchV2(v2Pool, reqs, dp, now));
+        }
+        expect((await rows(pool, tag)).rows).toEqual((await rows(v2Pool, tag)).rows);
+        expect((await counters(pool, tag)).rows).toEqual((await counters(v2Pool, tag)).rows);
+      }),
+      { numRuns: 30 },
+    );
+  });
+
   it('over random policies with every group, decision by decision, rows and counters alike (property)', async () => {
-    const other = await createTestDatabase();
-    const v2Pool = createPool({ url: other.url, max: 2 });
-    try {
-      await migrate(v2Pool);
-      await fc.assert(
-        fc.asyncProperty(guardPolicyArb, batchesArb, async (mk, batches) => {
-          const { tag, baseMs } = freshRun();
-          const { p, conversion } = mk(tag);
-          const dp = decisionPolicy(p);
-          let now = baseMs;
-          for (const b of batches) {
-            now += b.advanceMs;
-            const reqs = b.reqs.map((r) => requestFor(p, tag, r, conversion));
-            const v3 = await decideBatch(pool, reqs, dp, now);
-            const v2 = await decideBatchV2(v2Pool, reqs, dp, now);
-            expect(v3).toEqual(v2);
-          }
-          const rows = (via: Pool) =>
-            via.query(
-              `SELECT phone_hash, calls, call_count, window_start, last_call_at, denied_total, denied_in_window, denied_window_start,
-                      last_denied_at, blocked_until, block_level, denials, region, phone_masked
-                 FROM phone_rate_limits WHERE phone_hash LIKE $1 ORDER BY phone_hash`,
-              [`h${tag}:%`],
-            );
-          const counters = (via: Pool) =>
-            via.query(
-              `SELECT rule_id, key, bucket_ts, bucket_n, denied_total, last_at, blocked_until, block_level FROM rate_limit_counters
-                WHERE rule_id LIKE $1 ORDER BY rule_id, key`,
-              [`%${tag}`],
-            );
-          expect((await rows(pool)).rows).toEqual((await rows(v2Pool)).rows);
-          expect((await counters(pool)).rows).toEqual((await counters(v2Pool)).rows);
-        }),
-        { numRuns: 40 },
-      );
-    } finally {
-      await v2Pool.end();
-      await other.drop();
-    }
+    await fc.assert(
+      fc.asyncProperty(guardPolicyArb, batchesArb, async (mk, batches) => {
+        const { tag, baseMs } = freshRun();
+        const { p, conversion } = mk(tag);
+        const dp = decisionPolicy(p);
+        let now = baseMs;
+        for (const b of batches) {
+          now += b.advanceMs;
+          const reqs = b.reqs.map((r) => requestFor(p, tag, r, conversion));
+          const v3 = await decideBatch(pool, reqs, dp, now);
+          const v2 = await decideBatchV2(v2Pool, reqs, dp, now);
+          expect(v3).toEqual(v2);
+        }
+        expect((await rows(pool, tag)).rows).toEqual((await rows(v2Pool, tag)).rows);
+        expect((await counters(pool, tag)).rows).toEqual((await counters(v2Pool, tag)).rows);
+      }),
+      { numRuns: 40 },
+    );
   });
 });

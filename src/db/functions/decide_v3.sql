@@ -109,11 +109,12 @@
 -- test/db/policy-decisions.test.ts would see a misplaced log.
 -- The reply's arrays are filled in the loop over requests, element by element (in place).
 --
--- ONE NUMBER. A batch whose requests are all for one number (every lone decision, and the
--- pattern of one number hammered) reads and writes that number's row by key, with scalar
--- statements; the set-based statements give the same state for any batch but cost a fixed
--- amount to start that a lone decision would pay in full. test/db/policy-decisions.test.ts holds
--- the two paths to the same rows and decisions.
+-- ONE NUMBER, ONE COUNTER. A batch whose requests are all for one number (every lone decision,
+-- and the pattern of one number hammered) reads and writes that number's row by key, with scalar
+-- statements; a batch with one counter (a lone decision under most policies) locks, reads and
+-- writes it the same way. The set-based statements give the same state for any batch but cost
+-- a fixed amount to start that a lone decision would pay in full. test/db/policy-decisions.test.ts
+-- holds the paths to the same rows and decisions (and to ratelimit_decide_v2's).
 --
 -- SKIPPED WHEN ABSENT. No counter statement runs for a batch without counters; a counter's
 -- buckets are written back only when it took a call; the denial logs are read only when
@@ -144,6 +145,8 @@
 --   v_block_steps       the escalation steps given (0: no `blocks` group)
 --   v_shadow_count      entries of r_shadow so far
 --   v_calls_count       entries of r_calls so far; v_run: the current request's run length
+--   v_one_ts/v_one_cn/v_one_cblocked/v_one_clevel: the one counter's row (ONE COUNTER), then
+--     its buckets as written
 --   v_single            every request is for one number (ONE NUMBER); v_one_calls/v_one_denials/
 --     v_one_blocked/v_one_level its row as read, then v_one_calls/v_one_n/v_one_start/
 --     v_one_denials what is written (its log, calls and first call in the stats window, denials)
@@ -271,6 +274,11 @@ DECLARE
   v_one_level INTEGER;
   v_one_n INTEGER;
   v_one_start BIGINT;
+  -- the one counter of a one-counter batch
+  v_one_ts BIGINT[];
+  v_one_cn INTEGER[];
+  v_one_cblocked BIGINT;
+  v_one_clevel INTEGER;
   v_run INTEGER;
   v_lo INTEGER;
   v_hi INTEGER;
@@ -448,6 +456,35 @@ BEGIN
     FOR v_entry IN 1 .. v_entry_count LOOP
       v_ctr_slots[p_entry_counter[v_entry]] := v_ctr_slots[p_entry_counter[v_entry]] + 1;
     END LOOP;
+  END IF;
+  -- A batch of one counter (a lone decision under most policies) locks, reads and writes it by
+  -- key with scalar statements, as ONE NUMBER does for numbers.
+  IF v_counter_count = 1 THEN
+    INSERT INTO rate_limit_counters AS c (rule_id, key) VALUES (p_crule_ids[p_counter_rule[1]], p_counter_keys[1])
+    ON CONFLICT (rule_id, key) DO UPDATE SET updated_at = c.updated_at WHERE false;
+    SELECT c.bucket_ts, c.bucket_n, c.blocked_until, c.block_level INTO v_one_ts, v_one_cn, v_one_cblocked, v_one_clevel
+      FROM rate_limit_counters AS c WHERE c.rule_id = p_crule_ids[p_counter_rule[1]] AND c.key = p_counter_keys[1];
+    v_r := p_counter_rule[1];
+    v_ctr_rule := ARRAY[p_crule_ids[v_r]];
+    v_ctr_limit := ARRAY[p_crule_limits[v_r]];
+    v_ctr_window := ARRAY[p_crule_windows[v_r]];
+    v_ctr_bucket := ARRAY[p_crule_bucket_calls[v_r]];
+    v_ctr_shadow := ARRAY[p_crule_shadow[v_r]];
+    v_ctr_kind := ARRAY[p_crule_kinds[v_r]];
+    -- blocksRange() in src/core/policy/counters.ts
+    v_ctr_range := ARRAY[p_crule_kinds[v_r] <> 'calls' AND left(p_counter_keys[1], 1) = '+'];
+    v_ctr_first := ARRAY[1];
+    v_ctr_last := ARRAY[cardinality(v_one_ts)];
+    v_idx := 0;
+    FOR v_r IN 1 .. cardinality(v_one_cn) LOOP
+      v_idx := v_idx + v_one_cn[v_r];
+    END LOOP;
+    v_ctr_calls := ARRAY[v_idx];
+    v_ctr_blocked_until := ARRAY[v_one_cblocked];
+    v_ctr_block_level := ARRAY[v_one_clevel];
+    v_bucket_ts := v_one_ts || array_fill(0::BIGINT, ARRAY[v_ctr_slots[1]]);
+    v_bucket_n := v_one_cn || array_fill(0, ARRAY[v_ctr_slots[1]]);
+  ELSIF v_counter_count > 1 THEN
     -- DISTINCT: a counter listed twice is refused below, not by this statement.
     INSERT INTO rate_limit_counters AS c (rule_id, key)
     SELECT DISTINCT p_crule_ids[t.ri], t.k FROM unnest(p_counter_rule, p_counter_keys) AS t(ri, k) ORDER BY 1, 2
@@ -479,6 +516,8 @@ BEGIN
     IF v_idx <> v_counter_count THEN
       RAISE EXCEPTION 'ratelimit_decide_v3: a counter is listed twice' USING ERRCODE = '22023';
     END IF;
+  END IF;
+  IF v_counter_count > 0 THEN
     v_ctr_block_changed := array_fill(false, ARRAY[v_counter_count]);
     v_ctr_denied := array_fill(0, ARRAY[v_counter_count]);
     v_ctr_last_at := array_fill(NULL::BIGINT, ARRAY[v_counter_count]);
@@ -872,8 +911,25 @@ BEGIN
 
   -- Counters: a counter's buckets change only with a call (v_ctr_last_at set); they are gathered
   -- element by element (one LATERAL aggregate per row), never sliced: a slice of a plpgsql
-  -- array inside a query flattens the whole array once per row.
-  IF v_counter_count > 0 THEN
+  -- array inside a query flattens the whole array once per row. One counter: by key, its buckets
+  -- sliced once here (a plpgsql expression, not a query).
+  IF v_counter_count = 1 THEN
+    IF v_ctr_last_at[1] IS NOT NULL OR v_ctr_denied[1] > 0 OR v_ctr_block_changed[1] THEN
+      IF v_ctr_last_at[1] IS NOT NULL THEN
+        v_one_ts := v_bucket_ts[v_ctr_first[1] : v_ctr_last[1]];
+        v_one_cn := v_bucket_n[v_ctr_first[1] : v_ctr_last[1]];
+      END IF;
+      UPDATE rate_limit_counters AS c SET
+        bucket_ts = CASE WHEN v_ctr_last_at[1] IS NULL THEN c.bucket_ts ELSE v_one_ts END,
+        bucket_n = CASE WHEN v_ctr_last_at[1] IS NULL THEN c.bucket_n ELSE v_one_cn END,
+        denied_total = c.denied_total + v_ctr_denied[1],
+        last_at = GREATEST(c.last_at, v_ctr_last_at[1]),
+        blocked_until = CASE WHEN v_ctr_block_changed[1] THEN v_ctr_blocked_until[1] ELSE c.blocked_until END,
+        block_level = CASE WHEN v_ctr_block_changed[1] THEN v_ctr_block_level[1] ELSE c.block_level END,
+        updated_at = NOW()
+      WHERE c.rule_id = v_ctr_rule[1] AND c.key = p_counter_keys[1];
+    END IF;
+  ELSIF v_counter_count > 1 THEN
     WITH u AS MATERIALIZED (
       SELECT * FROM unnest(v_ctr_rule, p_counter_keys, v_ctr_first, v_ctr_last, v_ctr_denied, v_ctr_last_at, v_ctr_blocked_until, v_ctr_block_level, v_ctr_block_changed)
                AS u(r, k, f, l, denied, last, bu, bl, bchanged)
