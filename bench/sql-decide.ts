@@ -1,6 +1,8 @@
 // One-off timing of the policy engine's SQL (not part of `npm run bench`): 256-decision batches
-// through ratelimit_decide with the full policy and with a number-only policy, one batch at a
-// time on one connection, so the
+// through ratelimit_decide_v3 with the full policy, a number-only policy, the default policy
+// (a sweep counter per request, numbers spread 7 per 1,000-number range as bench/lib/keys.ts
+// spreads them) and the default policy with every request for one number (mostly denials;
+// SQL_BENCH_CASES=default,single picks cases), one batch at a time on one connection, so the
 // figure is the SQL's own cost plus one loopback round trip. Each case runs on a fresh table and
 // on one pre-filled with 100k numbers (the counters then hold a realistic number of buckets).
 // Also reports how many of a 100k-new-number fill's row updates were HOT (issue #12).
@@ -8,15 +10,16 @@
 // On a shared machine wall time swings with the neighbours' load, so every case is run in
 // rounds, interleaved with the others, and the server process's own CPU time per batch (from
 // /proc, when the server runs on this machine) is reported next to the wall times.
-// SQL_BENCH_BASELINE=<git ref> adds the ratelimit_decide of src/db/functions/decide.sql at that ref as
-// cases of its own (`full@ref`, `number-only@ref`), for before/after figures from one run (the
-// ref's function must take the same arguments as today's: it is called through decideQuery).
+// SQL_BENCH_BASELINE=<git ref> adds the ratelimit_decide_v3 of src/db/functions/decide_v3.sql at that
+// ref as cases of its own (`full@ref`, …), for before/after figures from one run (the ref's
+// function must take the same arguments as today's: it is called through decideQuery). Against
+// an older function, run this file in a checkout of that ref, alternating with this one.
 //
 // Then, per number limit (2, 100, 1000; issue #12: the reply used to carry every number's whole
 // log), 256-decision batches over 256 numbers whose logs are already long (half at the limit,
 // half at half of it): ms per batch and bytes of reply per batch, today's function against the
 // baseline's when SQL_BENCH_BASELINE is set. SQL_BENCH_ONLY=limits runs only these;
-// SQL_BENCH_LIMITS=2,100 picks the limits.
+// SQL_BENCH_ONLY=policy only the policy cases; SQL_BENCH_LIMITS=2,100 picks the limits.
 //
 //   npm run build && node dist/bench/sql-decide.js      (SQL_BENCH_BATCHES=100 by default)
 import { execFileSync } from 'node:child_process';
@@ -29,9 +32,11 @@ import { startEmbeddedPostgres } from '../src/db/embedded/index.js';
 import { createPool, type Pool } from '../src/db/pool.js';
 import { FUNCTION_CONSTANTS, migrate } from '../src/db/migrate.js';
 import { decideBatch, decideQuery, type DecideRequest } from '../src/db/decisions.js';
-import { applicableCounters } from '../src/core/policy/counters.js';
+import { applicableCounters, CONVERSION_IDLE } from '../src/core/policy/counters.js';
 import { decisionPolicy } from '../src/core/policy/decide.js';
+import { defaultPolicy } from '../src/core/policy/default.js';
 import type { GroupName, LimitRule, Policy } from '../src/core/policy/types.js';
+import { phoneNumber } from './lib/keys.js';
 
 const BATCH = 256;
 const BATCHES = Number(process.env.SQL_BENCH_BATCHES ?? 100);
@@ -61,6 +66,15 @@ const FULL: Policy = {
   safe: { prefixes: [] },
 };
 const NUMBER_ONLY: Policy = { ...FULL, blockAfter: undefined, prefix: undefined, country: undefined, global: [] };
+/**
+ * The policy a daemon runs without a policy file (src/core/policy/default.ts): one number rule,
+ * the sweep counter of the number's 1,000-number range on every request, escalating blocks. Its
+ * number limit is raised so that, as in the end-to-end `ws uniform` scenario, decisions over the
+ * bench's numbers (7 per range, bench/lib/keys.ts, under the sweep rule's 10) stay allowed.
+ */
+const DEFAULT: Policy = defaultPolicy({ phoneMax: 1_000, phoneWindowMs: HOUR_MS, ipMax: 20, ipWindowMs: HOUR_MS });
+/** The default policy with its own number limit (2 an hour): the `single` case's denials. */
+const DEFAULT_STRICT: Policy = defaultPolicy({ phoneMax: 2, phoneWindowMs: HOUR_MS, ipMax: 20, ipWindowMs: HOUR_MS });
 
 /** Number i: 100 US area codes (so 100 prefix keys of ~1,000 numbers each), every tenth in GB. */
 function subject(i: number): { e164: string; region: string } {
@@ -69,38 +83,51 @@ function subject(i: number): { e164: string; region: string } {
 }
 
 function request(p: Policy, i: number): DecideRequest {
+  if (p === DEFAULT || p === DEFAULT_STRICT) {
+    const e164 = phoneNumber(i);
+    const counters = applicableCounters(p, e164, 'US', { conversion: CONVERSION_IDLE, safe: false });
+    return { hash: `d${i}:${e164}`, region: 'US', masked: e164.slice(0, 5) + '•••', allowlisted: false, counters };
+  }
   const { e164, region } = subject(i);
   // The hash only has to be unique per number; the bench never sees a key file.
   return { hash: `h${i}:${e164}`, region, masked: e164.slice(0, 5) + '•••', allowlisted: false, counters: applicableCounters(p, e164, region) };
 }
 
-type Case = 'full' | 'number-only';
+/**
+ * full / number-only: the policies above over subject(); default: the default policy over the
+ * bench's numbers (a sweep counter per request, ~all allowed); single: every request of the
+ * batch for one number under the default policy (the end-to-end `ws single` pattern, ~all denied).
+ */
+type Case = 'full' | 'number-only' | 'default' | 'single';
+const CASES = (process.env.SQL_BENCH_CASES ?? 'full,number-only,default,single').split(',') as Case[];
 
-/** ratelimit_decide as src/db/functions/decide.sql defined it at `ref` (its constants filled in). */
+function casePolicy(c: Case): Policy {
+  return c === 'full' ? FULL : c === 'number-only' ? NUMBER_ONLY : c === 'default' ? DEFAULT : DEFAULT_STRICT;
+}
+
+function caseRequests(c: Case, ids: number[]): DecideRequest[] {
+  const p = casePolicy(c);
+  return c === 'single' ? ids.map(() => request(p, 0)) : ids.map((i) => request(p, i));
+}
+
+/** ratelimit_decide_v3 as src/db/functions/decide_v3.sql defined it at `ref` (its constants filled in). */
 function baselineDecide(ref: string): string {
-  const raw = execFileSync('git', ['show', `${ref}:src/db/functions/decide.sql`], { encoding: 'utf8' });
+  const raw = execFileSync('git', ['show', `${ref}:src/db/functions/decide_v3.sql`], { encoding: 'utf8' });
   const sql = raw.replace(/\{\{(\w+)\}\}/g, (_, key: string) => FUNCTION_CONSTANTS[key] ?? `{{${key}}}`);
-  const start = sql.indexOf('CREATE OR REPLACE FUNCTION ratelimit_decide(');
+  const start = sql.indexOf('CREATE OR REPLACE FUNCTION ratelimit_decide_v3(');
   const end = sql.indexOf('$fn$;', sql.indexOf('$fn$', start) + 4);
-  if (start < 0 || end < 0) throw new Error(`no ratelimit_decide in src/db/functions/decide.sql at ${ref}`);
+  if (start < 0 || end < 0) throw new Error(`no ratelimit_decide_v3 in src/db/functions/decide_v3.sql at ${ref}`);
   return sql.slice(start, end + 5);
 }
 
-/** A batch through the baseline's ratelimit_decide (same arguments, another result shape: rows are not read). */
+/** A batch through the baseline's ratelimit_decide_v3 (same arguments; its result is not read). */
 async function runBaselineBatch(pool: Pool, c: Case, ids: number[]): Promise<void> {
-  const p = c === 'full' ? FULL : NUMBER_ONLY;
-  await pool.query({
-    ...decideQuery(
-      ids.map((i) => request(p, i)),
-      decisionPolicy(p),
-    ),
-    name: 'baseline_decide',
-  });
+  await pool.query({ ...decideQuery(caseRequests(c, ids), decisionPolicy(casePolicy(c))), name: 'baseline_decide' });
 }
 
-/** Installs the baseline's ratelimit_decide in place of today's (their result columns differ, so drop first). */
+/** Installs the baseline's ratelimit_decide_v3 in place of today's (their result columns may differ, so drop first). */
 async function installBaseline(pool: Pool, sql: string): Promise<void> {
-  await pool.query('DROP FUNCTION IF EXISTS ratelimit_decide');
+  await pool.query('DROP FUNCTION IF EXISTS ratelimit_decide_v3');
   await pool.query(sql);
 }
 
@@ -108,12 +135,7 @@ async function runBatch(pool: Pool, c: Case, ids: number[], baseline = false): P
   if (baseline) {
     await runBaselineBatch(pool, c, ids);
   } else {
-    const p = c === 'full' ? FULL : NUMBER_ONLY;
-    await decideBatch(
-      pool,
-      ids.map((i) => request(p, i)),
-      decisionPolicy(p),
-    );
+    await decideBatch(pool, caseRequests(c, ids), decisionPolicy(casePolicy(c)));
   }
 }
 
@@ -187,11 +209,9 @@ async function policyCases(): Promise<void> {
   await tpl.query('SELECT pg_stat_reset()');
   const fillStart = Date.now();
   for (let i = 0; i < PREFILL; i += BATCH) {
-    await runBatch(
-      tpl,
-      'full',
-      Array.from({ length: Math.min(BATCH, PREFILL - i) }, (_, j) => i + j),
-    );
+    const ids = Array.from({ length: Math.min(BATCH, PREFILL - i) }, (_, j) => i + j);
+    await runBatch(tpl, 'full', ids);
+    if (CASES.includes('default')) await runBatch(tpl, 'default', ids);
   }
   const fillMs = Date.now() - fillStart;
   await tpl.query('SELECT pg_stat_force_next_flush()');
@@ -208,14 +228,11 @@ async function policyCases(): Promise<void> {
   await admin(tplUrl, 'VACUUM ANALYZE');
 
   console.log(`\n${BATCHES} batches of ${BATCH} decisions in ${ROUNDS} interleaved rounds, ms per batch (one connection, loopback):`);
-  console.log('case                    table          median    p95  server CPU');
-  const cases: { label: string; c: Case; sql?: string }[] = [
-    { label: 'full', c: 'full' },
-    { label: 'number-only', c: 'number-only' },
-  ];
+  console.log('case                    table          median    p95  server CPU ms/batch, µs/decision');
+  const cases: { label: string; c: Case; sql?: string }[] = CASES.map((c) => ({ label: c, c }));
   if (BASELINE) {
     const sql = baselineDecide(BASELINE);
-    cases.push({ label: `full@${BASELINE}`, c: 'full', sql }, { label: `number-only@${BASELINE}`, c: 'number-only', sql });
+    cases.push(...CASES.map((c) => ({ label: `${c}@${BASELINE}`, c, sql })));
   }
   for (const prefilled of [false, true]) {
     const dbs = cases.map((_, i) => `bench_${prefilled ? 'filled' : 'fresh'}_${i}`);
@@ -243,7 +260,7 @@ async function policyCases(): Promise<void> {
       const ms = [...s.ms].sort((a, b) => a - b);
       const cpu = s.cpuMs / s.batches;
       console.log(
-        `${cases[i]!.label.padEnd(23)} ${(prefilled ? `${PREFILL / 1000}k numbers` : 'fresh').padEnd(13)} ${quantile(ms, 0.5).toFixed(1).padStart(7)} ${quantile(ms, 0.95).toFixed(1).padStart(6)} ${Number.isNaN(cpu) ? '     n/a' : cpu.toFixed(1).padStart(8)}`,
+        `${cases[i]!.label.padEnd(23)} ${(prefilled ? `${PREFILL / 1000}k numbers` : 'fresh').padEnd(13)} ${quantile(ms, 0.5).toFixed(1).padStart(7)} ${quantile(ms, 0.95).toFixed(1).padStart(6)} ${Number.isNaN(cpu) ? '     n/a' : cpu.toFixed(1).padStart(8)} ${Number.isNaN(cpu) ? '' : ((cpu * 1000) / BATCH).toFixed(1).padStart(8)}`,
       );
     }
     for (const name of dbs) await admin(server.url, `DROP DATABASE ${name}`);
@@ -306,13 +323,14 @@ async function limitCases(): Promise<void> {
         const stream = (clients[i] as unknown as { connection: { stream: { bytesRead: number } } }).connection.stream;
         const bytes0 = stream.bytesRead;
         const t0 = process.hrtime.bigint();
-        const res = await clients[i]!.query<{ r_allowed: boolean }>({ ...decideQuery(reqs, dp), name: 'limit_decide' });
+        const res = await clients[i]!.query<{ r_allowed: boolean[] }>({ ...decideQuery(reqs, dp), name: 'limit_decide' });
         const ms = Number(process.hrtime.bigint() - t0) / 1e6;
         if (b < 0) continue;
         stats[i]!.ms.push(ms);
         stats[i]!.bytes += stream.bytesRead - bytes0;
-        stats[i]!.allowed += res.rows.filter((r) => r.r_allowed).length;
-        stats[i]!.decisions += res.rows.length;
+        const allowed = res.rows[0]!.r_allowed;
+        stats[i]!.allowed += allowed.filter((a) => a).length;
+        stats[i]!.decisions += allowed.length;
       }
     }
     for (const [i, st] of stats.entries()) {
@@ -332,7 +350,7 @@ async function limitCases(): Promise<void> {
 
 try {
   if (process.env.SQL_BENCH_ONLY !== 'limits') await policyCases();
-  await limitCases();
+  if (process.env.SQL_BENCH_ONLY !== 'policy') await limitCases();
 } finally {
   await server.stop();
   await rm(dir, { recursive: true, force: true });

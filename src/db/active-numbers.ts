@@ -1,5 +1,6 @@
-// The active-number set (migrations 011, 013): which numbers had activity (a call or a denial) in which
-// 10-minute epoch, written by a trigger only when a number's activity enters a new epoch. `stats`
+// The active-number set (migrations 011, 013, 023): which numbers had activity (a call or a denial)
+// in which 10-minute epoch, written by statement triggers (src/db/functions/mark_active.sql: one
+// set-based insert per statement) only for numbers whose activity enters a new epoch. `stats`
 // and `top` read the numbers of a window through it instead of scanning every number ever seen.
 import type { Pool } from './pool.js';
 import { STABLE_NOW_MS } from './clock.js';

@@ -1,7 +1,7 @@
 // The state a daemon's `check` is decided on (decideCheckFromSnapshot in
 // src/core/policy/decide.ts), read without the numbers' logs: per number its rules' states at
 // the check's instant and a summary of its log for the in-memory fallback (issue #12; the
-// shapes are src/core/policy/log-summary.ts's, the same ratelimit_decide returns). peekState in
+// shapes are src/core/policy/log-summary.ts's, the same ratelimit_decide_v3 returns). peekState in
 // decisions.ts still reads whole logs, for `status` and tests.
 
 import type { Pool } from './pool.js';
@@ -40,7 +40,7 @@ export async function peekSnapshot(
   counters: readonly AggregateCounter[],
   rules: readonly LimitRule[],
 ): Promise<PolicySnapshotPeek> {
-  // One round trip, numbers and counters told apart by `kind`. Per number, as ratelimit_decide
+  // One round trip, numbers and counters told apart by `kind`. Per number, as ratelimit_decide_v3
   // returns them: the instant (decisionTime), ruleState() of each rule then, and the log in
   // runs of `run` calls (summarizeLog).
   const { rows } = await pool.query<{

@@ -1,16 +1,16 @@
-// Typed access to the policy engine's SQL (src/db/functions/decide_v2.sql, record_v2.sql): the
-// only code that knows the argument arrays of ratelimit_decide_v2 and ratelimit_record_v2. Their
+// Typed access to the policy engine's SQL (src/db/functions/decide_v3.sql, record_v2.sql): the
+// only code that knows the argument arrays of ratelimit_decide_v3 and ratelimit_record_v2. Their
 // decisions equal decideConsume in src/core/policy/decide.ts request by request.
 
 import type { Pool } from './pool.js';
 import { NOW_MS } from './clock.js';
 import { SQLSTATE } from './errors.js';
 import { bucketCalls } from '../core/policy/aggregate.js';
-import { blocksRange, counterMapKey } from '../core/policy/counters.js';
+import { counterMapKey } from '../core/policy/counters.js';
 import { counterKind } from '../core/policy/types.js';
 import type { DecisionPolicy, NumberState } from '../core/policy/decide.js';
 import type { AggregateCounter, Buckets } from '../core/policy/types.js';
-import type { LogSummary } from '../core/policy/log-summary.js';
+import { EXACT_LOG_ENTRIES, type LogSummary } from '../core/policy/log-summary.js';
 import type { RuleState } from '../core/policy/log.js';
 
 export interface DecideRequest {
@@ -49,20 +49,21 @@ export interface DecideOutcome {
   blockedBy: string | null;
 }
 
+/** ratelimit_decide_v3's one row: flat arrays, per request or cut per request (decide_v3.sql, REPLY). */
 interface DecideRow {
-  r_idx: number;
-  r_allowed: boolean;
-  r_at: number;
-  r_calls: number[];
-  r_counts: number[] | null;
-  r_rule: string | null;
+  r_allowed: boolean[];
+  r_at: number[];
+  r_rule: (string | null)[] | null;
   r_shadow: string[];
+  r_shadow_ends: number[] | null;
   r_used: number[];
   r_reset: number[];
-  r_agg_used: number | null;
-  r_agg_reset: number | null;
-  r_blocked_until: number | null;
-  r_blocked_by: string | null;
+  r_log_len: number[];
+  r_calls: number[];
+  r_agg_used: (number | null)[] | null;
+  r_agg_reset: (number | null)[] | null;
+  r_blocked_until: (number | null)[] | null;
+  r_blocked_by: (string | null)[] | null;
 }
 
 function numberArrays(policy: DecisionPolicy) {
@@ -89,58 +90,84 @@ function blocksArgs(policy: DecisionPolicy): [readonly number[], number] {
 export async function decideBatch(pool: Pool, requests: readonly DecideRequest[], policy: DecisionPolicy, nowMs?: number): Promise<DecideOutcome[]> {
   if (requests.length === 0) return [];
   const query = decideQuery(requests, policy, nowMs);
-  const rows = await withRetryOnRace(() => pool.query<DecideRow>(query));
-  const out = new Array<DecideOutcome>(requests.length);
-  for (const row of rows) {
-    out[row.r_idx - 1] = {
-      allowed: row.r_allowed,
-      atMs: row.r_at,
-      rules: row.r_used.map((used, r) => ({ used, resetTime: row.r_reset[r]! })),
-      summary: { calls: row.r_calls, counts: row.r_counts },
-      rule: row.r_rule,
-      shadow: row.r_shadow,
-      aggregateUsed: row.r_agg_used,
-      aggregateResetTime: row.r_agg_reset,
-      blockedUntil: row.r_blocked_until,
-      blockedBy: row.r_blocked_by,
-    };
+  const row = (await withRetryOnRace(() => pool.query<DecideRow>(query)))[0];
+  if (!row || row.r_allowed?.length !== requests.length) {
+    throw new Error(`ratelimit_decide_v3 returned ${row?.r_allowed?.length ?? 0} decisions for ${requests.length} requests`);
   }
+  return decideOutcomes(row, policy.number.rules.length);
+}
+
+/** Cuts ratelimit_decide_v3's flat arrays into one outcome per request. */
+function decideOutcomes(row: DecideRow, ruleCount: number): DecideOutcome[] {
+  const out = new Array<DecideOutcome>(row.r_allowed.length);
+  let callsAt = 0;
   for (let i = 0; i < out.length; i++) {
-    if (!out[i]) throw new Error(`ratelimit_decide_v2 returned no decision for request ${i + 1}`);
+    const rules = new Array<RuleState>(ruleCount);
+    for (let r = 0; r < ruleCount; r++) rules[r] = { used: row.r_used[i * ruleCount + r]!, resetTime: row.r_reset[i * ruleCount + r]! };
+    // summarizeLog()'s runs (src/core/policy/log-summary.ts), from the log's length.
+    const len = row.r_log_len[i]!;
+    const run = len > EXACT_LOG_ENTRIES ? Math.ceil(len / EXACT_LOG_ENTRIES) : 1;
+    const runs = Math.ceil(len / run);
+    let counts: number[] | null = null;
+    if (run > 1) {
+      counts = new Array<number>(runs).fill(run);
+      counts[runs - 1] = len - (runs - 1) * run;
+    }
+    const calls = row.r_calls.slice(callsAt, callsAt + runs);
+    callsAt += runs;
+    const shadowEnds = row.r_shadow_ends;
+    out[i] = {
+      allowed: row.r_allowed[i]!,
+      atMs: row.r_at[i]!,
+      rules,
+      summary: { calls, counts },
+      rule: row.r_rule?.[i] ?? null,
+      shadow: shadowEnds ? row.r_shadow.slice(i === 0 ? 0 : shadowEnds[i - 1], shadowEnds[i]) : [],
+      aggregateUsed: row.r_agg_used?.[i] ?? null,
+      aggregateResetTime: row.r_agg_reset?.[i] ?? null,
+      blockedUntil: row.r_blocked_until?.[i] ?? null,
+      blockedBy: row.r_blocked_by?.[i] ?? null,
+    };
   }
   return out;
 }
 
-/** ratelimit_decide_v2's statement for a batch (exported for bench/sql-decide.ts, which measures its reply). */
+/** ratelimit_decide_v3's statement for a batch (exported for bench/sql-decide.ts, which measures its reply). */
 export function decideQuery(requests: readonly DecideRequest[], policy: DecisionPolicy, nowMs?: number) {
-  // Each counter once (the SQL reads and writes each row once), and per request the indexes
-  // of the counters that apply, in evaluation order.
+  // Each counter once (the SQL reads and writes each row once) as its rule's index and its key,
+  // each counter rule's settings once, and per request the indexes of the counters that apply,
+  // in evaluation order.
   const entries = { req: [] as number[], counter: [] as number[] };
-  const k = {
+  const k = { index: new Map<string, number>(), rule: [] as number[], key: [] as string[] };
+  const cr = {
     index: new Map<string, number>(),
-    rule: [] as string[],
-    key: [] as string[],
+    id: [] as string[],
     limit: [] as number[],
     window: [] as number[],
     bucket: [] as number[],
     shadow: [] as boolean[],
     kind: [] as string[],
-    blocksRange: [] as boolean[],
   };
   requests.forEach((r, i) => {
     for (const counter of r.counters) {
       const id = counterMapKey(counter.rule.id, counter.key);
       let at = k.index.get(id);
       if (at === undefined) {
-        at = k.rule.push(counter.rule.id);
+        // By id and limit: a baseline rule has one id and a limit per country (applicableCounters).
+        const ruleKey = `${counter.rule.limit}/${counter.rule.windowMs}/${counter.rule.id}`;
+        let ruleAt = cr.index.get(ruleKey);
+        if (ruleAt === undefined) {
+          ruleAt = cr.id.push(counter.rule.id);
+          cr.index.set(ruleKey, ruleAt);
+          cr.limit.push(counter.rule.limit);
+          cr.window.push(counter.rule.windowMs);
+          cr.bucket.push(bucketCalls(counter.rule));
+          cr.shadow.push(counter.rule.shadow);
+          cr.kind.push(counterKind(counter.rule.group));
+        }
+        at = k.rule.push(ruleAt);
         k.index.set(id, at);
         k.key.push(counter.key);
-        k.limit.push(counter.rule.limit);
-        k.window.push(counter.rule.windowMs);
-        k.bucket.push(bucketCalls(counter.rule));
-        k.shadow.push(counter.rule.shadow);
-        k.kind.push(counterKind(counter.rule.group));
-        k.blocksRange.push(blocksRange(counter));
       }
       entries.req.push(i + 1);
       entries.counter.push(at);
@@ -169,18 +196,18 @@ export function decideQuery(requests: readonly DecideRequest[], policy: Decision
     entries.counter,
     k.rule,
     k.key,
-    k.limit,
-    k.window,
-    k.bucket,
-    k.shadow,
-    k.kind,
-    k.blocksRange,
+    cr.id,
+    cr.limit,
+    cr.window,
+    cr.bucket,
+    cr.shadow,
+    cr.kind,
     nowMs ?? null,
   ];
-  return { name: 'ratelimit_decide_v2', text: DECIDE_STATEMENT, values };
+  return { name: 'ratelimit_decide_v3', text: DECIDE_STATEMENT, values };
 }
 
-/** ratelimit_decide_v2's arguments by name (src/db/functions/decide_v2.sql explains each). */
+/** ratelimit_decide_v3's arguments by name (src/db/functions/decide_v3.sql explains each). */
 const DECIDE_ARGUMENTS = [
   ['p_hashes', 'text[]'],
   ['p_regions', 'text[]'],
@@ -198,19 +225,19 @@ const DECIDE_ARGUMENTS = [
   ['p_block_decay', 'bigint'],
   ['p_entry_request', 'int[]'],
   ['p_entry_counter', 'int[]'],
-  ['p_counter_rules', 'text[]'],
+  ['p_counter_rule', 'int[]'],
   ['p_counter_keys', 'text[]'],
-  ['p_counter_limits', 'int[]'],
-  ['p_counter_windows', 'bigint[]'],
-  ['p_counter_bucket_calls', 'int[]'],
-  ['p_counter_shadow', 'boolean[]'],
-  ['p_counter_kinds', 'text[]'],
-  ['p_counter_blocks_range', 'boolean[]'],
+  ['p_crule_ids', 'text[]'],
+  ['p_crule_limits', 'int[]'],
+  ['p_crule_windows', 'bigint[]'],
+  ['p_crule_bucket_calls', 'int[]'],
+  ['p_crule_shadow', 'boolean[]'],
+  ['p_crule_kinds', 'text[]'],
   ['p_now', 'bigint'],
 ] as const;
 
 // Named arguments cost nothing per call: the statement is prepared once per connection.
-const DECIDE_STATEMENT = `SELECT * FROM ratelimit_decide_v2(${DECIDE_ARGUMENTS.map(([name, type], i) => `${name} => $${i + 1}::${type}`).join(', ')})`;
+const DECIDE_STATEMENT = `SELECT * FROM ratelimit_decide_v3(${DECIDE_ARGUMENTS.map(([name, type], i) => `${name} => $${i + 1}::${type}`).join(', ')})`;
 
 /**
  * A number new to the database is only written at the end of its batch (once, with its final

@@ -19,7 +19,7 @@ export interface Migration {
 
 /** One current SQL function: src/db/functions/<file>.sql defines ratelimit_<file>. */
 export interface FunctionSource {
-  /** The function's name, `ratelimit_decide` for decide.sql. */
+  /** The function's name, `ratelimit_decide_v3` for decide_v3.sql. */
   name: string;
   /** The file's text with its {{PLACEHOLDERS}} filled in. */
   sql: string;

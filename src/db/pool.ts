@@ -6,10 +6,12 @@ import { HostSelector, isWritable, ReadOnlyTargetError, ROLE_QUERY } from './hos
 // BIGINT (int8) arrives as a string by default; our BIGINTs are ms timestamps and counters far
 // below 2^53, and reading them as strings once made a public implementation report 0 used.
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
-// BIGINT[] (oid 1016): the call logs. Integer arrays in text form are just `{1,2,3}`.
+// BIGINT[] (oid 1016): the call logs. Integer arrays in text form are just `{1,2,3}`, with NULL
+// elements spelled NULL (ratelimit_decide_v3's per-request block and reset times).
 const INT8_ARRAY_OID = 1016;
+const int8OrNull = (x: string) => (x === 'NULL' ? null : Number(x));
 (pg.types.setTypeParser as (oid: number, parse: (v: string) => unknown) => void)(INT8_ARRAY_OID, (v: string) =>
-  v === '{}' ? [] : v.slice(1, -1).split(',').map(Number),
+  v === '{}' ? [] : v.includes('N') ? v.slice(1, -1).split(',').map(int8OrNull) : v.slice(1, -1).split(',').map(Number),
 );
 
 export type Pool = pg.Pool;

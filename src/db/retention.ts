@@ -14,7 +14,7 @@
 // Rows a decision holds are skipped (SKIP LOCKED) and re-examined on the next pass; a row a
 // decision changed since our snapshot is re-checked under its lock, so a fresh call keeps it.
 //
-// Times are the database's clock, as in the decisions (ratelimit_decide).
+// Times are the database's clock, as in the decisions (ratelimit_decide_v3).
 import type { Pool, PoolClient } from './pool.js';
 import { DECISION_ID_HORIZON_MS } from '../core/decision-id.js';
 import { NOW_MS } from './clock.js';

@@ -1,11 +1,11 @@
-// stats and top read through the active-number set (migrations 011, 013): whatever path wrote the rows
+// stats and top read through the active-number set (migrations 011, 013, 023): whatever path wrote the rows
 // (inserted active, updated, moved backwards, pruned), what they report must equal a brute-force
 // recount over every row, and no number active in a window may be missing from it.
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { hottestNumbers, readStats } from '../../src/db/stats.js';
 import { ACTIVE_EPOCH_MS, ACTIVE_MAX_WINDOW_MS, ACTIVE_RETENTION_MS, pruneActiveNumbers } from '../../src/db/active-numbers.js';
-import { decideBatch } from '../../src/db/decisions.js';
+import { decideBatch, recordDecisions } from '../../src/db/decisions.js';
 import { makeLogPolicy } from '../../src/core/policy/log.js';
 import { decisionPolicy } from '../../src/core/policy/decide.js';
 import { defaultPolicy } from '../../src/core/policy/default.js';
@@ -174,5 +174,43 @@ describe('stats and top through the active-number set', () => {
     }
     const { rows } = await db.pool.query<{ epoch: number }>(`SELECT epoch FROM rate_limit_active WHERE phone_hash = 'busy' ORDER BY epoch`);
     expect(rows.map((r) => r.epoch)).toEqual([base / ACTIVE_EPOCH_MS, base / ACTIVE_EPOCH_MS + 1]);
+  });
+
+  it('every writer marks numbers per statement: batches of new and known numbers, replays, v0.1.0 decisions, plain updates', async () => {
+    await db.pool.query('TRUNCATE phone_rate_limits, rate_limit_active, rate_limit_resets');
+    const policy = decisionPolicy(defaultPolicy({ phoneMax: 3, phoneWindowMs: HOUR, ipMax: 100, ipWindowMs: HOUR }));
+    const req = (hash: string) => ({ hash, region: 'US', masked: '+1415•••••00', allowlisted: false, counters: [] });
+    const base = Math.floor(Date.now() / ACTIVE_EPOCH_MS) * ACTIVE_EPOCH_MS;
+    const e0 = base / ACTIVE_EPOCH_MS;
+    const entries = async () =>
+      (await db.pool.query<{ h: string; e: number }>(`SELECT phone_hash AS h, epoch::float8 AS e FROM rate_limit_active ORDER BY 1, 2`)).rows.map(
+        (r) => `${r.h}@${r.e - e0}`,
+      );
+    // One batch: two new numbers (inserted), then both again in the same epoch (no entry) and
+    // one of them with a third, new one in the next epoch.
+    await decideBatch(db.pool, [req('a'), req('b'), req('a')], policy, base + 1);
+    await decideBatch(db.pool, [req('a'), req('b')], policy, base + 2);
+    await decideBatch(db.pool, [req('b'), req('c')], policy, base + ACTIVE_EPOCH_MS + 1);
+    expect(await entries()).toEqual(['a@0', 'b@0', 'b@1', 'c@1']);
+    // A replay of decisions made in memory (ratelimit_record_v2): a known number in a later epoch, a new one.
+    const ev = (hash: string, atMs: number) => ({ hash, region: 'US', masked: '+1415•••••00', atMs, allowed: true, counters: [] });
+    await recordDecisions(db.pool, [ev('a', base + 2 * ACTIVE_EPOCH_MS + 5), ev('d', base + 2 * ACTIVE_EPOCH_MS + 6)], policy);
+    expect(await entries()).toEqual(['a@0', 'a@2', 'b@0', 'b@1', 'c@1', 'd@2']);
+    // A v0.1.0 daemon's ratelimit_decide_v2 during a rolling upgrade.
+    await db.pool.query(
+      `SELECT r_allowed FROM ratelimit_decide_v2(p_hashes => $1::text[], p_regions => $2::text[], p_masked => $3::text[],
+         p_allowlisted => $4::boolean[], p_safe => $5::boolean[], p_rule_ids => $6::text[], p_rule_limits => $7::int[],
+         p_rule_windows => $8::bigint[], p_rule_shadow => $9::boolean[], p_block_denials => 0, p_block_within => 0, p_block_for => 0,
+         p_block_steps => '{}'::bigint[], p_block_decay => 0, p_entry_request => '{}'::int[], p_entry_counter => '{}'::int[],
+         p_counter_rules => '{}'::text[], p_counter_keys => '{}'::text[], p_counter_limits => '{}'::int[], p_counter_windows => '{}'::bigint[],
+         p_counter_bucket_calls => '{}'::int[], p_counter_shadow => '{}'::boolean[], p_counter_kinds => '{}'::text[],
+         p_counter_blocks_range => '{}'::boolean[], p_now => $10::bigint)`,
+      [['c', 'e'], ['US', 'US'], ['x', 'x'], [false, false], [false, false], ['number:1h'], [3], [HOUR], [false], base + 3 * ACTIVE_EPOCH_MS],
+    );
+    expect(await entries()).toEqual(['a@0', 'a@2', 'b@0', 'b@1', 'c@1', 'c@3', 'd@2', 'e@3']);
+    // An UPDATE that does not move the epoch notes nothing; one that moves it does.
+    await db.pool.query(`UPDATE phone_rate_limits SET denied_total = denied_total + 1`);
+    await db.pool.query(`UPDATE phone_rate_limits SET last_denied_at = $1 WHERE phone_hash = 'd'`, [base + 4 * ACTIVE_EPOCH_MS]);
+    expect(await entries()).toEqual(['a@0', 'a@2', 'b@0', 'b@1', 'c@1', 'c@3', 'd@2', 'd@4', 'e@3']);
   });
 });

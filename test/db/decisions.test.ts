@@ -36,7 +36,7 @@ afterAll(async () => {
 const HOUR = 3_600_000;
 const twoPerHour = makeLogPolicy([{ id: 'phone', limit: 2, windowMs: HOUR }]);
 
-describe('decisions through ratelimit_decide, number rules only', () => {
+describe('decisions through ratelimit_decide_v3, number rules only', () => {
   it('allows max, then denies without spending quota, counting the denials', async () => {
     const { req } = freshNumber();
     const out = await seedConsumes(pool, [req, req, req, req], twoPerHour);

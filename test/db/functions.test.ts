@@ -1,6 +1,6 @@
 // src/db/functions: one current source per SQL function, applied by migrate() after the
-// migrations; a database made by the previous release (migrations 001-013 with their own
-// function copies) upgrades in place and keeps deciding right.
+// migrations; a database made by an older version (migrations 001-013 with their own function
+// copies) upgrades in place and keeps deciding right, for this release's daemons and v0.1.0's.
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -76,7 +76,7 @@ describe('src/db/functions', () => {
     const all = await loadMigrations();
     await migrate(pool, all.slice(0, PREVIOUS_RELEASE_MIGRATIONS), []);
     expect(await ratelimitFunctions(pool)).toContain('ratelimit_consume(text[],text[],text[],integer[],bigint[])');
-    // Rows seeded as the previous release's daemon decides: ratelimit_decide called by position.
+    // Rows seeded as that version's daemon decides: ratelimit_decide (v1) called by position.
     const oldDaemonDecide = (hash: string, nowMs: number) =>
       pool.query<{ r_allowed: boolean }>(
         `SELECT r_allowed FROM ratelimit_decide($1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[], $6::int[], $7::bigint[],
@@ -92,6 +92,11 @@ describe('src/db/functions', () => {
     expect(report.applied.map((m) => m.id)).toEqual(all.slice(PREVIOUS_RELEASE_MIGRATIONS).map((m) => m.id));
     const live = await ratelimitFunctions(pool);
     expect(live.some((sig) => sig.startsWith('ratelimit_consume(') || sig.startsWith('ratelimit_record('))).toBe(false);
+    // ratelimit_decide (v1) was called by no released version: migration 022 drops it.
+    expect(live.some((sig) => sig.startsWith('ratelimit_decide('))).toBe(false);
+    expect(live).toContain(
+      'ratelimit_decide_v2(text[],text[],text[],boolean[],boolean[],text[],integer[],bigint[],boolean[],integer,bigint,bigint,bigint[],bigint,integer[],integer[],text[],text[],integer[],bigint[],integer[],boolean[],text[],boolean[],bigint)',
+    );
 
     // The new daemon sees the old calls: the third call in the hour is denied, a new number is not.
     const dp = decisionPolicy(policy({ number: [rule('number', 2, 3_600_000)] }));
@@ -99,10 +104,21 @@ describe('src/db/functions', () => {
     const [a, b] = await decideBatch(pool, [req('upgrade-a'), req('upgrade-b')], dp, t0 + 3_000);
     expect(a).toMatchObject({ allowed: false, rule: 'number:3600000ms', rules: [{ used: 2, resetTime: t0 + 3_600_000 }] });
     expect(b).toMatchObject({ allowed: true, rules: [{ used: 1 }] });
-    // A daemon of the previous release, still running during a rolling upgrade, keeps deciding
-    // through the new source with its positional call.
-    expect((await oldDaemonDecide('upgrade-b', t0 + 4_000)).rows[0]!.r_allowed).toBe(true);
-    expect((await oldDaemonDecide('upgrade-b', t0 + 5_000)).rows[0]!.r_allowed).toBe(false);
+    // A v0.1.0 daemon, still running during a rolling upgrade, keeps deciding through
+    // ratelimit_decide_v2, called by name as it calls it, on the same rows.
+    const v010Decide = (hash: string, nowMs: number) =>
+      pool.query<{ r_allowed: boolean }>(
+        `SELECT r_allowed FROM ratelimit_decide_v2(p_hashes => $1::text[], p_regions => $2::text[], p_masked => $3::text[],
+           p_allowlisted => $4::boolean[], p_safe => $5::boolean[], p_rule_ids => $6::text[], p_rule_limits => $7::int[],
+           p_rule_windows => $8::bigint[], p_rule_shadow => $9::boolean[], p_block_denials => 0, p_block_within => 0, p_block_for => 0,
+           p_block_steps => '{}'::bigint[], p_block_decay => 0, p_entry_request => '{}'::int[], p_entry_counter => '{}'::int[],
+           p_counter_rules => '{}'::text[], p_counter_keys => '{}'::text[], p_counter_limits => '{}'::int[], p_counter_windows => '{}'::bigint[],
+           p_counter_bucket_calls => '{}'::int[], p_counter_shadow => '{}'::boolean[], p_counter_kinds => '{}'::text[],
+           p_counter_blocks_range => '{}'::boolean[], p_now => $10::bigint)`,
+        [[hash], ['US'], ['+1415•••'], [false], [false], ['number:3600000ms'], [2], [3_600_000], [false], nowMs],
+      );
+    expect((await v010Decide('upgrade-b', t0 + 4_000)).rows[0]!.r_allowed).toBe(true);
+    expect((await v010Decide('upgrade-b', t0 + 5_000)).rows[0]!.r_allowed).toBe(false);
     const { rows } = await pool.query('SELECT phone_hash, calls, denied_total FROM phone_rate_limits ORDER BY phone_hash');
     expect(rows).toEqual([
       { phone_hash: 'upgrade-a', calls: [t0, t0 + 1_000], denied_total: 2 },

@@ -1,4 +1,4 @@
-// ratelimit_decide locks numbers that have a row, then counters, and writes a number new to the
+// ratelimit_decide_v3 locks numbers that have a row, then counters, and writes a number new to the
 // database last (write-once, migration 006). ratelimit_record_v2 (the replay of what memory
 // decided, possibly on another daemon) creates numbers before it locks counters. The two orders
 // differ for one case, a number that is new to both, and PostgreSQL then resolves the cycle by
@@ -30,7 +30,7 @@ async function waiting(admin: pg.Client): Promise<number> {
   return rows[0]!.n;
 }
 
-describe('lock order between ratelimit_decide and ratelimit_record_v2', () => {
+describe('lock order between ratelimit_decide_v3 and ratelimit_record_v2', () => {
   it('a deadlock on a number new to both is retried by decideBatch, and both calls are kept', async () => {
     const p = policy({ number: [rule('number', 5, 3_600_000, false, '#dl')], global: [rule('global', 100, 3_600_000, false, '#dl')] });
     const dp = decisionPolicy(p);

@@ -1,7 +1,7 @@
 // The decision path never reads phone_rate_limits sequentially. On a fresh database the table is
 // nearly empty when the first plans are made, and a pooled backend keeps a cached generic plan
 // (a sequential scan, cheap for an empty table) long after the table has grown: every decision
-// then reads the whole table. src/db/functions/decide.sql explains the cure.
+// then reads the whole table. src/db/functions/decide_v3.sql explains the cure.
 import { describe, expect, it } from 'vitest';
 import { createPool } from '../../src/db/pool.js';
 import { decideBatch } from '../../src/db/decisions.js';

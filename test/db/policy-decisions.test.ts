@@ -1,6 +1,6 @@
-// ratelimit_decide and ratelimit_record_v2 held to the pure model (src/core/policy/decide.ts) by
-// property tests, plus their locking and upgrades: longer than 350 lines because the model-side
-// harness and every rule group's cases belong together.
+// ratelimit_decide_v3 and ratelimit_record_v2 held to the pure model (src/core/policy/decide.ts) by
+// property tests, plus their locking and upgrades, and v0.1.0's ratelimit_decide_v2 held to v3:
+// longer than 350 lines because the model-side harness and every rule group's cases belong together.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { createPool, type Pool } from '../../src/db/pool.js';
@@ -24,6 +24,7 @@ import {
 import { AUTO_BLOCK_RULE, type Buckets, type LimitRule, type Policy } from '../../src/core/policy/types.js';
 import { createTestDatabase } from '../helpers/fixture.js';
 import { policy as makeFullPolicy, rule } from '../helpers/policy.js';
+import { decideBatchV2 } from '../helpers/decide-v2.js';
 
 let db: { url: string; drop(): Promise<void> };
 let pool: Pool;
@@ -228,7 +229,7 @@ const batchesArb = fc.array(
   { minLength: 1, maxLength: 8 },
 );
 
-describe('ratelimit_decide equals decideConsume', () => {
+describe('ratelimit_decide_v3 equals decideConsume', () => {
   it('over random multi-rule policies and request sequences, decision by decision (property)', async () => {
     await fc.assert(
       fc.asyncProperty(policyArb, batchesArb, async (mkPolicy, batches) => {
@@ -289,33 +290,49 @@ describe('ratelimit_decide equals decideConsume', () => {
   });
 
   it('refuses mismatched argument arrays rather than guessing', async () => {
-    const call = (entries: { req: number[]; counter: number[] }, counters: { rule: string[]; key: string[] }, maxes = [2]) =>
-      pool.query('SELECT * FROM ratelimit_decide($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, 0, $9, $10, $11, $12, $13, $14, $15, $16)', [
-        ['a', 'b'],
-        ['US', 'US'],
-        ['x', 'y'],
-        [false, false],
-        ['number:1h'],
-        maxes,
-        [1000],
-        [false],
-        entries.req,
-        entries.counter,
-        counters.rule,
-        counters.key,
-        counters.rule.map(() => 5),
-        counters.rule.map(() => 1000),
-        counters.rule.map(() => 1),
-        counters.rule.map(() => false),
-      ]);
-    const one = { rule: ['global:1h'], key: ['*'] };
+    // ratelimit_decide_v3 by position: requests, number rules, block_after, blocks, entries,
+    // counters (rule index, key), counter rules.
+    const call = (
+      entries: { req: number[]; counter: number[] },
+      counters: { rule: number[]; key: string[] },
+      maxes = [2],
+      crules: string[] = ['global:1h#args'],
+    ) =>
+      pool.query(
+        `SELECT * FROM ratelimit_decide_v3($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, 0, '{}', 0, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`,
+        [
+          ['a', 'b'],
+          ['US', 'US'],
+          ['x', 'y'],
+          [false, false],
+          [false, false],
+          ['number:1h'],
+          maxes,
+          [1000],
+          [false],
+          entries.req,
+          entries.counter,
+          counters.rule,
+          counters.key,
+          crules,
+          crules.map(() => 5),
+          crules.map(() => 1000),
+          crules.map(() => 1),
+          crules.map(() => false),
+          crules.map(() => 'calls'),
+        ],
+      );
+    const one = { rule: [1], key: ['*'] };
     await expect(call({ req: [3], counter: [1] }, one)).rejects.toThrow(/not in the batch/);
     await expect(call({ req: [2, 1], counter: [1, 1] }, one)).rejects.toThrow(/out of request order/);
     await expect(call({ req: [1], counter: [2] }, one)).rejects.toThrow(/counter that is not in the batch/);
-    await expect(call({ req: [1, 2], counter: [1, 2] }, { rule: ['global:1h', 'global:1h'], key: ['*', '*'] })).rejects.toThrow(/listed twice/);
+    await expect(call({ req: [1, 2], counter: [1, 2] }, { rule: [1, 1], key: ['*', '*'] })).rejects.toThrow(/listed twice/);
+    await expect(call({ req: [1], counter: [1] }, { rule: [2], key: ['*'] })).rejects.toThrow(/rule that is not in the batch/);
     await expect(call({ req: [], counter: [] }, { rule: [], key: [] }, [2, 3])).rejects.toThrow(/mismatched/);
-    // And a well-formed call goes through.
-    await expect(call({ req: [1, 2], counter: [1, 1] }, { rule: ['global:1h#args'], key: ['*'] })).resolves.toMatchObject({ rowCount: 2 });
+    // And a well-formed call goes through: one row, a decision per request.
+    const ok = await call({ req: [1, 2], counter: [1, 1] }, { rule: [1], key: ['*'] });
+    expect(ok.rows).toHaveLength(1);
+    expect(ok.rows[0].r_allowed).toEqual([true, true]);
   });
 });
 
@@ -380,7 +397,7 @@ const guardPolicyArb = fc
     return { p, conversion };
   });
 
-describe('ratelimit_decide_v2 equals decideConsume with conversion, sweep, blocks and safe (#19)', () => {
+describe('ratelimit_decide_v3 equals decideConsume with conversion, sweep, blocks and safe (#19)', () => {
   it('over random policies with the new groups, decision by decision, blocks and levels stored alike (property)', async () => {
     let denials = 0;
     let autoBlocks = 0;
@@ -800,6 +817,22 @@ describe('new numbers', () => {
     const peek = await peekState(pool, [req.hash], []);
     expect(peek.numbers.get(req.hash)!.log).toHaveLength(3);
   });
+
+  it('the same race in batches of several numbers (the set-based write): the later batch runs again', async () => {
+    const tag = '#race-set';
+    const p = makeFullPolicy({ number: [rule('number', 3, 3_600_000, false, tag)] });
+    const dp = decisionPolicy(p);
+    const pools = Array.from({ length: 4 }, () => createPool({ url: db.url, max: 2 }));
+    extraPools.push(...pools);
+    const one = (e164: string) => ({ hash: `r${tag}:${e164}`, region: 'US', masked: '+1646•••', allowlisted: false, counters: [] });
+    const req = one('+16465559998');
+    // 8 batches, each the shared brand-new number and one of its own, all at once: exactly 3 are allowed.
+    const out = await Promise.all(Array.from({ length: 8 }, (_, i) => decideBatch(pools[i % 4]!, [req, one(`+1646555900${i}`)], dp)));
+    expect(out.filter((o) => o[0]!.allowed).length).toBe(3);
+    expect(out.every((o) => o[1]!.allowed)).toBe(true);
+    const peek = await peekState(pool, [req.hash], []);
+    expect(peek.numbers.get(req.hash)!.log).toHaveLength(3);
+  });
 });
 
 describe('concurrency', () => {
@@ -959,7 +992,7 @@ describe('migration 006', () => {
         req.hash,
       ]);
       expect(rows[0]).toEqual({ n: 2, blocked_until: null, denials: [], denied_total: 1 });
-      // ratelimit_decide sees the old rows' calls.
+      // ratelimit_decide_v3 sees the old rows' calls.
       const dp = decisionPolicy(makeFullPolicy({ number: [rule('number', 2, 3_600_000)] }));
       const [d] = await decideBatch(p, [{ ...req, allowlisted: false, counters: [] }], dp);
       expect(d).toMatchObject({ allowed: false, rule: 'number:3600000ms' });
@@ -978,5 +1011,154 @@ describe('migration 006', () => {
       await p.end();
       await old.drop();
     }
+  });
+});
+
+// ratelimit_decide_v3 reads and writes the number of a single-number batch (a lone decision, or
+// every request for one number) by key, any other batch set-based: both must leave the same
+// rows and give the same decisions.
+describe('ratelimit_decide_v3: single-number batches and mixed batches agree', () => {
+  it('a number decided alone and its twin decided beside another number end with equal rows and decisions (property)', async () => {
+    const stepsArb = fc.array(
+      fc.record({
+        count: fc.integer({ min: 1, max: 3 }),
+        allowlisted: fc.integer({ min: 0, max: 9 }).map((x) => x === 0),
+        advanceMs: fc.integer({ min: 0, max: 40 }).map((x) => x * 10),
+      }),
+      { minLength: 1, maxLength: 25 },
+    );
+    await fc.assert(
+      fc.asyncProperty(stepsArb, fc.boolean(), async (steps, withBlocks) => {
+        const { tag, baseMs } = freshRun();
+        const p = makeFullPolicy({
+          number: [rule('number', 3, 300, false, tag), rule('number', 5, 2_000, false, tag), rule('number', 2, 100, true, tag)],
+          blockAfter: { denials: 2, withinMs: 500, forMs: withBlocks ? undefined : 400 },
+          prefix: { digits: 4, rules: [rule('prefix', 4, 250, false, tag)] },
+          sweep: { digits: 4, rules: [rule('sweep', 2, 300, false, tag, 'prefix')] },
+          blocks: withBlocks ? { escalateMs: [200, 600], escalate: ['200ms', '600ms'], decayMs: 1_000 } : undefined,
+        });
+        const dp = decisionPolicy(p);
+        // X alone; its twin Y (another range) beside Z (a third range), so Y's batches are never single-number.
+        const req = (e164: string, allowlisted: boolean): DecideRequest => ({
+          hash: `h${tag}:${e164}`,
+          region: 'US',
+          masked: e164.slice(0, 5) + '•••',
+          allowlisted,
+          safe: allowlisted,
+          counters: applicableCounters(p, e164, 'US', { conversion: CONVERSION_IDLE, safe: allowlisted }),
+        });
+        const [X, Y, Z] = ['+14155550101', '+12125550101', '+13105550101'];
+        let now = baseMs;
+        for (const step of steps) {
+          now += step.advanceMs;
+          const xs = await decideBatch(pool, Array.from({ length: step.count }, () => req(X, step.allowlisted)), dp, now);
+          const ys = await decideBatch(pool, [req(Z, false), ...Array.from({ length: step.count }, () => req(Y, step.allowlisted))], dp, now);
+          expect(ys.slice(1).map((o) => ({ ...o, rule: o.rule, blockedBy: o.blockedBy?.replace('+1212', '+1415') ?? null }))).toEqual(
+            xs.map((o) => ({ ...o, blockedBy: o.blockedBy ?? null })),
+          );
+        }
+        const { rows } = await pool.query(
+          `SELECT phone_hash, calls, call_count, window_start, last_call_at, denied_total, denied_in_window, denied_window_start,
+                  last_denied_at, blocked_until, block_level, denials, region
+             FROM phone_rate_limits WHERE phone_hash = ANY ($1) ORDER BY phone_hash DESC`,
+          [[`h${tag}:${X}`, `h${tag}:${Y}`]],
+        );
+        expect(rows).toHaveLength(2);
+        expect({ ...rows[0], phone_hash: null }).toEqual({ ...rows[1], phone_hash: null });
+        const counters = await pool.query(
+          `SELECT rule_id, key, bucket_ts, bucket_n, denied_total, last_at, blocked_until, block_level FROM rate_limit_counters
+            WHERE rule_id LIKE $1 AND key IN ('+1415', '+1212') ORDER BY rule_id, key DESC`,
+          [`%${tag}`],
+        );
+        for (let i = 0; i < counters.rows.length; i += 2) {
+          expect({ ...counters.rows[i], key: null }).toEqual({ ...counters.rows[i + 1], key: null });
+        }
+      }),
+      { numRuns: 25 },
+    );
+  });
+});
+
+// v0.1.0's daemons keep calling ratelimit_decide_v2 during a rolling upgrade, on the same rows as
+// this release's ratelimit_decide_v3: the two must decide alike and leave the same rows. The
+// same batches run through each on its own database.
+describe('ratelimit_decide_v2 (v0.1.0) and ratelimit_decide_v3 decide alike', () => {
+  let other: { url: string; drop(): Promise<void> };
+  let v2Pool: Pool;
+  beforeAll(async () => {
+    other = await createTestDatabase();
+    v2Pool = createPool({ url: other.url, max: 2 });
+    await migrate(v2Pool);
+  });
+  afterAll(async () => {
+    await v2Pool.end();
+    await other.drop();
+  });
+  const rows = (via: Pool, tag: string) =>
+    via.query(
+      `SELECT phone_hash, calls, call_count, window_start, last_call_at, denied_total, denied_in_window, denied_window_start,
+              last_denied_at, blocked_until, block_level, denials, region, phone_masked
+         FROM phone_rate_limits WHERE phone_hash LIKE $1 ORDER BY phone_hash`,
+      [`h${tag}:%`],
+    );
+  const counters = (via: Pool, tag: string) =>
+    via.query(
+      `SELECT rule_id, key, bucket_ts, bucket_n, denied_total, last_at, blocked_until, block_level FROM rate_limit_counters
+        WHERE rule_id LIKE $1 ORDER BY rule_id, key`,
+      [`%${tag}`],
+    );
+
+  it('lone decisions under one counter (a global budget, or a sweep rule with blocks): counts, denials and range blocks alike (property)', async () => {
+    const stepsArb = fc.array(fc.record({ n: fc.integer({ min: 0, max: 3 }), advanceMs: fc.integer({ min: 0, max: 30 }).map((x) => x * 10) }), {
+      minLength: 1,
+      maxLength: 30,
+    });
+    await fc.assert(
+      fc.asyncProperty(fc.boolean(), stepsArb, async (sweep, steps) => {
+        const { tag, baseMs } = freshRun();
+        const p = sweep
+          ? makeFullPolicy({
+              number: [rule('number', 2, 200, false, tag)],
+              sweep: { digits: 4, rules: [rule('sweep', 2, 300, false, tag, 'prefix')] },
+              blocks: { escalateMs: [100, 400], escalate: ['100ms', '400ms'], decayMs: 1_000 },
+            })
+          : makeFullPolicy({ number: [rule('number', 2, 200, false, tag)], global: [rule('global', 3, 250, false, tag)] });
+        const dp = decisionPolicy(p);
+        let now = baseMs;
+        for (const step of steps) {
+          now += step.advanceMs;
+          // Four numbers of one range: the sweep rule (2 distinct) denies and blocks the range.
+          const e164 = `+1415555010${step.n}`;
+          const reqs: DecideRequest[] = [
+            { hash: `h${tag}:${e164}`, region: 'US', masked: '+1415•••', allowlisted: false, counters: applicableCounters(p, e164, 'US', { conversion: CONVERSION_IDLE }) },
+          ];
+          expect(await decideBatch(pool, reqs, dp, now)).toEqual(await decideBatchV2(v2Pool, reqs, dp, now));
+        }
+        expect((await rows(pool, tag)).rows).toEqual((await rows(v2Pool, tag)).rows);
+        expect((await counters(pool, tag)).rows).toEqual((await counters(v2Pool, tag)).rows);
+      }),
+      { numRuns: 30 },
+    );
+  });
+
+  it('over random policies with every group, decision by decision, rows and counters alike (property)', async () => {
+    await fc.assert(
+      fc.asyncProperty(guardPolicyArb, batchesArb, async (mk, batches) => {
+        const { tag, baseMs } = freshRun();
+        const { p, conversion } = mk(tag);
+        const dp = decisionPolicy(p);
+        let now = baseMs;
+        for (const b of batches) {
+          now += b.advanceMs;
+          const reqs = b.reqs.map((r) => requestFor(p, tag, r, conversion));
+          const v3 = await decideBatch(pool, reqs, dp, now);
+          const v2 = await decideBatchV2(v2Pool, reqs, dp, now);
+          expect(v3).toEqual(v2);
+        }
+        expect((await rows(pool, tag)).rows).toEqual((await rows(v2Pool, tag)).rows);
+        expect((await counters(pool, tag)).rows).toEqual((await counters(v2Pool, tag)).rows);
+      }),
+      { numRuns: 40 },
+    );
   });
 });

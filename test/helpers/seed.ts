@@ -1,5 +1,5 @@
 // The one way tests put decisions in the database: through the daemon's own function
-// (ratelimit_decide via decideBatch), with a number-only policy. Also the pure model of the same
+// (ratelimit_decide_v3 via decideBatch), with a number-only policy. Also the pure model of the same
 // decision (decideConsume) for a single log, for tests that compare the two.
 
 import type { Pool } from '../../src/db/pool.js';

@@ -6,7 +6,7 @@
 // true rolling count (the promise holds) and above it by less than one bucket, so a consume may
 // be denied early by < bucketCalls <= ceil(2% of limit) calls, as docs/protocol.md allows.
 //
-// The SQL function ratelimit_decide (src/db/functions/decide.sql) implements the
+// The SQL function ratelimit_decide_v3 (src/db/functions/decide_v3.sql) implements the
 // same arithmetic; test/db/policy-decisions.test.ts holds the two to each other.
 
 import { AGGREGATE_SLACK, type Buckets, type LimitRule } from './types.js';

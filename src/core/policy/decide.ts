@@ -6,8 +6,8 @@
 // and then it counts everywhere; a denial spends nothing anywhere (a denial may start an
 // automatic block, which is not spending: it changes no count).
 //
-// This is what the daemon's in-memory fallback runs, and what the SQL function ratelimit_decide
-// (src/db/functions/decide.sql) computes decision by decision;
+// This is what the daemon's in-memory fallback runs, and what the SQL function ratelimit_decide_v3
+// (src/db/functions/decide_v3.sql) computes decision by decision;
 // test/db/policy-decisions.test.ts holds the two to each other.
 
 import { appendCall, decisionTime, evaluate, evaluateStates, makeLogPolicy, type Decision, type LogPolicy, type RuleState } from './log.js';

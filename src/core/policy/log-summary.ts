@@ -1,6 +1,6 @@
 // What the database sends back about a number instead of its whole call log (issue #12: at
 // limit 1000 a 256-decision batch returned 2 MB of logs). Two parts, both computed by
-// ratelimit_decide (src/db/functions/decide.sql) exactly as here:
+// ratelimit_decide_v3 (src/db/functions/decide_v3.sql) exactly as here:
 //
 // - per number rule, its state at the decision instant (RuleState: used, resetTime), enough
 //   for evaluateStates() to give the reply's number view and the deny cache's reset time
@@ -55,7 +55,7 @@ export function expandLog(s: LogSummary): number[] {
   return log;
 }
 
-/** Each number rule's state at `atMs`, in `rules` order (what ratelimit_decide returns per request). */
+/** Each number rule's state at `atMs`, in `rules` order (what ratelimit_decide_v3 returns per request). */
 export function ruleStates(log: readonly number[], atMs: number, rules: readonly LogRule[]): RuleState[] {
   return rules.map((r) => ruleState(log, atMs, r));
 }

@@ -6,7 +6,7 @@
 // carry "2 an hour" and "5 a day" at once.
 //
 // The number rules of a Policy (types.ts) are decided on such a log (decide.ts), in memory and
-// by ratelimit_decide (src/db/functions/decide.sql); the per-IP limits use it too.
+// by ratelimit_decide_v3 (src/db/functions/decide_v3.sql); the per-IP limits use it too.
 // test/db/decisions.test.ts ("agrees with the pure policy, request by request") holds the SQL
 // to these functions.
 

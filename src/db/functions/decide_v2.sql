@@ -1,7 +1,7 @@
 -- ratelimit_decide_v2: one batch of consumes decided against every rule of the policy at once,
 -- counter kinds (calls, unconverted, distinct), automatic blocks and safe numbers included
--- (issue #19). It supersedes ratelimit_decide (decide.sql), which stays for one release so that
--- daemons of the previous release keep deciding during a rolling upgrade (ROLLING UPGRADES below).
+-- (issue #19). Superseded by ratelimit_decide_v3 (decide_v3.sql, issue #22): it stays, unchanged,
+-- for v0.1.0's daemons during a rolling upgrade (ROLLING UPGRADES below).
 -- The current source: migrate() (src/db/migrate.ts) re-applies this file after the pending
 -- migrations whenever it changes; the copies in src/db/migrations are frozen history.
 --
@@ -119,11 +119,10 @@
 --     v_range (the entry's counter may block or be blocked for this request), v_block_by (the
 --     counter whose automatic block denied), v_level (an escalation step)
 --
--- ROLLING UPGRADES. A daemon of this release calls this function by name with these argument
--- types and reads these result columns: keep both, or add a new name (ratelimit_decide_v3) and
--- drop this one a release later (docs/self-hosting.md, support window). Daemons of the previous
--- release call ratelimit_decide (decide.sql), which writes the same rows and leaves the block
--- columns as they are.
+-- ROLLING UPGRADES. v0.1.0's daemons call this function by name with these argument types and
+-- read these result columns: keep both until the release after the one that added
+-- ratelimit_decide_v3 (decide_v3.sql), which writes the same rows, then drop it (docs/self-hosting.md,
+-- support window).
 
 CREATE OR REPLACE FUNCTION ratelimit_decide_v2(
   p_hashes TEXT[],

@@ -7,7 +7,7 @@
 --
 -- LOCKING ORDER: the global order (numbers by hash, then counters by (rule id, key)); this
 -- touches numbers only. Every row involved, old and new, is locked in one pass in hash order by
--- the same INSERT … ON CONFLICT DO UPDATE … WHERE false as ratelimit_decide (it inserts the new
+-- the same INSERT … ON CONFLICT DO UPDATE … WHERE false as ratelimit_decide_v3 (it inserts the new
 -- rows that do not exist yet, so no lock is taken later out of order). Only pairs whose old row
 -- exists are locked: meeting a number that was never seen under the old key costs an index probe
 -- per table.

@@ -8,9 +8,9 @@
 -- decisions stay right: evaluate() names the call that must leave first). Counter entries are one
 -- per (event, counter): for an allowed event every counter it counted against (its call is
 -- added, in time order); for a denied one the counter that denied it, if any (p_c_denial: its
--- denied_total grows, as ratelimit_decide's would have).
+-- denied_total grows, as ratelimit_decide_v3's would have).
 --
--- LOCKING ORDER: as ratelimit_decide (src/db/functions/decide.sql): numbers by hash, then
+-- LOCKING ORDER: as ratelimit_decide_v3 (src/db/functions/decide_v3.sql): numbers by hash, then
 -- counters by (rule id, key). A number new to the database is written once, by one INSERT … ON
 -- CONFLICT DO UPDATE that also merges into existing rows (no decision depends on the state read,
 -- so there is nothing to lock ahead).
