@@ -75,6 +75,17 @@ async function profile(pool: Pool, label: string, decisions: number, run: () => 
     writeFileSync(process.env.SQL_PROFILE_PID_FILE, `${label}\t${pid}\n`, { flag: 'a' });
     await new Promise((resolve) => setTimeout(resolve, 1_000));
   }
+  // Row writes per table, and how many updates were HOT (no index entries written): the
+  // statistics are read from a snapshot per transaction, so each read is its own statement.
+  const tableStats = async () =>
+    (
+      await pool.query<{ t: string; ins: string; upd: string; hot: string }>(
+        `SELECT relname AS t, n_tup_ins::text AS ins, n_tup_upd::text AS upd, n_tup_hot_upd::text AS hot
+           FROM pg_stat_user_tables WHERE relname IN ('phone_rate_limits', 'rate_limit_counters', 'rate_limit_active') ORDER BY relname`,
+      )
+    ).rows;
+  await pool.query('SELECT pg_stat_force_next_flush()').catch(() => undefined);
+  const stats0 = await tableStats();
   await pool.query('SELECT pg_stat_statements_reset()');
   const cpu0 = backendCpuUs(pid);
   for (let i = 0; i < times; i++) await run();
@@ -83,7 +94,21 @@ async function profile(pool: Pool, label: string, decisions: number, run: () => 
     `SELECT regexp_replace(query, '\\s+', ' ', 'g') AS query, calls::text, total_exec_time AS ms, total_plan_time AS plan_ms, toplevel AS top
        FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%' AND query NOT LIKE '%pg_backend_pid%' ORDER BY total_exec_time DESC LIMIT 14`,
   );
-  console.log(`\n${label}: ${decisions} decisions, backend CPU ${(cpuUs / decisions).toFixed(1)} µs per decision`);
+  // What the backend spent outside the top-level statements' executor (the protocol: parse,
+  // bind with its text arrays, the reply; transaction start and commit): /proc minus their time.
+  const topUs = rows.filter((r) => r.top).reduce((a, r) => a + (r.ms + r.plan_ms) * 1000, 0);
+  console.log(
+    `\n${label}: ${decisions} decisions, backend CPU ${(cpuUs / decisions).toFixed(1)} µs per decision, ` +
+      `of which outside the top-level statements ${((cpuUs - topUs) / decisions).toFixed(1)}`,
+  );
+  await new Promise((resolve) => setTimeout(resolve, 600)); // the statistics are flushed at most once a second
+  await pool.query('SELECT pg_stat_force_next_flush()').catch(() => undefined);
+  const stats1 = await tableStats();
+  for (const after of stats1) {
+    const before = stats0.find((b) => b.t === after.t);
+    const d = (k: 'ins' | 'upd' | 'hot') => Number(after[k]) - Number(before?.[k] ?? 0);
+    console.log(`  ${after.t}: ${d('ins')} inserted, ${d('upd')} updated (${d('hot')} HOT)`);
+  }
   console.log('  µs/decision  calls  statement');
   for (const r of rows) {
     console.log(`  ${((r.ms * 1000) / decisions).toFixed(2).padStart(10)} ${r.calls.padStart(6)}  ${r.top ? '' : '  '}${r.query.slice(0, 150)}`);
