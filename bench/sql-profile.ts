@@ -25,7 +25,8 @@ import { decisionPolicy } from '../src/core/policy/decide.js';
 import { defaultPolicy } from '../src/core/policy/default.js';
 import { phoneNumber } from './lib/keys.js';
 
-const BATCH = 256;
+// SQL_PROFILE_BATCH: decisions per statement (the end-to-end ws scenarios send about half of 256 per statement).
+const BATCH = Number(process.env.SQL_PROFILE_BATCH ?? 256);
 const BATCHES = Number(process.env.SQL_PROFILE_BATCHES ?? 100);
 const PREFILL = Number(process.env.SQL_PROFILE_PREFILL ?? 20_000);
 const LONE = Number(process.env.SQL_PROFILE_LONE ?? 1_000);
