@@ -11,6 +11,9 @@
 // Needs pg_stat_statements in the PostgreSQL installation the embedded server uses.
 //
 //   npm run build && node dist/bench/sql-profile.js      (SQL_PROFILE_BATCHES=100 by default)
+// The pg_stat_statements times are wall times: on a busy machine they exceed the CPU read from
+// /proc, and "outside the top-level statements" can come out negative; bench/sql-ab.ts compares
+// two sources without that noise.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -149,18 +152,18 @@ try {
   }
   console.log(`fill: ${PREFILL} new numbers in batches of ${BATCH}, backend CPU ${((backendCpuUs(fillPid) - fillCpu0) / PREFILL).toFixed(1)} µs per decision`);
   await pool.query('VACUUM ANALYZE');
-  await profile(pool, 'default, batches of 256', BATCHES * BATCH, () => decideBatch(pool, Array.from({ length: BATCH }, () => request(rand(PREFILL))), dp).then(() => undefined), BATCHES);
+  await profile(pool, `default, batches of ${BATCH}`, BATCHES * BATCH, () => decideBatch(pool, Array.from({ length: BATCH }, () => request(rand(PREFILL))), dp).then(() => undefined), BATCHES);
   // As the end-to-end `ws uniform` scenario on a fresh table: uniform over 100k numbers the table
   // mostly lacks, so most rows (and many range counters) are new.
   await profile(
     pool,
-    'uniform over 100k mostly new numbers, batches of 256',
+    `uniform over 100k mostly new numbers, batches of ${BATCH}`,
     BATCHES * BATCH,
     () => decideBatch(pool, Array.from({ length: BATCH }, () => request(PREFILL + rand(100_000))), dp).then(() => undefined),
     BATCHES,
   );
   const strict = decisionPolicy(STRICT);
-  await profile(pool, 'single (one number), batches of 256', BATCHES * BATCH, () => decideBatch(pool, Array.from({ length: BATCH }, () => request(0, STRICT)), strict).then(() => undefined), BATCHES);
+  await profile(pool, `single (one number), batches of ${BATCH}`, BATCHES * BATCH, () => decideBatch(pool, Array.from({ length: BATCH }, () => request(0, STRICT)), strict).then(() => undefined), BATCHES);
   if (process.env.SQL_PROFILE_EXPLAIN) {
     // Each statement's plan with its actual times (auto_explain, as notices), for one default batch.
     const client = new pg.Client({ connectionString: dbUrl(server.url, 'profile') });
