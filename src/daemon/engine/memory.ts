@@ -47,10 +47,9 @@ export class MemoryState {
     this.counters = boundedCache(counterCapacity);
   }
 
-  /** The log memory decides from: exact when the database sent it whole, else never under-counting. */
-  log(hash: string): readonly number[] | undefined {
-    const known = this.numbers.get(hash);
-    return known && expandLog(known.summary);
+  /** A number's log as the database last summarized it (expandLog gives the log memory decides from). */
+  summary(hash: string): LogSummary | undefined {
+    return this.numbers.get(hash)?.summary;
   }
 
   /**
