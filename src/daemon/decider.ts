@@ -116,7 +116,7 @@ export class Decider {
    * other numbers must not push a victim's state out of memory before an outage.
    */
   private async check(s: PhoneSubject, learn: boolean): Promise<Verdict> {
-    await this.foldPreviousKey(s);
+    if (this.opts.rotation) await this.foldPreviousKey(s);
     const early = this.listsAndDestination(s);
     if (typeof early !== 'boolean') return early;
     return this.opts.engine.check(s, early, learn);
@@ -125,7 +125,8 @@ export class Decider {
   private async consume(s: PhoneSubject, ip: string): Promise<Verdict> {
     const { engine, ipRules } = this.opts;
     // First, even for a number denied by a list: the fold also moves its list entry to the new hash.
-    await this.foldPreviousKey(s);
+    // Awaited only while rotating: an await is a promise and a turn of the queue per request.
+    if (this.opts.rotation) await this.foldPreviousKey(s);
     const early = this.listsAndDestination(s, (entry) => this.opts.tally.listHit(entry));
     if (typeof early !== 'boolean') {
       engine.recordDenial(s);
@@ -167,12 +168,28 @@ export class Decider {
   private count(consume: boolean, v: Verdict, region: string | undefined): void {
     const { metrics, tally } = this.opts;
     const kind = consume ? 'consume' : 'check';
-    metrics.decisions.inc({ kind, result: v.allowed ? 'allowed' : 'denied', reason: v.reason ?? '', rule: v.rule ?? '', source: v.metricSource });
+    const result = v.allowed ? 'allowed' : 'denied';
+    const reason = v.reason ?? '';
+    const rule = v.rule ?? '';
+    // Every part but the rule id comes from a fixed set without NULs, and the rule id is last.
+    const key = `${kind}\u0000${result}\u0000${reason}\u0000${v.metricSource}\u0000${rule}`;
+    (metrics.decisionTally.get(key) ?? metrics.decisionTally.open(key, { kind, result, reason, rule, source: v.metricSource })).value++;
     if (!consume) return;
-    const country = region !== undefined && /^[A-Z]{2}$/.test(region) ? region : 'ZZ';
-    metrics.countryDecisions.inc({ country, result: v.allowed ? 'allowed' : 'denied' });
-    if (v.allowed) metrics.spend.inc({ country }, priceOf(this.opts.prices ?? DEFAULT_PRICES, country));
+    const country = region !== undefined && isCountryCode(region) ? region : 'ZZ';
+    const countryKey = v.allowed ? country : `-${country}`;
+    (metrics.countryTally.get(countryKey) ?? metrics.countryTally.open(countryKey, { country, result })).value++;
+    if (v.allowed) {
+      const spend = metrics.spendTally.get(country) ?? metrics.spendTally.open(country, { country });
+      spend.value += priceOf(this.opts.prices ?? DEFAULT_PRICES, country);
+    }
     tally.consume(v.reason, v.shadow);
-    for (const rule of v.shadow) metrics.shadowDenials.inc({ rule });
+    for (const r of v.shadow) metrics.shadowDenials.inc({ rule: r });
   }
+}
+
+const isUpperAscii = (c: number) => c >= 65 && c <= 90;
+
+/** /^[A-Z]{2}$/, without a regular expression at every consume. */
+function isCountryCode(region: string): boolean {
+  return region.length === 2 && isUpperAscii(region.charCodeAt(0)) && isUpperAscii(region.charCodeAt(1));
 }

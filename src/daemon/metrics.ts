@@ -22,17 +22,60 @@ export const GUARD_READ_INTERVAL_MS = 15_000;
 // A scrape must not wait on a slow or lost database: past this it gets the last reading.
 const GUARD_READ_WAIT_MS = 1_000;
 
+/** One label set's count, gathered by a Tally until its counter is read. */
+export interface TallySlot {
+  value: number;
+}
+
+/**
+ * Counts for a labelled counter that moves at every decision: gathered per label set under the
+ * caller's own key (a string it builds cheaply from values it already has) and folded into the
+ * prom-client counter when that is read (its collect()). A decision then pays one Map lookup
+ * instead of prom-client's label hashing (sorting and joining the label names) and validation.
+ */
+export class Tally<L extends string> {
+  private readonly slots = new Map<string, { labels: Partial<Record<L, string>>; slot: TallySlot; shown: boolean }>();
+
+  /** The slot of `key`, or undefined the first time: then open() it with its labels. */
+  get(key: string): TallySlot | undefined {
+    return this.slots.get(key)?.slot;
+  }
+
+  open(key: string, labels: Partial<Record<L, string>>): TallySlot {
+    const slot = { value: 0 };
+    this.slots.set(key, { labels, slot, shown: false });
+    return slot;
+  }
+
+  flush(counter: client.Counter<L>): void {
+    for (const entry of this.slots.values()) {
+      // A label set counted with 0 (a free country's spend) still appears, as inc(labels, 0) made it.
+      if (entry.slot.value === 0 && entry.shown) continue;
+      counter.inc(entry.labels, entry.slot.value);
+      entry.slot.value = 0;
+      entry.shown = true;
+    }
+  }
+}
+
 /** One registry per daemon, so two daemons in one process (tests) do not collide. */
 export function createMetrics() {
   const registry = new client.Registry();
   // The event-loop lag histogram samples with a timer of this period: prom-client's default of
   // 10 ms woke an idle daemon 100 times a second, most of its idle CPU.
   client.collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
+  // Counted per decision through a Tally (decider.ts): folded in here when read.
+  const decisionTally = new Tally<'kind' | 'result' | 'reason' | 'rule' | 'source'>();
+  const countryTally = new Tally<'country' | 'result'>();
+  const spendTally = new Tally<'country'>();
   const decisions = new client.Counter({
     name: 'ratelimit_decisions_total',
     help: 'Rate-limit decisions, by kind (check|consume), result, reason, rule and source (reason and rule empty when allowed)',
     labelNames: ['kind', 'result', 'reason', 'rule', 'source'] as const,
     registers: [registry],
+    collect() {
+      decisionTally.flush(this);
+    },
   });
   const shadowDenials = new client.Counter({
     name: 'ratelimit_shadow_denials_total',
@@ -47,12 +90,18 @@ export function createMetrics() {
     help: 'Consumes by destination country (ISO 3166, ZZ unknown) and result',
     labelNames: ['country', 'result'] as const,
     registers: [registry],
+    collect() {
+      countryTally.flush(this);
+    },
   });
   const spend = new client.Counter({
     name: 'ratelimit_spend_total',
     help: 'Estimated cost of allowed consumes by destination country, from RATELIMIT_PRICES (a flat default when unset)',
     labelNames: ['country'] as const,
     registers: [registry],
+    collect() {
+      spendTally.flush(this);
+    },
   });
   const policyVersion = new client.Gauge({
     name: 'ratelimit_policy_version',
@@ -196,6 +245,9 @@ export function createMetrics() {
     decisions,
     countryDecisions,
     spend,
+    decisionTally,
+    countryTally,
+    spendTally,
     shadowDenials,
     outcomes,
     policyVersion,

@@ -97,10 +97,25 @@ export function ruleStates(log: readonly number[], atMs: number, rules: readonly
  * rules (the enforcing ones, the view's, one shadow rule).
  */
 export function stateLookup(rules: readonly { readonly id: string }[], states: readonly RuleState[]): (rule: { readonly id: string }) => RuleState {
-  const byId = new Map(rules.map((r, i) => [r.id, states[i]]));
+  const index = ruleIndex(rules);
   return (rule) => {
-    const s = byId.get(rule.id);
+    const i = index.get(rule.id);
+    const s = i === undefined ? undefined : states[i];
     if (!s) throw new Error(`no state for number rule ${rule.id}: the states were computed under another policy`);
     return s;
   };
+}
+
+// Each decision's reply reads its states by rule id: the index is built once per policy's rule
+// list, not once per decision.
+const ruleIndexes = new WeakMap<readonly { readonly id: string }[], ReadonlyMap<string, number>>();
+
+function ruleIndex(rules: readonly { readonly id: string }[]): ReadonlyMap<string, number> {
+  let index = ruleIndexes.get(rules);
+  if (!index) {
+    // An id given twice reads the later rule's state, as a Map built from the pairs did.
+    index = new Map(rules.map((r, i) => [r.id, i]));
+    ruleIndexes.set(rules, index);
+  }
+  return index;
 }
