@@ -12,8 +12,7 @@ import type { Pool } from '../../db/pool.js';
 import { decideBatch, type DecideOutcome, type DecideRequest } from '../../db/decisions.js';
 import { errForLog, isConnectionError } from '../../db/errors.js';
 import type { Listener } from '../../db/notify.js';
-import { CONVERSION_IDLE, isSafe, type ConversionState } from '../../core/policy/counters.js';
-import { CounterLists } from './counter-lists.js';
+import { applicableCounters, CONVERSION_IDLE, isSafe, type ConversionState } from '../../core/policy/counters.js';
 import { decideCheckFromSnapshot, type DecideInput } from '../../core/policy/decide.js';
 import { hashPrefix } from '../../core/phone.js';
 import type { Metrics, TimedQuery } from '../metrics.js';
@@ -109,7 +108,6 @@ export class DecisionEngine {
 
   private readonly memory: MemoryState;
   private readonly inFlight = new InFlight();
-  private readonly counterLists = new CounterLists();
   private readonly spoolTimer: NodeJS.Timeout;
   private readonly outage: Outage;
   /** Only while notifications can be heard: without them a cached denial could outlive a reset. */
@@ -379,7 +377,7 @@ export class DecisionEngine {
   private input(s: PhoneSubject, p: ActivePolicy, allowlisted: boolean): DecideInput {
     const safe = allowlisted || isSafe(p.policy, s.e164);
     const conversion = this.opts.conversionState?.() ?? CONVERSION_IDLE;
-    return { counters: this.counterLists.of(p.policy, s.e164, s.region, conversion, safe), allowlisted, safe };
+    return { counters: applicableCounters(p.policy, s.e164, s.region, { conversion, safe }), allowlisted, safe };
   }
 
   private async timed<T>(op: string, size: number, fn: () => Promise<T>): Promise<T> {
