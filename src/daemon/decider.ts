@@ -98,15 +98,14 @@ export class Decider {
   private listsAndDestination(s: PhoneSubject, onBlock?: (entry: string) => void): Verdict | boolean {
     const { engine, policies } = this.opts;
     const now = engine.dbNow();
-    const local = { source: engine.mode, metricSource: 'local' } as const;
     let match = policies.lists.lookup(s.hash, s.e164, now);
     // Rotating: an entry made under the previous key still holds (own entry before any prefix).
     if (s.previousHash !== undefined && match?.entry.targetType !== 'number') match = policies.lists.lookup(s.previousHash, '', now) ?? match;
     if (match?.kind === 'block') onBlock?.(`${match.entry.targetType}:${match.entry.target}`);
-    if (match?.kind === 'block') return earlyDenial('number_blocked', LIST_BLOCK_RULE, blockView(match.entry.expiresAtMs, now), local);
+    if (match?.kind === 'block') return earlyDenial('number_blocked', LIST_BLOCK_RULE, blockView(match.entry.expiresAtMs, now), localSource(engine.mode));
     if (match?.kind === 'allow') return true;
     const dest = destinationDenial(policies.current.policy, s.region, s.type);
-    if (dest) return earlyDenial('destination_blocked', dest.rule, blockView(null, now), local);
+    if (dest) return earlyDenial('destination_blocked', dest.rule, blockView(null, now), localSource(engine.mode));
     return false;
   }
 
@@ -185,6 +184,11 @@ export class Decider {
     tally.consume(v.reason, v.shadow);
     for (const r of v.shadow) metrics.shadowDenials.inc({ rule: r });
   }
+}
+
+/** Decided by this instance before the engine (built only for such a denial, not per request). */
+function localSource(mode: 'database' | 'memory'): Pick<Verdict, 'source' | 'metricSource'> {
+  return { source: mode, metricSource: 'local' };
 }
 
 const isUpperAscii = (c: number) => c >= 65 && c <= 90;
