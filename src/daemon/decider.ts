@@ -168,15 +168,11 @@ export class Decider {
     const { metrics, tally } = this.opts;
     const kind = consume ? 'consume' : 'check';
     const result = v.allowed ? 'allowed' : 'denied';
-    const reason = v.reason ?? '';
-    const rule = v.rule ?? '';
-    // Every part but the rule id comes from a fixed set without NULs, and the rule id is last.
-    const key = `${kind}\u0000${result}\u0000${reason}\u0000${v.metricSource}\u0000${rule}`;
-    (metrics.decisionTally.get(key) ?? metrics.decisionTally.open(key, { kind, result, reason, rule, source: v.metricSource })).value++;
+    metrics.decisionCounts.slot(kind, result, v.reason ?? '', v.rule ?? '', v.metricSource).value++;
     if (!consume) return;
     const country = region !== undefined && isCountryCode(region) ? region : 'ZZ';
-    const countryKey = v.allowed ? country : `-${country}`;
-    (metrics.countryTally.get(countryKey) ?? metrics.countryTally.open(countryKey, { country, result })).value++;
+    const byCountry = v.allowed ? metrics.countryAllowed : metrics.countryDenied;
+    (byCountry.get(country) ?? byCountry.open(country, { country, result })).value++;
     if (v.allowed) {
       const spend = metrics.spendTally.get(country) ?? metrics.spendTally.open(country, { country });
       spend.value += priceOf(this.opts.prices ?? DEFAULT_PRICES, country);
