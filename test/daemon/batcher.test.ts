@@ -77,36 +77,6 @@ describe('Batcher', () => {
     }
   });
 
-  it('with overlapHeldBackFrom, a small statement in flight holds nothing back; a big one does', async () => {
-    vi.useFakeTimers();
-    try {
-      const m = manual();
-      const b = new Batcher(m.run, { maxBatch: 10, maxInFlight: 2, overlapAfterMs: 50, overlapHeldBackFrom: 3, keyOf: (r: string) => r });
-      void b.submit('a');
-      // A low rate: the statement in flight holds one request, so b goes beside it at once.
-      void b.submit('b');
-      expect(m.calls.map((c) => c.reqs)).toEqual([['a'], ['b']]);
-      // Both slots taken: c, d, e wait for one, then go together (a statement of 3: big).
-      for (const r of ['c', 'd', 'e']) void b.submit(r);
-      m.calls[0]!.finish();
-      await vi.advanceTimersByTimeAsync(0);
-      expect(m.calls.map((c) => c.reqs)).toEqual([['a'], ['b'], ['c', 'd', 'e']]);
-      m.calls[1]!.finish();
-      await vi.advanceTimersByTimeAsync(0);
-      // A slot is free, but a big young statement is in flight: f gathers behind it until 50 ms.
-      void b.submit('f');
-      await vi.advanceTimersByTimeAsync(0);
-      expect(m.calls).toHaveLength(3);
-      await vi.advanceTimersByTimeAsync(50);
-      expect(m.calls.map((c) => c.reqs)).toEqual([['a'], ['b'], ['c', 'd', 'e'], ['f']]);
-      m.calls[2]!.finish();
-      m.calls[3]!.finish();
-      await b.idle();
-    } finally {
-      vi.useRealTimers();
-    }
-  });
-
   it('rejects every request of a failed statement and carries on', async () => {
     let fail = true;
     const b = new Batcher(

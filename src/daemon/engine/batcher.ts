@@ -27,13 +27,6 @@ export interface BatcherOptions<Req = unknown> {
    */
   overlapAfterMs?: number;
   /**
-   * With overlapAfterMs: only statements in flight holding at least this many requests hold a
-   * further one back. Smaller ones mean a low rate, where a request arriving during a statement
-   * should not wait it out (the pool has connections to spare, and no batch is gathering).
-   * Default 1: every statement in flight holds back.
-   */
-  overlapHeldBackFrom?: number;
-  /**
    * Requests with one key are decided in arrival order: a request never joins a statement
    * while an earlier one with its key is in flight. (Statements waiting on one row lock are not
    * served in the order they were sent, so a later consume could otherwise take the slot.)
@@ -82,10 +75,8 @@ export class Batcher<Req, Res> {
   private readonly unkeyed = new Fifo<Waiter<Req, Res>>();
   private waiting = 0;
   private inFlight = 0;
-  /** When the youngest statement holding others back started (performance.now()). */
+  /** When the youngest statement in flight started (performance.now()). */
   private youngestStartMs = 0;
-  /** Statements in flight of at least overlapHeldBackFrom requests. */
-  private bigInFlight = 0;
   private overlapTimer: NodeJS.Timeout | undefined;
   private idleWaiters: Array<() => void> = [];
 
@@ -173,7 +164,7 @@ export class Batcher<Req, Res> {
   /** Whether overlapAfterMs lets another statement start now; if not, pump() runs again when it does. */
   private mayOverlap(): boolean {
     const after = this.opts.overlapAfterMs;
-    if (after === undefined || this.bigInFlight === 0) return true;
+    if (after === undefined || this.inFlight === 0) return true;
     const waitMs = this.youngestStartMs + after - performance.now();
     if (waitMs <= 0) return true;
     this.overlapTimer ??= setTimeout(() => {
@@ -186,12 +177,8 @@ export class Batcher<Req, Res> {
   private pump(): void {
     while (this.inFlight < this.opts.maxInFlight && this.hasWork() && this.mayOverlap()) {
       const { batch, states } = this.take();
-      const big = batch.length >= (this.opts.overlapHeldBackFrom ?? 1);
       this.inFlight++;
-      if (big) {
-        this.bigInFlight++;
-        this.youngestStartMs = performance.now();
-      }
+      this.youngestStartMs = performance.now();
       let results: Promise<Res[]>;
       try {
         results = this.run(batch.map((w) => w.req));
@@ -210,7 +197,6 @@ export class Batcher<Req, Res> {
             else this.keys.delete(state.key);
           }
           this.inFlight--;
-          if (big) this.bigInFlight--;
           this.pump();
           if (this.pending === 0) this.idleWaiters.splice(0).forEach((f) => f());
         });

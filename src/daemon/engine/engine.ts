@@ -82,10 +82,6 @@ export interface EngineOptions {
 // statement takes 15-30 ms here.
 const CONSUMES_IN_FLIGHT = 2;
 const CONSUMES_OVERLAP_AFTER_MS = 50;
-// A statement this small means a low rate: nothing gathers behind it, so a request arriving while
-// it runs goes to the database at once on another connection (open loop at 500/s: a decision
-// waited out the statement before it).
-const CONSUMES_HELD_BACK_FROM = 16;
 // Checks write nothing and are not measured by the bench: left as they were.
 const CHECKS_IN_FLIGHT = 2;
 const DEFAULT_MEMORY_KEYS = 200_000;
@@ -159,13 +155,7 @@ export class DecisionEngine {
     this.consumer = new Batcher(
       (reqs) => this.decideInDatabase(reqs),
       // One number's consumes are decided in the order they arrived.
-      {
-        maxBatch,
-        maxInFlight: opts.maxInFlight ?? CONSUMES_IN_FLIGHT,
-        overlapAfterMs: CONSUMES_OVERLAP_AFTER_MS,
-        overlapHeldBackFrom: CONSUMES_HELD_BACK_FROM,
-        keyOf: (r) => r.hash,
-      },
+      { maxBatch, maxInFlight: opts.maxInFlight ?? CONSUMES_IN_FLIGHT, overlapAfterMs: CONSUMES_OVERLAP_AFTER_MS, keyOf: (r) => r.hash },
     );
     this.peeker = new Batcher(peekBatch(opts.pool, opts.policies, timed), { maxBatch, maxInFlight: opts.maxInFlight ?? CHECKS_IN_FLIGHT });
     if (opts.url) {
