@@ -98,15 +98,14 @@ export class Decider {
   private listsAndDestination(s: PhoneSubject, onBlock?: (entry: string) => void): Verdict | boolean {
     const { engine, policies } = this.opts;
     const now = engine.dbNow();
-    const local = { source: engine.mode, metricSource: 'local' } as const;
     let match = policies.lists.lookup(s.hash, s.e164, now);
     // Rotating: an entry made under the previous key still holds (own entry before any prefix).
     if (s.previousHash !== undefined && match?.entry.targetType !== 'number') match = policies.lists.lookup(s.previousHash, '', now) ?? match;
     if (match?.kind === 'block') onBlock?.(`${match.entry.targetType}:${match.entry.target}`);
-    if (match?.kind === 'block') return earlyDenial('number_blocked', LIST_BLOCK_RULE, blockView(match.entry.expiresAtMs, now), local);
+    if (match?.kind === 'block') return earlyDenial('number_blocked', LIST_BLOCK_RULE, blockView(match.entry.expiresAtMs, now), localSource(engine.mode));
     if (match?.kind === 'allow') return true;
     const dest = destinationDenial(policies.current.policy, s.region, s.type);
-    if (dest) return earlyDenial('destination_blocked', dest.rule, blockView(null, now), local);
+    if (dest) return earlyDenial('destination_blocked', dest.rule, blockView(null, now), localSource(engine.mode));
     return false;
   }
 
@@ -116,7 +115,7 @@ export class Decider {
    * other numbers must not push a victim's state out of memory before an outage.
    */
   private async check(s: PhoneSubject, learn: boolean): Promise<Verdict> {
-    await this.foldPreviousKey(s);
+    if (this.opts.rotation) await this.foldPreviousKey(s);
     const early = this.listsAndDestination(s);
     if (typeof early !== 'boolean') return early;
     return this.opts.engine.check(s, early, learn);
@@ -125,7 +124,8 @@ export class Decider {
   private async consume(s: PhoneSubject, ip: string): Promise<Verdict> {
     const { engine, ipRules } = this.opts;
     // First, even for a number denied by a list: the fold also moves its list entry to the new hash.
-    await this.foldPreviousKey(s);
+    // Awaited only while rotating: an await is a promise and a turn of the queue per request.
+    if (this.opts.rotation) await this.foldPreviousKey(s);
     const early = this.listsAndDestination(s, (entry) => this.opts.tally.listHit(entry));
     if (typeof early !== 'boolean') {
       engine.recordDenial(s);
@@ -167,12 +167,29 @@ export class Decider {
   private count(consume: boolean, v: Verdict, region: string | undefined): void {
     const { metrics, tally } = this.opts;
     const kind = consume ? 'consume' : 'check';
-    metrics.decisions.inc({ kind, result: v.allowed ? 'allowed' : 'denied', reason: v.reason ?? '', rule: v.rule ?? '', source: v.metricSource });
+    const result = v.allowed ? 'allowed' : 'denied';
+    metrics.decisionCounts.slot(kind, result, v.reason ?? '', v.rule ?? '', v.metricSource).value++;
     if (!consume) return;
-    const country = region !== undefined && /^[A-Z]{2}$/.test(region) ? region : 'ZZ';
-    metrics.countryDecisions.inc({ country, result: v.allowed ? 'allowed' : 'denied' });
-    if (v.allowed) metrics.spend.inc({ country }, priceOf(this.opts.prices ?? DEFAULT_PRICES, country));
+    const country = region !== undefined && isCountryCode(region) ? region : 'ZZ';
+    const byCountry = v.allowed ? metrics.countryAllowed : metrics.countryDenied;
+    (byCountry.get(country) ?? byCountry.open(country, { country, result })).value++;
+    if (v.allowed) {
+      const spend = metrics.spendTally.get(country) ?? metrics.spendTally.open(country, { country });
+      spend.value += priceOf(this.opts.prices ?? DEFAULT_PRICES, country);
+    }
     tally.consume(v.reason, v.shadow);
-    for (const rule of v.shadow) metrics.shadowDenials.inc({ rule });
+    for (const r of v.shadow) metrics.shadowDenials.inc({ rule: r });
   }
+}
+
+/** Decided by this instance before the engine (built only for such a denial, not per request). */
+function localSource(mode: 'database' | 'memory'): Pick<Verdict, 'source' | 'metricSource'> {
+  return { source: mode, metricSource: 'local' };
+}
+
+const isUpperAscii = (c: number) => c >= 65 && c <= 90;
+
+/** /^[A-Z]{2}$/, without a regular expression at every consume. */
+function isCountryCode(region: string): boolean {
+  return region.length === 2 && isUpperAscii(region.charCodeAt(0)) && isUpperAscii(region.charCodeAt(1));
 }

@@ -68,14 +68,17 @@ export class IpRules {
     const taken: Array<{ limiter: IpLimiter; key: string; atMs: number }> = [];
     const shadow: string[] = [];
     let denied: IpReservation['denied'];
-    const wider = widerIpv6Networks(ip);
+    const wider = this.limiters.length > 0 ? widerIpv6Networks(ip) : [];
     for (const { rule, limiter, wider: widerLimiters } of this.limiters) {
-      const counted: Array<[IpLimiter, string]> = [[limiter, ip], ...wider.map((w): [IpLimiter, string] => [widerLimiters.get(w.bits)!, w.key])];
       let ruleDenial: Decision | undefined;
-      for (const [l, key] of counted) {
-        const slot = l.reserve(key, nowMs);
-        if (slot.decision.allowed) taken.push({ limiter: l, key: slot.key, atMs: slot.atMs });
-        else ruleDenial ??= slot.decision;
+      const own = limiter.take(ip, nowMs);
+      if (typeof own === 'string') taken.push({ limiter, key: own, atMs: nowMs });
+      else ruleDenial = own;
+      for (const w of wider) {
+        const l = widerLimiters.get(w.bits)!;
+        const slot = l.take(w.key, nowMs);
+        if (typeof slot === 'string') taken.push({ limiter: l, key: slot, atMs: nowMs });
+        else ruleDenial ??= slot;
       }
       if (!ruleDenial || exempt) continue;
       if (rule.shadow) shadow.push(rule.id);

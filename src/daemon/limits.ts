@@ -133,6 +133,29 @@ export class IpLimiter {
     return OVERFLOW_KEY;
   }
 
+  /** Calls in live buckets: what live() would sum, without building it. */
+  private used(b: Buckets, nowMs: number): number {
+    const newest = Math.floor(nowMs / this.bucketMs);
+    const oldest = Math.max(Math.floor((nowMs - this.windowMs) / this.bucketMs), newest - RING + 1);
+    let used = 0;
+    for (let i = 0; i < b.length; i += 2) if (b[i]! >= oldest && b[i + 1]! > 0) used += b[i + 1]!;
+    return used;
+  }
+
+  /**
+   * reserve() for the decision path, which never reads an allowed call's Decision: the key the
+   * call was counted under (give it to refund()), or the denial. Builds no Decision when allowed.
+   */
+  take(address: string, nowMs = Date.now()): string | Decision {
+    const ip = this.keyFor(address, nowMs);
+    const b = this.get(ip);
+    if (b && this.used(b, nowMs) >= this.max) return this.decide(b, nowMs);
+    const j = Math.floor(nowMs / this.bucketMs);
+    if (!b) this.set(ip, [j, 1]);
+    else countCall(b, j);
+    return ip;
+  }
+
   /** `key`: where the call was counted (the address, or OVERFLOW_KEY): give it to refund(). */
   reserve(address: string, nowMs = Date.now()): { decision: Decision; atMs: number; key: string } {
     const ip = this.keyFor(address, nowMs);

@@ -22,17 +22,86 @@ export const GUARD_READ_INTERVAL_MS = 15_000;
 // A scrape must not wait on a slow or lost database: past this it gets the last reading.
 const GUARD_READ_WAIT_MS = 1_000;
 
+/** One label set's count, gathered by a Tally until its counter is read. */
+export interface TallySlot {
+  value: number;
+}
+
+/**
+ * Counts for a labelled counter that moves at every decision: gathered per label set under the
+ * caller's own key (a string it builds cheaply from values it already has) and folded into the
+ * prom-client counter when that is read (its collect()). A decision then pays one Map lookup
+ * instead of prom-client's label hashing (sorting and joining the label names) and validation.
+ */
+export class Tally<L extends string> {
+  private readonly slots = new Map<string, { labels: Partial<Record<L, string>>; slot: TallySlot; shown: boolean }>();
+
+  /** The slot of `key`, or undefined the first time: then open() it with its labels. */
+  get(key: string): TallySlot | undefined {
+    return this.slots.get(key)?.slot;
+  }
+
+  open(key: string, labels: Partial<Record<L, string>>): TallySlot {
+    const slot = { value: 0 };
+    this.slots.set(key, { labels, slot, shown: false });
+    return slot;
+  }
+
+  flush(counter: client.Counter<L>): void {
+    for (const entry of this.slots.values()) {
+      // A label set counted with 0 (a free country's spend) still appears, as inc(labels, 0) made it.
+      if (entry.slot.value === 0 && entry.shown) continue;
+      counter.inc(entry.labels, entry.slot.value);
+      entry.slot.value = 0;
+      entry.shown = true;
+    }
+  }
+}
+
+const SOURCE_SLOT: Record<MetricSource, number> = { database: 0, memory: 1, cache: 2, local: 3 };
+
+/**
+ * ratelimit_decisions_total's counts, found without building a key: by rule id, then reason
+ * (strings the policy and the protocol hold, whose hashes V8 keeps), then a slot for kind,
+ * result and source. A key string built per decision cost a concatenation and a hash each time.
+ */
+export class DecisionCounts {
+  private readonly tally = new Tally<'kind' | 'result' | 'reason' | 'rule' | 'source'>();
+  private readonly byRule = new Map<string, Map<string, Array<TallySlot | undefined>>>();
+
+  slot(kind: DecisionKind, result: DecisionResult, reason: string, rule: string, source: MetricSource): TallySlot {
+    let byReason = this.byRule.get(rule);
+    if (byReason === undefined) this.byRule.set(rule, (byReason = new Map()));
+    let slots = byReason.get(reason);
+    if (slots === undefined) byReason.set(reason, (slots = new Array<TallySlot | undefined>(16)));
+    const i = (kind === 'consume' ? 8 : 0) + (result === 'allowed' ? 4 : 0) + SOURCE_SLOT[source];
+    return (slots[i] ??= this.tally.open(`${i}\u0000${reason}\u0000${rule}`, { kind, result, reason, rule, source }));
+  }
+
+  flush(counter: client.Counter<'kind' | 'result' | 'reason' | 'rule' | 'source'>): void {
+    this.tally.flush(counter);
+  }
+}
+
 /** One registry per daemon, so two daemons in one process (tests) do not collide. */
 export function createMetrics() {
   const registry = new client.Registry();
   // The event-loop lag histogram samples with a timer of this period: prom-client's default of
   // 10 ms woke an idle daemon 100 times a second, most of its idle CPU.
   client.collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
+  // Counted per decision through a Tally (decider.ts): folded in here when read.
+  const decisionCounts = new DecisionCounts();
+  const countryAllowed = new Tally<'country' | 'result'>();
+  const countryDenied = new Tally<'country' | 'result'>();
+  const spendTally = new Tally<'country'>();
   const decisions = new client.Counter({
     name: 'ratelimit_decisions_total',
     help: 'Rate-limit decisions, by kind (check|consume), result, reason, rule and source (reason and rule empty when allowed)',
     labelNames: ['kind', 'result', 'reason', 'rule', 'source'] as const,
     registers: [registry],
+    collect() {
+      decisionCounts.flush(this);
+    },
   });
   const shadowDenials = new client.Counter({
     name: 'ratelimit_shadow_denials_total',
@@ -47,12 +116,19 @@ export function createMetrics() {
     help: 'Consumes by destination country (ISO 3166, ZZ unknown) and result',
     labelNames: ['country', 'result'] as const,
     registers: [registry],
+    collect() {
+      countryAllowed.flush(this);
+      countryDenied.flush(this);
+    },
   });
   const spend = new client.Counter({
     name: 'ratelimit_spend_total',
     help: 'Estimated cost of allowed consumes by destination country, from RATELIMIT_PRICES (a flat default when unset)',
     labelNames: ['country'] as const,
     registers: [registry],
+    collect() {
+      spendTally.flush(this);
+    },
   });
   const policyVersion = new client.Gauge({
     name: 'ratelimit_policy_version',
@@ -196,6 +272,10 @@ export function createMetrics() {
     decisions,
     countryDecisions,
     spend,
+    decisionCounts,
+    countryAllowed,
+    countryDenied,
+    spendTally,
     shadowDenials,
     outcomes,
     policyVersion,

@@ -175,3 +175,61 @@ export function isCoarseStatusReply(value: Record<string, unknown>): value is Re
     value.resetTime === undefined
   );
 }
+
+// Characters JSON.stringify escapes in a string: quote, backslash, controls, lone surrogates
+// (any surrogate sends the string the slow way; pairs come out unchanged there too).
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
+
+function jsonString(s: string): string {
+  return NEEDS_ESCAPE.test(s) ? JSON.stringify(s) : `"${s}"`;
+}
+
+/** As JSON.stringify writes a number (non-finite ones as null). */
+function jsonNumber(n: number | null): string {
+  return n === null || !Number.isFinite(n) ? 'null' : String(n);
+}
+
+function jsonId(id: RequestId | undefined): string {
+  return id === undefined ? '' : `"id":${typeof id === 'number' ? jsonNumber(id) : jsonString(id)},`;
+}
+
+function jsonShadow(shadow: readonly string[] | undefined): string {
+  return shadow === undefined ? '' : `,"shadow":[${shadow.map(jsonString).join(',')}]`;
+}
+
+/**
+ * JSON.stringify(reply), byte for byte, written directly for the decision replies this file
+ * builds (their fields in the order decisionReply and browserDecisionReply set them): one reply
+ * per decision, and the generic walk over the reply object cost about as much again as building
+ * it. Other replies go to JSON.stringify. test/protocol/reply-text.test.ts holds it to
+ * JSON.stringify for every shape the builders make.
+ */
+export function replyText(r: Reply): string {
+  if (r.type === 'rate_limit_exceeded') {
+    return (
+      `{"type":"rate_limit_exceeded",${jsonId(r.id)}"phoneNumber":${jsonString(r.phoneNumber)},"reason":${jsonString(r.reason)},` +
+      `"rule":${jsonString(r.rule)},"limit":${jsonNumber(r.limit)},"used":${jsonNumber(r.used)},"remaining":${jsonNumber(r.remaining)},` +
+      `"resetTime":${jsonNumber(r.resetTime)},"retryAfterMs":${jsonNumber(r.retryAfterMs)},"region":${r.region === null ? 'null' : jsonString(r.region)},` +
+      `"source":${jsonString(r.source)}${jsonShadow(r.shadow)}}`
+    );
+  }
+  if (r.type !== 'rate_limit_status') return JSON.stringify(r);
+  if (!('limit' in r)) {
+    // A browser's coarse view of a denial by a rule over many numbers.
+    return (
+      `{"type":"rate_limit_status",${jsonId(r.id)}"phoneNumber":${jsonString(r.phoneNumber)},"allowed":${r.allowed},"reason":${jsonString(r.reason)},` +
+      `"rule":${jsonString(r.rule)},"retryAfterMs":${jsonNumber(r.retryAfterMs)},"region":${r.region === null ? 'null' : jsonString(r.region)},` +
+      `"source":${jsonString(r.source)}}`
+    );
+  }
+  return (
+    `{"type":"rate_limit_status",${jsonId(r.id)}"phoneNumber":${jsonString(r.phoneNumber)},"allowed":${r.allowed},"limit":${jsonNumber(r.limit)},` +
+    `"used":${jsonNumber(r.used)},"remaining":${jsonNumber(r.remaining)},"resetTime":${jsonNumber(r.resetTime)},"retryAfterMs":${jsonNumber(r.retryAfterMs)},` +
+    `"region":${r.region === null ? 'null' : jsonString(r.region)},"source":${jsonString(r.source)}` +
+    (r.reason === undefined ? '' : `,"reason":${jsonString(r.reason)}`) +
+    (r.rule === undefined ? '' : `,"rule":${jsonString(r.rule)}`) +
+    jsonShadow(r.shadow) +
+    (r.decisionId === undefined ? '' : `,"decisionId":${jsonString(r.decisionId)}`) +
+    '}'
+  );
+}

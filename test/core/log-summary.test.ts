@@ -2,9 +2,9 @@
 // and otherwise never letting the in-memory fallback allow a call the real log would deny.
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { appendCall } from '../../src/core/policy/log.js';
+import { appendCall, ruleState } from '../../src/core/policy/log.js';
 import { decideCheck, decideConsume, decisionPolicy, EMPTY_NUMBER, type NumberState } from '../../src/core/policy/decide.js';
-import { EXACT_LOG_ENTRIES, expandLog, summarizeLog } from '../../src/core/policy/log-summary.js';
+import { EXACT_LOG_ENTRIES, expandLog, summarizeLog, summaryRuleState } from '../../src/core/policy/log-summary.js';
 import { policy, rule } from '../helpers/policy.js';
 
 const ascending = (maxLength: number) =>
@@ -85,6 +85,37 @@ describe('the fallback deciding from a summary', () => {
         }
       }),
       { numRuns: 300 },
+    );
+  });
+});
+
+describe('summaryRuleState', () => {
+  // The deny cache reads a number's state from its summary at every cached denial; it must say
+  // exactly what the expanded log (what memory decides from) says, for any rule and instant.
+  it('equals ruleState over the expanded log, for any summary, rule and instant', () => {
+    const summaries = fc.oneof(
+      ascending(400).map((log) => summarizeLog(log)),
+      // Summaries as the database might send them, runs of any length (0 included).
+      fc
+        .array(fc.tuple(fc.integer({ min: 0, max: 40 }), fc.integer({ min: 0, max: 70 })), { maxLength: EXACT_LOG_ENTRIES })
+        .map((runs) => {
+          let t = 1_000;
+          return { calls: runs.map(([g]) => (t += g)), counts: runs.map(([, n]) => n) };
+        }),
+    );
+    fc.assert(
+      fc.property(
+        summaries,
+        fc.integer({ min: 1, max: 1_200 }),
+        fc.integer({ min: 1, max: 2_000 }),
+        fc.integer({ min: 0, max: 20_000 }),
+        (s, limit, windowMs, later) => {
+          const r = { id: 'n', limit, windowMs };
+          const nowMs = 1_000 + later;
+          expect(summaryRuleState(s, nowMs, r)).toEqual(ruleState(expandLog(s), nowMs, r));
+        },
+      ),
+      { numRuns: 1_000 },
     );
   });
 });

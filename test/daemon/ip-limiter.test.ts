@@ -82,6 +82,33 @@ describe('IpLimiter (bucketed)', () => {
     );
   });
 
+  it('property: take() counts and denies exactly as reserve() does (the decision path uses take)', () => {
+    const op = fc.record({ address: fc.constantFrom('a', 'b', 'c', 'd'), dtMs: fc.integer({ min: -500, max: 3_000 }), refund: fc.boolean() });
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 5 }), fc.array(op, { maxLength: 200 }), (limit, ops) => {
+        const policy = makeLogPolicy([{ id: 'ip', limit, windowMs: 10_000 }]);
+        // Capacity 2 with four addresses: the overflow entry and evictions are exercised too.
+        const viaTake = new IpLimiter(policy, 2);
+        const viaReserve = new IpLimiter(policy, 2);
+        let now = 1_000_000;
+        for (const { address, dtMs, refund } of ops) {
+          now += dtMs;
+          const t = viaTake.take(address, now);
+          const r = viaReserve.reserve(address, now);
+          if (typeof t === 'string') {
+            expect(r.decision.allowed).toBe(true);
+            expect(t).toBe(r.key);
+            if (refund) {
+              viaTake.refund(t, now);
+              viaReserve.refund(r.key, r.atMs);
+            }
+          } else expect(t).toEqual(r.decision);
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
   it('keeps counting when the clock steps back a little', () => {
     const lim = new IpLimiter(makeLogPolicy([{ id: 'ip', limit: 3, windowMs: 60_000 }]));
     expect(lim.reserve('a', 100_000).decision.used).toBe(1);

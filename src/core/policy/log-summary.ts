@@ -55,6 +55,38 @@ export function expandLog(s: LogSummary): number[] {
   return log;
 }
 
+/**
+ * ruleState(expandLog(s), nowMs, rule) without expanding: the deny cache reads a number's state
+ * at every cached denial, and at a limit of 1,000 the expanded log was 1,000 numbers allocated
+ * and scanned twice per denial. O(runs) here, at most EXACT_LOG_ENTRIES.
+ */
+export function summaryRuleState(s: LogSummary, nowMs: number, rule: LogRule): RuleState {
+  const { calls, counts } = s;
+  const since = nowMs - rule.windowMs;
+  let used = 0;
+  let oldest = 0;
+  // Newest run first, stopping at the first run out of the window, as ruleState scans the log.
+  for (let i = calls.length - 1; i >= 0; i--) {
+    const t = calls[i]!;
+    if (t <= since) break;
+    const n = counts === null ? 1 : counts[i]!;
+    // expandLog adds nothing for a run of 0 (or fewer) calls.
+    if (n <= 0) continue;
+    used += n;
+    oldest = t;
+  }
+  if (used < rule.limit) return { used, resetTime: used > 0 ? oldest + rule.windowMs : nowMs };
+  // The limit-th newest call, as ruleState's log[length - limit].
+  let seen = 0;
+  for (let i = calls.length - 1; i >= 0; i--) {
+    const n = counts === null ? 1 : counts[i]!;
+    if (n <= 0) continue;
+    seen += n;
+    if (seen >= rule.limit) return { used, resetTime: calls[i]! + rule.windowMs };
+  }
+  return { used, resetTime: nowMs }; // unreachable: used >= limit means the walk reached limit
+}
+
 /** Each number rule's state at `atMs`, in `rules` order (what ratelimit_decide_v3 returns per request). */
 export function ruleStates(log: readonly number[], atMs: number, rules: readonly LogRule[]): RuleState[] {
   return rules.map((r) => ruleState(log, atMs, r));
@@ -65,10 +97,25 @@ export function ruleStates(log: readonly number[], atMs: number, rules: readonly
  * rules (the enforcing ones, the view's, one shadow rule).
  */
 export function stateLookup(rules: readonly { readonly id: string }[], states: readonly RuleState[]): (rule: { readonly id: string }) => RuleState {
-  const byId = new Map(rules.map((r, i) => [r.id, states[i]]));
+  const index = ruleIndex(rules);
   return (rule) => {
-    const s = byId.get(rule.id);
+    const i = index.get(rule.id);
+    const s = i === undefined ? undefined : states[i];
     if (!s) throw new Error(`no state for number rule ${rule.id}: the states were computed under another policy`);
     return s;
   };
+}
+
+// Each decision's reply reads its states by rule id: the index is built once per policy's rule
+// list, not once per decision.
+const ruleIndexes = new WeakMap<readonly { readonly id: string }[], ReadonlyMap<string, number>>();
+
+function ruleIndex(rules: readonly { readonly id: string }[]): ReadonlyMap<string, number> {
+  let index = ruleIndexes.get(rules);
+  if (!index) {
+    // An id given twice reads the later rule's state, as a Map built from the pairs did.
+    index = new Map(rules.map((r, i) => [r.id, i]));
+    ruleIndexes.set(rules, index);
+  }
+  return index;
 }

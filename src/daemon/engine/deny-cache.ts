@@ -5,10 +5,10 @@
 // the list lookup runs before it, so an allowlisted or newly unlisted number never reaches it.
 //
 // With block_after in the policy, number-rule denials are NOT cached: block_after counts the
-// denials the database decides, and a cached denial never reaches ratelimit_decide.
+// denials the database decides, and a cached denial never reaches ratelimit_decide_v3.
 
-import { evaluate, evaluateStates, type Decision, type RuleState } from '../../core/policy/log.js';
-import { stateLookup } from '../../core/policy/log-summary.js';
+import { evaluateStates, type Decision, type LogPolicy, type RuleState } from '../../core/policy/log.js';
+import { stateLookup, summaryRuleState, type LogSummary } from '../../core/policy/log-summary.js';
 import { BLOCK_AFTER_RULE, type DecisionPolicy } from '../../core/policy/decide.js';
 import type { LRUCache } from 'lru-cache';
 import { boundedCache } from '../bounded-cache.js';
@@ -42,14 +42,15 @@ export class DenyCache {
   }
 
   /**
-   * The denial the database would give now, or undefined when it must be asked. `logOf` is
-   * read only for cached numbers, so a miss does not touch the engine's LRU order.
+   * The denial the database would give now, or undefined when it must be asked. `summaryOf` is
+   * read only for cached numbers, so a miss does not touch the engine's LRU order. The summary is
+   * read as memory's expanded log would be (summaryRuleState), without expanding it.
    */
   lookup(
     hash: string,
     nowMs: number,
     policy: DecisionPolicy,
-    logOf: (hash: string) => readonly number[] | undefined,
+    summaryOf: (hash: string) => LogSummary | undefined,
   ): Omit<Verdict, 'source' | 'metricSource'> | undefined {
     const e = this.entries.get(hash);
     if (e === undefined) return undefined;
@@ -57,8 +58,8 @@ export class DenyCache {
       this.entries.delete(hash);
       return undefined;
     }
-    const log = logOf(hash) ?? [];
-    const view = policy.number.view ? evaluate(log, nowMs, policy.number.view) : undefined;
+    const summary = summaryOf(hash) ?? NO_CALLS;
+    const view = policy.number.view ? evaluateSummary(summary, nowMs, policy.number.view) : undefined;
     if (e.blocked) {
       const own = ownView(view, nowMs);
       return {
@@ -73,7 +74,7 @@ export class DenyCache {
         retryAfterMs: e.untilMs - nowMs,
       };
     }
-    const d = policy.number.enforcing ? evaluate(log, nowMs, policy.number.enforcing) : undefined;
+    const d = policy.number.enforcing ? evaluateSummary(summary, nowMs, policy.number.enforcing) : undefined;
     if (!d || d.allowed) {
       // The log fell out of memory: do not guess, ask the database.
       this.entries.delete(hash);
@@ -92,6 +93,13 @@ export class DenyCache {
   clear(): void {
     this.entries.clear();
   }
+}
+
+const NO_CALLS: LogSummary = { calls: [], counts: null };
+
+/** evaluate(expandLog(summary), nowMs, policy), as memory decides from it. */
+function evaluateSummary(summary: LogSummary, nowMs: number, policy: LogPolicy): Decision {
+  return evaluateStates((rule) => summaryRuleState(summary, nowMs, rule), nowMs, policy);
 }
 
 function ownView(d: Decision | undefined, nowMs: number) {

@@ -384,7 +384,7 @@ export class DecisionEngine {
 
   private cachedDenial(s: PhoneSubject, p: ActivePolicy): Verdict | undefined {
     if (this.deaf) return undefined;
-    const d = this.denyCache?.lookup(s.hash, this.dbNow(), p.decision, (h) => this.memory.log(h));
+    const d = this.denyCache?.lookup(s.hash, this.dbNow(), p.decision, (h) => this.memory.summary(h));
     return d ? { ...d, source: 'database', metricSource: 'cache' } : undefined;
   }
 

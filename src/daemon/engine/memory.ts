@@ -47,10 +47,9 @@ export class MemoryState {
     this.counters = boundedCache(counterCapacity);
   }
 
-  /** The log memory decides from: exact when the database sent it whole, else never under-counting. */
-  log(hash: string): readonly number[] | undefined {
-    const known = this.numbers.get(hash);
-    return known && expandLog(known.summary);
+  /** A number's log as the database last summarized it (expandLog gives the log memory decides from). */
+  summary(hash: string): LogSummary | undefined {
+    return this.numbers.get(hash)?.summary;
   }
 
   /**
@@ -59,7 +58,9 @@ export class MemoryState {
    * sent by the database: memory counts only its own.
    */
   learnNumber(hash: string, summary: LogSummary, blockedUntil: number | null, blockLevel?: number): void {
-    const known = this.numbers.get(hash);
+    // peek: the set() below, or the number's next decision, makes it recent; a get here would
+    // reorder the LRU once more per decision for nothing.
+    const known = this.numbers.peek(hash);
     if (!known || (summary.calls.at(-1) ?? 0) >= (known.summary.calls.at(-1) ?? 0)) {
       // A decision's reply does not carry the level: the one memory knows stays.
       this.numbers.set(hash, { summary, blockedUntil, denials: [], blockLevel: blockLevel ?? known?.blockLevel ?? 0 });

@@ -103,7 +103,7 @@ function verdict(
   };
 }
 
-/** ratelimit_decide's row as the pure model's result, so both paths reply alike. */
+/** ratelimit_decide_v3's outcome as the pure model's result, so both paths reply alike. */
 export function fromOutcome(o: DecideOutcome, counters: readonly AggregateCounter[], policy: DecisionPolicy): DecideResult {
   const view = policy.number.view ? evaluateStates(stateLookup(policy.number.rules, o.rules), o.atMs, policy.number.view) : null;
   const number = view && o.allowed ? { ...view, allowed: true, retryAfterMs: 0 } : view;

@@ -6,7 +6,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { Config } from '../../core/config.js';
 import { ROUTES } from '../../protocol/wire.js';
-import { errorReply, httpStatus } from '../../protocol/replies.js';
+import { errorReply, httpStatus, replyText } from '../../protocol/replies.js';
 import { RequestParser } from '../../protocol/schema.js';
 import { canonicalAddress } from '../../core/address.js';
 import { mayReportOutcomes, type Authenticator } from '../auth.js';
@@ -200,7 +200,7 @@ export class HttpTransport {
     // A block or destination denial without an end has no Retry-After to give.
     const retryMs = reply.type === 'rate_limit_exceeded' ? reply.retryAfterMs : null;
     const headers = retryMs !== null ? { 'Retry-After': String(Math.max(1, Math.ceil(retryMs / 1000))), ...cors } : cors;
-    json(res, status, reply, headers);
+    send(res, status, replyText(reply), headers);
   }
 
   /** POST /v1/twilio/status: authenticated by Twilio's signature, not by a token (transport/twilio.ts). */
@@ -216,7 +216,10 @@ export class HttpTransport {
 }
 
 function json(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  const text = JSON.stringify(body);
+  send(res, status, JSON.stringify(body), headers);
+}
+
+function send(res: ServerResponse, status: number, text: string, headers: Record<string, string> = {}): void {
   res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), ...headers });
   res.end(text);
 }

@@ -12,7 +12,7 @@ import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import type { Logger } from 'pino';
 import type { Config } from '../../core/config.js';
 import { ROUTES } from '../../protocol/wire.js';
-import { errorReply } from '../../protocol/replies.js';
+import { errorReply, replyText } from '../../protocol/replies.js';
 import { peekRequestId, RequestParser } from '../../protocol/schema.js';
 import { canonicalAddress } from '../../core/address.js';
 import type { Reply } from '../../protocol/wire.js';
@@ -396,7 +396,7 @@ export class WsTransport {
 
   private deliver(ws: WebSocket, client: Client, r: Reply | SeedReply): void {
     client.inFlight--;
-    if (ws.readyState === ws.OPEN) this.sendCorked(ws, JSON.stringify(r));
+    if (ws.readyState === ws.OPEN) this.sendCorked(ws, client.seedLogs ? JSON.stringify(r) : replyText(r as Reply));
     this.measure(ws, client);
     if (client.inFlight === 0 && client.drained) {
       const drained = client.drained;
