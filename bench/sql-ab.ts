@@ -84,7 +84,11 @@ try {
   await pool.query(raw.replace(/CREATE OR REPLACE FUNCTION ratelimit_decide_v3\(/, 'CREATE OR REPLACE FUNCTION ab_before.ratelimit_decide_v3('));
   const dp = decisionPolicy(POLICY);
   for (let i = 0; i < PREFILL; i += BATCH) {
-    await decideBatch(pool, Array.from({ length: Math.min(BATCH, PREFILL - i) }, (_, j) => request(i + j)), dp);
+    await decideBatch(
+      pool,
+      Array.from({ length: Math.min(BATCH, PREFILL - i) }, (_, j) => request(i + j)),
+      dp,
+    );
   }
   await pool.query('VACUUM ANALYZE');
   const pid = (await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;

@@ -152,18 +152,45 @@ try {
   }
   console.log(`fill: ${PREFILL} new numbers in batches of ${BATCH}, backend CPU ${((backendCpuUs(fillPid) - fillCpu0) / PREFILL).toFixed(1)} µs per decision`);
   await pool.query('VACUUM ANALYZE');
-  await profile(pool, `default, batches of ${BATCH}`, BATCHES * BATCH, () => decideBatch(pool, Array.from({ length: BATCH }, () => request(rand(PREFILL))), dp).then(() => undefined), BATCHES);
+  await profile(
+    pool,
+    `default, batches of ${BATCH}`,
+    BATCHES * BATCH,
+    () =>
+      decideBatch(
+        pool,
+        Array.from({ length: BATCH }, () => request(rand(PREFILL))),
+        dp,
+      ).then(() => undefined),
+    BATCHES,
+  );
   // As the end-to-end `ws uniform` scenario on a fresh table: uniform over 100k numbers the table
   // mostly lacks, so most rows (and many range counters) are new.
   await profile(
     pool,
     `uniform over 100k mostly new numbers, batches of ${BATCH}`,
     BATCHES * BATCH,
-    () => decideBatch(pool, Array.from({ length: BATCH }, () => request(PREFILL + rand(100_000))), dp).then(() => undefined),
+    () =>
+      decideBatch(
+        pool,
+        Array.from({ length: BATCH }, () => request(PREFILL + rand(100_000))),
+        dp,
+      ).then(() => undefined),
     BATCHES,
   );
   const strict = decisionPolicy(STRICT);
-  await profile(pool, `single (one number), batches of ${BATCH}`, BATCHES * BATCH, () => decideBatch(pool, Array.from({ length: BATCH }, () => request(0, STRICT)), strict).then(() => undefined), BATCHES);
+  await profile(
+    pool,
+    `single (one number), batches of ${BATCH}`,
+    BATCHES * BATCH,
+    () =>
+      decideBatch(
+        pool,
+        Array.from({ length: BATCH }, () => request(0, STRICT)),
+        strict,
+      ).then(() => undefined),
+    BATCHES,
+  );
   if (process.env.SQL_PROFILE_EXPLAIN) {
     // Each statement's plan with its actual times (auto_explain, as notices), for one default batch.
     const client = new pg.Client({ connectionString: dbUrl(server.url, 'profile') });
@@ -174,7 +201,11 @@ try {
       `SET auto_explain.log_min_duration = 0; SET auto_explain.log_analyze = on; SET auto_explain.log_nested_statements = on; SET auto_explain.log_level = notice`,
     );
     const size = Number(process.env.SQL_PROFILE_EXPLAIN);
-    await decideBatch(client as unknown as Pool, Array.from({ length: size }, () => request(rand(PREFILL))), dp);
+    await decideBatch(
+      client as unknown as Pool,
+      Array.from({ length: size }, () => request(rand(PREFILL))),
+      dp,
+    );
     await client.end();
   }
   await profile(pool, 'lone decisions', LONE, () => decideBatch(pool, [request(rand(PREFILL))], dp).then(() => undefined), LONE);

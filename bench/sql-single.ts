@@ -47,7 +47,13 @@ const dpDefault = decisionPolicy(defaults);
 /** Number i under the default policy: its range's sweep counter (ranges of 1,000 numbers, 7 numbers each). */
 const defaultRequest = (i: number) => {
   const e164 = `+1415${String(200 + Math.floor(i / 7)).padStart(6, '0')}${i % 7}`;
-  return { hash: `d${i}`, region: 'US', masked: '+1415•••', allowlisted: false, counters: applicableCounters(defaults, e164, 'US', { conversion: CONVERSION_IDLE }) };
+  return {
+    hash: `d${i}`,
+    region: 'US',
+    masked: '+1415•••',
+    allowlisted: false,
+    counters: applicableCounters(defaults, e164, 'US', { conversion: CONVERSION_IDLE }),
+  };
 };
 
 function backendCpuUs(pid: number): number {

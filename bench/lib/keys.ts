@@ -15,7 +15,9 @@ export type KeyDistribution = 'uniform' | 'zipf' | 'single' | 'distinct';
  * Valid US area codes (libphonenumber accepts every NXX-XXXX under them): 8,000 ranges of 1,000
  * numbers each (exchange 200-999 × the thousands digit).
  */
-const AREA_CODES = [415, 628, 510, 341, 650, 408, 669, 925, 707, 916, 279, 209, 559, 831, 805, 818, 747, 213, 323, 310, 424, 562, 626, 909, 840, 951, 760, 442, 619, 858];
+const AREA_CODES = [
+  415, 628, 510, 341, 650, 408, 669, 925, 707, 916, 279, 209, 559, 831, 805, 818, 747, 213, 323, 310, 424, 562, 626, 909, 840, 951, 760, 442, 619, 858,
+];
 const RANGES_PER_AREA = 8_000;
 /**
  * Numbers per 1,000-number range: below the default policy's sweep rule (10 distinct numbers

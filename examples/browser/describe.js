@@ -38,7 +38,7 @@ export function describeDecision(d, nowMs) {
   // A range, country or global denial tells a browser no instant, only the wait (in minutes).
   const waitMs = d.retryAfterMs === null ? null : typeof d.resetTime === 'number' ? d.resetTime - nowMs : d.retryAfterMs;
   const next = waitMs === null ? ' until further notice' : waitMs > 0 ? `, next in ${formatWait(waitMs)}` : ', next any moment now';
-  const why = d.reason === 'phone_rate_limit_exceeded' || d.reason === undefined ? counts ?? 'limit reached' : REASONS[d.reason] ?? d.reason;
+  const why = d.reason === 'phone_rate_limit_exceeded' || d.reason === undefined ? (counts ?? 'limit reached') : (REASONS[d.reason] ?? d.reason);
   const text = `${why}${next}${fallback}`;
   return { kind: 'limited', text: text[0].toUpperCase() + text.slice(1) };
 }

@@ -49,11 +49,7 @@ describe('status and the conversion rules', () => {
 describe('status of a safe number', () => {
   it('is not denied by a block_after block, as the daemon decides it', async () => {
     const parsed = parsePolicyFile(
-      [
-        'number: {limits: [{limit: 2, window: 1h}], block_after: {denials: 3, within: 1h, for: 1h}}',
-        "safe: {prefixes: ['+1415555']}",
-        '',
-      ].join('\n'),
+      ['number: {limits: [{limit: 2, window: 1h}], block_after: {denials: 3, within: 1h, for: 1h}}', "safe: {prefixes: ['+1415555']}", ''].join('\n'),
     );
     if (!parsed.ok) throw new Error(JSON.stringify(parsed.problems));
     const blockedRow = async (phone: string) =>

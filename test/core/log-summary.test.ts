@@ -96,12 +96,10 @@ describe('summaryRuleState', () => {
     const summaries = fc.oneof(
       ascending(400).map((log) => summarizeLog(log)),
       // Summaries as the database might send them, runs of any length (0 included).
-      fc
-        .array(fc.tuple(fc.integer({ min: 0, max: 40 }), fc.integer({ min: 0, max: 70 })), { maxLength: EXACT_LOG_ENTRIES })
-        .map((runs) => {
-          let t = 1_000;
-          return { calls: runs.map(([g]) => (t += g)), counts: runs.map(([, n]) => n) };
-        }),
+      fc.array(fc.tuple(fc.integer({ min: 0, max: 40 }), fc.integer({ min: 0, max: 70 })), { maxLength: EXACT_LOG_ENTRIES }).map((runs) => {
+        let t = 1_000;
+        return { calls: runs.map(([g]) => (t += g)), counts: runs.map(([, n]) => n) };
+      }),
     );
     fc.assert(
       fc.property(

@@ -298,30 +298,27 @@ describe('ratelimit_decide_v3 equals decideConsume', () => {
       maxes = [2],
       crules: string[] = ['global:1h#args'],
     ) =>
-      pool.query(
-        `SELECT * FROM ratelimit_decide_v3($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, 0, '{}', 0, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`,
-        [
-          ['a', 'b'],
-          ['US', 'US'],
-          ['x', 'y'],
-          [false, false],
-          [false, false],
-          ['number:1h'],
-          maxes,
-          [1000],
-          [false],
-          entries.req,
-          entries.counter,
-          counters.rule,
-          counters.key,
-          crules,
-          crules.map(() => 5),
-          crules.map(() => 1000),
-          crules.map(() => 1),
-          crules.map(() => false),
-          crules.map(() => 'calls'),
-        ],
-      );
+      pool.query(`SELECT * FROM ratelimit_decide_v3($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, 0, '{}', 0, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`, [
+        ['a', 'b'],
+        ['US', 'US'],
+        ['x', 'y'],
+        [false, false],
+        [false, false],
+        ['number:1h'],
+        maxes,
+        [1000],
+        [false],
+        entries.req,
+        entries.counter,
+        counters.rule,
+        counters.key,
+        crules,
+        crules.map(() => 5),
+        crules.map(() => 1000),
+        crules.map(() => 1),
+        crules.map(() => false),
+        crules.map(() => 'calls'),
+      ]);
     const one = { rule: [1], key: ['*'] };
     await expect(call({ req: [3], counter: [1] }, one)).rejects.toThrow(/not in the batch/);
     await expect(call({ req: [2, 1], counter: [1, 1] }, one)).rejects.toThrow(/out of request order/);
@@ -1051,7 +1048,12 @@ describe('ratelimit_decide_v3: single-number batches and mixed batches agree', (
         let now = baseMs;
         for (const step of steps) {
           now += step.advanceMs;
-          const xs = await decideBatch(pool, Array.from({ length: step.count }, () => req(X, step.allowlisted)), dp, now);
+          const xs = await decideBatch(
+            pool,
+            Array.from({ length: step.count }, () => req(X, step.allowlisted)),
+            dp,
+            now,
+          );
           const ys = await decideBatch(pool, [req(Z, false), ...Array.from({ length: step.count }, () => req(Y, step.allowlisted))], dp, now);
           expect(ys.slice(1).map((o) => ({ ...o, rule: o.rule, blockedBy: o.blockedBy?.replace('+1212', '+1415') ?? null }))).toEqual(
             xs.map((o) => ({ ...o, blockedBy: o.blockedBy ?? null })),
@@ -1130,7 +1132,13 @@ describe('ratelimit_decide_v2 (v0.1.0) and ratelimit_decide_v3 decide alike', ()
           // Four numbers of one range: the sweep rule (2 distinct) denies and blocks the range.
           const e164 = `+1415555010${step.n}`;
           const reqs: DecideRequest[] = [
-            { hash: `h${tag}:${e164}`, region: 'US', masked: '+1415•••', allowlisted: false, counters: applicableCounters(p, e164, 'US', { conversion: CONVERSION_IDLE }) },
+            {
+              hash: `h${tag}:${e164}`,
+              region: 'US',
+              masked: '+1415•••',
+              allowlisted: false,
+              counters: applicableCounters(p, e164, 'US', { conversion: CONVERSION_IDLE }),
+            },
           ];
           expect(await decideBatch(pool, reqs, dp, now)).toEqual(await decideBatchV2(v2Pool, reqs, dp, now));
         }

@@ -164,4 +164,3 @@ const DECIDE_ARGUMENTS = [
 
 // Named arguments cost nothing per call: the statement is prepared once per connection.
 const DECIDE_STATEMENT = `SELECT * FROM ratelimit_decide_v2(${DECIDE_ARGUMENTS.map(([name, type], i) => `${name} => $${i + 1}::${type}`).join(', ')})`;
-

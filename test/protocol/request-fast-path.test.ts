@@ -61,9 +61,13 @@ describe('RequestParser fast path', () => {
 
   it('with a forced type (the HTTP routes) too', () => {
     fc.assert(
-      fc.property(request, fc.constantFrom('rate_limit_check', 'rate_limit_consume', 'rate_limit_outcome') as fc.Arbitrary<'rate_limit_check'>, (value, type) => {
-        expect(fast.parseRequest(value, type)).toEqual(zodOnly.parseRequest(value, type));
-      }),
+      fc.property(
+        request,
+        fc.constantFrom('rate_limit_check', 'rate_limit_consume', 'rate_limit_outcome') as fc.Arbitrary<'rate_limit_check'>,
+        (value, type) => {
+          expect(fast.parseRequest(value, type)).toEqual(zodOnly.parseRequest(value, type));
+        },
+      ),
       { numRuns: 2_000 },
     );
   });

@@ -22,11 +22,22 @@ function untilText(resetTime) {
 
 function Indicator({ status }) {
   if (!status) return <div id="indicator" data-kind="none" />;
-  if (status.isLoading) return <div id="indicator" data-kind="loading">Checking rate limit...</div>;
+  if (status.isLoading)
+    return (
+      <div id="indicator" data-kind="loading">
+        Checking rate limit...
+      </div>
+    );
   // The seed hides connection errors: its backend's own check is what stops a call.
   if (status.error) {
     const hidden = status.error.includes('connection not available') || status.error.includes('Connection error');
-    return hidden ? <div id="indicator" data-kind="hidden-error" /> : <div id="indicator" data-kind="error">{status.error}</div>;
+    return hidden ? (
+      <div id="indicator" data-kind="hidden-error" />
+    ) : (
+      <div id="indicator" data-kind="error">
+        {status.error}
+      </div>
+    );
   }
   if (!status.allowed) {
     return (
