@@ -1,3 +1,5 @@
+// Longer than 350 lines because every case (policies, limits, the baseline's function) shares
+// one harness, run in interleaved rounds.
 // One-off timing of the policy engine's SQL (not part of `npm run bench`): 256-decision batches
 // through ratelimit_decide_v3 with the full policy, a number-only policy, the default policy
 // (a sweep counter per request, numbers spread 7 per 1,000-number range as bench/lib/keys.ts
