@@ -371,15 +371,18 @@ interface Subject {
 }
 
 /**
- * Every run starts from the same state: each of the 100k numbers known, with no call counted
- * (rate-limiter-flexible's rows expired), statistics current and a fresh checkpoint. Steady state,
+ * Every run starts from the same state: each of the 100k numbers known, with no call counted (no
+ * aggregate counter either; rate-limiter-flexible's rows expired), statistics current and a
+ * fresh checkpoint. Steady state,
  * as in production, rather than empty tables: the planner's view of an empty, never-analysed
  * table makes the first minute after a TRUNCATE unrepresentative (see BENCHMARKS.md).
  */
 async function resetDatabase(e: Env, side: SideEnv): Promise<void> {
   // rate-limiter-flexible's and the bare upsert's tables live in the subject's database only.
   const own = side.side === 'subject';
-  await side.admin.query(`TRUNCATE phone_rate_limits, rate_limit_resets${own ? ', bench_rlf, bench_upsert' : ''}`);
+  // The counters too: numbers start with no call, so a sweep counter still holding the previous
+  // run's numbers would count them again as new (and deny past its limit).
+  await side.admin.query(`TRUNCATE phone_rate_limits, rate_limit_counters, rate_limit_resets${own ? ', bench_rlf, bench_upsert' : ''}`);
   const hashes = e.subjects.map((s) => s.hash);
   await side.admin.query(
     `INSERT INTO phone_rate_limits (phone_hash, window_start, region, phone_masked)
@@ -392,7 +395,8 @@ async function resetDatabase(e: Env, side: SideEnv): Promise<void> {
     await side.admin.query(`INSERT INTO bench_rlf (key, points, expire) SELECT 'rlflx:' || h, 0, 0 FROM unnest($1::text[]) AS h`, [hashes]);
     await side.admin.query(`INSERT INTO bench_upsert (k, n) SELECT h, 0 FROM unnest($1::text[]) AS h`, [hashes]);
   }
-  for (const table of own ? ['phone_rate_limits', 'bench_rlf', 'bench_upsert'] : ['phone_rate_limits']) await side.admin.query(`VACUUM ANALYZE ${table}`);
+  for (const table of own ? ['phone_rate_limits', 'rate_limit_counters', 'bench_rlf', 'bench_upsert'] : ['phone_rate_limits', 'rate_limit_counters'])
+    await side.admin.query(`VACUUM ANALYZE ${table}`);
   // No run pays for its predecessor's dirty pages.
   await side.admin.query('CHECKPOINT');
 }
