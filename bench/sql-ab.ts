@@ -18,11 +18,11 @@ import pg from 'pg';
 import { startEmbeddedPostgres } from '../src/db/embedded/index.js';
 import { createPool } from '../src/db/pool.js';
 import { FUNCTION_CONSTANTS, migrate } from '../src/db/migrate.js';
-import { decideBatch, type DecideRequest } from '../src/db/decisions.js';
-import { applicableCounters, CONVERSION_IDLE } from '../src/core/policy/counters.js';
+import { decideBatch } from '../src/db/decisions.js';
 import { decisionPolicy } from '../src/core/policy/decide.js';
 import { defaultPolicy } from '../src/core/policy/default.js';
-import { phoneNumber } from './lib/keys.js';
+import { processOnCpuUs } from './lib/proc.js';
+import { benchRequest } from './lib/sql-harness.js';
 
 // SQL_AB_BATCH: decisions per statement (the end-to-end ws scenarios send about half of 256 per statement).
 const BATCH = Number(process.env.SQL_AB_BATCH ?? 256);
@@ -44,24 +44,8 @@ if (!before) {
   process.exit(2);
 }
 
-function request(i: number): DecideRequest {
-  const e164 = phoneNumber(i);
-  return {
-    hash: `p${i}:${e164}`,
-    region: 'US',
-    masked: e164.slice(0, 5) + '•••',
-    allowlisted: false,
-    counters: applicableCounters(POLICY, e164, 'US', { conversion: CONVERSION_IDLE, safe: false }),
-  };
-}
-
 let seed = 11;
 const rand = (n: number) => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n;
-
-/** The backend's time on a CPU in µs: /proc/<pid>/schedstat counts it in ns (stat's ticks are 10 ms). */
-function backendCpuUs(pid: number): number {
-  return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]) / 1_000;
-}
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
@@ -86,7 +70,7 @@ try {
   for (let i = 0; i < PREFILL; i += BATCH) {
     await decideBatch(
       pool,
-      Array.from({ length: Math.min(BATCH, PREFILL - i) }, (_, j) => request(i + j)),
+      Array.from({ length: Math.min(BATCH, PREFILL - i) }, (_, j) => benchRequest(POLICY, i + j)),
       dp,
     );
   }
@@ -105,10 +89,10 @@ try {
       for (const side of round % 2 === 0 ? (['A', 'B'] as const) : (['B', 'A'] as const)) {
         await pool.query(side === 'A' ? 'SET search_path = ab_before, public' : 'SET search_path = public');
         if (B_SETTING) await pool.query(side === 'A' ? `RESET ${B_SETTING[0]}` : `SET ${B_SETTING[0]} = ${B_SETTING[1]}`);
-        const requests = Array.from({ length: BATCH }, () => request(pick()));
-        const cpu0 = backendCpuUs(pid);
+        const requests = Array.from({ length: BATCH }, () => benchRequest(POLICY, pick()));
+        const cpu0 = processOnCpuUs(pid);
         await decideBatch(pool, requests, dp);
-        cost[side] = backendCpuUs(pid) - cpu0;
+        cost[side] = processOnCpuUs(pid) - cpu0;
       }
       total.A += cost.A;
       total.B += cost.B;

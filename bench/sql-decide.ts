@@ -34,11 +34,11 @@ import { startEmbeddedPostgres } from '../src/db/embedded/index.js';
 import { createPool, type Pool } from '../src/db/pool.js';
 import { FUNCTION_CONSTANTS, migrate } from '../src/db/migrate.js';
 import { decideBatch, decideQuery, type DecideRequest } from '../src/db/decisions.js';
-import { applicableCounters, CONVERSION_IDLE } from '../src/core/policy/counters.js';
+import { applicableCounters } from '../src/core/policy/counters.js';
 import { decisionPolicy } from '../src/core/policy/decide.js';
 import { defaultPolicy } from '../src/core/policy/default.js';
 import type { GroupName, LimitRule, Policy } from '../src/core/policy/types.js';
-import { phoneNumber } from './lib/keys.js';
+import { adminQuery, benchRequest, databaseUrl } from './lib/sql-harness.js';
 
 const BATCH = 256;
 const BATCHES = Number(process.env.SQL_BENCH_BATCHES ?? 100);
@@ -86,9 +86,7 @@ function subject(i: number): { e164: string; region: string } {
 
 function request(p: Policy, i: number): DecideRequest {
   if (p === DEFAULT || p === DEFAULT_STRICT) {
-    const e164 = phoneNumber(i);
-    const counters = applicableCounters(p, e164, 'US', { conversion: CONVERSION_IDLE, safe: false });
-    return { hash: `d${i}:${e164}`, region: 'US', masked: e164.slice(0, 5) + '•••', allowlisted: false, counters };
+    return benchRequest(p, i, 'd');
   }
   const { e164, region } = subject(i);
   // The hash only has to be unique per number; the bench never sees a key file.
@@ -183,29 +181,13 @@ async function measureRound(pool: Pool, c: Case, baseline: boolean, batches: num
   out.batches += batches;
 }
 
-async function admin(url: string, sql: string): Promise<void> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    await client.query(sql);
-  } finally {
-    await client.end();
-  }
-}
-
-function dbUrl(server: string, name: string): string {
-  const u = new URL(server);
-  u.pathname = `/${name}`;
-  return u.toString();
-}
-
 const dir = await mkdtemp(path.join(os.tmpdir(), 'ratelimit-sql-bench-'));
 const server = await startEmbeddedPostgres({ dataDir: path.join(dir, 'pg'), database: 'postgres', fsync: false });
 
 async function policyCases(): Promise<void> {
   // The template: migrated, then filled with PREFILL new numbers through the full policy.
-  await admin(server.url, 'CREATE DATABASE bench_template');
-  const tplUrl = dbUrl(server.url, 'bench_template');
+  await adminQuery(server.url, 'CREATE DATABASE bench_template');
+  const tplUrl = databaseUrl(server.url, 'bench_template');
   const tpl = createPool({ url: tplUrl, max: 1 });
   await migrate(tpl);
   await tpl.query('SELECT pg_stat_reset()');
@@ -226,8 +208,8 @@ async function policyCases(): Promise<void> {
   console.log(
     `fill of ${PREFILL} new numbers (full policy): ${fillMs} ms; phone_rate_limits updates ${s.upd}, HOT ${s.hot} (${hotPct.toFixed(1)}%), dead tuples ${s.dead}`,
   );
-  await admin(server.url, 'VACUUM ANALYZE'); // connected to postgres; the template gets its own below
-  await admin(tplUrl, 'VACUUM ANALYZE');
+  await adminQuery(server.url, 'VACUUM ANALYZE'); // connected to postgres; the template gets its own below
+  await adminQuery(tplUrl, 'VACUUM ANALYZE');
 
   console.log(`\n${BATCHES} batches of ${BATCH} decisions in ${ROUNDS} interleaved rounds, ms per batch (one connection, loopback):`);
   console.log('case                    table          median    p95  server CPU ms/batch, µs/decision');
@@ -239,14 +221,14 @@ async function policyCases(): Promise<void> {
   for (const prefilled of [false, true]) {
     const dbs = cases.map((_, i) => `bench_${prefilled ? 'filled' : 'fresh'}_${i}`);
     for (const [i, name] of dbs.entries()) {
-      await admin(server.url, prefilled ? `CREATE DATABASE ${name} TEMPLATE bench_template` : `CREATE DATABASE ${name}`);
-      const p = createPool({ url: dbUrl(server.url, name), max: 1 });
+      await adminQuery(server.url, prefilled ? `CREATE DATABASE ${name} TEMPLATE bench_template` : `CREATE DATABASE ${name}`);
+      const p = createPool({ url: databaseUrl(server.url, name), max: 1 });
       if (!prefilled) await migrate(p);
       if (cases[i]!.sql) await installBaseline(p, cases[i]!.sql!);
       await p.end();
     }
     const samples = cases.map((): Samples => ({ ms: [], cpuMs: 0, batches: 0 }));
-    const pools = dbs.map((name) => createPool({ url: dbUrl(server.url, name), max: 1 }));
+    const pools = dbs.map((name) => createPool({ url: databaseUrl(server.url, name), max: 1 }));
     let next = PREFILL * 2; // fresh numbers, never in the template
     const ids = () => Array.from({ length: BATCH }, () => (prefilled ? rand(PREFILL) : next++));
     for (const [i, pool] of pools.entries()) for (let b = 0; b < WARMUP_BATCHES; b++) await runBatch(pool, cases[i]!.c, ids(), cases[i]!.sql !== undefined);
@@ -265,7 +247,7 @@ async function policyCases(): Promise<void> {
         `${cases[i]!.label.padEnd(23)} ${(prefilled ? `${PREFILL / 1000}k numbers` : 'fresh').padEnd(13)} ${quantile(ms, 0.5).toFixed(1).padStart(7)} ${quantile(ms, 0.95).toFixed(1).padStart(6)} ${Number.isNaN(cpu) ? '     n/a' : cpu.toFixed(1).padStart(8)} ${Number.isNaN(cpu) ? '' : ((cpu * 1000) / BATCH).toFixed(1).padStart(8)}`,
       );
     }
-    for (const name of dbs) await admin(server.url, `DROP DATABASE ${name}`);
+    for (const name of dbs) await adminQuery(server.url, `DROP DATABASE ${name}`);
   }
 }
 
@@ -306,13 +288,13 @@ async function limitCases(): Promise<void> {
     const clients: pg.Client[] = [];
     for (const [i, v] of variants.entries()) {
       const name = `bench_limit_${limit}_${i}`;
-      await admin(server.url, `CREATE DATABASE ${name}`);
-      const pool = createPool({ url: dbUrl(server.url, name), max: 1 });
+      await adminQuery(server.url, `CREATE DATABASE ${name}`);
+      const pool = createPool({ url: databaseUrl(server.url, name), max: 1 });
       await migrate(pool);
       if ('sql' in v && v.sql) await installBaseline(pool, v.sql);
       await fillLogs(pool, limit);
       await pool.end();
-      const client = new pg.Client({ connectionString: dbUrl(server.url, name) });
+      const client = new pg.Client({ connectionString: databaseUrl(server.url, name) });
       await client.connect();
       clients.push(client);
     }
@@ -346,7 +328,7 @@ async function limitCases(): Promise<void> {
       );
     }
     await Promise.all(clients.map((c) => c.end()));
-    for (let i = 0; i < variants.length; i++) await admin(server.url, `DROP DATABASE bench_limit_${limit}_${i}`);
+    for (let i = 0; i < variants.length; i++) await adminQuery(server.url, `DROP DATABASE bench_limit_${limit}_${i}`);
   }
 }
 

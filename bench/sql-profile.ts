@@ -22,11 +22,11 @@ import pg from 'pg';
 import { startEmbeddedPostgres } from '../src/db/embedded/index.js';
 import { createPool, type Pool } from '../src/db/pool.js';
 import { FUNCTION_CONSTANTS, migrate } from '../src/db/migrate.js';
-import { decideBatch, type DecideRequest } from '../src/db/decisions.js';
-import { applicableCounters, CONVERSION_IDLE } from '../src/core/policy/counters.js';
+import { decideBatch } from '../src/db/decisions.js';
 import { decisionPolicy } from '../src/core/policy/decide.js';
 import { defaultPolicy } from '../src/core/policy/default.js';
-import { phoneNumber } from './lib/keys.js';
+import { processOnCpuUs } from './lib/proc.js';
+import { adminQuery, benchRequest, databaseUrl } from './lib/sql-harness.js';
 
 // SQL_PROFILE_BATCH: decisions per statement (the end-to-end ws scenarios send about half of 256 per statement).
 const BATCH = Number(process.env.SQL_PROFILE_BATCH ?? 256);
@@ -37,40 +37,8 @@ const HOUR_MS = 3_600_000;
 const POLICY = defaultPolicy({ phoneMax: 1_000, phoneWindowMs: HOUR_MS, ipMax: 20, ipWindowMs: HOUR_MS });
 const STRICT = defaultPolicy({ phoneMax: 2, phoneWindowMs: HOUR_MS, ipMax: 20, ipWindowMs: HOUR_MS });
 
-function request(i: number, p = POLICY): DecideRequest {
-  const e164 = phoneNumber(i);
-  return {
-    hash: `p${i}:${e164}`,
-    region: 'US',
-    masked: e164.slice(0, 5) + '•••',
-    allowlisted: false,
-    counters: applicableCounters(p, e164, 'US', { conversion: CONVERSION_IDLE, safe: false }),
-  };
-}
-
 let seed = 7;
 const rand = (n: number) => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n;
-
-function backendCpuUs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10_000; // USER_HZ is 100 on Linux
-}
-
-async function admin(url: string, sql: string): Promise<void> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    await client.query(sql);
-  } finally {
-    await client.end();
-  }
-}
-
-function dbUrl(server: string, name: string): string {
-  const u = new URL(server);
-  u.pathname = `/${name}`;
-  return u.toString();
-}
 
 async function profile(pool: Pool, label: string, decisions: number, run: () => Promise<void>, times: number): Promise<void> {
   const pid = (await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
@@ -91,9 +59,9 @@ async function profile(pool: Pool, label: string, decisions: number, run: () => 
   await pool.query('SELECT pg_stat_force_next_flush()').catch(() => undefined);
   const stats0 = await tableStats();
   await pool.query('SELECT pg_stat_statements_reset()');
-  const cpu0 = backendCpuUs(pid);
+  const cpu0 = processOnCpuUs(pid);
   for (let i = 0; i < times; i++) await run();
-  const cpuUs = backendCpuUs(pid) - cpu0;
+  const cpuUs = processOnCpuUs(pid) - cpu0;
   const { rows } = await pool.query<{ query: string; calls: string; ms: number; plan_ms: number; top: boolean }>(
     `SELECT regexp_replace(query, '\\s+', ' ', 'g') AS query, calls::text, total_exec_time AS ms, total_plan_time AS plan_ms, toplevel AS top
        FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%' AND query NOT LIKE '%pg_backend_pid%' ORDER BY total_exec_time DESC LIMIT 14`,
@@ -127,8 +95,8 @@ const server = await startEmbeddedPostgres({
   extraConfig: { shared_preload_libraries: 'pg_stat_statements', 'pg_stat_statements.track': 'all' },
 });
 try {
-  await admin(server.url, 'CREATE DATABASE profile');
-  const pool = createPool({ url: dbUrl(server.url, 'profile'), max: 1 });
+  await adminQuery(server.url, 'CREATE DATABASE profile');
+  const pool = createPool({ url: databaseUrl(server.url, 'profile'), max: 1 });
   await migrate(pool);
   await pool.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
   // SQL_PROFILE_SOURCE=file.sql: another source of a function (constants filled as migrate() does), to compare shapes.
@@ -142,15 +110,17 @@ try {
   }
   const dp = decisionPolicy(POLICY);
   const fillPid = (await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
-  const fillCpu0 = backendCpuUs(fillPid);
+  const fillCpu0 = processOnCpuUs(fillPid);
   for (let i = 0; i < PREFILL; i += BATCH) {
     await decideBatch(
       pool,
-      Array.from({ length: Math.min(BATCH, PREFILL - i) }, (_, j) => request(i + j)),
+      Array.from({ length: Math.min(BATCH, PREFILL - i) }, (_, j) => benchRequest(POLICY, i + j)),
       dp,
     );
   }
-  console.log(`fill: ${PREFILL} new numbers in batches of ${BATCH}, backend CPU ${((backendCpuUs(fillPid) - fillCpu0) / PREFILL).toFixed(1)} µs per decision`);
+  console.log(
+    `fill: ${PREFILL} new numbers in batches of ${BATCH}, backend CPU ${((processOnCpuUs(fillPid) - fillCpu0) / PREFILL).toFixed(1)} µs per decision`,
+  );
   await pool.query('VACUUM ANALYZE');
   await profile(
     pool,
@@ -159,7 +129,7 @@ try {
     () =>
       decideBatch(
         pool,
-        Array.from({ length: BATCH }, () => request(rand(PREFILL))),
+        Array.from({ length: BATCH }, () => benchRequest(POLICY, rand(PREFILL))),
         dp,
       ).then(() => undefined),
     BATCHES,
@@ -173,7 +143,7 @@ try {
     () =>
       decideBatch(
         pool,
-        Array.from({ length: BATCH }, () => request(PREFILL + rand(100_000))),
+        Array.from({ length: BATCH }, () => benchRequest(POLICY, PREFILL + rand(100_000))),
         dp,
       ).then(() => undefined),
     BATCHES,
@@ -186,14 +156,14 @@ try {
     () =>
       decideBatch(
         pool,
-        Array.from({ length: BATCH }, () => request(0, STRICT)),
+        Array.from({ length: BATCH }, () => benchRequest(STRICT, 0)),
         strict,
       ).then(() => undefined),
     BATCHES,
   );
   if (process.env.SQL_PROFILE_EXPLAIN) {
     // Each statement's plan with its actual times (auto_explain, as notices), for one default batch.
-    const client = new pg.Client({ connectionString: dbUrl(server.url, 'profile') });
+    const client = new pg.Client({ connectionString: databaseUrl(server.url, 'profile') });
     await client.connect();
     client.on('notice', (n) => console.log(n.message));
     await client.query(`LOAD 'auto_explain'`);
@@ -203,12 +173,12 @@ try {
     const size = Number(process.env.SQL_PROFILE_EXPLAIN);
     await decideBatch(
       client as unknown as Pool,
-      Array.from({ length: size }, () => request(rand(PREFILL))),
+      Array.from({ length: size }, () => benchRequest(POLICY, rand(PREFILL))),
       dp,
     );
     await client.end();
   }
-  await profile(pool, 'lone decisions', LONE, () => decideBatch(pool, [request(rand(PREFILL))], dp).then(() => undefined), LONE);
+  await profile(pool, 'lone decisions', LONE, () => decideBatch(pool, [benchRequest(POLICY, rand(PREFILL))], dp).then(() => undefined), LONE);
   await pool.end();
 } finally {
   await server.stop();

@@ -13,7 +13,6 @@
 // Against an older function, run this file in a checkout of that ref, alternating with this one.
 //
 //   npm run build && node dist/bench/sql-single.js      (SQL_SINGLE_CALLS=2000 by default)
-import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -23,6 +22,7 @@ import { loadFunctions, migrate } from '../src/db/migrate.js';
 import { decideBatch } from '../src/db/decisions.js';
 import { decisionPolicy } from '../src/core/policy/decide.js';
 import { applicableCounters, CONVERSION_IDLE } from '../src/core/policy/counters.js';
+import { processOnCpuUs } from './lib/proc.js';
 import { defaultPolicy } from '../src/core/policy/default.js';
 import type { LimitRule } from '../src/core/policy/types.js';
 
@@ -55,11 +55,6 @@ const defaultRequest = (i: number) => {
     counters: applicableCounters(defaults, e164, 'US', { conversion: CONVERSION_IDLE }),
   };
 };
-
-function backendCpuUs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10_000; // USER_HZ is 100 on Linux
-}
 
 const dir = await mkdtemp(path.join(os.tmpdir(), 'ratelimit-sql-single-'));
 const server = await startEmbeddedPostgres({ dataDir: path.join(dir, 'pg'), database: 'postgres', fsync: false });
@@ -100,13 +95,13 @@ try {
       for (const p of policies) {
         const name = `${variant} ${p.name}`;
         const r = results.get(name) ?? { us: [], cpuUs: 0 };
-        const cpu0 = backendCpuUs(pid);
+        const cpu0 = processOnCpuUs(pid);
         for (let c = 0; c < CALLS / ROUNDS; c++) {
           const t0 = process.hrtime.bigint();
           await decideBatch(pool, [p.request(n++ % PREFILL)], p.dp);
           r.us.push(Number(process.hrtime.bigint() - t0) / 1e3);
         }
-        r.cpuUs += backendCpuUs(pid) - cpu0;
+        r.cpuUs += processOnCpuUs(pid) - cpu0;
         results.set(name, r);
       }
     }

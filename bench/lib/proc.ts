@@ -23,6 +23,11 @@ export function processCpuS(pid: number): number | undefined {
   }
 }
 
+/** A process's time on a CPU in µs, from /proc/<pid>/schedstat (ns; stat's ticks are 10 ms). */
+export function processOnCpuUs(pid: number): number {
+  return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]) / 1_000;
+}
+
 function parentPid(pid: number): number | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
