@@ -100,10 +100,9 @@ function plainDecisionRequest(
 ): CheckRequest | ConsumeRequest | undefined {
   const { id: rawId, phoneNumber, ip } = obj;
   if (typeof phoneNumber !== 'string') return undefined;
-  let id: RequestId | undefined;
-  if (typeof rawId === 'string' && rawId.length <= MAX_ID_LENGTH) id = rawId;
-  else if (typeof rawId === 'number' && Number.isFinite(rawId)) id = rawId;
-  else if (rawId !== undefined) return undefined;
+  // salvageId accepts exactly the ids the schema does.
+  const id = salvageId(rawId);
+  if (id === undefined && rawId !== undefined) return undefined;
   if (ip === undefined) return id === undefined ? { type, phoneNumber } : { type, id, phoneNumber };
   if (typeof ip !== 'string') return undefined;
   const address = readAddress(ip);
