@@ -12,7 +12,7 @@ import { counterMapKey } from '../core/policy/counters.js';
 import { counterKind } from '../core/policy/types.js';
 import type { DecisionPolicy, NumberState } from '../core/policy/decide.js';
 import type { AggregateCounter, Buckets } from '../core/policy/types.js';
-import { EXACT_LOG_ENTRIES, type LogSummary } from '../core/policy/log-summary.js';
+import { summaryRunLengths, type LogSummary } from '../core/policy/log-summary.js';
 import type { RuleState } from '../core/policy/log.js';
 
 export interface DecideRequest {
@@ -108,13 +108,8 @@ function decideOutcomes(row: DecideRow, ruleCount: number): DecideOutcome[] {
     for (let r = 0; r < ruleCount; r++) rules[r] = { used: row.r_used[i * ruleCount + r]!, resetTime: row.r_reset[i * ruleCount + r]! };
     // summarizeLog()'s runs (src/core/policy/log-summary.ts), from the log's length.
     const len = row.r_log_len[i]!;
-    const run = len > EXACT_LOG_ENTRIES ? Math.ceil(len / EXACT_LOG_ENTRIES) : 1;
-    const runs = Math.ceil(len / run);
-    let counts: number[] | null = null;
-    if (run > 1) {
-      counts = new Array<number>(runs).fill(run);
-      counts[runs - 1] = len - (runs - 1) * run;
-    }
+    const counts = summaryRunLengths(len);
+    const runs = counts?.length ?? len;
     const calls = row.r_calls.slice(callsAt, callsAt + runs);
     callsAt += runs;
     const shadowEnds = row.r_shadow_ends;

@@ -31,17 +31,22 @@ export interface LogSummary {
   readonly counts: readonly number[] | null;
 }
 
+/** The run lengths of a log of `length` calls: null when it is kept whole (see the opening comment). */
+export function summaryRunLengths(length: number): number[] | null {
+  if (length <= EXACT_LOG_ENTRIES) return null;
+  const run = Math.ceil(length / EXACT_LOG_ENTRIES);
+  const counts: number[] = [];
+  for (let start = 0; start < length; start += run) counts.push(Math.min(run, length - start));
+  return counts;
+}
+
 /** The summary of an ascending log (see the opening comment). */
 export function summarizeLog(log: readonly number[]): LogSummary {
-  if (log.length <= EXACT_LOG_ENTRIES) return { calls: [...log], counts: null };
-  const run = Math.ceil(log.length / EXACT_LOG_ENTRIES);
+  const counts = summaryRunLengths(log.length);
+  if (counts === null) return { calls: [...log], counts: null };
   const calls: number[] = [];
-  const counts: number[] = [];
-  for (let start = 0; start < log.length; start += run) {
-    const end = Math.min(start + run, log.length);
-    calls.push(log[end - 1]!);
-    counts.push(end - start);
-  }
+  let end = 0;
+  for (const n of counts) calls.push(log[(end += n) - 1]!);
   return { calls, counts };
 }
 
